@@ -1,0 +1,267 @@
+//! The command line: parses arguments into one mode and runs it. Each mode is a small function
+//! over the library; exit codes are 0 ok, 1 runtime failure, 2 usage or config error.
+
+mod demo;
+mod output;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use guardian::cleanup::ExtraProtection;
+use guardian::config::Config;
+use guardian::daemon::{self, Event, Guardian};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Exit code for usage and config errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for runtime failures.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "guardian",
+    version,
+    about = "Keeps build and agent nodes from running out of disk"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon: check free space every poll_interval, clean when a threshold is crossed.
+    Run {
+        /// Config file; the embedded default when omitted.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Check once (cleaning if needed) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Log every action, delete nothing (overrides daemon.dry_run).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print what a cleanup cycle would do now. Deletes nothing.
+    Plan {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each guarded filesystem and the last actions, from the daemon's state file.
+    Status {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Size a tree like `du -sB1 -x` (allocated and apparent bytes, hard links once).
+    Scan {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print or check configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// As root: mount a tmpfs sandbox, fill it like a busy node and watch Guardian keep it free.
+    Demo {
+        /// Size of the sandbox filesystem.
+        #[arg(long, default_value = "256MiB")]
+        size: String,
+        /// Seconds the writer keeps filling the disk.
+        #[arg(long, default_value_t = 12)]
+        seconds: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print the embedded default configuration.
+    Default,
+    /// Validate a config file; exit 2 naming the key and line if it is wrong.
+    Check { file: PathBuf },
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run {
+            config,
+            once,
+            dry_run,
+        } => run_daemon(config.as_deref(), once, dry_run),
+        Command::Plan { config, json } => plan(config.as_deref(), json),
+        Command::Status { config, json } => status(config.as_deref(), json),
+        Command::Scan { path, json } => scan(&path, json),
+        Command::Config { action } => match action {
+            ConfigAction::Default => {
+                print!("{}", guardian::config::DEFAULT_CONFIG);
+                Ok(ExitCode::SUCCESS)
+            }
+            ConfigAction::Check { file } => config_check(&file),
+        },
+        Command::Demo { size, seconds } => demo::run(&size, seconds),
+    }
+}
+
+/// A config error: printed, and the process exits with the usage code.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| UsageError(e.to_string()).into()),
+        None => Ok(Config::embedded_default()),
+    }
+}
+
+fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(Some(file))?;
+    println!(
+        "{}: ok ({} workspaces, {} rules)",
+        file.display(),
+        config.workspaces.len(),
+        config.rules.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_daemon(config: Option<&Path>, once: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(config)?;
+    config.daemon.dry_run |= dry_run;
+    raise_fd_limit();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    spawn_signal_thread(cancel.clone(), tx)?;
+    let no_extra: ExtraProtection = Arc::new(|_: &Path| None);
+    let mut guardian = Guardian::new(config, cancel, no_extra)?;
+    guardian.run(rx, once)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT/SIGTERM set `cancel` (which stops a deletion between two entries) and wake the loop.
+fn spawn_signal_thread(
+    cancel: Arc<AtomicBool>,
+    tx: crossbeam_channel::Sender<Event>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    signal_hook::flag::register(SIGINT, cancel.clone()).context("installing the SIGINT handler")?;
+    signal_hook::flag::register(SIGTERM, cancel.clone())
+        .context("installing the SIGTERM handler")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "shutdown requested");
+                let _ = tx.send(Event::Shutdown);
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+/// Deep trees are removed with one open fd per level: lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if let Some(max) = limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(max),
+                maximum: Some(max),
+            },
+        );
+    }
+}
+
+fn plan(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let config = load_config(config)?;
+    let plans = daemon::plan_now(&config);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plans)?);
+    } else {
+        output::print_plans(&plans);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let config = load_config(config)?;
+    let state = daemon::state::read_state(&config.daemon.state_dir);
+    if json {
+        let value = match &state {
+            Ok(s) => serde_json::to_value(s)?,
+            Err(e) => serde_json::json!({
+                "error": format!("no state in {}: {e}", config.daemon.state_dir.display()),
+                "filesystems": output::live_filesystems(&config),
+            }),
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        output::print_status(&config, state.as_ref());
+    }
+    Ok(if state.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+fn scan(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let walked = guardian::scan::scan_path(path)
+        .with_context(|| format!("cannot scan {}", path.display()))?;
+    let usage = walked.tally.usage();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "path": path,
+                "allocated_bytes": usage.allocated,
+                "apparent_bytes": usage.apparent,
+                "inodes": usage.inodes,
+                "files": usage.files,
+                "dirs": usage.dirs,
+                "symlinks": usage.symlinks,
+                "errors": walked.errors,
+                "mounts_skipped": walked.mounts_skipped,
+            }))?
+        );
+    } else {
+        println!("{}\t{}", usage.allocated, path.display());
+        println!(
+            "# apparent {} B, {} files, {} dirs, {} symlinks",
+            usage.apparent, usage.files, usage.dirs, usage.symlinks
+        );
+        for e in &walked.errors {
+            eprintln!("guardian scan: {}: {}", e.path.display(), e.error);
+        }
+        for m in &walked.mounts_skipped {
+            eprintln!(
+                "guardian scan: {}: other filesystem or mount, not entered",
+                m.display()
+            );
+        }
+    }
+    Ok(if walked.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
+}

@@ -1,0 +1,168 @@
+//! Human-readable output of `guardian plan` and `guardian status`.
+
+use guardian::config::{human_bytes, Config};
+use guardian::daemon::state::DaemonState;
+use guardian::daemon::{guarded_filesystems, FsPlan};
+use guardian::fsys;
+use guardian::policy;
+
+pub fn print_plans(plans: &[FsPlan]) {
+    if plans.is_empty() {
+        println!("no guarded filesystem: no configured workspace exists");
+    }
+    for fp in plans {
+        let a = &fp.plan.assessment;
+        println!(
+            "{}: {} of {} free ({:.1}%), {:?}: {}",
+            fp.mount.display(),
+            human_bytes(fp.space.avail_bytes),
+            human_bytes(fp.space.total_bytes),
+            fp.space.avail_percent(),
+            a.pressure,
+            a.reason
+        );
+        if fp.plan.actions.is_empty() {
+            println!("  nothing to do");
+        }
+        for (i, action) in fp.plan.actions.iter().enumerate() {
+            println!(
+                "  {:>3}. phase {} {:<12} {:>10}  {}",
+                i + 1,
+                action.phase,
+                action.rule,
+                human_bytes(action.bytes_estimated),
+                action.path.display()
+            );
+        }
+        for s in &fp.plan.skipped {
+            println!("  skip {}: {}", s.path.display(), s.reason);
+        }
+        if fp.plan.shortfall_bytes > 0 && a.pressure != policy::Pressure::Ok {
+            println!(
+                "  shortfall: {} still missing to the target after this plan{}",
+                human_bytes(fp.plan.shortfall_bytes),
+                if fp.plan.phase2_allowed {
+                    ""
+                } else {
+                    " (phase 2 not allowed: phase 1 can get above critical_free)"
+                }
+            );
+        }
+        for e in &fp.survey_errors {
+            println!("  warning: {}: {}", e.path.display(), e.error);
+        }
+    }
+}
+
+/// The guarded filesystems as `statvfs` shows them now (when no daemon state exists).
+pub fn live_filesystems(config: &Config) -> serde_json::Value {
+    let list: Vec<_> = guarded_filesystems(&config.workspaces)
+        .into_iter()
+        .filter_map(|fs| {
+            let space = fsys::fs_space(&fs.probe).ok()?;
+            let a = policy::assess(&space, &config.thresholds, false);
+            Some(serde_json::json!({
+                "mount": fs.mount, "space": space, "limits": a.limits,
+                "pressure": a.pressure, "reason": a.reason,
+            }))
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
+
+pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error>) {
+    let state = match state {
+        Ok(s) => s,
+        Err(e) => {
+            println!(
+                "no daemon state in {} ({e}): is `guardian run` running with this config?",
+                config.daemon.state_dir.display()
+            );
+            println!("live view:");
+            for fs in guarded_filesystems(&config.workspaces) {
+                if let Ok(space) = fsys::fs_space(&fs.probe) {
+                    let a = policy::assess(&space, &config.thresholds, false);
+                    println!(
+                        "  {}: {} of {} free ({:.1}%), {:?}: {}",
+                        fs.mount.display(),
+                        human_bytes(space.avail_bytes),
+                        human_bytes(space.total_bytes),
+                        space.avail_percent(),
+                        a.pressure,
+                        a.reason
+                    );
+                }
+            }
+            return;
+        }
+    };
+    println!(
+        "guardian pid {} · source {} · poll every {} ms · dry run {} · updated {}",
+        state.pid,
+        state.source,
+        state.poll_interval_ms,
+        if state.dry_run { "yes" } else { "no" },
+        state.updated
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10}  STATE",
+        "FILESYSTEM", "SIZE", "AVAIL", "FREE%", "CLEANUP<", "CRITICAL<", "TARGET"
+    );
+    for fs in &state.filesystems {
+        println!(
+            "{:<28} {:>10} {:>10} {:>6.1}% {:>10} {:>10} {:>10}  {:?}",
+            fs.mount.display(),
+            human_bytes(fs.space.total_bytes),
+            human_bytes(fs.space.avail_bytes),
+            fs.space.avail_percent(),
+            human_bytes(fs.limits.cleanup_bytes),
+            human_bytes(fs.limits.critical_bytes),
+            human_bytes(fs.limits.target_bytes),
+            fs.pressure
+        );
+        println!(
+            "{:<28} inodes {:.1}% free · {}",
+            "",
+            fs.space.avail_inodes_percent(),
+            fs.reason
+        );
+    }
+    if let Some(c) = &state.last_cycle {
+        println!(
+            "last cycle on {} at {}: {} actions in {} rounds, freed {}, {}",
+            c.mount.display(),
+            c.started,
+            c.actions,
+            c.rounds,
+            human_bytes(c.bytes_freed),
+            if c.reached_target {
+                "reached the target".to_string()
+            } else {
+                c.shortfall
+                    .clone()
+                    .unwrap_or_else(|| "stopped short of the target".into())
+            }
+        );
+    }
+    if !state.recent_actions.is_empty() {
+        println!("recent actions:");
+        for r in &state.recent_actions {
+            println!(
+                "  {} {:<12} {:<12} est {:>10} freed {:>10}  {}{}",
+                r.ts,
+                r.outcome,
+                r.rule,
+                human_bytes(r.bytes_estimated),
+                human_bytes(r.bytes_freed),
+                r.path.display(),
+                r.error
+                    .as_ref()
+                    .map(|e| format!("  ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    for p in &state.problems {
+        println!("problem: {p}");
+    }
+}

@@ -1,0 +1,436 @@
+//! The daemon: the main loop that checks each guarded filesystem with `statvfs` every
+//! `poll_interval`, runs a cleanup cycle (survey → plan → execute → verify → escalate) when a
+//! threshold is crossed, and rewrites the state file. Every trigger arrives as an [`Event`].
+//!
+//! Invariants: the survey (a tree walk) runs only when a filesystem is under pressure; a cycle
+//! ends at the target, when nothing is left to delete, or after a bounded number of rounds;
+//! shutdown is honoured between and during deletions.
+
+pub mod state;
+
+use crate::cleanup::{AuditLog, AuditRecord, Executor, ExtraProtection, Outcome};
+use crate::config::{CompiledRule, Config, Workspace};
+use crate::fsys::{self, FsSpace};
+use crate::policy::{self, Plan, Pressure};
+use crate::protect::ProcSnapshot;
+use crate::survey;
+use crossbeam_channel::{select, Receiver};
+use state::{CycleSummary, DaemonState, FsState};
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Most survey → plan → execute rounds in one cycle.
+const MAX_ROUNDS: u32 = 6;
+/// Audit records kept for the state file.
+const RECENT_ACTIONS: usize = 20;
+
+/// Everything that can wake the main loop.
+#[derive(Debug)]
+pub enum Event {
+    /// Time to check free space.
+    Tick,
+    /// SIGINT/SIGTERM: stop.
+    Shutdown,
+}
+
+/// Failures that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot open the audit log {path}: {source} (check daemon.audit_log and permissions)")]
+    AuditLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot write to the audit log {path}: {source}; stopping rather than deleting unrecorded"
+    )]
+    AuditWrite {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot write the state file in {path}: {source} (check daemon.state_dir and permissions)"
+    )]
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Filesystems holding at least one workspace, grouped by device.
+#[derive(Clone, Debug)]
+pub struct GuardedFs {
+    pub dev: u64,
+    pub mount: PathBuf,
+    /// A path on the filesystem to `statvfs`.
+    pub probe: PathBuf,
+    pub workspaces: Vec<Workspace>,
+}
+
+/// One filesystem's plan, for `guardian plan`.
+#[derive(Debug, serde::Serialize)]
+pub struct FsPlan {
+    pub mount: PathBuf,
+    pub space: FsSpace,
+    pub plan: Plan,
+    pub survey_errors: Vec<crate::scan::WalkError>,
+}
+
+pub struct Guardian {
+    config: Config,
+    rules: Vec<CompiledRule>,
+    executor: Executor,
+    cancel: Arc<AtomicBool>,
+    recent: VecDeque<AuditRecord>,
+    last_cycle: Option<CycleSummary>,
+    problems: Vec<String>,
+}
+
+impl Guardian {
+    /// Opens the audit log and prepares the executor. `cancel` is set on shutdown.
+    pub fn new(
+        config: Config,
+        cancel: Arc<AtomicBool>,
+        extra_protection: ExtraProtection,
+    ) -> Result<Guardian, DaemonError> {
+        let audit =
+            AuditLog::open(&config.daemon.audit_log).map_err(|source| DaemonError::AuditLog {
+                path: config.daemon.audit_log.clone(),
+                source,
+            })?;
+        let executor = Executor::new(
+            config.workspaces.clone(),
+            audit,
+            config.daemon.dry_run,
+            cancel.clone(),
+            extra_protection,
+        );
+        let recent = crate::cleanup::audit::read_records(&config.daemon.audit_log)
+            .map(|records| {
+                records
+                    .into_iter()
+                    .rev()
+                    .take(RECENT_ACTIONS)
+                    .rev()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Guardian {
+            rules: config.compiled_rules(),
+            config,
+            executor,
+            cancel,
+            recent,
+            last_cycle: None,
+            problems: Vec::new(),
+        })
+    }
+
+    /// Runs until shutdown (or one check with `once`).
+    pub fn run(&mut self, events: Receiver<Event>, once: bool) -> Result<(), DaemonError> {
+        let interval = self.config.daemon.poll_interval.0;
+        tracing::info!(
+            poll_interval = ?interval,
+            dry_run = self.config.daemon.dry_run,
+            workspaces = self.config.workspaces.len(),
+            "guardian started (source: poll)"
+        );
+        let ticker = crossbeam_channel::tick(interval);
+        self.check()?;
+        if once {
+            return Ok(());
+        }
+        loop {
+            select! {
+                recv(ticker) -> _ => self.check()?,
+                recv(events) -> event => match event {
+                    Ok(Event::Tick) => self.check()?,
+                    Ok(Event::Shutdown) | Err(_) => break,
+                },
+            }
+            if self.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        tracing::info!("guardian stopped");
+        Ok(())
+    }
+
+    /// One check of every guarded filesystem; a cycle where a threshold is crossed.
+    pub fn check(&mut self) -> Result<(), DaemonError> {
+        self.problems.clear();
+        let mut states = Vec::new();
+        for fs in guarded_filesystems(&self.config.workspaces) {
+            if self.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(space) = fsys::fs_space(&fs.probe) else {
+                self.problems
+                    .push(format!("cannot statvfs {}", fs.probe.display()));
+                continue;
+            };
+            let assessment = policy::assess(&space, &self.config.thresholds, false);
+            if assessment.pressure != Pressure::Ok {
+                tracing::warn!(mount = %fs.mount.display(), reason = %assessment.reason, "pressure: starting a cleanup cycle");
+                let summary = self.cycle(&fs, &assessment.reason)?;
+                self.last_cycle = Some(summary);
+            }
+            let space = fsys::fs_space(&fs.probe).unwrap_or(space);
+            let assessment = policy::assess(&space, &self.config.thresholds, false);
+            states.push(FsState {
+                mount: fs.mount.clone(),
+                workspaces: fs.workspaces.iter().map(|w| w.path.clone()).collect(),
+                space,
+                limits: assessment.limits,
+                pressure: assessment.pressure,
+                reason: assessment.reason,
+            });
+        }
+        for ws in &self.config.workspaces {
+            if !ws.path.is_dir() {
+                self.problems.push(format!(
+                    "workspace {} does not exist (yet)",
+                    ws.path.display()
+                ));
+            }
+        }
+        self.write_state(states)
+    }
+
+    /// One cleanup cycle on one filesystem: rounds of survey → plan → execute, each starting
+    /// from the free space `statvfs` really shows, until the target is reached or nothing is
+    /// left. A round that frees less than planned is followed by one that plans the next
+    /// candidates, and phase 2 once phase 1 is exhausted below `critical_free`.
+    fn cycle(&mut self, fs: &GuardedFs, trigger: &str) -> Result<CycleSummary, DaemonError> {
+        let started = SystemTime::now();
+        let start_space = fsys::fs_space(&fs.probe).ok();
+        let mut attempted: HashSet<PathBuf> = HashSet::new();
+        let mut rounds = 0;
+        let mut actions = 0;
+        let mut vacuumed = self.config.daemon.journal_vacuum.is_empty();
+        let mut shortfall = None;
+        let mut reached_target = false;
+        while rounds < MAX_ROUNDS && !self.cancel.load(Ordering::Relaxed) {
+            let (_, plan) = self.plan_fs(fs, true, &attempted);
+            if plan.assessment.pressure == Pressure::Ok {
+                reached_target = true;
+                break;
+            }
+            rounds += 1;
+            let todo: Vec<_> = plan
+                .actions
+                .iter()
+                .filter(|a| !attempted.contains(&a.path))
+                .cloned()
+                .collect();
+            if todo.is_empty() && vacuumed {
+                shortfall = Some(format!(
+                    "nothing left to delete: {} short of the target ({} candidates blocked)",
+                    crate::config::human_bytes(plan.assessment.bytes_needed),
+                    plan.skipped.len()
+                ));
+                break;
+            }
+            for action in &todo {
+                attempted.insert(action.path.clone());
+                let report =
+                    self.executor
+                        .execute(action)
+                        .map_err(|source| DaemonError::AuditWrite {
+                            path: self.executor.audit_path().to_path_buf(),
+                            source,
+                        })?;
+                actions += 1;
+                self.note(report.record);
+                if report.outcome == Outcome::Interrupted || self.target_reached(fs) {
+                    break;
+                }
+            }
+            if !vacuumed {
+                vacuumed = true;
+                self.vacuum_journal(fs)?;
+            }
+            if self.config.daemon.dry_run {
+                shortfall = Some("dry run: one round planned and logged, nothing deleted".into());
+                break;
+            }
+        }
+        let end_space = fsys::fs_space(&fs.probe).ok();
+        let bytes_freed = match (start_space, end_space) {
+            (Some(s), Some(e)) => e.avail_bytes.saturating_sub(s.avail_bytes),
+            _ => 0,
+        };
+        reached_target |= self.target_reached(fs);
+        let summary = CycleSummary {
+            mount: fs.mount.clone(),
+            started: crate::cleanup::audit::timestamp(started),
+            finished: crate::cleanup::audit::timestamp(SystemTime::now()),
+            trigger: trigger.to_string(),
+            rounds,
+            actions,
+            bytes_freed,
+            reached_target,
+            shortfall: if reached_target { None } else { shortfall },
+        };
+        tracing::info!(
+            mount = %fs.mount.display(),
+            actions,
+            rounds,
+            freed = %crate::config::human_bytes(bytes_freed),
+            reached_target,
+            "cleanup cycle finished"
+        );
+        Ok(summary)
+    }
+
+    fn target_reached(&self, fs: &GuardedFs) -> bool {
+        fsys::fs_space(&fs.probe)
+            .map(|s| policy::assess(&s, &self.config.thresholds, true).pressure == Pressure::Ok)
+            .unwrap_or(false)
+    }
+
+    fn vacuum_journal(&mut self, fs: &GuardedFs) -> Result<(), DaemonError> {
+        let argv = self.config.daemon.journal_vacuum.clone();
+        let report = self
+            .executor
+            .run_command(
+                "journal_vacuum",
+                &argv,
+                "phase 1: journal vacuum",
+                &fs.probe,
+            )
+            .map_err(|source| DaemonError::AuditWrite {
+                path: self.executor.audit_path().to_path_buf(),
+                source,
+            })?;
+        self.note(report.record);
+        Ok(())
+    }
+
+    /// Surveys the filesystem's workspaces and plans, leaving out paths already attempted.
+    fn plan_fs(
+        &self,
+        fs: &GuardedFs,
+        continuing: bool,
+        attempted: &HashSet<PathBuf>,
+    ) -> (FsSpace, Plan) {
+        let fp = plan_filesystem(fs, &self.config, &self.rules, continuing, attempted);
+        (fp.space, fp.plan)
+    }
+
+    fn note(&mut self, record: AuditRecord) {
+        tracing::info!(
+            action = %record.action,
+            path = %record.path.display(),
+            rule = %record.rule,
+            outcome = %record.outcome,
+            estimated = record.bytes_estimated,
+            freed = record.bytes_freed,
+            error = record.error.as_deref().unwrap_or(""),
+            "action"
+        );
+        self.recent.push_back(record);
+        while self.recent.len() > RECENT_ACTIONS {
+            self.recent.pop_front();
+        }
+    }
+
+    fn write_state(&self, filesystems: Vec<FsState>) -> Result<(), DaemonError> {
+        let state = DaemonState {
+            updated: crate::cleanup::audit::timestamp(SystemTime::now()),
+            pid: std::process::id(),
+            source: "poll".into(),
+            dry_run: self.config.daemon.dry_run,
+            poll_interval_ms: self.config.daemon.poll_interval.0.as_millis() as u64,
+            filesystems,
+            last_cycle: self.last_cycle.clone(),
+            recent_actions: self.recent.iter().cloned().collect(),
+            problems: self.problems.clone(),
+        };
+        state::write_state(&self.config.daemon.state_dir, &state).map_err(|source| {
+            DaemonError::State {
+                path: self.config.daemon.state_dir.clone(),
+                source,
+            }
+        })
+    }
+}
+
+/// What a cycle would do on each guarded filesystem right now (nothing is deleted).
+pub fn plan_now(config: &Config) -> Vec<FsPlan> {
+    let rules = config.compiled_rules();
+    guarded_filesystems(&config.workspaces)
+        .iter()
+        .map(|fs| plan_filesystem(fs, config, &rules, false, &HashSet::new()))
+        .collect()
+}
+
+/// Survey + candidates + policy for one filesystem.
+fn plan_filesystem(
+    fs: &GuardedFs,
+    config: &Config,
+    rules: &[CompiledRule],
+    continuing: bool,
+    attempted: &HashSet<PathBuf>,
+) -> FsPlan {
+    let space = fsys::fs_space(&fs.probe).unwrap_or(FsSpace {
+        total_bytes: 0,
+        avail_bytes: 0,
+        free_bytes: 0,
+        total_inodes: 0,
+        avail_inodes: 0,
+    });
+    let assessment = policy::assess(&space, &config.thresholds, continuing);
+    if assessment.pressure == Pressure::Ok {
+        return FsPlan {
+            mount: fs.mount.clone(),
+            space,
+            plan: policy::plan(&space, &config.thresholds, &[], continuing),
+            survey_errors: Vec::new(),
+        };
+    }
+    let surveys: Vec<_> = fs
+        .workspaces
+        .iter()
+        .map(|ws| survey::survey_workspace(ws, rules))
+        .collect();
+    let procs = ProcSnapshot::capture();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs() as i64;
+    let mut candidates = survey::candidates(&surveys, rules, &procs, &|_: &Path| None, now);
+    candidates.retain(|c| !attempted.contains(&c.path));
+    FsPlan {
+        mount: fs.mount.clone(),
+        space,
+        plan: policy::plan(&space, &config.thresholds, &candidates, continuing),
+        survey_errors: surveys.into_iter().flat_map(|s| s.errors).collect(),
+    }
+}
+
+/// Groups the workspaces by the filesystem they are on (a missing workspace by its nearest
+/// existing ancestor's).
+pub fn guarded_filesystems(workspaces: &[Workspace]) -> Vec<GuardedFs> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<GuardedFs> = Vec::new();
+    for ws in workspaces {
+        let probe = fsys::nearest_existing(&ws.path).to_path_buf();
+        let Ok(meta) = std::fs::metadata(&probe) else {
+            continue;
+        };
+        match out.iter_mut().find(|fs| fs.dev == meta.dev()) {
+            Some(fs) => fs.workspaces.push(ws.clone()),
+            None => out.push(GuardedFs {
+                dev: meta.dev(),
+                mount: fsys::mount_point_of(&probe).unwrap_or_else(|| probe.clone()),
+                probe,
+                workspaces: vec![ws.clone()],
+            }),
+        }
+    }
+    out
+}

@@ -1,0 +1,254 @@
+//! Filesystem primitives relative to directory file descriptors: open a child directory without
+//! following symlinks, stat an entry without following symlinks (with its mount id where the OS
+//! has one), list a directory, and read free space with `statvfs`. Nothing here deletes.
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+/// What Guardian needs to know about one directory entry, read without following symlinks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryStat {
+    pub kind: EntryKind,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    /// Apparent size (`st_size`).
+    pub size: u64,
+    /// Allocated bytes (`st_blocks * 512`), what `du` counts.
+    pub allocated: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Mount id (Linux `STATX_MNT_ID`); `None` where the OS does not report one.
+    pub mnt_id: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+impl EntryKind {
+    fn from_mode(mode: u32) -> Self {
+        match FileType::from_raw_mode(mode as _) {
+            FileType::Directory => EntryKind::Dir,
+            FileType::RegularFile => EntryKind::File,
+            FileType::Symlink => EntryKind::Symlink,
+            _ => EntryKind::Other,
+        }
+    }
+}
+
+/// Turns an entry name into a C string for the `*at` calls.
+pub fn c_name(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Opens `path` (absolute or relative to the cwd) as a directory; the last component must not
+/// be a symlink.
+pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    rustix::fs::open(path, dir_flags(), Mode::empty()).map_err(io::Error::from)
+}
+
+/// Opens the child directory `name` of `parent` without following a symlink in its place.
+pub fn open_child_dir<Fd: AsFd>(parent: Fd, name: &CStr) -> io::Result<OwnedFd> {
+    rustix::fs::openat(parent, name, dir_flags(), Mode::empty()).map_err(io::Error::from)
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// Stats the entry `name` of `dir` without following symlinks.
+#[cfg(target_os = "linux")]
+pub fn stat_entry<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<EntryStat> {
+    use rustix::fs::{statx, StatxFlags};
+    let st = statx(
+        dir,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::BASIC_STATS | StatxFlags::MNT_ID,
+    )?;
+    Ok(EntryStat {
+        kind: EntryKind::from_mode(st.stx_mode as u32),
+        dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+        ino: st.stx_ino,
+        nlink: st.stx_nlink as u64,
+        size: st.stx_size,
+        allocated: st.stx_blocks * 512,
+        mtime: st.stx_mtime.tv_sec,
+        mnt_id: (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id),
+    })
+}
+
+/// Stats the entry `name` of `dir` without following symlinks.
+#[cfg(not(target_os = "linux"))]
+pub fn stat_entry<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<EntryStat> {
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(stat_to_entry(&st))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stat_to_entry(st: &rustix::fs::Stat) -> EntryStat {
+    EntryStat {
+        kind: EntryKind::from_mode(st.st_mode as u32),
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        nlink: st.st_nlink as u64,
+        size: st.st_size as u64,
+        allocated: st.st_blocks as u64 * 512,
+        mtime: st.st_mtime as i64,
+        mnt_id: None,
+    }
+}
+
+/// Stats an open directory itself (`"."` relative to it).
+pub fn stat_fd<Fd: AsFd>(dir: Fd) -> io::Result<EntryStat> {
+    stat_entry(dir, c".")
+}
+
+/// One listed entry: its name and the type `getdents` reported (may be unknown).
+pub struct Listed {
+    pub name: CString,
+    pub kind_hint: Option<EntryKind>,
+}
+
+impl Listed {
+    pub fn os_name(&self) -> &OsStr {
+        OsStr::from_bytes(self.name.as_bytes())
+    }
+}
+
+/// Lists the entries of the open directory `dir` (without `.` and `..`). Reads through a
+/// duplicate of the descriptor, so `dir` stays usable for `*at` calls.
+pub fn list_dir<Fd: AsFd>(dir: Fd) -> io::Result<Vec<Listed>> {
+    let mut reader = Dir::read_from(dir)?;
+    let mut out = Vec::new();
+    while let Some(entry) = reader.read() {
+        let entry = entry?;
+        let name = entry.file_name();
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        let kind_hint = match entry.file_type() {
+            FileType::Directory => Some(EntryKind::Dir),
+            FileType::RegularFile => Some(EntryKind::File),
+            FileType::Symlink => Some(EntryKind::Symlink),
+            FileType::Unknown => None,
+            _ => Some(EntryKind::Other),
+        };
+        out.push(Listed {
+            name: name.to_owned(),
+            kind_hint,
+        });
+    }
+    Ok(out)
+}
+
+/// Free space of the filesystem holding `path`, as `df` computes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FsSpace {
+    /// Size in bytes (`f_blocks * f_frsize`).
+    pub total_bytes: u64,
+    /// Bytes available to unprivileged users (`f_bavail * f_frsize`); what `df` calls Avail.
+    pub avail_bytes: u64,
+    /// Bytes free including the root reserve (`f_bfree * f_frsize`).
+    pub free_bytes: u64,
+    pub total_inodes: u64,
+    /// Inodes available to unprivileged users.
+    pub avail_inodes: u64,
+}
+
+impl FsSpace {
+    /// Available bytes as a percentage of the size, as `df` shows it.
+    pub fn avail_percent(&self) -> f64 {
+        percent(self.avail_bytes, self.total_bytes)
+    }
+
+    pub fn avail_inodes_percent(&self) -> f64 {
+        percent(self.avail_inodes, self.total_inodes)
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        100.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// Reads the free space of the filesystem holding `path`.
+pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
+    let st = rustix::fs::statvfs(path)?;
+    let frsize = st.f_frsize;
+    Ok(FsSpace {
+        total_bytes: st.f_blocks * frsize,
+        avail_bytes: st.f_bavail * frsize,
+        free_bytes: st.f_bfree * frsize,
+        total_inodes: st.f_files,
+        avail_inodes: st.f_favail,
+    })
+}
+
+/// The nearest existing ancestor of `path` (itself if it exists), for filesystems whose
+/// workspace dir has not been created yet.
+pub fn nearest_existing(path: &Path) -> &Path {
+    let mut p = path;
+    loop {
+        if p.symlink_metadata().is_ok() {
+            return p;
+        }
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => return p,
+        }
+    }
+}
+
+/// Joins bytes of a name onto a path.
+pub fn name_to_os(name: &CStr) -> OsString {
+    OsString::from_vec(name.to_bytes().to_vec())
+}
+
+/// The mount point of the filesystem holding `path`: the longest mount point in
+/// `/proc/self/mountinfo` that is a prefix of it. `None` where there is no mountinfo.
+pub fn mount_point_of(path: &Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| std::path::PathBuf::from(unescape_mountinfo(field)))
+        .filter(|mount| path.starts_with(mount))
+        .max_by_key(|mount| mount.as_os_str().len())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape_mountinfo(field: &str) -> OsString {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    OsString::from_vec(out)
+}

@@ -1,0 +1,11 @@
+//! Guardian's library: everything the `guardian` binary does, as modules the binary glues
+//! together. See ARCHITECTURE.md for the code map and each module's invariants.
+
+pub mod cleanup;
+pub mod config;
+pub mod daemon;
+pub mod fsys;
+pub mod policy;
+pub mod protect;
+pub mod scan;
+pub mod survey;

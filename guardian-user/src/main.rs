@@ -1,0 +1,29 @@
+//! The `guardian` binary: sets up logging, parses the command line and hands over to the CLI
+//! module; maps errors to exit codes (1 runtime failure, 2 usage or config error).
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GUARDIAN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let parsed = cli::Cli::parse();
+    match cli::run(parsed) {
+        Ok(code) => code,
+        Err(e) if e.is::<cli::UsageError>() => {
+            eprintln!("guardian: {e}");
+            ExitCode::from(cli::EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("guardian: {e:#}");
+            ExitCode::from(cli::EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,172 @@
+use super::*;
+use crate::config::{ByteSize, FreeBytes};
+
+const MIB: u64 = 1 << 20;
+
+fn fs(total_mib: u64, avail_mib: u64) -> FsSpace {
+    FsSpace {
+        total_bytes: total_mib * MIB,
+        avail_bytes: avail_mib * MIB,
+        free_bytes: avail_mib * MIB,
+        total_inodes: 1_000_000,
+        avail_inodes: 900_000,
+    }
+}
+
+fn thresholds() -> Thresholds {
+    Thresholds::default() // 20% / 10% / 30%, min_free 0, inodes 10/5/15%
+}
+
+fn rule(path: &str, project: &str, mib: u64, active: i64) -> Candidate {
+    Candidate {
+        path: PathBuf::from(path),
+        project: PathBuf::from(project),
+        kind: CandidateKind::Rule {
+            rule: "regenerable".into(),
+            phase: 1,
+        },
+        bytes: mib * MIB,
+        inodes: 10,
+        project_active: active,
+        newest_mtime: active,
+        blocked: None,
+    }
+}
+
+fn project(path: &str, mib: u64, active: i64) -> Candidate {
+    Candidate {
+        path: PathBuf::from(path),
+        project: PathBuf::from(path),
+        kind: CandidateKind::Project,
+        bytes: mib * MIB,
+        inodes: 100,
+        project_active: active,
+        newest_mtime: active,
+        blocked: None,
+    }
+}
+
+#[test]
+fn nothing_planned_above_cleanup_free() {
+    let p = plan(
+        &fs(1000, 250),
+        &thresholds(),
+        &[rule("/w/a/node_modules", "/w/a", 100, 1)],
+        false,
+    );
+    assert_eq!(p.assessment.pressure, Pressure::Ok);
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn phase1_takes_least_recently_active_first_until_target() {
+    // 18% free: need 120 MiB to reach 30%.
+    let candidates = [
+        rule("/w/new/node_modules", "/w/new", 100, 300),
+        rule("/w/old/node_modules", "/w/old", 100, 100),
+        rule("/w/mid/node_modules", "/w/mid", 100, 200),
+    ];
+    let p = plan(&fs(1000, 180), &thresholds(), &candidates, false);
+    assert_eq!(p.assessment.pressure, Pressure::Pressure);
+    assert_eq!(p.assessment.bytes_needed, 120 * MIB);
+    let paths: Vec<_> = p.actions.iter().map(|a| a.path.to_str().unwrap()).collect();
+    assert_eq!(paths, ["/w/old/node_modules", "/w/mid/node_modules"]);
+    assert!(!p.phase2_allowed);
+    assert_eq!(p.shortfall_bytes, 0);
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| a.phase == 1 && a.rule == "regenerable"));
+    assert!(
+        p.actions[0].reason.contains("cleanup_free"),
+        "{}",
+        p.actions[0].reason
+    );
+}
+
+#[test]
+fn phase2_only_when_phase1_cannot_reach_critical() {
+    // 7% free, critical at 10%: phase 1 can give 50 MiB → 12%, above critical: no phase 2.
+    let candidates = [
+        rule("/w/a/node_modules", "/w/a", 50, 1),
+        project("/w/b", 300, 1),
+    ];
+    let p = plan(&fs(1000, 70), &thresholds(), &candidates, false);
+    assert_eq!(p.assessment.pressure, Pressure::Critical);
+    assert!(!p.phase2_allowed);
+    assert_eq!(p.actions.len(), 1);
+    assert!(p.shortfall_bytes > 0);
+
+    // Phase 1 gives only 10 MiB → 8%: phase 2 deletes idle projects, oldest first.
+    let candidates = [
+        rule("/w/a/node_modules", "/w/a", 10, 5),
+        project("/w/young", 300, 50),
+        project("/w/old", 100, 10),
+        project("/w/a", 60, 5),
+    ];
+    let p = plan(&fs(1000, 70), &thresholds(), &candidates, false);
+    assert!(p.phase2_allowed);
+    let paths: Vec<_> = p.actions.iter().map(|a| a.path.to_str().unwrap()).collect();
+    assert_eq!(paths, ["/w/a/node_modules", "/w/a", "/w/old", "/w/young"]);
+    // The project's estimate excludes what phase 1 already deletes inside it.
+    assert_eq!(p.actions[1].bytes_estimated, 50 * MIB);
+    assert_eq!(p.actions[1].phase, 2);
+}
+
+#[test]
+fn blocked_candidates_are_skipped_with_reason() {
+    let mut busy = project("/w/busy", 500, 1);
+    busy.blocked = Some("in use: pid 42".into());
+    let candidates = [busy, project("/w/idle", 100, 2)];
+    let p = plan(&fs(1000, 50), &thresholds(), &candidates, false);
+    assert_eq!(p.actions.len(), 1);
+    assert_eq!(p.actions[0].path, PathBuf::from("/w/idle"));
+    assert_eq!(p.skipped[0].reason, "in use: pid 42");
+}
+
+#[test]
+fn min_free_triggers_and_raises_the_target() {
+    let mut t = thresholds();
+    t.min_free = ByteSize(400 * MIB);
+    let p = plan(&fs(1000, 350), &t, &[rule("/w/a/x", "/w/a", 10, 1)], false);
+    assert_eq!(p.assessment.pressure, Pressure::Pressure);
+    assert_eq!(p.assessment.bytes_needed, 50 * MIB);
+    assert!(p.assessment.reason.contains("min_free"));
+}
+
+#[test]
+fn absolute_thresholds_work() {
+    let mut t = thresholds();
+    t.cleanup_free = FreeBytes(FreeAmount::Absolute(100 * MIB));
+    t.critical_free = FreeBytes(FreeAmount::Absolute(50 * MIB));
+    t.target_free = FreeBytes(FreeAmount::Absolute(200 * MIB));
+    let a = assess(&fs(1000, 90), &t, false);
+    assert_eq!(a.pressure, Pressure::Pressure);
+    assert_eq!(a.bytes_needed, 110 * MIB);
+}
+
+#[test]
+fn inode_pressure_plans_by_inodes() {
+    let mut space = fs(1000, 900);
+    space.avail_inodes = 40_000; // 4% < 5% critical
+    let mut small_many = rule("/w/a/node_modules", "/w/a", 1, 1);
+    small_many.inodes = 200_000;
+    let p = plan(&space, &thresholds(), &[small_many], false);
+    assert_eq!(p.assessment.pressure, Pressure::Critical);
+    assert_eq!(p.assessment.inodes_needed, 110_000);
+    assert!(!p.phase2_allowed, "phase 1 frees enough inodes");
+    assert_eq!(p.actions.len(), 1);
+}
+
+#[test]
+fn continuing_cycle_cleans_to_target_between_thresholds() {
+    // 25% free: above cleanup_free (20%), below target_free (30%).
+    let candidates = [rule("/w/a/node_modules", "/w/a", 100, 1)];
+    assert!(plan(&fs(1000, 250), &thresholds(), &candidates, false)
+        .actions
+        .is_empty());
+    let p = plan(&fs(1000, 250), &thresholds(), &candidates, true);
+    assert_eq!(p.assessment.pressure, Pressure::Pressure);
+    assert_eq!(p.assessment.bytes_needed, 50 * MIB);
+    assert_eq!(p.actions.len(), 1);
+}

@@ -1,0 +1,111 @@
+//! Byte and entry counts of a tree, with hard-linked inodes tracked so they are counted once
+//! (`du` semantics) and counted as freeable only when every link lies inside the tree.
+
+use crate::fsys::{EntryKind, EntryStat};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Sizes of a tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Allocated bytes (`st_blocks * 512`), each inode once.
+    pub allocated: u64,
+    /// Apparent bytes (`st_size`), each inode once.
+    pub apparent: u64,
+    /// Inodes (files, dirs, symlinks, others), each once.
+    pub inodes: u64,
+    pub dirs: u64,
+    pub files: u64,
+    pub symlinks: u64,
+    /// Newest modification time in the tree (seconds since the epoch), 0 for an empty tally.
+    pub newest_mtime: i64,
+}
+
+/// An inode with more than one link: how many links exist and how many this tally has seen.
+#[derive(Clone, Copy, Debug)]
+struct Linked {
+    nlink: u64,
+    seen: u64,
+    allocated: u64,
+    apparent: u64,
+    kind: EntryKind,
+}
+
+/// Running counts of a tree walk; merge tallies of subtrees to get the tree's.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    single: Usage,
+    linked: HashMap<(u64, u64), Linked>,
+}
+
+impl Tally {
+    /// Counts one entry.
+    pub fn add_entry(&mut self, st: &EntryStat) {
+        self.single.newest_mtime = self.single.newest_mtime.max(st.mtime);
+        if st.nlink > 1 && st.kind != EntryKind::Dir {
+            let linked = self.linked.entry((st.dev, st.ino)).or_insert(Linked {
+                nlink: st.nlink,
+                seen: 0,
+                allocated: st.allocated,
+                apparent: st.size,
+                kind: st.kind,
+            });
+            linked.seen += 1;
+            return;
+        }
+        add_one(&mut self.single, st.kind, st.allocated, st.size);
+    }
+
+    /// Adds another tally (of a disjoint subtree) into this one.
+    pub fn merge(&mut self, mut other: Tally) {
+        if other.linked.len() > self.linked.len() {
+            std::mem::swap(&mut self.linked, &mut other.linked);
+        }
+        for (key, theirs) in other.linked {
+            self.linked
+                .entry(key)
+                .and_modify(|ours| ours.seen += theirs.seen)
+                .or_insert(theirs);
+        }
+        let s = &mut self.single;
+        let o = other.single;
+        s.allocated += o.allocated;
+        s.apparent += o.apparent;
+        s.inodes += o.inodes;
+        s.dirs += o.dirs;
+        s.files += o.files;
+        s.symlinks += o.symlinks;
+        s.newest_mtime = s.newest_mtime.max(o.newest_mtime);
+    }
+
+    /// What the tree occupies, each hard-linked inode counted once (what `du` reports).
+    pub fn usage(&self) -> Usage {
+        self.sum(|_| true)
+    }
+
+    /// What deleting the whole tree would free: a hard-linked inode counts only when all of its
+    /// links were seen inside the tree.
+    pub fn freeable(&self) -> Usage {
+        self.sum(|l| l.seen >= l.nlink)
+    }
+
+    fn sum(&self, include: impl Fn(&Linked) -> bool) -> Usage {
+        let mut usage = self.single;
+        for linked in self.linked.values().filter(|l| include(l)) {
+            add_one(&mut usage, linked.kind, linked.allocated, linked.apparent);
+        }
+        usage
+    }
+}
+
+fn add_one(usage: &mut Usage, kind: EntryKind, allocated: u64, apparent: u64) {
+    usage.allocated += allocated;
+    usage.apparent += apparent;
+    usage.inodes += 1;
+    match kind {
+        EntryKind::Dir => usage.dirs += 1,
+        EntryKind::File => usage.files += 1,
+        EntryKind::Symlink => usage.symlinks += 1,
+        EntryKind::Other => {}
+    }
+}

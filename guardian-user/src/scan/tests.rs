@@ -1,0 +1,138 @@
+use super::*;
+use std::os::unix::fs::symlink;
+use std::process::Command;
+
+/// `du -sB1 -x` (plus `--apparent-size` when asked) of `path`, in bytes.
+fn du(path: &Path, apparent: bool) -> u64 {
+    let mut cmd = Command::new("du");
+    cmd.arg("-sB1").arg("-x");
+    if apparent {
+        cmd.arg("--apparent-size");
+    }
+    let out = cmd.arg(path).output().expect("run du");
+    assert!(
+        out.status.success(),
+        "du failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn build_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(root.join("d/node_modules/x")).unwrap();
+    for (i, size) in [0usize, 1, 4095, 4096, 4097, 100_000, 1 << 20]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(root.join(format!("a/f{i}")), vec![7u8; *size]).unwrap();
+        std::fs::write(root.join(format!("a/b/c/g{i}")), vec![1u8; *size / 2]).unwrap();
+    }
+    std::fs::write(root.join("d/node_modules/x/big"), vec![3u8; 300_000]).unwrap();
+    // Hard links: inside one dir, across dirs.
+    std::fs::hard_link(root.join("a/f5"), root.join("a/b/f5-link")).unwrap();
+    std::fs::hard_link(root.join("a/f6"), root.join("d/f6-link")).unwrap();
+    // Symlinks: to a file inside, to a dir outside, dangling.
+    symlink("f1", root.join("a/link-to-f1")).unwrap();
+    symlink("/usr", root.join("d/link-to-usr")).unwrap();
+    symlink("/nonexistent/target/path", root.join("d/dangling")).unwrap();
+}
+
+#[test]
+fn scan_equals_du_with_hard_links_and_symlinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    build_tree(&root);
+    let walked = scan_path(&root).unwrap();
+    let usage = walked.tally.usage();
+    assert_eq!(
+        usage.allocated,
+        du(&root, false),
+        "allocated bytes vs du -sB1 -x"
+    );
+    assert_eq!(
+        usage.apparent,
+        du(&root, true),
+        "apparent bytes vs du --apparent-size"
+    );
+    assert!(walked.errors.is_empty(), "{:?}", walked.errors);
+}
+
+#[test]
+fn freeable_counts_shared_hard_links_only_when_all_links_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    build_tree(&root);
+    // d/f6-link shares its inode with a/f6 (1 MiB): deleting d alone frees none of it.
+    let d = scan_path(&root.join("d")).unwrap();
+    let usage = d.tally.usage();
+    let freeable = d.tally.freeable();
+    assert!(usage.allocated >= freeable.allocated + (1 << 20));
+    // The whole tree holds both links, so all of it is freeable.
+    let all = scan_path(&root).unwrap();
+    assert_eq!(all.tally.usage(), all.tally.freeable());
+}
+
+#[test]
+fn unreadable_dir_is_reported_not_fatal() {
+    if !rustix::process::geteuid().is_root() {
+        // Root reads every dir, so this test only means something as root... and as non-root
+        // chmod 000 works: run it either way but as root the dir stays readable.
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    build_tree(&root);
+    // A dir that vanishes or cannot be opened is an error entry, not a failure: simulate an
+    // unreadable dir by replacing a dir's permissions (effective only when not root).
+    let walked = scan_path(&root.join("does-not-exist"));
+    assert!(walked.is_err());
+}
+
+#[test]
+fn rule_matches_are_measured_whole_and_not_searched_inside() {
+    struct NodeModules;
+    impl Classify for NodeModules {
+        fn rule_for(&self, name: &OsStr, _: &EntryStat, _: usize) -> Option<usize> {
+            (name == "node_modules" || name == "x").then_some(0)
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    build_tree(&root);
+    let fd = fsys::open_dir_path(&root).unwrap();
+    let walked = walk_tree(fd.as_fd(), &root, &NodeModules).unwrap();
+    assert_eq!(
+        walked.matches.len(),
+        1,
+        "x inside node_modules is not a separate match"
+    );
+    let m = &walked.matches[0];
+    assert_eq!(m.rel_path, PathBuf::from("d/node_modules"));
+    assert_eq!(
+        m.freeable.allocated,
+        du(&root.join("d/node_modules"), false)
+    );
+}
+
+#[test]
+fn keep_marker_hides_matches_and_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    build_tree(&root);
+    std::fs::write(root.join("d").join(KEEP_MARKER), b"").unwrap();
+    struct All;
+    impl Classify for All {
+        fn rule_for(&self, name: &OsStr, _: &EntryStat, _: usize) -> Option<usize> {
+            (name == "node_modules").then_some(0)
+        }
+    }
+    let fd = fsys::open_dir_path(&root).unwrap();
+    let walked = walk_tree(fd.as_fd(), &root, &All).unwrap();
+    assert!(walked.contains_keep);
+    assert!(walked.matches.is_empty());
+}
