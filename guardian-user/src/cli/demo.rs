@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 const MIB: usize = 1 << 20;
 
-pub fn run(size: &str, seconds: u64) -> anyhow::Result<ExitCode> {
+pub fn run(size: &str, write_percent: u64) -> anyhow::Result<ExitCode> {
     if !rustix::process::geteuid().is_root() {
         eprintln!(
             "guardian demo: needs root to mount a tmpfs sandbox (it never touches your real disks); \
@@ -27,7 +27,7 @@ pub fn run(size: &str, seconds: u64) -> anyhow::Result<ExitCode> {
         return Err(super::UsageError("--size: the sandbox needs at least 64MiB".into()).into());
     }
     let sandbox = Sandbox::mount(bytes.0)?;
-    let result = demo_in(&sandbox, seconds);
+    let result = demo_in(&sandbox, write_percent);
     drop(sandbox);
     result
 }
@@ -73,7 +73,7 @@ impl Drop for Reaped {
     }
 }
 
-fn demo_in(sandbox: &Sandbox, seconds: u64) -> anyhow::Result<ExitCode> {
+fn demo_in(sandbox: &Sandbox, write_percent: u64) -> anyhow::Result<ExitCode> {
     let root = &sandbox.dir;
     let dispatch = root.join("dispatch");
     let total = fsys::fs_space(root)?.total_bytes as usize;
@@ -85,28 +85,23 @@ fn demo_in(sandbox: &Sandbox, seconds: u64) -> anyhow::Result<ExitCode> {
 
     // Three finished projects with regenerable artifacts, one running task, protected dirs.
     let unit = total / 100;
-    make_project(
-        &dispatch.join("api-server"),
-        6 * unit,
-        3 * unit,
-        2 * unit,
-        3 * 86400,
-    )?;
-    make_project(
-        &dispatch.join("web-ui"),
-        9 * unit,
-        2 * unit,
-        unit,
-        2 * 86400,
-    )?;
-    make_project(
-        &dispatch.join("ml-pipeline"),
-        4 * unit,
-        4 * unit,
-        3 * unit,
-        86400,
-    )?;
-    make_project(&dispatch.join("live-task"), 5 * unit, unit, unit, 0)?;
+    // (name, node_modules, .git, sources in % of the disk, last activity in days ago)
+    let projects = [
+        ("api-server", 12, 5, 3, 3),
+        ("web-ui", 14, 4, 3, 2),
+        ("ml-pipeline", 8, 6, 4, 1),
+        ("live-task", 4, 1, 2, 0),
+    ];
+    for (name, node_modules, git, src, days) in projects {
+        let dir = dispatch.join(name);
+        make_project(
+            &dir,
+            node_modules * unit,
+            git * unit,
+            src * unit,
+            days * 86400,
+        )?;
+    }
     std::fs::create_dir_all(dispatch.join("dispatch-worker"))?;
     std::fs::create_dir_all(dispatch.join("output"))?;
     write_file(&dispatch.join("output/results.json"), unit)?;
@@ -141,8 +136,10 @@ fn demo_in(sandbox: &Sandbox, seconds: u64) -> anyhow::Result<ExitCode> {
     let mut seen = 0;
     let mut written = 0usize;
     let mut enospc = false;
-    while started.elapsed() < Duration::from_secs(seconds) {
-        for _ in 0..(total / 100 / MIB).max(1) {
+    let budget = total * write_percent as usize / 100;
+    let step = (2 * unit / MIB).max(1);
+    while written < budget {
+        for _ in 0..step {
             match file.write_all(&chunk) {
                 Ok(()) => written += MIB,
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => enospc = true,
@@ -160,6 +157,7 @@ fn demo_in(sandbox: &Sandbox, seconds: u64) -> anyhow::Result<ExitCode> {
         seen = print_new_audit_lines(&audit, seen);
     }
     std::thread::sleep(Duration::from_secs(2));
+    let _ = seen;
     print_new_audit_lines(&audit, seen);
     print_df("after", root)?;
     println!("what is left in {}:", dispatch.display());

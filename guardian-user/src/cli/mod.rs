@@ -74,9 +74,9 @@ enum Command {
         /// Size of the sandbox filesystem.
         #[arg(long, default_value = "256MiB")]
         size: String,
-        /// Seconds the writer keeps filling the disk.
-        #[arg(long, default_value_t = 12)]
-        seconds: u64,
+        /// How much the pretend running task writes, in percent of the sandbox (2% per 250 ms).
+        #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u64).range(1..=100))]
+        write_percent: u64,
     },
 }
 
@@ -106,7 +106,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             ConfigAction::Check { file } => config_check(&file),
         },
-        Command::Demo { size, seconds } => demo::run(&size, seconds),
+        Command::Demo {
+            size,
+            write_percent,
+        } => demo::run(&size, write_percent),
     }
 }
 

@@ -17,7 +17,10 @@ pub struct Usage {
     pub dirs: u64,
     pub files: u64,
     pub symlinks: u64,
-    /// Newest modification time in the tree (seconds since the epoch), 0 for an empty tally.
+    /// Newest modification time of a file, symlink or other non-directory in the tree (seconds
+    /// since the epoch); the newest directory mtime when the tree holds only directories. Dir
+    /// mtimes alone change when entries are deleted, so Guardian's own cleanup does not make a
+    /// project look active.
     pub newest_mtime: i64,
 }
 
@@ -35,13 +38,18 @@ struct Linked {
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
     single: Usage,
+    newest_dir_mtime: i64,
     linked: HashMap<(u64, u64), Linked>,
 }
 
 impl Tally {
     /// Counts one entry.
     pub fn add_entry(&mut self, st: &EntryStat) {
-        self.single.newest_mtime = self.single.newest_mtime.max(st.mtime);
+        if st.kind == EntryKind::Dir {
+            self.newest_dir_mtime = self.newest_dir_mtime.max(st.mtime);
+        } else {
+            self.single.newest_mtime = self.single.newest_mtime.max(st.mtime);
+        }
         if st.nlink > 1 && st.kind != EntryKind::Dir {
             let linked = self.linked.entry((st.dev, st.ino)).or_insert(Linked {
                 nlink: st.nlink,
@@ -67,6 +75,7 @@ impl Tally {
                 .and_modify(|ours| ours.seen += theirs.seen)
                 .or_insert(theirs);
         }
+        self.newest_dir_mtime = self.newest_dir_mtime.max(other.newest_dir_mtime);
         let s = &mut self.single;
         let o = other.single;
         s.allocated += o.allocated;
@@ -91,6 +100,9 @@ impl Tally {
 
     fn sum(&self, include: impl Fn(&Linked) -> bool) -> Usage {
         let mut usage = self.single;
+        if usage.newest_mtime == 0 {
+            usage.newest_mtime = self.newest_dir_mtime;
+        }
         for linked in self.linked.values().filter(|l| include(l)) {
             add_one(&mut usage, linked.kind, linked.allocated, linked.apparent);
         }
