@@ -16,16 +16,22 @@ use crate::protect::ProcSnapshot;
 use crate::survey;
 use crossbeam_channel::{select, Receiver};
 use state::{CycleSummary, DaemonState, FsState};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Most survey → plan → execute rounds in one cycle.
 const MAX_ROUNDS: u32 = 6;
 /// Audit records kept for the state file.
 const RECENT_ACTIONS: usize = 20;
+/// After a cycle found nothing left to delete, the next full cycle on that filesystem waits this
+/// long, unless free space drops further: walking trees every poll would only load the node.
+const RETRY_AFTER_NOTHING_LEFT: Duration = Duration::from_secs(60);
+/// How far free space must fall (in bytes, as a share of the size) to retry a stalled filesystem
+/// before `RETRY_AFTER_NOTHING_LEFT`.
+const STALL_DROP_FRACTION: f64 = 0.01;
 
 /// Everything that can wake the main loop.
 #[derive(Debug)]
@@ -87,6 +93,8 @@ pub struct Guardian {
     recent: VecDeque<AuditRecord>,
     last_cycle: Option<CycleSummary>,
     problems: Vec<String>,
+    /// Filesystems (by device) whose last cycle stopped short: free bytes then, and when.
+    stalled: HashMap<u64, (u64, Instant)>,
 }
 
 impl Guardian {
@@ -126,6 +134,7 @@ impl Guardian {
             recent,
             last_cycle: None,
             problems: Vec::new(),
+            stalled: HashMap::new(),
         })
     }
 
@@ -173,10 +182,26 @@ impl Guardian {
                 continue;
             };
             let assessment = policy::assess(&space, &self.config.thresholds, false);
-            if assessment.pressure != Pressure::Ok {
+            if assessment.pressure != Pressure::Ok && !self.recently_stalled(fs.dev, &space) {
                 tracing::warn!(mount = %fs.mount.display(), reason = %assessment.reason, "pressure: starting a cleanup cycle");
                 let summary = self.cycle(&fs, &assessment.reason)?;
+                if summary.reached_target {
+                    self.stalled.remove(&fs.dev);
+                } else if !self.cancel.load(Ordering::Relaxed) {
+                    let avail = fsys::fs_space(&fs.probe)
+                        .map(|s| s.avail_bytes)
+                        .unwrap_or(0);
+                    self.stalled.insert(fs.dev, (avail, Instant::now()));
+                    tracing::warn!(
+                        mount = %fs.mount.display(),
+                        shortfall = summary.shortfall.as_deref().unwrap_or(""),
+                        "cleanup stopped short of the target; next full cycle in {:?} unless free space drops further",
+                        RETRY_AFTER_NOTHING_LEFT
+                    );
+                }
                 self.last_cycle = Some(summary);
+            } else if assessment.pressure == Pressure::Ok {
+                self.stalled.remove(&fs.dev);
             }
             let space = fsys::fs_space(&fs.probe).unwrap_or(space);
             let assessment = policy::assess(&space, &self.config.thresholds, false);
@@ -284,6 +309,16 @@ impl Guardian {
             "cleanup cycle finished"
         );
         Ok(summary)
+    }
+
+    /// True while a filesystem whose last cycle found nothing left is within its back-off and
+    /// its free space has not dropped noticeably since.
+    fn recently_stalled(&self, dev: u64, space: &FsSpace) -> bool {
+        let Some(&(avail_then, when)) = self.stalled.get(&dev) else {
+            return false;
+        };
+        let drop_allowed = (space.total_bytes as f64 * STALL_DROP_FRACTION) as u64;
+        when.elapsed() < RETRY_AFTER_NOTHING_LEFT && space.avail_bytes + drop_allowed >= avail_then
     }
 
     fn target_reached(&self, fs: &GuardedFs) -> bool {
