@@ -1,15 +1,20 @@
 //! Types shared by Guardian's kernel probe and its userspace: plain `#[repr(C)]`, `Copy`, no
-//! padding, no std. Nothing here allocates or does IO.
+//! padding (explicit `_pad` fields), `u32` flags instead of `bool`, no std. Nothing here
+//! allocates or does IO.
 #![no_std]
 
+/// Most projects the probe can count (index space of the per-CPU stats array; id 0 is unused).
+pub const MAX_PROJECTS: u32 = 8192;
+
+/// Deepest `d_parent` walk from a written file to its registered project dir.
+pub const MAX_WALK_DEPTH: u32 = 32;
+
 /// Identifies a filesystem object the way the kernel does: device number and inode number.
-/// Used as the key that maps a project directory to its project id.
+/// `dev` is the kernel's encoding (`sb->s_dev`, major << 20 | minor), not userspace `st_dev`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InodeKey {
-    /// `st_dev` as the kernel encodes it (`new_encode_dev`).
     pub dev: u64,
-    /// `st_ino`.
     pub ino: u64,
 }
 
@@ -19,12 +24,98 @@ impl InodeKey {
     }
 }
 
+/// Converts a userspace `st_dev` (glibc `makedev` encoding) to the kernel's `s_dev` encoding.
+pub const fn kernel_dev(major: u32, minor: u32) -> u64 {
+    ((major as u64) << 20) | (minor as u64 & 0xfffff)
+}
+
+/// Per-project counters (per CPU in the kernel; summed in userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProjectStats {
+    /// Bytes the write family (write, pwrite64, writev, pwritev, pwritev2) returned.
+    pub written: u64,
+    /// Bytes copied in by copy_file_range and sendfile.
+    pub copied: u64,
+    /// Bytes reserved by successful fallocate calls.
+    pub allocated: u64,
+    /// Number of counted calls.
+    pub calls: u64,
+}
+
+/// Key of the per-cgroup counters: who wrote into which project.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CgroupKey {
+    pub cgroup: u64,
+    pub project: u32,
+    pub _pad: u32,
+}
+
+/// What the enter hook remembers for the exit hook of the same thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub project: u32,
+    /// One of the `KIND_*` constants.
+    pub kind: u32,
+    /// fallocate: the requested length (the call returns 0, not a byte count).
+    pub hint: u64,
+}
+
+pub const KIND_WRITE: u32 = 1;
+pub const KIND_COPY: u32 = 2;
+pub const KIND_FALLOCATE: u32 = 3;
+
+/// Kernel struct member offsets, read from the running kernel's BTF at load time and handed to
+/// the probe as a global, so one object runs on many kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_files: u64,
+    pub files_fdt: u64,
+    pub fdtable_max_fds: u64,
+    pub fdtable_fd: u64,
+    pub file_f_inode: u64,
+    pub file_f_path: u64,
+    pub path_dentry: u64,
+    pub inode_i_ino: u64,
+    pub inode_i_sb: u64,
+    pub super_block_s_dev: u64,
+    pub dentry_d_parent: u64,
+    pub dentry_d_inode: u64,
+    /// 1 once userspace filled the offsets; the probe counts nothing while 0.
+    pub ready: u32,
+    pub _pad: u32,
+}
+
+#[cfg(all(feature = "user", target_os = "linux"))]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, made of integers only, with explicit padding, so
+    // every bit pattern is valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::ProjectStats {}
+    unsafe impl aya::Pod for super::CgroupKey {}
+    unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn inode_key_has_no_padding() {
+    fn shared_types_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<InodeKey>(), 16);
+        assert_eq!(core::mem::size_of::<ProjectStats>(), 32);
+        assert_eq!(core::mem::size_of::<CgroupKey>(), 16);
+        assert_eq!(core::mem::size_of::<Pending>(), 16);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 12 * 8 + 8);
+    }
+
+    #[test]
+    fn kernel_dev_encoding() {
+        assert_eq!(kernel_dev(8, 1), (8 << 20) | 1);
+        assert_eq!(kernel_dev(259, 70000), (259 << 20) | 70000);
     }
 }

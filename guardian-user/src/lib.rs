@@ -8,4 +8,5 @@ pub mod fsys;
 pub mod policy;
 pub mod protect;
 pub mod scan;
+pub mod sources;
 pub mod survey;

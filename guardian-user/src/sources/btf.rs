@@ -1,0 +1,85 @@
+//! The running kernel's BTF (`/sys/kernel/btf/vmlinux`), parsed with `btfparse`, for the struct
+//! member offsets the probe needs. Offsets are looked up by path, so anonymous unions and nested
+//! members resolve the same way on every kernel.
+
+use btfparse::{ErrorKind, Offset, Readable, TypeInformation};
+use std::path::Path;
+
+/// BTF bytes as a `btfparse` reader.
+struct Bytes(Vec<u8>);
+
+impl Readable for Bytes {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| eof())?;
+        let end = start.checked_add(buffer.len()).ok_or_else(eof)?;
+        let src = self.0.get(start..end).ok_or_else(eof)?;
+        buffer.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+fn eof() -> btfparse::Error {
+    btfparse::Error::new(ErrorKind::EOF, "read past the end of the BTF data")
+}
+
+/// Parsed kernel type information.
+pub struct KernelBtf {
+    types: TypeInformation,
+}
+
+impl KernelBtf {
+    /// Parses the running kernel's BTF.
+    pub fn open() -> Result<KernelBtf, String> {
+        Self::from_file(Path::new("/sys/kernel/btf/vmlinux"))
+    }
+
+    pub fn from_file(path: &Path) -> Result<KernelBtf, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let types = TypeInformation::new(&Bytes(bytes))
+            .map_err(|e| format!("cannot parse {}: {e:?}", path.display()))?;
+        Ok(KernelBtf { types })
+    }
+
+    /// Byte offset of `path` (e.g. `f_path` or `d_name.len`) inside struct `ty`.
+    pub fn offset_of(&self, ty: &str, path: &str) -> Result<u64, String> {
+        let id = self
+            .types
+            .id_of(ty)
+            .ok_or_else(|| format!("no type named {ty}"))?;
+        match self.types.offset_of(id, path) {
+            Ok((_, Offset::ByteOffset(bytes))) => Ok(bytes as u64),
+            Ok((_, Offset::BitOffsetAndSize(..))) => Err(format!("{ty}.{path} is a bitfield")),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_offsets_of_this_kernel() {
+        let Ok(btf) = KernelBtf::open() else {
+            eprintln!("*** SKIPPED reads_offsets_of_this_kernel: no /sys/kernel/btf/vmlinux on this kernel ***");
+            return;
+        };
+        // Offsets the probe depends on exist and are plausible.
+        for (ty, member) in [
+            ("task_struct", "files"),
+            ("files_struct", "fdt"),
+            ("fdtable", "fd"),
+            ("file", "f_inode"),
+            ("dentry", "d_parent"),
+            ("inode", "i_ino"),
+            ("super_block", "s_dev"),
+        ] {
+            let off = btf.offset_of(ty, member).unwrap();
+            assert!(off < 16384, "{ty}.{member} at {off}");
+        }
+        assert_eq!(btf.offset_of("path", "mnt").unwrap(), 0);
+        assert!(btf.offset_of("dentry", "no_such_member").is_err());
+        assert!(btf.offset_of("no_such_struct", "x").is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! Write sources: what tells Guardian, per project directory, how many bytes are being written.
+//! Best first: the eBPF probe (bytes counted in the kernel), fanotify (whole filesystem, changed
+//! files → size deltas), inotify (recursive watches → size deltas), polling (`statvfs` only; the
+//! macOS path). Each source is a [`Source`]; the daemon drains it on a short cadence. Sources
+//! only observe: none of them deletes or changes anything on disk.
+
+pub mod poll;
+
+#[cfg(target_os = "linux")]
+pub mod btf;
+#[cfg(target_os = "linux")]
+pub mod ebpf;
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// A project directory a source attributes writes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectDir {
+    /// Stable id for this run of the daemon (index into the daemon's project table).
+    pub id: u32,
+    pub path: PathBuf,
+    /// `st_dev` of the directory as userspace sees it.
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Bytes written into one project by one cgroup since the last drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CgroupBytes {
+    pub project: u32,
+    pub cgroup: u64,
+    pub bytes: u64,
+}
+
+/// What a source saw since the last drain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Growth per project id in bytes: bytes written (eBPF) or the change of tracked file sizes
+    /// (fanotify, inotify; may be negative when files shrink or vanish).
+    pub growth: HashMap<u32, i64>,
+    /// Who wrote (eBPF only).
+    pub by_cgroup: Vec<CgroupBytes>,
+    /// Paths whose events may have been lost (queue overflow, watch limits): the caller rescans.
+    pub rescan: Vec<PathBuf>,
+    /// Conditions worth telling the operator (degraded to polling for a subtree, …).
+    pub notes: Vec<String>,
+}
+
+impl Sample {
+    /// Adds another sample into this one.
+    pub fn absorb(&mut self, other: Sample) {
+        for (id, bytes) in other.growth {
+            *self.growth.entry(id).or_default() += bytes;
+        }
+        self.by_cgroup.extend(other.by_cgroup);
+        self.rescan.extend(other.rescan);
+        self.notes.extend(other.notes);
+    }
+}
+
+/// Why a source cannot run (the selection logs it and tries the next one).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{source_name} is not available: {reason}")]
+    Unavailable {
+        source_name: &'static str,
+        reason: String,
+    },
+    #[error("{source_name} failed: {reason}")]
+    Failed {
+        source_name: &'static str,
+        reason: String,
+    },
+}
+
+/// A write source.
+pub trait Source: Send {
+    /// `ebpf`, `fanotify`, `inotify` or `poll`.
+    fn name(&self) -> &'static str;
+    /// Sets the project dirs to attribute writes to, replacing the previous set. Called at start
+    /// and whenever projects appear or vanish.
+    fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError>;
+    /// Returns what was seen since the last call, without blocking.
+    fn drain(&mut self) -> Result<Sample, SourceError>;
+}
