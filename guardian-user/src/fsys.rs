@@ -3,11 +3,34 @@
 //! has one), list a directory, and read free space with `statvfs`. Nothing here deletes.
 
 use rustix::fd::{AsFd, OwnedFd};
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
+
+/// Deepest directory level the scanner walks and the executor removes; deeper trees are
+/// reported (and left in place), never followed.
+pub const MAX_DEPTH: usize = 4096;
+
+/// Stack of each walk thread. Walks recurse once per directory level (plus rayon's frames when
+/// they go parallel): `MAX_DEPTH` levels overflow rayon's default 2 MiB stacks, and an overflow
+/// aborts the daemon. This is address space; only the pages used are committed.
+const WALK_STACK: usize = 64 << 20;
+
+/// The threads (one per CPU) that scan and remove trees, built on first use; `None` if they
+/// cannot be started (callers then run on the current thread).
+pub fn walk_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .stack_size(WALK_STACK)
+            .thread_name(|i| format!("guardian-walk-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
 
 /// What Guardian needs to know about one directory entry, read without following symlinks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,31 +148,64 @@ impl Listed {
     }
 }
 
+/// Lists the entries of the open directory `dir` (without `.` and `..`). Reads with
+/// `getdents64` straight from `dir`, rewound first (its file offset is all that changes, so it
+/// stays usable for `*at` calls), into one 32 KiB buffer: no second descriptor per directory.
+#[cfg(target_os = "linux")]
+pub fn list_dir<Fd: AsFd>(dir: Fd) -> io::Result<Vec<Listed>> {
+    use rustix::fs::{RawDir, SeekFrom};
+    let dir = dir.as_fd();
+    rustix::fs::seek(dir, SeekFrom::Start(0))?;
+    let mut buf = Vec::<u8>::with_capacity(32 * 1024);
+    let mut reader = RawDir::new(dir, buf.spare_capacity_mut());
+    let mut out = Vec::new();
+    while let Some(entry) = reader.next() {
+        let entry = match entry {
+            Ok(entry) => entry,
+            // The directory was removed while being read: it has no entries left.
+            Err(rustix::io::Errno::NOENT) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let name = entry.file_name();
+        if let Some(listed) = listed(name, entry.file_type()) {
+            out.push(listed);
+        }
+    }
+    Ok(out)
+}
+
 /// Lists the entries of the open directory `dir` (without `.` and `..`). Reads through a
 /// duplicate of the descriptor, so `dir` stays usable for `*at` calls.
+#[cfg(not(target_os = "linux"))]
 pub fn list_dir<Fd: AsFd>(dir: Fd) -> io::Result<Vec<Listed>> {
-    let mut reader = Dir::read_from(dir)?;
+    let mut reader = rustix::fs::Dir::read_from(dir)?;
     let mut out = Vec::new();
     while let Some(entry) = reader.read() {
         let entry = entry?;
-        let name = entry.file_name();
-        let bytes = name.to_bytes();
-        if bytes == b"." || bytes == b".." {
-            continue;
+        if let Some(listed) = listed(entry.file_name(), entry.file_type()) {
+            out.push(listed);
         }
-        let kind_hint = match entry.file_type() {
-            FileType::Directory => Some(EntryKind::Dir),
-            FileType::RegularFile => Some(EntryKind::File),
-            FileType::Symlink => Some(EntryKind::Symlink),
-            FileType::Unknown => None,
-            _ => Some(EntryKind::Other),
-        };
-        out.push(Listed {
-            name: name.to_owned(),
-            kind_hint,
-        });
     }
     Ok(out)
+}
+
+/// The `Listed` for a directory entry; `None` for `.` and `..`.
+fn listed(name: &CStr, file_type: FileType) -> Option<Listed> {
+    let bytes = name.to_bytes();
+    if bytes == b"." || bytes == b".." {
+        return None;
+    }
+    let kind_hint = match file_type {
+        FileType::Directory => Some(EntryKind::Dir),
+        FileType::RegularFile => Some(EntryKind::File),
+        FileType::Symlink => Some(EntryKind::Symlink),
+        FileType::Unknown => None,
+        _ => Some(EntryKind::Other),
+    };
+    Some(Listed {
+        name: name.to_owned(),
+        kind_hint,
+    })
 }
 
 /// Free space of the filesystem holding `path`, as `df` computes it.

@@ -97,7 +97,10 @@ impl Executor {
     /// Executes one planned deletion and records it. An audit write failure is returned as an
     /// error: an action that cannot be recorded is not reported as done.
     pub fn execute(&self, action: &PlannedAction) -> std::io::Result<ActionReport> {
-        let before = fsys::fs_space(&action.path).or_else(|_| fsys::fs_space(&action.project));
+        // Measured on the workspace's filesystem, the only one an action may change: statvfs
+        // follows symlinks, and the action's path (or project) may be a symlink to another one.
+        let probe = self.space_probe(action);
+        let before = fsys::fs_space(&probe);
         let (outcome, stats, error) = match self.resolve_and_remove(action) {
             Ok((outcome, stats)) => {
                 let error = summarize_problems(&stats);
@@ -105,8 +108,7 @@ impl Executor {
             }
             Err(Refusal(why)) => (Outcome::Refused, RemoveStats::default(), Some(why)),
         };
-        let after = fsys::fs_space(&action.project)
-            .or_else(|_| fsys::fs_space(fsys::nearest_existing(&action.project)));
+        let after = fsys::fs_space(&probe);
         let bytes_freed = match (before, after) {
             (Ok(b), Ok(a)) => a.avail_bytes.saturating_sub(b.avail_bytes),
             _ => 0,
@@ -128,6 +130,17 @@ impl Executor {
         };
         self.audit.record(&record)?;
         Ok(ActionReport { outcome, record })
+    }
+
+    /// Where to measure free space around an action: its workspace root (the nearest existing
+    /// ancestor of its project when no workspace holds it; such an action is refused anyway).
+    fn space_probe(&self, action: &PlannedAction) -> PathBuf {
+        self.workspaces
+            .iter()
+            .map(|ws| ws.path.as_path())
+            .find(|ws| action.path.starts_with(ws))
+            .unwrap_or_else(|| fsys::nearest_existing(&action.project))
+            .to_path_buf()
     }
 
     /// Runs a configured command (the journal vacuum) and records it.
@@ -280,7 +293,9 @@ impl Executor {
             })
     }
 
-    /// Protection, read again now: processes, locks, keep markers, and the extra check.
+    /// Protection, read again now: processes, locks, keep markers, and the extra check. The
+    /// target and every directory above it up to the project are checked: a keep marker
+    /// protects its whole subtree, also when it appeared after planning.
     fn recheck_protection(&self, project: &Path, target: &Path) -> Result<(), Refusal> {
         let procs = ProcSnapshot::capture();
         if !procs.complete {
@@ -288,7 +303,9 @@ impl Executor {
                 "process table unreadable: cannot prove the dir is unused".into(),
             ));
         }
-        for dir in [project, target] {
+        // `project` is the first component of `target` below its workspace: this walks from the
+        // target up to and including the project.
+        for dir in target.ancestors().take_while(|d| d.starts_with(project)) {
             if let Some(p) = protect::check_dir(dir, &procs) {
                 return Err(Refusal(p.to_string()));
             }

@@ -1,10 +1,13 @@
 //! Safe recursive removal relative to directory fds: every child is opened with `O_NOFOLLOW`,
 //! checked to be on the same device and mount as the root of the removal, and re-identified by
 //! (dev, ino) after opening, so a directory swapped for a symlink is unlinked as a symlink and
-//! never followed. Mount points and kept dirs (`.guardian-keep`) are left in place.
+//! never followed. Mount points and kept dirs (`.guardian-keep`) are left in place. Sibling
+//! subdirectories are removed in parallel, each under the same checks, on a dedicated thread
+//! pool whose stacks are deep enough for `MAX_DEPTH` nested directories.
 
 use crate::fsys::{self, EntryKind, EntryStat};
 use crate::scan::KEEP_MARKER;
+use rayon::prelude::*;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::AtFlags;
 use std::ffi::CStr;
@@ -12,8 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Deepest level removed; deeper trees are left and reported.
-const MAX_DEPTH: usize = 4096;
+use crate::fsys::{walk_pool, MAX_DEPTH};
 
 /// The filesystem a removal must stay on.
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +49,25 @@ pub struct RemoveStats {
     pub errors: Vec<(PathBuf, String)>,
 }
 
+impl RemoveStats {
+    fn merge(&mut self, other: RemoveStats) {
+        self.entries_removed += other.entries_removed;
+        self.bytes_unlinked += other.bytes_unlinked;
+        self.left_in_place.extend(other.left_in_place);
+        self.errors.extend(other.errors);
+    }
+}
+
+/// An entry stated for removal.
+enum Stated {
+    /// Already gone: nothing to do.
+    Gone,
+    /// Left in place (recorded as such or as an error).
+    Kept,
+    /// On the removal's filesystem: to be removed.
+    Entry(EntryStat),
+}
+
 /// The removal was stopped by a shutdown request.
 #[derive(Debug)]
 pub struct Interrupted;
@@ -67,20 +88,65 @@ impl Remover<'_> {
         path: &Path,
         depth: usize,
     ) -> Result<bool, Interrupted> {
+        match walk_pool() {
+            Some(pool) => pool.install(|| self.remove_entry_on(parent, name, path, depth, true)),
+            None => self.remove_entry_on(parent, name, path, depth, false),
+        }
+    }
+
+    /// `remove_entry` on the current thread; `parallel` only on a removal pool thread.
+    fn remove_entry_on(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        path: &Path,
+        depth: usize,
+        parallel: bool,
+    ) -> Result<bool, Interrupted> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(Interrupted);
         }
+        match self.stat_within(parent, name, path) {
+            Stated::Gone => Ok(true),
+            Stated::Kept => Ok(false),
+            Stated::Entry(st) if st.kind == EntryKind::Dir => {
+                self.remove_dir(parent, name, path, &st, depth, parallel)
+            }
+            Stated::Entry(st) => Ok(self.unlink(parent, name, path, &st, AtFlags::empty())),
+        }
+    }
+
+    /// Stats `name` of `parent` without following symlinks and checks it is on the removal's
+    /// device and mount.
+    fn stat_within(&mut self, parent: BorrowedFd<'_>, name: &CStr, path: &Path) -> Stated {
         let st = match fsys::stat_entry(parent, name) {
             Ok(st) => st,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
-            Err(e) => return Ok(self.error(path, "cannot stat", e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Stated::Gone,
+            Err(e) => {
+                self.error(path, "cannot stat", e);
+                return Stated::Kept;
+            }
         };
         if !self.boundary.contains(&st) {
             self.leave(path, "mount point or other filesystem: not crossed");
-            return Ok(false);
+            return Stated::Kept;
         }
-        if st.kind != EntryKind::Dir {
-            return Ok(self.unlink(parent, name, path, &st, AtFlags::empty()));
+        Stated::Entry(st)
+    }
+
+    /// Removes the directory `name` of `parent`, stated as `st`: opens it with `O_NOFOLLOW`,
+    /// re-identifies it by (dev, ino) and boundary, empties it and removes it.
+    fn remove_dir(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        path: &Path,
+        st: &EntryStat,
+        depth: usize,
+        parallel: bool,
+    ) -> Result<bool, Interrupted> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Interrupted);
         }
         if depth >= MAX_DEPTH {
             self.leave(path, "deeper than the removal limit");
@@ -107,19 +173,25 @@ impl Remover<'_> {
             }
             Err(e) => return Ok(self.error(path, "cannot stat opened directory", e)),
         }
-        if !self.remove_contents(fd.as_fd(), path, depth)? {
+        if !self.remove_contents(fd.as_fd(), path, depth, parallel)? {
             return Ok(false);
         }
         drop(fd);
-        Ok(self.unlink(parent, name, path, &st, AtFlags::REMOVEDIR))
+        Ok(self.unlink(parent, name, path, st, AtFlags::REMOVEDIR))
     }
 
     /// Removes everything inside the open directory `dir`. Returns whether it is now empty.
-    pub fn remove_contents(
+    ///
+    /// Non-directories are unlinked here, in listing order; the subdirectories are then removed
+    /// (in parallel when `parallel`), each with its own `Remover` with the same boundary and
+    /// cancel flag, their stats merged back in listing order. Nothing is removed from a
+    /// directory holding a keep marker.
+    fn remove_contents(
         &mut self,
         dir: BorrowedFd<'_>,
         path: &Path,
         depth: usize,
+        parallel: bool,
     ) -> Result<bool, Interrupted> {
         let listed = match fsys::list_dir(dir) {
             Ok(l) => l,
@@ -130,9 +202,46 @@ impl Remover<'_> {
             return Ok(false);
         }
         let mut emptied = true;
+        let mut subdirs = Vec::new();
         for entry in &listed {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Interrupted);
+            }
             let child = path.join(entry.os_name());
-            emptied &= self.remove_entry(dir, &entry.name, &child, depth + 1)?;
+            match self.stat_within(dir, &entry.name, &child) {
+                Stated::Gone => {}
+                Stated::Kept => emptied = false,
+                Stated::Entry(st) if st.kind == EntryKind::Dir => subdirs.push((entry, child, st)),
+                Stated::Entry(st) => {
+                    emptied &= self.unlink(dir, &entry.name, &child, &st, AtFlags::empty());
+                }
+            }
+        }
+        let (boundary, cancel) = (self.boundary, self.cancel);
+        let remove_subdir = |(entry, child, st): (&fsys::Listed, PathBuf, EntryStat)| {
+            let mut sub = Remover {
+                boundary,
+                cancel,
+                stats: RemoveStats::default(),
+            };
+            let gone = sub.remove_dir(dir, &entry.name, &child, &st, depth + 1, parallel);
+            (gone, sub.stats)
+        };
+        let removed: Vec<_> = if parallel {
+            subdirs.into_par_iter().map(remove_subdir).collect()
+        } else {
+            subdirs.into_iter().map(remove_subdir).collect()
+        };
+        let mut interrupted = false;
+        for (gone, stats) in removed {
+            self.stats.merge(stats);
+            match gone {
+                Ok(gone) => emptied &= gone,
+                Err(Interrupted) => interrupted = true,
+            }
+        }
+        if interrupted {
+            return Err(Interrupted);
         }
         Ok(emptied)
     }
@@ -193,4 +302,142 @@ impl Remover<'_> {
 
 fn is_not_a_dir(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fd::OwnedFd;
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::fs::symlink;
+
+    /// The open parent dir and the boundary of its filesystem.
+    fn open_parent(dir: &Path) -> (OwnedFd, Boundary) {
+        let fd = fsys::open_dir_path(dir).unwrap();
+        let boundary = Boundary::of(&fsys::stat_fd(fd.as_fd()).unwrap());
+        (fd, boundary)
+    }
+
+    /// `root/d/d/d…` `levels` deep (made relative to fds: the path gets too long for paths).
+    fn chain(root: &Path, levels: usize) {
+        std::fs::create_dir(root).unwrap();
+        let mut fd = fsys::open_dir_path(root).unwrap();
+        for _ in 0..levels {
+            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn removes_a_wide_tree_in_parallel_but_keeps_marked_dirs_and_never_follows_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("precious"), b"x").unwrap();
+        let tree = tmp.path().join("tree");
+        let mut entries = 0;
+        for i in 0..24 {
+            let sub = tree.join(format!("pkg{i}/lib/deeper"));
+            std::fs::create_dir_all(&sub).unwrap();
+            entries += 3;
+            for j in 0..5 {
+                std::fs::write(sub.join(format!("f{j}")), vec![1u8; 5000]).unwrap();
+                std::fs::write(tree.join(format!("pkg{i}/g{j}")), b"y").unwrap();
+                entries += 2;
+            }
+            symlink(&outside, tree.join(format!("pkg{i}/lib/out"))).unwrap();
+            entries += 1;
+        }
+        std::fs::hard_link(tree.join("pkg0/g0"), tree.join("pkg1/hard")).unwrap();
+        entries += 1;
+        std::fs::write(tree.join("pkg7/lib/.guardian-keep"), b"").unwrap();
+        entries += 1;
+        let (parent, boundary) = open_parent(tmp.path());
+        let cancel = AtomicBool::new(false);
+        let mut r = Remover {
+            boundary,
+            cancel: &cancel,
+            stats: RemoveStats::default(),
+        };
+        let gone = r.remove_entry(parent.as_fd(), c"tree", &tree, 1).unwrap();
+        assert!(!gone, "pkg7/lib is kept, so the tree stays");
+        assert!(tree.join("pkg7/lib/deeper/f0").exists());
+        assert!(tree.join("pkg7/lib/.guardian-keep").exists());
+        assert!(!tree.join("pkg7/g0").exists(), "siblings of a kept dir go");
+        for i in (0..24).filter(|i| *i != 7) {
+            assert!(!tree.join(format!("pkg{i}")).exists(), "pkg{i} removed");
+        }
+        assert!(outside.join("precious").exists());
+        assert_eq!(
+            r.stats.left_in_place,
+            vec![(tree.join("pkg7/lib"), "contains .guardian-keep".to_string())]
+        );
+        assert!(r.stats.errors.is_empty(), "{:?}", r.stats.errors);
+        // Kept: pkg7/lib, `deeper` and its 5 files, the link and the marker, and pkg7 above
+        // them (the tree's root, also kept, is not in `entries`).
+        assert_eq!(r.stats.entries_removed, entries - 9 - 1);
+    }
+
+    #[test]
+    fn cancelled_removal_stops() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        let (parent, boundary) = open_parent(tmp.path());
+        let cancel = AtomicBool::new(true);
+        let mut r = Remover {
+            boundary,
+            cancel: &cancel,
+            stats: RemoveStats::default(),
+        };
+        assert!(r.remove_entry(parent.as_fd(), c"tree", &tree, 1).is_err());
+        assert!(tree.join("a/b").exists());
+    }
+
+    #[test]
+    fn deep_trees_are_removed_to_the_limit_without_overflowing_a_stack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (parent, boundary) = open_parent(tmp.path());
+        let cancel = AtomicBool::new(false);
+
+        let within = tmp.path().join("within");
+        chain(&within, MAX_DEPTH - 8);
+        let mut r = Remover {
+            boundary,
+            cancel: &cancel,
+            stats: RemoveStats::default(),
+        };
+        assert!(r
+            .remove_entry(parent.as_fd(), c"within", &within, 1)
+            .unwrap());
+        assert!(!within.exists());
+        assert_eq!(r.stats.entries_removed, (MAX_DEPTH - 8 + 1) as u64);
+
+        let beyond = tmp.path().join("beyond");
+        chain(&beyond, MAX_DEPTH + 8);
+        let mut r = Remover {
+            boundary,
+            cancel: &cancel,
+            stats: RemoveStats::default(),
+        };
+        assert!(!r
+            .remove_entry(parent.as_fd(), c"beyond", &beyond, 1)
+            .unwrap());
+        assert_eq!(r.stats.left_in_place.len(), 1);
+        assert_eq!(r.stats.left_in_place[0].1, "deeper than the removal limit");
+        assert!(beyond.exists());
+        // What the limit left, removed from 16 levels down (where it is within the limit), so
+        // the tempdir's own removal does not need that depth.
+        let mut fd = fsys::open_dir_path(&beyond).unwrap();
+        for _ in 0..16 {
+            fd = fsys::open_child_dir(&fd, c"d").unwrap();
+        }
+        let mut r = Remover {
+            boundary,
+            cancel: &cancel,
+            stats: RemoveStats::default(),
+        };
+        assert!(r.remove_entry(fd.as_fd(), c"d", &beyond, 1).unwrap());
+    }
 }

@@ -15,8 +15,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Deepest directory level walked; deeper trees are reported as an error, not followed.
-pub const MAX_DEPTH: usize = 4096;
+pub use crate::fsys::MAX_DEPTH;
 
 /// The marker file that exempts a directory (and everything above it that would contain it)
 /// from deletion.
@@ -140,7 +139,10 @@ pub fn walk_tree<C: Classify>(
         },
         root,
     };
-    let mut walked = walk.dir(dir, Path::new(""), 0);
+    let mut walked = match fsys::walk_pool() {
+        Some(pool) => pool.install(|| walk.dir(dir, Path::new(""), 0)),
+        None => walk.dir(dir, Path::new(""), 0),
+    };
     walked.tally.add_entry(&root_stat);
     Ok(walked)
 }
@@ -158,9 +160,9 @@ impl<C: Classify> Walk<'_, C> {
                 return walked;
             }
         };
-        if listed.iter().any(|l| l.os_name() == KEEP_MARKER) {
-            walked.contains_keep = true;
-        }
+        // A marker exempts this dir's subtree only; siblings' matches stay.
+        let kept_here = listed.iter().any(|l| l.os_name() == KEEP_MARKER);
+        walked.contains_keep = kept_here;
         let mut subdirs = Vec::new();
         for entry in &listed {
             let name = entry.os_name();
@@ -178,7 +180,7 @@ impl<C: Classify> Walk<'_, C> {
                 walked.mounts_skipped.push(self.root.join(rel).join(name));
                 continue;
             }
-            let rule = if walked.contains_keep {
+            let rule = if kept_here {
                 None
             } else {
                 self.classify.rule_for(name, &st, depth + 1)
@@ -207,7 +209,7 @@ impl<C: Classify> Walk<'_, C> {
                 a
             });
         walked.merge(children);
-        if walked.contains_keep {
+        if kept_here {
             walked.matches.clear();
         }
         walked

@@ -136,3 +136,53 @@ fn keep_marker_hides_matches_and_is_reported() {
     assert!(walked.contains_keep);
     assert!(walked.matches.is_empty());
 }
+
+#[test]
+fn keep_marker_exempts_only_its_own_subtree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    build_tree(&root);
+    std::fs::create_dir_all(root.join("a/node_modules")).unwrap();
+    std::fs::write(root.join("d").join(KEEP_MARKER), b"").unwrap();
+    struct NodeModules;
+    impl Classify for NodeModules {
+        fn rule_for(&self, name: &OsStr, _: &EntryStat, _: usize) -> Option<usize> {
+            (name == "node_modules").then_some(0)
+        }
+    }
+    let fd = fsys::open_dir_path(&root).unwrap();
+    let walked = walk_tree(fd.as_fd(), &root, &NodeModules).unwrap();
+    assert!(walked.contains_keep);
+    let paths: Vec<_> = walked.matches.iter().map(|m| m.rel_path.clone()).collect();
+    assert_eq!(
+        paths,
+        [PathBuf::from("a/node_modules")],
+        "d is kept, a is not"
+    );
+}
+
+#[test]
+fn deep_trees_are_walked_to_the_limit_without_overflowing_a_stack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("deep");
+    std::fs::create_dir(&root).unwrap();
+    // Build MAX_DEPTH + 10 levels relative to an fd (paths this long exceed PATH_MAX).
+    let mut fd = fsys::open_dir_path(&root).unwrap();
+    for _ in 0..MAX_DEPTH + 10 {
+        rustix::fs::mkdirat(&fd, c"d", rustix::fs::Mode::from_raw_mode(0o755)).unwrap();
+        fd = fsys::open_child_dir(&fd, c"d").unwrap();
+    }
+    let walked = scan_path(&root).unwrap();
+    assert!(
+        walked.tally.usage().dirs as usize >= MAX_DEPTH,
+        "walked {} dirs",
+        walked.tally.usage().dirs
+    );
+    assert!(
+        walked
+            .errors
+            .iter()
+            .any(|e| e.error.contains("deeper than")),
+        "the cut is reported"
+    );
+}

@@ -1,0 +1,570 @@
+//! `cargo xtask bench`: measures Guardian's scanner against `du -sx` and its cleanup executor
+//! against `rm -rf` on generated `node_modules`-like trees, warm cache, release build.
+//!
+//! `cargo xtask` builds xtask in dev mode, so `bench` only builds `guardian` and xtask in
+//! release and re-runs itself from the release build as the hidden `bench-inner`, which does the
+//! work: scan timings run the real `target/release/guardian` binary; delete timings call the
+//! library executor (release-built, linked into xtask) as the daemon does.
+
+mod report;
+mod scratch;
+mod tree;
+
+use anyhow::{bail, ensure, Context, Result};
+use guardian::cleanup::{AuditLog, Executor, Outcome};
+use guardian::config::Workspace;
+use guardian::policy::PlannedAction;
+use report::{Comparison, Machine, RunInfo, Timings, Tool};
+use scratch::Scratch;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tree::TreeStats;
+
+const DEFAULT_SCAN_ENTRIES: u64 = 500_000;
+const DEFAULT_DELETE_ENTRIES: u64 = 200_000;
+const DEFAULT_RUNS: u32 = 3;
+const SCAN_SEED: u64 = 0x6775_6172_6469_616e;
+const DELETE_SEED: u64 = 0x726d_2d72_6620_7673;
+/// Goals from the issue: scan at most 0.7× du's wall time, deletion no slower than rm -rf.
+const SCAN_GOAL: f64 = 0.7;
+const DELETE_GOAL: f64 = 1.0;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Entries (files, dirs, symlinks, hard links) in the tree sized by du and guardian scan.
+    #[arg(long, default_value_t = DEFAULT_SCAN_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub scan_entries: u64,
+    /// Entries in each tree deleted by rm -rf and by guardian (a fresh copy per run).
+    #[arg(long, default_value_t = DEFAULT_DELETE_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub delete_entries: u64,
+    /// Measured runs per tool (the scan has one more, unmeasured, warm-up run each).
+    #[arg(long, default_value_t = DEFAULT_RUNS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Rewrite the scan and delete sections of docs/benchmarks.md with the results.
+    #[arg(long)]
+    pub write_doc: bool,
+}
+
+impl BenchArgs {
+    fn to_cli(&self) -> Vec<String> {
+        let mut v = vec![
+            "--scan-entries".into(),
+            self.scan_entries.to_string(),
+            "--delete-entries".into(),
+            self.delete_entries.to_string(),
+            "--runs".into(),
+            self.runs.to_string(),
+        ];
+        if self.write_doc {
+            v.push("--write-doc".into());
+        }
+        v
+    }
+
+    /// The command line as a user types it, non-default options only.
+    fn display(&self) -> String {
+        let mut s = String::from("cargo xtask bench");
+        if self.scan_entries != DEFAULT_SCAN_ENTRIES {
+            s += &format!(" --scan-entries {}", self.scan_entries);
+        }
+        if self.delete_entries != DEFAULT_DELETE_ENTRIES {
+            s += &format!(" --delete-entries {}", self.delete_entries);
+        }
+        if self.runs != DEFAULT_RUNS {
+            s += &format!(" --runs {}", self.runs);
+        }
+        if self.write_doc {
+            s += " --write-doc";
+        }
+        s
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// `cargo xtask bench`: builds in release and runs the release xtask's `bench-inner`.
+pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    eprintln!("bench: building guardian and xtask in release");
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "guardian-user",
+            "-p",
+            "xtask",
+            "--bins",
+        ])
+        .status()
+        .context("cannot run cargo build")?;
+    ensure!(status.success(), "cargo build --release failed ({status})");
+    let release = target_dir(&cargo, &root)?.join("release");
+    // Ctrl-C reaches the inner process too; it cleans up (unmounts) before exiting, so wait
+    // for it instead of dying first.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, interrupted.clone())?;
+    }
+    let status = Command::new(release.join("xtask"))
+        .arg("bench-inner")
+        .args(args.to_cli())
+        .arg("--guardian")
+        .arg(release.join("guardian"))
+        .status()
+        .context("cannot run the release xtask")?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn target_dir(cargo: &OsString, root: &Path) -> Result<PathBuf> {
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo metadata")?;
+    ensure!(out.status.success(), "cargo metadata failed");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let dir = meta["target_directory"]
+        .as_str()
+        .context("cargo metadata has no target_directory")?;
+    Ok(PathBuf::from(dir))
+}
+
+/// `bench-inner`: the measurements, in a release build.
+pub fn run_inner(args: &BenchArgs, guardian_bin: &Path) -> Result<ExitCode> {
+    ensure!(
+        guardian_bin.is_file(),
+        "no guardian binary at {}",
+        guardian_bin.display()
+    );
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, cancel.clone())?;
+    }
+    let started = Instant::now();
+    let machine = Machine::detect();
+    let run = RunInfo {
+        when: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
+        revision: revision(),
+        command: args.display(),
+    };
+    let total = args.scan_entries + args.delete_entries;
+    let inodes = total + total / 4 + 20_000;
+    let size = (total * 12 * 1024 + (2 << 30)).next_multiple_of(1 << 30);
+    let scratch = Scratch::create(size, inodes)?;
+    if let Some(why) = &scratch.fallback_reason {
+        eprintln!("\n{}", "!".repeat(78));
+        eprintln!("!! LOOP MOUNT NOT USED: {why}");
+        eprintln!(
+            "!! Measuring on a plain directory of the root filesystem ({}) instead:",
+            scratch.root.display()
+        );
+        eprintln!("!! results depend on what else lives on and uses that filesystem.");
+        eprintln!("{}\n", "!".repeat(78));
+    }
+    eprintln!(
+        "bench: {} CPUs, {}, kernel {}; scratch: {} at {}",
+        machine.nproc,
+        machine.cpu,
+        machine.kernel,
+        scratch.filesystem,
+        scratch.root.display()
+    );
+
+    let scan = scan_bench(args, guardian_bin, &scratch, &cancel)?;
+    scan.print();
+    let delete = delete_bench(args, &scratch, &cancel)?;
+    delete.print();
+    drop(scratch);
+
+    if args.write_doc {
+        let doc = workspace_root().join("docs/benchmarks.md");
+        for c in [&scan, &delete] {
+            report::write_section(&doc, c.key, &c.markdown(&machine, &run))?;
+        }
+        println!("wrote {}", doc.display());
+    }
+    println!(
+        "bench: done in {:.0} s; goals: scan {}, delete {}",
+        started.elapsed().as_secs_f64(),
+        scan.verdict(),
+        delete.verdict()
+    );
+    // A missed goal is a result; tools that disagree make the run fail.
+    Ok(if scan.invalid.is_some() || delete.invalid.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn scan_bench(
+    args: &BenchArgs,
+    guardian_bin: &Path,
+    scratch: &Scratch,
+    cancel: &AtomicBool,
+) -> Result<Comparison> {
+    let dir = scratch.root.join("scan");
+    let stats = generate(&dir, args.scan_entries, SCAN_SEED, scratch, cancel)?;
+    let du = || {
+        let mut c = Command::new("du");
+        c.arg("-sx").arg(&dir);
+        c
+    };
+    let guardian = || {
+        let mut c = Command::new(guardian_bin);
+        c.arg("scan").arg(&dir).arg("--json");
+        c
+    };
+    eprintln!(
+        "bench: scan: one warm-up run each, then {} measured",
+        args.runs
+    );
+    timed(&mut du())?;
+    timed(&mut guardian())?;
+    // The first reads after generation update directory atimes (relatime): write those now.
+    scratch.settle()?;
+    let (mut du_t, mut g_t) = (Timings::default(), Timings::default());
+    let mut reports = Vec::new();
+    for i in 0..args.runs {
+        check_cancel(cancel)?;
+        for guardian_turn in [i % 2 == 1, i % 2 == 0] {
+            if guardian_turn {
+                let (d, out) = timed(&mut guardian())?;
+                g_t.runs.push(d);
+                reports.push(serde_json::from_slice::<serde_json::Value>(&out)?);
+            } else {
+                du_t.runs.push(timed(&mut du())?.0);
+            }
+        }
+    }
+    let du_allocated = du_bytes(&dir, false)?;
+    let du_apparent = du_bytes(&dir, true)?;
+    let mut mismatch = None;
+    for r in &reports {
+        let allocated = r["allocated_bytes"].as_u64().unwrap_or(u64::MAX);
+        let apparent = r["apparent_bytes"].as_u64().unwrap_or(u64::MAX);
+        let errors = r["errors"].as_array().map_or(0, |e| e.len());
+        if allocated != du_allocated || apparent != du_apparent || errors > 0 {
+            mismatch = Some(format!(
+                "guardian reported {allocated} allocated / {apparent} apparent bytes and \
+                 {errors} errors; du -sB1 -x reports {du_allocated} / {du_apparent}"
+            ));
+        }
+    }
+    let first = &reports[0];
+    let notes = match &mismatch {
+        None => vec![format!(
+            "Same sizes in every run: allocated {} bytes (`du -sB1 -x`), apparent {} bytes \
+             (`du -sB1 -x --apparent-size`); guardian counted {} inodes ({} files, {} dirs, \
+             {} symlinks).",
+            thousands(du_allocated),
+            thousands(du_apparent),
+            thousands(first["inodes"].as_u64().unwrap_or(0)),
+            thousands(first["files"].as_u64().unwrap_or(0)),
+            thousands(first["dirs"].as_u64().unwrap_or(0)),
+            thousands(first["symlinks"].as_u64().unwrap_or(0)),
+        )],
+        Some(_) => Vec::new(),
+    };
+    Ok(Comparison {
+        key: "scan",
+        title: "Scan: `guardian scan` vs `du -sx`".into(),
+        method: format!(
+            "Wall time of the whole process, sizing one generated tree; one unmeasured warm-up \
+             run of each tool, then {} measured runs each, interleaved. `guardian scan` walks \
+             with rayon over all CPUs; `du` is single-threaded.",
+            args.runs
+        ),
+        tree: describe_tree(&stats, Some(du_allocated)),
+        filesystem: scratch.filesystem.clone(),
+        reference: Tool {
+            name: "du",
+            command: "du -sx DIR".into(),
+            timings: du_t,
+        },
+        guardian: Tool {
+            name: "guardian",
+            command: "target/release/guardian scan DIR --json".into(),
+            timings: g_t,
+        },
+        goal: SCAN_GOAL,
+        notes,
+        invalid: mismatch.map(|m| format!("SIZE MISMATCH: {m}")),
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deleter {
+    Rm,
+    Guardian,
+}
+
+fn delete_bench(
+    args: &BenchArgs,
+    scratch: &Scratch,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Comparison> {
+    let workspace = scratch.root.join("delete");
+    std::fs::create_dir(&workspace)?;
+    let audit_path = scratch.base.join("audit.jsonl");
+    let executor = Executor::new(
+        vec![Workspace {
+            path: workspace.clone(),
+            protect: Vec::new(),
+        }],
+        AuditLog::open(&audit_path)?,
+        false,
+        cancel.clone(),
+        Arc::new(|_: &Path| None),
+    );
+    let (mut rm_t, mut g_t) = (Timings::default(), Timings::default());
+    let mut stats = TreeStats::default();
+    let mut removed = Vec::new();
+    for i in 0..args.runs {
+        let order = if i % 2 == 0 {
+            [Deleter::Rm, Deleter::Guardian]
+        } else {
+            [Deleter::Guardian, Deleter::Rm]
+        };
+        for who in order {
+            check_cancel(cancel)?;
+            let name = match who {
+                Deleter::Rm => format!("rm-{i}"),
+                Deleter::Guardian => format!("guardian-{i}"),
+            };
+            let tree = workspace.join(&name);
+            stats = generate(&tree, args.delete_entries, DELETE_SEED, scratch, cancel)?;
+            match who {
+                Deleter::Rm => {
+                    let (d, _) = timed(Command::new("rm").arg("-rf").arg(&tree))?;
+                    eprintln!("bench: rm -rf: {:.3} s", d.as_secs_f64());
+                    rm_t.runs.push(d);
+                }
+                Deleter::Guardian => {
+                    let action = PlannedAction {
+                        path: tree.clone(),
+                        project: tree.clone(),
+                        rule: "bench".into(),
+                        phase: 1,
+                        reason: "cargo xtask bench".into(),
+                        bytes_estimated: 0,
+                        inodes_estimated: 0,
+                    };
+                    let start = Instant::now();
+                    let report = executor.execute(&action)?;
+                    let d = start.elapsed();
+                    eprintln!("bench: guardian executor: {:.3} s", d.as_secs_f64());
+                    ensure!(
+                        report.outcome == Outcome::Deleted,
+                        "guardian did not delete {}: {} ({})",
+                        tree.display(),
+                        report.outcome.as_str(),
+                        report.record.error.unwrap_or_default()
+                    );
+                    // Every name below the root, plus the root.
+                    ensure!(
+                        report.record.entries_removed == stats.entries + 1,
+                        "guardian removed {} entries, the tree had {}",
+                        report.record.entries_removed,
+                        stats.entries + 1
+                    );
+                    removed.push(report.record.entries_removed);
+                    g_t.runs.push(d);
+                }
+            }
+            if tree.symlink_metadata().is_ok() {
+                bail!("{} still exists after deletion", tree.display());
+            }
+        }
+    }
+    Ok(Comparison {
+        key: "delete",
+        title: "Delete: Guardian's executor vs `rm -rf`".into(),
+        method: format!(
+            "A fresh copy of the same generated tree for every run (generated, then synced to \
+             disk, caches left warm); {} runs of each tool, interleaved. `rm -rf DIR` is timed \
+             as a process; Guardian is the release-built library executor \
+             (`guardian::cleanup::Executor::execute`, dry run off) called in-process and timed \
+             around the call: workspace resolution with `O_NOFOLLOW` opens, process/lock/keep \
+             re-check, the removal, `statvfs` before and after, and the fsync'd audit line. \
+             Guardian removes sibling directories in parallel over all CPUs; `rm` is \
+             single-threaded.",
+            args.runs
+        ),
+        tree: format!("{} (a fresh copy per run)", describe_tree(&stats, None)),
+        filesystem: scratch.filesystem.clone(),
+        reference: Tool {
+            name: "rm",
+            command: "rm -rf DIR".into(),
+            timings: rm_t,
+        },
+        guardian: Tool {
+            name: "guardian",
+            command: "guardian::cleanup::Executor::execute(DIR)".into(),
+            timings: g_t,
+        },
+        goal: DELETE_GOAL,
+        notes: vec![format!(
+            "Guardian's audit lines reported every tree removed completely ({} entries each \
+             including the tree's root).",
+            thousands(removed.first().copied().unwrap_or(0))
+        )],
+        invalid: None,
+    })
+}
+
+fn generate(
+    dir: &Path,
+    entries: u64,
+    seed: u64,
+    scratch: &Scratch,
+    cancel: &AtomicBool,
+) -> Result<TreeStats> {
+    let start = Instant::now();
+    let stats = tree::generate(dir, entries, seed, cancel)
+        .with_context(|| format!("cannot generate the tree at {}", dir.display()))?;
+    scratch.settle()?;
+    eprintln!(
+        "bench: generated {} entries in {} in {:.1} s (synced)",
+        thousands(stats.entries),
+        dir.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(stats)
+}
+
+fn describe_tree(s: &TreeStats, allocated: Option<u64>) -> String {
+    let mut d = format!(
+        "{} entries: {} files, {} dirs, {} symlinks, {} extra hard links; {:.2} GiB written",
+        thousands(s.entries),
+        thousands(s.files),
+        thousands(s.dirs),
+        thousands(s.symlinks),
+        thousands(s.hard_links),
+        s.bytes as f64 / (1u64 << 30) as f64
+    );
+    if let Some(a) = allocated {
+        d += &format!(", {:.2} GiB allocated", a as f64 / (1u64 << 30) as f64);
+    }
+    d
+}
+
+/// Runs `cmd` to completion, its output captured; fails unless it exits 0.
+fn timed(cmd: &mut Command) -> Result<(Duration, Vec<u8>)> {
+    cmd.stdin(Stdio::null());
+    let start = Instant::now();
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let elapsed = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((elapsed, out.stdout))
+}
+
+/// `du -sB1 -x [--apparent-size] DIR` in bytes.
+fn du_bytes(dir: &Path, apparent: bool) -> Result<u64> {
+    let mut cmd = Command::new("du");
+    cmd.args(["-sB1", "-x"]);
+    if apparent {
+        cmd.arg("--apparent-size");
+    }
+    let (_, out) = timed(cmd.arg(dir))?;
+    String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("cannot parse du's output")
+}
+
+fn check_cancel(cancel: &AtomicBool) -> Result<()> {
+    if cancel.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+fn command_line(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The commit measured, and whether the sources differ from it.
+fn revision() -> String {
+    let root = workspace_root();
+    let root = root.to_string_lossy();
+    let Some(commit) = command_line("git", &["-C", &root, "rev-parse", "--short", "HEAD"]) else {
+        return "unknown revision".into();
+    };
+    let dirty = command_line(
+        "git",
+        &[
+            "-C",
+            &root,
+            "status",
+            "--porcelain",
+            "--",
+            "guardian-user",
+            "guardian-common",
+        ],
+    )
+    .is_some_and(|s| !s.is_empty());
+    if dirty {
+        format!("commit {commit} + uncommitted changes to guardian-user/guardian-common")
+    } else {
+        format!("commit {commit}")
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let head = digits.len() % 3;
+    let mut groups = Vec::new();
+    if head > 0 {
+        groups.push(&digits[..head]);
+    }
+    groups.extend(
+        digits.as_bytes()[head..]
+            .chunks(3)
+            .map(|g| std::str::from_utf8(g).expect("ASCII digits")),
+    );
+    groups.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1_000), "1,000");
+        assert_eq!(super::thousands(200_658), "200,658");
+        assert_eq!(super::thousands(2_984_845_312), "2,984,845,312");
+    }
+}

@@ -1,0 +1,170 @@
+//! The scratch filesystem the benchmark works on: a fresh ext4 image loop-mounted under a
+//! temporary directory, or, when that is not possible (not root, no loop devices), a plain
+//! directory on the root filesystem. Dropping it unmounts and removes everything.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Scratch {
+    /// The temporary directory holding the image, the mount point and the audit log.
+    pub base: PathBuf,
+    /// Where trees are generated.
+    pub root: PathBuf,
+    image: Option<PathBuf>,
+    mounted: bool,
+    /// A line describing the filesystem, for the report.
+    pub filesystem: String,
+    /// Why the loop mount was not used, when it was not.
+    pub fallback_reason: Option<String>,
+}
+
+impl Scratch {
+    /// Creates an ext4 image of `size_bytes` (sparse) with at least `inodes` inodes and mounts
+    /// it; falls back to a directory on the root filesystem.
+    pub fn create(size_bytes: u64, inodes: u64) -> Result<Scratch> {
+        // /var/tmp rather than /tmp: it is on the root filesystem even where /tmp is a tmpfs.
+        let parent = Path::new("/var/tmp");
+        let base = parent.join(format!("guardian-bench-{}", std::process::id()));
+        std::fs::create_dir(&base).with_context(|| format!("cannot create {}", base.display()))?;
+        let mnt = base.join("mnt");
+        std::fs::create_dir(&mnt)?;
+        let mut scratch = Scratch {
+            base: base.clone(),
+            root: mnt.clone(),
+            image: None,
+            mounted: false,
+            filesystem: String::new(),
+            fallback_reason: None,
+        };
+        let host = describe_fs(parent);
+        match scratch.mount_image(size_bytes, inodes) {
+            Ok(()) => {
+                scratch.filesystem = format!(
+                    "ext4, fresh loop-mounted image ({} GiB sparse, {} inodes), image on {host}",
+                    size_bytes >> 30,
+                    super::thousands(inodes)
+                );
+            }
+            Err(e) => {
+                scratch.root = base.join("tree");
+                std::fs::create_dir(&scratch.root)?;
+                scratch.filesystem = format!("{host}, plain directory (NO loop mount)");
+                scratch.fallback_reason = Some(format!("{e:#}"));
+            }
+        }
+        Ok(scratch)
+    }
+
+    fn mount_image(&mut self, size_bytes: u64, inodes: u64) -> Result<()> {
+        if !rustix::process::geteuid().is_root() {
+            bail!("not running as root");
+        }
+        let image = self.base.join("fs.img");
+        let file = std::fs::File::create(&image)?;
+        file.set_len(size_bytes)?;
+        drop(file);
+        self.image = Some(image.clone());
+        // Inode tables and journal initialised now, so no ext4lazyinit thread writes in the
+        // background while we measure.
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-N", &inodes.to_string()])
+            .args(["-E", "lazy_itable_init=0,lazy_journal_init=0"])
+            .arg(&image))?;
+        run(Command::new("mount")
+            .args(["-t", "ext4", "-o", "loop"])
+            .arg(&image)
+            .arg(&self.root))?;
+        self.mounted = true;
+        Ok(())
+    }
+}
+
+impl Scratch {
+    /// Writes everything generated so far to disk: the scratch filesystem, then the image file
+    /// holding it, so no writeback of a previous step runs while the next one is measured.
+    pub fn settle(&self) -> Result<()> {
+        let dir = rustix::fs::open(
+            &self.root,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        rustix::fs::syncfs(&dir)?;
+        if let Some(image) = &self.image {
+            std::fs::File::open(image)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.mounted {
+            let mut done = false;
+            for _ in 0..20 {
+                match rustix::mount::unmount(&self.root, rustix::mount::UnmountFlags::empty()) {
+                    Ok(()) => {
+                        done = true;
+                        break;
+                    }
+                    Err(rustix::io::Errno::BUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(100))
+                    }
+                    Err(e) => {
+                        eprintln!("bench: cannot unmount {}: {e}", self.root.display());
+                        break;
+                    }
+                }
+            }
+            if !done {
+                eprintln!("bench: {} busy; detaching it lazily", self.root.display());
+                let _ = rustix::mount::unmount(&self.root, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+        // The loop device was set up by mount(8) with autoclear: it goes with the unmount.
+        if let Err(e) = std::fs::remove_dir_all(&self.base) {
+            eprintln!("bench: cannot remove {}: {e}", self.base.display());
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// "ext4 on /dev/vda" for the filesystem holding `path`, from /proc/self/mountinfo.
+pub fn describe_fs(path: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return "unknown filesystem".into();
+    };
+    let mut best: Option<(usize, String)> = None;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mount), Some(fstype), Some(source)) =
+            (fields.get(4), fields.get(sep + 1), fields.get(sep + 2))
+        else {
+            continue;
+        };
+        let mount = mount.replace("\\040", " ");
+        if path.starts_with(&mount) && best.as_ref().is_none_or(|(len, _)| mount.len() >= *len) {
+            best = Some((mount.len(), format!("{fstype} on {source}")));
+        }
+    }
+    best.map(|(_, d)| d)
+        .unwrap_or_else(|| "unknown filesystem".into())
+}
