@@ -1,6 +1,7 @@
 //! Guardian's library: everything the `guardian` binary does, as modules the binary glues
 //! together. See ARCHITECTURE.md for the code map and each module's invariants.
 
+pub mod aggregate;
 pub mod cleanup;
 pub mod config;
 pub mod daemon;
@@ -10,3 +11,4 @@ pub mod protect;
 pub mod scan;
 pub mod sources;
 pub mod survey;
+pub mod tasks;

@@ -1,9 +1,10 @@
 //! Developer tasks for Guardian, run as `cargo xtask <task>`.
 
 mod bench;
+mod build_ebpf;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -15,6 +16,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Build the eBPF probe (pinned nightly + bpf-linker) and rebuild guardian-user with it
+    /// embedded.
+    BuildEbpf {
+        /// Also rebuild guardian-user in release mode.
+        #[arg(long)]
+        release: bool,
+    },
     /// Measure `guardian scan` against `du -sx` and the cleanup executor against `rm -rf` on
     /// generated trees (release build, warm cache; needs root for the loop-mounted ext4
     /// scratch filesystem, falls back to a directory on the root filesystem).
@@ -32,6 +40,10 @@ enum Task {
 
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().task {
+        Task::BuildEbpf { release } => {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            build_ebpf::run(&workspace, release)
+        }
         Task::Bench(args) => bench::run(&args),
         Task::BenchInner { args, guardian } => bench::run_inner(&args, &guardian),
     }

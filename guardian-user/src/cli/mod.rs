@@ -3,6 +3,7 @@
 
 mod demo;
 mod output;
+mod tasks;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -78,6 +79,50 @@ enum Command {
         #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u64).range(1..=100))]
         write_percent: u64,
     },
+    /// Task lifecycle hooks for the task wrapper (`task done`).
+    Task {
+        #[command(subcommand)]
+        action: TaskAction,
+    },
+    /// Find tasks `running` longer than tasks.ghosts.ghost_after on this node, kill their
+    /// processes, mark them failed and release their slots; print a report.
+    Ghosts {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Report what would be done; signal nothing, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List task work dirs and scratch sessions with size, idle time and verdict. Deletes nothing.
+    Sessions {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TaskAction {
+    /// A task ended: done/discarded → delete its work dir now; failed/error → keep it for
+    /// debugging (tasks.keep_failed_for, tasks.keep_failed_max). Exit 2 if PATH is not a work dir
+    /// directly in a task area.
+    Done {
+        /// The task's work dir, e.g. /home/worker/dispatch/<project>.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        status: tasks::StatusArg,
+        /// The task's id in the task DB: its own `running` row does not protect the dir.
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,6 +155,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             size,
             write_percent,
         } => demo::run(&size, write_percent),
+        Command::Task {
+            action:
+                TaskAction::Done {
+                    dir,
+                    status,
+                    task,
+                    config,
+                    json,
+                },
+        } => tasks::task_done(config.as_deref(), &dir, status, task.as_deref(), json),
+        Command::Ghosts {
+            config,
+            dry_run,
+            json,
+        } => tasks::ghosts(config.as_deref(), dry_run, json),
+        Command::Sessions { config, json } => tasks::sessions(config.as_deref(), json),
     }
 }
 

@@ -127,6 +127,42 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
             fs.reason
         );
     }
+    for skipped in &state.source_skipped {
+        println!("source skipped: {skipped}");
+    }
+    let active: Vec<_> = state
+        .projects
+        .iter()
+        .filter(|p| p.rate_bps.abs() >= 1.0)
+        .collect();
+    if !active.is_empty() {
+        println!(
+            "{:<48} {:>12} {:>12}  TOP WRITERS (cgroup)",
+            "PROJECT", "RATE/s", "SINCE START"
+        );
+        for p in active.iter().take(15) {
+            let writers: Vec<String> = p
+                .top_cgroups
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {}/s",
+                        c.path
+                            .clone()
+                            .unwrap_or_else(|| format!("cgroup {}", c.cgroup)),
+                        human_bytes(c.rate_bps as u64)
+                    )
+                })
+                .collect();
+            println!(
+                "{:<48} {:>12} {:>12}  {}",
+                p.path.display(),
+                signed_bytes(p.rate_bps as i64),
+                signed_bytes(p.total_bytes),
+                writers.join(", ")
+            );
+        }
+    }
     if let Some(c) = &state.last_cycle {
         println!(
             "last cycle on {} at {}: {} actions in {} rounds, freed {}, {}",
@@ -164,5 +200,13 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
     }
     for p in &state.problems {
         println!("problem: {p}");
+    }
+}
+
+fn signed_bytes(n: i64) -> String {
+    if n < 0 {
+        format!("-{}", human_bytes(n.unsigned_abs()))
+    } else {
+        human_bytes(n as u64)
     }
 }

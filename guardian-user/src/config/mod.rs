@@ -2,7 +2,13 @@
 //! Owns every error message about the config file; it never touches the disk beyond reading the
 //! file it is given.
 
+mod tasks;
 mod units;
+
+pub use tasks::{
+    named_params, AreaKind, GhostConfig, NaiveTimes, TasksConfig, UsageLimit, QUERY_PARAMS,
+    UPDATE_PARAMS,
+};
 
 pub use units::{human_bytes, ByteSize, FreeAmount, FreeBytes, FreeInodes, HumanDuration};
 
@@ -28,6 +34,9 @@ pub struct Config {
     pub workspaces: Vec<Workspace>,
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// The task DB, task/scratch areas and their policies, the ghost reaper (`[tasks]`).
+    #[serde(default)]
+    pub tasks: TasksConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -44,6 +53,29 @@ pub struct DaemonConfig {
     /// Command (argv, no shell) run once per phase-1 cycle, e.g. `journalctl --vacuum-size=200M`.
     #[serde(default)]
     pub journal_vacuum: Vec<String>,
+    /// Which write source to use; `auto` tries ebpf, fanotify, inotify, poll in that order.
+    #[serde(default)]
+    pub source: SourceKind,
+    /// How often the daemon drains the write source and re-reads free space (≤ 250 ms reacts
+    /// within a second).
+    #[serde(default = "default_sample_interval")]
+    pub sample_interval: HumanDuration,
+}
+
+/// The `daemon.source` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    #[default]
+    Auto,
+    Ebpf,
+    Fanotify,
+    Inotify,
+    Poll,
+}
+
+fn default_sample_interval() -> HumanDuration {
+    HumanDuration(Duration::from_millis(250))
 }
 
 fn default_poll_interval() -> HumanDuration {
@@ -64,6 +96,8 @@ impl Default for DaemonConfig {
             state_dir: default_state_dir(),
             dry_run: false,
             journal_vacuum: Vec::new(),
+            source: SourceKind::Auto,
+            sample_interval: default_sample_interval(),
         }
     }
 }
@@ -250,6 +284,23 @@ impl Config {
                 "must be longer than 0s".into(),
             ));
         }
+        if self.daemon.sample_interval.0.is_zero() {
+            return Err((
+                key(&["daemon", "sample_interval"]),
+                "must be longer than 0s".into(),
+            ));
+        }
+        if self
+            .daemon
+            .journal_vacuum
+            .first()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            return Err((
+                key(&["daemon", "journal_vacuum"]),
+                "the command name must not be empty (use [] to disable)".into(),
+            ));
+        }
         if !self.daemon.audit_log.is_absolute() {
             return Err((
                 key(&["daemon", "audit_log"]),
@@ -343,6 +394,7 @@ impl Config {
                     .map_err(|e| (at("globs"), format!("`{glob}` is not a valid glob: {e}")))?;
             }
         }
+        self.tasks.validate(&self.workspaces)?;
         Ok(())
     }
 

@@ -8,11 +8,13 @@
 
 pub mod state;
 
+use crate::aggregate::Aggregator;
 use crate::cleanup::{AuditLog, AuditRecord, Executor, ExtraProtection, Outcome};
 use crate::config::{CompiledRule, Config, Workspace};
 use crate::fsys::{self, FsSpace};
 use crate::policy::{self, Plan, Pressure};
 use crate::protect::ProcSnapshot;
+use crate::sources::{self, ProjectDir, Source};
 use crate::survey;
 use crossbeam_channel::{select, Receiver};
 use state::{CycleSummary, DaemonState, FsState};
@@ -95,6 +97,20 @@ pub struct Guardian {
     problems: Vec<String>,
     /// Filesystems (by device) whose last cycle stopped short: free bytes then, and when.
     stalled: HashMap<u64, (u64, Instant)>,
+    source: Box<dyn Source>,
+    /// Why each better source was skipped.
+    source_skipped: Vec<String>,
+    aggregator: Aggregator,
+    /// The project dirs the source currently watches.
+    watched: Vec<ProjectDir>,
+    last_sample: Instant,
+    cgroup_names: HashMap<u64, Option<String>>,
+    /// Cycles run since start (the sampler rewrites the state file after one).
+    cycles_run: u64,
+    /// Task DB side: running-task protection, task/scratch sweeps, usage limits, ghost reaper.
+    tasks: crate::tasks::TaskService,
+    /// The caller's extra protection combined with running-task protection (survey + executor).
+    protection: ExtraProtection,
 }
 
 impl Guardian {
@@ -109,12 +125,20 @@ impl Guardian {
                 path: config.daemon.audit_log.clone(),
                 source,
             })?;
+        let tasks =
+            crate::tasks::TaskService::new(&config).map_err(|source| DaemonError::AuditLog {
+                path: config.daemon.audit_log.clone(),
+                source,
+            })?;
+        let running = tasks.protection();
+        let protection: ExtraProtection =
+            Arc::new(move |p: &Path| extra_protection(p).or_else(|| running(p)));
         let executor = Executor::new(
             config.workspaces.clone(),
             audit,
             config.daemon.dry_run,
             cancel.clone(),
-            extra_protection,
+            protection.clone(),
         );
         let recent = crate::cleanup::audit::read_records(&config.daemon.audit_log)
             .map(|records| {
@@ -126,7 +150,17 @@ impl Guardian {
                     .collect()
             })
             .unwrap_or_default();
+        let (source, source_skipped) = sources::open(config.daemon.source);
         Ok(Guardian {
+            source,
+            source_skipped,
+            aggregator: Aggregator::new(),
+            watched: Vec::new(),
+            last_sample: Instant::now(),
+            cgroup_names: HashMap::new(),
+            cycles_run: 0,
+            tasks,
+            protection,
             rules: config.compiled_rules(),
             config,
             executor,
@@ -143,11 +177,14 @@ impl Guardian {
         let interval = self.config.daemon.poll_interval.0;
         tracing::info!(
             poll_interval = ?interval,
+            sample_interval = ?self.config.daemon.sample_interval.0,
             dry_run = self.config.daemon.dry_run,
             workspaces = self.config.workspaces.len(),
-            "guardian started (source: poll)"
+            source = self.source.name(),
+            "guardian started"
         );
         let ticker = crossbeam_channel::tick(interval);
+        let sampler = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
         self.check()?;
         if once {
             return Ok(());
@@ -155,6 +192,7 @@ impl Guardian {
         loop {
             select! {
                 recv(ticker) -> _ => self.check()?,
+                recv(sampler) -> _ => self.sample()?,
                 recv(events) -> event => match event {
                     Ok(Event::Tick) => self.check()?,
                     Ok(Event::Shutdown) | Err(_) => break,
@@ -168,9 +206,92 @@ impl Guardian {
         Ok(())
     }
 
-    /// One check of every guarded filesystem; a cycle where a threshold is crossed.
+    /// One poll: refresh the watched projects, check every guarded filesystem (a cycle where a
+    /// threshold is crossed), rewrite the state file.
     pub fn check(&mut self) -> Result<(), DaemonError> {
         self.problems.clear();
+        // Task side on its own schedules: age/inactivity sweep, usage events, ghost reaping.
+        let tick = self
+            .tasks
+            .periodic(&self.executor, &self.cancel)
+            .map_err(|source| DaemonError::AuditWrite {
+                path: self.executor.audit_path().to_path_buf(),
+                source,
+            })?;
+        tick.records.into_iter().for_each(|r| self.note(r));
+        self.problems.extend(tick.problems);
+        self.refresh_projects();
+        let states = self.guard()?;
+        for ws in &self.config.workspaces {
+            if !ws.path.is_dir() {
+                self.problems.push(format!(
+                    "workspace {} does not exist (yet)",
+                    ws.path.display()
+                ));
+            }
+        }
+        self.write_state(states)
+    }
+
+    /// One sample: drain the write source into the rates; with a reactive source, re-read free
+    /// space now, so a crossing starts a cycle within one sample interval, not at the next poll.
+    pub fn sample(&mut self) -> Result<(), DaemonError> {
+        let seconds = self.last_sample.elapsed().as_secs_f64();
+        self.last_sample = Instant::now();
+        match self.source.drain() {
+            Ok(sample) => {
+                for note in &sample.notes {
+                    tracing::warn!(source = self.source.name(), "{note}");
+                }
+                self.aggregator.absorb(&sample, seconds);
+            }
+            Err(e) => tracing::warn!("write source: {e}"),
+        }
+        if self.source.name() == "poll" {
+            return Ok(());
+        }
+        let cycles_before = self.cycles_run;
+        let states = self.guard()?;
+        if self.cycles_run != cycles_before {
+            self.write_state(states)?;
+        }
+        Ok(())
+    }
+
+    /// Lists the project dirs of every workspace and re-registers them with the source when
+    /// the set changed.
+    fn refresh_projects(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let mut dirs = Vec::new();
+        for ws in &self.config.workspaces {
+            let Ok(entries) = std::fs::read_dir(&ws.path) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.path().symlink_metadata() else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    dirs.push((entry.path(), meta.dev(), meta.ino()));
+                }
+            }
+        }
+        dirs.sort();
+        let projects = self.aggregator.project_dirs(&dirs);
+        if projects != self.watched {
+            let alive: std::collections::HashSet<PathBuf> =
+                dirs.iter().map(|d| d.0.clone()).collect();
+            self.aggregator.retain_paths(&|p| alive.contains(p));
+            if let Err(e) = self.source.watch(&projects) {
+                tracing::warn!("write source cannot watch the projects: {e}");
+                self.problems.push(e.to_string());
+            }
+            self.watched = projects;
+        }
+    }
+
+    /// Checks every guarded filesystem and runs a cycle where a threshold is crossed.
+    fn guard(&mut self) -> Result<Vec<FsState>, DaemonError> {
         let mut states = Vec::new();
         for fs in guarded_filesystems(&self.config.workspaces) {
             if self.cancel.load(Ordering::Relaxed) {
@@ -200,6 +321,7 @@ impl Guardian {
                     );
                 }
                 self.last_cycle = Some(summary);
+                self.cycles_run += 1;
             } else if assessment.pressure == Pressure::Ok {
                 self.stalled.remove(&fs.dev);
             }
@@ -214,15 +336,7 @@ impl Guardian {
                 reason: assessment.reason,
             });
         }
-        for ws in &self.config.workspaces {
-            if !ws.path.is_dir() {
-                self.problems.push(format!(
-                    "workspace {} does not exist (yet)",
-                    ws.path.display()
-                ));
-            }
-        }
-        self.write_state(states)
+        Ok(states)
     }
 
     /// One cleanup cycle on one filesystem: rounds of survey → plan → execute, each starting
@@ -352,7 +466,14 @@ impl Guardian {
         continuing: bool,
         attempted: &HashSet<PathBuf>,
     ) -> (FsSpace, Plan) {
-        let fp = plan_filesystem(fs, &self.config, &self.rules, continuing, attempted);
+        let fp = plan_filesystem(
+            fs,
+            &self.config,
+            &self.rules,
+            continuing,
+            attempted,
+            &*self.protection,
+        );
         (fp.space, fp.plan)
     }
 
@@ -373,11 +494,20 @@ impl Guardian {
         }
     }
 
-    fn write_state(&self, filesystems: Vec<FsState>) -> Result<(), DaemonError> {
+    fn write_state(&mut self, filesystems: Vec<FsState>) -> Result<(), DaemonError> {
+        let names = &mut self.cgroup_names;
+        let projects = self.aggregator.report(&mut |id| {
+            names
+                .entry(id)
+                .or_insert_with(|| sources::cgroup_path(id))
+                .clone()
+        });
         let state = DaemonState {
+            source_skipped: self.source_skipped.clone(),
+            projects,
             updated: crate::cleanup::audit::timestamp(SystemTime::now()),
             pid: std::process::id(),
-            source: "poll".into(),
+            source: self.source.name().into(),
             dry_run: self.config.daemon.dry_run,
             poll_interval_ms: self.config.daemon.poll_interval.0.as_millis() as u64,
             filesystems,
@@ -397,9 +527,10 @@ impl Guardian {
 /// What a cycle would do on each guarded filesystem right now (nothing is deleted).
 pub fn plan_now(config: &Config) -> Vec<FsPlan> {
     let rules = config.compiled_rules();
+    let running = crate::tasks::running_protection(config, None);
     guarded_filesystems(&config.workspaces)
         .iter()
-        .map(|fs| plan_filesystem(fs, config, &rules, false, &HashSet::new()))
+        .map(|fs| plan_filesystem(fs, config, &rules, false, &HashSet::new(), &*running))
         .collect()
 }
 
@@ -410,6 +541,7 @@ fn plan_filesystem(
     rules: &[CompiledRule],
     continuing: bool,
     attempted: &HashSet<PathBuf>,
+    extra_protection: &dyn Fn(&Path) -> Option<String>,
 ) -> FsPlan {
     let space = fsys::fs_space(&fs.probe).unwrap_or(FsSpace {
         total_bytes: 0,
@@ -437,7 +569,7 @@ fn plan_filesystem(
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs() as i64;
-    let mut candidates = survey::candidates(&surveys, rules, &procs, &|_: &Path| None, now);
+    let mut candidates = survey::candidates(&surveys, rules, &procs, extra_protection, now);
     candidates.retain(|c| !attempted.contains(&c.path));
     FsPlan {
         mount: fs.mount.clone(),

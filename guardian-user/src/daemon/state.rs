@@ -43,7 +43,14 @@ pub struct CycleSummary {
 pub struct DaemonState {
     pub updated: String,
     pub pid: u32,
+    /// The active write source.
     pub source: String,
+    /// Why each better source was skipped (`auto`).
+    #[serde(default)]
+    pub source_skipped: Vec<String>,
+    /// Per-project write rates and top writing cgroups, busiest first.
+    #[serde(default)]
+    pub projects: Vec<crate::aggregate::ProjectActivity>,
     pub dry_run: bool,
     pub poll_interval_ms: u64,
     pub filesystems: Vec<FsState>,

@@ -126,9 +126,7 @@ impl ProcSnapshot {
                 let Ok(meta) = fs::metadata(fd.path()) else {
                     continue;
                 };
-                if meta.ino() == lock.ino
-                    && rustix::fs::major(meta.dev()) == lock.major
-                    && rustix::fs::minor(meta.dev()) == lock.minor
+                if meta.ino() == lock.ino && dev_major_minor(meta.dev()) == (lock.major, lock.minor)
                 {
                     if let Ok(target) = fs::read_link(fd.path()) {
                         let comm = self
@@ -167,8 +165,7 @@ impl ProcSnapshot {
 
     /// A lock held on the inode (`dev`, `ino`), for locks that could not be resolved to a path.
     pub fn lock_on_inode(&self, dev: u64, ino: u64) -> Option<Holder> {
-        let major = rustix::fs::major(dev);
-        let minor = rustix::fs::minor(dev);
+        let (major, minor) = dev_major_minor(dev);
         self.locks
             .iter()
             .find(|l| l.ino == ino && l.major == major && l.minor == minor)
@@ -193,6 +190,14 @@ impl ProcSnapshot {
     pub fn holders(&self) -> &[Holder] {
         &self.holders
     }
+}
+
+/// Major and minor of a Linux `st_dev` (glibc's `makedev` encoding), on every host OS: the
+/// values come from `/proc`, which only Linux has.
+fn dev_major_minor(dev: u64) -> (u32, u32) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major as u32, minor as u32)
 }
 
 /// `/proc/PID/fd` links to unlinked files end in " (deleted)".
@@ -244,6 +249,15 @@ mod tests {
         let l = parse_lock_line("2: OFDLCK ADVISORY  READ  -1 00:2e:99 0 EOF").unwrap();
         assert_eq!(l.pid, None);
         assert!(parse_lock_line("3: -> FLOCK  ADVISORY  WRITE 99 fd:01:5678 0 EOF").is_none());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dev_split_matches_the_libc_encoding() {
+        for (major, minor) in [(8, 1), (259, 70000), (0, 46), (4095, 1 << 19)] {
+            let dev = rustix::fs::makedev(major, minor);
+            assert_eq!(dev_major_minor(dev), (major, minor));
+        }
     }
 
     #[test]

@@ -240,6 +240,36 @@ impl Source for EbpfSource {
     }
 }
 
+/// Loads the probe object but attaches only its empty `noop` program to every hook the probe
+/// uses: the floor cost of having BPF on those tracepoints, for benchmarks. Detaches on drop.
+pub fn load_empty_floor() -> Result<Ebpf, SourceError> {
+    if PROBE.is_empty() {
+        return Err(unavailable(
+            "this binary was built without the probe object",
+        ));
+    }
+    ensure_tracefs()?;
+    let offsets = kernel_offsets()?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("OFFSETS", &offsets, true)
+        .load(PROBE)
+        .map_err(|e| unavailable(format!("loading the probe: {e}")))?;
+    let prog: &mut TracePoint = ebpf
+        .program_mut("noop")
+        .ok_or_else(|| unavailable("program noop missing from the object"))?
+        .try_into()
+        .map_err(|e| unavailable(format!("noop: {e}")))?;
+    prog.load()
+        .map_err(|e| unavailable(format!("loading noop: {e}")))?;
+    for syscall in SYSCALLS {
+        for phase in ["enter", "exit"] {
+            prog.attach("syscalls", &format!("sys_{phase}_{syscall}"))
+                .map_err(|e| unavailable(format!("attaching noop: {e}")))?;
+        }
+    }
+    Ok(ebpf)
+}
+
 /// glibc `st_dev` → the kernel's `s_dev` encoding the probe compares against.
 pub fn user_dev_to_kernel(dev: u64) -> u64 {
     kernel_dev(rustix::fs::major(dev), rustix::fs::minor(dev))

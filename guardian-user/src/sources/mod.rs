@@ -4,7 +4,13 @@
 //! macOS path). Each source is a [`Source`]; the daemon drains it on a short cadence. Sources
 //! only observe: none of them deletes or changes anything on disk.
 
+#[cfg(target_os = "linux")]
+pub mod fanotify;
+#[cfg(target_os = "linux")]
+pub mod inotify;
 pub mod poll;
+#[cfg(target_os = "linux")]
+mod track;
 
 #[cfg(target_os = "linux")]
 pub mod btf;
@@ -84,4 +90,95 @@ pub trait Source: Send {
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError>;
     /// Returns what was seen since the last call, without blocking.
     fn drain(&mut self) -> Result<Sample, SourceError>;
+}
+
+/// Opens the configured source. `auto` tries eBPF, fanotify, inotify and polling in that order,
+/// logging why each one it skipped failed; an explicit choice that fails falls back to polling
+/// the same way, so the daemon always guards. Returns the source and the skip reasons.
+pub fn open(kind: crate::config::SourceKind) -> (Box<dyn Source>, Vec<String>) {
+    use crate::config::SourceKind;
+    let order: &[SourceKind] = match kind {
+        SourceKind::Auto => &[
+            SourceKind::Ebpf,
+            SourceKind::Fanotify,
+            SourceKind::Inotify,
+            SourceKind::Poll,
+        ],
+        SourceKind::Ebpf => &[SourceKind::Ebpf, SourceKind::Poll],
+        SourceKind::Fanotify => &[SourceKind::Fanotify, SourceKind::Poll],
+        SourceKind::Inotify => &[SourceKind::Inotify, SourceKind::Poll],
+        SourceKind::Poll => &[SourceKind::Poll],
+    };
+    let mut skipped = Vec::new();
+    for candidate in order {
+        match open_one(*candidate) {
+            Ok(source) => {
+                tracing::info!(source = source.name(), "write source selected");
+                return (source, skipped);
+            }
+            Err(e) => {
+                tracing::warn!("skipping write source: {e}");
+                skipped.push(e.to_string());
+            }
+        }
+    }
+    (Box::new(poll::PollSource), skipped)
+}
+
+#[cfg(target_os = "linux")]
+fn open_one(kind: crate::config::SourceKind) -> Result<Box<dyn Source>, SourceError> {
+    use crate::config::SourceKind;
+    Ok(match kind {
+        SourceKind::Ebpf => Box::new(ebpf::EbpfSource::load()?),
+        SourceKind::Fanotify => Box::new(fanotify::FanotifySource::new()?),
+        SourceKind::Inotify => Box::new(inotify::InotifySource::new()?),
+        SourceKind::Poll | SourceKind::Auto => Box::new(poll::PollSource),
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_one(kind: crate::config::SourceKind) -> Result<Box<dyn Source>, SourceError> {
+    use crate::config::SourceKind;
+    match kind {
+        SourceKind::Poll | SourceKind::Auto => Ok(Box::new(poll::PollSource)),
+        other => Err(SourceError::Unavailable {
+            source_name: match other {
+                SourceKind::Ebpf => "ebpf",
+                SourceKind::Fanotify => "fanotify",
+                _ => "inotify",
+            },
+            reason: "Linux only".into(),
+        }),
+    }
+}
+
+/// The cgroup v2 path (relative to `/sys/fs/cgroup`) whose directory inode is `id`, found by a
+/// bounded walk of the cgroup filesystem.
+pub fn cgroup_path(id: u64) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    let mut visited = 0;
+    while let Some((dir, depth)) = stack.pop() {
+        visited += 1;
+        if visited > 20_000 {
+            return None;
+        }
+        let meta = std::fs::metadata(&dir).ok()?;
+        if meta.ino() == id {
+            let rel = dir.strip_prefix(root).ok()?;
+            return Some(format!("/{}", rel.display()));
+        }
+        if depth >= 16 {
+            continue;
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push((entry.path(), depth + 1));
+                }
+            }
+        }
+    }
+    None
 }

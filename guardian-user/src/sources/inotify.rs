@@ -1,0 +1,560 @@
+//! The inotify source: a watch on every directory of every project (inotify is not recursive),
+//! changed names re-`stat`ed and compared with tracked sizes, exactly like the fanotify source
+//! (same size table, same apparent-size semantics, same worker thread; see
+//! [`super::fanotify`]). Works without privileges.
+//!
+//! - A new directory gets its watch first and is listed afterwards, so files written into
+//!   brand-new nested directories between `mkdir` and the watch are not missed (notify#124).
+//! - Watches are added through `/proc/self/fd/N` of the directory the tree opened itself (with
+//!   `O_NOFOLLOW`), so a directory renamed or swapped for a symlink meanwhile cannot redirect it.
+//! - `IN_Q_OVERFLOW`: every project is rescanned (the difference shows up as growth) and its
+//!   path goes into [`Sample::rescan`].
+//! - Out of watches (`ENOSPC`, `fs.inotify.max_user_watches`): the source keeps going; the
+//!   directories without a watch are polled once a second (and their watches retried), which
+//!   [`Sample::notes`] says once, with the subtrees in [`Sample::rescan`].
+
+use super::track::{At, Backend, Hooks, Key, Tree, Worker, TICK};
+use super::{ProjectDir, Sample, Source, SourceError};
+use ::inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+
+const NAME: &str = "inotify";
+
+/// Read buffer for the event queue.
+const READ_BUFFER: usize = 256 * 1024;
+
+fn watch_mask() -> WatchMask {
+    WatchMask::MODIFY
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::ONLYDIR
+}
+
+/// Recursive-watch write source through inotify.
+pub struct InotifySource {
+    worker: Worker,
+}
+
+impl InotifySource {
+    /// Creates the inotify instance; `Unavailable` with the reason when that fails (e.g.
+    /// `EMFILE`: `fs.inotify.max_user_instances`) or when `/proc` is missing.
+    pub fn new() -> Result<Self, SourceError> {
+        Self::build(None)
+    }
+
+    /// For tests: behave as if the kernel refused watches beyond `limit` (`ENOSPC`).
+    #[cfg(test)]
+    fn with_watch_limit(limit: usize) -> Result<Self, SourceError> {
+        Self::build(Some(limit))
+    }
+
+    fn build(limit: Option<usize>) -> Result<Self, SourceError> {
+        if !std::path::Path::new("/proc/self/fd").is_dir() {
+            return Err(unavailable(
+                "/proc is not mounted (watches are added through /proc/self/fd)".into(),
+            ));
+        }
+        let inotify = Inotify::init().map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EMFILE) {
+                " (too many instances: fs.inotify.max_user_instances)"
+            } else {
+                ""
+            };
+            unavailable(format!("inotify_init1: {e}{hint}"))
+        })?;
+        let watcher = Watcher {
+            watches: inotify.watches(),
+            by_wd: HashMap::new(),
+            by_key: HashMap::new(),
+            limit,
+            refused: None,
+        };
+        let backend = Ino {
+            inotify,
+            tree: Tree::default(),
+            watcher,
+            buf: vec![0; READ_BUFFER],
+            stale: HashSet::new(),
+            lost: HashSet::new(),
+            degraded_noted: false,
+        };
+        Ok(Self {
+            worker: Worker::spawn(NAME, backend)?,
+        })
+    }
+}
+
+impl Source for InotifySource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
+        self.worker.watch(projects)
+    }
+
+    fn drain(&mut self) -> Result<Sample, SourceError> {
+        self.worker.drain()
+    }
+}
+
+fn unavailable(reason: String) -> SourceError {
+    SourceError::Unavailable {
+        source_name: NAME,
+        reason,
+    }
+}
+
+/// The watches, as the tree's [`Hooks`].
+struct Watcher {
+    watches: Watches,
+    by_wd: HashMap<i32, (Key, WatchDescriptor)>,
+    by_key: HashMap<Key, i32>,
+    /// Test knob: refuse watches beyond this many.
+    limit: Option<usize>,
+    /// Why the last refused watch was refused.
+    refused: Option<String>,
+}
+
+impl Hooks for Watcher {
+    fn dir_added(&mut self, key: Key, dir: BorrowedFd<'_>) -> bool {
+        if self.by_key.contains_key(&key) {
+            return true;
+        }
+        if self.limit.is_some_and(|limit| self.by_key.len() >= limit) {
+            self.refused = Some(format!(
+                "watch limit reached ({}, test limit)",
+                io::Error::from_raw_os_error(libc::ENOSPC)
+            ));
+            return false;
+        }
+        // The exact directory the tree opened; following this magic link is the point, so no
+        // IN_DONT_FOLLOW here (ONLYDIR still refuses anything but a directory).
+        let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
+        match self.watches.add(&path, watch_mask()) {
+            Ok(wd) => {
+                let id = wd.get_watch_descriptor_id();
+                // The same inode under another key cannot happen; a stale entry can.
+                if let Some((old, _)) = self.by_wd.insert(id, (key, wd)) {
+                    self.by_key.remove(&old);
+                }
+                self.by_key.insert(key, id);
+                true
+            }
+            Err(e) => {
+                let why = if e.raw_os_error() == Some(libc::ENOSPC) {
+                    let max = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_else(|_| "?".into());
+                    format!("watch limit reached (fs.inotify.max_user_watches = {max})")
+                } else {
+                    format!("inotify_add_watch: {e}")
+                };
+                self.refused = Some(why);
+                false
+            }
+        }
+    }
+
+    fn dir_dropped(&mut self, key: Key) {
+        if let Some(id) = self.by_key.remove(&key) {
+            if let Some((_, wd)) = self.by_wd.remove(&id) {
+                // Fails harmlessly when the directory is already gone (watch auto-removed).
+                let _ = self.watches.remove(wd);
+            }
+        }
+    }
+}
+
+/// The worker's state.
+struct Ino {
+    inotify: Inotify,
+    tree: Tree,
+    watcher: Watcher,
+    buf: Vec<u8>,
+    /// Watched directories whose path did not lead to them when an event came (renamed and
+    /// the rename not applied yet): re-read whole once their place is known.
+    stale: HashSet<Key>,
+    /// Directories whose watch the kernel dropped, to check after the batch.
+    lost: HashSet<Key>,
+    degraded_noted: bool,
+}
+
+/// One event, copied out of the read buffer.
+struct Raw {
+    wd: i32,
+    mask: EventMask,
+    name: Option<CString>,
+}
+
+impl Ino {
+    fn read_batch(&mut self) -> io::Result<Option<Vec<Raw>>> {
+        let events = match self.inotify.read_events(&mut self.buf) {
+            Ok(events) => events,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(Vec::new())),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(
+            events
+                .map(|e| Raw {
+                    wd: e.wd.get_watch_descriptor_id(),
+                    mask: e.mask,
+                    name: e.name.and_then(name_of),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Applies one batch in queue order; returns whether the queue overflowed.
+    fn apply(&mut self, batch: Vec<Raw>) -> bool {
+        let mut overflow = false;
+        let mut seen = HashSet::new();
+        let mut items: Vec<(Key, CString)> = Vec::new();
+        for ev in batch {
+            if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                overflow = true;
+                continue;
+            }
+            if ev.mask.contains(EventMask::IGNORED) {
+                // The watch is gone (directory deleted, or removed by us).
+                if let Some((key, _)) = self.watcher.by_wd.remove(&ev.wd) {
+                    if self.watcher.by_key.get(&key) == Some(&ev.wd) {
+                        self.watcher.by_key.remove(&key);
+                    }
+                    self.lost.insert(key);
+                }
+                continue;
+            }
+            let (Some(name), Some((key, _))) = (ev.name, self.watcher.by_wd.get(&ev.wd)) else {
+                continue;
+            };
+            let item = (*key, name);
+            if seen.insert(item.clone()) {
+                items.push(item);
+            }
+        }
+        let mut last: Option<(Key, OwnedFd, Option<u64>)> = None;
+        for (key, name) in items {
+            if !self.tree.has_dir(key) {
+                continue;
+            }
+            let (fd, mnt) = match last.take() {
+                Some((k, fd, mnt)) if k == key => (fd, mnt),
+                _ => match self.tree.open_dir(key) {
+                    Some(opened) => opened,
+                    None => {
+                        self.stale.insert(key);
+                        continue;
+                    }
+                },
+            };
+            let at = At {
+                fd: fd.as_fd(),
+                mnt,
+            };
+            self.tree.reconcile(key, at, &name, &mut self.watcher);
+            last = Some((key, fd, mnt));
+        }
+        overflow
+    }
+
+    /// Re-reads the stale directories whose place is known again. With `rescue`, a project
+    /// whose directory still cannot be found is rescanned whole.
+    fn settle_stale(&mut self, rescue: bool) {
+        let mut rescan = HashSet::new();
+        for key in std::mem::take(&mut self.stale) {
+            if !self.tree.has_dir(key) {
+                continue;
+            }
+            match self.tree.open_dir(key) {
+                Some((fd, mnt)) => {
+                    let at = At {
+                        fd: fd.as_fd(),
+                        mnt,
+                    };
+                    self.tree.reconcile_all(key, at, &mut self.watcher);
+                }
+                None if rescue => {
+                    if let Some(project) = self.tree.project_of(key) {
+                        rescan.insert(project);
+                    }
+                }
+                None => {
+                    self.stale.insert(key);
+                }
+            }
+        }
+        for project in rescan {
+            self.tree.rescan_project(project, &mut self.watcher);
+        }
+    }
+
+    /// Directories whose watch the kernel dropped (`IN_IGNORED`). Usually they were deleted and
+    /// the parent's `IN_DELETE` (queued after it) removes them; one still in place lost its
+    /// watch otherwise (its filesystem went away under it, …) and is polled from now on.
+    fn settle_lost(&mut self) {
+        for key in std::mem::take(&mut self.lost) {
+            if !self.tree.has_dir(key) || self.watcher.by_key.contains_key(&key) {
+                continue;
+            }
+            if self.tree.open_dir(key).is_some() {
+                self.tree.mark_unwatched(key);
+            } else {
+                self.stale.insert(key);
+            }
+        }
+    }
+}
+
+fn name_of(name: &OsStr) -> Option<CString> {
+    CString::new(name.as_bytes()).ok()
+}
+
+impl Backend for Ino {
+    fn raw_fd(&self) -> i32 {
+        self.inotify.as_raw_fd()
+    }
+
+    fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
+        self.tree.set_projects(projects, &mut self.watcher);
+        self.stale.clear();
+        Ok(())
+    }
+
+    fn pump(&mut self) -> io::Result<()> {
+        let mut overflow = false;
+        while let Some(batch) = self.read_batch()? {
+            overflow |= self.apply(batch);
+        }
+        if overflow {
+            self.tree.overflowed();
+        }
+        if self.tree.rescan_due() {
+            // The rescan re-reads every directory; what was stale or lost is covered.
+            self.tree.rescan_if_due(NAME, &mut self.watcher);
+            if !self.tree.rescan_due() {
+                self.stale.clear();
+                self.lost.clear();
+            }
+        }
+        self.settle_lost();
+        if !self.stale.is_empty() {
+            self.settle_stale(false);
+        }
+        Ok(())
+    }
+
+    fn wants_tick(&self) -> bool {
+        self.tree.unwatched() > 0 || !self.stale.is_empty() || self.tree.rescan_due()
+    }
+
+    fn tick(&mut self) {
+        self.tree.rescan_if_due(NAME, &mut self.watcher);
+        self.settle_stale(true);
+        self.tree.poll_unwatched(&mut self.watcher);
+    }
+
+    fn take(&mut self) -> Sample {
+        self.tree.finalize(&mut self.watcher);
+        let unwatched = self.tree.unwatched();
+        if unwatched > 0 && !self.degraded_noted {
+            let tops = self.tree.unwatched_tops();
+            let why = self
+                .watcher
+                .refused
+                .clone()
+                .unwrap_or_else(|| "watch removed".into());
+            let shown: Vec<String> = tops
+                .iter()
+                .take(5)
+                .map(|p| p.display().to_string())
+                .collect();
+            let note = format!(
+                "inotify: {why}; {unwatched} director{} degraded to polling every {} s: {}{}",
+                if unwatched == 1 { "y" } else { "ies" },
+                TICK.as_secs(),
+                shown.join(", "),
+                if tops.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            );
+            tracing::warn!("{note}");
+            self.tree.note(note);
+            self.tree.request_rescan(tops);
+            self.degraded_noted = true;
+        } else if unwatched == 0 && self.degraded_noted {
+            self.tree
+                .note("inotify: every directory is watched again; polling stopped".into());
+            self.degraded_noted = false;
+        }
+        self.tree.take_sample()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fanotify::testutil::*;
+    use super::*;
+    use std::fs;
+
+    fn source() -> InotifySource {
+        let _knobs = knobs();
+        InotifySource::new().expect("inotify")
+    }
+
+    #[test]
+    fn inotify_accuracy_ext4() {
+        let mut source = source();
+        let dir = tempdir();
+        accuracy(&mut source, dir.path(), "inotify/ext4");
+    }
+
+    #[test]
+    fn inotify_accuracy_tmpfs() {
+        if !is_root() {
+            skip("inotify_accuracy_tmpfs", "needs root to mount tmpfs");
+            return;
+        }
+        let mut source = source();
+        let tmpfs = Tmpfs::mount().expect("mount tmpfs");
+        accuracy(&mut source, &tmpfs.path, "inotify/tmpfs");
+    }
+
+    /// A queue of 8 events overflows under a burst of thousands of files in new dirs; the
+    /// rescan keeps the totals exact.
+    #[test]
+    fn inotify_overflow_rescans() {
+        if !is_root() {
+            skip(
+                "inotify_overflow_rescans",
+                "needs root to lower fs.inotify.max_queued_events",
+            );
+            return;
+        }
+        let dir = tempdir();
+        let a = dir.path().join("A");
+        fs::create_dir_all(a.join("pre")).unwrap();
+        fs::write(a.join("pre/old"), vec![0u8; 12345]).unwrap();
+        let mut source = {
+            let _knobs = knobs();
+            let _small = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "8")
+                .expect("lower fs.inotify.max_queued_events");
+            InotifySource::new().expect("inotify")
+        };
+        source.watch(&[project(1, &a)]).expect("watch");
+        let mut seen = Seen::default();
+        let mut want = 0;
+        for round in 0..5 {
+            want += burst(&a.join(format!("r{round}")), 20, 100, 4096) as i64;
+            write_with_write(&a.join(format!("r{round}/big")), 3 * MIB, 64 << 10);
+            want += 3 * MIB as i64;
+            fs::remove_file(a.join("pre/old")).ok();
+            if round == 0 {
+                want -= 12345;
+            }
+            assert!(
+                settle_exact(&mut source, &mut seen, &[(1, want)]),
+                "{seen:?}"
+            );
+            if !seen.rescan.is_empty() {
+                break;
+            }
+        }
+        eprintln!(
+            "inotify overflow: A {} B (want {want}), rescans {:?}, notes {:?}",
+            seen.get(1),
+            seen.rescan,
+            seen.notes
+        );
+        assert!(seen.rescan.contains(&a), "no overflow seen: {seen:?}");
+        assert_eq!(seen.get(1), want);
+        // Still watching after the rescan.
+        write_with_write(&a.join("r0/d0/after"), MIB, 1 << 20);
+        want += MIB as i64;
+        assert!(
+            settle_exact(&mut source, &mut seen, &[(1, want)]),
+            "{seen:?}"
+        );
+        assert_eq!(seen.get(1), want);
+    }
+
+    /// Out of watches: the rest is polled, totals stay right, the note comes once.
+    #[test]
+    fn inotify_watch_limit_degrades_to_polling() {
+        let dir = tempdir();
+        let a = dir.path().join("A");
+        for d in ["w1", "w2/x", "w3/y/z", "w4"] {
+            fs::create_dir_all(a.join(d)).unwrap();
+        }
+        let mut source = {
+            let _knobs = knobs();
+            InotifySource::with_watch_limit(3).expect("inotify")
+        };
+        source.watch(&[project(1, &a)]).expect("watch");
+        let mut want = 0i64;
+        for (i, d) in ["w1", "w2/x", "w3/y/z", "w4", ""].iter().enumerate() {
+            write_with_write(&a.join(d).join("f"), (i as u64 + 1) * MIB, 256 << 10);
+            want += (i as i64 + 1) * MIB as i64;
+        }
+        fs::create_dir_all(a.join("w3/y/z/new/deeper")).unwrap();
+        write_with_pwrite(&a.join("w3/y/z/new/deeper/g"), 2 * MIB, 1 << 20);
+        want += 2 * MIB as i64;
+        let mut seen = Seen::default();
+        assert!(
+            settle_exact(&mut source, &mut seen, &[(1, want)]),
+            "{seen:?}"
+        );
+        fs::remove_file(a.join("w4/f")).unwrap();
+        want -= 4 * MIB as i64;
+        assert!(
+            settle_exact(&mut source, &mut seen, &[(1, want)]),
+            "{seen:?}"
+        );
+        eprintln!(
+            "inotify watch limit: A {} B (want {want}), notes {:?}, rescan {:?}",
+            seen.get(1),
+            seen.notes,
+            seen.rescan
+        );
+        assert_eq!(seen.get(1), want);
+        let degraded: Vec<_> = seen
+            .notes
+            .iter()
+            .filter(|n| n.contains("degraded to polling"))
+            .collect();
+        assert_eq!(degraded.len(), 1, "{:?}", seen.notes);
+        assert!(!seen.rescan.is_empty());
+    }
+
+    /// A directory renamed while events for it are queued: its files stay attributed.
+    #[test]
+    fn inotify_renamed_dirs_keep_tracking() {
+        let dir = tempdir();
+        let a = dir.path().join("A");
+        fs::create_dir_all(a.join("one/two")).unwrap();
+        let mut source = source();
+        source.watch(&[project(1, &a)]).expect("watch");
+        write_with_write(&a.join("one/two/f"), MIB, 1 << 20);
+        fs::rename(a.join("one"), a.join("uno")).unwrap();
+        write_with_write(&a.join("uno/two/f"), MIB, 1 << 20);
+        fs::rename(a.join("uno/two"), a.join("dos")).unwrap();
+        write_with_write(&a.join("dos/f"), MIB, 1 << 20);
+        let mut seen = Seen::default();
+        assert!(
+            settle(&mut source, &mut seen, &[(1, 3 * MIB as i64)]),
+            "{seen:?}"
+        );
+        assert_eq!(seen.get(1), 3 * MIB as i64);
+    }
+}
