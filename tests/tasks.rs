@@ -903,7 +903,7 @@ fn ghosts_are_killed_and_marked_exactly_and_nothing_else_changes() {
     conn.execute("INSERT INTO slots VALUES ('node-b', 0, 'G')", [])
         .unwrap();
     // Past ghost_after for A; D and E start now.
-    std::thread::sleep(Duration::from_millis(5200));
+    std::thread::sleep(Duration::from_millis(6200)); // whole seconds: > 5 s for sure
     insert_task(
         &conn,
         "D",

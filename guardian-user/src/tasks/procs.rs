@@ -4,7 +4,7 @@
 //! start time.
 
 use rustix::fd::OwnedFd;
-use rustix::process::{Pid, PidfdFlags, Signal};
+use rustix::process::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::time::{Duration, Instant};
@@ -170,16 +170,31 @@ pub struct Pinned {
 
 /// Opens a pidfd for `st` and checks that the PID still names the same process (same start
 /// time); `None` when it is gone or was replaced.
+#[cfg(target_os = "linux")]
 pub fn pin(st: &ProcStat) -> Option<Pinned> {
+    use rustix::process::{Pid, PidfdFlags};
     let fd = rustix::process::pidfd_open(Pid::from_raw(st.pid)?, PidfdFlags::empty()).ok()?;
     let now = read_stat(st.pid).ok()??;
     (now.start_ticks == st.start_ticks && !now.is_gone()).then_some(Pinned { stat: *st, fd })
 }
 
+/// Without pidfds (and `/proc`) no process can be pinned, so the reaper signals nothing.
+#[cfg(not(target_os = "linux"))]
+pub fn pin(_st: &ProcStat) -> Option<Pinned> {
+    None
+}
+
 impl Pinned {
     /// Sends `sig` to exactly this process (never to a process that reused its PID).
+    #[cfg(target_os = "linux")]
     pub fn signal(&self, sig: Signal) -> bool {
         rustix::process::pidfd_send_signal(&self.fd, sig).is_ok()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn signal(&self, _sig: Signal) -> bool {
+        let _ = &self.fd;
+        false
     }
 
     /// True once the process has exited (zombie or reaped) or its PID names another process.
