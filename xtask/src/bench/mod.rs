@@ -1,13 +1,19 @@
 //! `cargo xtask bench`: measures Guardian's scanner against `du -sx` and its cleanup executor
-//! against `rm -rf` on generated `node_modules`-like trees, warm cache, release build.
+//! against `rm -rf` on generated `node_modules`-like trees (warm cache), what each write source
+//! costs a small-write workload (`dd bs=4k`/`64k`), and how fast the daemon reacts to a
+//! threshold crossing; release build. `--only` picks sections.
 //!
 //! `cargo xtask` builds xtask in dev mode, so `bench` only builds `guardian` and xtask in
 //! release and re-runs itself from the release build as the hidden `bench-inner`, which does the
-//! work: scan timings run the real `target/release/guardian` binary; delete timings call the
-//! library executor (release-built, linked into xtask) as the daemon does.
+//! work: scan timings, the sources and the reaction run the real `target/release/guardian`
+//! binary; delete timings call the library executor (release-built, linked into xtask) as the
+//! daemon does, and the eBPF floor is loaded from the release-built library.
 
+mod daemon;
+mod reaction;
 mod report;
 mod scratch;
+mod sources;
 mod tree;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -27,14 +33,51 @@ use tree::TreeStats;
 const DEFAULT_SCAN_ENTRIES: u64 = 500_000;
 const DEFAULT_DELETE_ENTRIES: u64 = 200_000;
 const DEFAULT_RUNS: u32 = 3;
+const DEFAULT_DD_MIB: u64 = 2048;
+const DEFAULT_SOURCES_RUNS: u32 = 7;
+const DEFAULT_REACTION_TRIALS: u32 = 20;
 const SCAN_SEED: u64 = 0x6775_6172_6469_616e;
 const DELETE_SEED: u64 = 0x726d_2d72_6620_7673;
 /// Goals from the issue: scan at most 0.7× du's wall time, deletion no slower than rm -rf.
 const SCAN_GOAL: f64 = 0.7;
 const DELETE_GOAL: f64 = 1.0;
 
+/// A part of the benchmark (a section of docs/benchmarks.md).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// `guardian scan` vs `du -sx`.
+    Scan,
+    /// The cleanup executor vs `rm -rf`.
+    Delete,
+    /// dd throughput with each write source vs no Guardian and the empty eBPF floor.
+    Sources,
+    /// Threshold crossing → first audit line, per source.
+    Reaction,
+}
+
+impl Section {
+    const ALL: [Section; 4] = [
+        Section::Scan,
+        Section::Delete,
+        Section::Sources,
+        Section::Reaction,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Section::Scan => "scan",
+            Section::Delete => "delete",
+            Section::Sources => "sources",
+            Section::Reaction => "reaction",
+        }
+    }
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
+    /// Sections to run (comma-separated or repeated); all of them when omitted.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Section>,
     /// Entries (files, dirs, symlinks, hard links) in the tree sized by du and guardian scan.
     #[arg(long, default_value_t = DEFAULT_SCAN_ENTRIES,
           value_parser = clap::value_parser!(u64).range(1_000..))]
@@ -43,24 +86,75 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = DEFAULT_DELETE_ENTRIES,
           value_parser = clap::value_parser!(u64).range(1_000..))]
     pub delete_entries: u64,
-    /// Measured runs per tool (the scan has one more, unmeasured, warm-up run each).
+    /// Measured runs per tool in scan and delete (the scan has one more, unmeasured, warm-up
+    /// run each).
     #[arg(long, default_value_t = DEFAULT_RUNS, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
-    /// Rewrite the scan and delete sections of docs/benchmarks.md with the results.
+    /// MiB written by each dd run of the sources section.
+    #[arg(long, default_value_t = DEFAULT_DD_MIB,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub dd_mib: u64,
+    /// Measured rounds of the sources section (each setup runs once per round).
+    #[arg(long, default_value_t = DEFAULT_SOURCES_RUNS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub sources_runs: u32,
+    /// Also measure the sources on a loop-mounted ext4 (besides the tmpfs).
+    #[arg(long)]
+    pub sources_ext4: bool,
+    /// Trials per source in the reaction section.
+    #[arg(long, default_value_t = DEFAULT_REACTION_TRIALS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub reaction_trials: u32,
+    /// Rewrite the sections that ran in docs/benchmarks.md with the results.
     #[arg(long)]
     pub write_doc: bool,
 }
 
 impl BenchArgs {
+    /// The sections to run, in order.
+    fn sections(&self) -> Vec<Section> {
+        Section::ALL
+            .into_iter()
+            .filter(|s| self.only.is_empty() || self.only.contains(s))
+            .collect()
+    }
+
+    fn runs_section(&self, section: Section) -> bool {
+        self.sections().contains(&section)
+    }
+
+    fn only_list(&self) -> Option<String> {
+        (!self.only.is_empty()).then(|| {
+            self.sections()
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+
     fn to_cli(&self) -> Vec<String> {
-        let mut v = vec![
+        let mut v = Vec::new();
+        if let Some(only) = self.only_list() {
+            v.extend(["--only".into(), only]);
+        }
+        v.extend([
             "--scan-entries".into(),
             self.scan_entries.to_string(),
             "--delete-entries".into(),
             self.delete_entries.to_string(),
             "--runs".into(),
             self.runs.to_string(),
-        ];
+            "--dd-mib".into(),
+            self.dd_mib.to_string(),
+            "--sources-runs".into(),
+            self.sources_runs.to_string(),
+            "--reaction-trials".into(),
+            self.reaction_trials.to_string(),
+        ]);
+        if self.sources_ext4 {
+            v.push("--sources-ext4".into());
+        }
         if self.write_doc {
             v.push("--write-doc".into());
         }
@@ -70,6 +164,9 @@ impl BenchArgs {
     /// The command line as a user types it, non-default options only.
     fn display(&self) -> String {
         let mut s = String::from("cargo xtask bench");
+        if let Some(only) = self.only_list() {
+            s += &format!(" --only {only}");
+        }
         if self.scan_entries != DEFAULT_SCAN_ENTRIES {
             s += &format!(" --scan-entries {}", self.scan_entries);
         }
@@ -78,6 +175,18 @@ impl BenchArgs {
         }
         if self.runs != DEFAULT_RUNS {
             s += &format!(" --runs {}", self.runs);
+        }
+        if self.dd_mib != DEFAULT_DD_MIB {
+            s += &format!(" --dd-mib {}", self.dd_mib);
+        }
+        if self.sources_runs != DEFAULT_SOURCES_RUNS {
+            s += &format!(" --sources-runs {}", self.sources_runs);
+        }
+        if self.sources_ext4 {
+            s += " --sources-ext4";
+        }
+        if self.reaction_trials != DEFAULT_REACTION_TRIALS {
+            s += &format!(" --reaction-trials {}", self.reaction_trials);
         }
         if self.write_doc {
             s += " --write-doc";
@@ -166,50 +275,97 @@ pub fn run_inner(args: &BenchArgs, guardian_bin: &Path) -> Result<ExitCode> {
         revision: revision(),
         command: args.display(),
     };
-    let total = args.scan_entries + args.delete_entries;
-    let inodes = total + total / 4 + 20_000;
-    let size = (total * 12 * 1024 + (2 << 30)).next_multiple_of(1 << 30);
-    let scratch = Scratch::create(size, inodes)?;
-    if let Some(why) = &scratch.fallback_reason {
-        eprintln!("\n{}", "!".repeat(78));
-        eprintln!("!! LOOP MOUNT NOT USED: {why}");
-        eprintln!(
-            "!! Measuring on a plain directory of the root filesystem ({}) instead:",
-            scratch.root.display()
-        );
-        eprintln!("!! results depend on what else lives on and uses that filesystem.");
-        eprintln!("{}\n", "!".repeat(78));
-    }
     eprintln!(
-        "bench: {} CPUs, {}, kernel {}; scratch: {} at {}",
+        "bench: {} CPUs, {}, kernel {}; sections: {}",
         machine.nproc,
         machine.cpu,
         machine.kernel,
-        scratch.filesystem,
-        scratch.root.display()
+        args.sections()
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-
-    let scan = scan_bench(args, guardian_bin, &scratch, &cancel)?;
-    scan.print();
-    let delete = delete_bench(args, &scratch, &cancel)?;
-    delete.print();
-    drop(scratch);
-
-    if args.write_doc {
-        let doc = workspace_root().join("docs/benchmarks.md");
-        for c in [&scan, &delete] {
-            report::write_section(&doc, c.key, &c.markdown(&machine, &run))?;
+    let doc = workspace_root().join("docs/benchmarks.md");
+    let write = |key: &str, body: String| -> Result<()> {
+        if args.write_doc {
+            report::write_section(&doc, key, &body)?;
+            println!("wrote the {key} section of {}", doc.display());
         }
-        println!("wrote {}", doc.display());
+        Ok(())
+    };
+    let mut verdicts: Vec<(&str, &str)> = Vec::new();
+    let mut invalid = false;
+
+    let (scan_on, delete_on) = (
+        args.runs_section(Section::Scan),
+        args.runs_section(Section::Delete),
+    );
+    if scan_on || delete_on {
+        let total =
+            u64::from(scan_on) * args.scan_entries + u64::from(delete_on) * args.delete_entries;
+        let inodes = total + total / 4 + 20_000;
+        let size = (total * 12 * 1024 + (2 << 30)).next_multiple_of(1 << 30);
+        let scratch = Scratch::create(size, inodes)?;
+        if let Some(why) = &scratch.fallback_reason {
+            eprintln!("\n{}", "!".repeat(78));
+            eprintln!("!! LOOP MOUNT NOT USED: {why}");
+            eprintln!(
+                "!! Measuring on a plain directory of the root filesystem ({}) instead:",
+                scratch.root.display()
+            );
+            eprintln!("!! results depend on what else lives on and uses that filesystem.");
+            eprintln!("{}\n", "!".repeat(78));
+        }
+        eprintln!(
+            "bench: scratch: {} at {}",
+            scratch.filesystem,
+            scratch.root.display()
+        );
+        if scan_on {
+            let scan = scan_bench(args, guardian_bin, &scratch, &cancel)?;
+            scan.print();
+            write(scan.key, scan.markdown(&machine, &run))?;
+            verdicts.push(("scan", scan.verdict()));
+            invalid |= scan.invalid.is_some();
+        }
+        if delete_on {
+            let delete = delete_bench(args, &scratch, &cancel)?;
+            delete.print();
+            write(delete.key, delete.markdown(&machine, &run))?;
+            verdicts.push(("delete", delete.verdict()));
+            invalid |= delete.invalid.is_some();
+        }
     }
+    if args.runs_section(Section::Sources) {
+        let params = sources::Params {
+            dd_bytes: args.dd_mib << 20,
+            runs: args.sources_runs,
+            ext4: args.sources_ext4,
+        };
+        let sources = sources::run(params, guardian_bin, &cancel)?;
+        sources.print();
+        write("sources", sources.markdown(&machine, &run))?;
+        verdicts.push(("sources", sources.verdict()));
+    }
+    if args.runs_section(Section::Reaction) {
+        let reaction = reaction::run(args.reaction_trials, guardian_bin, &cancel)?;
+        reaction.print();
+        write("reaction", reaction.markdown(&machine, &run))?;
+        verdicts.push(("reaction", reaction.verdict()));
+    }
+
     println!(
-        "bench: done in {:.0} s; goals: scan {}, delete {}",
+        "bench: done in {:.0} s; goals: {}",
         started.elapsed().as_secs_f64(),
-        scan.verdict(),
-        delete.verdict()
+        verdicts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     // A missed goal is a result; tools that disagree make the run fail.
-    Ok(if scan.invalid.is_some() || delete.invalid.is_some() {
+    Ok(if invalid {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

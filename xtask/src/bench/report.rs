@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Wall times of the measured runs of one tool.
 #[derive(Clone, Debug, Default)]
@@ -158,17 +158,14 @@ impl Comparison {
         let mut s = String::new();
         let _ = writeln!(s, "## {}\n", self.title);
         let _ = writeln!(s, "{}\n", wrap(&self.method, "", 100));
-        let _ = writeln!(s, "| Machine | |");
-        let _ = writeln!(s, "|---|---|");
-        let _ = writeln!(s, "| CPUs (`nproc`) | {} |", machine.nproc);
-        let _ = writeln!(s, "| CPU model | {} |", machine.cpu);
-        let _ = writeln!(s, "| Memory | {} |", machine.memory);
-        let _ = writeln!(s, "| Kernel (`uname -r`) | {} |", machine.kernel);
-        let _ = writeln!(s, "| Filesystem | {} |", self.filesystem);
-        let _ = writeln!(s, "| Tree | {} |", self.tree);
-        let _ = writeln!(s, "| Measured | {} |", run.when);
-        let _ = writeln!(s, "| Guardian | {} |", run.revision);
-        let _ = writeln!(s, "| Command | `{}` |\n", run.command);
+        s += &machine_table(
+            machine,
+            &[
+                ("Filesystem", self.filesystem.clone()),
+                ("Tree", self.tree.clone()),
+            ],
+            run,
+        );
         let _ = writeln!(s, "| Tool | Command | Best | Median | Runs (s) |");
         let _ = writeln!(s, "|---|---|---:|---:|---|");
         for tool in [&self.reference, &self.guardian] {
@@ -208,9 +205,56 @@ impl Comparison {
     }
 }
 
+/// The table every section starts with: the machine, the section's own `rows` (filesystem,
+/// workload), then when, which revision and with which command it was measured. Ends with a
+/// blank line.
+pub fn machine_table(machine: &Machine, rows: &[(&str, String)], run: &RunInfo) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "| Machine | |");
+    let _ = writeln!(s, "|---|---|");
+    let _ = writeln!(s, "| CPUs (`nproc`) | {} |", machine.nproc);
+    let _ = writeln!(s, "| CPU model | {} |", machine.cpu);
+    let _ = writeln!(s, "| Memory | {} |", machine.memory);
+    let _ = writeln!(s, "| Kernel (`uname -r`) | {} |", machine.kernel);
+    for (name, value) in rows {
+        let _ = writeln!(s, "| {name} | {value} |");
+    }
+    let _ = writeln!(s, "| Measured | {} |", run.when);
+    let _ = writeln!(s, "| Guardian | {} |", run.revision);
+    let _ = writeln!(s, "| Command | `{}` |\n", run.command);
+    s
+}
+
+/// Nearest-rank percentile `p` (0–100] of `values` (unsorted): the smallest value at least
+/// `p` % of the values are not above. With 20 values, p99 is the maximum.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Median of `values` (unsorted; the mean of the two middle ones for an even count).
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
 /// `text` broken at spaces into lines of at most `width` characters (longer words stay whole),
 /// every line after the first starting with `indent`.
-fn wrap(text: &str, indent: &str, width: usize) -> String {
+pub fn wrap(text: &str, indent: &str, width: usize) -> String {
     let mut out = String::new();
     let mut line_len = 0;
     for word in text.split_whitespace() {
@@ -234,6 +278,90 @@ fn ratio(a: Duration, b: Duration) -> f64 {
         f64::INFINITY
     } else {
         a.as_secs_f64() / b.as_secs_f64()
+    }
+}
+
+/// CPU time of the whole machine and of this process with its waited-for children, to tell
+/// how much else ran while a section was measured.
+pub struct CpuUse {
+    at: Instant,
+    /// user + nice + system + irq + softirq of all CPUs, in ticks.
+    busy: u64,
+    steal: u64,
+    /// This process and the children it has waited for (dd, the daemons), in ticks.
+    own: u64,
+}
+
+impl CpuUse {
+    pub fn now() -> CpuUse {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let field = |i: usize| cpu.get(i).copied().unwrap_or(0);
+        let own = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|t| {
+                let rest = t.get(t.rfind(')')? + 1..)?.to_string();
+                let f: Vec<u64> = rest
+                    .split_whitespace()
+                    .map(|v| v.parse().unwrap_or(0))
+                    .collect();
+                // Fields 14–17 (utime, stime, cutime, cstime); `rest` starts at field 3.
+                Some(f.get(11..15)?.iter().sum())
+            })
+            .unwrap_or(0);
+        CpuUse {
+            at: Instant::now(),
+            busy: field(0) + field(1) + field(2) + field(5) + field(6),
+            steal: field(7),
+            own,
+        }
+    }
+
+    /// CPU seconds the rest of the machine (processes other than this one and the children it
+    /// has waited for, and kernel threads) used since `self`, and the seconds elapsed.
+    pub fn others_since(&self) -> (f64, f64) {
+        let now = CpuUse::now();
+        let hz = rustix::param::clock_ticks_per_second() as f64;
+        let others =
+            now.busy.saturating_sub(self.busy) as f64 - now.own.saturating_sub(self.own) as f64;
+        (others / hz, self.at.elapsed().as_secs_f64())
+    }
+
+    /// "0.01 CPUs …; steal 0.0 %": [`Self::others_since`] as a sentence.
+    pub fn describe_since(&self) -> String {
+        let (others, secs) = self.others_since();
+        let now = CpuUse::now();
+        let hz = rustix::param::clock_ticks_per_second() as f64;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        format!(
+            "{:.2} CPUs on average over {:.0} s (other processes, and kernel threads such as \
+             those freeing unmounted tmpfs pages and unloaded BPF maps); steal {:.1} %",
+            (others / secs.max(1e-3)).max(0.0),
+            secs,
+            now.steal.saturating_sub(self.steal) as f64 / hz / secs.max(1e-3) / cpus * 100.0
+        )
+    }
+}
+
+/// Waits (up to 10 s) until the machine is idle (under 0.05 CPUs used by anything but this
+/// process and its waited-for children): other sessions share the machine, and the kernel
+/// tears down a stopped daemon's marks, watches and BPF maps in worker threads.
+pub fn wait_quiet() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = CpuUse::now();
+        std::thread::sleep(Duration::from_millis(100));
+        let (others, secs) = before.others_since();
+        if others / secs < 0.05 || Instant::now() > deadline {
+            return;
+        }
     }
 }
 
@@ -314,6 +442,19 @@ mod tests {
     fn wrap_breaks_at_spaces_and_indents() {
         assert_eq!(wrap("aa bb cc dd", "  ", 5), "aa bb\n  cc\n  dd");
         assert_eq!(wrap("a verylongword b", "", 4), "a\nverylongword\nb");
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v: Vec<f64> = (1..=20).rev().map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 10.0);
+        assert_eq!(percentile(&v, 90.0), 18.0);
+        assert_eq!(percentile(&v, 99.0), 20.0);
+        assert_eq!(percentile(&v, 100.0), 20.0);
+        assert_eq!(percentile(&[3.0], 50.0), 3.0);
+        assert!(percentile(&[], 50.0).is_nan());
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
     }
 
     #[test]

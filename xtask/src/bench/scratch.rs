@@ -102,31 +102,93 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if self.mounted {
-            let mut done = false;
-            for _ in 0..20 {
-                match rustix::mount::unmount(&self.root, rustix::mount::UnmountFlags::empty()) {
-                    Ok(()) => {
-                        done = true;
-                        break;
-                    }
-                    Err(rustix::io::Errno::BUSY) => {
-                        std::thread::sleep(std::time::Duration::from_millis(100))
-                    }
-                    Err(e) => {
-                        eprintln!("bench: cannot unmount {}: {e}", self.root.display());
-                        break;
-                    }
-                }
-            }
-            if !done {
-                eprintln!("bench: {} busy; detaching it lazily", self.root.display());
-                let _ = rustix::mount::unmount(&self.root, rustix::mount::UnmountFlags::DETACH);
-            }
+            unmount_retrying(&self.root);
         }
         // The loop device was set up by mount(8) with autoclear: it goes with the unmount.
         if let Err(e) = std::fs::remove_dir_all(&self.base) {
             eprintln!("bench: cannot remove {}: {e}", self.base.display());
         }
+    }
+}
+
+/// Unmounts `path`, retrying for 2 s while it is busy, then detaching it lazily.
+fn unmount_retrying(path: &Path) {
+    for _ in 0..20 {
+        match rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty()) {
+            Ok(()) => return,
+            Err(rustix::io::Errno::BUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            Err(e) => {
+                eprintln!("bench: cannot unmount {}: {e}", path.display());
+                return;
+            }
+        }
+    }
+    eprintln!("bench: {} busy; detaching it lazily", path.display());
+    let _ = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH);
+}
+
+/// A temporary directory on the root filesystem (`/var/tmp/guardian-bench-PID-NAME`) for
+/// configs, state, audit logs and mount points; removed with everything in it on drop.
+pub struct TempBase {
+    pub path: PathBuf,
+}
+
+impl TempBase {
+    pub fn create(name: &str) -> Result<TempBase> {
+        let path =
+            Path::new("/var/tmp").join(format!("guardian-bench-{}-{name}", std::process::id()));
+        std::fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(TempBase { path })
+    }
+}
+
+impl Drop for TempBase {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            eprintln!("bench: cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// A fresh tmpfs of a given size mounted on an (empty, existing) directory; unmounted on drop.
+/// Needs root.
+pub struct Tmpfs {
+    pub root: PathBuf,
+    pub size: u64,
+}
+
+impl Tmpfs {
+    pub fn mount(root: &Path, size: u64) -> Result<Tmpfs> {
+        if !rustix::process::geteuid().is_root() {
+            bail!("mounting a tmpfs needs root");
+        }
+        std::fs::create_dir_all(root)?;
+        let data = std::ffi::CString::new(format!("size={size},mode=0755"))?;
+        rustix::mount::mount(
+            "tmpfs",
+            root,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            Some(data.as_c_str()),
+        )
+        .with_context(|| format!("cannot mount a tmpfs on {}", root.display()))?;
+        Ok(Tmpfs {
+            root: root.to_path_buf(),
+            size,
+        })
+    }
+
+    /// "tmpfs, fresh, size=… " for the report.
+    pub fn describe(&self) -> String {
+        format!("tmpfs (fresh mount, size={} MiB)", self.size >> 20)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        unmount_retrying(&self.root);
     }
 }
 
