@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod fsys;
 pub mod policy;
+pub mod predict;
 pub mod protect;
 pub mod scan;
 pub mod sources;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod build_ebpf;
+mod forecast;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -25,7 +26,9 @@ enum Task {
     },
     /// Measure `guardian scan` against `du -sx` and the cleanup executor against `rm -rf` on
     /// generated trees (release build, warm cache; needs root for the loop-mounted ext4
-    /// scratch filesystem, falls back to a directory on the root filesystem).
+    /// scratch filesystem, falls back to a directory on the root filesystem), what each write
+    /// source costs a `dd` workload, and the reaction to a threshold crossing (root, tmpfs,
+    /// eBPF). `--only scan,delete,sources,reaction` picks sections.
     Bench(bench::BenchArgs),
     /// The measuring half of `bench`, run by it from a release build of xtask.
     #[command(hide = true)]
@@ -36,6 +39,9 @@ enum Task {
         #[arg(long)]
         guardian: PathBuf,
     },
+    /// Evaluate Guardian's forecaster against predict_linear baselines on synthetic traces
+    /// (docs/forecast.md).
+    ForecastEval(forecast::ForecastArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -46,5 +52,6 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Task::Bench(args) => bench::run(&args),
         Task::BenchInner { args, guardian } => bench::run_inner(&args, &guardian),
+        Task::ForecastEval(args) => forecast::run(&args),
     }
 }

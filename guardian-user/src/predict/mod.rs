@@ -1,0 +1,770 @@
+//! Forecasting: how fast a filesystem (or a project) grows and when free space will cross each
+//! threshold, with a median (P50) and a pessimistic (P90) time. **Pure**: no IO, no clock; the
+//! caller passes timestamps (seconds, any origin, increasing) and byte counts.
+//!
+//! The model (docs/forecast.md has the method and the measurements behind each choice):
+//!
+//! 1. **Events are not growth.** Each increment is compared with the growth the trend expects
+//!    (the fastest scale with ten samples' worth); one departing by more than `jump_k` robust
+//!    spreads (an EWMA of the absolute departures) plus `jump_min_bytes` is an *event*, and its
+//!    interval adds nothing to the growth series the scales are fed. A drop (cleanup, deletion,
+//!    log truncation, or an explicit [`Forecaster::reset`]) is a level reset, never negative
+//!    growth. A rise (burst) is counted apart, as a burst rate: decayed burst bytes over decayed
+//!    time *without the largest burst*, so one burst alone moves no rate (a burst written over
+//!    consecutive samples is one burst).
+//! 2. **A bank of scales.** The growth series feeds exponentially weighted least-squares lines
+//!    (Brown's double exponential smoothing: Holt's level + trend with one time constant, exact
+//!    for irregular sampling) with time constants from seconds to hours (`scales_s`). Each gives
+//!    a trend (+ its burst rate), its standard error, and how far back it looks (its *window*).
+//! 3. **Each horizon uses the scale that has forecast it best.** A scale may only speak for a
+//!    time its window can vouch for: `horizon_ratio × window ≥` the time it claims (or, when it
+//!    claims slower growth than the slowest scale, the time it contradicts); predict_linear's
+//!    rule of thumb, a 6 h range for a 24 h horizon, is 4. Among the eligible scales, P50 takes
+//!    the one with the smallest recent error at the horizon nearest the ETA (backtesting,
+//!    `skill.rs`): slow scales when growth is steady (least noise), faster ones when it changes.
+//!    A change of regime reaches the backtest only after the horizon has passed, so a faster
+//!    eligible scale whose forecast departs from the chosen one's by more than `change_k` times
+//!    the chosen one's recent error takes over at once.
+//! 4. **First passage.** Temporary files and bursts cross a threshold before the trend does:
+//!    the P50 margin is taken `noise_p50` noise deviations (and `burst_p50` typical bursts)
+//!    short of the threshold, the P90 margin `noise_p90` deviations. P50 is none while the
+//!    growth is not told apart from none, and beyond what has been watched.
+//! 5. **P90** is the time at which growth at the chosen rate plus `z90` times that scale's
+//!    recent error (at that horizon) covers the P90 margin, so noise and rate changes widen it
+//!    as much as they have lately; it is never later than the earliest crossing any eligible
+//!    scale makes at trend + `z90` standard errors (with the burst rate's), which catches a
+//!    change of regime the backtest has not seen yet, and never later than P50.
+//! 6. **Cycles.** Drops that come at regular intervals (a cron wipe, daily log rotation; three
+//!    or more) are expected again: a forecast that reaches past the next one continues from the
+//!    level it leaves (`cycle.rs`); P90 allows the drop to be late, and the copy of a
+//!    copytruncate rotation to come early.
+//!
+//! [`TriggerRule`] is the preemptive rule: act when the P90 time to a threshold is shorter than
+//! the lead time *and* free space is already under a floor (node_exporter's `avail < 40%`), so
+//! growth far from every threshold triggers nothing.
+
+mod cycle;
+mod scale;
+mod skill;
+#[cfg(test)]
+mod tests;
+
+use cycle::{Cycle, Cycles};
+use scale::{Fit, Scale};
+use serde::{Deserialize, Serialize};
+use skill::Skill;
+
+/// Scales in the bank, at most.
+const MAX_SCALES: usize = 16;
+
+/// Tuning of a [`Forecaster`]; the defaults are the ones measured in docs/forecast.md.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Params {
+    /// Time constants of the bank of scales, seconds (any order, at most 16). The backtest
+    /// horizons are four times each.
+    pub scales_s: Vec<f64>,
+    /// A scale forecasts at most this many times its window ahead.
+    pub horizon_ratio: f64,
+    /// Normal quantile of the P90 bound (1.2816: one-sided 90 %).
+    pub z90: f64,
+    /// A faster scale takes over when its forecast departs from the chosen one's by more than
+    /// this many times the chosen one's recent error (a change of regime).
+    pub change_k: f64,
+    /// An increment departing from the expected growth by more than `jump_k` robust scales…
+    pub jump_k: f64,
+    /// …plus this many bytes is an event (burst or drop).
+    pub jump_min_bytes: f64,
+    /// Weight of each sample in the robust scale of the increments.
+    pub jump_scale_weight: f64,
+    /// Samples before events are detected at all.
+    pub warmup_samples: u64,
+    /// Samples before any time to a threshold is given.
+    pub min_samples: u64,
+    /// Use backtesting to pick the scale and the P90 spread (else: reach rule and standard
+    /// errors only).
+    pub backtest: bool,
+    /// Take regular external drops (cron wipes, log rotation) into account.
+    pub cycles: bool,
+    /// First passage: the threshold is taken as crossed when the trend comes within this many
+    /// standard deviations of the noise around it (temporary files cross before the trend
+    /// does), for P50 and for P90.
+    pub noise_p50: f64,
+    pub noise_p90: f64,
+    /// Typical bursts (the mean of the recent ones but the largest) the threshold is assumed
+    /// to be crossed by, for P50.
+    pub burst_p50: f64,
+    /// Times to a threshold beyond this are reported as none (no crossing in sight), seconds.
+    pub max_eta_s: f64,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            // 8 s … 9.1 h by factors of 4: windows of ~28 s … ~31 h, reach up to ~5 days.
+            scales_s: (0..7).map(|k| 8.0 * 4f64.powi(k)).collect(),
+            horizon_ratio: 4.0,
+            z90: 1.2816,
+            change_k: 3.0,
+            jump_k: 6.0,
+            jump_min_bytes: (1u64 << 20) as f64,
+            jump_scale_weight: 0.05,
+            warmup_samples: 8,
+            min_samples: 10,
+            backtest: true,
+            cycles: true,
+            noise_p50: 1.0,
+            noise_p90: 2.0,
+            burst_p50: 1.0,
+            max_eta_s: 30.0 * 86_400.0,
+        }
+    }
+}
+
+/// The time until free space crosses one threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Eta {
+    /// The free-bytes level.
+    pub threshold: u64,
+    /// Median time until free space is under `threshold`, seconds; `Some(0.0)` when it already
+    /// is; `None` when no crossing is in sight (no growth told apart from noise, or beyond
+    /// what has been watched: `horizon_ratio` × the longest window, at most `max_eta_s`).
+    pub p50_s: Option<f64>,
+    /// Pessimistic time (the earlier crossing), seconds; never later than `p50_s`.
+    pub p90_s: Option<f64>,
+    /// Growth rate behind `p50_s`, bytes per second.
+    pub rate_bps: f64,
+    /// How far back the scale behind `p50_s` looks, seconds.
+    pub window_s: f64,
+}
+
+/// A forecast at one instant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// The instant (the caller's clock, seconds).
+    pub at: f64,
+    /// Free bytes at `at`, as the caller measured them.
+    pub free_bytes: u64,
+    /// Growth rate, bytes per second, at the scale chosen for the nearest threshold not yet
+    /// crossed (for the time to full when there is none). Negative growth is reported as is;
+    /// it never produces an ETA.
+    pub rate_bps: f64,
+    /// One entry per threshold, in the order given.
+    pub eta: Vec<Eta>,
+    /// Samples observed so far.
+    pub samples: u64,
+    /// Period of the regular external drops the forecast expects, seconds.
+    pub cycle_s: Option<f64>,
+}
+
+impl Forecast {
+    /// The entry for `threshold`, if it was asked for.
+    pub fn eta_for(&self, threshold: u64) -> Option<&Eta> {
+        self.eta.iter().find(|e| e.threshold == threshold)
+    }
+}
+
+/// One scale of the bank, as [`Forecaster::scales`] reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleView {
+    /// Time constant, seconds.
+    pub tau_s: f64,
+    /// How far back it looks, seconds.
+    pub window_s: f64,
+    /// Trend of the growth (events excluded), bytes per second, and its standard error.
+    pub trend_bps: f64,
+    pub trend_se_bps: f64,
+    /// Rate of the recent bursts but the largest, bytes per second.
+    pub burst_bps: f64,
+}
+
+/// Counters of what the event detector saw.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Events {
+    /// Drops taken as level resets (including explicit [`Forecaster::reset`] calls).
+    pub resets: u64,
+    /// Rises taken as bursts.
+    pub bursts: u64,
+    /// When the last reset happened.
+    pub last_reset_at: Option<f64>,
+    /// Bytes of the last reset (positive).
+    pub last_reset_bytes: f64,
+}
+
+/// The growth model of one quantity (a filesystem's used bytes, or a project's bytes).
+#[derive(Clone, Debug)]
+pub struct Forecaster {
+    params: Params,
+    /// Fastest first.
+    scales: Vec<Scale>,
+    /// Their fits after the last sample.
+    fits: Vec<Option<Fit>>,
+    skill: Skill,
+    /// First and previous sample.
+    first: (f64, f64),
+    last: Option<(f64, f64)>,
+    samples: u64,
+    /// Robust scale of the increments' departures from the expected growth (bytes).
+    spread: f64,
+    /// Typical sampling interval (EWMA), seconds.
+    dt_typical: f64,
+    /// The growth series (events excluded), cumulative: what the backtest compares with.
+    growth: f64,
+    /// The next sample follows a cleanup of ours: its drop is a reset.
+    reset_pending: bool,
+    /// The previous sample was a burst.
+    in_burst: bool,
+    events: Events,
+    cycles: Cycles,
+}
+
+impl Default for Forecaster {
+    fn default() -> Forecaster {
+        Forecaster::new(Params::default())
+    }
+}
+
+impl Forecaster {
+    pub fn new(mut params: Params) -> Forecaster {
+        params.scales_s.retain(|tau| tau.is_finite() && *tau > 0.0);
+        params.scales_s.sort_by(f64::total_cmp);
+        params.scales_s.truncate(MAX_SCALES);
+        if params.scales_s.is_empty() {
+            params.scales_s = Params::default().scales_s;
+        }
+        let horizons: Vec<f64> = params.scales_s.iter().map(|tau| 4.0 * tau).collect();
+        Forecaster {
+            skill: Skill::new(&horizons, params.scales_s.len()),
+            params,
+            scales: Vec::new(),
+            fits: Vec::new(),
+            first: (0.0, 0.0),
+            last: None,
+            samples: 0,
+            spread: 0.0,
+            dt_typical: 0.0,
+            growth: 0.0,
+            reset_pending: false,
+            in_burst: false,
+            events: Events::default(),
+            cycles: Cycles::default(),
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Feeds one sample: `used` bytes at time `t` (for a filesystem, size − free; for a
+    /// project, its bytes). Samples not later than the previous one are ignored.
+    pub fn observe(&mut self, t: f64, used: u64) {
+        self.observe_f64(t, used as f64);
+    }
+
+    /// Tells the model that the drop since the last sample (up to `used` at `t`) is a cleanup
+    /// Guardian made: a level reset whatever its size, and never part of a cycle. Calls
+    /// `observe(t, used)`; if `t` is not after the previous sample, the next sample carries
+    /// the reset.
+    pub fn reset(&mut self, t: f64, used: u64) {
+        self.reset_pending = true;
+        self.observe(t, used);
+    }
+
+    fn observe_f64(&mut self, t: f64, y: f64) {
+        if !t.is_finite() || !y.is_finite() {
+            return;
+        }
+        let Some((t0, y0)) = self.last else {
+            self.first = (t, y);
+            self.last = Some((t, y));
+            self.samples = 1;
+            self.reset_pending = false;
+            self.scales = self
+                .params
+                .scales_s
+                .iter()
+                .map(|&tau| Scale::new(tau))
+                .collect();
+            self.fits = vec![None; self.scales.len()];
+            return;
+        };
+        let dt = t - t0;
+        if dt <= 0.0 {
+            return;
+        }
+        let p = &self.params;
+        let dy = y - y0;
+        let expected = self.reference_rate() * dt;
+        let departure = dy - expected;
+        self.dt_typical = if self.dt_typical > 0.0 {
+            0.9 * self.dt_typical + 0.1 * dt
+        } else {
+            dt
+        };
+        // A long gap allows a larger departure (noise grows like a random walk).
+        let gap = (dt / self.dt_typical).max(1.0).sqrt();
+        let limit = p.jump_k * self.spread * gap + p.jump_min_bytes;
+        let detecting = self.samples >= p.warmup_samples;
+        let explicit = self.reset_pending && dy < 0.0;
+        let is_reset = explicit || (detecting && departure < -limit);
+        // A burst written over several samples stays one: after a burst, half the limit.
+        let continued = self.in_burst;
+        let burst_limit = if continued { 0.5 * limit } else { limit };
+        let is_burst = !is_reset && detecting && departure > burst_limit;
+        self.in_burst = is_burst;
+        if p.cycles {
+            // Our own cleanups are no cycle: counting on them would forecast them away.
+            let gap = 3.0 * self.dt_typical;
+            if (is_reset && !explicit) || is_burst {
+                self.cycles.event(t, y0, y, gap);
+            } else {
+                self.cycles.tick(t, gap);
+            }
+        }
+        // An event's interval carries no growth: injecting the expected growth instead would
+        // let a wrong trend confirm itself through every event.
+        let dg = if is_reset || is_burst { 0.0 } else { dy };
+        self.growth += dg;
+        if is_reset {
+            let bytes = -departure.min(0.0);
+            self.events.resets += 1;
+            self.events.last_reset_at = Some(t);
+            self.events.last_reset_bytes = bytes;
+        } else {
+            // Drops never widen the spread: a sustained decline stays a series of resets,
+            // while a sustained rise widens it until the rise is taken as growth. Until
+            // detection starts, the spread is the plain mean.
+            let w = if detecting {
+                p.jump_scale_weight
+            } else {
+                1.0 / self.samples as f64
+            };
+            let d = if detecting {
+                departure.abs().min(limit)
+            } else {
+                departure.abs()
+            };
+            self.spread = (1.0 - w) * self.spread + w * d;
+            if is_burst {
+                self.events.bursts += 1;
+            }
+        }
+        for s in &mut self.scales {
+            s.push(dt, dg);
+            if is_burst {
+                s.burst(departure, continued);
+            } else if is_reset {
+                s.drop_bytes(-departure);
+            }
+        }
+        self.reset_pending = false;
+        self.last = Some((t, y));
+        self.samples += 1;
+        for (f, s) in self.fits.iter_mut().zip(&self.scales) {
+            *f = s.fit();
+        }
+        if p.backtest {
+            let mut rates = [f64::NAN; MAX_SCALES];
+            let n = self.fits.len().min(rates.len());
+            for (r, f) in rates.iter_mut().zip(&self.fits) {
+                *r = f.map_or(f64::NAN, |f| f.slope);
+            }
+            self.skill.push(t, self.growth, &rates[..n]);
+        }
+    }
+
+    /// What each scale of the bank sees now (fastest first; scales without enough samples are
+    /// left out): for diagnostics and detailed status output.
+    pub fn scales(&self) -> Vec<ScaleView> {
+        self.scales
+            .iter()
+            .zip(&self.fits)
+            .filter_map(|(s, f)| {
+                f.map(|f| ScaleView {
+                    tau_s: s.tau,
+                    window_s: f.window,
+                    trend_bps: f.slope,
+                    trend_se_bps: f.slope_se,
+                    burst_bps: f.burst_rate,
+                })
+            })
+            .collect()
+    }
+
+    /// What the next increment should be: the trend of the fastest scale that has seen at
+    /// least ten samples' worth (a faster one chases the noise it is judged against), else
+    /// the mean rate since the first sample.
+    fn reference_rate(&self) -> f64 {
+        match self.fits.iter().flatten().find(|f| f.dof >= 8.0) {
+            Some(f) => f.slope + f.burst_rate,
+            None => match self.last {
+                Some((t, y)) if t > self.first.0 => (y - self.first.1) / (t - self.first.0),
+                _ => 0.0,
+            },
+        }
+    }
+
+    /// The growth rate (bytes per second) at the scale chosen for the time to full when
+    /// `free_bytes` are left.
+    pub fn rate_bps(&self, free_bytes: u64) -> f64 {
+        let rates = self.rates();
+        self.choose(&rates, free_bytes as f64)
+            .and_then(|i| rates[i].map(|r| r.r50))
+            .unwrap_or(0.0)
+    }
+
+    /// Rate and time until free space is under each of `thresholds` (free-bytes levels), at
+    /// `now` with `free_bytes` free (the caller's fresh measurement: the model gives the rate,
+    /// the measurement where we are).
+    pub fn forecast(&self, now: f64, free_bytes: u64, thresholds: &[u64]) -> Forecast {
+        let rates = self.rates();
+        let free = free_bytes as f64;
+        let cycle = if self.params.cycles {
+            self.cycles.at(now)
+        } else {
+            None
+        };
+        let used_now = self.last.map(|(_, y)| y).unwrap_or(0.0);
+        let eta = thresholds
+            .iter()
+            .map(|&threshold| {
+                let margin = free - threshold as f64;
+                self.eta(&rates, threshold, margin, cycle.map(|c| (c, now, used_now)))
+            })
+            .collect();
+        let nearest = thresholds
+            .iter()
+            .map(|&th| free - th as f64)
+            .filter(|m| *m > 0.0)
+            .fold(free, f64::min);
+        let rate_bps = self
+            .choose(&rates, nearest)
+            .and_then(|i| rates[i].map(|r| r.r50))
+            .unwrap_or(0.0);
+        Forecast {
+            at: now,
+            free_bytes,
+            rate_bps,
+            eta,
+            samples: self.samples,
+            cycle_s: cycle.map(|c| c.period),
+        }
+    }
+
+    /// Every scale with a usable fit, fastest first (index = scale); none before
+    /// `min_samples`.
+    fn rates(&self) -> Vec<Option<Rate>> {
+        if self.samples < self.params.min_samples {
+            return Vec::new();
+        }
+        let z = self.params.z90;
+        self.fits
+            .iter()
+            .map(|f| {
+                f.map(|fit| {
+                    let r50 = fit.slope + fit.burst_rate;
+                    let se = fit.slope_se.hypot(fit.burst_se);
+                    Rate {
+                        fit,
+                        r50,
+                        se,
+                        r90: r50 + t_quantile(z, fit.dof) * se,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// The scale behind P50 for `margin` bytes.
+    fn choose(&self, rates: &[Option<Rate>], margin: f64) -> Option<usize> {
+        let p = &self.params;
+        let slowest = rates.iter().rposition(Option::is_some)?;
+        let reference = eta(margin, rates[slowest]?.r50);
+        let eligible = |i: usize| {
+            rates[i].is_some_and(|r| {
+                i == slowest || p.horizon_ratio * r.fit.window >= eta(margin, r.r50).min(reference)
+            })
+        };
+        // Reach rule alone: from the slowest, step to each faster scale while it is eligible
+        // and predicts a crossing.
+        let mut chosen = slowest;
+        for i in (0..slowest).rev() {
+            match rates[i] {
+                Some(r) if r.r50 > 0.0 && eligible(i) => chosen = i,
+                _ => break,
+            }
+        }
+        if !p.backtest {
+            return Some(chosen);
+        }
+        // Backtesting: the eligible scale with the smallest recent error at the horizon of
+        // the current guess, twice (the guess moves with the choice).
+        for _ in 0..2 {
+            let guess = eta(margin, rates[chosen]?.r50).min(p.max_eta_s);
+            let Some(errors) = self.skill.nearest(guess) else {
+                break;
+            };
+            chosen = (0..rates.len())
+                .filter(|&i| eligible(i))
+                .min_by(|&a, &b| errors[a].total_cmp(&errors[b]))
+                .unwrap_or(chosen);
+        }
+        // A change of regime shows in the backtest only once the horizon has passed; until
+        // then, a faster eligible scale whose forecast over the horizon departs from the chosen
+        // one's by more than `change_k` times the chosen one's recent error takes over.
+        let mut i = chosen;
+        while i > 0 {
+            i -= 1;
+            let (Some(c), Some(f)) = (rates[chosen], rates[i]) else {
+                continue;
+            };
+            let e = eta(margin, c.r50).min(eta(margin, f.r50)).min(p.max_eta_s);
+            let curve = self.skill.curve(chosen);
+            let Some(width) = skill::rmse_at(&curve, e) else {
+                break;
+            };
+            if eligible(i) && ((f.r50 - c.r50) * e).abs() > p.change_k * width {
+                chosen = i;
+            }
+        }
+        Some(chosen)
+    }
+
+    fn eta(
+        &self,
+        rates: &[Option<Rate>],
+        threshold: u64,
+        margin: f64,
+        cycle: Option<(Cycle, f64, f64)>,
+    ) -> Eta {
+        let p = &self.params;
+        let crossed = (margin <= 0.0).then_some(0.0);
+        let Some(chosen) = self.choose(rates, margin.max(0.0)) else {
+            return Eta {
+                threshold,
+                p50_s: crossed,
+                p90_s: crossed,
+                rate_bps: 0.0,
+                window_s: 0.0,
+            };
+        };
+        let r = rates[chosen].expect("chosen scales have a fit");
+        let mut out = Eta {
+            threshold,
+            p50_s: crossed,
+            p90_s: crossed,
+            rate_bps: r.r50,
+            window_s: r.fit.window,
+        };
+        if crossed.is_some() {
+            return out;
+        }
+        // Margins from the trend (the newest sample's own noise taken out) less the noise the
+        // crossing may come with; never beyond the measurement.
+        // The noise is the smallest spread around any line with ten samples' worth: a line
+        // that misses a change of rate only looks noisier.
+        let sigma = rates
+            .iter()
+            .flatten()
+            .filter(|s| s.fit.dof >= 8.0)
+            .map(|s| s.fit.sigma)
+            .fold(r.fit.sigma, f64::min);
+        let trend_margin = margin + r.fit.above;
+        // Bursts are noise too: a crossing tends to come with one, of typical size.
+        let m50 = margin
+            .min(trend_margin - p.noise_p50 * sigma)
+            .min(margin - p.burst_p50 * r.fit.burst_typical)
+            .max(0.0);
+        let m90 = margin.min(trend_margin - p.noise_p90 * sigma).max(0.0);
+        // No crossing in sight while the growth is not told apart from none (at the P90
+        // level).
+        let p50 = if m50 <= 0.0 {
+            Some(0.0)
+        } else {
+            (r.r50 > t_quantile(p.z90, r.fit.dof) * r.se).then(|| m50 / r.r50)
+        };
+        // P90 from the chosen scale's recent errors: the first e with r·e + z·rmse(e) ≥ m90…
+        let mut p90 = if m90 <= 0.0 {
+            Some(0.0)
+        } else if p.backtest {
+            self.pessimistic(chosen, r.r50, m90)
+        } else {
+            None
+        };
+        // …and no later than the earliest crossing an eligible scale makes at trend + z se.
+        let reference = rates
+            .iter()
+            .rev()
+            .flatten()
+            .next()
+            .map_or(f64::INFINITY, |s| eta(m90, s.r50));
+        for s in rates.iter().flatten() {
+            let e = eta(m90, s.r90);
+            if p.horizon_ratio * s.fit.window >= e.min(reference) && e.is_finite() {
+                p90 = Some(p90.map_or(e, |x| x.min(e)));
+            }
+        }
+        let (p50, p90) = match cycle {
+            // With a cycle, the linear times become equivalent rates for the cycle's own
+            // forecast (which continues past the expected drops).
+            Some((c, now, used)) => {
+                let rate = |m: f64, e: f64| if e > 0.0 { m / e } else { f64::INFINITY };
+                (
+                    p50.and_then(|e| c.eta(now, used, m50, rate(m50, e), false)),
+                    p90.and_then(|e| c.eta(now, used, m90, rate(m90, e), true)),
+                )
+            }
+            None => (p50, p90),
+        };
+        // Nothing beyond what the longest window can vouch for (a young forecaster does not
+        // forecast days ahead), nor beyond `max_eta_s`.
+        let reach = rates
+            .iter()
+            .flatten()
+            .map(|s| p.horizon_ratio * s.fit.window)
+            .fold(0.0, f64::max)
+            .min(p.max_eta_s);
+        let within = |s: f64| (s <= reach).then_some(s);
+        out.p50_s = p50.and_then(within);
+        out.p90_s = match (p90.and_then(within), out.p50_s) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        out
+    }
+
+    /// The first time e at which `rate · e + z90 · rmse(e)` reaches `margin`, with the chosen
+    /// scale's backtest errors; `None` before any horizon is backtested.
+    fn pessimistic(&self, scale: usize, rate: f64, margin: f64) -> Option<f64> {
+        let z = self.params.z90;
+        let curve = self.skill.curve(scale);
+        let reach = |e: f64| Some(rate * e + z * skill::rmse_at(&curve, e)?);
+        let mut hi = 1.0;
+        while reach(hi)? < margin {
+            hi *= 2.0;
+            if hi > self.params.max_eta_s {
+                return None;
+            }
+        }
+        // Bisection to 0.1 % (the bracket is [hi/2, hi] after the doubling).
+        let mut lo = 0.5 * hi;
+        while hi - lo > 1e-3 * hi {
+            let mid = 0.5 * (lo + hi);
+            if reach(mid)? >= margin {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Some(hi)
+    }
+}
+
+/// Time to cover `margin` at `rate` (infinite when not growing).
+fn eta(margin: f64, rate: f64) -> f64 {
+    if rate > 0.0 {
+        margin / rate
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// Student's t quantile for `dof` degrees of freedom at the normal quantile `z`
+/// (Cornish–Fisher expansion; within 2 % of the table from 2 dof on, 12 % at 1).
+fn t_quantile(z: f64, dof: f64) -> f64 {
+    let dof = dof.max(1.0);
+    let (z3, z5) = (z.powi(3), z.powi(5));
+    z + (z3 + z) / (4.0 * dof) + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * dof * dof)
+}
+
+/// One scale's growth rate, as the selection sees it.
+#[derive(Clone, Copy, Debug)]
+struct Rate {
+    fit: Fit,
+    /// Trend + burst rate.
+    r50: f64,
+    /// Its standard error (trend and bursts).
+    se: f64,
+    /// `r50` + t quantile × `se`.
+    r90: f64,
+}
+
+/// The preemptive rule: a forecast triggers a cleanup when the P90 time to a threshold not yet
+/// crossed is shorter than `lead_time_s` **and** free space is under `floor_free` (growth far
+/// from every threshold triggers nothing; node_exporter's rule uses 40 % of the size).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRule {
+    /// Time Guardian needs to free space before the threshold, seconds.
+    pub lead_time_s: f64,
+    /// Free bytes under which forecasts may trigger.
+    pub floor_free: u64,
+}
+
+/// Why a forecast triggered (for the audit log and `guardian status`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub threshold: u64,
+    pub p50_s: Option<f64>,
+    pub p90_s: f64,
+    pub rate_bps: f64,
+    pub free_bytes: u64,
+    pub floor_free: u64,
+    pub lead_time_s: f64,
+    pub at: f64,
+}
+
+impl TriggerRule {
+    /// The threshold the forecast says will be crossed soonest (P90) within the lead time,
+    /// when free space is under the floor; `None` otherwise, and for thresholds already
+    /// crossed (the reactive path's business).
+    pub fn check(&self, forecast: &Forecast) -> Option<Trigger> {
+        if forecast.free_bytes >= self.floor_free {
+            return None;
+        }
+        forecast
+            .eta
+            .iter()
+            .filter(|e| e.threshold < forecast.free_bytes)
+            .filter_map(|e| e.p90_s.map(|p90| (e, p90)))
+            .filter(|(_, p90)| *p90 < self.lead_time_s)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(e, p90)| Trigger {
+                threshold: e.threshold,
+                p50_s: e.p50_s,
+                p90_s: p90,
+                rate_bps: e.rate_bps,
+                free_bytes: forecast.free_bytes,
+                floor_free: self.floor_free,
+                lead_time_s: self.lead_time_s,
+                at: forecast.at,
+            })
+    }
+}
+
+impl Trigger {
+    /// One line for the audit log: which forecast triggered.
+    pub fn describe(&self) -> String {
+        let p50 = self
+            .p50_s
+            .map(|s| format!("{s:.0}s"))
+            .unwrap_or_else(|| "none".into());
+        format!(
+            "forecast: free {} B under floor {} B, P90 {:.0}s (P50 {p50}) to {} B at {:.0} B/s, \
+             lead time {:.0}s",
+            self.free_bytes,
+            self.floor_free,
+            self.p90_s,
+            self.threshold,
+            self.rate_bps,
+            self.lead_time_s
+        )
+    }
+}
