@@ -353,7 +353,7 @@ impl Guardian {
         let mut shortfall = None;
         let mut reached_target = false;
         while rounds < MAX_ROUNDS && !self.cancel.load(Ordering::Relaxed) {
-            let (_, plan) = self.plan_fs(fs, true, &attempted);
+            let plan = self.plan_fs(fs, true, &attempted);
             if plan.assessment.pressure == Pressure::Ok {
                 reached_target = true;
                 break;
@@ -460,21 +460,16 @@ impl Guardian {
     }
 
     /// Surveys the filesystem's workspaces and plans, leaving out paths already attempted.
-    fn plan_fs(
-        &self,
-        fs: &GuardedFs,
-        continuing: bool,
-        attempted: &HashSet<PathBuf>,
-    ) -> (FsSpace, Plan) {
-        let fp = plan_filesystem(
+    fn plan_fs(&self, fs: &GuardedFs, continuing: bool, attempted: &HashSet<PathBuf>) -> Plan {
+        plan_filesystem(
             fs,
             &self.config,
             &self.rules,
             continuing,
             attempted,
             &*self.protection,
-        );
-        (fp.space, fp.plan)
+        )
+        .plan
     }
 
     fn note(&mut self, record: AuditRecord) {
