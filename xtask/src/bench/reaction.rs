@@ -170,7 +170,7 @@ fn one_trial(
             start_space.avail_bytes
         );
     }
-    super::report::wait_quiet();
+    super::report::wait_quiet(Duration::from_secs(2));
     std::thread::sleep(delay);
     // The writer: 1 MiB chunks, statvfs after each; the file stays open until the trial ends.
     let mut file = std::fs::File::create(writer_dir.join("fill.bin"))?;

@@ -350,11 +350,11 @@ impl CpuUse {
     }
 }
 
-/// Waits (up to 10 s) until the machine is idle (under 0.05 CPUs used by anything but this
+/// Waits (up to `max`) until the machine is idle (under 0.05 CPUs used by anything but this
 /// process and its waited-for children): other sessions share the machine, and the kernel
 /// tears down a stopped daemon's marks, watches and BPF maps in worker threads.
-pub fn wait_quiet() {
-    let deadline = Instant::now() + Duration::from_secs(10);
+pub fn wait_quiet(max: Duration) {
+    let deadline = Instant::now() + max;
     loop {
         let before = CpuUse::now();
         std::thread::sleep(Duration::from_millis(100));
@@ -378,10 +378,10 @@ Guardian's performance goals, measured on a real machine. The sections between
 `<!-- bench:NAME -->` markers are written by `cargo xtask bench --write-doc` (as root; see
 `xtask/src/bench/`); rerun it to refresh them. Everything outside the markers is kept.
 
-Method, for every section: warm page, dentry and inode caches (nothing is dropped), release
-build, the real `guardian` binary or the release-built library, each tool run the same number
-of times on identical trees, runs of the two tools interleaved. The goal is checked on the ratio
-of the medians.
+Method, for the scan and delete sections: warm page, dentry and inode caches (nothing is
+dropped), release build, the real `guardian` binary or the release-built library, each tool run
+the same number of times on identical trees, runs of the two tools interleaved. The goal is
+checked on the ratio of the medians. The other sections describe their own method.
 ";
 
 /// Replaces (or appends) the marked section `key` of the markdown file at `path` with `body`.

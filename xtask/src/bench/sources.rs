@@ -449,7 +449,7 @@ impl Dd<'_> {
 
     fn measure_once(&self, daemon: Option<&Daemon>) -> Result<Measured> {
         self.settle()?;
-        report::wait_quiet();
+        report::wait_quiet(Duration::from_secs(10));
         let me = std::process::id();
         let daemon_before = daemon.map(Daemon::cpu_time).transpose()?;
         let children_before = proc_cpu_time(me, true)?;
