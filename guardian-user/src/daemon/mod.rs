@@ -107,6 +107,9 @@ pub struct Guardian {
     cgroup_names: HashMap<u64, Option<String>>,
     /// Cycles run since start (the sampler rewrites the state file after one).
     cycles_run: u64,
+    /// The guarded filesystems as of the last poll (workspaces grouped by device, mount points
+    /// from mountinfo); the 250 ms sampler reuses it instead of re-reading mountinfo.
+    filesystems: Vec<GuardedFs>,
     /// Task DB side: running-task protection, task/scratch sweeps, usage limits, ghost reaper.
     tasks: crate::tasks::TaskService,
     /// The caller's extra protection combined with running-task protection (survey + executor).
@@ -159,6 +162,7 @@ impl Guardian {
             last_sample: Instant::now(),
             cgroup_names: HashMap::new(),
             cycles_run: 0,
+            filesystems: Vec::new(),
             tasks,
             protection,
             rules: config.compiled_rules(),
@@ -221,6 +225,7 @@ impl Guardian {
         tick.records.into_iter().for_each(|r| self.note(r));
         self.problems.extend(tick.problems);
         self.refresh_projects();
+        self.filesystems = guarded_filesystems(&self.config.workspaces);
         let states = self.guard()?;
         for ws in &self.config.workspaces {
             if !ws.path.is_dir() {
@@ -293,7 +298,7 @@ impl Guardian {
     /// Checks every guarded filesystem and runs a cycle where a threshold is crossed.
     fn guard(&mut self) -> Result<Vec<FsState>, DaemonError> {
         let mut states = Vec::new();
-        for fs in guarded_filesystems(&self.config.workspaces) {
+        for fs in self.filesystems.clone() {
             if self.cancel.load(Ordering::Relaxed) {
                 break;
             }
