@@ -52,15 +52,43 @@ pub struct CgroupKey {
     pub _pad: u32,
 }
 
-/// What the enter hook remembers for the exit hook of the same thread.
+/// Identifies a written file's inode in the probe's resolution cache: device, inode number and
+/// the inode's generation, so an inode number the filesystem reuses for a new file elsewhere is
+/// a new key (ext4 reuses freed inode numbers readily; NFS file handles carry the same triple).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pending {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub ino: u64,
+    /// The kernel's `s_dev`.
+    pub dev: u32,
+    pub generation: u32,
+}
+
+/// Slots per CPU of the probe's direct-mapped cache of recently written `struct file`s.
+pub const FILE_CACHE_SLOTS: u32 = 256;
+
+/// One slot of the per-CPU file cache: a `struct file *` the probe resolved, checked on reuse
+/// against the file's inode pointer and generation (the kernel reuses freed structs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileSlot {
+    pub file: u64,
+    pub inode: u64,
+    pub generation: u32,
+    /// Project id, 0 for "in no project".
     pub project: u32,
-    /// One of the `KIND_*` constants.
-    pub kind: u32,
-    /// fallocate: the requested length (the call returns 0, not a byte count).
-    pub hint: u64,
+}
+
+/// Per-CPU accumulator of the bytes of the last (cgroup, project) seen on that CPU; the probe
+/// moves them into the per-(cgroup, project) hash only when the pair changes, so a steady writer
+/// costs no hash update per write. Userspace adds the slots to the hash's totals.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupSlot {
+    pub cgroup: u64,
+    pub bytes: u64,
+    pub project: u32,
+    pub _pad: u32,
 }
 
 pub const KIND_WRITE: u32 = 1;
@@ -84,6 +112,10 @@ pub struct KernelOffsets {
     pub super_block_s_dev: u64,
     pub dentry_d_parent: u64,
     pub dentry_d_inode: u64,
+    pub inode_i_generation: u64,
+    /// Offsets in `struct pt_regs` of the first four syscall arguments as the syscall entry saved
+    /// them (x86_64: di, si, dx, r10; aarch64: orig_x0, x1, x2, x3).
+    pub regs_args: [u64; 4],
     /// 1 once userspace filled the offsets; the probe counts nothing while 0.
     pub ready: u32,
     pub _pad: u32,
@@ -96,7 +128,9 @@ mod pod {
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::ProjectStats {}
     unsafe impl aya::Pod for super::CgroupKey {}
-    unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::FileKey {}
+    unsafe impl aya::Pod for super::FileSlot {}
+    unsafe impl aya::Pod for super::CgroupSlot {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }
 
@@ -109,8 +143,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<InodeKey>(), 16);
         assert_eq!(core::mem::size_of::<ProjectStats>(), 32);
         assert_eq!(core::mem::size_of::<CgroupKey>(), 16);
-        assert_eq!(core::mem::size_of::<Pending>(), 16);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 12 * 8 + 8);
+        assert_eq!(core::mem::size_of::<FileKey>(), 16);
+        assert_eq!(core::mem::size_of::<FileSlot>(), 24);
+        assert_eq!(core::mem::size_of::<CgroupSlot>(), 24);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 17 * 8 + 8);
     }
 
     #[test]

@@ -1,18 +1,21 @@
 //! The eBPF source: loads Guardian's probe (built by `cargo xtask build-ebpf`, embedded at build
 //! time), hands it the running kernel's struct offsets read from BTF, registers each project dir
 //! as (dev, ino) → id, and reads the per-CPU counters on each drain. Tries fexit on the VFS
-//! write functions first and falls back to syscall tracepoints where the kernel refuses BPF
-//! trampolines.
+//! write functions first and falls back to the syscalls' exit tracepoints where the kernel
+//! refuses BPF trampolines.
 //!
 //! What it does not see: stores through `mmap`, io_uring writes, writes by kernel threads (NFS
 //! server, loop devices), and data that never reaches the page cache as a syscall. `statvfs`
 //! remains the ground truth for free space; this source says *who* is writing *where*.
 
 use super::{CgroupBytes, ProjectDir, Sample, Source, SourceError};
-use aya::maps::{HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap};
+use aya::maps::{HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::{FExit, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use guardian_common::{kernel_dev, CgroupKey, InodeKey, KernelOffsets, ProjectStats, MAX_PROJECTS};
+use guardian_common::{
+    kernel_dev, CgroupKey, CgroupSlot, FileKey, FileSlot, InodeKey, KernelOffsets, ProjectStats,
+    FILE_CACHE_SLOTS, MAX_PROJECTS,
+};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -22,7 +25,8 @@ static PROBE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gua
 /// Set to force the probe to fail to load (tests of the fallback).
 pub const FORCE_FAILURE_ENV: &str = "GUARDIAN_FORCE_EBPF_FAILURE";
 
-/// (program, syscall) pairs: every write-family and allocating syscall, enter and exit.
+/// Every write-family and allocating syscall; the probe's program `exit_<name>` attaches to
+/// `syscalls/sys_exit_<name>`.
 const SYSCALLS: &[&str] = &[
     "write",
     "pwrite64",
@@ -100,11 +104,6 @@ impl EbpfSource {
         for syscall in SYSCALLS.iter().filter(|s| !covered.contains(s)) {
             attach_tracepoint(
                 &mut ebpf,
-                &format!("enter_{syscall}"),
-                &format!("sys_enter_{syscall}"),
-            )?;
-            attach_tracepoint(
-                &mut ebpf,
                 &format!("exit_{syscall}"),
                 &format!("sys_exit_{syscall}"),
             )?;
@@ -157,6 +156,8 @@ impl EbpfSource {
         Ok(out)
     }
 
+    /// Bytes per (cgroup, project) since load: the flushed hash, then each CPU's open slot (read
+    /// in that order, a racing flush can only delay bytes to the next read, never count twice).
     fn cgroup_totals(&self) -> Result<HashMap<(u64, u32), u64>, SourceError> {
         let map: PerCpuHashMap<_, CgroupKey, u64> = PerCpuHashMap::try_from(
             self.ebpf
@@ -167,9 +168,50 @@ impl EbpfSource {
         let mut out = HashMap::new();
         for entry in map.iter() {
             let (key, values) = entry.map_err(|e| failed(format!("reading CGROUP_BYTES: {e}")))?;
-            out.insert((key.cgroup, key.project), values.iter().sum());
+            *out.entry((key.cgroup, key.project)).or_insert(0) += values.iter().sum::<u64>();
+        }
+        let slots: PerCpuArray<_, CgroupSlot> = PerCpuArray::try_from(
+            self.ebpf
+                .map("CGROUP_SLOT")
+                .ok_or_else(|| failed("map CGROUP_SLOT missing"))?,
+        )
+        .map_err(|e| failed(format!("map CGROUP_SLOT: {e}")))?;
+        let per_cpu = slots
+            .get(&0, 0)
+            .map_err(|e| failed(format!("reading CGROUP_SLOT: {e}")))?;
+        for slot in per_cpu.iter().filter(|s| s.bytes > 0) {
+            *out.entry((slot.cgroup, slot.project)).or_insert(0) += slot.bytes;
         }
         Ok(out)
+    }
+
+    /// Forgets every cached file → project resolution (the project set changed).
+    fn clear_resolution_caches(&mut self) -> Result<(), SourceError> {
+        let mut cache: BpfHashMap<_, FileKey, u32> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("INODE_PROJECT")
+                .ok_or_else(|| failed("map INODE_PROJECT missing"))?,
+        )
+        .map_err(|e| failed(format!("map INODE_PROJECT: {e}")))?;
+        let keys: Vec<FileKey> = cache.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            let _ = cache.remove(&key);
+        }
+        let mut files: PerCpuArray<_, FileSlot> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut("FILE_CACHE")
+                .ok_or_else(|| failed("map FILE_CACHE missing"))?,
+        )
+        .map_err(|e| failed(format!("map FILE_CACHE: {e}")))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| failed(format!("counting CPUs: {e}")))?;
+        for index in 0..FILE_CACHE_SLOTS {
+            let empty = PerCpuValues::try_from(vec![FileSlot::default(); cpus])
+                .map_err(|e| failed(format!("FILE_CACHE values: {e}")))?;
+            files
+                .set(index, empty, 0)
+                .map_err(|e| failed(format!("clearing FILE_CACHE: {e}")))?;
+        }
+        Ok(())
     }
 }
 
@@ -201,17 +243,7 @@ impl Source for EbpfSource {
             self.registered.push((key, p.id));
         }
         // Cached resolutions may name projects that moved or files that now sit in a project.
-        let mut cache: BpfHashMap<_, InodeKey, u32> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("INODE_PROJECT")
-                .ok_or_else(|| failed("map INODE_PROJECT missing"))?,
-        )
-        .map_err(|e| failed(format!("map INODE_PROJECT: {e}")))?;
-        let keys: Vec<InodeKey> = cache.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            let _ = cache.remove(&key);
-        }
-        Ok(())
+        self.clear_resolution_caches()
     }
 
     fn drain(&mut self) -> Result<Sample, SourceError> {
@@ -240,8 +272,8 @@ impl Source for EbpfSource {
     }
 }
 
-/// Loads the probe object but attaches only its empty `noop` program to every hook the probe
-/// uses: the floor cost of having BPF on those tracepoints, for benchmarks. Detaches on drop.
+/// Loads the probe object but attaches only its empty `noop` program to every tracepoint the
+/// probe uses: the floor cost of having BPF on those hooks, for benchmarks. Detaches on drop.
 pub fn load_empty_floor() -> Result<Ebpf, SourceError> {
     if PROBE.is_empty() {
         return Err(unavailable(
@@ -262,10 +294,8 @@ pub fn load_empty_floor() -> Result<Ebpf, SourceError> {
     prog.load()
         .map_err(|e| unavailable(format!("loading noop: {e}")))?;
     for syscall in SYSCALLS {
-        for phase in ["enter", "exit"] {
-            prog.attach("syscalls", &format!("sys_{phase}_{syscall}"))
-                .map_err(|e| unavailable(format!("attaching noop: {e}")))?;
-        }
+        prog.attach("syscalls", &format!("sys_exit_{syscall}"))
+            .map_err(|e| unavailable(format!("attaching noop: {e}")))?;
     }
     Ok(ebpf)
 }
@@ -345,9 +375,34 @@ pub fn kernel_offsets() -> Result<KernelOffsets, SourceError> {
         super_block_s_dev: get("super_block", "s_dev")?,
         dentry_d_parent: get("dentry", "d_parent")?,
         dentry_d_inode: get("dentry", "d_inode")?,
+        inode_i_generation: get("inode", "i_generation")?,
+        regs_args: syscall_arg_offsets(&get)?,
         ready: 1,
         _pad: 0,
     })
+}
+
+/// Offsets in `struct pt_regs` of the first four syscall arguments as saved at syscall entry.
+fn syscall_arg_offsets(
+    get: &dyn Fn(&str, &str) -> Result<u64, SourceError>,
+) -> Result<[u64; 4], SourceError> {
+    if cfg!(target_arch = "x86_64") {
+        Ok([
+            get("pt_regs", "di")?,
+            get("pt_regs", "si")?,
+            get("pt_regs", "dx")?,
+            get("pt_regs", "r10")?,
+        ])
+    } else if cfg!(target_arch = "aarch64") {
+        // x0 is overwritten with the return value; the entry keeps the first argument in orig_x0.
+        let regs = get("pt_regs", "regs")?;
+        Ok([get("pt_regs", "orig_x0")?, regs + 8, regs + 16, regs + 24])
+    } else {
+        Err(unavailable(format!(
+            "the probe does not know where {} saves syscall arguments",
+            std::env::consts::ARCH
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -445,5 +500,36 @@ mod tests {
             sample.growth.get(&2).copied(),
             Some((1 << 20) + copied as i64)
         );
+        // Punching a hole frees space: not counted. sendfile into a project file is.
+        rustix::fs::fallocate(
+            &f,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            0,
+            1 << 20,
+        )
+        .unwrap();
+        let out = std::fs::File::create(b.join("sent")).unwrap();
+        let sent = rustix::fs::sendfile(&out, &src, None, 100_000).unwrap();
+        let sample = source.drain().unwrap();
+        assert_eq!(sample.growth.get(&2).copied(), Some(sent as i64));
+        // The kernel reuses freed `struct file`s and inodes at once: a file written in a project,
+        // closed and deleted, then files written outside must not inherit its project.
+        for round in 0..200 {
+            let path = a.join(format!("tmp{round}"));
+            std::fs::write(&path, b"in a").unwrap();
+            std::fs::remove_file(&path).unwrap();
+            if round % 2 == 1 {
+                // Let an RCU grace period pass, so the freed inode can be reallocated too.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            std::fs::write(outside.join(format!("o{round}")), vec![1u8; 4096]).unwrap();
+        }
+        let sample = source.drain().unwrap();
+        assert_eq!(
+            sample.growth.get(&1).copied(),
+            Some(200 * 4),
+            "only the 4-byte writes inside project a count there"
+        );
+        assert_eq!(sample.growth.len(), 1, "{:?}", sample.growth);
     }
 }

@@ -2,7 +2,7 @@
 //! bs=4k` (and `bs=64k`) rewrites a file in a project of a guarded workspace on a fresh tmpfs
 //! (no device under it, so the CPU cost of the hooks dominates) and, with `--sources-ext4`, on
 //! a loop-mounted ext4, with: no Guardian; the empty eBPF floor (the probe object's `noop`
-//! program on the same 16 syscall tracepoints, loaded in this process); and the real
+//! program on the same 8 syscall exit tracepoints, loaded in this process); and the real
 //! `guardian run` with each source. Runs of the six setups are interleaved. One more run of the
 //! floor and of the probe with `kernel.bpf_stats_enabled` says how long the programs run.
 
@@ -52,7 +52,7 @@ impl Setup {
     fn label(self) -> String {
         match self {
             Setup::Bare => "no Guardian".into(),
-            Setup::Floor => "empty eBPF floor (`noop` on the 16 tracepoints)".into(),
+            Setup::Floor => "empty eBPF floor (`noop` on the 8 exit tracepoints)".into(),
             Setup::Daemon(s) => format!("`guardian run`, source = {s}"),
         }
     }
@@ -241,7 +241,7 @@ fn ebpf_mode() -> String {
                 let why = why.trim().trim_end_matches("Verifier output:").trim_end();
                 let why = why.trim_end_matches('.');
                 format!(
-                    "{}: the 16 syscall tracepoints (fexit refused: {why})",
+                    "{}: the 8 syscall exit tracepoints (fexit refused: {why})",
                     source.mode()
                 )
             }
@@ -740,7 +740,7 @@ impl SourcesReport {
              random, and identical new-file runs took 0.7–3 s; the hooks see the same syscalls \
              either way. Setups: no Guardian; the empty eBPF floor \
              (`guardian::sources::ebpf::load_empty_floor()` in the bench process: the probe \
-             object's empty `noop` program on the same 16 `syscalls/sys_{{enter,exit}}_*` \
+             object's empty `noop` program on the same 8 `syscalls/sys_exit_*` \
              tracepoints); the real `target/release/guardian run --config CFG` with `source = \
              ebpf | fanotify | inotify | poll`, `sample_interval = 250ms`, thresholds that are \
              never crossed (no cleanup runs), started for each run, ready (state file written: \
