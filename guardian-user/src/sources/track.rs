@@ -808,6 +808,10 @@ pub(crate) trait Backend: Send + 'static {
     fn take(&mut self) -> Sample;
 }
 
+/// Shortest time between two reads of the kernel queue (well under the daemon's sample interval;
+/// see `run`).
+pub(crate) const BATCH: Duration = Duration::from_millis(100);
+
 /// Period of [`Backend::tick`] while it has work.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
 
@@ -952,15 +956,28 @@ fn run<B: Backend>(
         clean: false,
     };
     let mut last_tick = Instant::now();
+    let mut last_pump = Instant::now() - BATCH;
     loop {
-        let timeout = if backend.wants_tick() {
-            TICK.saturating_sub(last_tick.elapsed()).as_millis() as libc::c_int
+        // Between two reads of the queue the kernel merges repeated events on the same file, so
+        // a writer making many small writes costs one event per batch instead of one per write.
+        let batch_left = BATCH.saturating_sub(last_pump.elapsed());
+        let queue_fd = if batch_left.is_zero() {
+            backend.raw_fd()
         } else {
-            -1
+            -1 // poll(2) skips negative descriptors
+        };
+        let tick_left = backend
+            .wants_tick()
+            .then(|| TICK.saturating_sub(last_tick.elapsed()));
+        let batch_wait = (!batch_left.is_zero()).then_some(batch_left);
+        let timeout = match (tick_left, batch_wait) {
+            (Some(a), Some(b)) => a.min(b).as_millis() as libc::c_int,
+            (Some(a), None) | (None, Some(a)) => a.as_millis() as libc::c_int,
+            (None, None) => -1,
         };
         let mut fds = [
             libc::pollfd {
-                fd: backend.raw_fd(),
+                fd: queue_fd,
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -997,9 +1014,12 @@ fn run<B: Backend>(
                 Err(TryRecvError::Empty) => break,
             }
         }
-        if let Err(err) = backend.pump() {
-            fail(&shared, format!("reading events: {err}"));
-            return;
+        if fds[0].revents != 0 {
+            last_pump = Instant::now();
+            if let Err(err) = backend.pump() {
+                fail(&shared, format!("reading events: {err}"));
+                return;
+            }
         }
         if backend.wants_tick() && last_tick.elapsed() >= TICK {
             backend.tick();
