@@ -1,6 +1,7 @@
 //! Human-readable output of `guardian plan` and `guardian status`.
 
 use guardian::config::{human_bytes, Config};
+use guardian::daemon::forecast::{human_seconds, ForecastView, FsForecastView, Lead};
 use guardian::daemon::state::DaemonState;
 use guardian::daemon::{guarded_filesystems, FsPlan};
 use guardian::fsys;
@@ -126,6 +127,9 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
             fs.space.avail_inodes_percent(),
             fs.reason
         );
+        if let Some(f) = &fs.forecast {
+            print_fs_forecast(f);
+        }
     }
     for skipped in &state.source_skipped {
         println!("source skipped: {skipped}");
@@ -162,6 +166,9 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
                 writers.join(", ")
             );
         }
+    }
+    if let Some(forecast) = &state.forecast {
+        print_project_forecasts(&forecast.projects);
     }
     if let Some(c) = &state.last_cycle {
         println!(
@@ -200,6 +207,82 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
     }
     for p in &state.problems {
         println!("problem: {p}");
+    }
+}
+
+/// A filesystem's growth, time to each threshold, lead time and next trigger.
+fn print_fs_forecast(f: &FsForecastView) {
+    let indent = format!("{:<28}", "");
+    println!(
+        "{indent} growth {}/s · {}",
+        signed_bytes(f.forecast.rate_bps as i64),
+        etas(&f.forecast)
+    );
+    println!("{indent} lead time {}", describe_lead(&f.lead));
+    match &f.forecast.trigger {
+        Some(t) => println!("{indent} TRIGGERED: {t}"),
+        None => println!("{indent} next: {}", f.forecast.next),
+    }
+}
+
+/// Projects with growth or a time to a threshold: rate, P50/P90 per threshold, next trigger.
+fn print_project_forecasts(projects: &[guardian::daemon::forecast::ProjectForecastView]) {
+    let shown: Vec<_> = projects
+        .iter()
+        .filter(|p| {
+            p.forecast.rate_bps.abs() >= 1.0 || p.forecast.eta.iter().any(|e| e.p90_s.is_some())
+        })
+        .take(10)
+        .collect();
+    if shown.is_empty() {
+        return;
+    }
+    println!(
+        "{:<48} {:>12}  TIME TO THRESHOLD (P50 / P90) IF ONLY IT GREW",
+        "PROJECT FORECAST", "GROWTH/s"
+    );
+    for p in shown {
+        println!(
+            "{:<48} {:>12}  {}",
+            p.path.display(),
+            signed_bytes(p.forecast.rate_bps as i64),
+            etas(&p.forecast)
+        );
+        println!("{:<48} next: {}", "", p.forecast.next);
+    }
+}
+
+/// `cleanup_free P50 2.1 min / P90 1.5 min · critical_free P50 none / P90 none`.
+fn etas(f: &ForecastView) -> String {
+    let time = |s: Option<f64>| s.map(human_seconds).unwrap_or_else(|| "none".into());
+    f.eta
+        .iter()
+        .map(|e| format!("{} P50 {} / P90 {}", e.name, time(e.p50_s), time(e.p90_s)))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// `8 s = sample 0 s + scan 1 s + delete 2 s (102 MiB at 50 MiB/s, assumed) + margin 5 s`.
+fn describe_lead(l: &Lead) -> String {
+    let measured = |m: bool| if m { "measured" } else { "assumed" };
+    let parts = format!(
+        "sample {} + scan {} ({}) + delete {} ({} at {}/s, {}) + margin {}",
+        human_seconds(l.sample_s),
+        human_seconds(l.scan_s),
+        measured(l.scan_measured),
+        human_seconds(l.delete_s),
+        human_bytes(l.delete_bytes),
+        human_bytes(l.delete_bps as u64),
+        measured(l.delete_measured),
+        human_seconds(l.margin_s)
+    );
+    if l.auto {
+        format!("{} = {parts}", human_seconds(l.lead_time_s))
+    } else {
+        format!(
+            "{} (fixed; auto would be {parts})",
+            human_seconds(l.lead_time_s)
+        )
     }
 }
 

@@ -2,8 +2,11 @@
 //! Owns every error message about the config file; it never touches the disk beyond reading the
 //! file it is given.
 
+mod forecast;
 mod tasks;
 mod units;
+
+pub use forecast::{ForecastConfig, LeadTime};
 
 pub use tasks::{
     named_params, AreaKind, GhostConfig, NaiveTimes, TasksConfig, UsageLimit, QUERY_PARAMS,
@@ -30,6 +33,9 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub thresholds: Thresholds,
+    /// Preemptive cleanup from the growth forecast (`[forecast]`).
+    #[serde(default)]
+    pub forecast: ForecastConfig,
     #[serde(default)]
     pub workspaces: Vec<Workspace>,
     #[serde(default)]
@@ -314,6 +320,7 @@ impl Config {
             ));
         }
         self.validate_thresholds()?;
+        self.forecast.validate(&self.thresholds)?;
         let mut seen_paths = HashSet::new();
         for (i, ws) in self.workspaces.iter().enumerate() {
             let at = |field: &str| vec!["workspaces".to_string(), i.to_string(), field.to_string()];

@@ -116,3 +116,56 @@ fn bad_phase_is_rejected() {
     assert_eq!(err.key.as_deref(), Some("rules.0.phase"), "{err}");
     assert_eq!(err.line, Some(20), "{err}");
 }
+
+#[test]
+fn forecast_defaults_apply_when_the_table_is_absent() {
+    let config = Config::parse(ISSUE_EXAMPLE, "example.toml").unwrap();
+    assert!(config.forecast.enabled);
+    assert_eq!(config.forecast.lead_time, LeadTime::Auto);
+    assert_eq!(config.forecast.lead_margin.0, Duration::from_secs(5));
+    assert_eq!(config.forecast.floor_free.0, FreeAmount::Percent(40.0));
+    let embedded = Config::embedded_default();
+    assert_eq!(embedded.forecast.lead_time, LeadTime::Auto);
+    assert_eq!(embedded.forecast.floor_free.0, FreeAmount::Percent(40.0));
+}
+
+#[test]
+fn forecast_keys_parse() {
+    let text = format!(
+        "{ISSUE_EXAMPLE}\n[forecast]\nenabled = false\nlead_time = \"90s\"\nlead_margin = \"2s\"\nfloor_free = \"100GiB\"\n"
+    );
+    let config = Config::parse(&text, "x.toml").unwrap();
+    assert!(!config.forecast.enabled);
+    assert_eq!(
+        config.forecast.lead_time,
+        LeadTime::Fixed(HumanDuration(Duration::from_secs(90)))
+    );
+    assert_eq!(config.forecast.lead_margin.0, Duration::from_secs(2));
+    assert_eq!(
+        config.forecast.floor_free.0,
+        FreeAmount::Absolute(100 << 30)
+    );
+}
+
+#[test]
+fn bad_forecast_values_name_key_and_line() {
+    let with = |body: &str| format!("{ISSUE_EXAMPLE}\n[forecast]\n{body}\n");
+    // ISSUE_EXAMPLE ends on line 27: `[forecast]` is line 29, its first key line 30.
+    for (body, key) in [
+        ("lead_time = \"soonish\"", "forecast.lead_time"),
+        ("lead_time = \"0s\"", "forecast.lead_time"),
+        ("lead_margin = 5", "forecast.lead_margin"),
+        ("floor_free = \"forty\"", "forecast.floor_free"),
+        ("floor_free = \"15%\"", "forecast.floor_free"),
+        ("enable = true", "forecast.enable"),
+    ] {
+        let err = Config::parse(&with(body), "x.toml").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{body}: {err}");
+        assert_eq!(err.line, Some(30), "{body}: {err}");
+        assert!(err.to_string().contains("x.toml"), "{err}");
+    }
+    let err = Config::parse(&with("lead_time = \"soonish\""), "x.toml").unwrap_err();
+    assert!(err.message.contains("auto"), "{err}");
+    let err = Config::parse(&with("floor_free = \"15%\""), "x.toml").unwrap_err();
+    assert!(err.message.contains("cleanup_free"), "{err}");
+}

@@ -1,23 +1,28 @@
 //! The daemon: the main loop that checks each guarded filesystem with `statvfs` every
-//! `poll_interval`, runs a cleanup cycle (survey → plan → execute → verify → escalate) when a
-//! threshold is crossed, and rewrites the state file. Every trigger arrives as an [`Event`].
+//! `poll_interval` (and every `sample_interval` with a reactive source), runs a cleanup cycle
+//! (survey → plan → execute → verify → escalate) when a threshold is crossed or when the growth
+//! forecast says one will be within the lead time (a preemptive phase 1), and rewrites the
+//! state file. Every trigger arrives as an [`Event`].
 //!
-//! Invariants: the survey (a tree walk) runs only when a filesystem is under pressure; a cycle
-//! ends at the target, when nothing is left to delete, or after a bounded number of rounds;
-//! shutdown is honoured between and during deletions.
+//! Invariants: the survey (a tree walk) runs only when a filesystem is under pressure or a
+//! forecast fired; a forecast never starts phase 2; a cycle ends at the target, when nothing is
+//! left to delete, or after a bounded number of rounds; every deletion of Guardian's own is a
+//! level reset for the forecasts; shutdown is honoured between and during deletions.
 
+pub mod forecast;
 pub mod state;
 
 use crate::aggregate::Aggregator;
 use crate::cleanup::{AuditLog, AuditRecord, Executor, ExtraProtection, Outcome};
 use crate::config::{CompiledRule, Config, Workspace};
 use crate::fsys::{self, FsSpace};
-use crate::policy::{self, Plan, Pressure};
+use crate::policy::{self, Limits, Plan, PlanInput, Preemptive, Pressure};
 use crate::protect::ProcSnapshot;
 use crate::sources::{self, ProjectDir, Source};
 use crate::survey;
 use crossbeam_channel::{select, Receiver};
-use state::{CycleSummary, DaemonState, FsState};
+use forecast::{Forecasts, Named};
+use state::{CycleSummary, DaemonState, ForecastState, FsState};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +73,42 @@ pub enum DaemonError {
     },
 }
 
+/// Why a cleanup cycle runs.
+enum CycleKind {
+    /// A threshold is crossed; the reason says which.
+    Reactive { reason: String },
+    /// A forecast fired before any threshold: phase 1 only, fastest growing projects first.
+    Preemptive {
+        plan: Preemptive,
+        growth: HashMap<PathBuf, f64>,
+    },
+}
+
+impl CycleKind {
+    /// What each round's plan is asked for.
+    fn input(&self) -> PlanInput<'_> {
+        match self {
+            CycleKind::Reactive { .. } => PlanInput {
+                continuing: true,
+                ..PlanInput::default()
+            },
+            CycleKind::Preemptive { plan, growth } => PlanInput {
+                continuing: true,
+                growth: Some(growth),
+                preemptive: Some(plan),
+            },
+        }
+    }
+
+    /// The cycle's trigger, in words.
+    fn describe(&self) -> String {
+        match self {
+            CycleKind::Reactive { reason } => reason.clone(),
+            CycleKind::Preemptive { plan, .. } => format!("preemptive: {}", plan.trigger),
+        }
+    }
+}
+
 /// Filesystems holding at least one workspace, grouped by device.
 #[derive(Clone, Debug)]
 pub struct GuardedFs {
@@ -85,6 +126,12 @@ pub struct FsPlan {
     pub space: FsSpace,
     pub plan: Plan,
     pub survey_errors: Vec<crate::scan::WalkError>,
+    /// Whether the workspaces were walked (only under pressure or for a forecast).
+    #[serde(skip)]
+    pub surveyed: bool,
+    /// Each surveyed project's allocated bytes.
+    #[serde(skip)]
+    pub project_bytes: Vec<(PathBuf, u64)>,
 }
 
 pub struct Guardian {
@@ -114,6 +161,12 @@ pub struct Guardian {
     tasks: crate::tasks::TaskService,
     /// The caller's extra protection combined with running-task protection (survey + executor).
     protection: ExtraProtection,
+    /// Growth models per filesystem and project, the lead time, the preemptive trigger.
+    forecasts: Forecasts,
+    /// The forecasts' clock: seconds since this instant.
+    started: Instant,
+    /// Each guarded filesystem's last `statvfs` and limits, by device (project forecasts).
+    spaces: HashMap<u64, (FsSpace, Limits)>,
 }
 
 impl Guardian {
@@ -154,7 +207,11 @@ impl Guardian {
             })
             .unwrap_or_default();
         let (source, source_skipped) = sources::open(config.daemon.source);
+        let forecasts = Forecasts::new(&config.forecast, config.daemon.sample_interval.0);
         Ok(Guardian {
+            forecasts,
+            started: Instant::now(),
+            spaces: HashMap::new(),
             source,
             source_skipped,
             aggregator: Aggregator::new(),
@@ -222,7 +279,10 @@ impl Guardian {
                 path: self.executor.audit_path().to_path_buf(),
                 source,
             })?;
-        tick.records.into_iter().for_each(|r| self.note(r));
+        for record in tick.records {
+            self.after_own_deletion(&record);
+            self.note(record);
+        }
         self.problems.extend(tick.problems);
         self.refresh_projects();
         self.filesystems = guarded_filesystems(&self.config.workspaces);
@@ -249,6 +309,7 @@ impl Guardian {
                     tracing::warn!(source = self.source.name(), "{note}");
                 }
                 self.aggregator.absorb(&sample, seconds);
+                self.feed_project_forecasts(&sample);
             }
             Err(e) => tracing::warn!("write source: {e}"),
         }
@@ -291,11 +352,33 @@ impl Guardian {
                 tracing::warn!("write source cannot watch the projects: {e}");
                 self.problems.push(e.to_string());
             }
+            self.forecasts.retain_projects(&projects);
             self.watched = projects;
         }
     }
 
-    /// Checks every guarded filesystem and runs a cycle where a threshold is crossed.
+    /// Feeds each project's growth from a counting source into its forecast (the poll source
+    /// counts nothing: its projects are fed scan sizes).
+    fn feed_project_forecasts(&mut self, sample: &sources::Sample) {
+        if self.source.name() == "poll" {
+            return;
+        }
+        let growth: HashMap<PathBuf, i64> = self
+            .watched
+            .iter()
+            .filter_map(|p| sample.growth.get(&p.id).map(|g| (p.path.clone(), *g)))
+            .collect();
+        let now = self.clock();
+        self.forecasts.absorb_growth(now, &growth);
+    }
+
+    /// Seconds since the daemon started: the forecasts' clock.
+    fn clock(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Checks every guarded filesystem: a cycle where a threshold is crossed, a preemptive one
+    /// where the forecast fires; every `statvfs` sample feeds the filesystem's forecast.
     fn guard(&mut self) -> Result<Vec<FsState>, DaemonError> {
         let mut states = Vec::new();
         for fs in self.filesystems.clone() {
@@ -307,31 +390,23 @@ impl Guardian {
                     .push(format!("cannot statvfs {}", fs.probe.display()));
                 continue;
             };
-            let assessment = policy::assess(&space, &self.config.thresholds, false);
-            if assessment.pressure != Pressure::Ok && !self.recently_stalled(fs.dev, &space) {
-                tracing::warn!(mount = %fs.mount.display(), reason = %assessment.reason, "pressure: starting a cleanup cycle");
-                let summary = self.cycle(&fs, &assessment.reason)?;
-                if summary.reached_target {
-                    self.stalled.remove(&fs.dev);
-                } else if !self.cancel.load(Ordering::Relaxed) {
-                    let avail = fsys::fs_space(&fs.probe)
-                        .map(|s| s.avail_bytes)
-                        .unwrap_or(0);
-                    self.stalled.insert(fs.dev, (avail, Instant::now()));
-                    tracing::warn!(
-                        mount = %fs.mount.display(),
-                        shortfall = summary.shortfall.as_deref().unwrap_or(""),
-                        "cleanup stopped short of the target; next full cycle in {:?} unless free space drops further",
-                        RETRY_AFTER_NOTHING_LEFT
-                    );
+            let now = self.clock();
+            self.forecasts.observe_fs(fs.dev, now, &space);
+            match self.cycle_due(&fs, now, &space) {
+                Some(kind) if !self.recently_stalled(fs.dev, &space) => {
+                    self.run_cycle(&fs, kind)?
                 }
-                self.last_cycle = Some(summary);
-                self.cycles_run += 1;
-            } else if assessment.pressure == Pressure::Ok {
-                self.stalled.remove(&fs.dev);
+                Some(_) => {}
+                None => {
+                    self.stalled.remove(&fs.dev);
+                }
             }
             let space = fsys::fs_space(&fs.probe).unwrap_or(space);
             let assessment = policy::assess(&space, &self.config.thresholds, false);
+            self.spaces.insert(fs.dev, (space, assessment.limits));
+            let forecast = self
+                .forecasts
+                .fs_view(fs.dev, self.clock(), &space, &assessment.limits);
             states.push(FsState {
                 mount: fs.mount.clone(),
                 workspaces: fs.workspaces.iter().map(|w| w.path.clone()).collect(),
@@ -339,16 +414,79 @@ impl Guardian {
                 limits: assessment.limits,
                 pressure: assessment.pressure,
                 reason: assessment.reason,
+                forecast: Some(forecast),
             });
         }
         Ok(states)
+    }
+
+    /// The cycle a filesystem needs now: reactive under a threshold, preemptive when its
+    /// forecast fires above them, none otherwise.
+    fn cycle_due(&self, fs: &GuardedFs, now: f64, space: &FsSpace) -> Option<CycleKind> {
+        let assessment = policy::assess(space, &self.config.thresholds, false);
+        if assessment.pressure != Pressure::Ok {
+            return Some(CycleKind::Reactive {
+                reason: assessment.reason,
+            });
+        }
+        let trigger = self
+            .forecasts
+            .check(fs.dev, now, space, &assessment.limits)?;
+        self.preemptive_kind(fs, &trigger, space, &assessment.limits)
+    }
+
+    /// The preemptive cycle a fired trigger asks for; none when its goal is already met (a
+    /// config whose `target_free` equals `cleanup_free` leaves a forecast nothing to do).
+    fn preemptive_kind(
+        &self,
+        fs: &GuardedFs,
+        trigger: &Named,
+        space: &FsSpace,
+        limits: &Limits,
+    ) -> Option<CycleKind> {
+        let plan = self.forecasts.preemptive(trigger, limits);
+        (plan.goal_free > space.avail_bytes).then(|| CycleKind::Preemptive {
+            plan,
+            growth: self.forecasts.growth_rates(fs.dev, space.avail_bytes),
+        })
+    }
+
+    /// Runs one cycle and remembers how it ended (a filesystem where it stopped short backs
+    /// off).
+    fn run_cycle(&mut self, fs: &GuardedFs, kind: CycleKind) -> Result<(), DaemonError> {
+        match &kind {
+            CycleKind::Reactive { reason } => {
+                tracing::warn!(mount = %fs.mount.display(), reason = %reason, "pressure: starting a cleanup cycle")
+            }
+            CycleKind::Preemptive { plan, .. } => {
+                tracing::warn!(mount = %fs.mount.display(), trigger = %plan.trigger, "forecast: starting a preemptive phase 1")
+            }
+        }
+        let summary = self.cycle(fs, &kind)?;
+        if summary.reached_target {
+            self.stalled.remove(&fs.dev);
+        } else if !self.cancel.load(Ordering::Relaxed) {
+            let avail = fsys::fs_space(&fs.probe)
+                .map(|s| s.avail_bytes)
+                .unwrap_or(0);
+            self.stalled.insert(fs.dev, (avail, Instant::now()));
+            tracing::warn!(
+                mount = %fs.mount.display(),
+                shortfall = summary.shortfall.as_deref().unwrap_or(""),
+                "cleanup stopped short of the target; next full cycle in {:?} unless free space drops further",
+                RETRY_AFTER_NOTHING_LEFT
+            );
+        }
+        self.last_cycle = Some(summary);
+        self.cycles_run += 1;
+        Ok(())
     }
 
     /// One cleanup cycle on one filesystem: rounds of survey → plan → execute, each starting
     /// from the free space `statvfs` really shows, until the target is reached or nothing is
     /// left. A round that frees less than planned is followed by one that plans the next
     /// candidates, and phase 2 once phase 1 is exhausted below `critical_free`.
-    fn cycle(&mut self, fs: &GuardedFs, trigger: &str) -> Result<CycleSummary, DaemonError> {
+    fn cycle(&mut self, fs: &GuardedFs, kind: &CycleKind) -> Result<CycleSummary, DaemonError> {
         let started = SystemTime::now();
         let start_space = fsys::fs_space(&fs.probe).ok();
         let mut attempted: HashSet<PathBuf> = HashSet::new();
@@ -358,7 +496,7 @@ impl Guardian {
         let mut shortfall = None;
         let mut reached_target = false;
         while rounds < MAX_ROUNDS && !self.cancel.load(Ordering::Relaxed) {
-            let plan = self.plan_fs(fs, true, &attempted);
+            let plan = self.plan_fs(fs, kind, &attempted);
             if plan.assessment.pressure == Pressure::Ok {
                 reached_target = true;
                 break;
@@ -380,6 +518,7 @@ impl Guardian {
             }
             for action in &todo {
                 attempted.insert(action.path.clone());
+                let began = Instant::now();
                 let report =
                     self.executor
                         .execute(action)
@@ -387,9 +526,12 @@ impl Guardian {
                             path: self.executor.audit_path().to_path_buf(),
                             source,
                         })?;
+                let seconds = began.elapsed().as_secs_f64();
                 actions += 1;
+                self.measure_deletion(&report, seconds);
+                self.after_own_deletion(&report.record);
                 self.note(report.record);
-                if report.outcome == Outcome::Interrupted || self.target_reached(fs) {
+                if report.outcome == Outcome::Interrupted || self.target_reached(fs, kind) {
                     break;
                 }
             }
@@ -407,12 +549,12 @@ impl Guardian {
             (Some(s), Some(e)) => e.avail_bytes.saturating_sub(s.avail_bytes),
             _ => 0,
         };
-        reached_target |= self.target_reached(fs);
+        reached_target |= self.target_reached(fs, kind);
         let summary = CycleSummary {
             mount: fs.mount.clone(),
             started: crate::cleanup::audit::timestamp(started),
             finished: crate::cleanup::audit::timestamp(SystemTime::now()),
-            trigger: trigger.to_string(),
+            trigger: kind.describe(),
             rounds,
             actions,
             bytes_freed,
@@ -440,10 +582,54 @@ impl Guardian {
         when.elapsed() < RETRY_AFTER_NOTHING_LEFT && space.avail_bytes + drop_allowed >= avail_then
     }
 
-    fn target_reached(&self, fs: &GuardedFs) -> bool {
+    /// True once the cycle's goal is met: the target, or a preemptive cycle's goal (unless a
+    /// threshold got crossed meanwhile, which makes it a usual cycle).
+    fn target_reached(&self, fs: &GuardedFs, kind: &CycleKind) -> bool {
         fsys::fs_space(&fs.probe)
-            .map(|s| policy::assess(&s, &self.config.thresholds, true).pressure == Pressure::Ok)
+            .map(|s| {
+                policy::assess_with(&s, &self.config.thresholds, &kind.input()).pressure
+                    == Pressure::Ok
+            })
             .unwrap_or(false)
+    }
+
+    /// Feeds a real deletion's speed into the lead-time estimate.
+    fn measure_deletion(&mut self, report: &crate::cleanup::ActionReport, seconds: f64) {
+        if matches!(report.outcome, Outcome::Deleted | Outcome::Partial) {
+            self.forecasts.lead.observe_deletion(
+                report.record.bytes_unlinked,
+                report.record.entries_removed,
+                seconds,
+            );
+        }
+    }
+
+    /// A deletion of Guardian's own (cleanup, sweep) is a level reset for the forecasts of its
+    /// filesystem and project, not growth going backwards nor a cycle to expect again.
+    fn after_own_deletion(&mut self, record: &AuditRecord) {
+        if record.dry_run || !matches!(record.outcome.as_str(), "deleted" | "partial") {
+            return;
+        }
+        let Some((fs, project)) = self.owner_of(&record.path) else {
+            return;
+        };
+        let now = self.clock();
+        if let Ok(space) = fsys::fs_space(&fs.probe) {
+            self.forecasts.fs_cleaned(fs.dev, now, &space);
+        }
+        self.forecasts
+            .project_cleaned(&project, now, record.bytes_unlinked);
+    }
+
+    /// The guarded filesystem and the project dir (a workspace's child) holding `path`.
+    fn owner_of(&self, path: &Path) -> Option<(GuardedFs, PathBuf)> {
+        self.filesystems.iter().find_map(|fs| {
+            let ws = fs.workspaces.iter().find(|w| path.starts_with(&w.path))?;
+            let project = path
+                .ancestors()
+                .find(|a| a.parent() == Some(ws.path.as_path()))?;
+            Some((fs.clone(), project.to_path_buf()))
+        })
     }
 
     fn vacuum_journal(&mut self, fs: &GuardedFs) -> Result<(), DaemonError> {
@@ -460,21 +646,41 @@ impl Guardian {
                 path: self.executor.audit_path().to_path_buf(),
                 source,
             })?;
+        if report.outcome == Outcome::Deleted {
+            if let Ok(space) = fsys::fs_space(&fs.probe) {
+                let now = self.clock();
+                self.forecasts.fs_cleaned(fs.dev, now, &space);
+            }
+        }
         self.note(report.record);
         Ok(())
     }
 
-    /// Surveys the filesystem's workspaces and plans, leaving out paths already attempted.
-    fn plan_fs(&self, fs: &GuardedFs, continuing: bool, attempted: &HashSet<PathBuf>) -> Plan {
-        plan_filesystem(
+    /// Surveys the filesystem's workspaces and plans, leaving out paths already attempted. A
+    /// survey's duration feeds the lead time; with the poll source, its project sizes feed the
+    /// project forecasts.
+    fn plan_fs(&mut self, fs: &GuardedFs, kind: &CycleKind, attempted: &HashSet<PathBuf>) -> Plan {
+        let began = Instant::now();
+        let planned = plan_filesystem(
             fs,
             &self.config,
             &self.rules,
-            continuing,
+            &kind.input(),
             attempted,
             &*self.protection,
-        )
-        .plan
+        );
+        if planned.surveyed {
+            self.forecasts
+                .lead
+                .observe_scan(began.elapsed().as_secs_f64());
+            if self.source.name() == "poll" {
+                let now = self.clock();
+                for (project, bytes) in &planned.project_bytes {
+                    self.forecasts.observe_project_size(project, now, *bytes);
+                }
+            }
+        }
+        planned.plan
     }
 
     fn note(&mut self, record: AuditRecord) {
@@ -502,7 +708,13 @@ impl Guardian {
                 .or_insert_with(|| sources::cgroup_path(id))
                 .clone()
         });
+        let forecast = ForecastState {
+            enabled: self.config.forecast.enabled,
+            lead_time: self.config.forecast.lead_time.to_string(),
+            projects: self.forecasts.project_views(self.clock(), &self.spaces),
+        };
         let state = DaemonState {
+            forecast: Some(forecast),
             source_skipped: self.source_skipped.clone(),
             projects,
             updated: crate::cleanup::audit::timestamp(SystemTime::now()),
@@ -530,7 +742,16 @@ pub fn plan_now(config: &Config) -> Vec<FsPlan> {
     let running = crate::tasks::running_protection(config, None);
     guarded_filesystems(&config.workspaces)
         .iter()
-        .map(|fs| plan_filesystem(fs, config, &rules, false, &HashSet::new(), &*running))
+        .map(|fs| {
+            plan_filesystem(
+                fs,
+                config,
+                &rules,
+                &PlanInput::default(),
+                &HashSet::new(),
+                &*running,
+            )
+        })
         .collect()
 }
 
@@ -539,7 +760,7 @@ fn plan_filesystem(
     fs: &GuardedFs,
     config: &Config,
     rules: &[CompiledRule],
-    continuing: bool,
+    input: &PlanInput<'_>,
     attempted: &HashSet<PathBuf>,
     extra_protection: &dyn Fn(&Path) -> Option<String>,
 ) -> FsPlan {
@@ -550,13 +771,15 @@ fn plan_filesystem(
         total_inodes: 0,
         avail_inodes: 0,
     });
-    let assessment = policy::assess(&space, &config.thresholds, continuing);
+    let assessment = policy::assess_with(&space, &config.thresholds, input);
     if assessment.pressure == Pressure::Ok {
         return FsPlan {
             mount: fs.mount.clone(),
             space,
-            plan: policy::plan(&space, &config.thresholds, &[], continuing),
+            plan: policy::plan_with(&space, &config.thresholds, &[], input),
             survey_errors: Vec::new(),
+            surveyed: false,
+            project_bytes: Vec::new(),
         };
     }
     let surveys: Vec<_> = fs
@@ -571,11 +794,18 @@ fn plan_filesystem(
         .as_secs() as i64;
     let mut candidates = survey::candidates(&surveys, rules, &procs, extra_protection, now);
     candidates.retain(|c| !attempted.contains(&c.path));
+    let project_bytes = surveys
+        .iter()
+        .flat_map(|s| &s.projects)
+        .map(|p| (p.path.clone(), p.usage.allocated))
+        .collect();
     FsPlan {
         mount: fs.mount.clone(),
         space,
-        plan: policy::plan(&space, &config.thresholds, &candidates, continuing),
+        plan: policy::plan_with(&space, &config.thresholds, &candidates, input),
         survey_errors: surveys.into_iter().flat_map(|s| s.errors).collect(),
+        surveyed: true,
+        project_bytes,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The daemon's state file (`state.json` in `state_dir`): what `guardian status` shows. Written
 //! atomically (temp file, fsync, rename) after every check.
 
+use super::forecast::{FsForecastView, ProjectForecastView};
 use crate::cleanup::AuditRecord;
 use crate::fsys::FsSpace;
 use crate::policy::{Limits, Pressure};
@@ -20,6 +21,20 @@ pub struct FsState {
     pub limits: Limits,
     pub pressure: Pressure,
     pub reason: String,
+    /// Growth rate, P50/P90 time to each threshold, the lead time and the next trigger.
+    #[serde(default)]
+    pub forecast: Option<FsForecastView>,
+}
+
+/// The forecasting side beyond each filesystem's own forecast.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForecastState {
+    /// `[forecast] enabled`: forecasts may start a preemptive phase 1.
+    pub enabled: bool,
+    /// `[forecast] lead_time` as configured (`auto` or a duration).
+    pub lead_time: String,
+    /// Each project's forecast against its filesystem, fastest growing first.
+    pub projects: Vec<ProjectForecastView>,
 }
 
 /// The last cleanup cycle.
@@ -51,6 +66,9 @@ pub struct DaemonState {
     /// Per-project write rates and top writing cgroups, busiest first.
     #[serde(default)]
     pub projects: Vec<crate::aggregate::ProjectActivity>,
+    /// Per-project forecasts and the forecast settings.
+    #[serde(default)]
+    pub forecast: Option<ForecastState>,
     pub dry_run: bool,
     pub poll_interval_ms: u64,
     pub filesystems: Vec<FsState>,

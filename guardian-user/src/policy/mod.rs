@@ -2,9 +2,10 @@
 //! no clock; everything it needs comes in as plain data, so every decision is testable.
 //!
 //! Invariants: a blocked (protected, in-use) candidate never becomes an action; phase 2 (whole
-//! project dirs) is planned only when phase 1 cannot bring free space back above `critical_free`;
-//! actions are ordered least recently active first; the plan stops once the estimates reach the
-//! target.
+//! project dirs) is planned only when phase 1 cannot bring free space back above `critical_free`,
+//! and never for a forecast (a preemptive plan is phase 1 only); actions are ordered least
+//! recently active first, or, when growth rates are given, fastest growing project first; the
+//! plan stops once the estimates reach the target.
 
 use crate::config::{human_bytes, FreeAmount, Thresholds};
 use crate::fsys::FsSpace;
@@ -219,6 +220,28 @@ pub struct Plan {
     pub shortfall_bytes: u64,
 }
 
+/// A phase 1 started by a forecast before any threshold is crossed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Preemptive {
+    /// Clean until this many bytes are free.
+    pub goal_free: u64,
+    /// Which forecast triggered it, in words (it becomes every action's reason).
+    pub trigger: String,
+}
+
+/// What a plan needs beyond the filesystem, the thresholds and the candidates.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlanInput<'a> {
+    /// Inside a cycle that already started (hysteresis up to the target).
+    pub continuing: bool,
+    /// Growth rate of each project, bytes per second: phase 1 takes the reclaimable bytes of the
+    /// fastest growing projects first (projects not growing keep the usual order after them).
+    pub growth: Option<&'a HashMap<PathBuf, f64>>,
+    /// A forecast-triggered phase 1; ignored once a threshold is really crossed (then the plan
+    /// is the usual one).
+    pub preemptive: Option<&'a Preemptive>,
+}
+
 /// Builds the plan: phase 1 candidates least recently active first until the target is reached;
 /// then, only if phase 1 cannot get free space back above `critical_free`, phase 2 rules and
 /// whole idle projects, least recently active first.
@@ -228,7 +251,69 @@ pub fn plan(
     candidates: &[Candidate],
     continuing: bool,
 ) -> Plan {
-    let assessment = assess(space, thresholds, continuing);
+    plan_with(
+        space,
+        thresholds,
+        candidates,
+        &PlanInput {
+            continuing,
+            ..PlanInput::default()
+        },
+    )
+}
+
+/// The state of a filesystem for a preemptive phase 1: under pressure (phase 1) until
+/// `goal_free` bytes are free, whatever the thresholds say; the reason is the forecast.
+pub fn assess_preemptive(space: &FsSpace, thresholds: &Thresholds, p: &Preemptive) -> Assessment {
+    let limits = Limits::resolve(thresholds, space);
+    let bytes_needed = p.goal_free.saturating_sub(space.avail_bytes);
+    Assessment {
+        pressure: if bytes_needed > 0 {
+            Pressure::Pressure
+        } else {
+            Pressure::Ok
+        },
+        limits,
+        bytes_needed,
+        inodes_needed: 0,
+        reason: format!(
+            "preemptive: {}; cleaning to {} free",
+            p.trigger,
+            human_bytes(p.goal_free)
+        ),
+    }
+}
+
+/// The assessment a plan with `input` works from: the preemptive goal while no threshold is
+/// crossed, the usual assessment otherwise.
+pub fn assess_with(space: &FsSpace, thresholds: &Thresholds, input: &PlanInput<'_>) -> Assessment {
+    match preemptive_in_force(space, thresholds, input) {
+        Some(p) => assess_preemptive(space, thresholds, p),
+        None => assess(space, thresholds, input.continuing),
+    }
+}
+
+/// The preemptive request of `input`, unless a threshold is really crossed.
+fn preemptive_in_force<'a>(
+    space: &FsSpace,
+    thresholds: &Thresholds,
+    input: &PlanInput<'a>,
+) -> Option<&'a Preemptive> {
+    let crossed = assess(space, thresholds, false).pressure != Pressure::Ok;
+    input.preemptive.filter(|_| !crossed)
+}
+
+/// [`plan`] with growth ordering and forecast-triggered (preemptive) phase 1: a preemptive plan
+/// cleans phase 1 up to its goal and never plans phase 2; once a threshold is really crossed,
+/// the usual assessment (and phase 2 when due) takes over.
+pub fn plan_with(
+    space: &FsSpace,
+    thresholds: &Thresholds,
+    candidates: &[Candidate],
+    input: &PlanInput<'_>,
+) -> Plan {
+    let preemptive = preemptive_in_force(space, thresholds, input);
+    let assessment = assess_with(space, thresholds, input);
     let mut plan = Plan {
         assessment: assessment.clone(),
         actions: Vec::new(),
@@ -250,7 +335,10 @@ pub fn plan(
         .collect();
 
     let mut phase1: Vec<&Candidate> = usable.iter().copied().filter(|c| c.phase() == 1).collect();
-    sort_least_recently_active(&mut phase1);
+    match input.growth {
+        Some(growth) => sort_fastest_growing_first(&mut phase1, growth),
+        None => sort_least_recently_active(&mut phase1),
+    }
     let mut budget = Budget::new(&assessment);
     let phase1_total: u64 = phase1.iter().map(|c| c.bytes).sum();
     let phase1_total_inodes: u64 = phase1.iter().map(|c| c.inodes).sum();
@@ -265,8 +353,9 @@ pub fn plan(
     let limits = &assessment.limits;
     let bytes_after_phase1 = space.avail_bytes.saturating_add(phase1_total);
     let inodes_after_phase1 = space.avail_inodes.saturating_add(phase1_total_inodes);
-    plan.phase2_allowed = bytes_after_phase1 < limits.critical_bytes
-        || (space.total_inodes > 0 && inodes_after_phase1 < limits.critical_inodes);
+    plan.phase2_allowed = preemptive.is_none()
+        && (bytes_after_phase1 < limits.critical_bytes
+            || (space.total_inodes > 0 && inodes_after_phase1 < limits.critical_inodes));
     if plan.phase2_allowed && !budget.met() {
         plan_phase2(&mut plan, &usable, &mut budget);
     }
@@ -330,12 +419,31 @@ fn plan_phase2(plan: &mut Plan, usable: &[&Candidate], budget: &mut Budget) {
 
 /// Oldest project activity first; within a project, oldest entry first, then biggest.
 fn sort_least_recently_active(candidates: &mut [&Candidate]) {
+    candidates.sort_by(|a, b| least_recently_active(a, b));
+}
+
+fn least_recently_active(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    a.project_active
+        .cmp(&b.project_active)
+        .then(a.newest_mtime.cmp(&b.newest_mtime))
+        .then(b.bytes.cmp(&a.bytes))
+        .then(a.path.cmp(&b.path))
+}
+
+/// Projects growing fastest first (positive finite rates only); the rest, and ties, least
+/// recently active first.
+fn sort_fastest_growing_first(candidates: &mut [&Candidate], growth: &HashMap<PathBuf, f64>) {
+    let rate = |c: &Candidate| {
+        growth
+            .get(&c.project)
+            .copied()
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .unwrap_or(0.0)
+    };
     candidates.sort_by(|a, b| {
-        a.project_active
-            .cmp(&b.project_active)
-            .then(a.newest_mtime.cmp(&b.newest_mtime))
-            .then(b.bytes.cmp(&a.bytes))
-            .then(a.path.cmp(&b.path))
+        rate(b)
+            .total_cmp(&rate(a))
+            .then_with(|| least_recently_active(a, b))
     });
 }
 

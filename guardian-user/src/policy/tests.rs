@@ -170,3 +170,132 @@ fn continuing_cycle_cleans_to_target_between_thresholds() {
     assert_eq!(p.assessment.bytes_needed, 50 * MIB);
     assert_eq!(p.actions.len(), 1);
 }
+
+fn preemptive(goal_mib: u64) -> Preemptive {
+    Preemptive {
+        goal_free: goal_mib * MIB,
+        trigger: "forecast: P90 5s to cleanup_free".into(),
+    }
+}
+
+#[test]
+fn growth_orders_phase1_fastest_growing_project_first() {
+    // 18% free: 120 MiB to reach 30%. Without growth: least recently active first.
+    let mut git = rule("/w/fast/.git", "/w/fast", 10, 300);
+    git.newest_mtime = 250;
+    let candidates = [
+        rule("/w/idle/node_modules", "/w/idle", 100, 100),
+        rule("/w/slow/node_modules", "/w/slow", 100, 200),
+        rule("/w/fast/node_modules", "/w/fast", 100, 300),
+        git,
+    ];
+    let growth: HashMap<PathBuf, f64> = [
+        (PathBuf::from("/w/slow"), 1e6),
+        (PathBuf::from("/w/fast"), 2e7),
+        (PathBuf::from("/w/idle"), 0.0),
+    ]
+    .into_iter()
+    .collect();
+    let input = PlanInput {
+        growth: Some(&growth),
+        ..PlanInput::default()
+    };
+    let p = plan_with(&fs(1000, 180), &thresholds(), &candidates, &input);
+    let paths: Vec<_> = p.actions.iter().map(|a| a.path.to_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/w/fast/.git",
+            "/w/fast/node_modules",
+            "/w/slow/node_modules"
+        ]
+    );
+    // Absent growth: the usual order, as `plan` gives it.
+    let usual = plan_with(
+        &fs(1000, 180),
+        &thresholds(),
+        &candidates,
+        &PlanInput::default(),
+    );
+    assert_eq!(
+        usual,
+        plan(&fs(1000, 180), &thresholds(), &candidates, false)
+    );
+    let paths: Vec<_> = usual
+        .actions
+        .iter()
+        .map(|a| a.path.to_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/w/idle/node_modules", "/w/slow/node_modules"]);
+}
+
+#[test]
+fn preemptive_plans_phase1_to_its_goal_above_every_threshold() {
+    // 35% free: no threshold crossed, so the usual plan does nothing.
+    let candidates = [
+        rule("/w/a/node_modules", "/w/a", 60, 1),
+        rule("/w/b/node_modules", "/w/b", 60, 2),
+        rule("/w/c/node_modules", "/w/c", 60, 3),
+    ];
+    assert!(plan(&fs(1000, 350), &thresholds(), &candidates, false)
+        .actions
+        .is_empty());
+    let goal = preemptive(450);
+    let input = PlanInput {
+        preemptive: Some(&goal),
+        ..PlanInput::default()
+    };
+    let p = plan_with(&fs(1000, 350), &thresholds(), &candidates, &input);
+    assert_eq!(p.assessment.pressure, Pressure::Pressure);
+    assert_eq!(p.assessment.bytes_needed, 100 * MIB);
+    let paths: Vec<_> = p.actions.iter().map(|a| a.path.to_str().unwrap()).collect();
+    assert_eq!(paths, ["/w/a/node_modules", "/w/b/node_modules"]);
+    for a in &p.actions {
+        assert_eq!(a.phase, 1);
+        assert!(
+            a.reason.contains("preemptive") && a.reason.contains("forecast: P90 5s"),
+            "the reason names the forecast: {}",
+            a.reason
+        );
+    }
+    // At the goal: nothing to do.
+    let p = plan_with(&fs(1000, 450), &thresholds(), &candidates, &input);
+    assert_eq!(p.assessment.pressure, Pressure::Ok);
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn preemptive_never_plans_phase2() {
+    // Only idle projects, no phase-1 candidate: a forecast deletes nothing.
+    let candidates = [project("/w/old", 300, 1), project("/w/older", 300, 0)];
+    let goal = preemptive(600);
+    let input = PlanInput {
+        preemptive: Some(&goal),
+        ..PlanInput::default()
+    };
+    let p = plan_with(&fs(1000, 250), &thresholds(), &candidates, &input);
+    assert_eq!(p.assessment.pressure, Pressure::Pressure);
+    assert!(!p.phase2_allowed);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.shortfall_bytes, 350 * MIB);
+}
+
+#[test]
+fn a_real_crossing_turns_a_preemptive_plan_into_the_usual_one() {
+    // 7% free, below critical: the usual assessment, phase 2 included, and its reason.
+    let candidates = [
+        rule("/w/a/node_modules", "/w/a", 10, 5),
+        project("/w/old", 300, 1),
+    ];
+    let goal = preemptive(900);
+    let input = PlanInput {
+        continuing: true,
+        preemptive: Some(&goal),
+        ..PlanInput::default()
+    };
+    let p = plan_with(&fs(1000, 70), &thresholds(), &candidates, &input);
+    assert_eq!(p, plan(&fs(1000, 70), &thresholds(), &candidates, true));
+    assert_eq!(p.assessment.pressure, Pressure::Critical);
+    assert!(p.phase2_allowed);
+    assert!(!p.assessment.reason.contains("preemptive"));
+}

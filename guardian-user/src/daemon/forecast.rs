@@ -1,0 +1,523 @@
+//! Forecasts in the daemon: one growth model per guarded filesystem (fed every `statvfs`) and
+//! one per project (fed the write source's counters, or scan sizes with the poll source),
+//! Guardian's own deletions taken as level resets, the lead time a preemptive phase 1 needs
+//! (measured scan and deletion speed), the trigger, and what `guardian status` shows of it all.
+//! Pure: no IO, no clock; the daemon passes timestamps (seconds since it started) and
+//! measurements.
+
+use crate::config::{human_bytes, ForecastConfig, LeadTime};
+use crate::fsys::FsSpace;
+use crate::policy::{Limits, Preemptive};
+use crate::predict::{Forecast, Forecaster, Params, Trigger, TriggerRule};
+use crate::sources::ProjectDir;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Scan and plan time assumed until a survey has been timed, seconds.
+const DEFAULT_SCAN_S: f64 = 1.0;
+/// Deletion throughput assumed until the executor has deleted something, bytes per second
+/// (a slow disk; the executor measured ~400 MB/s on the benchmark tree).
+const DEFAULT_DELETE_BPS: f64 = 50.0 * 1024.0 * 1024.0;
+/// Weight of the newest survey in the scan time.
+const SCAN_WEIGHT: f64 = 0.3;
+/// Each new deletion keeps this much of the past measurements.
+const DELETE_MEMORY: f64 = 0.9;
+/// How long a drop of our own waits for the source to report it (fanotify, inotify): that
+/// shrinkage is not counted twice.
+const OWN_DROP_WINDOW_S: f64 = 30.0;
+
+/// One project's model.
+struct ProjectModel {
+    /// Device of the project dir: which filesystem it grows on.
+    dev: u64,
+    /// Its bytes as far as the source tells (counters since start, or the last scan size).
+    level: u64,
+    forecaster: Forecaster,
+    /// Bytes Guardian deleted here that the source may still report as shrinkage, and when.
+    own_drop: Option<(u64, f64)>,
+}
+
+impl ProjectModel {
+    /// Adds the source's growth, leaving out shrinkage Guardian's own deletions explain.
+    fn absorb(&mut self, t: f64, growth: i64) {
+        let mut growth = growth;
+        if let Some((pending, since)) = self.own_drop {
+            let explained = growth.saturating_neg().clamp(0, pending as i64);
+            growth += explained;
+            let left = pending - explained as u64;
+            self.own_drop = (left > 0 && t - since < OWN_DROP_WINDOW_S).then_some((left, since));
+        }
+        self.level = self.level.saturating_add_signed(growth);
+        self.forecaster.observe(t, self.level);
+    }
+
+    /// Guardian deleted `bytes` here: a level reset.
+    fn cleaned(&mut self, t: f64, bytes: u64) {
+        self.level = self.level.saturating_sub(bytes);
+        let pending = self.own_drop.map_or(0, |(b, _)| b);
+        self.own_drop = Some((pending + bytes, t));
+        self.forecaster.reset(t, self.level);
+    }
+}
+
+/// Running estimates of how long a preemptive phase 1 takes: the survey and plan, and the
+/// deletions (bytes and entries per second of the executor's real removals).
+#[derive(Clone, Debug)]
+pub struct LeadEstimator {
+    fixed_s: Option<f64>,
+    margin_s: f64,
+    sample_s: f64,
+    scan_s: Option<f64>,
+    /// Decayed sums of what the executor removed and how long it took.
+    deleted_bytes: f64,
+    deleted_entries: f64,
+    deleting_s: f64,
+}
+
+impl LeadEstimator {
+    pub fn new(config: &ForecastConfig, sample_interval: Duration) -> LeadEstimator {
+        LeadEstimator {
+            fixed_s: match config.lead_time {
+                LeadTime::Auto => None,
+                LeadTime::Fixed(d) => Some(d.0.as_secs_f64()),
+            },
+            margin_s: config.lead_margin.0.as_secs_f64(),
+            sample_s: sample_interval.as_secs_f64(),
+            scan_s: None,
+            deleted_bytes: 0.0,
+            deleted_entries: 0.0,
+            deleting_s: 0.0,
+        }
+    }
+
+    /// A survey and plan took `seconds`.
+    pub fn observe_scan(&mut self, seconds: f64) {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return;
+        }
+        self.scan_s = Some(match self.scan_s {
+            Some(s) => (1.0 - SCAN_WEIGHT) * s + SCAN_WEIGHT * seconds,
+            None => seconds,
+        });
+    }
+
+    /// The executor removed `bytes` in `entries` entries in `seconds`.
+    pub fn observe_deletion(&mut self, bytes: u64, entries: u64, seconds: f64) {
+        if !seconds.is_finite() || seconds <= 0.0 || (bytes == 0 && entries == 0) {
+            return;
+        }
+        self.deleted_bytes = DELETE_MEMORY * self.deleted_bytes + bytes as f64;
+        self.deleted_entries = DELETE_MEMORY * self.deleted_entries + entries as f64;
+        self.deleting_s = DELETE_MEMORY * self.deleting_s + seconds;
+    }
+
+    /// Measured deletion throughput, bytes per second.
+    fn delete_bps(&self) -> Option<f64> {
+        (self.deleting_s > 0.0 && self.deleted_bytes > 0.0)
+            .then(|| self.deleted_bytes / self.deleting_s)
+    }
+
+    fn delete_entries_ps(&self) -> Option<f64> {
+        (self.deleting_s > 0.0).then(|| self.deleted_entries / self.deleting_s)
+    }
+
+    /// The lead time for a phase 1 that deletes `delete_bytes`, part by part.
+    pub fn lead(&self, delete_bytes: u64) -> Lead {
+        let bps = self.delete_bps().unwrap_or(DEFAULT_DELETE_BPS);
+        let scan_s = self.scan_s.unwrap_or(DEFAULT_SCAN_S);
+        let delete_s = delete_bytes as f64 / bps;
+        let auto_s = self.sample_s + scan_s + delete_s + self.margin_s;
+        Lead {
+            lead_time_s: self.fixed_s.unwrap_or(auto_s),
+            auto: self.fixed_s.is_none(),
+            sample_s: self.sample_s,
+            scan_s,
+            scan_measured: self.scan_s.is_some(),
+            delete_bytes,
+            delete_s,
+            delete_bps: bps,
+            delete_entries_ps: self.delete_entries_ps(),
+            delete_measured: self.delete_bps().is_some(),
+            margin_s: self.margin_s,
+        }
+    }
+}
+
+/// A lead time and what it is made of (`guardian status`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lead {
+    /// The lead time in use, seconds.
+    pub lead_time_s: f64,
+    /// False when `lead_time` is a fixed duration (the parts below are then for information).
+    pub auto: bool,
+    pub sample_s: f64,
+    pub scan_s: f64,
+    pub scan_measured: bool,
+    /// What phase 1 would delete (`target_free` − `cleanup_free`), and how long that takes.
+    pub delete_bytes: u64,
+    pub delete_s: f64,
+    pub delete_bps: f64,
+    pub delete_entries_ps: Option<f64>,
+    pub delete_measured: bool,
+    pub margin_s: f64,
+}
+
+/// The time to one threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdEta {
+    /// `cleanup_free`, `min_free` or `critical_free`.
+    pub name: String,
+    /// Free bytes at the threshold.
+    pub threshold: u64,
+    pub p50_s: Option<f64>,
+    pub p90_s: Option<f64>,
+}
+
+/// One forecast as `guardian status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForecastView {
+    /// Growth, bytes per second.
+    pub rate_bps: f64,
+    pub samples: u64,
+    pub eta: Vec<ThresholdEta>,
+    /// The forecast that would trigger a preemptive phase 1 next, in words.
+    pub next: String,
+    /// Set when the forecast triggers now: which one (the audit lines' reason).
+    pub trigger: Option<String>,
+}
+
+/// A filesystem's forecast, with the rule it is checked against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FsForecastView {
+    #[serde(flatten)]
+    pub forecast: ForecastView,
+    /// `[forecast] enabled`.
+    pub enabled: bool,
+    pub floor_free: u64,
+    pub lead: Lead,
+}
+
+/// A project's forecast: "if only this project grew", against its filesystem's free space.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProjectForecastView {
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub forecast: ForecastView,
+}
+
+/// Every growth model of the daemon.
+pub struct Forecasts {
+    config: ForecastConfig,
+    filesystems: HashMap<u64, Forecaster>,
+    projects: HashMap<PathBuf, ProjectModel>,
+    pub lead: LeadEstimator,
+}
+
+impl Forecasts {
+    pub fn new(config: &ForecastConfig, sample_interval: Duration) -> Forecasts {
+        Forecasts {
+            config: config.clone(),
+            filesystems: HashMap::new(),
+            projects: HashMap::new(),
+            lead: LeadEstimator::new(config, sample_interval),
+        }
+    }
+
+    /// A `statvfs` sample of the filesystem `dev`.
+    pub fn observe_fs(&mut self, dev: u64, t: f64, space: &FsSpace) {
+        self.fs_model(dev).observe(t, used(space));
+    }
+
+    /// Guardian freed space on `dev`; `space` is measured after it.
+    pub fn fs_cleaned(&mut self, dev: u64, t: f64, space: &FsSpace) {
+        self.fs_model(dev).reset(t, used(space));
+    }
+
+    fn fs_model(&mut self, dev: u64) -> &mut Forecaster {
+        self.filesystems
+            .entry(dev)
+            .or_insert_with(|| Forecaster::new(Params::default()))
+    }
+
+    /// Keeps one model per current project dir (new ones start empty).
+    pub fn retain_projects(&mut self, projects: &[ProjectDir]) {
+        self.projects
+            .retain(|path, _| projects.iter().any(|p| &p.path == path));
+        for p in projects {
+            self.projects
+                .entry(p.path.clone())
+                .or_insert_with(|| ProjectModel {
+                    dev: p.dev,
+                    level: 0,
+                    forecaster: Forecaster::new(Params::default()),
+                    own_drop: None,
+                });
+        }
+    }
+
+    /// One drain of a counting source: every project's growth since the last one (absent:
+    /// none).
+    pub fn absorb_growth(&mut self, t: f64, growth: &HashMap<PathBuf, i64>) {
+        for (path, model) in self.projects.iter_mut() {
+            model.absorb(t, growth.get(path).copied().unwrap_or(0));
+        }
+    }
+
+    /// A project's size as a survey measured it (the poll source has no counters).
+    pub fn observe_project_size(&mut self, path: &Path, t: f64, bytes: u64) {
+        if let Some(model) = self.projects.get_mut(path) {
+            model.level = bytes;
+            model.forecaster.observe(t, bytes);
+        }
+    }
+
+    /// Guardian deleted `bytes` inside `project`.
+    pub fn project_cleaned(&mut self, project: &Path, t: f64, bytes: u64) {
+        if let Some(model) = self.projects.get_mut(project) {
+            model.cleaned(t, bytes);
+        }
+    }
+
+    /// Growth rate of each project on `dev` with `free` bytes left (the plan's ordering).
+    pub fn growth_rates(&self, dev: u64, free: u64) -> HashMap<PathBuf, f64> {
+        self.projects
+            .iter()
+            .filter(|(_, m)| m.dev == dev)
+            .map(|(path, m)| (path.clone(), m.forecaster.rate_bps(free)))
+            .collect()
+    }
+
+    /// The lead time a preemptive phase 1 needs on a filesystem with these limits.
+    pub fn lead(&self, limits: &Limits) -> Lead {
+        self.lead.lead(phase1_bytes(limits))
+    }
+
+    fn rule(&self, space: &FsSpace, limits: &Limits) -> TriggerRule {
+        TriggerRule {
+            lead_time_s: self.lead(limits).lead_time_s,
+            floor_free: self.config.floor_free.0.resolve(space.total_bytes),
+        }
+    }
+
+    /// The preemptive trigger for filesystem `dev` now, if its forecast fires (only with
+    /// `[forecast] enabled`; never for a threshold already crossed, nor above the floor).
+    pub fn check(&self, dev: u64, t: f64, space: &FsSpace, limits: &Limits) -> Option<Named> {
+        if !self.config.enabled {
+            return None;
+        }
+        let model = self.filesystems.get(&dev)?;
+        let levels = thresholds(limits, false);
+        let forecast = forecast_at(model, t, space, &levels);
+        fire(&self.rule(space, limits), &forecast, &levels)
+    }
+
+    /// What a fired trigger asks the policy for: phase 1 freeing what the reactive cycle would
+    /// free at the crossing (`target_free` − `cleanup_free`), so that free space is at the usual
+    /// target when the forecast crossing comes instead of at the threshold.
+    pub fn preemptive(&self, trigger: &Named, limits: &Limits) -> Preemptive {
+        Preemptive {
+            goal_free: trigger
+                .trigger
+                .free_bytes
+                .saturating_add(phase1_bytes(limits)),
+            trigger: trigger.describe(),
+        }
+    }
+
+    /// The filesystem's forecast for `guardian status`.
+    pub fn fs_view(&self, dev: u64, t: f64, space: &FsSpace, limits: &Limits) -> FsForecastView {
+        let rule = self.rule(space, limits);
+        let forecast = match self.filesystems.get(&dev) {
+            Some(model) => self.view(model, t, space, limits, &rule),
+            None => ForecastView {
+                rate_bps: 0.0,
+                samples: 0,
+                eta: Vec::new(),
+                next: "no sample yet".into(),
+                trigger: None,
+            },
+        };
+        FsForecastView {
+            forecast,
+            enabled: self.config.enabled,
+            floor_free: rule.floor_free,
+            lead: self.lead(limits),
+        }
+    }
+
+    /// Every project's forecast against its filesystem (`spaces` by device), fastest growing
+    /// first.
+    pub fn project_views(
+        &self,
+        t: f64,
+        spaces: &HashMap<u64, (FsSpace, Limits)>,
+    ) -> Vec<ProjectForecastView> {
+        let mut out: Vec<ProjectForecastView> = self
+            .projects
+            .iter()
+            .filter_map(|(path, m)| {
+                let (space, limits) = spaces.get(&m.dev)?;
+                let rule = self.rule(space, limits);
+                Some(ProjectForecastView {
+                    path: path.clone(),
+                    forecast: self.view(&m.forecaster, t, space, limits, &rule),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.forecast
+                .rate_bps
+                .total_cmp(&a.forecast.rate_bps)
+                .then(a.path.cmp(&b.path))
+        });
+        out
+    }
+
+    fn view(
+        &self,
+        model: &Forecaster,
+        t: f64,
+        space: &FsSpace,
+        limits: &Limits,
+        rule: &TriggerRule,
+    ) -> ForecastView {
+        let levels = thresholds(limits, true);
+        let forecast = forecast_at(model, t, space, &levels);
+        let trigger_levels = thresholds(limits, false);
+        let fired = fire(rule, &forecast, &trigger_levels).filter(|_| self.config.enabled);
+        let next = if self.config.enabled {
+            next_trigger(&forecast, &trigger_levels, rule, fired.as_ref())
+        } else {
+            "preemptive cleanup is off ([forecast] enabled = false)".into()
+        };
+        ForecastView {
+            rate_bps: forecast.rate_bps,
+            samples: forecast.samples,
+            eta: levels
+                .iter()
+                .zip(&forecast.eta)
+                .map(|((name, threshold), eta)| ThresholdEta {
+                    name: name.to_string(),
+                    threshold: *threshold,
+                    p50_s: eta.p50_s,
+                    p90_s: eta.p90_s,
+                })
+                .collect(),
+            next,
+            trigger: fired.map(|f| f.describe()),
+        }
+    }
+}
+
+/// A fired trigger and the name of its threshold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Named {
+    pub name: &'static str,
+    pub trigger: Trigger,
+}
+
+impl Named {
+    /// Which forecast triggered, for the audit log: `cleanup_free forecast: free … lead time …`.
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.name, self.trigger.describe())
+    }
+}
+
+/// Used bytes as the forecasts count them: size − available.
+fn used(space: &FsSpace) -> u64 {
+    space.total_bytes.saturating_sub(space.avail_bytes)
+}
+
+/// What phase 1 frees from the `cleanup_free` crossing up to the target.
+fn phase1_bytes(limits: &Limits) -> u64 {
+    limits.target_bytes.saturating_sub(limits.cleanup_bytes)
+}
+
+/// The named free-space levels forecasts are made for: those a forecast may act on
+/// (`cleanup_free`, `min_free` when set), and `critical_free` for the status.
+fn thresholds(limits: &Limits, with_critical: bool) -> Vec<(&'static str, u64)> {
+    let mut out = vec![("cleanup_free", limits.cleanup_bytes)];
+    if limits.min_free_bytes > 0 {
+        out.push(("min_free", limits.min_free_bytes));
+    }
+    if with_critical {
+        out.push(("critical_free", limits.critical_bytes));
+    }
+    out
+}
+
+fn forecast_at(
+    model: &Forecaster,
+    t: f64,
+    space: &FsSpace,
+    levels: &[(&'static str, u64)],
+) -> Forecast {
+    let bytes: Vec<u64> = levels.iter().map(|(_, b)| *b).collect();
+    model.forecast(t, space.avail_bytes, &bytes)
+}
+
+fn fire(rule: &TriggerRule, forecast: &Forecast, levels: &[(&'static str, u64)]) -> Option<Named> {
+    let trigger = rule.check(forecast)?;
+    let name = levels
+        .iter()
+        .find(|(_, b)| *b == trigger.threshold)
+        .map_or("threshold", |(n, _)| n);
+    Some(Named { name, trigger })
+}
+
+/// "preemptive phase 1 when P90 to cleanup_free < lead 12 s and free < floor 410 MiB; now
+/// P90 = 3 min, free 500 MiB", or why it fires now, or that the reactive path has it.
+fn next_trigger(
+    forecast: &Forecast,
+    levels: &[(&'static str, u64)],
+    rule: &TriggerRule,
+    fired: Option<&Named>,
+) -> String {
+    if let Some(f) = fired {
+        return format!("preemptive phase 1 now: {}", f.describe());
+    }
+    let free = forecast.free_bytes;
+    if let Some((name, _)) = levels.iter().find(|(_, b)| free < *b) {
+        return format!("under {name}: the reactive cycle's business, not a forecast's");
+    }
+    let nearest = levels.iter().zip(&forecast.eta).min_by(|(_, a), (_, b)| {
+        let key = |e: &crate::predict::Eta| e.p90_s.unwrap_or(f64::INFINITY);
+        key(a).total_cmp(&key(b))
+    });
+    let Some(((name, _), eta)) = nearest else {
+        return "no threshold to forecast".into();
+    };
+    let now = match eta.p90_s {
+        Some(s) => format!("P90 = {}", human_seconds(s)),
+        None if forecast.samples < Params::default().min_samples => {
+            "too few samples for a forecast".into()
+        }
+        None => "no crossing in sight".into(),
+    };
+    format!(
+        "preemptive phase 1 when P90 to {name} < lead {} and free < floor {}; now {now}, free {}",
+        human_seconds(rule.lead_time_s),
+        human_bytes(rule.floor_free),
+        human_bytes(free)
+    )
+}
+
+/// `0.2 s`, `12 s`, `3.5 min`, `5.2 h`, `3.1 days`.
+pub fn human_seconds(s: f64) -> String {
+    if s < 9.95 {
+        format!("{s:.1} s")
+    } else if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 90.0 * 60.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s < 48.0 * 3600.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} days", s / 86400.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;
