@@ -37,7 +37,8 @@ impl DaemonConfig<'_> {
         self.state.join("state")
     }
 
-    /// The TOML text: one workspace, the `node_modules` rule, no journal vacuum, no task DB.
+    /// The TOML text: one workspace, the `node_modules` rule, no journal vacuum, no task DB, no
+    /// forecasting (the benches measure the write path and the reactive path alone).
     pub fn toml(&self) -> String {
         format!(
             r#"# Written by `cargo xtask bench`.
@@ -54,6 +55,9 @@ cleanup_free = "{cleanup}"
 critical_free = "{critical}"
 target_free = "{target}"
 min_free = "0B"
+
+[forecast]
+enabled = false
 
 [[workspaces]]
 path = "{ws}"

@@ -270,8 +270,9 @@ impl ReactionReport {
         let method = format!(
             "Per trial: a fresh {} MiB tmpfs with a generated workspace, the real \
              `target/release/guardian run` with `cleanup_free = \"{}MiB\"`, `sample_interval = \
-             \"250ms\"` and `poll_interval = \"30s\"` (so only the sampler can react in time; \
-             `poll` keeps its default 5 s, for contrast), started and ready (state file \
+             \"250ms\"`, `poll_interval = \"30s\"` (so only the sampler can react in time; \
+             `poll` keeps its default 5 s, for contrast) and `[forecast] enabled = false` (this \
+             measures the reactive path; the forecast's lead is tested in tests/forecast.rs), started and ready (state file \
              written). After a delay that spreads the crossing evenly over the sampler's (for \
              `poll`: the poller's) period, a writer in the bench process writes 1 MiB chunks \
              into a file of one project and calls `statvfs` after each; the crossing is the \
