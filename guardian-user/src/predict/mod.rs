@@ -9,13 +9,17 @@
 //!    spreads (an EWMA of the absolute departures) plus `jump_min_bytes` is an *event*, and its
 //!    interval adds nothing to the growth series the scales are fed. A drop (cleanup, deletion,
 //!    log truncation, or an explicit [`Forecaster::reset`]) is a level reset, never negative
-//!    growth. A rise (burst) is counted apart, as a burst rate: decayed burst bytes over decayed
-//!    time *without the largest burst*, so one burst alone moves no rate (a burst written over
-//!    consecutive samples is one burst).
+//!    growth. A rise (burst) goes into a ledger (`bursts.rs`; a burst written over consecutive
+//!    samples is one burst), and a later drop takes back the burst it removes (a temporary
+//!    file): what stays is growth that comes in jumps. Bursts are rare, so their rate is
+//!    measured over a window matched to the forecast's horizon `h` (the last `burst_window × h`,
+//!    at least the longest window of the bank), the largest burst of the window counted only
+//!    as much as the second largest: one burst alone moves no rate.
 //! 2. **A bank of scales.** The growth series feeds exponentially weighted least-squares lines
 //!    (Brown's double exponential smoothing: Holt's level + trend with one time constant, exact
 //!    for irregular sampling) with time constants from seconds to hours (`scales_s`). Each gives
-//!    a trend (+ its burst rate), its standard error, and how far back it looks (its *window*).
+//!    a trend, its standard error, and how far back it looks (its *window*); each trend plus the
+//!    horizon's burst rate is a rate the forecast can use.
 //! 3. **Each horizon uses the scale that has forecast it best.** A scale may only speak for a
 //!    time its window can vouch for: `horizon_ratio × window ≥` the time it claims (or, when it
 //!    claims slower growth than the slowest scale, the time it contradicts); predict_linear's
@@ -25,15 +29,20 @@
 //!    A change of regime reaches the backtest only after the horizon has passed, so a faster
 //!    eligible scale whose forecast departs from the chosen one's by more than `change_k` times
 //!    the chosen one's recent error takes over at once.
-//! 4. **First passage.** Temporary files and bursts cross a threshold before the trend does:
-//!    the P50 margin is taken `noise_p50` noise deviations (and `burst_p50` typical bursts)
-//!    short of the threshold, the P90 margin `noise_p90` deviations. P50 is none while the
-//!    growth is not told apart from none, and beyond what has been watched.
-//! 5. **P90** is the time at which growth at the chosen rate plus `z90` times that scale's
-//!    recent error (at that horizon) covers the P90 margin, so noise and rate changes widen it
-//!    as much as they have lately; it is never later than the earliest crossing any eligible
-//!    scale makes at trend + `z90` standard errors (with the burst rate's), which catches a
-//!    change of regime the backtest has not seen yet, and never later than P50.
+//! 4. **First passage.** Noise crosses a threshold before the trend does: the P50 margin is
+//!    taken `noise_p50` noise deviations short of the threshold, the P90 margin `noise_p90`.
+//!    And a burst (kept or temporary) that lands while the margin left is smaller than itself
+//!    crosses at once: bursts of each size seen in the horizon's window land at the rate they
+//!    did, the margin shrinking at the chosen rate, and the crossing is the first of the
+//!    trend's and a burst's (`burst_passage`). P50 is when that has happened with probability
+//!    ½; none while the growth is not told apart from none and no burst can cross, and beyond
+//!    what has been watched.
+//! 5. **P90** is when it has happened with probability 0.1, the trend's growth by then taken
+//!    as normal around the chosen rate with that scale's recent error (at that horizon) as its
+//!    spread, so noise and rate changes widen it as much as they have lately; it is never later
+//!    than the earliest crossing any eligible scale makes at trend + `z90` standard errors
+//!    (with the burst rate's), which catches a change of regime the backtest has not seen yet,
+//!    and never later than P50.
 //! 6. **Cycles.** Drops that come at regular intervals (a cron wipe, daily log rotation; three
 //!    or more) are expected again: a forecast that reaches past the next one continues from the
 //!    level it leaves (`cycle.rs`); P90 allows the drop to be late, and the copy of a
@@ -43,12 +52,14 @@
 //! the lead time *and* free space is already under a floor (node_exporter's `avail < 40%`), so
 //! growth far from every threshold triggers nothing.
 
+mod bursts;
 mod cycle;
 mod scale;
 mod skill;
 #[cfg(test)]
 mod tests;
 
+use bursts::{Ledger, Passage, Window};
 use cycle::{Cycle, Cycles};
 use scale::{Fit, Scale};
 use serde::{Deserialize, Serialize};
@@ -91,11 +102,19 @@ pub struct Params {
     /// does), for P50 and for P90.
     pub noise_p50: f64,
     pub noise_p90: f64,
-    /// Typical bursts (the mean of the recent ones but the largest) the threshold is assumed
-    /// to be crossed by, for P50.
+    /// Typical bursts (the mean of the kept ones of the window but the largest) the threshold
+    /// is assumed to be crossed by, for P50. 0 by default: `burst_passage` accounts for the
+    /// burst a crossing comes with.
     pub burst_p50: f64,
     /// Times to a threshold beyond this are reported as none (no crossing in sight), seconds.
     pub max_eta_s: f64,
+    /// The burst rate of a forecast `h` ahead is measured over the last `burst_window × h`
+    /// (at least the longest window of the bank, at most everything watched).
+    pub burst_window: f64,
+    /// First passage by a burst: a burst as large as the margin left crosses at once, bursts
+    /// of each size of that window landing at the rate they did (not with a regular cycle,
+    /// whose copies the cycle foresees).
+    pub burst_passage: bool,
 }
 
 impl Default for Params {
@@ -115,8 +134,10 @@ impl Default for Params {
             cycles: true,
             noise_p50: 1.0,
             noise_p90: 2.0,
-            burst_p50: 1.0,
+            burst_p50: 0.0,
             max_eta_s: 30.0 * 86_400.0,
+            burst_window: 2.0,
+            burst_passage: true,
         }
     }
 }
@@ -174,7 +195,8 @@ pub struct ScaleView {
     /// Trend of the growth (events excluded), bytes per second, and its standard error.
     pub trend_bps: f64,
     pub trend_se_bps: f64,
-    /// Rate of the recent bursts but the largest, bytes per second.
+    /// Rate of the bursts kept over the same window (the largest counted as the second
+    /// largest), bytes per second.
     pub burst_bps: f64,
 }
 
@@ -214,6 +236,8 @@ pub struct Forecaster {
     reset_pending: bool,
     /// The previous sample was a burst.
     in_burst: bool,
+    /// The bursts, and what later drops have left of each.
+    ledger: Ledger,
     events: Events,
     cycles: Cycles,
 }
@@ -246,6 +270,7 @@ impl Forecaster {
             growth: 0.0,
             reset_pending: false,
             in_burst: false,
+            ledger: Ledger::default(),
             events: Events::default(),
             cycles: Cycles::default(),
         }
@@ -287,6 +312,7 @@ impl Forecaster {
             self.last = Some((t, y));
             self.samples = 1;
             self.reset_pending = false;
+            self.ledger.start(t);
             self.scales = self
                 .params
                 .scales_s
@@ -357,13 +383,13 @@ impl Forecaster {
                 self.events.bursts += 1;
             }
         }
+        if is_burst {
+            self.ledger.burst(t, departure, continued);
+        } else if is_reset {
+            self.ledger.drop_bytes(-departure);
+        }
         for s in &mut self.scales {
             s.push(dt, dg);
-            if is_burst {
-                s.burst(departure, continued);
-            } else if is_reset {
-                s.drop_bytes(-departure);
-            }
         }
         self.reset_pending = false;
         self.last = Some((t, y));
@@ -384,6 +410,7 @@ impl Forecaster {
     /// What each scale of the bank sees now (fastest first; scales without enough samples are
     /// left out): for diagnostics and detailed status output.
     pub fn scales(&self) -> Vec<ScaleView> {
+        let now = self.last.map_or(0.0, |(t, _)| t);
         self.scales
             .iter()
             .zip(&self.fits)
@@ -393,18 +420,18 @@ impl Forecaster {
                     window_s: f.window,
                     trend_bps: f.slope,
                     trend_se_bps: f.slope_se,
-                    burst_bps: f.burst_rate,
+                    burst_bps: self.ledger.window(now, f.window).rate,
                 })
             })
             .collect()
     }
 
     /// What the next increment should be: the trend of the fastest scale that has seen at
-    /// least ten samples' worth (a faster one chases the noise it is judged against), else
-    /// the mean rate since the first sample.
+    /// least ten samples' worth (a faster one chases the noise it is judged against; bursts
+    /// are what departs from it), else the mean rate since the first sample.
     fn reference_rate(&self) -> f64 {
         match self.fits.iter().flatten().find(|f| f.dof >= 8.0) {
-            Some(f) => f.slope + f.burst_rate,
+            Some(f) => f.slope,
             None => match self.last {
                 Some((t, y)) if t > self.first.0 => (y - self.first.1) / (t - self.first.0),
                 _ => 0.0,
@@ -415,7 +442,7 @@ impl Forecaster {
     /// The growth rate (bytes per second) at the scale chosen for the time to full when
     /// `free_bytes` are left.
     pub fn rate_bps(&self, free_bytes: u64) -> f64 {
-        let rates = self.rates();
+        let rates = self.rates_for(free_bytes as f64);
         self.choose(&rates, free_bytes as f64)
             .and_then(|i| rates[i].map(|r| r.r50))
             .unwrap_or(0.0)
@@ -425,7 +452,6 @@ impl Forecaster {
     /// `now` with `free_bytes` free (the caller's fresh measurement: the model gives the rate,
     /// the measurement where we are).
     pub fn forecast(&self, now: f64, free_bytes: u64, thresholds: &[u64]) -> Forecast {
-        let rates = self.rates();
         let free = free_bytes as f64;
         let cycle = if self.params.cycles {
             self.cycles.at(now)
@@ -433,10 +459,11 @@ impl Forecaster {
             None
         };
         let used_now = self.last.map(|(_, y)| y).unwrap_or(0.0);
-        let eta = thresholds
+        let eta: Vec<Eta> = thresholds
             .iter()
             .map(|&threshold| {
                 let margin = free - threshold as f64;
+                let rates = self.rates_for(margin.max(0.0));
                 self.eta(&rates, threshold, margin, cycle.map(|c| (c, now, used_now)))
             })
             .collect();
@@ -445,10 +472,14 @@ impl Forecaster {
             .map(|&th| free - th as f64)
             .filter(|m| *m > 0.0)
             .fold(free, f64::min);
-        let rate_bps = self
-            .choose(&rates, nearest)
-            .and_then(|i| rates[i].map(|r| r.r50))
-            .unwrap_or(0.0);
+        // The rate of the nearest threshold's ETA (the same choice), else for the time to full.
+        let rate_bps = match thresholds
+            .iter()
+            .position(|&th| free - th as f64 == nearest)
+        {
+            Some(i) => eta[i].rate_bps,
+            None => self.rate_bps(free_bytes),
+        };
         Forecast {
             at: now,
             free_bytes,
@@ -459,9 +490,9 @@ impl Forecaster {
         }
     }
 
-    /// Every scale with a usable fit, fastest first (index = scale); none before
-    /// `min_samples`.
-    fn rates(&self) -> Vec<Option<Rate>> {
+    /// Every scale with a usable fit, fastest first (index = scale), its trend plus the rate
+    /// of the `bursts` window; none before `min_samples`.
+    fn rates(&self, bursts: Window) -> Vec<Option<Rate>> {
         if self.samples < self.params.min_samples {
             return Vec::new();
         }
@@ -470,10 +501,11 @@ impl Forecaster {
             .iter()
             .map(|f| {
                 f.map(|fit| {
-                    let r50 = fit.slope + fit.burst_rate;
-                    let se = fit.slope_se.hypot(fit.burst_se);
+                    let r50 = fit.slope + bursts.rate;
+                    let se = fit.slope_se.hypot(bursts.se);
                     Rate {
                         fit,
+                        bursts,
                         r50,
                         se,
                         r90: r50 + t_quantile(z, fit.dof) * se,
@@ -481,6 +513,47 @@ impl Forecaster {
                 })
             })
             .collect()
+    }
+
+    /// The bursts of the window matched to a forecast `horizon` seconds ahead: the last
+    /// `burst_window × horizon`, at least the longest window of the bank.
+    fn bursts_for(&self, horizon: f64) -> Window {
+        let now = self.last.map_or(0.0, |(t, _)| t);
+        let longest = self
+            .fits
+            .iter()
+            .flatten()
+            .map(|f| f.window)
+            .fold(0.0, f64::max);
+        let span = (self.params.burst_window * horizon).max(longest);
+        self.ledger.window(now, span)
+    }
+
+    /// The rates for forecasting `margin` bytes ahead: every scale's trend plus the burst rate
+    /// of the window matched to the horizon (two passes: the horizon moves with the rate,
+    /// first guessed with the slowest scale's trend and the longest window's bursts).
+    fn rates_for(&self, margin: f64) -> Vec<Option<Rate>> {
+        let max = self.params.max_eta_s;
+        let mut rates = self.rates(self.bursts_for(0.0));
+        if self.ledger.is_empty() {
+            return rates;
+        }
+        let Some(slowest) = rates.iter().rposition(Option::is_some) else {
+            return rates;
+        };
+        let mut horizon = rates[slowest].map_or(max, |r| eta(margin, r.r50).min(max));
+        for _ in 0..2 {
+            rates = self.rates(self.bursts_for(horizon));
+            let Some(r) = self.choose(&rates, margin).and_then(|c| rates[c]) else {
+                break;
+            };
+            let next = eta(margin, r.r50).min(max);
+            if (next - horizon).abs() <= 0.01 * horizon {
+                break;
+            }
+            horizon = next;
+        }
+        rates
     }
 
     /// The scale behind P50 for `margin` bytes.
@@ -578,26 +651,53 @@ impl Forecaster {
             .map(|s| s.fit.sigma)
             .fold(r.fit.sigma, f64::min);
         let trend_margin = margin + r.fit.above;
-        // Bursts are noise too: a crossing tends to come with one, of typical size.
+        // Bursts are noise too: a crossing tends to come with one, of typical size (by default
+        // left to the first passage by a burst below).
         let m50 = margin
             .min(trend_margin - p.noise_p50 * sigma)
-            .min(margin - p.burst_p50 * r.fit.burst_typical)
+            .min(margin - p.burst_p50 * r.bursts.typical)
             .max(0.0);
         let m90 = margin.min(trend_margin - p.noise_p90 * sigma).max(0.0);
+        // A burst that lands while the margin left is smaller than itself crosses at once (a
+        // regular cycle's copy is the cycle's business): the crossing is the first of the
+        // trend's and a burst's.
+        let passage = |m: f64| {
+            if !p.burst_passage || cycle.is_some() {
+                return None;
+            }
+            let now = self.last.map_or(0.0, |(t, _)| t);
+            let (span, sizes) = self.ledger.sizes(now, r.bursts.span);
+            Passage::new(&sizes, span, m, r.r50)
+        };
+        let curve = if p.backtest {
+            self.skill.curve(chosen)
+        } else {
+            Vec::new()
+        };
         // No crossing in sight while the growth is not told apart from none (at the P90
         // level).
+        let significant = r.r50 > t_quantile(p.z90, r.fit.dof) * r.se;
         let p50 = if m50 <= 0.0 {
             Some(0.0)
         } else {
-            (r.r50 > t_quantile(p.z90, r.fit.dof) * r.se).then(|| m50 / r.r50)
+            let trend = significant.then(|| Trend {
+                margin: m50,
+                rate: r.r50,
+                curve: &curve,
+            });
+            first_of(trend, passage(m50).as_ref(), 0.5, p.max_eta_s)
         };
-        // P90 from the chosen scale's recent errors: the first e with r·e + z·rmse(e) ≥ m90…
+        // P90 from the chosen scale's recent errors: the first e with r·e + z·rmse(e) ≥ m90
+        // (with bursts: the first of that and a burst at 10 %)…
         let mut p90 = if m90 <= 0.0 {
             Some(0.0)
-        } else if p.backtest {
-            self.pessimistic(chosen, r.r50, m90)
         } else {
-            None
+            let trend = (!curve.is_empty()).then(|| Trend {
+                margin: m90,
+                rate: r.r50,
+                curve: &curve,
+            });
+            first_of(trend, passage(m90).as_ref(), 0.1, p.max_eta_s)
         };
         // …and no later than the earliest crossing an eligible scale makes at trend + z se.
         let reference = rates
@@ -640,31 +740,105 @@ impl Forecaster {
         };
         out
     }
+}
 
-    /// The first time e at which `rate · e + z90 · rmse(e)` reaches `margin`, with the chosen
-    /// scale's backtest errors; `None` before any horizon is backtested.
-    fn pessimistic(&self, scale: usize, rate: f64, margin: f64) -> Option<f64> {
-        let z = self.params.z90;
-        let curve = self.skill.curve(scale);
-        let reach = |e: f64| Some(rate * e + z * skill::rmse_at(&curve, e)?);
-        let mut hi = 1.0;
-        while reach(hi)? < margin {
-            hi *= 2.0;
-            if hi > self.params.max_eta_s {
-                return None;
-            }
+/// The trend's crossing of a margin: growth by `t` is normal, mean `rate · t`, standard
+/// deviation the backtest's error at `t` (`curve`; none: the trend crosses at `margin / rate`).
+struct Trend<'a> {
+    margin: f64,
+    rate: f64,
+    curve: &'a [(f64, f64)],
+}
+
+impl Trend<'_> {
+    /// Probability that the trend has crossed by `t`.
+    fn crossed(&self, t: f64) -> f64 {
+        let mean = self.rate * t;
+        match skill::rmse_at(self.curve, t) {
+            Some(sd) if sd > 0.0 => normal_cdf((mean - self.margin) / sd),
+            _ => f64::from(mean >= self.margin),
         }
-        // Bisection to 0.1 % (the bracket is [hi/2, hi] after the doubling).
-        let mut lo = 0.5 * hi;
-        while hi - lo > 1e-3 * hi {
-            let mid = 0.5 * (lo + hi);
-            if reach(mid)? >= margin {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
+    }
+}
+
+/// The time by which the first of the trend's crossing and a burst's has happened with
+/// probability `p` (independent: P = 1 − (1 − P_trend)·e^(−H)); `None` when neither happens
+/// within `max`.
+fn first_of(trend: Option<Trend>, passage: Option<&Passage>, p: f64, max: f64) -> Option<f64> {
+    let alone = passage.map(|b| b.time(p)).filter(|t| *t <= max);
+    let Some(trend) = trend else {
+        return alone;
+    };
+    if passage.is_none() && p == 0.5 {
+        // The trend alone: its median is where it reaches the margin.
+        return (trend.rate > 0.0)
+            .then(|| trend.margin / trend.rate)
+            .filter(|t| *t <= max);
+    }
+    let crossed = |t: f64| {
+        let burst = passage.map_or(0.0, |b| b.hazard(t));
+        1.0 - (1.0 - trend.crossed(t)) * (-burst).exp()
+    };
+    // Bracket: the first crossing is no later than the burst's alone, nor (for p ≤ ½) than
+    // the trend's median; else from 1 s, doubling.
+    let median = (trend.rate > 0.0 && p <= 0.5).then(|| trend.margin / trend.rate);
+    let mut hi = match (alone, median) {
+        (Some(a), Some(m)) => a.min(m),
+        (a, m) => a.or(m).unwrap_or(1.0),
+    }
+    .max(1e-3);
+    while crossed(hi) < p {
+        hi *= 2.0;
+        if hi > max {
+            return alone;
         }
-        Some(hi)
+    }
+    // Regula falsi (Illinois) on [0, hi] to 10⁻⁴: the probability is smooth in t.
+    let (mut lo, mut f_lo) = (0.0, crossed(0.0) - p);
+    if f_lo >= 0.0 {
+        return Some(0.0);
+    }
+    let mut f_hi = crossed(hi) - p;
+    let mut side = 0;
+    for _ in 0..100 {
+        if hi - lo <= 1e-4 * hi {
+            break;
+        }
+        let mut t = (lo * f_hi - hi * f_lo) / (f_hi - f_lo);
+        if !(t > lo && t < hi) {
+            t = 0.5 * (lo + hi);
+        }
+        let f = crossed(t) - p;
+        if f >= 0.0 {
+            (hi, f_hi) = (t, f);
+            if side == 1 {
+                f_lo *= 0.5;
+            }
+            side = 1;
+        } else {
+            (lo, f_lo) = (t, f);
+            if side == -1 {
+                f_hi *= 0.5;
+            }
+            side = -1;
+        }
+    }
+    Some(hi)
+}
+
+/// Standard normal distribution function (Abramowitz & Stegun 7.1.26, error < 1.5e-7).
+fn normal_cdf(x: f64) -> f64 {
+    let z = x.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erfc = poly * (-z * z).exp();
+    if x >= 0.0 {
+        1.0 - 0.5 * erfc
+    } else {
+        0.5 * erfc
     }
 }
 
@@ -689,6 +863,8 @@ fn t_quantile(z: f64, dof: f64) -> f64 {
 #[derive(Clone, Copy, Debug)]
 struct Rate {
     fit: Fit,
+    /// The bursts of the window matched to the horizon.
+    bursts: Window,
     /// Trend + burst rate.
     r50: f64,
     /// Its standard error (trend and bursts).

@@ -19,17 +19,6 @@ pub(super) struct Scale {
     q0: f64,
     q1: f64,
     q2: f64,
-    /// Decayed bytes of the upward events (bursts) not cancelled by a later drop.
-    jumps: f64,
-    /// The largest of them, decayed the same way.
-    jump_max: f64,
-    /// Decayed sum of their squares (the spread of the burst rate), and their decayed count.
-    jump_sq: f64,
-    jump_n: f64,
-    /// The burst under way (written over several samples), decayed.
-    jump_last: f64,
-    /// Decayed observed time (∫ e^(-age/tau)), the normaliser of `jumps`.
-    time: f64,
     /// The last interval and its decay (sampling is usually regular: one `exp` saved).
     last_dt: f64,
     last_decay: f64,
@@ -51,14 +40,6 @@ pub(super) struct Fit {
     /// Length of the uniform window with the same spread of sample times: how far back this
     /// scale really looks (≈ 3.46 tau once it has seen more than a few tau).
     pub window: f64,
-    /// Average rate of the recent burst events but the largest, bytes per second (one burst
-    /// alone makes no rate).
-    pub burst_rate: f64,
-    /// Mean size of the recent bursts but the largest, bytes (0 with fewer than two).
-    pub burst_typical: f64,
-    /// Standard error of `burst_rate` (compound Poisson: √Σ size² over the decayed time, the
-    /// largest burst left out as in the rate).
-    pub burst_se: f64,
 }
 
 impl Scale {
@@ -74,12 +55,6 @@ impl Scale {
             q0: 1.0,
             q1: 0.0,
             q2: 0.0,
-            jumps: 0.0,
-            jump_max: 0.0,
-            jump_sq: 0.0,
-            jump_n: 0.0,
-            jump_last: 0.0,
-            time: 0.0,
             last_dt: f64::NAN,
             last_decay: 1.0,
         }
@@ -118,41 +93,9 @@ impl Scale {
         for q in [&mut self.q0, &mut self.q1, &mut self.q2] {
             *q *= decay2;
         }
-        self.jumps *= decay;
-        self.jump_max *= decay;
-        self.jump_sq *= decay * decay;
-        self.jump_n *= decay;
-        self.jump_last *= decay;
-        self.time = self.time * decay + self.tau * (1.0 - decay);
         // The new point sits at (0, 0) with weight 1.
         self.s0 += 1.0;
         self.q0 += 1.0;
-    }
-
-    /// An upward event of `bytes` (burst) just happened; `continued`: it goes on the burst of
-    /// the previous sample (one burst written over several samples).
-    pub fn burst(&mut self, bytes: f64, continued: bool) {
-        let before = if continued { self.jump_last } else { 0.0 };
-        if !continued {
-            self.jump_n += 1.0;
-        }
-        self.jump_last = before + bytes;
-        self.jumps += bytes;
-        self.jump_max = self.jump_max.max(self.jump_last);
-        self.jump_sq += self.jump_last * self.jump_last - before * before;
-    }
-
-    /// A drop of `bytes` (deletion) just happened: it first takes back recent bursts (a temp
-    /// file written then removed, a log copied then truncated); the rest is a cleanup, which
-    /// resets the level and is never counted as negative growth.
-    pub fn drop_bytes(&mut self, bytes: f64) {
-        let left = (self.jumps - bytes).max(0.0);
-        if self.jumps > 0.0 {
-            self.jump_sq *= (left / self.jumps).powi(2);
-            self.jump_n *= left / self.jumps;
-        }
-        self.jumps = left;
-        self.jump_max = self.jump_max.min(self.jumps);
     }
 
     /// The weighted least-squares line, or `None` while there are too few samples.
@@ -175,7 +118,6 @@ impl Scale {
         let spread = (self.q2 - 2.0 * xm * self.q1 + xm * xm * self.q0).max(0.0);
         let slope_se = (sigma2 * spread).sqrt() / sxx;
         let window = (12.0 * sxx / self.s0).sqrt();
-        let time = self.time.max(f64::MIN_POSITIVE);
         Some(Fit {
             slope,
             slope_se,
@@ -183,16 +125,6 @@ impl Scale {
             sigma: sigma2.sqrt(),
             above: slope * xm - ym,
             window,
-            burst_rate: (self.jumps - self.jump_max).max(0.0) / time,
-            burst_typical: if self.jump_n > 1.5 {
-                (self.jumps - self.jump_max).max(0.0) / (self.jump_n - 1.0)
-            } else {
-                0.0
-            },
-            burst_se: (self.jump_sq - self.jump_max * self.jump_max)
-                .max(0.0)
-                .sqrt()
-                / time,
         })
     }
 }

@@ -472,3 +472,106 @@ fn samples_out_of_order_are_ignored() {
     assert_eq!(forecast.eta[0].p50_s, None);
     assert_eq!(f.forecast(10.0, 400, &[500]).eta[0].p50_s, Some(0.0));
 }
+
+#[test]
+fn bursts_that_stay_are_growth() {
+    // Most of the growth comes in bursts that stay (1–3 GiB every 40 minutes, an image pull or
+    // a build's artifacts), some in temporary files that are removed again (10 GiB for 20
+    // minutes every 3 hours), over a slow background: after a day and a half the rate is the
+    // bursts' and the background's, neither the temporary files' nor short of the largest
+    // burst (within 5 %).
+    let size = 2048.0 * GIB;
+    let threshold = (0.2 * size) as u64;
+    let background = 0.2e6;
+    let mut disk = Disk::new(size);
+    let mut noise = Noise(60);
+    let mut used = 0.6 * size;
+    let mut kept = 0.0;
+    let mut t = 0.0;
+    while t <= 36.0 * HOUR {
+        let minute = (t / MINUTE) as u64;
+        if minute % 40 == 39 {
+            let burst = (1.0 + 2.0 * noise.unit()) * GIB;
+            used += burst;
+            kept += burst;
+        }
+        let temporary = if minute % 180 >= 100 && minute % 180 < 120 {
+            10.0 * GIB
+        } else {
+            0.0
+        };
+        used += background * MINUTE;
+        disk.sample(t, used + temporary + 50.0 * MIB * noise.normal());
+        t += MINUTE;
+    }
+    let rate = background + kept / disk.t;
+    let measured = disk.f.rate_bps(disk.free());
+    assert!(
+        within(measured, rate, 0.05),
+        "rate {measured:.0}, truth {rate:.0}"
+    );
+    // 270 GiB from the threshold: P50 is the fill's, a little earlier as a temporary file
+    // may cross once the margin is down to its size.
+    let eta = disk.eta(threshold);
+    let margin = disk.free() as f64 - threshold as f64;
+    let p50 = eta.p50_s.expect("growing");
+    let (fill, reachable) = (margin / rate, (margin - 10.0 * GIB) / rate);
+    assert!(
+        p50 > 0.98 * reachable && p50 < 1.02 * fill,
+        "P50 {p50:.0} s, fill {fill:.0} s"
+    );
+}
+
+#[test]
+fn temporary_files_larger_than_the_margin_cross_by_themselves() {
+    // A slow fill (1 MB/s) and, every 1–3 hours (irregularly: no cycle), a 20 GiB temporary
+    // file for 10 minutes. With 15 GiB left, the next one crosses: it comes within about
+    // 2 h·ln 2 with probability ½ and 2 h·ln(1/0.9) ≈ 13 minutes with probability 0.1, so the
+    // trigger (lead time 1 h) fires although the fill alone would take over 4 hours.
+    let size = 512.0 * GIB;
+    let threshold = (0.2 * size) as u64;
+    let rule = TriggerRule {
+        lead_time_s: HOUR,
+        floor_free: (0.4 * size) as u64,
+    };
+    let rate = 1e6;
+    let mut disk = Disk::new(size);
+    let mut noise = Noise(70);
+    let base = size - threshold as f64 - 15.0 * GIB - rate * 24.0 * HOUR;
+    let (mut t, mut next, mut files) = (0.0, HOUR, 0);
+    while t <= 24.0 * HOUR {
+        if t >= next + 10.0 * MINUTE {
+            next += HOUR + 2.0 * HOUR * noise.unit();
+            files += 1;
+        }
+        let temporary = if t >= next { 20.0 * GIB } else { 0.0 };
+        disk.sample(t, base + rate * t + temporary + 50.0 * MIB * noise.normal());
+        t += MINUTE;
+    }
+    assert!(disk.free() > threshold, "ends between two temporary files");
+    let forecast = disk.forecast(&[threshold]);
+    assert_eq!(forecast.cycle_s, None, "{files} temporary files");
+    let eta = &forecast.eta[0];
+    let (p50, p90) = (eta.p50_s.expect("P50"), eta.p90_s.expect("P90"));
+    let fill = (disk.free() - threshold) as f64 / rate;
+    assert!(fill > 4.0 * HOUR);
+    let every = 24.0 * HOUR / files as f64;
+    assert!(
+        within(p50, every * 2f64.ln(), 0.25),
+        "P50 {p50:.0} s, every {every:.0} s"
+    );
+    assert!(p90 < 0.5 * HOUR, "P90 {p90:.0} s");
+    assert!(rule.check(&forecast).is_some());
+    // With more left than the temporary files (25 GiB), they cannot cross until the fill has
+    // brought the margin down to their size (2.9 h): P50 is the fill's, or a little earlier.
+    let far = threshold - (10.0 * GIB) as u64;
+    let eta = disk.eta(far);
+    let fill = (disk.free() - far) as f64 / rate;
+    let p50 = eta.p50_s.expect("P50");
+    let reachable = fill - 20.0 * GIB / rate;
+    assert!(
+        p50 > reachable && p50 <= 1.001 * fill,
+        "P50 {p50:.0} s, fill {fill:.0} s"
+    );
+    assert!(eta.p90_s.is_some_and(|p90| p90 > reachable), "{eta:?}");
+}
