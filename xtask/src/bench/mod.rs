@@ -11,7 +11,7 @@
 
 mod daemon;
 mod reaction;
-mod report;
+pub(crate) mod report;
 mod scratch;
 mod sources;
 mod tree;
@@ -195,7 +195,7 @@ impl BenchArgs {
     }
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -272,7 +272,7 @@ pub fn run_inner(args: &BenchArgs, guardian_bin: &Path) -> Result<ExitCode> {
     let machine = Machine::detect();
     let run = RunInfo {
         when: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
-        revision: revision(),
+        revision: revision(&["guardian-user", "guardian-common", "guardian-ebpf"]),
         command: args.display(),
     };
     eprintln!(
@@ -664,35 +664,28 @@ fn check_cancel(cancel: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
+pub(crate) fn command_line(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The commit measured, and whether the sources differ from it.
-fn revision() -> String {
+/// The commit measured, and whether the sources under `paths` differ from it.
+pub(crate) fn revision(paths: &[&str]) -> String {
     let root = workspace_root();
     let root = root.to_string_lossy();
     let Some(commit) = command_line("git", &["-C", &root, "rev-parse", "--short", "HEAD"]) else {
         return "unknown revision".into();
     };
-    let dirty = command_line(
-        "git",
-        &[
-            "-C",
-            &root,
-            "status",
-            "--porcelain",
-            "--",
-            "guardian-user",
-            "guardian-common",
-        ],
-    )
-    .is_some_and(|s| !s.is_empty());
+    let mut args = vec!["-C", &*root, "status", "--porcelain", "--"];
+    args.extend(paths);
+    let dirty = command_line("git", &args).is_some_and(|s| !s.is_empty());
     if dirty {
-        format!("commit {commit} + uncommitted changes to guardian-user/guardian-common")
+        format!(
+            "commit {commit} + uncommitted changes to {}",
+            paths.join(", ")
+        )
     } else {
         format!("commit {commit}")
     }

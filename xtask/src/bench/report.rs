@@ -384,28 +384,41 @@ the same number of times on identical trees, runs of the two tools interleaved. 
 checked on the ratio of the medians. The other sections describe their own method.
 ";
 
-/// Replaces (or appends) the marked section `key` of the markdown file at `path` with `body`.
+/// Replaces (or appends) the marked section `key` of docs/benchmarks.md-like `path` with `body`.
 pub fn write_section(path: &Path, key: &str, body: &str) -> Result<()> {
+    let (open, close) = section_markers(key);
+    write_marked(path, (&open, &close), body, DOC_HEADER)
+}
+
+/// The marker comments around section `key`.
+pub fn section_markers(key: &str) -> (String, String) {
+    (
+        format!("<!-- bench:{key} -->"),
+        format!("<!-- /bench:{key} -->"),
+    )
+}
+
+/// Replaces the block between `markers` in the markdown file at `path` with `body` (appends it
+/// when the markers are missing; a missing file starts as `header`). Text outside is kept.
+pub fn write_marked(path: &Path, markers: (&str, &str), body: &str, header: &str) -> Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DOC_HEADER.to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => header.to_string(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let new = replace_section(&old, key, body);
+    let new = replace_marked(&old, markers, body);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// `text` with the block between the markers of `key` replaced by `body` (appended at the end,
+/// `text` with the block between `open` and `close` replaced by `body` (appended at the end,
 /// with its markers, when the markers are missing).
-fn replace_section(text: &str, key: &str, body: &str) -> String {
-    let open = format!("<!-- bench:{key} -->");
-    let close = format!("<!-- /bench:{key} -->");
+fn replace_marked(text: &str, (open, close): (&str, &str), body: &str) -> String {
     let block = format!("{open}\n{}\n{close}", body.trim_end());
-    match text.find(&open) {
-        Some(start) => match text[start..].find(&close) {
+    match text.find(open) {
+        Some(start) => match text[start..].find(close) {
             Some(len) => format!(
                 "{}{}{}",
                 &text[..start],
@@ -426,16 +439,20 @@ mod tests {
     fn sections_are_replaced_in_place_and_the_rest_is_kept() {
         let doc = "# B\n\nintro\n\n<!-- bench:scan -->\nold scan\n<!-- /bench:scan -->\n\n\
                    ## Probe\n\nhand-written\n";
-        let new = replace_section(doc, "scan", "new scan\n");
+        let section = |text: &str, key: &str, body: &str| {
+            let (open, close) = section_markers(key);
+            replace_marked(text, (&open, &close), body)
+        };
+        let new = section(doc, "scan", "new scan\n");
         assert_eq!(
             new,
             "# B\n\nintro\n\n<!-- bench:scan -->\nnew scan\n<!-- /bench:scan -->\n\n\
              ## Probe\n\nhand-written\n"
         );
-        let added = replace_section(&new, "delete", "rm");
+        let added = section(&new, "delete", "rm");
         assert!(added.starts_with(&new.trim_end().to_string()));
         assert!(added.ends_with("\n\n<!-- bench:delete -->\nrm\n<!-- /bench:delete -->\n"));
-        assert_eq!(replace_section(&added, "delete", "rm"), added);
+        assert_eq!(section(&added, "delete", "rm"), added);
     }
 
     #[test]

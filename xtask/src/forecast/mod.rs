@@ -3,8 +3,11 @@
 //! accelerating, bursty, cron fill-and-clean sawtooth, log rotation, idle weekend then a
 //! burst). Reports, per family and method, the ETA error (MAPE) before real crossings, false
 //! alarms and missed crossings; `--write-doc` puts the table into docs/forecast.md (between the
-//! `<!-- forecast:results -->` markers). Pure computation: runs in seconds.
+//! `<!-- forecast:results -->` markers) and Guardian against the node_exporter baseline into
+//! docs/benchmarks.md (between `<!-- bench:forecast -->` and `<!-- /bench:forecast -->`). Pure
+//! computation: runs in seconds.
 
+mod doc;
 mod eval;
 mod methods;
 mod rng;
@@ -20,22 +23,24 @@ use std::process::ExitCode;
 use std::time::Instant;
 use traces::{Family, Trace, HOUR, THRESHOLD};
 
-const BEGIN: &str = "<!-- forecast:results -->";
-const END: &str = "<!-- /forecast:results -->";
+/// Defaults of `--instances`, `--seed` and `--lead-time`.
+const INSTANCES: u32 = 16;
+const SEED: u64 = 1;
+const LEAD_TIME: f64 = 3600.0;
 
 #[derive(clap::Args, Debug)]
 pub struct ForecastArgs {
-    /// Write the results into docs/forecast.md.
+    /// Write the results into docs/forecast.md and the harness table into docs/benchmarks.md.
     #[arg(long)]
     write_doc: bool,
     /// Instances generated per family (3 of every 8 do not cross).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = INSTANCES)]
     instances: u32,
     /// Seed of the generators.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = SEED)]
     seed: u64,
     /// Lead time Guardian needs before the threshold, seconds.
-    #[arg(long, default_value_t = 3600.0)]
+    #[arg(long, default_value_t = LEAD_TIME)]
     lead_time: f64,
     /// Write the generated traces as JSON lines into this directory.
     #[arg(long, value_name = "DIR")]
@@ -186,10 +191,43 @@ pub fn run(args: &ForecastArgs) -> Result<ExitCode> {
             .parent()
             .unwrap_or(Path::new(".."));
         let path = root.join("docs/forecast.md");
-        write_doc(&path, &results)?;
+        doc::write_results(&path, &results)?;
+        eprintln!("wrote {}", path.display());
+        let run = doc::Run {
+            command: &command(args),
+            seed: args.seed,
+            instances: args.instances,
+            traces: traces.len(),
+            lead_time_h: args.lead_time / HOUR,
+            elapsed_s: elapsed,
+        };
+        let section = doc::bench_section(&run, &order, &table);
+        let path = root.join("docs/benchmarks.md");
+        doc::write_bench_section(&path, &section)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command line that reproduces this run (the options that change the results).
+fn command(args: &ForecastArgs) -> String {
+    let mut c = String::from("cargo xtask forecast-eval");
+    if args.write_doc {
+        c += " --write-doc";
+    }
+    if args.instances != INSTANCES {
+        let _ = write!(c, " --instances {}", args.instances);
+    }
+    if args.seed != SEED {
+        let _ = write!(c, " --seed {}", args.seed);
+    }
+    if args.lead_time != LEAD_TIME {
+        let _ = write!(c, " --lead-time {}", args.lead_time);
+    }
+    for p in &args.param {
+        let _ = write!(c, " --param '{p}'");
+    }
+    c
 }
 
 fn hours(s: f64) -> String {
@@ -211,9 +249,12 @@ fn render(
     let _ = writeln!(out, "## Results\n");
     let source = if args.trace.is_empty() {
         format!(
-            "`cargo xtask forecast-eval --write-doc`: seed {}, {} instances per family, {} \
-             generated traces of 7 days sampled every minute",
-            args.seed, args.instances, n_traces
+            "`{}`: seed {}, {} instances per family, {} generated traces of 7 days sampled \
+             every minute",
+            command(args),
+            args.seed,
+            args.instances,
+            n_traces
         )
     } else {
         format!("{n_traces} traces from files")
@@ -318,16 +359,6 @@ fn goal(family: &str, row: &[Summary]) -> String {
         ll.missed,
         ll.crossings
     )
-}
-
-fn write_doc(path: &Path, results: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let block = format!("{BEGIN}\n{results}{END}");
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &old[..b], &old[e + END.len()..]),
-        _ => format!("# Forecasting\n\n{block}\n"),
-    };
-    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }
 
 fn setup_for(trace: &Trace, args: &ForecastArgs) -> Setup {
