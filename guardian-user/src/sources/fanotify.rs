@@ -21,7 +21,7 @@
 //! file handles and report an fsid (ext4, xfs, btrfs, tmpfs ≥ 6.7, …).
 
 use super::track::{key_of, At, Backend, Key, NoHooks, Tree, Worker};
-use super::{ProjectDir, Sample, Source, SourceError};
+use super::{ProjectDir, Sample, SourceError};
 use crate::fsys;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::collections::{HashMap, HashSet};
@@ -47,61 +47,37 @@ const READ_BUFFER: usize = 256 * 1024;
 /// Directory handles remembered (handle → `(dev, ino)`); the cache is emptied when it is full.
 const HANDLE_CACHE: usize = 1 << 16;
 
-/// Whole-filesystem write source through fanotify.
-pub struct FanotifySource {
-    worker: Worker,
-}
-
-impl FanotifySource {
-    /// Creates the fanotify group and checks that it may place filesystem marks.
-    /// `Unavailable` with the kernel's reason when not: `EPERM` without `CAP_SYS_ADMIN` (since
-    /// Linux 5.13 `fanotify_init` itself succeeds unprivileged; the mark is what is refused),
-    /// `EINVAL` on kernels without `FAN_REPORT_DFID_NAME` or `FAN_MARK_FILESYSTEM`. The marks
-    /// are placed by [`Source::watch`], which reports a filesystem that refuses one (no file
-    /// handles, no fsid) the same way.
-    pub fn new() -> Result<Self, SourceError> {
-        let flags = libc::FAN_CLASS_NOTIF
-            | libc::FAN_REPORT_DFID_NAME
-            | libc::FAN_CLOEXEC
-            | libc::FAN_NONBLOCK;
-        let event_flags = (libc::O_RDONLY | libc::O_LARGEFILE) as libc::c_uint;
-        // SAFETY: plain syscall; the result is checked and owned below.
-        let fd = unsafe { libc::fanotify_init(flags, event_flags) };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            return Err(unavailable(format!(
-                "fanotify_init(FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME): {err}{}",
-                init_hint(&err)
-            )));
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        probe_filesystem_marks(fd.as_fd())?;
-        let backend = Fan {
-            fd,
-            marks: Vec::new(),
-            tree: Tree::default(),
-            handles: HashMap::new(),
-            buf: vec![0; READ_BUFFER],
-        };
-        Ok(Self {
-            worker: Worker::spawn(NAME, backend)?,
-        })
+/// Opens the whole-filesystem write source through fanotify: creates the fanotify group and
+/// checks that it may place filesystem marks.
+/// `Unavailable` with the kernel's reason when not: `EPERM` without `CAP_SYS_ADMIN` (since
+/// Linux 5.13 `fanotify_init` itself succeeds unprivileged; the mark is what is refused),
+/// `EINVAL` on kernels without `FAN_REPORT_DFID_NAME` or `FAN_MARK_FILESYSTEM`. The marks
+/// are placed by [`super::Source::watch`], which reports a filesystem that refuses one (no file
+/// handles, no fsid) the same way.
+pub fn open() -> Result<Worker, SourceError> {
+    let flags =
+        libc::FAN_CLASS_NOTIF | libc::FAN_REPORT_DFID_NAME | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
+    let event_flags = (libc::O_RDONLY | libc::O_LARGEFILE) as libc::c_uint;
+    // SAFETY: plain syscall; the result is checked and owned below.
+    let fd = unsafe { libc::fanotify_init(flags, event_flags) };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        return Err(unavailable(format!(
+            "fanotify_init(FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME): {err}{}",
+            init_hint(&err)
+        )));
     }
-}
-
-impl Source for FanotifySource {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
-        self.worker.watch(projects)
-    }
-
-    fn drain(&mut self) -> Result<Sample, SourceError> {
-        self.worker.drain()
-    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    probe_filesystem_marks(fd.as_fd())?;
+    let backend = Fan {
+        fd,
+        marks: Vec::new(),
+        tree: Tree::default(),
+        handles: HashMap::new(),
+        buf: vec![0; READ_BUFFER],
+    };
+    Worker::spawn(NAME, backend)
 }
 
 fn unavailable(reason: String) -> SourceError {
@@ -801,13 +777,13 @@ mod tests {
     use super::*;
     use std::fs;
 
-    fn source_or_skip(test: &str) -> Option<FanotifySource> {
+    fn source_or_skip(test: &str) -> Option<Worker> {
         if !is_root() {
             skip(test, "needs root (CAP_SYS_ADMIN for fanotify)");
             return None;
         }
         let _knobs = knobs();
-        match FanotifySource::new() {
+        match open() {
             Ok(s) => Some(s),
             Err(e) => panic!("fanotify unavailable as root: {e}"),
         }
@@ -882,7 +858,7 @@ mod tests {
             let _knobs = knobs();
             let _small = Sysctl::set("/proc/sys/fs/fanotify/max_queued_events", "8")
                 .expect("lower fs.fanotify.max_queued_events");
-            FanotifySource::new().expect("fanotify")
+            open().expect("fanotify")
         };
         source.watch(&[project(1, &a)]).expect("watch");
         let mut seen = Seen::default();
@@ -915,13 +891,13 @@ mod tests {
     fn fanotify_unavailable_without_cap_sys_admin() {
         if !is_root() {
             // Already unprivileged: the plain call shows it.
-            let err = FanotifySource::new().err().expect("fanotify without root");
+            let err = open().err().expect("fanotify without root");
             assert!(err.to_string().contains("CAP_SYS_ADMIN"), "{err}");
             return;
         }
         let err = std::thread::spawn(|| {
             drop_cap_sys_admin();
-            FanotifySource::new().err()
+            open().err()
         })
         .join()
         .unwrap()

@@ -14,7 +14,7 @@
 //!   [`Sample::notes`] says once, with the subtrees in [`Sample::rescan`].
 
 use super::track::{At, Backend, Hooks, Key, Tree, Worker, TICK};
-use super::{ProjectDir, Sample, Source, SourceError};
+use super::{ProjectDir, Sample, SourceError};
 use ::inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::collections::{HashMap, HashSet};
@@ -38,72 +38,49 @@ fn watch_mask() -> WatchMask {
         | WatchMask::ONLYDIR
 }
 
-/// Recursive-watch write source through inotify.
-pub struct InotifySource {
-    worker: Worker,
+/// Opens the recursive-watch write source through inotify: creates the inotify instance; `Unavailable` with the reason when that fails (e.g.
+/// `EMFILE`: `fs.inotify.max_user_instances`) or when `/proc` is missing.
+pub fn open() -> Result<Worker, SourceError> {
+    build(None)
 }
 
-impl InotifySource {
-    /// Creates the inotify instance; `Unavailable` with the reason when that fails (e.g.
-    /// `EMFILE`: `fs.inotify.max_user_instances`) or when `/proc` is missing.
-    pub fn new() -> Result<Self, SourceError> {
-        Self::build(None)
-    }
-
-    /// For tests: behave as if the kernel refused watches beyond `limit` (`ENOSPC`).
-    #[cfg(test)]
-    fn with_watch_limit(limit: usize) -> Result<Self, SourceError> {
-        Self::build(Some(limit))
-    }
-
-    fn build(limit: Option<usize>) -> Result<Self, SourceError> {
-        if !std::path::Path::new("/proc/self/fd").is_dir() {
-            return Err(unavailable(
-                "/proc is not mounted (watches are added through /proc/self/fd)".into(),
-            ));
-        }
-        let inotify = Inotify::init().map_err(|e| {
-            let hint = if e.raw_os_error() == Some(libc::EMFILE) {
-                " (too many instances: fs.inotify.max_user_instances)"
-            } else {
-                ""
-            };
-            unavailable(format!("inotify_init1: {e}{hint}"))
-        })?;
-        let watcher = Watcher {
-            watches: inotify.watches(),
-            by_wd: HashMap::new(),
-            by_key: HashMap::new(),
-            limit,
-            refused: None,
-        };
-        let backend = Ino {
-            inotify,
-            tree: Tree::default(),
-            watcher,
-            buf: vec![0; READ_BUFFER],
-            stale: HashSet::new(),
-            lost: HashSet::new(),
-            degraded_noted: false,
-        };
-        Ok(Self {
-            worker: Worker::spawn(NAME, backend)?,
-        })
-    }
+/// For tests: behave as if the kernel refused watches beyond `limit` (`ENOSPC`).
+#[cfg(test)]
+fn open_with_watch_limit(limit: usize) -> Result<Worker, SourceError> {
+    build(Some(limit))
 }
 
-impl Source for InotifySource {
-    fn name(&self) -> &'static str {
-        NAME
+fn build(limit: Option<usize>) -> Result<Worker, SourceError> {
+    if !std::path::Path::new("/proc/self/fd").is_dir() {
+        return Err(unavailable(
+            "/proc is not mounted (watches are added through /proc/self/fd)".into(),
+        ));
     }
-
-    fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
-        self.worker.watch(projects)
-    }
-
-    fn drain(&mut self) -> Result<Sample, SourceError> {
-        self.worker.drain()
-    }
+    let inotify = Inotify::init().map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EMFILE) {
+            " (too many instances: fs.inotify.max_user_instances)"
+        } else {
+            ""
+        };
+        unavailable(format!("inotify_init1: {e}{hint}"))
+    })?;
+    let watcher = Watcher {
+        watches: inotify.watches(),
+        by_wd: HashMap::new(),
+        by_key: HashMap::new(),
+        limit,
+        refused: None,
+    };
+    let backend = Ino {
+        inotify,
+        tree: Tree::default(),
+        watcher,
+        buf: vec![0; READ_BUFFER],
+        stale: HashSet::new(),
+        lost: HashSet::new(),
+        degraded_noted: false,
+    };
+    Worker::spawn(NAME, backend)
 }
 
 fn unavailable(reason: String) -> SourceError {
@@ -408,9 +385,9 @@ mod tests {
     use super::*;
     use std::fs;
 
-    fn source() -> InotifySource {
+    fn source() -> Worker {
         let _knobs = knobs();
-        InotifySource::new().expect("inotify")
+        open().expect("inotify")
     }
 
     #[test]
@@ -450,7 +427,7 @@ mod tests {
             let _knobs = knobs();
             let _small = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "8")
                 .expect("lower fs.inotify.max_queued_events");
-            InotifySource::new().expect("inotify")
+            open().expect("inotify")
         };
         source.watch(&[project(1, &a)]).expect("watch");
         let mut seen = Seen::default();
@@ -499,7 +476,7 @@ mod tests {
         }
         let mut source = {
             let _knobs = knobs();
-            InotifySource::with_watch_limit(3).expect("inotify")
+            open_with_watch_limit(3).expect("inotify")
         };
         source.watch(&[project(1, &a)]).expect("watch");
         let mut want = 0i64;

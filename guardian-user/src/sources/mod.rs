@@ -130,8 +130,8 @@ fn open_one(kind: crate::config::SourceKind) -> Result<Box<dyn Source>, SourceEr
     use crate::config::SourceKind;
     Ok(match kind {
         SourceKind::Ebpf => Box::new(ebpf::EbpfSource::load()?),
-        SourceKind::Fanotify => Box::new(fanotify::FanotifySource::new()?),
-        SourceKind::Inotify => Box::new(inotify::InotifySource::new()?),
+        SourceKind::Fanotify => Box::new(fanotify::open()?),
+        SourceKind::Inotify => Box::new(inotify::open()?),
         SourceKind::Poll | SourceKind::Auto => Box::new(poll::PollSource),
     })
 }

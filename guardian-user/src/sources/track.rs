@@ -828,7 +828,7 @@ struct Shared {
 }
 
 /// A worker thread running a [`Backend`], stopped and joined on drop.
-pub(crate) struct Worker {
+pub struct Worker {
     name: &'static str,
     commands: Sender<Command>,
     wake: Arc<OwnedFd>,
@@ -912,6 +912,21 @@ impl Worker {
             Some(reason) if sample == Sample::default() => Err(self.failed(reason.clone())),
             _ => Ok(sample),
         }
+    }
+}
+
+/// fanotify and inotify are both a [`Worker`] running their backend.
+impl super::Source for Worker {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
+        Worker::watch(self, projects)
+    }
+
+    fn drain(&mut self) -> Result<Sample, SourceError> {
+        Worker::drain(self)
     }
 }
 
