@@ -39,8 +39,6 @@ pub struct ProjectStats {
     pub copied: u64,
     /// Bytes reserved by successful fallocate calls.
     pub allocated: u64,
-    /// Number of counted calls.
-    pub calls: u64,
 }
 
 /// Key of the per-cgroup counters: who wrote into which project.
@@ -64,32 +62,66 @@ pub struct FileKey {
     pub generation: u32,
 }
 
-/// Slots per CPU of the probe's direct-mapped cache of recently written `struct file`s.
-pub const FILE_CACHE_SLOTS: u32 = 256;
-
-/// One slot of the per-CPU file cache: a `struct file *` the probe resolved, checked on reuse
-/// against the file's inode pointer and generation (the kernel reuses freed structs).
+/// Value of the probe's resolution cache: the project a `FileKey` resolved to (0: none) in the
+/// epoch it was resolved in; an entry from an older epoch is resolved again.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FileSlot {
-    pub file: u64,
-    pub inode: u64,
-    pub generation: u32,
-    /// Project id, 0 for "in no project".
+pub struct Resolution {
     pub project: u32,
+    pub epoch: u32,
 }
 
-/// Per-CPU accumulator of the bytes of the last (cgroup, project) seen on that CPU; the probe
-/// moves them into the per-(cgroup, project) hash only when the pair changes, so a steady writer
-/// costs no hash update per write. Userspace adds the slots to the hash's totals.
+/// Slots per CPU of the probe's write cache (a power of two).
+pub const WRITE_SLOTS: usize = 256;
+
+/// One slot of the probe's per-CPU write cache, chosen by (process, fd): the inode last written
+/// there, its project and the writer's cgroup, and the bytes counted since the slot was filled.
+/// A write that matches the slot (same in-memory inode, inode number, generation, cgroup and
+/// project epoch) only adds its bytes here. Otherwise the probe first moves the slot's bytes to
+/// the per-project and per-(cgroup, project) maps (zeroing the slot before adding them there),
+/// then refills it. Userspace reads those maps before the slots, so a racing move can delay bytes
+/// to the next read but never count them twice.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CgroupSlot {
+pub struct WriteSlot {
+    /// Address of the in-memory inode (with `ino` and `generation`: the kernel reuses freed
+    /// inode structs, and a reused one has a new number or generation).
+    pub inode: u64,
+    pub ino: u64,
+    /// Writer's cgroup id (cgroup v2 id of the task's default-hierarchy cgroup).
     pub cgroup: u64,
-    pub bytes: u64,
+    pub generation: u32,
+    /// Project id, 0 for "in no project" (such slots count nothing).
     pub project: u32,
+    /// `ProbeSettings::epoch` when the slot was filled; an older one is refilled.
+    pub epoch: u32,
+    pub _pad: u32,
+    pub written: u64,
+    pub copied: u64,
+    pub allocated: u64,
+}
+
+/// The per-CPU write cache: one map value, so userspace reads it in one call.
+pub type WriteSlots = [WriteSlot; WRITE_SLOTS];
+
+/// Settings shared by userspace and the probe (one array entry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// `task_pt_regs(task) - task->stack`, the same for every task of a kernel; the probe learns
+    /// it once from `bpf_task_pt_regs` (0 until then).
+    pub regs_delta: u64,
+    /// Bumped by userspace whenever the project set changes: write slots and cached resolutions
+    /// from an older epoch are resolved again.
+    pub epoch: u32,
     pub _pad: u32,
 }
+
+/// Helper number the probe calls in place of the `bpf_rdonly_cast` kfunc. aya cannot relocate
+/// kfunc calls, so userspace rewrites each such call before load: into the kfunc call where the
+/// kernel has it, else into `r0 = r1` (and the probe then reads kernel memory with
+/// `bpf_probe_read_kernel` instead of typed loads).
+pub const RDONLY_CAST_PLACEHOLDER: i32 = 0x7f1c_a57d;
 
 pub const KIND_WRITE: u32 = 1;
 pub const KIND_COPY: u32 = 2;
@@ -116,8 +148,22 @@ pub struct KernelOffsets {
     /// Offsets in `struct pt_regs` of the first four syscall arguments as the syscall entry saved
     /// them (x86_64: di, si, dx, r10; aarch64: orig_x0, x1, x2, x3).
     pub regs_args: [u64; 4],
+    pub task_stack: u64,
+    pub task_tgid: u64,
+    pub task_cgroups: u64,
+    pub css_set_dfl_cgrp: u64,
+    pub cgroup_kn: u64,
+    pub kernfs_node_id: u64,
     /// 1 once userspace filled the offsets; the probe counts nothing while 0.
     pub ready: u32,
+    /// BTF id of a struct whose first member is a `struct file *` (`kiocb`), to view an fd-table
+    /// slot as one through `bpf_rdonly_cast`; 0 where the kernel has no such kfunc, and the probe
+    /// then reads the fd table, file and inode with `bpf_probe_read_kernel`.
+    pub file_ref_btf_id: u32,
+    /// BTF id of `struct pt_regs`, to view `task->stack + regs_delta` as the saved registers
+    /// through `bpf_rdonly_cast` (instead of calling `bpf_task_pt_regs` per write); 0 with
+    /// `file_ref_btf_id`.
+    pub pt_regs_btf_id: u32,
     pub _pad: u32,
 }
 
@@ -129,8 +175,9 @@ mod pod {
     unsafe impl aya::Pod for super::ProjectStats {}
     unsafe impl aya::Pod for super::CgroupKey {}
     unsafe impl aya::Pod for super::FileKey {}
-    unsafe impl aya::Pod for super::FileSlot {}
-    unsafe impl aya::Pod for super::CgroupSlot {}
+    unsafe impl aya::Pod for super::WriteSlot {}
+    unsafe impl aya::Pod for super::Resolution {}
+    unsafe impl aya::Pod for super::ProbeSettings {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }
 
@@ -141,12 +188,14 @@ mod tests {
     #[test]
     fn shared_types_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<InodeKey>(), 16);
-        assert_eq!(core::mem::size_of::<ProjectStats>(), 32);
+        assert_eq!(core::mem::size_of::<ProjectStats>(), 24);
         assert_eq!(core::mem::size_of::<CgroupKey>(), 16);
         assert_eq!(core::mem::size_of::<FileKey>(), 16);
-        assert_eq!(core::mem::size_of::<FileSlot>(), 24);
-        assert_eq!(core::mem::size_of::<CgroupSlot>(), 24);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 17 * 8 + 8);
+        assert_eq!(core::mem::size_of::<WriteSlot>(), 64, "one cache line");
+        assert_eq!(core::mem::size_of::<ProbeSettings>(), 16);
+        assert_eq!(core::mem::size_of::<Resolution>(), 8);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 23 * 8 + 16);
+        assert!(WRITE_SLOTS.is_power_of_two());
     }
 
     #[test]

@@ -4,30 +4,36 @@
 //! the maps on a short cadence. It never changes anything in the kernel beyond its own maps.
 //!
 //! One program per syscall, on its *exit* tracepoint: it reads the return value from the
-//! tracepoint record and the fd from the registers the syscall entry saved (`bpf_task_pt_regs`),
-//! so no enter → exit hand-over map is needed. The fd resolves to its `struct file` through
-//! `current->files->fdt->fd[fd]` with direct (BTF-typed) loads; a per-CPU direct-mapped cache of
-//! recently written files answers the project of a file seen before, checked against the file's
-//! inode and its generation; on a miss the inode's (dev, ino, generation) is looked up in an LRU
-//! cache and, failing that, `d_parent` is walked (bounded) to the first registered project dir.
-//! Per-project bytes go to per-CPU counters; per-(cgroup, project) bytes accumulate in a per-CPU
-//! slot that reaches a hash map only when the pair changes. Kernel struct offsets come from
-//! userspace (read from BTF) as read-only globals, so the verifier knows them as constants.
+//! tracepoint record and the fd from the registers the syscall entry saved, so no enter → exit
+//! hand-over map is needed. The fd resolves to its `struct file` through
+//! `current->files->fdt->fd[fd]`, then to the inode. Where the kernel has `bpf_rdonly_cast`
+//! (Linux ≥ 6.2) every step is a typed load the verifier checks against the kernel's BTF, and the
+//! saved registers are found at a learned offset from the task's stack; elsewhere the untyped
+//! steps use `bpf_probe_read_kernel` and `bpf_task_pt_regs`.
+//!
+//! A per-CPU write cache, indexed by (process, fd), remembers the inode, cgroup and project of
+//! the last write there and collects its bytes, so a steady writer costs one slot update per
+//! write. A slot that no longer matches moves its bytes to the per-project and per-(cgroup,
+//! project) maps and is refilled: from an LRU of resolved inodes, or by walking `d_parent`
+//! (bounded) to the first registered project dir. Kernel struct offsets come from userspace (read
+//! from BTF) as read-only globals, so the verifier knows them as constants.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_probe_read_kernel,
+        bpf_probe_read_kernel,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{fexit, map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::{FExitContext, TracePointContext},
+    EbpfContext,
 };
 use guardian_common::{
-    CgroupKey, CgroupSlot, FileKey, FileSlot, InodeKey, KernelOffsets, ProjectStats,
-    FILE_CACHE_SLOTS, KIND_COPY, KIND_FALLOCATE, KIND_WRITE, MAX_PROJECTS, MAX_WALK_DEPTH,
+    CgroupKey, FileKey, InodeKey, KernelOffsets, ProbeSettings, ProjectStats, Resolution,
+    WriteSlot, WriteSlots, KIND_COPY, KIND_FALLOCATE, KIND_WRITE, MAX_PROJECTS, MAX_WALK_DEPTH,
+    RDONLY_CAST_PLACEHOLDER, WRITE_SLOTS,
 };
 
 /// Offsets of the running kernel, set by userspace before load (`.rodata`: frozen, so the
@@ -48,7 +54,15 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     dentry_d_inode: 0,
     inode_i_generation: 0,
     regs_args: [0; 4],
+    task_stack: 0,
+    task_tgid: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
     ready: 0,
+    file_ref_btf_id: 0,
+    pt_regs_btf_id: 0,
     _pad: 0,
 };
 
@@ -56,25 +70,24 @@ static OFFSETS: KernelOffsets = KernelOffsets {
 #[map]
 static PROJECTS: HashMap<InodeKey, u32> = HashMap::with_max_entries(MAX_PROJECTS, 0);
 
-/// Written inodes already resolved: (dev, ino, generation) → project id, 0 for "in no project".
-/// Userspace clears it when the project set changes.
+/// Written inodes already resolved: (dev, ino, generation) → project id (0: in no project) and
+/// the epoch it was resolved in.
 #[map]
-static INODE_PROJECT: LruHashMap<FileKey, u32> = LruHashMap::with_max_entries(65536, 0);
+static INODE_PROJECT: LruHashMap<FileKey, Resolution> = LruHashMap::with_max_entries(65536, 0);
 
-/// Per-CPU direct-mapped cache of recently written files (see `FileSlot`). Userspace clears it
-/// with `INODE_PROJECT`.
+/// Learned register offset and the project epoch (see `ProbeSettings`).
 #[map]
-static FILE_CACHE: PerCpuArray<FileSlot> = PerCpuArray::with_max_entries(FILE_CACHE_SLOTS, 0);
+static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
 
-/// Per-CPU counters indexed by project id.
+/// Per-CPU write cache (see `WriteSlot`).
+#[map]
+static SLOTS: PerCpuArray<WriteSlots> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU bytes moved out of write slots, indexed by project id.
 #[map]
 static STATS: PerCpuArray<ProjectStats> = PerCpuArray::with_max_entries(MAX_PROJECTS, 0);
 
-/// Per-CPU bytes of the last (cgroup, project) pair written on each CPU.
-#[map]
-static CGROUP_SLOT: PerCpuArray<CgroupSlot> = PerCpuArray::with_max_entries(1, 0);
-
-/// Per-CPU bytes per (cgroup, project), flushed from `CGROUP_SLOT` when the pair changes.
+/// Per-CPU bytes per (cgroup, project) moved out of write slots.
 #[map]
 static CGROUP_BYTES: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 
@@ -85,6 +98,9 @@ const EXIT_RET: usize = 16;
 /// Highest fd the probe resolves (the kernel's default `fs.nr_open` is 2^20); it also bounds the
 /// fd-array index for the verifier.
 const MAX_FD: u64 = 1 << 20;
+
+/// Bound of a learned `regs_delta` (a kernel stack is 16 KiB, 32 KiB with KASAN).
+const MAX_REGS_DELTA: u64 = 1 << 20;
 
 /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE`: fallocate modes that free space.
 const FALLOC_FREES: u64 = 0x02 | 0x08;
@@ -113,21 +129,74 @@ fn read<T>(addr: u64) -> Result<T, i64> {
     unsafe { bpf_probe_read_kernel(addr as *const T).map_err(|e| e as i64) }
 }
 
-/// Syscall argument `N` (0..4) of the current task, from the registers its syscall entry saved.
+/// True when the kernel has `bpf_rdonly_cast`: the fd table entry, file and inode are then read
+/// with typed loads (a load each) instead of `bpf_probe_read_kernel` (a helper call each).
+#[inline(always)]
+fn typed() -> bool {
+    off!(file_ref_btf_id) != 0
+}
+
+/// `bpf_rdonly_cast(addr, btf_id)`: `addr` as an untrusted pointer to BTF type `btf_id`, whose
+/// loads the JIT turns into fault-tolerant ones. Userspace rewrites the placeholder call (see
+/// `RDONLY_CAST_PLACEHOLDER`); the kernel inlines the kfunc into a register move.
+#[inline(always)]
+fn rdonly_cast(addr: u64, btf_id: u32) -> u64 {
+    // SAFETY: a call the loader rewrites into the kfunc; it only retypes `addr`.
+    unsafe {
+        let cast: unsafe extern "C" fn(u64, u32) -> u64 =
+            core::mem::transmute(RDONLY_CAST_PLACEHOLDER as usize);
+        cast(addr, btf_id)
+    }
+}
+
+/// A `T` at `base + offset` of kernel memory: a typed load when `typed()` (where `base` is a BTF
+/// pointer), else a probe read; 0 when the memory cannot be read.
+#[inline(always)]
+fn kernel_read<T: Copy + Default>(base: u64, offset: u64) -> T {
+    if typed() {
+        load(base, offset)
+    } else {
+        read(base + offset).unwrap_or_default()
+    }
+}
+
+/// The current task (a trusted BTF pointer).
+#[inline(always)]
+fn current_task() -> u64 {
+    // SAFETY: helper with no preconditions.
+    unsafe { bpf_get_current_task_btf() as u64 }
+}
+
+/// The shared settings entry.
+#[inline(always)]
+fn settings() -> Option<&'static mut ProbeSettings> {
+    // SAFETY: the only entry of an array map; concurrent writers store the same learned value.
+    SETTINGS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// The registers `task`'s syscall entry saved: at the learned offset from its stack when typed,
+/// else (and once, to learn the offset) from `bpf_task_pt_regs`.
+#[inline(always)]
+fn saved_regs(task: u64, settings: &mut ProbeSettings) -> u64 {
+    if !typed() {
+        // SAFETY: helper on the trusted current task.
+        return unsafe { bpf_task_pt_regs(task as *mut _) as u64 };
+    }
+    let stack: u64 = load(task, off!(task_stack));
+    let delta = settings.regs_delta;
+    if delta != 0 && delta < MAX_REGS_DELTA {
+        return rdonly_cast(stack + delta, off!(pt_regs_btf_id));
+    }
+    // SAFETY: as above.
+    let regs = unsafe { bpf_task_pt_regs(task as *mut _) as u64 };
+    settings.regs_delta = regs.wrapping_sub(stack);
+    regs
+}
+
+/// Syscall argument `N` (0..4), from the registers its entry saved.
 #[inline(always)]
 fn syscall_arg<const N: usize>(regs: u64) -> u64 {
     load::<u64>(regs, off!(regs_args[N]))
-}
-
-/// The current task and its saved user registers (both BTF pointers).
-#[inline(always)]
-fn current_task_and_regs() -> (u64, u64) {
-    // SAFETY: helpers with no preconditions; the task pointer is trusted.
-    unsafe {
-        let task = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(task) as u64;
-        (task as u64, regs)
-    }
 }
 
 /// The `struct file *` behind `fd` of `task`, or 0.
@@ -146,36 +215,131 @@ fn file_of_fd(task: u64, fd: u64) -> u64 {
         return 0;
     }
     let fd_array: u64 = load(fdt, off!(fdtable_fd));
-    read::<u64>(fd_array + fd * 8).unwrap_or(0)
-}
-
-/// The project id of `struct file *file`, or 0: through the per-CPU file cache, then the inode
-/// cache, then a bounded `d_parent` walk.
-#[inline(always)]
-fn project_of_file(file: u64) -> Result<u32, i64> {
-    let inode: u64 = read(file + off!(file_f_inode))?;
-    let generation: u32 = read(inode + off!(inode_i_generation))?;
-    let index = (((file >> 8) ^ (file >> 16)) as u32) & (FILE_CACHE_SLOTS - 1);
-    let slot = FILE_CACHE.get_ptr_mut(index).ok_or(0i64)?;
-    // SAFETY: this CPU's slot; no other program touches it while this one runs.
-    let slot = unsafe { &mut *slot };
-    if slot.file == file && slot.inode == inode && slot.generation == generation {
-        return Ok(slot.project);
+    let entry = fd_array + fd * 8;
+    if typed() {
+        // The entry viewed as a struct whose first member is the `struct file *`.
+        load(rdonly_cast(entry, off!(file_ref_btf_id)), 0)
+    } else {
+        read::<u64>(entry).unwrap_or(0)
     }
-    let project = project_of_inode(file, inode, generation)?;
-    *slot = FileSlot {
-        file,
-        inode,
-        generation,
-        project,
-    };
-    Ok(project)
 }
 
-/// Slow path of `project_of_file`: the inode cache, then the `d_parent` walk.
+/// The cgroup v2 id of `task` (as `bpf_get_current_cgroup_id` computes it), or 0.
 #[inline(always)]
-fn project_of_inode(file: u64, inode: u64, generation: u32) -> Result<u32, i64> {
-    let ino: u64 = read(inode + off!(inode_i_ino))?;
+fn cgroup_of(task: u64) -> u64 {
+    let css_set: u64 = load(task, off!(task_cgroups));
+    if css_set == 0 {
+        return 0;
+    }
+    let cgroup: u64 = load(css_set, off!(css_set_dfl_cgrp));
+    if cgroup == 0 {
+        return 0;
+    }
+    let kn: u64 = load(cgroup, off!(cgroup_kn));
+    if kn == 0 {
+        return 0;
+    }
+    load(kn, off!(kernfs_node_id))
+}
+
+/// The write-cache slot of (process `tgid`, `fd`) on this CPU.
+#[inline(always)]
+fn slot_index(tgid: u32, fd: u64) -> usize {
+    ((tgid.wrapping_mul(0x9e37_79b1) >> 24) as usize ^ fd as usize) & (WRITE_SLOTS - 1)
+}
+
+/// What a write is made of, for the write cache.
+struct Written {
+    task: u64,
+    file: u64,
+    kind: u32,
+    bytes: u64,
+}
+
+/// Counts one write into `file`: through the slot at `index` (or one picked by inode when the
+/// fd is unknown).
+#[inline(always)]
+fn account(w: Written, index: Option<usize>, settings: &ProbeSettings) {
+    let inode: u64 = kernel_read(w.file, off!(file_f_inode));
+    if inode == 0 {
+        return;
+    }
+    let ino: u64 = kernel_read(inode, off!(inode_i_ino));
+    let generation: u32 = kernel_read(inode, off!(inode_i_generation));
+    let cgroup = cgroup_of(w.task);
+    let index = index.unwrap_or((ino ^ (ino >> 8) ^ generation as u64) as usize);
+    let Some(slots) = SLOTS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's value; programs do not nest on one CPU.
+    let Some(slot) = (unsafe { &mut *slots }).get_mut(index & (WRITE_SLOTS - 1)) else {
+        return;
+    };
+    let epoch = settings.epoch;
+    let hit = slot.inode == inode
+        && slot.ino == ino
+        && slot.generation == generation
+        && slot.cgroup == cgroup
+        && slot.epoch == epoch;
+    if !hit {
+        move_out(slot);
+        let project = resolve(w.file, inode, ino, generation, epoch).unwrap_or(0);
+        slot.inode = inode;
+        slot.ino = ino;
+        slot.generation = generation;
+        slot.cgroup = cgroup;
+        slot.epoch = epoch;
+        slot.project = project;
+    }
+    if slot.project != 0 {
+        match w.kind {
+            KIND_WRITE => slot.written += w.bytes,
+            KIND_COPY => slot.copied += w.bytes,
+            _ => slot.allocated += w.bytes,
+        }
+    }
+}
+
+/// Moves a slot's bytes to the per-project and per-(cgroup, project) maps: zeroes the slot
+/// first, so a userspace read (maps, then slots) can miss them once but never count them twice.
+#[inline(always)]
+fn move_out(slot: &mut WriteSlot) {
+    let (written, copied, allocated) = (slot.written, slot.copied, slot.allocated);
+    let total = written + copied + allocated;
+    if total == 0 || slot.project == 0 || slot.project >= MAX_PROJECTS {
+        return;
+    }
+    // SAFETY: fields of this CPU's slot.
+    unsafe {
+        core::ptr::write_volatile(&mut slot.written, 0);
+        core::ptr::write_volatile(&mut slot.copied, 0);
+        core::ptr::write_volatile(&mut slot.allocated, 0);
+    }
+    if let Some(stats) = STATS.get_ptr_mut(slot.project) {
+        // SAFETY: this CPU's counters.
+        let stats = unsafe { &mut *stats };
+        stats.written += written;
+        stats.copied += copied;
+        stats.allocated += allocated;
+    }
+    let key = CgroupKey {
+        cgroup: slot.cgroup,
+        project: slot.project,
+        _pad: 0,
+    };
+    match CGROUP_BYTES.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value.
+        Some(bytes) => unsafe { *bytes += total },
+        None => {
+            let _ = CGROUP_BYTES.insert(&key, &total, 0);
+        }
+    }
+}
+
+/// The project of an inode: from the LRU of resolved inodes (this epoch's), else by walking
+/// `d_parent` from the file's dentry.
+#[inline(always)]
+fn resolve(file: u64, inode: u64, ino: u64, generation: u32, epoch: u32) -> Result<u32, i64> {
     let sb: u64 = read(inode + off!(inode_i_sb))?;
     let dev: u32 = read(sb + off!(super_block_s_dev))?;
     let key = FileKey {
@@ -184,11 +348,13 @@ fn project_of_inode(file: u64, inode: u64, generation: u32) -> Result<u32, i64> 
         generation,
     };
     // SAFETY: map values are plain integers; a concurrent update is a benign race.
-    if let Some(cached) = unsafe { INODE_PROJECT.get(&key) } {
-        return Ok(*cached);
+    if let Some(known) = unsafe { INODE_PROJECT.get(&key) } {
+        if known.epoch == epoch {
+            return Ok(known.project);
+        }
     }
     let project = walk_to_project(file, dev as u64)?;
-    let _ = INODE_PROJECT.insert(&key, &project, 0);
+    let _ = INODE_PROJECT.insert(&key, &Resolution { project, epoch }, 0);
     Ok(project)
 }
 
@@ -214,35 +380,52 @@ fn walk_to_project(file: u64, dev: u64) -> Result<u32, i64> {
     Ok(0)
 }
 
-/// Exit hook body: `ret` is the syscall's result, `fd` its target fd, `len` the fallocate length.
-#[inline(always)]
-fn on_exit(file: u64, kind: u32, bytes: u64) {
-    if file == 0 || bytes == 0 || off!(ready) == 0 {
-        return;
-    }
-    match project_of_file(file) {
-        Ok(project) if project != 0 && project < MAX_PROJECTS => count(project, kind, bytes),
-        _ => {}
-    }
-}
-
 /// The syscall's return value from a `sys_exit_*` record.
 #[inline(always)]
 fn exit_ret(ctx: &TracePointContext) -> i64 {
-    // SAFETY: `ret` of the sys_exit_* record format (see EXIT_RET).
-    unsafe { ctx.read_at::<i64>(EXIT_RET) }.unwrap_or(-1)
+    // SAFETY: `ret` of the sys_exit_* record format (see EXIT_RET); a direct context load,
+    // which the verifier bounds-checks against the record.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(EXIT_RET) as *const i64) }
+}
+
+/// Counts into the file behind argument `FD_ARG` of the current syscall the bytes `bytes`
+/// computes from the saved registers (0: nothing to count, e.g. a fallocate that frees space).
+#[inline(always)]
+fn account_syscall<const FD_ARG: usize>(kind: u32, bytes: impl FnOnce(u64) -> u64) {
+    if off!(ready) == 0 {
+        return;
+    }
+    let task = current_task();
+    let Some(settings) = settings() else {
+        return;
+    };
+    let regs = saved_regs(task, settings);
+    let bytes = bytes(regs);
+    if bytes == 0 {
+        return;
+    }
+    let fd = syscall_arg::<FD_ARG>(regs);
+    let file = file_of_fd(task, fd);
+    if file == 0 {
+        return;
+    }
+    let tgid: u32 = load(task, off!(task_tgid));
+    let w = Written {
+        task,
+        file,
+        kind,
+        bytes,
+    };
+    account(w, Some(slot_index(tgid, fd)), settings);
 }
 
 /// Exit of a call that returns the bytes it wrote or copied into argument `FD`'s file.
 #[inline(always)]
 fn exit_counting_ret<const FD: usize>(ctx: &TracePointContext, kind: u32) -> u32 {
     let ret = exit_ret(ctx);
-    if ret <= 0 {
-        return 0;
+    if ret > 0 {
+        account_syscall::<FD>(kind, |_| ret as u64);
     }
-    let (task, regs) = current_task_and_regs();
-    let fd = syscall_arg::<FD>(regs);
-    on_exit(file_of_fd(task, fd), kind, ret as u64);
     0
 }
 
@@ -250,74 +433,34 @@ fn exit_counting_ret<const FD: usize>(ctx: &TracePointContext, kind: u32) -> u32
 /// frees space.
 #[inline(always)]
 fn exit_fallocate_body(ctx: &TracePointContext) -> u32 {
-    if exit_ret(ctx) != 0 {
-        return 0;
+    if exit_ret(ctx) == 0 {
+        account_syscall::<0>(KIND_FALLOCATE, |regs| {
+            if syscall_arg::<1>(regs) & FALLOC_FREES != 0 {
+                0
+            } else {
+                syscall_arg::<3>(regs)
+            }
+        });
     }
-    let (task, regs) = current_task_and_regs();
-    if syscall_arg::<1>(regs) & FALLOC_FREES != 0 {
-        return 0;
-    }
-    let len = syscall_arg::<3>(regs);
-    on_exit(
-        file_of_fd(task, syscall_arg::<0>(regs)),
-        KIND_FALLOCATE,
-        len,
-    );
     0
 }
 
+/// fexit body: the kernel hands over the file; there is no fd, so the slot is picked by inode.
 #[inline(always)]
-fn count(project: u32, kind: u32, bytes: u64) {
-    if let Some(stats) = STATS.get_ptr_mut(project) {
-        // SAFETY: a per-CPU slot only this CPU writes while this program runs.
-        let stats = unsafe { &mut *stats };
-        match kind {
-            KIND_WRITE => stats.written += bytes,
-            KIND_COPY => stats.copied += bytes,
-            _ => stats.allocated += bytes,
-        }
-        stats.calls += 1;
-    }
-    // SAFETY: helper with no preconditions.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    let Some(slot) = CGROUP_SLOT.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's slot.
-    let slot = unsafe { &mut *slot };
-    if slot.cgroup == cgroup && slot.project == project {
-        slot.bytes += bytes;
+fn fexit_account(file: u64, ret: i64) {
+    if ret <= 0 || file == 0 || off!(ready) == 0 {
         return;
     }
-    flush_cgroup_slot(slot);
-    *slot = CgroupSlot {
-        cgroup,
-        bytes,
-        project,
-        _pad: 0,
-    };
-}
-
-/// Moves a slot's bytes into the per-(cgroup, project) hash (before the slot is reused;
-/// userspace reads the hash before the slots, so a racing read misses bytes for one sample at
-/// most and never counts them twice).
-#[inline(always)]
-fn flush_cgroup_slot(slot: &CgroupSlot) {
-    if slot.bytes == 0 {
+    let Some(settings) = settings() else {
         return;
-    }
-    let key = CgroupKey {
-        cgroup: slot.cgroup,
-        project: slot.project,
-        _pad: 0,
     };
-    match CGROUP_BYTES.get_ptr_mut(&key) {
-        // SAFETY: per-CPU value of this CPU.
-        Some(total) => unsafe { *total += slot.bytes },
-        None => {
-            let _ = CGROUP_BYTES.insert(&key, &slot.bytes, 0);
-        }
-    }
+    let w = Written {
+        task: current_task(),
+        file,
+        kind: KIND_WRITE,
+        bytes: ret as u64,
+    };
+    account(w, None, settings);
 }
 
 /// One exit-tracepoint program per syscall that returns a byte count into argument `fd`'s file.
@@ -381,22 +524,14 @@ pub fn exit_fallocate(ctx: TracePointContext) -> u32 {
 /// One hook sees write and pwrite64 with the file at hand.
 #[fexit(function = "vfs_write")]
 pub fn fexit_vfs_write(ctx: FExitContext) -> i32 {
-    let file: u64 = ctx.arg(0);
-    let ret: i64 = ctx.arg(4);
-    if ret > 0 {
-        on_exit(file, KIND_WRITE, ret as u64);
-    }
+    fexit_account(ctx.arg(0), ctx.arg(4));
     0
 }
 
 /// fexit on `vfs_writev(file, vec, vlen, pos, flags)` (writev, pwritev, pwritev2).
 #[fexit(function = "vfs_writev")]
 pub fn fexit_vfs_writev(ctx: FExitContext) -> i32 {
-    let file: u64 = ctx.arg(0);
-    let ret: i64 = ctx.arg(5);
-    if ret > 0 {
-        on_exit(file, KIND_WRITE, ret as u64);
-    }
+    fexit_account(ctx.arg(0), ctx.arg(5));
     0
 }
 

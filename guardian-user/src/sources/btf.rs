@@ -2,7 +2,7 @@
 //! member offsets the probe needs. Offsets are looked up by path, so anonymous unions and nested
 //! members resolve the same way on every kernel.
 
-use btfparse::{ErrorKind, Offset, Readable, TypeInformation};
+use btfparse::{ErrorKind, Offset, Readable, TypeInformation, TypeVariant};
 use std::path::Path;
 
 /// BTF bytes as a `btfparse` reader.
@@ -51,6 +51,51 @@ impl KernelBtf {
             Ok((_, Offset::ByteOffset(bytes))) => Ok(bytes as u64),
             Ok((_, Offset::BitOffsetAndSize(..))) => Err(format!("{ty}.{path} is a bitfield")),
             Err(e) => Err(format!("{e:?}")),
+        }
+    }
+
+    /// BTF id of the kernel function `name` (a kfunc, say), if this kernel has one.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.types.get().iter().find_map(|(id, ty)| match ty {
+            TypeVariant::Func(func) if func.name().as_deref() == Some(name) => Some(*id),
+            _ => None,
+        })
+    }
+
+    /// BTF id of `struct ty`.
+    pub fn struct_id(&self, ty: &str) -> Result<u32, String> {
+        self.types
+            .get()
+            .iter()
+            .find_map(|(id, t)| match t {
+                TypeVariant::Struct(s) if s.name().as_deref() == Some(ty) => Some(*id),
+                _ => None,
+            })
+            .ok_or_else(|| format!("no struct named {ty}"))
+    }
+
+    /// BTF id of `struct ty`, checked to start with `member`, a pointer to `struct pointee`.
+    pub fn struct_starting_with_pointer(
+        &self,
+        ty: &str,
+        member: &str,
+        pointee: &str,
+    ) -> Result<u32, String> {
+        let id = self.struct_id(ty)?;
+        let (member_type, offset) = self
+            .types
+            .offset_of(id, member)
+            .map_err(|e| format!("{ty}.{member}: {e:?}"))?;
+        if !matches!(offset, Offset::ByteOffset(0)) {
+            return Err(format!("{ty}.{member} is not its first member"));
+        }
+        let target = self
+            .types
+            .pointee_tid(member_type)
+            .map_err(|e| format!("{ty}.{member} is not a pointer: {e:?}"))?;
+        match self.types.from_id(target) {
+            Some(TypeVariant::Struct(s)) if s.name().as_deref() == Some(pointee) => Ok(id),
+            _ => Err(format!("{ty}.{member} does not point to struct {pointee}")),
         }
     }
 }

@@ -8,13 +8,15 @@
 //! server, loop devices), and data that never reaches the page cache as a syscall. `statvfs`
 //! remains the ground truth for free space; this source says *who* is writing *where*.
 
+use super::btf::KernelBtf;
+use super::kfunc::{self, AlignedObject, CastCall};
 use super::{CgroupBytes, ProjectDir, Sample, Source, SourceError};
-use aya::maps::{HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap};
 use aya::programs::{FExit, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use guardian_common::{
-    kernel_dev, CgroupKey, CgroupSlot, FileKey, FileSlot, InodeKey, KernelOffsets, ProjectStats,
-    FILE_CACHE_SLOTS, MAX_PROJECTS,
+    kernel_dev, CgroupKey, InodeKey, KernelOffsets, ProbeSettings, ProjectStats, WriteSlots,
+    MAX_PROJECTS,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,10 +49,30 @@ const FEXIT_HOOKS: &[(&str, &str)] = &[
     ("fexit_vfs_writev", "vfs_writev"),
 ];
 
+/// How the probe reads the fd table, the `struct file` and the inode of each write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAccess {
+    /// Typed loads through `bpf_rdonly_cast` (Linux ≥ 6.2): one load each, checked by the
+    /// verifier against the kernel's BTF.
+    Typed,
+    /// `bpf_probe_read_kernel`: a helper call each, on every kernel.
+    ProbeRead,
+}
+
+impl FileAccess {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileAccess::Typed => "bpf_rdonly_cast",
+            FileAccess::ProbeRead => "bpf_probe_read_kernel",
+        }
+    }
+}
+
 pub struct EbpfSource {
     ebpf: Ebpf,
     /// `fexit+tracepoint` or `tracepoint`.
     mode: &'static str,
+    file_access: FileAccess,
     /// Why fexit was not used, when it was not.
     fexit_refused: Option<String>,
     /// Registered (key, project id) pairs.
@@ -74,8 +96,14 @@ fn failed(reason: impl Into<String>) -> SourceError {
 }
 
 impl EbpfSource {
-    /// Loads and attaches the probe.
+    /// Loads and attaches the probe, with typed loads where the kernel allows them.
     pub fn load() -> Result<EbpfSource, SourceError> {
+        Self::load_with(FileAccess::Typed)
+    }
+
+    /// Loads and attaches the probe; `FileAccess::Typed` falls back to probe reads (and logs why)
+    /// where the kernel has no `bpf_rdonly_cast`.
+    pub fn load_with(access: FileAccess) -> Result<EbpfSource, SourceError> {
         if std::env::var_os(FORCE_FAILURE_ENV).is_some() {
             return Err(unavailable(format!(
                 "forced to fail by {FORCE_FAILURE_ENV}"
@@ -86,12 +114,9 @@ impl EbpfSource {
                 "this binary was built without the probe object (run `cargo xtask build-ebpf`, then rebuild)",
             ));
         }
-        let offsets = kernel_offsets()?;
+        let probe = FittedProbe::for_running_kernel(access)?;
         ensure_tracefs()?;
-        let mut ebpf = EbpfLoader::new()
-            .override_global("OFFSETS", &offsets, true)
-            .load(PROBE)
-            .map_err(|e| unavailable(format!("loading the probe: {e}")))?;
+        let mut ebpf = probe.open()?;
         let (mode, fexit_refused) = match attach_fexit(&mut ebpf) {
             Ok(()) => ("fexit+tracepoint", None),
             Err(reason) => ("tracepoint", Some(reason)),
@@ -114,6 +139,7 @@ impl EbpfSource {
         Ok(EbpfSource {
             ebpf,
             mode,
+            file_access: probe.access,
             fexit_refused,
             registered: Vec::new(),
             last_stats: HashMap::new(),
@@ -126,93 +152,98 @@ impl EbpfSource {
         self.mode
     }
 
+    /// How the probe reads each write's file.
+    pub fn file_access(&self) -> FileAccess {
+        self.file_access
+    }
+
     /// Why the fexit path was not used.
     pub fn fexit_refused(&self) -> Option<&str> {
         self.fexit_refused.as_deref()
     }
 
-    /// Total counters per project id since load (all CPUs summed).
+    /// Total bytes per project id since load (all CPUs summed): the per-project map, then the
+    /// write slots (in that order, a racing move out of a slot can only delay bytes).
     pub fn totals(&self) -> Result<HashMap<u32, ProjectStats>, SourceError> {
-        let stats: PerCpuArray<_, ProjectStats> = PerCpuArray::try_from(
-            self.ebpf
-                .map("STATS")
-                .ok_or_else(|| failed("map STATS missing"))?,
-        )
-        .map_err(|e| failed(format!("map STATS: {e}")))?;
+        let stats: PerCpuArray<_, ProjectStats> = PerCpuArray::try_from(self.map("STATS")?)
+            .map_err(|e| failed(format!("map STATS: {e}")))?;
         let mut out = HashMap::new();
         for &(_, id) in &self.registered {
             let per_cpu = stats
                 .get(&id, 0)
                 .map_err(|e| failed(format!("reading STATS: {e}")))?;
-            let mut sum = ProjectStats::default();
+            let sum = out.entry(id).or_insert_with(ProjectStats::default);
             for s in per_cpu.iter() {
-                sum.written += s.written;
-                sum.copied += s.copied;
-                sum.allocated += s.allocated;
-                sum.calls += s.calls;
+                add_stats(sum, s.written, s.copied, s.allocated);
             }
-            out.insert(id, sum);
+        }
+        for slot in self.write_slots()?.iter().flatten() {
+            if let Some(sum) = out.get_mut(&slot.project) {
+                add_stats(sum, slot.written, slot.copied, slot.allocated);
+            }
         }
         Ok(out)
     }
 
-    /// Bytes per (cgroup, project) since load: the flushed hash, then each CPU's open slot (read
-    /// in that order, a racing flush can only delay bytes to the next read, never count twice).
+    /// Bytes per (cgroup, project) since load: the per-(cgroup, project) map, then the write
+    /// slots (see `totals`).
     fn cgroup_totals(&self) -> Result<HashMap<(u64, u32), u64>, SourceError> {
-        let map: PerCpuHashMap<_, CgroupKey, u64> = PerCpuHashMap::try_from(
-            self.ebpf
-                .map("CGROUP_BYTES")
-                .ok_or_else(|| failed("map CGROUP_BYTES missing"))?,
-        )
-        .map_err(|e| failed(format!("map CGROUP_BYTES: {e}")))?;
+        let map: PerCpuHashMap<_, CgroupKey, u64> =
+            PerCpuHashMap::try_from(self.map("CGROUP_BYTES")?)
+                .map_err(|e| failed(format!("map CGROUP_BYTES: {e}")))?;
         let mut out = HashMap::new();
         for entry in map.iter() {
             let (key, values) = entry.map_err(|e| failed(format!("reading CGROUP_BYTES: {e}")))?;
             *out.entry((key.cgroup, key.project)).or_insert(0) += values.iter().sum::<u64>();
         }
-        let slots: PerCpuArray<_, CgroupSlot> = PerCpuArray::try_from(
-            self.ebpf
-                .map("CGROUP_SLOT")
-                .ok_or_else(|| failed("map CGROUP_SLOT missing"))?,
-        )
-        .map_err(|e| failed(format!("map CGROUP_SLOT: {e}")))?;
-        let per_cpu = slots
-            .get(&0, 0)
-            .map_err(|e| failed(format!("reading CGROUP_SLOT: {e}")))?;
-        for slot in per_cpu.iter().filter(|s| s.bytes > 0) {
-            *out.entry((slot.cgroup, slot.project)).or_insert(0) += slot.bytes;
+        for slot in self.write_slots()?.iter().flatten() {
+            let bytes = slot.written + slot.copied + slot.allocated;
+            if slot.project != 0 && bytes > 0 {
+                *out.entry((slot.cgroup, slot.project)).or_insert(0) += bytes;
+            }
         }
         Ok(out)
     }
 
-    /// Forgets every cached file → project resolution (the project set changed).
-    fn clear_resolution_caches(&mut self) -> Result<(), SourceError> {
-        let mut cache: BpfHashMap<_, FileKey, u32> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("INODE_PROJECT")
-                .ok_or_else(|| failed("map INODE_PROJECT missing"))?,
-        )
-        .map_err(|e| failed(format!("map INODE_PROJECT: {e}")))?;
-        let keys: Vec<FileKey> = cache.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            let _ = cache.remove(&key);
-        }
-        let mut files: PerCpuArray<_, FileSlot> = PerCpuArray::try_from(
-            self.ebpf
-                .map_mut("FILE_CACHE")
-                .ok_or_else(|| failed("map FILE_CACHE missing"))?,
-        )
-        .map_err(|e| failed(format!("map FILE_CACHE: {e}")))?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| failed(format!("counting CPUs: {e}")))?;
-        for index in 0..FILE_CACHE_SLOTS {
-            let empty = PerCpuValues::try_from(vec![FileSlot::default(); cpus])
-                .map_err(|e| failed(format!("FILE_CACHE values: {e}")))?;
-            files
-                .set(index, empty, 0)
-                .map_err(|e| failed(format!("clearing FILE_CACHE: {e}")))?;
-        }
-        Ok(())
+    /// Every CPU's write cache.
+    fn write_slots(&self) -> Result<Vec<WriteSlots>, SourceError> {
+        let slots: PerCpuArray<_, WriteSlots> = PerCpuArray::try_from(self.map("SLOTS")?)
+            .map_err(|e| failed(format!("map SLOTS: {e}")))?;
+        let per_cpu = slots
+            .get(&0, 0)
+            .map_err(|e| failed(format!("reading SLOTS: {e}")))?;
+        Ok(per_cpu.iter().copied().collect())
     }
+
+    fn map(&self, name: &str) -> Result<&aya::maps::Map, SourceError> {
+        self.ebpf
+            .map(name)
+            .ok_or_else(|| failed(format!("map {name} missing")))
+    }
+
+    /// Starts a new project epoch: the probe resolves every written file again (cached
+    /// resolutions may name projects that moved, or miss files that now sit in a project).
+    fn new_epoch(&mut self) -> Result<(), SourceError> {
+        let mut settings: Array<_, ProbeSettings> = Array::try_from(
+            self.ebpf
+                .map_mut("SETTINGS")
+                .ok_or_else(|| failed("map SETTINGS missing"))?,
+        )
+        .map_err(|e| failed(format!("map SETTINGS: {e}")))?;
+        let mut current = settings
+            .get(&0, 0)
+            .map_err(|e| failed(format!("reading SETTINGS: {e}")))?;
+        current.epoch = current.epoch.wrapping_add(1);
+        settings
+            .set(0, current, 0)
+            .map_err(|e| failed(format!("writing SETTINGS: {e}")))
+    }
+}
+
+fn add_stats(sum: &mut ProjectStats, written: u64, copied: u64, allocated: u64) {
+    sum.written += written;
+    sum.copied += copied;
+    sum.allocated += allocated;
 }
 
 impl Source for EbpfSource {
@@ -242,30 +273,30 @@ impl Source for EbpfSource {
                 .map_err(|e| failed(format!("registering {}: {e}", p.path.display())))?;
             self.registered.push((key, p.id));
         }
-        // Cached resolutions may name projects that moved or files that now sit in a project.
-        self.clear_resolution_caches()
+        self.new_epoch()
     }
 
     fn drain(&mut self) -> Result<Sample, SourceError> {
         let mut sample = Sample::default();
         for (id, stats) in self.totals()? {
             let total = stats.written + stats.copied + stats.allocated;
-            let last = self.last_stats.insert(id, total).unwrap_or(0);
-            if total > last {
-                sample.growth.insert(id, (total - last) as i64);
+            // A read racing a move out of a write slot can come out low once: keep the highest
+            // total seen, so those bytes are not counted again when they reappear.
+            let last = self.last_stats.entry(id).or_insert(0);
+            if total > *last {
+                sample.growth.insert(id, (total - *last) as i64);
+                *last = total;
             }
         }
         for ((cgroup, project), total) in self.cgroup_totals()? {
-            let last = self
-                .last_cgroup
-                .insert((cgroup, project), total)
-                .unwrap_or(0);
-            if total > last {
+            let last = self.last_cgroup.entry((cgroup, project)).or_insert(0);
+            if total > *last {
                 sample.by_cgroup.push(CgroupBytes {
                     project,
                     cgroup,
-                    bytes: total - last,
+                    bytes: total - *last,
                 });
+                *last = total;
             }
         }
         Ok(sample)
@@ -281,11 +312,7 @@ pub fn load_empty_floor() -> Result<Ebpf, SourceError> {
         ));
     }
     ensure_tracefs()?;
-    let offsets = kernel_offsets()?;
-    let mut ebpf = EbpfLoader::new()
-        .override_global("OFFSETS", &offsets, true)
-        .load(PROBE)
-        .map_err(|e| unavailable(format!("loading the probe: {e}")))?;
+    let mut ebpf = FittedProbe::for_running_kernel(FileAccess::Typed)?.open()?;
     let prog: &mut TracePoint = ebpf
         .program_mut("noop")
         .ok_or_else(|| unavailable("program noop missing from the object"))?
@@ -354,10 +381,72 @@ fn ensure_tracefs() -> Result<(), SourceError> {
     })
 }
 
+/// The probe object and its globals fitted to the running kernel: struct offsets from its BTF,
+/// and the `bpf_rdonly_cast` placeholder calls rewritten for it.
+struct FittedProbe {
+    object: AlignedObject,
+    offsets: KernelOffsets,
+    access: FileAccess,
+}
+
+impl FittedProbe {
+    fn for_running_kernel(wanted: FileAccess) -> Result<FittedProbe, SourceError> {
+        let btf = KernelBtf::open().map_err(|e| unavailable(format!("kernel BTF: {e}")))?;
+        let mut offsets = kernel_offsets(&btf)?;
+        let typed = match wanted {
+            FileAccess::Typed => typed_file_access(&btf)
+                .inspect_err(|why| tracing::info!(%why, "ebpf: no typed loads, using probe reads"))
+                .ok(),
+            FileAccess::ProbeRead => None,
+        };
+        let (cast, access) = match typed {
+            Some(ids) => {
+                offsets.file_ref_btf_id = ids.file_ref;
+                offsets.pt_regs_btf_id = ids.pt_regs;
+                (CastCall::Kfunc(ids.rdonly_cast), FileAccess::Typed)
+            }
+            None => (CastCall::Move, FileAccess::ProbeRead),
+        };
+        let (object, _) = kfunc::rewrite_cast_calls(PROBE, cast).map_err(unavailable)?;
+        Ok(FittedProbe {
+            object,
+            offsets,
+            access,
+        })
+    }
+
+    fn open(&self) -> Result<Ebpf, SourceError> {
+        EbpfLoader::new()
+            .override_global("OFFSETS", &self.offsets, true)
+            .load(self.object.bytes())
+            .map_err(|e| unavailable(format!("loading the probe: {e}")))
+    }
+}
+
+/// BTF ids the probe's typed loads need.
+struct TypedIds {
+    /// `bpf_rdonly_cast`.
+    rdonly_cast: u32,
+    /// `struct kiocb`, whose first member is a `struct file *`.
+    file_ref: u32,
+    /// `struct pt_regs`.
+    pt_regs: u32,
+}
+
+/// The BTF ids for typed loads, or why this kernel cannot give the probe typed loads.
+fn typed_file_access(btf: &KernelBtf) -> Result<TypedIds, String> {
+    let rdonly_cast = btf
+        .func_id("bpf_rdonly_cast")
+        .ok_or("the kernel has no bpf_rdonly_cast kfunc (Linux < 6.2)")?;
+    Ok(TypedIds {
+        rdonly_cast,
+        file_ref: btf.struct_starting_with_pointer("kiocb", "ki_filp", "file")?,
+        pt_regs: btf.struct_id("pt_regs")?,
+    })
+}
+
 /// Reads the struct member offsets the probe needs from the running kernel's BTF.
-pub fn kernel_offsets() -> Result<KernelOffsets, SourceError> {
-    let btf = crate::sources::btf::KernelBtf::open()
-        .map_err(|e| unavailable(format!("kernel BTF: {e}")))?;
+pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets, SourceError> {
     let get = |ty: &str, path: &str| {
         btf.offset_of(ty, path)
             .map_err(|e| unavailable(format!("kernel BTF has no {ty}.{path}: {e}")))
@@ -377,7 +466,15 @@ pub fn kernel_offsets() -> Result<KernelOffsets, SourceError> {
         dentry_d_inode: get("dentry", "d_inode")?,
         inode_i_generation: get("inode", "i_generation")?,
         regs_args: syscall_arg_offsets(&get)?,
+        task_stack: get("task_struct", "stack")?,
+        task_tgid: get("task_struct", "tgid")?,
+        task_cgroups: get("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: get("css_set", "dfl_cgrp")?,
+        cgroup_kn: get("cgroup", "kn")?,
+        kernfs_node_id: get("kernfs_node", "id")?,
         ready: 1,
+        file_ref_btf_id: 0,
+        pt_regs_btf_id: 0,
         _pad: 0,
     })
 }
@@ -447,19 +544,34 @@ mod tests {
     }
 
     #[test]
-    fn probe_attributes_exactly_the_syscall_bytes() {
+    fn probe_with_typed_loads_attributes_exactly_the_syscall_bytes() {
+        attributes_exactly_the_syscall_bytes(FileAccess::Typed);
+    }
+
+    #[test]
+    fn probe_with_probe_reads_attributes_exactly_the_syscall_bytes() {
+        attributes_exactly_the_syscall_bytes(FileAccess::ProbeRead);
+    }
+
+    fn attributes_exactly_the_syscall_bytes(access: FileAccess) {
         if !rustix::process::geteuid().is_root() {
-            eprintln!("\n*** SKIPPED probe_attributes_exactly_the_syscall_bytes: loading eBPF needs root ***\n");
+            eprintln!(
+                "\n*** SKIPPED ebpf attribution test ({access:?}): loading eBPF needs root ***\n"
+            );
             return;
         }
-        let mut source = match EbpfSource::load() {
+        let mut source = match EbpfSource::load_with(access) {
             Ok(s) => s,
             Err(e) => panic!("the probe must load on this kernel: {e}"),
         };
+        if access == FileAccess::Typed && source.file_access() != FileAccess::Typed {
+            panic!("this kernel (Linux 6.18 here) has bpf_rdonly_cast, but the probe fell back to probe reads");
+        }
         eprintln!(
-            "ebpf mode: {} (fexit: {:?})",
+            "ebpf mode: {} (fexit: {:?}), file access: {}",
             source.mode(),
-            source.fexit_refused()
+            source.fexit_refused(),
+            source.file_access().name()
         );
         let tmp = tempfile::tempdir().unwrap();
         let a = tmp.path().join("a");
@@ -531,5 +643,105 @@ mod tests {
             "only the 4-byte writes inside project a count there"
         );
         assert_eq!(sample.growth.len(), 1, "{:?}", sample.growth);
+        // A new project set starts a new epoch: a file already written (and resolved as in no
+        // project) is resolved again, on the same open fd.
+        let mut late = std::fs::File::create(outside.join("late")).unwrap();
+        late.write_all(&[0u8; 1000]).unwrap();
+        assert!(source.drain().unwrap().growth.is_empty());
+        source
+            .watch(&[project(1, &a), project(2, &b), project(3, &outside)])
+            .unwrap();
+        late.write_all(&[0u8; 777]).unwrap();
+        let sample = source.drain().unwrap();
+        assert_eq!(
+            sample.growth.get(&3).copied(),
+            Some(777),
+            "{:?}",
+            sample.growth
+        );
+        assert_eq!(sample.growth.len(), 1, "{:?}", sample.growth);
+    }
+
+    /// Where cgroup v2 is mounted, from /proc/self/mountinfo.
+    fn cgroup2_mount() -> Option<std::path::PathBuf> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        info.lines().find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| std::path::PathBuf::from(mount_point))
+        })
+    }
+
+    #[test]
+    fn probe_names_the_writers_cgroup() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("\n*** SKIPPED probe_names_the_writers_cgroup: needs root ***\n");
+            return;
+        }
+        let Some(cgroup2) = cgroup2_mount() else {
+            eprintln!("\n*** SKIPPED probe_names_the_writers_cgroup: no cgroup v2 mounted ***\n");
+            return;
+        };
+        let mut source = EbpfSource::load().expect("the probe must load on this kernel");
+        let tmp = tempfile::tempdir().unwrap();
+        source.watch(&[project(1, tmp.path())]).unwrap();
+        source.drain().unwrap();
+        let group = cgroup2.join(format!("guardian-test-{}", std::process::id()));
+        std::fs::create_dir(&group).unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec dd if=/dev/zero of={}/f bs=4096 count=256 status=none",
+                group.display(),
+                tmp.path().display()
+            ))
+            .status()
+            .unwrap();
+        let group_id = std::fs::metadata(&group).unwrap().ino();
+        std::fs::remove_dir(&group).unwrap();
+        assert!(status.success());
+        let sample = source.drain().unwrap();
+        let by_group: Vec<_> = sample
+            .by_cgroup
+            .iter()
+            .map(|c| (c.cgroup, c.project, c.bytes))
+            .collect();
+        assert_eq!(
+            by_group,
+            vec![(group_id, 1, 1 << 20)],
+            "the cgroup id is the cgroup dir's inode"
+        );
+    }
+
+    #[test]
+    fn rewrites_every_cast_placeholder_of_the_probe_and_nothing_else() {
+        if PROBE.is_empty() {
+            eprintln!("\n*** SKIPPED rewrites_every_cast_placeholder_of_the_probe_and_nothing_else: built without the probe ***\n");
+            return;
+        }
+        let placeholder = guardian_common::RDONLY_CAST_PLACEHOLDER.to_le_bytes();
+        let (typed, n) = kfunc::rewrite_cast_calls(PROBE, CastCall::Kfunc(0x0102_0304)).unwrap();
+        let (moved, m) = kfunc::rewrite_cast_calls(PROBE, CastCall::Move).unwrap();
+        assert_eq!(n, m);
+        assert!(
+            n >= 2,
+            "the fd-table entry and the registers are cast in every program"
+        );
+        let changed: Vec<usize> = (0..PROBE.len())
+            .filter(|&i| PROBE[i] != typed.bytes()[i])
+            .collect();
+        assert!(!changed.is_empty());
+        for i in changed {
+            let insn = i - i % 8;
+            assert_eq!(
+                PROBE[insn + 4..insn + 8],
+                placeholder,
+                "byte {i} is outside a placeholder"
+            );
+            assert_eq!(typed.bytes()[insn + 1], 0x20, "a kfunc call");
+        }
+        assert_eq!(moved.bytes().len(), PROBE.len());
     }
 }

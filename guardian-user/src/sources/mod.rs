@@ -16,6 +16,8 @@ mod track;
 pub mod btf;
 #[cfg(target_os = "linux")]
 pub mod ebpf;
+#[cfg(target_os = "linux")]
+mod kfunc;
 
 use serde::Serialize;
 use std::collections::HashMap;
