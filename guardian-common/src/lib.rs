@@ -150,6 +150,11 @@ pub struct KernelOffsets {
     pub regs_args: [u64; 4],
     pub task_stack: u64,
     pub task_tgid: u64,
+    /// `files_struct.fdtab` and `files_struct.fd_array`: the fd table embedded in `files_struct`
+    /// (used while a process has few fds), and its length (`NR_OPEN_DEFAULT`).
+    pub files_fdtab: u64,
+    pub files_fd_array: u64,
+    pub files_fd_array_len: u64,
     pub task_cgroups: u64,
     pub css_set_dfl_cgrp: u64,
     pub cgroup_kn: u64,
@@ -194,7 +199,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<WriteSlot>(), 64, "one cache line");
         assert_eq!(core::mem::size_of::<ProbeSettings>(), 16);
         assert_eq!(core::mem::size_of::<Resolution>(), 8);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 23 * 8 + 16);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 26 * 8 + 16);
         assert!(WRITE_SLOTS.is_power_of_two());
     }
 

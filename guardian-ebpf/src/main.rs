@@ -56,6 +56,9 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     regs_args: [0; 4],
     task_stack: 0,
     task_tgid: 0,
+    files_fdtab: 0,
+    files_fd_array: 0,
+    files_fd_array_len: 0,
     task_cgroups: 0,
     css_set_dfl_cgrp: 0,
     cgroup_kn: 0,
@@ -206,7 +209,26 @@ fn file_of_fd(task: u64, fd: u64) -> u64 {
     if files == 0 {
         return 0;
     }
+    let entry = fd_table_entry(files, fd);
+    if entry == 0 {
+        0
+    } else if typed() {
+        // The entry viewed as a struct whose first member is the `struct file *`.
+        load(rdonly_cast(entry, off!(file_ref_btf_id)), 0)
+    } else {
+        read::<u64>(entry).unwrap_or(0)
+    }
+}
+
+/// Address of `fd`'s entry in the fd table of `files`, or 0 when `fd` is out of range.
+#[inline(always)]
+fn fd_table_entry(files: u64, fd: u64) -> u64 {
     let fdt: u64 = load(files, off!(files_fdt));
+    if fd < off!(files_fd_array_len) && fdt == files + off!(files_fdtab) {
+        // The table embedded in `files_struct` (a process with few fds): no need to load
+        // `fdt->fd`, which is `files->fd_array`.
+        return files + off!(files_fd_array) + fd * 8;
+    }
     if fdt == 0 {
         return 0;
     }
@@ -215,13 +237,7 @@ fn file_of_fd(task: u64, fd: u64) -> u64 {
         return 0;
     }
     let fd_array: u64 = load(fdt, off!(fdtable_fd));
-    let entry = fd_array + fd * 8;
-    if typed() {
-        // The entry viewed as a struct whose first member is the `struct file *`.
-        load(rdonly_cast(entry, off!(file_ref_btf_id)), 0)
-    } else {
-        read::<u64>(entry).unwrap_or(0)
-    }
+    fd_array + fd * 8
 }
 
 /// The cgroup v2 id of `task` (as `bpf_get_current_cgroup_id` computes it), or 0.

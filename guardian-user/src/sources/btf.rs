@@ -62,6 +62,18 @@ impl KernelBtf {
         })
     }
 
+    /// Element count of the array member `member` of struct `ty`.
+    pub fn array_len(&self, ty: &str, member: &str) -> Result<u64, String> {
+        let (member_type, _) = self
+            .types
+            .offset_of(self.struct_id(ty)?, member)
+            .map_err(|e| format!("{ty}.{member}: {e:?}"))?;
+        match self.types.from_id(member_type) {
+            Some(TypeVariant::Array(array)) => Ok(u64::from(*array.element_count())),
+            _ => Err(format!("{ty}.{member} is not an array")),
+        }
+    }
+
     /// BTF id of `struct ty`.
     pub fn struct_id(&self, ty: &str) -> Result<u32, String> {
         self.types

@@ -468,6 +468,11 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets, SourceError> {
         regs_args: syscall_arg_offsets(&get)?,
         task_stack: get("task_struct", "stack")?,
         task_tgid: get("task_struct", "tgid")?,
+        files_fdtab: get("files_struct", "fdtab")?,
+        files_fd_array: get("files_struct", "fd_array")?,
+        files_fd_array_len: btf
+            .array_len("files_struct", "fd_array")
+            .map_err(|e| unavailable(format!("kernel BTF: {e}")))?,
         task_cgroups: get("task_struct", "cgroups")?,
         css_set_dfl_cgrp: get("css_set", "dfl_cgrp")?,
         cgroup_kn: get("cgroup", "kn")?,
@@ -612,6 +617,26 @@ mod tests {
             sample.growth.get(&2).copied(),
             Some((1 << 20) + copied as i64)
         );
+        // More fds than the table embedded in `files_struct` holds: writes through a high fd and
+        // a low one both go through the external fd table (in a thread with its own table).
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                use std::os::fd::{AsRawFd, FromRawFd};
+                // SAFETY: gives only this thread a private copy of the fd table.
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_FILES) }, 0);
+                let mut low = std::fs::File::create(b.join("many-fds")).unwrap();
+                // SAFETY: fd 100 is free in this thread's private table; the File owns it.
+                let mut high = unsafe {
+                    assert_eq!(libc::dup2(low.as_raw_fd(), 100), 100);
+                    std::fs::File::from_raw_fd(100)
+                };
+                high.write_all(&vec![1u8; 1 << 20]).unwrap();
+                low.write_all(&vec![2u8; 1 << 20]).unwrap();
+            });
+        });
+        let sample = source.drain().unwrap();
+        assert_eq!(sample.growth.get(&2).copied(), Some(2 << 20));
+        assert_eq!(sample.growth.len(), 1, "{:?}", sample.growth);
         // Punching a hole frees space: not counted. sendfile into a project file is.
         rustix::fs::fallocate(
             &f,
