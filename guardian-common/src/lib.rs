@@ -75,12 +75,12 @@ pub struct Resolution {
 pub const WRITE_SLOTS: usize = 256;
 
 /// One slot of the probe's per-CPU write cache, chosen by (process, fd): the inode last written
-/// there, its project and the writer's cgroup, and the bytes counted since the slot was filled.
-/// A write that matches the slot (same in-memory inode, inode number, generation, cgroup and
+/// there, the writer's `css_set` and project, and the bytes counted since the slot was filled.
+/// A write that matches the slot (same in-memory inode, inode number, generation, `css_set` and
 /// project epoch) only adds its bytes here. Otherwise the probe first moves the slot's bytes to
 /// the per-project and per-(cgroup, project) maps (zeroing the slot before adding them there),
 /// then refills it. Userspace reads those maps before the slots, so a racing move can delay bytes
-/// to the next read but never count them twice.
+/// to the next read but never count them twice. One cache line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteSlot {
@@ -88,8 +88,9 @@ pub struct WriteSlot {
     /// inode structs, and a reused one has a new number or generation).
     pub inode: u64,
     pub ino: u64,
-    /// Writer's cgroup id (cgroup v2 id of the task's default-hierarchy cgroup).
-    pub cgroup: u64,
+    /// Address of the writer's `css_set` (its set of cgroups); the cgroup id it stood for when
+    /// the slot was filled is `WriteCache::cgroups` at the same index.
+    pub css_set: u64,
     pub generation: u32,
     /// Project id, 0 for "in no project" (such slots count nothing).
     pub project: u32,
@@ -101,8 +102,15 @@ pub struct WriteSlot {
     pub allocated: u64,
 }
 
-/// The per-CPU write cache: one map value, so userspace reads it in one call.
-pub type WriteSlots = [WriteSlot; WRITE_SLOTS];
+/// The per-CPU write cache: one map value, so userspace reads it in one call. The cgroup ids sit
+/// apart from the slots so a write that hits its slot touches one cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WriteCache {
+    /// cgroup v2 id of each slot's `css_set` when the slot was filled.
+    pub cgroups: [u64; WRITE_SLOTS],
+    pub slots: [WriteSlot; WRITE_SLOTS],
+}
 
 /// Settings shared by userspace and the probe (one array entry).
 #[repr(C)]
@@ -181,6 +189,7 @@ mod pod {
     unsafe impl aya::Pod for super::CgroupKey {}
     unsafe impl aya::Pod for super::FileKey {}
     unsafe impl aya::Pod for super::WriteSlot {}
+    unsafe impl aya::Pod for super::WriteCache {}
     unsafe impl aya::Pod for super::Resolution {}
     unsafe impl aya::Pod for super::ProbeSettings {}
     unsafe impl aya::Pod for super::KernelOffsets {}
@@ -201,6 +210,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Resolution>(), 8);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 26 * 8 + 16);
         assert!(WRITE_SLOTS.is_power_of_two());
+        assert_eq!(core::mem::size_of::<WriteCache>(), WRITE_SLOTS * (8 + 64));
     }
 
     #[test]

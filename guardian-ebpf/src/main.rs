@@ -11,8 +11,8 @@
 //! saved registers are found at a learned offset from the task's stack; elsewhere the untyped
 //! steps use `bpf_probe_read_kernel` and `bpf_task_pt_regs`.
 //!
-//! A per-CPU write cache, indexed by (process, fd), remembers the inode, cgroup and project of
-//! the last write there and collects its bytes, so a steady writer costs one slot update per
+//! A per-CPU write cache, indexed by (process, fd), remembers the inode, `css_set` (and so
+//! cgroup) and project of the last write there and collects its bytes, so a steady writer costs one slot update per
 //! write. A slot that no longer matches moves its bytes to the per-project and per-(cgroup,
 //! project) maps and is refilled: from an LRU of resolved inodes, or by walking `d_parent`
 //! (bounded) to the first registered project dir. Kernel struct offsets come from userspace (read
@@ -32,7 +32,7 @@ use aya_ebpf::{
 };
 use guardian_common::{
     CgroupKey, FileKey, InodeKey, KernelOffsets, ProbeSettings, ProjectStats, Resolution,
-    WriteSlot, WriteSlots, KIND_COPY, KIND_FALLOCATE, KIND_WRITE, MAX_PROJECTS, MAX_WALK_DEPTH,
+    WriteCache, WriteSlot, KIND_COPY, KIND_FALLOCATE, KIND_WRITE, MAX_PROJECTS, MAX_WALK_DEPTH,
     RDONLY_CAST_PLACEHOLDER, WRITE_SLOTS,
 };
 
@@ -84,7 +84,7 @@ static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
 
 /// Per-CPU write cache (see `WriteSlot`).
 #[map]
-static SLOTS: PerCpuArray<WriteSlots> = PerCpuArray::with_max_entries(1, 0);
+static SLOTS: PerCpuArray<WriteCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU bytes moved out of write slots, indexed by project id.
 #[map]
@@ -240,10 +240,9 @@ fn fd_table_entry(files: u64, fd: u64) -> u64 {
     fd_array + fd * 8
 }
 
-/// The cgroup v2 id of `task` (as `bpf_get_current_cgroup_id` computes it), or 0.
+/// The cgroup v2 id of a task's `css_set` (as `bpf_get_current_cgroup_id` computes it), or 0.
 #[inline(always)]
-fn cgroup_of(task: u64) -> u64 {
-    let css_set: u64 = load(task, off!(task_cgroups));
+fn cgroup_of(css_set: u64) -> u64 {
     if css_set == 0 {
         return 0;
     }
@@ -282,28 +281,32 @@ fn account(w: Written, index: Option<usize>, settings: &ProbeSettings) {
     }
     let ino: u64 = kernel_read(inode, off!(inode_i_ino));
     let generation: u32 = kernel_read(inode, off!(inode_i_generation));
-    let cgroup = cgroup_of(w.task);
-    let index = index.unwrap_or((ino ^ (ino >> 8) ^ generation as u64) as usize);
-    let Some(slots) = SLOTS.get_ptr_mut(0) else {
+    let css_set: u64 = load(w.task, off!(task_cgroups));
+    let index =
+        index.unwrap_or((ino ^ (ino >> 8) ^ generation as u64) as usize) & (WRITE_SLOTS - 1);
+    let Some(cache) = SLOTS.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: this CPU's value; programs do not nest on one CPU.
-    let Some(slot) = (unsafe { &mut *slots }).get_mut(index & (WRITE_SLOTS - 1)) else {
+    let cache = unsafe { &mut *cache };
+    let (Some(slot), Some(cgroup)) = (cache.slots.get_mut(index), cache.cgroups.get_mut(index))
+    else {
         return;
     };
     let epoch = settings.epoch;
     let hit = slot.inode == inode
         && slot.ino == ino
         && slot.generation == generation
-        && slot.cgroup == cgroup
+        && slot.css_set == css_set
         && slot.epoch == epoch;
     if !hit {
-        move_out(slot);
+        move_out(slot, *cgroup);
         let project = resolve(w.file, inode, ino, generation, epoch).unwrap_or(0);
+        *cgroup = cgroup_of(css_set);
         slot.inode = inode;
         slot.ino = ino;
         slot.generation = generation;
-        slot.cgroup = cgroup;
+        slot.css_set = css_set;
         slot.epoch = epoch;
         slot.project = project;
     }
@@ -319,7 +322,7 @@ fn account(w: Written, index: Option<usize>, settings: &ProbeSettings) {
 /// Moves a slot's bytes to the per-project and per-(cgroup, project) maps: zeroes the slot
 /// first, so a userspace read (maps, then slots) can miss them once but never count them twice.
 #[inline(always)]
-fn move_out(slot: &mut WriteSlot) {
+fn move_out(slot: &mut WriteSlot, cgroup: u64) {
     let (written, copied, allocated) = (slot.written, slot.copied, slot.allocated);
     let total = written + copied + allocated;
     if total == 0 || slot.project == 0 || slot.project >= MAX_PROJECTS {
@@ -339,7 +342,7 @@ fn move_out(slot: &mut WriteSlot) {
         stats.allocated += allocated;
     }
     let key = CgroupKey {
-        cgroup: slot.cgroup,
+        cgroup,
         project: slot.project,
         _pad: 0,
     };

@@ -15,7 +15,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap};
 use aya::programs::{FExit, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use guardian_common::{
-    kernel_dev, CgroupKey, InodeKey, KernelOffsets, ProbeSettings, ProjectStats, WriteSlots,
+    kernel_dev, CgroupKey, InodeKey, KernelOffsets, ProbeSettings, ProjectStats, WriteCache,
     MAX_PROJECTS,
 };
 use std::collections::HashMap;
@@ -177,9 +177,11 @@ impl EbpfSource {
                 add_stats(sum, s.written, s.copied, s.allocated);
             }
         }
-        for slot in self.write_slots()?.iter().flatten() {
-            if let Some(sum) = out.get_mut(&slot.project) {
-                add_stats(sum, slot.written, slot.copied, slot.allocated);
+        for cache in self.write_caches()? {
+            for slot in &cache.slots {
+                if let Some(sum) = out.get_mut(&slot.project) {
+                    add_stats(sum, slot.written, slot.copied, slot.allocated);
+                }
             }
         }
         Ok(out)
@@ -196,18 +198,20 @@ impl EbpfSource {
             let (key, values) = entry.map_err(|e| failed(format!("reading CGROUP_BYTES: {e}")))?;
             *out.entry((key.cgroup, key.project)).or_insert(0) += values.iter().sum::<u64>();
         }
-        for slot in self.write_slots()?.iter().flatten() {
-            let bytes = slot.written + slot.copied + slot.allocated;
-            if slot.project != 0 && bytes > 0 {
-                *out.entry((slot.cgroup, slot.project)).or_insert(0) += bytes;
+        for cache in self.write_caches()? {
+            for (slot, &cgroup) in cache.slots.iter().zip(&cache.cgroups) {
+                let bytes = slot.written + slot.copied + slot.allocated;
+                if slot.project != 0 && bytes > 0 {
+                    *out.entry((cgroup, slot.project)).or_insert(0) += bytes;
+                }
             }
         }
         Ok(out)
     }
 
     /// Every CPU's write cache.
-    fn write_slots(&self) -> Result<Vec<WriteSlots>, SourceError> {
-        let slots: PerCpuArray<_, WriteSlots> = PerCpuArray::try_from(self.map("SLOTS")?)
+    fn write_caches(&self) -> Result<Vec<WriteCache>, SourceError> {
+        let slots: PerCpuArray<_, WriteCache> = PerCpuArray::try_from(self.map("SLOTS")?)
             .map_err(|e| failed(format!("map SLOTS: {e}")))?;
         let per_cpu = slots
             .get(&0, 0)

@@ -61,11 +61,23 @@ pub(super) struct Paired {
 
 impl Paired {
     pub fn above_floor_pp(&self) -> f64 {
-        median(&self.rounds.iter().map(Round::above_floor_pp).collect::<Vec<_>>())
+        median(
+            &self
+                .rounds
+                .iter()
+                .map(Round::above_floor_pp)
+                .collect::<Vec<_>>(),
+        )
     }
 
     pub fn probe_slowdown(&self) -> f64 {
-        median(&self.rounds.iter().map(Round::probe_slowdown).collect::<Vec<_>>())
+        median(
+            &self
+                .rounds
+                .iter()
+                .map(Round::probe_slowdown)
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// Median extra wall time per write of the probe over the floor, in ns.
