@@ -162,9 +162,31 @@ impl EbpfSource {
         self.fexit_refused.as_deref()
     }
 
-    /// Total bytes per project id since load (all CPUs summed): the per-project map, then the
-    /// write slots (in that order, a racing move out of a slot can only delay bytes).
-    pub fn totals(&self) -> Result<HashMap<u32, ProjectStats>, SourceError> {
+    /// Bytes per project id and per (cgroup, project) since load, all CPUs summed. The maps
+    /// the probe moves bytes into are read before the write slots (once), so a racing move out
+    /// of a slot can only delay bytes to the next read, never count them twice.
+    fn totals(&self) -> Result<Totals, SourceError> {
+        let mut totals = Totals {
+            projects: self.project_map_totals()?,
+            cgroups: self.cgroup_map_totals()?,
+        };
+        for cache in self.write_caches()? {
+            for (slot, &cgroup) in cache.slots.iter().zip(&cache.cgroups) {
+                let bytes = slot.written + slot.copied + slot.allocated;
+                if slot.project == 0 || bytes == 0 {
+                    continue;
+                }
+                if let Some(total) = totals.projects.get_mut(&slot.project) {
+                    *total += bytes;
+                }
+                *totals.cgroups.entry((cgroup, slot.project)).or_insert(0) += bytes;
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Bytes moved into the per-project map, per registered project.
+    fn project_map_totals(&self) -> Result<HashMap<u32, u64>, SourceError> {
         let stats: PerCpuArray<_, ProjectStats> = PerCpuArray::try_from(self.map("STATS")?)
             .map_err(|e| failed(format!("map STATS: {e}")))?;
         let mut out = HashMap::new();
@@ -172,24 +194,17 @@ impl EbpfSource {
             let per_cpu = stats
                 .get(&id, 0)
                 .map_err(|e| failed(format!("reading STATS: {e}")))?;
-            let sum = out.entry(id).or_insert_with(ProjectStats::default);
-            for s in per_cpu.iter() {
-                add_stats(sum, s.written, s.copied, s.allocated);
-            }
-        }
-        for cache in self.write_caches()? {
-            for slot in &cache.slots {
-                if let Some(sum) = out.get_mut(&slot.project) {
-                    add_stats(sum, slot.written, slot.copied, slot.allocated);
-                }
-            }
+            let bytes = per_cpu
+                .iter()
+                .map(|s| s.written + s.copied + s.allocated)
+                .sum();
+            out.insert(id, bytes);
         }
         Ok(out)
     }
 
-    /// Bytes per (cgroup, project) since load: the per-(cgroup, project) map, then the write
-    /// slots (see `totals`).
-    fn cgroup_totals(&self) -> Result<HashMap<(u64, u32), u64>, SourceError> {
+    /// Bytes moved into the per-(cgroup, project) map.
+    fn cgroup_map_totals(&self) -> Result<HashMap<(u64, u32), u64>, SourceError> {
         let map: PerCpuHashMap<_, CgroupKey, u64> =
             PerCpuHashMap::try_from(self.map("CGROUP_BYTES")?)
                 .map_err(|e| failed(format!("map CGROUP_BYTES: {e}")))?;
@@ -197,14 +212,6 @@ impl EbpfSource {
         for entry in map.iter() {
             let (key, values) = entry.map_err(|e| failed(format!("reading CGROUP_BYTES: {e}")))?;
             *out.entry((key.cgroup, key.project)).or_insert(0) += values.iter().sum::<u64>();
-        }
-        for cache in self.write_caches()? {
-            for (slot, &cgroup) in cache.slots.iter().zip(&cache.cgroups) {
-                let bytes = slot.written + slot.copied + slot.allocated;
-                if slot.project != 0 && bytes > 0 {
-                    *out.entry((cgroup, slot.project)).or_insert(0) += bytes;
-                }
-            }
         }
         Ok(out)
     }
@@ -228,12 +235,9 @@ impl EbpfSource {
     /// Starts a new project epoch: the probe resolves every written file again (cached
     /// resolutions may name projects that moved, or miss files that now sit in a project).
     fn new_epoch(&mut self) -> Result<(), SourceError> {
-        let mut settings: Array<_, ProbeSettings> = Array::try_from(
-            self.ebpf
-                .map_mut("SETTINGS")
-                .ok_or_else(|| failed("map SETTINGS missing"))?,
-        )
-        .map_err(|e| failed(format!("map SETTINGS: {e}")))?;
+        let mut settings: Array<_, ProbeSettings> =
+            Array::try_from(map_mut(&mut self.ebpf, "SETTINGS")?)
+                .map_err(|e| failed(format!("map SETTINGS: {e}")))?;
         let mut current = settings
             .get(&0, 0)
             .map_err(|e| failed(format!("reading SETTINGS: {e}")))?;
@@ -244,10 +248,22 @@ impl EbpfSource {
     }
 }
 
-fn add_stats(sum: &mut ProjectStats, written: u64, copied: u64, allocated: u64) {
-    sum.written += written;
-    sum.copied += copied;
-    sum.allocated += allocated;
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map, SourceError> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| failed(format!("map {name} missing")))
+}
+
+/// Bytes above the highest total seen so far (`last`, which it raises), if any.
+fn growth(last: &mut u64, total: u64) -> Option<u64> {
+    let bytes = total.checked_sub(*last).filter(|b| *b > 0)?;
+    *last = total;
+    Some(bytes)
+}
+
+/// What `EbpfSource::totals` reads.
+struct Totals {
+    projects: HashMap<u32, u64>,
+    cgroups: HashMap<(u64, u32), u64>,
 }
 
 impl Source for EbpfSource {
@@ -256,12 +272,9 @@ impl Source for EbpfSource {
     }
 
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
-        let mut map: BpfHashMap<_, InodeKey, u32> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("PROJECTS")
-                .ok_or_else(|| failed("map PROJECTS missing"))?,
-        )
-        .map_err(|e| failed(format!("map PROJECTS: {e}")))?;
+        let mut map: BpfHashMap<_, InodeKey, u32> =
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, "PROJECTS")?)
+                .map_err(|e| failed(format!("map PROJECTS: {e}")))?;
         for (key, _) in self.registered.drain(..) {
             let _ = map.remove(&key);
         }
@@ -282,25 +295,22 @@ impl Source for EbpfSource {
 
     fn drain(&mut self) -> Result<Sample, SourceError> {
         let mut sample = Sample::default();
-        for (id, stats) in self.totals()? {
-            let total = stats.written + stats.copied + stats.allocated;
-            // A read racing a move out of a write slot can come out low once: keep the highest
-            // total seen, so those bytes are not counted again when they reappear.
-            let last = self.last_stats.entry(id).or_insert(0);
-            if total > *last {
-                sample.growth.insert(id, (total - *last) as i64);
-                *last = total;
+        let totals = self.totals()?;
+        // A read racing a move out of a write slot can come out low once: keep the highest
+        // total seen, so those bytes are not counted again when they reappear.
+        for (id, total) in totals.projects {
+            if let Some(bytes) = growth(self.last_stats.entry(id).or_insert(0), total) {
+                sample.growth.insert(id, bytes as i64);
             }
         }
-        for ((cgroup, project), total) in self.cgroup_totals()? {
+        for ((cgroup, project), total) in totals.cgroups {
             let last = self.last_cgroup.entry((cgroup, project)).or_insert(0);
-            if total > *last {
+            if let Some(bytes) = growth(last, total) {
                 sample.by_cgroup.push(CgroupBytes {
                     project,
                     cgroup,
-                    bytes: total - *last,
+                    bytes,
                 });
-                *last = total;
             }
         }
         Ok(sample)

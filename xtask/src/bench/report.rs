@@ -237,6 +237,15 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Lowest and highest of `values` (`(+inf, -inf)` when empty).
+pub fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
 /// Median of `values` (unsorted; the mean of the two middle ones for an even count).
 pub fn median(values: &[f64]) -> f64 {
     if values.is_empty() {

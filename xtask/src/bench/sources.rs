@@ -142,9 +142,7 @@ impl Workload {
     /// (which cannot slow dd down) against no Guardian.
     fn noise_note(&self, bytes: u64) -> String {
         let mbps = self.runs[0].mbps(bytes);
-        let (lo, hi) = mbps
-            .iter()
-            .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let (lo, hi) = report::min_max(&mbps);
         let poll = SETUPS
             .iter()
             .position(|s| *s == Setup::Daemon("poll"))
@@ -415,6 +413,7 @@ fn measure_fs(
 struct Dd<'a> {
     target: PathBuf,
     bs: &'static str,
+    /// Bytes per write (`bs`).
     bs_bytes: u64,
     count: u64,
     scratch: Option<&'a Scratch>,
@@ -433,10 +432,6 @@ struct Measured {
 }
 
 impl Dd<'_> {
-    fn bytes_per_write(&self) -> u64 {
-        self.bs_bytes
-    }
-
     /// One dd over the existing file, in place. Not a new file each time: this VM returns
     /// freed guest pages to the host (virtio-balloon free page reporting), and a new file's
     /// pages then fault in on the host at random, so identical runs took 0.7–3 s; rewriting

@@ -6,7 +6,7 @@
 //! are minutes apart) cancels out. Each run also checks that the probe counted exactly the bytes
 //! dd wrote.
 
-use super::{check_cancel, median, Dd, Measured};
+use super::{check_cancel, median, report, Dd, Measured};
 use anyhow::{bail, Context, Result};
 use guardian::sources::ebpf::{load_empty_floor, EbpfSource};
 use guardian::sources::{ProjectDir, Source};
@@ -90,10 +90,13 @@ impl Paired {
 
     /// Lowest and highest per-round above-floor figure.
     pub fn above_floor_range(&self) -> (f64, f64) {
-        self.rounds
-            .iter()
-            .map(Round::above_floor_pp)
-            .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)))
+        report::min_max(
+            &self
+                .rounds
+                .iter()
+                .map(Round::above_floor_pp)
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -161,7 +164,7 @@ fn with_probe(dd: &Dd<'_>, project: &Path) -> Result<Measured> {
     });
     let measured = measured?;
     let counted = counted? + source.drain()?.growth.get(&1).copied().unwrap_or(0);
-    let expected = (dd.count * dd.bytes_per_write()) as i64 * (1 + i64::from(measured.repeated));
+    let expected = (dd.count * dd.bs_bytes) as i64 * (1 + i64::from(measured.repeated));
     if counted != expected {
         bail!("the probe counted {counted} bytes, dd wrote {expected}");
     }
