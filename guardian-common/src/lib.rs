@@ -74,7 +74,7 @@ pub struct Resolution {
 /// Slots per CPU of the probe's write cache (a power of two).
 pub const WRITE_SLOTS: usize = 256;
 
-/// One slot of the probe's per-CPU write cache, chosen by (process, fd): the inode last written
+/// One slot of the probe's per-CPU write cache, chosen by (fd table, fd): the inode last written
 /// there, the writer's `css_set` and project, and the bytes counted since the slot was filled.
 /// A write that matches the slot (same in-memory inode, inode number, generation, `css_set` and
 /// project epoch) only adds its bytes here. Otherwise the probe first moves the slot's bytes to
@@ -112,7 +112,8 @@ pub struct WriteCache {
     pub slots: [WriteSlot; WRITE_SLOTS],
 }
 
-/// Settings shared by userspace and the probe (one array entry).
+/// Settings shared by userspace and the probe: the probe's `SETTINGS` global, in the object's
+/// `.bss` (a one-entry array map userspace reads and writes as `.bss`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeSettings {
@@ -157,7 +158,6 @@ pub struct KernelOffsets {
     /// them (x86_64: di, si, dx, r10; aarch64: orig_x0, x1, x2, x3).
     pub regs_args: [u64; 4],
     pub task_stack: u64,
-    pub task_tgid: u64,
     /// `files_struct.fdtab` and `files_struct.fd_array`: the fd table embedded in `files_struct`
     /// (used while a process has few fds), and its length (`NR_OPEN_DEFAULT`).
     pub files_fdtab: u64,
@@ -170,8 +170,9 @@ pub struct KernelOffsets {
     /// 1 once userspace filled the offsets; the probe counts nothing while 0.
     pub ready: u32,
     /// BTF id of a struct whose first member is a `struct file *` (`kiocb`), to view an fd-table
-    /// slot as one through `bpf_rdonly_cast`; 0 where the kernel has no such kfunc, and the probe
-    /// then reads the fd table, file and inode with `bpf_probe_read_kernel`.
+    /// slot as one through `bpf_rdonly_cast`; 0 where the kernel has no such kfunc, and userspace
+    /// then loads the probe's `_pr` programs, which read the fd table, file and inode with
+    /// `bpf_probe_read_kernel`.
     pub file_ref_btf_id: u32,
     /// BTF id of `struct pt_regs`, to view `task->stack + regs_delta` as the saved registers
     /// through `bpf_rdonly_cast` (instead of calling `bpf_task_pt_regs` per write); 0 with
@@ -208,7 +209,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<WriteSlot>(), 64, "one cache line");
         assert_eq!(core::mem::size_of::<ProbeSettings>(), 16);
         assert_eq!(core::mem::size_of::<Resolution>(), 8);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 26 * 8 + 16);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 25 * 8 + 16);
         assert!(WRITE_SLOTS.is_power_of_two());
         assert_eq!(core::mem::size_of::<WriteCache>(), WRITE_SLOTS * (8 + 64));
     }

@@ -9,9 +9,11 @@
 //! `current->files->fdt->fd[fd]`, then to the inode. Where the kernel has `bpf_rdonly_cast`
 //! (Linux ≥ 6.2) every step is a typed load the verifier checks against the kernel's BTF, and the
 //! saved registers are found at a learned offset from the task's stack; elsewhere the untyped
-//! steps use `bpf_probe_read_kernel` and `bpf_task_pt_regs`.
+//! steps use `bpf_probe_read_kernel` and `bpf_task_pt_regs`. The two are separate programs
+//! (`exit_<syscall>` and `exit_<syscall>_pr`) from one body with the mode as a compile-time
+//! constant; userspace loads one set.
 //!
-//! A per-CPU write cache, indexed by (process, fd), remembers the inode, `css_set` (and so
+//! A per-CPU write cache, indexed by (fd table, fd), remembers the inode, `css_set` (and so
 //! cgroup) and project of the last write there and collects its bytes, so a steady writer costs one slot update per
 //! write. A slot that no longer matches moves its bytes to the per-project and per-(cgroup,
 //! project) maps and is refilled: from an LRU of resolved inodes, or by walking `d_parent`
@@ -26,7 +28,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{fexit, map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::{FExitContext, TracePointContext},
     EbpfContext,
 };
@@ -55,7 +57,6 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     inode_i_generation: 0,
     regs_args: [0; 4],
     task_stack: 0,
-    task_tgid: 0,
     files_fdtab: 0,
     files_fd_array: 0,
     files_fd_array_len: 0,
@@ -78,9 +79,14 @@ static PROJECTS: HashMap<InodeKey, u32> = HashMap::with_max_entries(MAX_PROJECTS
 #[map]
 static INODE_PROJECT: LruHashMap<FileKey, Resolution> = LruHashMap::with_max_entries(65536, 0);
 
-/// Learned register offset and the project epoch (see `ProbeSettings`).
-#[map]
-static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
+/// Learned register offset and the project epoch (see `ProbeSettings`): a global in `.bss`,
+/// which the probe reaches through a constant address instead of a map lookup.
+#[no_mangle]
+static mut SETTINGS: ProbeSettings = ProbeSettings {
+    regs_delta: 0,
+    epoch: 0,
+    _pad: 0,
+};
 
 /// Per-CPU write cache (see `WriteSlot`).
 #[map]
@@ -132,13 +138,6 @@ fn read<T>(addr: u64) -> Result<T, i64> {
     unsafe { bpf_probe_read_kernel(addr as *const T).map_err(|e| e as i64) }
 }
 
-/// True when the kernel has `bpf_rdonly_cast`: the fd table entry, file and inode are then read
-/// with typed loads (a load each) instead of `bpf_probe_read_kernel` (a helper call each).
-#[inline(always)]
-fn typed() -> bool {
-    off!(file_ref_btf_id) != 0
-}
-
 /// `bpf_rdonly_cast(addr, btf_id)`: `addr` as an untrusted pointer to BTF type `btf_id`, whose
 /// loads the JIT turns into fault-tolerant ones. Userspace rewrites the placeholder call (see
 /// `RDONLY_CAST_PLACEHOLDER`); the kernel inlines the kfunc into a register move.
@@ -152,11 +151,11 @@ fn rdonly_cast(addr: u64, btf_id: u32) -> u64 {
     }
 }
 
-/// A `T` at `base + offset` of kernel memory: a typed load when `typed()` (where `base` is a BTF
+/// A `T` at `base + offset` of kernel memory: a typed load when `TYPED` (where `base` is a BTF
 /// pointer), else a probe read; 0 when the memory cannot be read.
 #[inline(always)]
-fn kernel_read<T: Copy + Default>(base: u64, offset: u64) -> T {
-    if typed() {
+fn kernel_read<const TYPED: bool, T: Copy + Default>(base: u64, offset: u64) -> T {
+    if TYPED {
         load(base, offset)
     } else {
         read(base + offset).unwrap_or_default()
@@ -170,18 +169,18 @@ fn current_task() -> u64 {
     unsafe { bpf_get_current_task_btf() as u64 }
 }
 
-/// The shared settings entry.
+/// The shared settings.
 #[inline(always)]
-fn settings() -> Option<&'static mut ProbeSettings> {
-    // SAFETY: the only entry of an array map; concurrent writers store the same learned value.
-    SETTINGS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+fn settings() -> &'static mut ProbeSettings {
+    // SAFETY: our own global; concurrent writers store the same learned value.
+    unsafe { &mut *core::ptr::addr_of_mut!(SETTINGS) }
 }
 
 /// The registers `task`'s syscall entry saved: at the learned offset from its stack when typed,
 /// else (and once, to learn the offset) from `bpf_task_pt_regs`.
 #[inline(always)]
-fn saved_regs(task: u64, settings: &mut ProbeSettings) -> u64 {
-    if !typed() {
+fn saved_regs<const TYPED: bool>(task: u64, settings: &mut ProbeSettings) -> u64 {
+    if !TYPED {
         // SAFETY: helper on the trusted current task.
         return unsafe { bpf_task_pt_regs(task as *mut _) as u64 };
     }
@@ -202,17 +201,13 @@ fn syscall_arg<const N: usize>(regs: u64) -> u64 {
     load::<u64>(regs, off!(regs_args[N]))
 }
 
-/// The `struct file *` behind `fd` of `task`, or 0.
+/// The `struct file *` behind `fd` in the fd table `files`, or 0.
 #[inline(always)]
-fn file_of_fd(task: u64, fd: u64) -> u64 {
-    let files: u64 = load(task, off!(task_files));
-    if files == 0 {
-        return 0;
-    }
+fn file_of_fd<const TYPED: bool>(files: u64, fd: u64) -> u64 {
     let entry = fd_table_entry(files, fd);
     if entry == 0 {
         0
-    } else if typed() {
+    } else if TYPED {
         // The entry viewed as a struct whose first member is the `struct file *`.
         load(rdonly_cast(entry, off!(file_ref_btf_id)), 0)
     } else {
@@ -257,10 +252,13 @@ fn cgroup_of(css_set: u64) -> u64 {
     load(kn, off!(kernfs_node_id))
 }
 
-/// The write-cache slot of (process `tgid`, `fd`) on this CPU.
+/// The write-cache slot of (`task` writing through its fd table `files`, `fd`) on this CPU.
 #[inline(always)]
-fn slot_index(tgid: u32, fd: u64) -> usize {
-    ((tgid.wrapping_mul(0x9e37_79b1) >> 24) as usize ^ fd as usize) & (WRITE_SLOTS - 1)
+fn slot_index(task: u64, files: u64, fd: u64) -> usize {
+    // The verifier allows no shift of a kernel pointer, but the difference of two is a number.
+    // Tasks and fd tables are objects of several hundred bytes: bits 10.. of the distance
+    // between a task and its table differ between the processes a CPU sees at once.
+    ((files.wrapping_sub(task) >> 10) ^ fd) as usize & (WRITE_SLOTS - 1)
 }
 
 /// What a write is made of, for the write cache.
@@ -274,13 +272,13 @@ struct Written {
 /// Counts one write into `file`: through the slot at `index` (or one picked by inode when the
 /// fd is unknown).
 #[inline(always)]
-fn account(w: Written, index: Option<usize>, settings: &ProbeSettings) {
-    let inode: u64 = kernel_read(w.file, off!(file_f_inode));
+fn account<const TYPED: bool>(w: Written, index: Option<usize>, settings: &ProbeSettings) {
+    let inode: u64 = kernel_read::<TYPED, _>(w.file, off!(file_f_inode));
     if inode == 0 {
         return;
     }
-    let ino: u64 = kernel_read(inode, off!(inode_i_ino));
-    let generation: u32 = kernel_read(inode, off!(inode_i_generation));
+    let ino: u64 = kernel_read::<TYPED, _>(inode, off!(inode_i_ino));
+    let generation: u32 = kernel_read::<TYPED, _>(inode, off!(inode_i_generation));
     let css_set: u64 = load(w.task, off!(task_cgroups));
     let index =
         index.unwrap_or((ino ^ (ino >> 8) ^ generation as u64) as usize) & (WRITE_SLOTS - 1);
@@ -410,40 +408,47 @@ fn exit_ret(ctx: &TracePointContext) -> i64 {
 /// Counts into the file behind argument `FD_ARG` of the current syscall the bytes `bytes`
 /// computes from the saved registers (0: nothing to count, e.g. a fallocate that frees space).
 #[inline(always)]
-fn account_syscall<const FD_ARG: usize>(kind: u32, bytes: impl FnOnce(u64) -> u64) {
+fn account_syscall<const FD_ARG: usize, const TYPED: bool>(
+    kind: u32,
+    bytes: impl FnOnce(u64) -> u64,
+) {
     if off!(ready) == 0 {
         return;
     }
     let task = current_task();
-    let Some(settings) = settings() else {
-        return;
-    };
-    let regs = saved_regs(task, settings);
+    let settings = settings();
+    let regs = saved_regs::<TYPED>(task, settings);
     let bytes = bytes(regs);
     if bytes == 0 {
         return;
     }
     let fd = syscall_arg::<FD_ARG>(regs);
-    let file = file_of_fd(task, fd);
+    let files: u64 = load(task, off!(task_files));
+    if files == 0 {
+        return;
+    }
+    let file = file_of_fd::<TYPED>(files, fd);
     if file == 0 {
         return;
     }
-    let tgid: u32 = load(task, off!(task_tgid));
     let w = Written {
         task,
         file,
         kind,
         bytes,
     };
-    account(w, Some(slot_index(tgid, fd)), settings);
+    account::<TYPED>(w, Some(slot_index(task, files, fd)), settings);
 }
 
 /// Exit of a call that returns the bytes it wrote or copied into argument `FD`'s file.
 #[inline(always)]
-fn exit_counting_ret<const FD: usize>(ctx: &TracePointContext, kind: u32) -> u32 {
+fn exit_counting_ret<const FD: usize, const TYPED: bool>(
+    ctx: &TracePointContext,
+    kind: u32,
+) -> u32 {
     let ret = exit_ret(ctx);
     if ret > 0 {
-        account_syscall::<FD>(kind, |_| ret as u64);
+        account_syscall::<FD, TYPED>(kind, |_| ret as u64);
     }
     0
 }
@@ -451,9 +456,9 @@ fn exit_counting_ret<const FD: usize>(ctx: &TracePointContext, kind: u32) -> u32
 /// Exit of `fallocate(fd, mode, offset, len)`: a success reserves `len` bytes unless the mode
 /// frees space.
 #[inline(always)]
-fn exit_fallocate_body(ctx: &TracePointContext) -> u32 {
+fn exit_fallocate_body<const TYPED: bool>(ctx: &TracePointContext) -> u32 {
     if exit_ret(ctx) == 0 {
-        account_syscall::<0>(KIND_FALLOCATE, |regs| {
+        account_syscall::<0, TYPED>(KIND_FALLOCATE, |regs| {
             if syscall_arg::<1>(regs) & FALLOC_FREES != 0 {
                 0
             } else {
@@ -470,50 +475,67 @@ fn fexit_account(file: u64, ret: i64) {
     if ret <= 0 || file == 0 || off!(ready) == 0 {
         return;
     }
-    let Some(settings) = settings() else {
-        return;
-    };
+    let settings = settings();
     let w = Written {
         task: current_task(),
         file,
         kind: KIND_WRITE,
         bytes: ret as u64,
     };
-    account(w, None, settings);
+    // The kernel hands fexit programs the file as a BTF pointer: always typed loads.
+    account::<true>(w, None, settings);
 }
 
-/// One exit-tracepoint program per syscall that returns a byte count into argument `fd`'s file.
+/// Two exit-tracepoint programs per syscall that returns a byte count into argument `fd`'s file:
+/// `exit_<syscall>` reads the file and inode with typed loads (kernels with `bpf_rdonly_cast`),
+/// `exit_<syscall>_pr` with probe reads. Userspace loads one set.
 macro_rules! exit_hook {
-    ($name:ident, $event:literal, fd_arg = $fd:literal, kind = $kind:expr) => {
-        #[doc = concat!("`syscalls/", $event, "`")]
+    ($name:ident, $probe_read:ident, $event:literal, fd_arg = $fd:literal, kind = $kind:expr) => {
+        #[doc = concat!("`syscalls/", $event, "`, typed loads")]
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
-            exit_counting_ret::<$fd>(&ctx, $kind)
+            exit_counting_ret::<$fd, true>(&ctx, $kind)
+        }
+
+        #[doc = concat!("`syscalls/", $event, "`, probe reads")]
+        #[tracepoint]
+        pub fn $probe_read(ctx: TracePointContext) -> u32 {
+            exit_counting_ret::<$fd, false>(&ctx, $kind)
         }
     };
 }
 
-exit_hook!(exit_write, "sys_exit_write", fd_arg = 0, kind = KIND_WRITE);
+exit_hook!(
+    exit_write,
+    exit_write_pr,
+    "sys_exit_write",
+    fd_arg = 0,
+    kind = KIND_WRITE
+);
 exit_hook!(
     exit_pwrite64,
+    exit_pwrite64_pr,
     "sys_exit_pwrite64",
     fd_arg = 0,
     kind = KIND_WRITE
 );
 exit_hook!(
     exit_writev,
+    exit_writev_pr,
     "sys_exit_writev",
     fd_arg = 0,
     kind = KIND_WRITE
 );
 exit_hook!(
     exit_pwritev,
+    exit_pwritev_pr,
     "sys_exit_pwritev",
     fd_arg = 0,
     kind = KIND_WRITE
 );
 exit_hook!(
     exit_pwritev2,
+    exit_pwritev2_pr,
     "sys_exit_pwritev2",
     fd_arg = 0,
     kind = KIND_WRITE
@@ -521,6 +543,7 @@ exit_hook!(
 // copy_file_range(fd_in, off_in, fd_out, off_out, len, flags)
 exit_hook!(
     exit_copy_file_range,
+    exit_copy_file_range_pr,
     "sys_exit_copy_file_range",
     fd_arg = 2,
     kind = KIND_COPY
@@ -528,15 +551,22 @@ exit_hook!(
 // sendfile64(out_fd, in_fd, offset, count)
 exit_hook!(
     exit_sendfile64,
+    exit_sendfile64_pr,
     "sys_exit_sendfile64",
     fd_arg = 0,
     kind = KIND_COPY
 );
 
-/// `syscalls/sys_exit_fallocate`
+/// `syscalls/sys_exit_fallocate`, typed loads
 #[tracepoint]
 pub fn exit_fallocate(ctx: TracePointContext) -> u32 {
-    exit_fallocate_body(&ctx)
+    exit_fallocate_body::<true>(&ctx)
+}
+
+/// `syscalls/sys_exit_fallocate`, probe reads
+#[tracepoint]
+pub fn exit_fallocate_pr(ctx: TracePointContext) -> u32 {
+    exit_fallocate_body::<false>(&ctx)
 }
 
 /// fexit on `vfs_write(file, buf, count, pos)`: the trampoline path where the kernel allows it.

@@ -27,8 +27,8 @@ static PROBE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gua
 /// Set to force the probe to fail to load (tests of the fallback).
 pub const FORCE_FAILURE_ENV: &str = "GUARDIAN_FORCE_EBPF_FAILURE";
 
-/// Every write-family and allocating syscall; the probe's program `exit_<name>` attaches to
-/// `syscalls/sys_exit_<name>`.
+/// Every write-family and allocating syscall; the probe's program `exit_<name>` (typed loads) or
+/// `exit_<name>_pr` (probe reads) attaches to `syscalls/sys_exit_<name>`.
 const SYSCALLS: &[&str] = &[
     "write",
     "pwrite64",
@@ -60,6 +60,14 @@ pub enum FileAccess {
 }
 
 impl FileAccess {
+    /// The probe's exit-tracepoint program for `syscall` that reads files this way.
+    fn program(self, syscall: &str) -> String {
+        match self {
+            FileAccess::Typed => format!("exit_{syscall}"),
+            FileAccess::ProbeRead => format!("exit_{syscall}_pr"),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FileAccess::Typed => "bpf_rdonly_cast",
@@ -129,7 +137,7 @@ impl EbpfSource {
         for syscall in SYSCALLS.iter().filter(|s| !covered.contains(s)) {
             attach_tracepoint(
                 &mut ebpf,
-                &format!("exit_{syscall}"),
+                &probe.access.program(syscall),
                 &format!("sys_exit_{syscall}"),
             )?;
         }
@@ -236,8 +244,8 @@ impl EbpfSource {
     /// resolutions may name projects that moved, or miss files that now sit in a project).
     fn new_epoch(&mut self) -> Result<(), SourceError> {
         let mut settings: Array<_, ProbeSettings> =
-            Array::try_from(map_mut(&mut self.ebpf, "SETTINGS")?)
-                .map_err(|e| failed(format!("map SETTINGS: {e}")))?;
+            Array::try_from(map_mut(&mut self.ebpf, ".bss")?)
+                .map_err(|e| failed(format!("map .bss (SETTINGS): {e}")))?;
         let mut current = settings
             .get(&0, 0)
             .map_err(|e| failed(format!("reading SETTINGS: {e}")))?;
@@ -481,7 +489,6 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets, SourceError> {
         inode_i_generation: get("inode", "i_generation")?,
         regs_args: syscall_arg_offsets(&get)?,
         task_stack: get("task_struct", "stack")?,
-        task_tgid: get("task_struct", "tgid")?,
         files_fdtab: get("files_struct", "fdtab")?,
         files_fd_array: get("files_struct", "fd_array")?,
         files_fd_array_len: btf

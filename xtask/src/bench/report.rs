@@ -246,6 +246,29 @@ pub fn min_max(values: &[f64]) -> (f64, f64) {
         })
 }
 
+/// A distribution-free 95% confidence interval for the median of `values` (unsorted): the
+/// order statistics `k` and `n + 1 - k` (1-based), with `k` the largest rank for which
+/// `P(Binomial(n, ½) < k) ≤ 2.5%`. With 31 values: the 10th and 22nd smallest; with 15, the 4th
+/// and 12th. `None` below 6 values.
+pub fn median_ci95(values: &[f64]) -> Option<(f64, f64)> {
+    let n = values.len();
+    let (mut k, mut below, mut p) = (0, 0.0, 0.5f64.powi(n as i32));
+    for j in 0..n {
+        if below + p > 0.025 {
+            break;
+        }
+        below += p;
+        k = j + 1;
+        p *= (n - j) as f64 / (j + 1) as f64;
+    }
+    if k == 0 {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    Some((sorted[k - 1], sorted[n - k]))
+}
+
 /// Median of `values` (unsorted; the mean of the two middle ones for an even count).
 pub fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
@@ -443,6 +466,19 @@ fn replace_marked(text: &str, (open, close): (&str, &str), body: &str) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_interval_takes_the_binomial_order_statistics() {
+        let ascending: Vec<f64> = (1..=31).map(f64::from).collect();
+        let mut shuffled = ascending.clone();
+        shuffled.reverse();
+        shuffled.swap(3, 20);
+        assert_eq!(median_ci95(&shuffled), Some((10.0, 22.0)));
+        assert_eq!(median_ci95(&ascending[..15]), Some((4.0, 12.0)));
+        assert_eq!(median_ci95(&ascending[..8]), Some((1.0, 8.0)));
+        assert_eq!(median_ci95(&ascending[..6]), Some((1.0, 6.0)));
+        assert_eq!(median_ci95(&ascending[..5]), None);
+    }
 
     #[test]
     fn sections_are_replaced_in_place_and_the_rest_is_kept() {

@@ -176,11 +176,12 @@ impl Workload {
         format!(
             "Probe alone, {} paired rounds (no BPF, the floor, Guardian's probe loaded in the \
              bench process and drained every 250 ms; order rotated; medians of per-round \
-             differences): the probe is {:+.1} pp above the floor ({:+.0} ns per write; rounds \
-             from {lo:+.1} to {hi:+.1} pp) and {:.1}% slower than no BPF. Per-round figures: {}. \
-             Every probe run counted exactly the bytes dd wrote.",
+             differences): the probe is {:+.1} pp above the floor ({}; {:+.0} ns per write; \
+             rounds from {lo:+.1} to {hi:+.1} pp) and {:.1}% slower than no BPF. Per-round \
+             figures: {}. Every probe run counted exactly the bytes dd wrote.",
             p.rounds.len(),
             p.above_floor_pp(),
+            ci95_text(p.above_floor_ci95()),
             p.ns_above_floor(),
             p.probe_slowdown(),
             p.rounds
@@ -194,6 +195,14 @@ impl Workload {
     /// Throughput lost against no Guardian, in %.
     fn slowdown(&self, setup: usize, bytes: u64) -> f64 {
         (1.0 - self.median_mbps(setup, bytes) / self.median_mbps(0, bytes)) * 100.0
+    }
+}
+
+/// "95% CI a to b pp" for a median's interval.
+fn ci95_text(ci: Option<(f64, f64)>) -> String {
+    match ci {
+        Some((lo, hi)) => format!("95% CI {lo:+.1} to {hi:+.1} pp"),
+        None => "too few rounds for a 95% CI".into(),
     }
 }
 
@@ -688,7 +697,10 @@ impl SourcesReport {
                         "{fs}, 4 KiB: eBPF probe within {FLOOR_GOAL_PP} pp of the empty floor \
                          (paired rounds)"
                     ),
-                    measured: format!("{above:+.1} pp"),
+                    measured: format!(
+                        "{above:+.1} pp ({})",
+                        ci95_text(w.paired.above_floor_ci95())
+                    ),
                     passed: above <= FLOOR_GOAL_PP,
                 });
             } else {
