@@ -14,8 +14,8 @@
 //! constant; userspace loads one set.
 //!
 //! A per-CPU write cache, indexed by (fd table, fd), remembers the inode, `css_set` (and so
-//! cgroup) and project of the last write there and collects its bytes, so a steady writer costs one slot update per
-//! write. A slot that no longer matches moves its bytes to the per-project and per-(cgroup,
+//! cgroup) and project of the last write there and collects its bytes, so a steady writer costs
+//! one slot update per write. A slot that no longer matches moves its bytes to the per-project and per-(cgroup,
 //! project) maps and is refilled: from an LRU of resolved inodes, or by walking `d_parent`
 //! (bounded) to the first registered project dir. Kernel struct offsets come from userspace (read
 //! from BTF) as read-only globals, so the verifier knows them as constants.

@@ -184,9 +184,9 @@ impl Workload {
             ci95_text(p.above_floor_ci95()),
             p.ns_above_floor(),
             p.probe_slowdown(),
-            p.rounds
+            p.above_floor_rounds()
                 .iter()
-                .map(|r| format!("{:+.1}", r.above_floor_pp()))
+                .map(|pp| format!("{pp:+.1}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         )

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Rounds of the paired phase per block size. Single rounds spread over about ±5 pp on this
-/// shared VM; 31 make the 95% interval of the median about ±0.6 pp.
+/// shared VM; with 31, the 95% interval of the median was ±0.4 to ±1 pp wide in the runs of
+/// 2026-11-22 (docs/benchmarks.md).
 pub(super) const ROUNDS: usize = 31;
 
 /// How often the probe's maps are read during a run (the daemon's default `sample_interval`).
@@ -88,7 +89,8 @@ impl Paired {
         report::median_ci95(&self.above_floor_rounds())
     }
 
-    fn above_floor_rounds(&self) -> Vec<f64> {
+    /// Each round's `Round::above_floor_pp`, in round order.
+    pub fn above_floor_rounds(&self) -> Vec<f64> {
         self.rounds.iter().map(Round::above_floor_pp).collect()
     }
 
