@@ -218,10 +218,12 @@ fn phase2_at_93_percent_deletes_idle_projects_and_spares_protected_and_in_use() 
     }
     let s = Setup::new(TestMount::tmpfs(256 * MIB), "1s");
     let ws = &s.ws;
-    // Idle projects without regenerable artifacts, oldest first.
+    // Idle projects without regenerable artifacts, oldest first. Activity comes from ctime,
+    // which cannot be back-dated: they are written one after the other, a second apart.
     for (name, days) in [("idle-oldest", 9), ("idle-middle", 6), ("idle-newest", 3)] {
         write_files(&ws.join(name).join("data"), 7, 5 * MIB);
         age_tree(&ws.join(name), Duration::from_secs(days * 86400));
+        std::thread::sleep(Duration::from_millis(1100));
     }
     // Projects that must survive byte for byte, all older than every idle one.
     let spared = [

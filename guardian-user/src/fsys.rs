@@ -43,10 +43,22 @@ pub struct EntryStat {
     pub size: u64,
     /// Allocated bytes (`st_blocks * 512`), what `du` counts.
     pub allocated: u64,
-    /// Modification time, seconds since the epoch.
+    /// Modification time, seconds since the epoch. Anyone who can write the file can set it to
+    /// any value (`tar x`, `cp -a`, `touch -d`).
     pub mtime: i64,
+    /// Status change time, seconds since the epoch, and its nanoseconds: set by the kernel to now
+    /// on every change (including `utimes`), so it cannot be back-dated.
+    pub ctime: i64,
+    pub ctime_nsec: u32,
     /// Mount id (Linux `STATX_MNT_ID`); `None` where the OS does not report one.
     pub mnt_id: Option<u64>,
+}
+
+impl EntryStat {
+    /// The last change that cannot be back-dated: the newer of mtime and ctime (seconds).
+    pub fn changed(&self) -> i64 {
+        self.mtime.max(self.ctime)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +118,8 @@ pub fn stat_entry<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<EntryStat> {
         size: st.stx_size,
         allocated: st.stx_blocks * 512,
         mtime: st.stx_mtime.tv_sec,
+        ctime: st.stx_ctime.tv_sec,
+        ctime_nsec: st.stx_ctime.tv_nsec,
         mnt_id: (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id),
     })
 }
@@ -127,6 +141,8 @@ fn stat_to_entry(st: &rustix::fs::Stat) -> EntryStat {
         size: st.st_size as u64,
         allocated: st.st_blocks as u64 * 512,
         mtime: st.st_mtime as i64,
+        ctime: st.st_ctime as i64,
+        ctime_nsec: st.st_ctime_nsec as u32,
         mnt_id: None,
     }
 }

@@ -9,7 +9,11 @@ pub mod fsys;
 pub mod policy;
 pub mod predict;
 pub mod protect;
+pub mod quiet;
 pub mod scan;
 pub mod sources;
 pub mod survey;
 pub mod tasks;
+#[doc(hidden)]
+pub mod testkit;
+pub mod textpath;

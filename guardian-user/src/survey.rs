@@ -43,7 +43,7 @@ pub struct ProjectSurvey {
 impl ProjectSurvey {
     /// Last activity: the newest modification anywhere in the project.
     pub fn last_active(&self) -> i64 {
-        self.usage.newest_mtime
+        self.usage.newest_change
     }
 }
 
@@ -206,7 +206,7 @@ pub fn candidates(
         for m in &project.matches {
             let rule = &rules[m.rule];
             if let Some(min_age) = rule.older_than {
-                if now - m.freeable.newest_mtime < min_age.as_secs() as i64 {
+                if now - m.freeable.newest_change < min_age.as_secs() as i64 {
                     continue;
                 }
             }
@@ -225,7 +225,7 @@ pub fn candidates(
                 bytes: m.freeable.allocated,
                 inodes: m.freeable.inodes,
                 project_active: project.last_active(),
-                newest_mtime: m.freeable.newest_mtime,
+                newest_change: m.freeable.newest_change,
                 blocked: in_use.clone(),
             });
         }
@@ -237,7 +237,7 @@ pub fn candidates(
                 bytes: project.freeable.allocated,
                 inodes: project.freeable.inodes,
                 project_active: project.last_active(),
-                newest_mtime: project.last_active(),
+                newest_change: project.last_active(),
                 blocked: in_use.clone().or_else(|| {
                     project
                         .contains_keep

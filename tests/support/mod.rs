@@ -12,15 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub const MIB: u64 = 1 << 20;
 
-/// True when running as root; otherwise prints a loud SKIPPED line naming the test.
+/// True when running as root; otherwise a loud SKIPPED line naming the test, or a failure when
+/// `GUARDIAN_REQUIRE_PRIVILEGED_TESTS=1` (CI) — see `guardian::testkit`.
 pub fn require_root(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    eprintln!(
-        "\n*** SKIPPED {test}: needs root (mounts tmpfs / loop ext4); run the tests as root ***\n"
-    );
-    false
+    guardian::testkit::require_root(test)
 }
 
 /// The `guardian` binary built for these tests.

@@ -168,7 +168,7 @@ pub struct Candidate {
     /// Last activity of its project (seconds since the epoch); older goes first.
     pub project_active: i64,
     /// Newest modification inside the candidate itself.
-    pub newest_mtime: i64,
+    pub newest_change: i64,
     /// Why it must not be deleted, if it must not.
     pub blocked: Option<String>,
 }
@@ -425,7 +425,7 @@ fn sort_least_recently_active(candidates: &mut [&Candidate]) {
 fn least_recently_active(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     a.project_active
         .cmp(&b.project_active)
-        .then(a.newest_mtime.cmp(&b.newest_mtime))
+        .then(a.newest_change.cmp(&b.newest_change))
         .then(b.bytes.cmp(&a.bytes))
         .then(a.path.cmp(&b.path))
 }

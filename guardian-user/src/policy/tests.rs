@@ -28,7 +28,7 @@ fn rule(path: &str, project: &str, mib: u64, active: i64) -> Candidate {
         bytes: mib * MIB,
         inodes: 10,
         project_active: active,
-        newest_mtime: active,
+        newest_change: active,
         blocked: None,
     }
 }
@@ -41,7 +41,7 @@ fn project(path: &str, mib: u64, active: i64) -> Candidate {
         bytes: mib * MIB,
         inodes: 100,
         project_active: active,
-        newest_mtime: active,
+        newest_change: active,
         blocked: None,
     }
 }
@@ -182,7 +182,7 @@ fn preemptive(goal_mib: u64) -> Preemptive {
 fn growth_orders_phase1_fastest_growing_project_first() {
     // 18% free: 120 MiB to reach 30%. Without growth: least recently active first.
     let mut git = rule("/w/fast/.git", "/w/fast", 10, 300);
-    git.newest_mtime = 250;
+    git.newest_change = 250;
     let candidates = [
         rule("/w/idle/node_modules", "/w/idle", 100, 100),
         rule("/w/slow/node_modules", "/w/slow", 100, 200),

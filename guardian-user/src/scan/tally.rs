@@ -17,11 +17,11 @@ pub struct Usage {
     pub dirs: u64,
     pub files: u64,
     pub symlinks: u64,
-    /// Newest modification time of a file, symlink or other non-directory in the tree (seconds
-    /// since the epoch); the newest directory mtime when the tree holds only directories. Dir
-    /// mtimes alone change when entries are deleted, so Guardian's own cleanup does not make a
-    /// project look active.
-    pub newest_mtime: i64,
+    /// Newest change in the tree that cannot be back-dated: the newest mtime or ctime of any
+    /// file, symlink, other non-directory or directory (seconds since the epoch). A walk leaves
+    /// out the times of directories Guardian itself changed by deleting in them
+    /// (`cleanup::own_changes`), so its own cleanup does not make a project look active.
+    pub newest_change: i64,
 }
 
 /// An inode with more than one link: how many links exist and how many this tally has seen.
@@ -38,17 +38,20 @@ struct Linked {
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
     single: Usage,
-    newest_dir_mtime: i64,
     linked: HashMap<(u64, u64), Linked>,
 }
 
 impl Tally {
-    /// Counts one entry.
+    /// Counts one entry, its change times included.
     pub fn add_entry(&mut self, st: &EntryStat) {
-        if st.kind == EntryKind::Dir {
-            self.newest_dir_mtime = self.newest_dir_mtime.max(st.mtime);
-        } else {
-            self.single.newest_mtime = self.single.newest_mtime.max(st.mtime);
+        self.add_entry_times(st, true);
+    }
+
+    /// Counts one entry; its change times only when `times` (false for a directory whose last
+    /// change was Guardian's own deletion inside it).
+    pub fn add_entry_times(&mut self, st: &EntryStat, times: bool) {
+        if times {
+            self.single.newest_change = self.single.newest_change.max(st.changed());
         }
         if st.nlink > 1 && st.kind != EntryKind::Dir {
             let linked = self.linked.entry((st.dev, st.ino)).or_insert(Linked {
@@ -75,7 +78,6 @@ impl Tally {
                 .and_modify(|ours| ours.seen += theirs.seen)
                 .or_insert(theirs);
         }
-        self.newest_dir_mtime = self.newest_dir_mtime.max(other.newest_dir_mtime);
         let s = &mut self.single;
         let o = other.single;
         s.allocated += o.allocated;
@@ -84,7 +86,7 @@ impl Tally {
         s.dirs += o.dirs;
         s.files += o.files;
         s.symlinks += o.symlinks;
-        s.newest_mtime = s.newest_mtime.max(o.newest_mtime);
+        s.newest_change = s.newest_change.max(o.newest_change);
     }
 
     /// What the tree occupies, each hard-linked inode counted once (what `du` reports).
@@ -100,9 +102,6 @@ impl Tally {
 
     fn sum(&self, include: impl Fn(&Linked) -> bool) -> Usage {
         let mut usage = self.single;
-        if usage.newest_mtime == 0 {
-            usage.newest_mtime = self.newest_dir_mtime;
-        }
         for linked in self.linked.values().filter(|l| include(l)) {
             add_one(&mut usage, linked.kind, linked.allocated, linked.apparent);
         }

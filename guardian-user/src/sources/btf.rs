@@ -119,7 +119,10 @@ mod tests {
     #[test]
     fn reads_offsets_of_this_kernel() {
         let Ok(btf) = KernelBtf::open() else {
-            eprintln!("*** SKIPPED reads_offsets_of_this_kernel: no /sys/kernel/btf/vmlinux on this kernel ***");
+            crate::testkit::skip(
+                "reads_offsets_of_this_kernel",
+                "no /sys/kernel/btf/vmlinux on this kernel",
+            );
             return;
         };
         // Offsets the probe depends on exist and are plausible.

@@ -580,10 +580,7 @@ mod tests {
     }
 
     fn attributes_exactly_the_syscall_bytes(access: FileAccess) {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!(
-                "\n*** SKIPPED ebpf attribution test ({access:?}): loading eBPF needs root ***\n"
-            );
+        if !crate::testkit::require_root(&format!("ebpf attribution test ({access:?})")) {
             return;
         }
         let mut source = match EbpfSource::load_with(access) {
@@ -722,12 +719,11 @@ mod tests {
 
     #[test]
     fn probe_names_the_writers_cgroup() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("\n*** SKIPPED probe_names_the_writers_cgroup: needs root ***\n");
+        if !crate::testkit::require_root("probe_names_the_writers_cgroup") {
             return;
         }
         let Some(cgroup2) = cgroup2_mount() else {
-            eprintln!("\n*** SKIPPED probe_names_the_writers_cgroup: no cgroup v2 mounted ***\n");
+            crate::testkit::skip("probe_names_the_writers_cgroup", "no cgroup v2 mounted");
             return;
         };
         let mut source = EbpfSource::load().expect("the probe must load on this kernel");
@@ -764,7 +760,10 @@ mod tests {
     #[test]
     fn rewrites_every_cast_placeholder_of_the_probe_and_nothing_else() {
         if PROBE.is_empty() {
-            eprintln!("\n*** SKIPPED rewrites_every_cast_placeholder_of_the_probe_and_nothing_else: built without the probe ***\n");
+            crate::testkit::skip(
+                "rewrites_every_cast_placeholder_of_the_probe_and_nothing_else",
+                "built without the probe",
+            );
             return;
         }
         let placeholder = guardian_common::RDONLY_CAST_PLACEHOLDER.to_le_bytes();

@@ -501,7 +501,7 @@ pub(super) mod testutil {
     }
 
     pub fn skip(test: &str, why: &str) {
-        eprintln!("!!!!!!!! SKIPPED {test}: {why} !!!!!!!!");
+        crate::testkit::skip(test, why);
     }
 
     /// A tempdir on `/tmp` (ext4 on the reference machine).

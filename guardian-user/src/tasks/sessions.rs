@@ -51,7 +51,7 @@ pub struct Facts {
     /// Kept for debugging since (seconds since the epoch).
     pub kept_at: Option<i64>,
     /// Newest modification in the tree.
-    pub newest_mtime: i64,
+    pub newest_change: i64,
     /// Last activity from the task DB (`activity_sql`).
     pub db_activity: Option<i64>,
     /// Set when `activity_sql` is configured but could not be read.
@@ -62,7 +62,7 @@ impl Facts {
     /// Last activity: the newer of the tree's newest mtime and the DB's activity.
     pub fn last_active(&self) -> i64 {
         self.db_activity
-            .map_or(self.newest_mtime, |d| d.max(self.newest_mtime))
+            .map_or(self.newest_change, |d| d.max(self.newest_change))
     }
 }
 
@@ -387,7 +387,7 @@ pub fn gather(
                     Some("process table unreadable: counts as in use".into())
                 },
                 kept_at: kept.get(p.path.as_path()).copied(),
-                newest_mtime: p.last_active(),
+                newest_change: p.last_active(),
                 db_activity,
                 activity_unknown: (kind == AreaKind::Scratch)
                     .then(|| activity_error.clone())
@@ -402,7 +402,7 @@ pub fn gather(
                 bytes: p.usage.allocated,
                 last_active: rfc3339(last),
                 idle_secs: now - last,
-                activity_source: if db_activity.is_some_and(|d| d >= facts.newest_mtime) {
+                activity_source: if db_activity.is_some_and(|d| d >= facts.newest_change) {
                     "db"
                 } else {
                     "mtime"
@@ -535,7 +535,7 @@ mod tests {
             running: None,
             in_use: None,
             kept_at: None,
-            newest_mtime: NOW - idle,
+            newest_change: NOW - idle,
             db_activity: None,
             activity_unknown: None,
         }
