@@ -125,11 +125,16 @@ fn run_once_at_82_percent_cleans_phase1_to_target_on_ext4() {
         return;
     }
     let s = phase1_setup(TestMount::ext4(256 * MIB), "1s");
-    // The journal vacuum command runs once per cycle and is audited like a deletion.
+    // The journal vacuum command runs once per cycle on the filesystem holding the journal dir,
+    // and is audited like a deletion.
     let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::create_dir_all(s.mount.path("journal")).unwrap();
     let text = text.replace(
         "[thresholds]",
-        "journal_vacuum = [\"true\"]\n\n[thresholds]",
+        &format!(
+            "journal_vacuum = [\"true\"]\njournal_dir = \"{}\"\n\n[thresholds]",
+            s.mount.path("journal").display()
+        ),
     );
     std::fs::write(&s.config, text).unwrap();
     let before = free_percent(&s.mount.dir);
@@ -266,6 +271,7 @@ fn phase2_at_93_percent_deletes_idle_projects_and_spares_protected_and_in_use() 
     }));
     let before: Vec<_> = spared.iter().map(|n| digest(&ws.join(n))).collect();
     let wrapper_before = std::fs::read(ws.join("task-wrapper.sh")).unwrap();
+    wait_out_activity();
     fill_to_used(&s.mount.dir, &s.mount.path("filler.bin"), 93.0);
 
     let plan = guardian(&["plan", "--config", s.config_arg(), "--json"]);
@@ -362,7 +368,7 @@ fn bad_config_exits_2_naming_the_key_and_touches_nothing() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("thresholds.target_free"), "{err}");
-        assert!(err.contains("line 9"), "{err}");
+        assert!(err.contains("line 10"), "{err}");
     }
     assert!(!state.exists(), "a bad config must change nothing on disk");
     let out = guardian(&["run", "--once", "--bogus-flag"]);

@@ -2,6 +2,7 @@
 //! together. See ARCHITECTURE.md for the code map and each module's invariants.
 
 pub mod aggregate;
+pub mod child;
 pub mod cleanup;
 pub mod config;
 pub mod daemon;

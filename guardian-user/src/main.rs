@@ -17,6 +17,15 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let parsed = cli::Cli::parse();
+    if !parsed.is_service() {
+        // `guardian status | head`: a reader that went away ends a report command quietly, as
+        // it does `cat`, instead of a panic on the failed write.
+        // SAFETY: setting a signal disposition to its default is async-signal-safe and done
+        // before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli::run(parsed) {
         Ok(code) => code,
         Err(e) if e.is::<cli::UsageError>() => {

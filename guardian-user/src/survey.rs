@@ -23,12 +23,20 @@ impl Classify for RuleClassifier<'_> {
         let name = name.to_str()?;
         self.rules.iter().position(|r| r.matches_name(name))
     }
+
+    fn counts_times(&self, stat: &EntryStat) -> bool {
+        !crate::cleanup::own::is_own(stat)
+    }
 }
 
 /// One project (a child of a workspace) as surveyed.
 #[derive(Debug, Serialize)]
 pub struct ProjectSurvey {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
+    /// The project entry's (dev, ino).
+    #[serde(skip)]
+    pub identity: (u64, u64),
     /// What the project occupies (`du` semantics).
     pub usage: Usage,
     /// What deleting the whole project would free.
@@ -41,7 +49,7 @@ pub struct ProjectSurvey {
 }
 
 impl ProjectSurvey {
-    /// Last activity: the newest modification anywhere in the project.
+    /// Last activity: the newest change (mtime or ctime) anywhere in the project.
     pub fn last_active(&self) -> i64 {
         self.usage.newest_change
     }
@@ -50,13 +58,17 @@ impl ProjectSurvey {
 /// A workspace as surveyed.
 #[derive(Debug, Serialize)]
 pub struct WorkspaceSurvey {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
     pub projects: Vec<ProjectSurvey>,
     pub errors: Vec<WalkError>,
+    #[serde(with = "crate::textpath::list")]
     pub mounts_skipped: Vec<PathBuf>,
 }
 
-/// Surveys one workspace. A missing or unreadable workspace is reported in `errors`.
+/// Surveys one workspace: its projects are walked in parallel on the walk pool (one pool, no
+/// nested `install`: see [`fsys::on_walk_pool`]). A missing or unreadable workspace is reported
+/// in `errors`.
 pub fn survey_workspace(ws: &Workspace, rules: &[CompiledRule]) -> WorkspaceSurvey {
     let mut survey = WorkspaceSurvey {
         path: ws.path.clone(),
@@ -64,11 +76,11 @@ pub fn survey_workspace(ws: &Workspace, rules: &[CompiledRule]) -> WorkspaceSurv
         errors: Vec::new(),
         mounts_skipped: Vec::new(),
     };
-    let root = match fsys::open_dir_path(&ws.path) {
+    let root = match fsys::open_dir_nofollow(&ws.path) {
         Ok(fd) => fd,
         Err(e) => {
             let hint = if e.raw_os_error() == Some(libc::ELOOP) {
-                " (the workspace path is a symlink: configure the real path)"
+                " (the workspace path or one of its parents is a symlink: configure the real path)"
             } else {
                 ""
             };
@@ -90,19 +102,25 @@ pub fn survey_workspace(ws: &Workspace, rules: &[CompiledRule]) -> WorkspaceSurv
         }
     };
     let classifier = RuleClassifier { rules };
-    let root_stat = fsys::stat_fd(root.as_fd());
-    let results: Vec<_> = listed
-        .par_iter()
-        .map(|entry| {
-            survey_project(
-                root.as_fd(),
-                entry,
-                ws,
-                &classifier,
-                root_stat.as_ref().ok(),
-            )
-        })
-        .collect();
+    let boundary = match fsys::Boundary::lenient(root.as_fd(), &ws.path) {
+        Ok((b, _)) => b,
+        Err(e) => {
+            survey.errors.push(WalkError {
+                path: ws.path.clone(),
+                error: format!("cannot stat workspace: {e}"),
+            });
+            return survey;
+        }
+    };
+    let one =
+        |entry: &fsys::Listed| survey_project(root.as_fd(), entry, ws, &classifier, &boundary);
+    let results: Vec<_> = fsys::on_walk_pool(|parallel| {
+        if parallel {
+            listed.par_iter().map(one).collect()
+        } else {
+            listed.iter().map(one).collect()
+        }
+    });
     for result in results.into_iter().flatten() {
         let (project, walked) = result;
         survey.errors.extend(walked.errors);
@@ -118,7 +136,7 @@ fn survey_project(
     entry: &fsys::Listed,
     ws: &Workspace,
     classifier: &RuleClassifier<'_>,
-    root_stat: Option<&EntryStat>,
+    boundary: &fsys::Boundary,
 ) -> Option<(ProjectSurvey, scan::Walked)> {
     let name = entry.os_name();
     let path = ws.path.join(name);
@@ -128,21 +146,27 @@ fn survey_project(
         Err(_) => return None, // vanished
     };
     let mut walked = scan::Walked::default();
-    let on_same_mount = root_stat.is_none_or(|r| r.dev == st.dev && r.mnt_id == st.mnt_id);
-    if !on_same_mount {
+    if !boundary.admits(root, &entry.name, &st) {
         walked.mounts_skipped.push(path.clone());
-        return Some((empty_project(path, false, protected_name), walked));
+        let mut p = empty_project(path, false, protected_name);
+        p.identity = (st.dev, st.ino);
+        return Some((p, walked));
     }
     if st.kind == EntryKind::Dir {
         walked = match fsys::open_child_dir(root, &entry.name) {
-            Ok(fd) => scan::walk_tree(fd.as_fd(), &path, classifier).unwrap_or_else(|e| {
-                let mut w = scan::Walked::default();
-                w.errors.push(WalkError {
-                    path: path.clone(),
-                    error: format!("cannot stat: {e}"),
-                });
-                w
-            }),
+            Ok(fd)
+                if fsys::stat_fd(fd.as_fd()).is_ok_and(|o| (o.dev, o.ino) == (st.dev, st.ino)) =>
+            {
+                scan::walk_tree(fd.as_fd(), &path, classifier).unwrap_or_else(|e| {
+                    let mut w = scan::Walked::default();
+                    w.errors.push(WalkError {
+                        path: path.clone(),
+                        error: format!("cannot stat: {e}"),
+                    });
+                    w
+                })
+            }
+            Ok(_) => return None, // swapped between stat and open
             Err(e) => {
                 let mut w = scan::Walked::default();
                 w.errors.push(WalkError {
@@ -157,6 +181,7 @@ fn survey_project(
         if let Some(rule) = classifier.rule_for(name, &st, 0) {
             walked.matches.push(RuleMatch {
                 rel_path: PathBuf::new(),
+                identity: (st.dev, st.ino),
                 rule,
                 kind: st.kind,
                 freeable: walked.tally.freeable(),
@@ -165,6 +190,7 @@ fn survey_project(
     }
     let project = ProjectSurvey {
         path,
+        identity: (st.dev, st.ino),
         usage: walked.tally.usage(),
         freeable: walked.tally.freeable(),
         is_dir: st.kind == EntryKind::Dir,
@@ -178,6 +204,7 @@ fn survey_project(
 fn empty_project(path: PathBuf, is_dir: bool, protected_name: bool) -> ProjectSurvey {
     ProjectSurvey {
         path,
+        identity: (0, 0),
         usage: Usage::default(),
         freeable: Usage::default(),
         is_dir,
@@ -187,26 +214,42 @@ fn empty_project(path: PathBuf, is_dir: bool, protected_name: bool) -> ProjectSu
     }
 }
 
+/// What decides whether a project counts as active (and is not a phase-2 candidate).
+#[derive(Clone, Copy)]
+pub struct Activity<'a> {
+    /// Now, in seconds since the epoch.
+    pub now: i64,
+    /// A project changed or written less than this many seconds ago is active.
+    pub active_within: u64,
+    /// The last write the write source saw into a project (seconds since the epoch), if any.
+    pub last_write: &'a dyn Fn(&Path) -> Option<i64>,
+}
+
 /// Turns surveys into policy candidates: every rule match old enough, and every project dir as
-/// a phase-2 candidate, each marked blocked when protection forbids deleting it. `now` is in
-/// seconds since the epoch.
+/// a phase-2 candidate, each marked blocked when protection forbids deleting it. A project
+/// changed (mtime or ctime, which cannot be back-dated) or written (as the source saw it) within
+/// `active_within` is active: it is not a phase-2 candidate.
 pub fn candidates(
     surveys: &[WorkspaceSurvey],
     rules: &[CompiledRule],
     procs: &ProcSnapshot,
     extra_protection: &dyn Fn(&Path) -> Option<String>,
-    now: i64,
+    activity: &Activity<'_>,
 ) -> Vec<Candidate> {
+    let now = activity.now;
     let mut out = Vec::new();
     for project in surveys.iter().flat_map(|s| &s.projects) {
         if project.protected_name {
             continue;
         }
         let in_use = project_in_use(project, procs, extra_protection);
+        let written = (activity.last_write)(&project.path);
+        let last_active = written.map_or(project.last_active(), |w| w.max(project.last_active()));
         for m in &project.matches {
             let rule = &rules[m.rule];
             if let Some(min_age) = rule.older_than {
-                if now - m.freeable.newest_change < min_age.as_secs() as i64 {
+                let min_age = i64::try_from(min_age.as_secs()).unwrap_or(i64::MAX);
+                if now.saturating_sub(m.freeable.newest_change) < min_age {
                     continue;
                 }
             }
@@ -224,25 +267,42 @@ pub fn candidates(
                 },
                 bytes: m.freeable.allocated,
                 inodes: m.freeable.inodes,
-                project_active: project.last_active(),
+                project_active: last_active,
                 newest_change: m.freeable.newest_change,
                 blocked: in_use.clone(),
+                identity: m.identity,
+                min_idle_secs: rule.older_than.map(|d| d.as_secs()),
             });
         }
         if project.is_dir {
+            let idle = now.saturating_sub(last_active);
+            let active =
+                (idle < i64::try_from(activity.active_within).unwrap_or(i64::MAX)).then(|| {
+                    format!(
+                        "active: {} {idle}s ago, within active_within ({}s)",
+                        if written.is_some_and(|w| w >= project.last_active()) {
+                            "written (as the write source saw it)"
+                        } else {
+                            "changed"
+                        },
+                        activity.active_within
+                    )
+                });
             out.push(Candidate {
                 path: project.path.clone(),
                 project: project.path.clone(),
                 kind: CandidateKind::Project,
                 bytes: project.freeable.allocated,
                 inodes: project.freeable.inodes,
-                project_active: project.last_active(),
-                newest_change: project.last_active(),
-                blocked: in_use.clone().or_else(|| {
+                project_active: last_active,
+                newest_change: last_active,
+                blocked: in_use.clone().or(active).or_else(|| {
                     project
                         .contains_keep
                         .then(|| format!("kept: a {} marker is inside", scan::KEEP_MARKER))
                 }),
+                identity: project.identity,
+                min_idle_secs: Some(activity.active_within),
             });
         }
     }

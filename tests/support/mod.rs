@@ -46,9 +46,11 @@ impl TestMount {
         let holder = tempfile::tempdir().unwrap();
         let dir = holder.path().join("mnt");
         std::fs::create_dir(&dir).unwrap();
+        // mode=0755: a tmpfs root is 1777 by default, and Guardian refuses to keep its own
+        // files in a directory others can write.
         run(Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={bytes}"))
+            .arg(format!("size={bytes},mode=0755"))
             .arg("guardian-test")
             .arg(&dir));
         TestMount {
@@ -194,6 +196,16 @@ pub fn digest(root: &Path) -> BTreeMap<PathBuf, String> {
     out
 }
 
+/// `daemon.active_within` of [`write_config`]: a project changed within it is never deleted
+/// whole. Tests that expect phase 2 wait it out with [`wait_out_activity`].
+pub const TEST_ACTIVE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Waits until every project written so far is idle longer than [`TEST_ACTIVE_WITHIN`]
+/// (activity comes from ctime, which cannot be back-dated: only time makes a project idle).
+pub fn wait_out_activity() {
+    std::thread::sleep(TEST_ACTIVE_WITHIN + Duration::from_millis(1100));
+}
+
 /// Writes a config for a workspace at `workspace`, with the audit log and state under `state`.
 pub fn write_config(path: &Path, workspace: &Path, state: &Path, poll: &str, extra: &str) {
     let text = format!(
@@ -201,6 +213,7 @@ pub fn write_config(path: &Path, workspace: &Path, state: &Path, poll: &str, ext
 poll_interval = "{poll}"
 audit_log = "{state}/audit.jsonl"
 state_dir = "{state}/state"
+active_within = "1s"
 
 [thresholds]
 cleanup_free = "20%"
@@ -229,8 +242,25 @@ older_than = "1h"
     std::fs::write(path, text).unwrap();
 }
 
-/// Reads the audit log as JSON values.
+/// Reads the audit log as JSON values: the outcome lines (a deletion's intent line, written
+/// before anything is unlinked, is left out; see [`audit_intents`]).
 pub fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    all_audit_lines(path)
+        .into_iter()
+        .filter(|l| l["outcome"] != "intent")
+        .collect()
+}
+
+/// The intent lines of the audit log.
+pub fn audit_intents(path: &Path) -> Vec<serde_json::Value> {
+    all_audit_lines(path)
+        .into_iter()
+        .filter(|l| l["outcome"] == "intent")
+        .collect()
+}
+
+/// Every line of the audit log, each of which must be JSON.
+pub fn all_audit_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -15,6 +15,7 @@ const TOP_CGROUPS: usize = 3;
 /// Write activity of one project as the daemon reports it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProjectActivity {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
     /// Smoothed growth, bytes per second (negative when the project shrinks).
     pub rate_bps: f64,

@@ -1,28 +1,36 @@
-//! The cleanup executor: the only code in Guardian that deletes. It resolves each planned path
-//! below a configured workspace root with directory fds (never following a symlink, never
-//! crossing a device or mount), re-checks protection immediately before deleting, removes the
-//! tree safely, measures what was really freed with `statvfs`, and appends one fsync'd audit
-//! line per action before reporting it.
+//! The cleanup executor: the only code in Guardian that deletes. For each planned deletion it
+//! picks the most specific configured workspace holding the path, opens every directory from
+//! `/` down to the target's parent without following a symlink and without crossing a device or
+//! mount ([`fsys::Boundary`]), re-identifies the target by the (dev, ino) the survey measured,
+//! re-checks the rule's age cut-off and protection (processes by identity, locks, keep markers,
+//! the task DB), writes an fsync'd *intent* audit line, removes the tree, measures what was
+//! really freed with `statvfs`, and writes the outcome line.
 //!
 //! Invariants: nothing outside a configured workspace is ever deleted; a workspace itself and
-//! names on its protect list are never deleted; dry run deletes nothing and logs the same lines.
+//! names on its protect list are never deleted; nothing is unlinked before its intent line is on
+//! disk, and when that line cannot be written nothing is deleted; an interrupted deletion is
+//! finished by the next start ([`Executor::recover`]) under the same checks; dry run deletes
+//! nothing and logs the same outcome lines.
 
 pub mod audit;
+pub mod own;
 mod remove;
 
-pub use audit::{AuditLog, AuditRecord};
-pub use remove::{Boundary, RemoveStats};
+pub use audit::{AuditLog, AuditRecord, Intent};
+pub use remove::RemoveStats;
 
 use crate::config::Workspace;
-use crate::fsys;
+use crate::fsys::{self, Boundary, EntryKind, EntryStat};
 use crate::policy::PlannedAction;
 use crate::protect::{self, ProcSnapshot};
-use remove::Remover;
+use remove::{Limits, Remover};
 use rustix::fd::{AsFd, OwnedFd};
+use std::ffi::CString;
+use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// How an action ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +38,11 @@ pub enum Outcome {
     Deleted,
     Partial,
     WouldDelete,
+    /// Protection, configuration or safety forbade it; nothing was touched.
     Refused,
+    /// The target is no longer what was planned (another entry in its place, changed since the
+    /// cut-off, already gone); nothing was touched.
+    Skipped,
     Failed,
     Interrupted,
 }
@@ -42,6 +54,7 @@ impl Outcome {
             Outcome::Partial => "partial",
             Outcome::WouldDelete => "would_delete",
             Outcome::Refused => "refused",
+            Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
             Outcome::Interrupted => "interrupted",
         }
@@ -55,10 +68,22 @@ pub struct ActionReport {
     pub record: AuditRecord,
 }
 
+/// The audit log could not be written: when it was the intent, nothing was deleted.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the audit log {path}: {source}; nothing is deleted until it can be written")]
+pub struct AuditFailed {
+    pub path: String,
+    pub source: io::Error,
+    /// The action as far as it went (`Refused` when the intent failed).
+    pub report: Box<ActionReport>,
+}
+
 /// A check run right before deleting, on top of the process/lock/keep checks (e.g. the task DB).
+/// Takes the project dir.
 pub type ExtraProtection = Arc<dyn Fn(&Path) -> Option<String> + Send + Sync>;
 
 pub struct Executor {
+    /// Most specific (longest path) first.
     workspaces: Vec<Workspace>,
     audit: AuditLog,
     dry_run: bool,
@@ -66,8 +91,17 @@ pub struct Executor {
     extra_protection: ExtraProtection,
 }
 
-/// Why an action was refused before anything was touched.
-struct Refusal(String);
+/// Why an action stopped before anything was touched.
+struct Stop(Outcome, String);
+
+/// Everything opened and checked for one deletion.
+struct Prepared {
+    parent: OwnedFd,
+    name: CString,
+    boundary: Boundary,
+    depth: usize,
+    st: EntryStat,
+}
 
 impl Executor {
     pub fn new(
@@ -77,6 +111,8 @@ impl Executor {
         cancel: Arc<AtomicBool>,
         extra_protection: ExtraProtection,
     ) -> Executor {
+        let mut workspaces = workspaces;
+        workspaces.sort_by_key(|w| std::cmp::Reverse(w.path.as_os_str().len()));
         Executor {
             workspaces,
             audit,
@@ -90,95 +126,177 @@ impl Executor {
         self.audit.path()
     }
 
+    /// Why nothing can be deleted now because the audit log cannot be written, if so.
+    pub fn audit_health(&self) -> Result<(), String> {
+        self.audit.health()
+    }
+
     pub fn dry_run(&self) -> bool {
         self.dry_run
     }
 
-    /// Executes one planned deletion and records it. An audit write failure is returned as an
-    /// error: an action that cannot be recorded is not reported as done.
-    pub fn execute(&self, action: &PlannedAction) -> std::io::Result<ActionReport> {
-        // Measured on the workspace's filesystem, the only one an action may change: statvfs
-        // follows symlinks, and the action's path (or project) may be a symlink to another one.
+    /// Executes one planned deletion and records it. Refusals and skips are reports, not errors;
+    /// the error is an audit log that cannot be written (then nothing was deleted when it was
+    /// the intent that failed).
+    pub fn execute(&self, action: &PlannedAction) -> Result<ActionReport, AuditFailed> {
+        self.execute_as(action, audit::new_id())
+    }
+
+    fn execute_as(&self, action: &PlannedAction, id: String) -> Result<ActionReport, AuditFailed> {
+        // Measured on the workspace's filesystem, the only one an action may change.
         let probe = self.space_probe(action);
         let before = fsys::fs_space(&probe);
-        let (outcome, stats, error) = match self.resolve_and_remove(action) {
-            Ok((outcome, stats)) => {
+        let mut record = self.record_for(action, &id);
+        let prepared = self.prepare(action);
+        let (outcome, stats, error) = match prepared {
+            Err(Stop(outcome, why)) => (outcome, RemoveStats::default(), Some(why)),
+            Ok(_) if self.dry_run => (Outcome::WouldDelete, RemoveStats::default(), None),
+            Ok(p) => {
+                // Write-ahead: the intent is on disk before anything is unlinked.
+                let mut intent = record.clone();
+                intent.outcome = audit::INTENT.into();
+                intent.intent = Some(Intent {
+                    dev: p.st.dev,
+                    ino: p.st.ino,
+                    project: action.project.clone(),
+                    min_idle_secs: action.min_idle_secs,
+                    pid: std::process::id(),
+                    pid_start: audit::process_start(std::process::id()).unwrap_or(0),
+                });
+                if let Err(source) = self.audit.record(&intent) {
+                    record.outcome = Outcome::Refused.as_str().into();
+                    record.error = Some(format!("audit log unwritable, nothing deleted: {source}"));
+                    return Err(self.audit_failed(source, Outcome::Refused, record));
+                }
+                let (outcome, stats) = self.remove(action, p);
                 let error = summarize_problems(&stats);
                 (outcome, stats, error)
             }
-            Err(Refusal(why)) => (Outcome::Refused, RemoveStats::default(), Some(why)),
         };
         let after = fsys::fs_space(&probe);
-        let bytes_freed = match (before, after) {
+        record.ts = audit::timestamp(SystemTime::now());
+        record.bytes_freed = match (before, after) {
             (Ok(b), Ok(a)) => a.avail_bytes.saturating_sub(b.avail_bytes),
             _ => 0,
         };
-        let record = AuditRecord {
+        record.bytes_unlinked = stats.bytes_unlinked;
+        record.entries_removed = stats.entries_removed;
+        record.outcome = outcome.as_str().into();
+        record.error = error;
+        if let Err(source) = self.audit.record(&record) {
+            return Err(self.audit_failed(source, outcome, record));
+        }
+        Ok(ActionReport { outcome, record })
+    }
+
+    fn audit_failed(
+        &self,
+        source: io::Error,
+        outcome: Outcome,
+        record: AuditRecord,
+    ) -> AuditFailed {
+        AuditFailed {
+            path: crate::textpath::escape(self.audit.path()),
+            source,
+            report: Box::new(ActionReport { outcome, record }),
+        }
+    }
+
+    fn record_for(&self, action: &PlannedAction, id: &str) -> AuditRecord {
+        AuditRecord {
             ts: audit::timestamp(SystemTime::now()),
+            id: id.to_string(),
             action: "delete".into(),
             path: action.path.clone(),
             rule: action.rule.clone(),
             phase: action.phase,
             reason: action.reason.clone(),
             bytes_estimated: action.bytes_estimated,
-            bytes_freed,
-            bytes_unlinked: stats.bytes_unlinked,
-            entries_removed: stats.entries_removed,
+            bytes_freed: 0,
+            bytes_unlinked: 0,
+            entries_removed: 0,
             dry_run: self.dry_run,
-            outcome: outcome.as_str().into(),
-            error,
+            outcome: String::new(),
+            error: None,
+            intent: None,
+        }
+    }
+
+    /// Finishes the deletions a killed process left half done: every intent near the end of the
+    /// audit log without an outcome line whose process is gone is executed again, under every
+    /// check (the target must still be the entry it named, unprotected, and idle as its rule
+    /// requires), and its outcome recorded under the same id.
+    pub fn recover(&self) -> Result<Vec<ActionReport>, AuditFailed> {
+        let dangling = match audit::dangling_intents(self.audit.path()) {
+            Ok(d) => d,
+            Err(e) => {
+                crate::warn_quiet!(
+                    "audit.recover",
+                    error = %e,
+                    "cannot read the audit log for interrupted deletions"
+                );
+                return Ok(Vec::new());
+            }
         };
-        self.audit.record(&record)?;
-        Ok(ActionReport { outcome, record })
+        let mut reports = Vec::new();
+        for r in dangling {
+            let Some(intent) = &r.intent else { continue };
+            tracing::warn!(
+                path = %crate::textpath::shown(&r.path),
+                id = %r.id,
+                "finishing a deletion interrupted by the end of process {}",
+                intent.pid
+            );
+            let action = PlannedAction {
+                path: r.path.clone(),
+                project: intent.project.clone(),
+                rule: r.rule.clone(),
+                phase: r.phase,
+                reason: format!(
+                    "finishing an interrupted deletion (intent {} of pid {}): {}",
+                    r.id, intent.pid, r.reason
+                ),
+                bytes_estimated: r.bytes_estimated,
+                inodes_estimated: 0,
+                identity: (intent.dev, intent.ino),
+                min_idle_secs: intent.min_idle_secs,
+            };
+            reports.push(self.execute_as(&action, r.id.clone())?);
+        }
+        Ok(reports)
     }
 
     /// Where to measure free space around an action: its workspace root (the nearest existing
     /// ancestor of its project when no workspace holds it; such an action is refused anyway).
     fn space_probe(&self, action: &PlannedAction) -> PathBuf {
-        self.workspaces
-            .iter()
-            .map(|ws| ws.path.as_path())
-            .find(|ws| action.path.starts_with(ws))
-            .unwrap_or_else(|| fsys::nearest_existing(&action.project))
-            .to_path_buf()
+        match self.locate(&action.path) {
+            Ok((ws, _)) => ws.path.clone(),
+            Err(_) => fsys::nearest_existing(&action.project).to_path_buf(),
+        }
     }
 
-    /// Runs a configured command (the journal vacuum) and records it.
+    /// Runs a configured command (the journal vacuum) with a time limit and records it.
     pub fn run_command(
         &self,
         action: &str,
         argv: &[String],
         reason: &str,
         fs_path: &Path,
-    ) -> std::io::Result<ActionReport> {
+        limit: Duration,
+    ) -> Result<ActionReport, AuditFailed> {
         let before = fsys::fs_space(fs_path).ok();
         let (outcome, error) = if self.dry_run {
             (Outcome::WouldDelete, None)
         } else {
-            match std::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .stdin(std::process::Stdio::null())
-                .output()
-            {
-                Ok(out) if out.status.success() => (Outcome::Deleted, None),
-                Ok(out) => (
-                    Outcome::Failed,
-                    Some(format!(
-                        "{} exited with {}: {}",
-                        argv[0],
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )),
-                ),
-                Err(e) => (
-                    Outcome::Failed,
-                    Some(format!("cannot run {}: {e}", argv[0])),
-                ),
+            match crate::child::run_with_limit(argv, limit) {
+                Ok(()) => (Outcome::Deleted, None),
+                Err(e) => (Outcome::Failed, Some(e)),
             }
         };
         let after = fsys::fs_space(fs_path).ok();
         let record = AuditRecord {
             ts: audit::timestamp(SystemTime::now()),
+            id: String::new(),
             action: action.into(),
             path: PathBuf::from(argv.join(" ")),
             rule: action.into(),
@@ -198,86 +316,187 @@ impl Executor {
                 outcome.as_str().into()
             },
             error,
+            intent: None,
         };
-        self.audit.record(&record)?;
+        if let Err(source) = self.audit.record(&record) {
+            return Err(self.audit_failed(source, outcome, record));
+        }
         Ok(ActionReport { outcome, record })
     }
 
-    /// Checks the action against the configuration, opens the path below its workspace root
-    /// without following symlinks, re-checks protection, and removes it.
-    fn resolve_and_remove(
-        &self,
-        action: &PlannedAction,
-    ) -> Result<(Outcome, RemoveStats), Refusal> {
-        let (workspace, rel) = self.locate(&action.path)?;
-        let project_name = rel.components().next().map(|c| c.as_os_str().to_owned());
-        let project_name =
-            project_name.ok_or_else(|| Refusal("refusing to delete a workspace root".into()))?;
+    /// Everything checked before the intent is written: the path against the configuration,
+    /// every directory down to the target opened without following symlinks or crossing a
+    /// mount, the target still the entry the survey measured and idle as its rule requires, and
+    /// protection read again now.
+    fn prepare(&self, action: &PlannedAction) -> Result<Prepared, Stop> {
+        let refuse = |why: String| Stop(Outcome::Refused, why);
+        let (workspace, rel) = self.locate(&action.path).map_err(refuse)?;
+        let mut parts = rel.components();
+        let project_name = parts
+            .next()
+            .map(|c| c.as_os_str().to_owned())
+            .ok_or_else(|| refuse("refusing to delete a workspace root".into()))?;
         if workspace
             .protect
             .iter()
             .any(|p| std::ffi::OsStr::new(p) == project_name)
         {
-            return Err(Refusal(format!(
+            return Err(refuse(format!(
                 "`{}` is on the protect list",
-                project_name.to_string_lossy()
+                crate::textpath::escape(Path::new(&project_name))
             )));
         }
-        let root = fsys::open_dir_path(&workspace.path).map_err(|e| {
-            Refusal(format!(
-                "cannot open workspace {}: {e}",
-                workspace.path.display()
+        let project_path = workspace.path.join(&project_name);
+        if action.project != project_path {
+            return Err(refuse(format!(
+                "planned for project {} but lies in {}",
+                crate::textpath::escape(&action.project),
+                crate::textpath::escape(&project_path)
+            )));
+        }
+        let root = fsys::open_dir_nofollow(&workspace.path).map_err(|e| {
+            refuse(format!(
+                "cannot open workspace {} without following symlinks: {e}",
+                crate::textpath::escape(&workspace.path)
             ))
         })?;
-        let root_stat = fsys::stat_fd(root.as_fd())
-            .map_err(|e| Refusal(format!("cannot stat workspace: {e}")))?;
-        let boundary = Boundary::of(&root_stat);
-        let (parent, name) = open_parent(root, &rel, &boundary, &workspace.path)?;
-
-        let project_path = workspace.path.join(&project_name);
-        self.recheck_protection(&project_path, &action.path)?;
-
-        let st = match fsys::stat_entry(parent.as_fd(), &name) {
-            Ok(st) => st,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((Outcome::Deleted, RemoveStats::default()));
+        let boundary = Boundary::of(root.as_fd(), &workspace.path)
+            .map_err(|e| refuse(format!("{e}: refusing to delete")))?;
+        let procs = ProcSnapshot::capture();
+        if !procs.complete {
+            return Err(refuse(
+                "process table unreadable: cannot prove the dir is unused".into(),
+            ));
+        }
+        // Down from the workspace root, each directory opened, checked against the boundary,
+        // and — from the project on — against protection.
+        let names: Vec<_> = rel.components().map(|c| c.as_os_str().to_owned()).collect();
+        let (last, dirs) = names
+            .split_last()
+            .ok_or_else(|| refuse("empty path".into()))?;
+        let mut current = root;
+        let mut shown = workspace.path.clone();
+        for part in dirs {
+            shown.push(part);
+            let name = fsys::c_name(part).map_err(|_| refuse("a NUL byte in the path".into()))?;
+            let st = fsys::stat_entry(current.as_fd(), &name).map_err(|e| {
+                Stop(
+                    Outcome::Skipped,
+                    format!("{} is gone: {e}", crate::textpath::escape(&shown)),
+                )
+            })?;
+            if !boundary.admits(current.as_fd(), &name, &st) {
+                return Err(refuse(format!(
+                    "{} is a mount point or on another filesystem",
+                    crate::textpath::escape(&shown)
+                )));
             }
-            Err(e) => return Err(Refusal(format!("cannot stat: {e}"))),
+            let next = fsys::open_child_dir(current.as_fd(), &name).map_err(|e| {
+                refuse(format!(
+                    "cannot open {} without following symlinks: {e}",
+                    crate::textpath::escape(&shown)
+                ))
+            })?;
+            let opened = fsys::stat_fd(next.as_fd()).map_err(|e| refuse(e.to_string()))?;
+            if (opened.dev, opened.ino) != (st.dev, st.ino) {
+                return Err(refuse(format!(
+                    "{} changed while it was opened",
+                    crate::textpath::escape(&shown)
+                )));
+            }
+            if let Some(p) = protect::check_open_dir(next.as_fd(), &opened, &shown, &procs) {
+                return Err(refuse(p.to_string()));
+            }
+            current = next;
+        }
+        let name = fsys::c_name(last).map_err(|_| refuse("a NUL byte in the path".into()))?;
+        let st = match fsys::stat_entry(current.as_fd(), &name) {
+            Ok(st) => st,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Stop(Outcome::Skipped, "already gone".into()))
+            }
+            Err(e) => return Err(refuse(format!("cannot stat: {e}"))),
         };
-        if !boundary.contains(&st) {
-            return Err(Refusal("is a mount point or on another filesystem".into()));
+        if (st.dev, st.ino) != action.identity {
+            return Err(Stop(
+                Outcome::Skipped,
+                format!(
+                    "another entry is in its place (dev {} ino {}, planned dev {} ino {})",
+                    st.dev, st.ino, action.identity.0, action.identity.1
+                ),
+            ));
         }
-        if self.dry_run {
-            return Ok((Outcome::WouldDelete, RemoveStats::default()));
+        if !boundary.admits(current.as_fd(), &name, &st) {
+            return Err(refuse("is a mount point or on another filesystem".into()));
         }
-        let mut remover = Remover {
+        if let Some(cutoff) = cutoff(action) {
+            if st.changed() > cutoff && !own::is_own(&st) {
+                return Err(Stop(
+                    Outcome::Skipped,
+                    format!(
+                        "changed {}s ago, under the {}s its rule requires",
+                        now_secs().saturating_sub(st.changed()),
+                        action.min_idle_secs.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        let protection = if st.kind == EntryKind::Dir {
+            let fd = fsys::open_child_dir(current.as_fd(), &name)
+                .map_err(|e| refuse(format!("cannot open without following symlinks: {e}")))?;
+            let opened = fsys::stat_fd(fd.as_fd()).map_err(|e| refuse(e.to_string()))?;
+            if (opened.dev, opened.ino) != (st.dev, st.ino) {
+                return Err(refuse("changed while it was opened".into()));
+            }
+            protect::check_open_dir(fd.as_fd(), &opened, &action.path, &procs)
+        } else {
+            protect::check_identity(st.dev, st.ino, &action.path, &procs)
+        };
+        if let Some(p) = protection {
+            return Err(refuse(p.to_string()));
+        }
+        if let Some(why) = (self.extra_protection)(&project_path) {
+            return Err(refuse(why));
+        }
+        Ok(Prepared {
+            parent: current,
+            name,
             boundary,
+            depth: names.len(),
+            st,
+        })
+    }
+
+    fn remove(&self, action: &PlannedAction, p: Prepared) -> (Outcome, RemoveStats) {
+        let mut remover = Remover::new(Limits {
+            boundary: &p.boundary,
             cancel: &self.cancel,
-            stats: RemoveStats::default(),
-        };
-        match remover.remove_entry(
-            parent.as_fd(),
-            &name,
-            &action.path,
-            rel.components().count(),
-        ) {
-            Ok(true) => Ok((Outcome::Deleted, remover.stats)),
-            Ok(false) => Ok((Outcome::Partial, remover.stats)),
-            Err(remove::Interrupted) => Ok((Outcome::Interrupted, remover.stats)),
+            unchanged_since: cutoff(action),
+        });
+        match remover.remove_entry(p.parent.as_fd(), &p.name, &action.path, p.depth) {
+            Ok(true) => (Outcome::Deleted, remover.stats),
+            Ok(false) => (Outcome::Partial, remover.stats),
+            Err(remove::Interrupted) => (Outcome::Interrupted, remover.stats),
         }
     }
 
-    /// The workspace holding `path` and the path relative to it. Only plain components are
-    /// accepted: no `..`, no `.`, nothing outside a configured workspace.
-    fn locate(&self, path: &Path) -> Result<(&Workspace, PathBuf), Refusal> {
-        if path
-            .components()
-            .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+    /// The most specific workspace holding `path` and the path relative to it. Only plain
+    /// components are accepted: no `..`, no `.`, nothing outside a configured workspace.
+    fn locate(&self, path: &Path) -> Result<(&Workspace, PathBuf), String> {
+        let raw = path.as_os_str().as_encoded_bytes();
+        if !path.is_absolute()
+            || raw
+                .split(|b| *b == b'/')
+                .skip(1)
+                .any(|seg| seg.is_empty() || seg == b"." || seg == b"..")
+            || path
+                .components()
+                .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
         {
-            return Err(Refusal(format!(
+            return Err(format!(
                 "{} is not a plain absolute path",
-                path.display()
-            )));
+                crate::textpath::escape(path)
+            ));
         }
         self.workspaces
             .iter()
@@ -286,73 +505,26 @@ impl Executor {
                 (!rel.as_os_str().is_empty()).then(|| (ws, rel.to_path_buf()))
             })
             .ok_or_else(|| {
-                Refusal(format!(
+                format!(
                     "{} is not inside a configured workspace",
-                    path.display()
-                ))
+                    crate::textpath::escape(path)
+                )
             })
-    }
-
-    /// Protection, read again now: processes, locks, keep markers, and the extra check. The
-    /// target and every directory above it up to the project are checked: a keep marker
-    /// protects its whole subtree, also when it appeared after planning.
-    fn recheck_protection(&self, project: &Path, target: &Path) -> Result<(), Refusal> {
-        let procs = ProcSnapshot::capture();
-        if !procs.complete {
-            return Err(Refusal(
-                "process table unreadable: cannot prove the dir is unused".into(),
-            ));
-        }
-        // `project` is the first component of `target` below its workspace: this walks from the
-        // target up to and including the project.
-        for dir in target.ancestors().take_while(|d| d.starts_with(project)) {
-            if let Some(p) = protect::check_dir(dir, &procs) {
-                return Err(Refusal(p.to_string()));
-            }
-        }
-        if let Some(why) = (self.extra_protection)(project) {
-            return Err(Refusal(why));
-        }
-        Ok(())
     }
 }
 
-/// Opens every directory from the workspace root down to the parent of the target, each with
-/// `O_NOFOLLOW` and checked to be on the root's filesystem and mount. Returns the parent fd and
-/// the target's name.
-fn open_parent(
-    root: OwnedFd,
-    rel: &Path,
-    boundary: &Boundary,
-    root_path: &Path,
-) -> Result<(OwnedFd, std::ffi::CString), Refusal> {
-    let parts: Vec<_> = rel.components().map(|c| c.as_os_str().to_owned()).collect();
-    let (last, dirs) = parts
-        .split_last()
-        .ok_or_else(|| Refusal("empty path".into()))?;
-    let mut current = root;
-    let mut shown = root_path.to_path_buf();
-    for part in dirs {
-        shown.push(part);
-        let name = fsys::c_name(part).map_err(|_| Refusal("name contains a NUL byte".into()))?;
-        let next = fsys::open_child_dir(current.as_fd(), &name).map_err(|e| {
-            Refusal(format!(
-                "cannot open {} without following symlinks: {e}",
-                shown.display()
-            ))
-        })?;
-        let st = fsys::stat_fd(next.as_fd())
-            .map_err(|e| Refusal(format!("cannot stat {}: {e}", shown.display())))?;
-        if !boundary.contains(&st) {
-            return Err(Refusal(format!(
-                "{} is a mount point or on another filesystem",
-                shown.display()
-            )));
-        }
-        current = next;
-    }
-    let name = fsys::c_name(last).map_err(|_| Refusal("name contains a NUL byte".into()))?;
-    Ok((current, name))
+/// The newest change an entry of `action` may have: now minus the rule's idle time.
+fn cutoff(action: &PlannedAction) -> Option<i64> {
+    action
+        .min_idle_secs
+        .map(|s| now_secs().saturating_sub(i64::try_from(s).unwrap_or(i64::MAX)))
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// One line about what was left in place or failed, for the audit record.
@@ -361,14 +533,14 @@ fn summarize_problems(stats: &RemoveStats) -> Option<String> {
     if let Some((path, why)) = stats.left_in_place.first() {
         parts.push(format!(
             "left {} in place ({why}){}",
-            path.display(),
+            crate::textpath::escape(path),
             more(stats.left_in_place.len())
         ));
     }
     if let Some((path, why)) = stats.errors.first() {
         parts.push(format!(
             "{}: {why}{}",
-            path.display(),
+            crate::textpath::escape(path),
             more(stats.errors.len())
         ));
     }

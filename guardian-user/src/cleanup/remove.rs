@@ -1,11 +1,12 @@
 //! Safe recursive removal relative to directory fds: every child is opened with `O_NOFOLLOW`,
-//! checked to be on the same device and mount as the root of the removal, and re-identified by
-//! (dev, ino) after opening, so a directory swapped for a symlink is unlinked as a symlink and
-//! never followed. Mount points and kept dirs (`.guardian-keep`) are left in place. Sibling
-//! subdirectories are removed in parallel, each under the same checks, on a dedicated thread
-//! pool whose stacks are deep enough for `MAX_DEPTH` nested directories.
+//! checked to be on the same filesystem and mount as the root of the removal
+//! ([`fsys::Boundary`]), and re-identified by (dev, ino) after opening, so a directory swapped
+//! for a symlink is unlinked as a symlink and never followed. Mount points, kept dirs
+//! (`.guardian-keep`) and entries changed after the plan's cut-off are left in place. Sibling
+//! subdirectories are removed in parallel on the walk pool, each under the same checks.
 
-use crate::fsys::{self, EntryKind, EntryStat};
+use super::own;
+use crate::fsys::{self, Boundary, EntryKind, EntryStat, MAX_DEPTH};
 use crate::scan::KEEP_MARKER;
 use rayon::prelude::*;
 use rustix::fd::{AsFd, BorrowedFd};
@@ -15,35 +16,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::fsys::{walk_pool, MAX_DEPTH};
-
-/// The filesystem a removal must stay on.
-#[derive(Clone, Copy, Debug)]
-pub struct Boundary {
-    pub dev: u64,
-    pub mnt_id: Option<u64>,
-}
-
-impl Boundary {
-    pub fn of(st: &EntryStat) -> Boundary {
-        Boundary {
-            dev: st.dev,
-            mnt_id: st.mnt_id,
-        }
-    }
-
-    pub fn contains(&self, st: &EntryStat) -> bool {
-        st.dev == self.dev && (self.mnt_id.is_none() || st.mnt_id == self.mnt_id)
-    }
-}
-
 /// What a removal did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RemoveStats {
     pub entries_removed: u64,
     /// Allocated bytes of inodes whose last link was removed.
     pub bytes_unlinked: u64,
-    /// Things left in place on purpose: mount points, kept dirs, swapped entries.
+    /// Things left in place on purpose: mount points, kept dirs, swapped or fresh entries.
     pub left_in_place: Vec<(PathBuf, String)>,
     /// Things that could not be removed.
     pub errors: Vec<(PathBuf, String)>,
@@ -72,15 +51,33 @@ enum Stated {
 #[derive(Debug)]
 pub struct Interrupted;
 
-pub struct Remover<'a> {
-    pub boundary: Boundary,
+/// What every removal is bound by.
+#[derive(Clone, Copy)]
+pub struct Limits<'a> {
+    pub boundary: &'a Boundary,
     pub cancel: &'a AtomicBool,
+    /// Entries changed (mtime or ctime, seconds since the epoch) after this are left in place:
+    /// the rule that planned the removal (`older_than`, `active_within`) no longer holds for
+    /// them. Directories whose last change was Guardian's own deletion do not count.
+    pub unchanged_since: Option<i64>,
+}
+
+pub struct Remover<'a> {
+    pub limits: Limits<'a>,
     pub stats: RemoveStats,
 }
 
-impl Remover<'_> {
-    /// Removes the entry `name` of `parent` (shown as `path`): a file or symlink is unlinked; a
-    /// directory is emptied and removed. Returns whether the entry is gone.
+impl<'a> Remover<'a> {
+    pub fn new(limits: Limits<'a>) -> Remover<'a> {
+        Remover {
+            limits,
+            stats: RemoveStats::default(),
+        }
+    }
+
+    /// Removes the entry `name` of `parent` (shown as `path`), stated before as `st`: a file
+    /// or symlink is unlinked; a directory is emptied and removed. Returns whether the entry is
+    /// gone. `parent` is recorded as changed by Guardian afterwards.
     pub fn remove_entry(
         &mut self,
         parent: BorrowedFd<'_>,
@@ -88,13 +85,14 @@ impl Remover<'_> {
         path: &Path,
         depth: usize,
     ) -> Result<bool, Interrupted> {
-        match walk_pool() {
-            Some(pool) => pool.install(|| self.remove_entry_on(parent, name, path, depth, true)),
-            None => self.remove_entry_on(parent, name, path, depth, false),
-        }
+        let result = fsys::on_walk_pool(|parallel| {
+            self.remove_entry_on(parent, name, path, depth, parallel)
+        });
+        own::record(parent);
+        result
     }
 
-    /// `remove_entry` on the current thread; `parallel` only on a removal pool thread.
+    /// `remove_entry` on the current thread; `parallel` only on the walk pool.
     fn remove_entry_on(
         &mut self,
         parent: BorrowedFd<'_>,
@@ -103,7 +101,7 @@ impl Remover<'_> {
         depth: usize,
         parallel: bool,
     ) -> Result<bool, Interrupted> {
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.limits.cancel.load(Ordering::Relaxed) {
             return Err(Interrupted);
         }
         match self.stat_within(parent, name, path) {
@@ -117,7 +115,7 @@ impl Remover<'_> {
     }
 
     /// Stats `name` of `parent` without following symlinks and checks it is on the removal's
-    /// device and mount.
+    /// filesystem and mount and unchanged since the plan's cut-off.
     fn stat_within(&mut self, parent: BorrowedFd<'_>, name: &CStr, path: &Path) -> Stated {
         let st = match fsys::stat_entry(parent, name) {
             Ok(st) => st,
@@ -127,9 +125,15 @@ impl Remover<'_> {
                 return Stated::Kept;
             }
         };
-        if !self.boundary.contains(&st) {
+        if !self.limits.boundary.admits(parent, name, &st) {
             self.leave(path, "mount point or other filesystem: not crossed");
             return Stated::Kept;
+        }
+        if let Some(cutoff) = self.limits.unchanged_since {
+            if st.changed() > cutoff && !own::is_own(&st) {
+                self.leave(path, "changed after the plan's cut-off: left in place");
+                return Stated::Kept;
+            }
         }
         Stated::Entry(st)
     }
@@ -145,7 +149,7 @@ impl Remover<'_> {
         depth: usize,
         parallel: bool,
     ) -> Result<bool, Interrupted> {
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.limits.cancel.load(Ordering::Relaxed) {
             return Err(Interrupted);
         }
         if depth >= MAX_DEPTH {
@@ -166,14 +170,17 @@ impl Remover<'_> {
             Ok(opened)
                 if opened.dev == st.dev
                     && opened.ino == st.ino
-                    && self.boundary.contains(&opened) => {}
+                    && self.limits.boundary.admits_open(fd.as_fd(), &opened) => {}
             Ok(_) => {
                 self.leave(path, "changed between stat and open: left in place");
                 return Ok(false);
             }
             Err(e) => return Ok(self.error(path, "cannot stat opened directory", e)),
         }
-        if !self.remove_contents(fd.as_fd(), path, depth, parallel)? {
+        let emptied = self.remove_contents(fd.as_fd(), path, depth, parallel)?;
+        if !emptied {
+            // It stays: what Guardian deleted in it is not activity.
+            own::record(fd.as_fd());
             return Ok(false);
         }
         drop(fd);
@@ -183,9 +190,9 @@ impl Remover<'_> {
     /// Removes everything inside the open directory `dir`. Returns whether it is now empty.
     ///
     /// Non-directories are unlinked here, in listing order; the subdirectories are then removed
-    /// (in parallel when `parallel`), each with its own `Remover` with the same boundary and
-    /// cancel flag, their stats merged back in listing order. Nothing is removed from a
-    /// directory holding a keep marker.
+    /// (in parallel when `parallel`), each with its own `Remover` under the same limits, their
+    /// stats merged back in listing order. Nothing is removed from a directory holding a keep
+    /// marker.
     fn remove_contents(
         &mut self,
         dir: BorrowedFd<'_>,
@@ -204,7 +211,7 @@ impl Remover<'_> {
         let mut emptied = true;
         let mut subdirs = Vec::new();
         for entry in &listed {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.limits.cancel.load(Ordering::Relaxed) {
                 return Err(Interrupted);
             }
             let child = path.join(entry.os_name());
@@ -217,13 +224,9 @@ impl Remover<'_> {
                 }
             }
         }
-        let (boundary, cancel) = (self.boundary, self.cancel);
+        let limits = self.limits;
         let remove_subdir = |(entry, child, st): (&fsys::Listed, PathBuf, EntryStat)| {
-            let mut sub = Remover {
-                boundary,
-                cancel,
-                stats: RemoveStats::default(),
-            };
+            let mut sub = Remover::new(limits);
             let gone = sub.remove_dir(dir, &entry.name, &child, &st, depth + 1, parallel);
             (gone, sub.stats)
         };
@@ -253,7 +256,9 @@ impl Remover<'_> {
         path: &Path,
     ) -> Result<bool, Interrupted> {
         match fsys::stat_entry(parent, name) {
-            Ok(st) if st.kind != EntryKind::Dir && self.boundary.contains(&st) => {
+            Ok(st)
+                if st.kind != EntryKind::Dir && self.limits.boundary.admits(parent, name, &st) =>
+            {
                 Ok(self.unlink(parent, name, path, &st, AtFlags::empty()))
             }
             Ok(_) => {
@@ -314,8 +319,16 @@ mod tests {
     /// The open parent dir and the boundary of its filesystem.
     fn open_parent(dir: &Path) -> (OwnedFd, Boundary) {
         let fd = fsys::open_dir_path(dir).unwrap();
-        let boundary = Boundary::of(&fsys::stat_fd(fd.as_fd()).unwrap());
+        let boundary = Boundary::of(fd.as_fd(), dir).unwrap();
         (fd, boundary)
+    }
+
+    fn remover<'a>(boundary: &'a Boundary, cancel: &'a AtomicBool) -> Remover<'a> {
+        Remover::new(Limits {
+            boundary,
+            cancel,
+            unchanged_since: None,
+        })
     }
 
     /// `root/d/d/d…` `levels` deep (made relative to fds: the path gets too long for paths).
@@ -355,11 +368,7 @@ mod tests {
         entries += 1;
         let (parent, boundary) = open_parent(tmp.path());
         let cancel = AtomicBool::new(false);
-        let mut r = Remover {
-            boundary,
-            cancel: &cancel,
-            stats: RemoveStats::default(),
-        };
+        let mut r = remover(&boundary, &cancel);
         let gone = r.remove_entry(parent.as_fd(), c"tree", &tree, 1).unwrap();
         assert!(!gone, "pkg7/lib is kept, so the tree stays");
         assert!(tree.join("pkg7/lib/deeper/f0").exists());
@@ -386,11 +395,7 @@ mod tests {
         std::fs::create_dir_all(tree.join("a/b")).unwrap();
         let (parent, boundary) = open_parent(tmp.path());
         let cancel = AtomicBool::new(true);
-        let mut r = Remover {
-            boundary,
-            cancel: &cancel,
-            stats: RemoveStats::default(),
-        };
+        let mut r = remover(&boundary, &cancel);
         assert!(r.remove_entry(parent.as_fd(), c"tree", &tree, 1).is_err());
         assert!(tree.join("a/b").exists());
     }
@@ -403,11 +408,7 @@ mod tests {
 
         let within = tmp.path().join("within");
         chain(&within, MAX_DEPTH - 8);
-        let mut r = Remover {
-            boundary,
-            cancel: &cancel,
-            stats: RemoveStats::default(),
-        };
+        let mut r = remover(&boundary, &cancel);
         assert!(r
             .remove_entry(parent.as_fd(), c"within", &within, 1)
             .unwrap());
@@ -416,11 +417,7 @@ mod tests {
 
         let beyond = tmp.path().join("beyond");
         chain(&beyond, MAX_DEPTH + 8);
-        let mut r = Remover {
-            boundary,
-            cancel: &cancel,
-            stats: RemoveStats::default(),
-        };
+        let mut r = remover(&boundary, &cancel);
         assert!(!r
             .remove_entry(parent.as_fd(), c"beyond", &beyond, 1)
             .unwrap());
@@ -433,11 +430,7 @@ mod tests {
         for _ in 0..16 {
             fd = fsys::open_child_dir(&fd, c"d").unwrap();
         }
-        let mut r = Remover {
-            boundary,
-            cancel: &cancel,
-            stats: RemoveStats::default(),
-        };
+        let mut r = remover(&boundary, &cancel);
         assert!(r.remove_entry(fd.as_fd(), c"d", &beyond, 1).unwrap());
     }
 }

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use guardian::cleanup::audit::read_records;
 use guardian::config::{human_bytes, ByteSize};
 use guardian::fsys;
+use guardian::textpath::shown;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -40,7 +41,7 @@ struct Sandbox {
 impl Sandbox {
     fn mount(bytes: u64) -> anyhow::Result<Sandbox> {
         let dir = std::env::temp_dir().join(format!("guardian-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", shown(&dir)))?;
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
             .arg(format!("size={bytes}"))
@@ -50,7 +51,7 @@ impl Sandbox {
             .context("running mount")?;
         if !status.success() {
             let _ = std::fs::remove_dir(&dir);
-            bail!("mount -t tmpfs failed ({status}) on {}", dir.display());
+            bail!("mount -t tmpfs failed ({status}) on {}", shown(&dir));
         }
         Ok(Sandbox { dir })
     }
@@ -80,7 +81,7 @@ fn demo_in(sandbox: &Sandbox, write_percent: u64) -> anyhow::Result<ExitCode> {
     println!(
         "sandbox: tmpfs of {} at {}",
         human_bytes(total as u64),
-        root.display()
+        shown(root)
     );
 
     // Three finished projects with regenerable artifacts, one running task, protected dirs.
@@ -117,7 +118,7 @@ fn demo_in(sandbox: &Sandbox, write_percent: u64) -> anyhow::Result<ExitCode> {
     let audit = root.join("guardian/audit.jsonl");
     std::fs::write(&config_path, demo_config(&dispatch, root))?;
     print_df("before", root)?;
-    println!("running: guardian run --config {}", config_path.display());
+    println!("running: guardian run --config {}", shown(&config_path));
     let _daemon = Reaped(
         Command::new(std::env::current_exe()?)
             .args(["run", "--config"])
@@ -160,7 +161,7 @@ fn demo_in(sandbox: &Sandbox, write_percent: u64) -> anyhow::Result<ExitCode> {
     let _ = seen;
     print_new_audit_lines(&audit, seen);
     print_df("after", root)?;
-    println!("what is left in {}:", dispatch.display());
+    println!("what is left in {}:", shown(&dispatch));
     for entry in std::fs::read_dir(&dispatch)?.flatten() {
         let usage = guardian::scan::scan_path(&entry.path())?.tally.usage();
         println!(
@@ -201,8 +202,8 @@ name = "old-logs"
 globs = ["*.log"]
 older_than = "1h"
 "#,
-        root = root.display(),
-        dispatch = dispatch.display()
+        root = shown(root),
+        dispatch = shown(dispatch)
     )
 }
 
@@ -235,7 +236,7 @@ fn write_file(path: &Path, bytes: usize) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(path, vec![0xa5u8; bytes]).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, vec![0xa5u8; bytes]).with_context(|| format!("writing {}", shown(path)))
 }
 
 fn set_tree_mtime(dir: &Path, when: SystemTime) -> anyhow::Result<()> {
@@ -272,7 +273,7 @@ fn print_new_audit_lines(audit: &Path, seen: usize) -> usize {
         println!(
             "   guardian: {} {} (rule {}, phase {}, est {}, freed {}){}",
             r.outcome,
-            r.path.display(),
+            shown(&r.path),
             r.rule,
             r.phase,
             human_bytes(r.bytes_estimated),

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use guardian::cleanup::ExtraProtection;
 use guardian::config::Config;
 use guardian::daemon::{self, Event, Guardian};
+use guardian::textpath::shown;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -133,6 +134,14 @@ enum ConfigAction {
     Check { file: PathBuf },
 }
 
+impl Cli {
+    /// True for the commands that run as a service (`run`, `demo`): they must not die of a
+    /// closed pipe. The others print a report and are often piped into `head`.
+    pub fn is_service(&self) -> bool {
+        matches!(self.command, Command::Run { .. } | Command::Demo { .. })
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -197,7 +206,7 @@ fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(Some(file))?;
     println!(
         "{}: ok ({} workspaces, {} rules)",
-        file.display(),
+        shown(file),
         config.workspaces.len(),
         config.rules.len()
     );
@@ -212,7 +221,7 @@ fn run_daemon(config: Option<&Path>, once: bool, dry_run: bool) -> anyhow::Resul
     let (tx, rx) = crossbeam_channel::unbounded();
     spawn_signal_thread(cancel.clone(), tx)?;
     let no_extra: ExtraProtection = Arc::new(|_: &Path| None);
-    let mut guardian = Guardian::new(config, cancel, no_extra)?;
+    let guardian = Guardian::new(config, cancel, no_extra)?;
     guardian.run(rx, once)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -273,7 +282,7 @@ fn status(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
         let value = match &state {
             Ok(s) => serde_json::to_value(s)?,
             Err(e) => serde_json::json!({
-                "error": format!("no state in {}: {e}", config.daemon.state_dir.display()),
+                "error": format!("no state in {}: {e}", shown(&config.daemon.state_dir)),
                 "filesystems": output::live_filesystems(&config),
             }),
         };
@@ -289,14 +298,14 @@ fn status(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn scan(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let walked = guardian::scan::scan_path(path)
-        .with_context(|| format!("cannot scan {}", path.display()))?;
+    let walked =
+        guardian::scan::scan_path(path).with_context(|| format!("cannot scan {}", shown(path)))?;
     let usage = walked.tally.usage();
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "path": path,
+                "path": guardian::textpath::escape(path),
                 "allocated_bytes": usage.allocated,
                 "apparent_bytes": usage.apparent,
                 "inodes": usage.inodes,
@@ -304,22 +313,26 @@ fn scan(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 "dirs": usage.dirs,
                 "symlinks": usage.symlinks,
                 "errors": walked.errors,
-                "mounts_skipped": walked.mounts_skipped,
+                "mounts_skipped": walked
+                    .mounts_skipped
+                    .iter()
+                    .map(|m| guardian::textpath::escape(m))
+                    .collect::<Vec<_>>(),
             }))?
         );
     } else {
-        println!("{}\t{}", usage.allocated, path.display());
+        println!("{}\t{}", usage.allocated, shown(path));
         println!(
             "# apparent {} B, {} files, {} dirs, {} symlinks",
             usage.apparent, usage.files, usage.dirs, usage.symlinks
         );
         for e in &walked.errors {
-            eprintln!("guardian scan: {}: {}", e.path.display(), e.error);
+            eprintln!("guardian scan: {}: {}", shown(&e.path), e.error);
         }
         for m in &walked.mounts_skipped {
             eprintln!(
                 "guardian scan: {}: other filesystem or mount, not entered",
-                m.display()
+                shown(m)
             );
         }
     }

@@ -6,6 +6,7 @@ use guardian::daemon::state::DaemonState;
 use guardian::daemon::{guarded_filesystems, FsPlan};
 use guardian::fsys;
 use guardian::policy;
+use guardian::textpath::shown;
 
 pub fn print_plans(plans: &[FsPlan]) {
     if plans.is_empty() {
@@ -15,7 +16,7 @@ pub fn print_plans(plans: &[FsPlan]) {
         let a = &fp.plan.assessment;
         println!(
             "{}: {} of {} free ({:.1}%), {:?}: {}",
-            fp.mount.display(),
+            shown(&fp.mount),
             human_bytes(fp.space.avail_bytes),
             human_bytes(fp.space.total_bytes),
             fp.space.avail_percent(),
@@ -32,11 +33,11 @@ pub fn print_plans(plans: &[FsPlan]) {
                 action.phase,
                 action.rule,
                 human_bytes(action.bytes_estimated),
-                action.path.display()
+                shown(&action.path)
             );
         }
         for s in &fp.plan.skipped {
-            println!("  skip {}: {}", s.path.display(), s.reason);
+            println!("  skip {}: {}", shown(&s.path), s.reason);
         }
         if fp.plan.shortfall_bytes > 0 && a.pressure != policy::Pressure::Ok {
             println!(
@@ -50,7 +51,7 @@ pub fn print_plans(plans: &[FsPlan]) {
             );
         }
         for e in &fp.survey_errors {
-            println!("  warning: {}: {}", e.path.display(), e.error);
+            println!("  warning: {}: {}", shown(&e.path), e.error);
         }
     }
 }
@@ -77,7 +78,7 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
         Err(e) => {
             println!(
                 "no daemon state in {} ({e}): is `guardian run` running with this config?",
-                config.daemon.state_dir.display()
+                shown(&config.daemon.state_dir)
             );
             println!("live view:");
             for fs in guarded_filesystems(&config.workspaces) {
@@ -85,7 +86,7 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
                     let a = policy::assess(&space, &config.thresholds, false);
                     println!(
                         "  {}: {} of {} free ({:.1}%), {:?}: {}",
-                        fs.mount.display(),
+                        shown(&fs.mount),
                         human_bytes(space.avail_bytes),
                         human_bytes(space.total_bytes),
                         space.avail_percent(),
@@ -112,7 +113,7 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
     for fs in &state.filesystems {
         println!(
             "{:<28} {:>10} {:>10} {:>6.1}% {:>10} {:>10} {:>10}  {:?}",
-            fs.mount.display(),
+            shown(&fs.mount),
             human_bytes(fs.space.total_bytes),
             human_bytes(fs.space.avail_bytes),
             fs.space.avail_percent(),
@@ -160,7 +161,7 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
                 .collect();
             println!(
                 "{:<48} {:>12} {:>12}  {}",
-                p.path.display(),
+                shown(&p.path),
                 signed_bytes(p.rate_bps as i64),
                 signed_bytes(p.total_bytes),
                 writers.join(", ")
@@ -173,7 +174,7 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
     if let Some(c) = &state.last_cycle {
         println!(
             "last cycle on {} at {}: {} actions in {} rounds, freed {}, {}",
-            c.mount.display(),
+            shown(&c.mount),
             c.started,
             c.actions,
             c.rounds,
@@ -197,7 +198,7 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
                 r.rule,
                 human_bytes(r.bytes_estimated),
                 human_bytes(r.bytes_freed),
-                r.path.display(),
+                shown(&r.path),
                 r.error
                     .as_ref()
                     .map(|e| format!("  ({e})"))
@@ -227,24 +228,24 @@ fn print_fs_forecast(f: &FsForecastView) {
 
 /// Projects with growth or a time to a threshold: rate, P50/P90 per threshold, next trigger.
 fn print_project_forecasts(projects: &[guardian::daemon::forecast::ProjectForecastView]) {
-    let shown: Vec<_> = projects
+    let listed: Vec<_> = projects
         .iter()
         .filter(|p| {
             p.forecast.rate_bps.abs() >= 1.0 || p.forecast.eta.iter().any(|e| e.p90_s.is_some())
         })
         .take(10)
         .collect();
-    if shown.is_empty() {
+    if listed.is_empty() {
         return;
     }
     println!(
         "{:<48} {:>12}  TIME TO THRESHOLD (P50 / P90) IF ONLY IT GREW",
         "PROJECT FORECAST", "GROWTH/s"
     );
-    for p in shown {
+    for p in listed {
         println!(
             "{:<48} {:>12}  {}",
-            p.path.display(),
+            shown(&p.path),
             signed_bytes(p.forecast.rate_bps as i64),
             etas(&p.forecast)
         );

@@ -66,6 +66,14 @@ pub struct DaemonConfig {
     /// within a second).
     #[serde(default = "default_sample_interval")]
     pub sample_interval: HumanDuration,
+    /// A project changed (mtime or ctime) or written (as the write source saw it) more
+    /// recently than this is active: never deleted whole, even under critical pressure.
+    #[serde(default = "default_active_within")]
+    pub active_within: HumanDuration,
+    /// Where the journal lives: `journal_vacuum` runs only in cycles on the filesystem that
+    /// holds this directory.
+    #[serde(default = "default_journal_dir")]
+    pub journal_dir: PathBuf,
 }
 
 /// The `daemon.source` setting.
@@ -82,6 +90,14 @@ pub enum SourceKind {
 
 fn default_sample_interval() -> HumanDuration {
     HumanDuration(Duration::from_millis(250))
+}
+
+fn default_active_within() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15 * 60))
+}
+
+fn default_journal_dir() -> PathBuf {
+    PathBuf::from("/var/log/journal")
 }
 
 fn default_poll_interval() -> HumanDuration {
@@ -104,6 +120,8 @@ impl Default for DaemonConfig {
             journal_vacuum: Vec::new(),
             source: SourceKind::Auto,
             sample_interval: default_sample_interval(),
+            active_within: default_active_within(),
+            journal_dir: default_journal_dir(),
         }
     }
 }

@@ -202,6 +202,7 @@ pub struct FsForecastView {
 /// A project's forecast: "if only this project grew", against its filesystem's free space.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProjectForecastView {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
     #[serde(flatten)]
     pub forecast: ForecastView,

@@ -1,36 +1,41 @@
-//! The daemon: the main loop that checks each guarded filesystem with `statvfs` every
-//! `poll_interval` (and every `sample_interval` with a reactive source), runs a cleanup cycle
-//! (survey → plan → execute → verify → escalate) when a threshold is crossed or when the growth
-//! forecast says one will be within the lead time (a preemptive phase 1), and rewrites the
-//! state file. Every trigger arrives as an [`Event`].
+//! The daemon: the main loop. Every `poll_interval` (and every `sample_interval` with a
+//! reactive source) it reads free space of each guarded filesystem with `statvfs`, feeds the
+//! forecasts, and hands a cleanup cycle to the cleanup thread ([`cycle`]) when a threshold is
+//! crossed or the growth forecast says one will be within the lead time (a preemptive phase 1).
+//! The state file is written by its own thread ([`state`]), only when it changed. Every trigger
+//! — a poll, a sample, a report of the cleanup thread, shutdown — arrives as an [`Event`].
 //!
-//! Invariants: the survey (a tree walk) runs only when a filesystem is under pressure or a
-//! forecast fired; a forecast never starts phase 2; a cycle ends at the target, when nothing is
-//! left to delete, or after a bounded number of rounds; every deletion of Guardian's own is a
-//! level reset for the forecasts; shutdown is honoured between and during deletions.
+//! Invariants: the loop itself never walks a tree, runs a child process or waits on the task
+//! DB — those run on the cleanup, state and task threads, so sampling keeps its period; a
+//! survey runs only when a filesystem is under pressure or a forecast fired; a forecast never
+//! starts phase 2; one cycle runs at a time and ends at its goal, when nothing is left, or after
+//! a bounded number of rounds; every deletion of Guardian's own is a level reset for the
+//! forecasts; nothing a node can throw at it (a full disk, an unwritable audit log or state
+//! dir, odd file names) stops the loop: it is reported and waited out; shutdown is honoured
+//! between and during deletions.
 
+pub mod cycle;
 pub mod forecast;
 pub mod state;
 
+pub use cycle::{plan_now, CycleKind, FsPlan};
+
 use crate::aggregate::Aggregator;
 use crate::cleanup::{AuditLog, AuditRecord, Executor, ExtraProtection, Outcome};
-use crate::config::{CompiledRule, Config, Workspace};
+use crate::config::{Config, Workspace};
 use crate::fsys::{self, FsSpace};
-use crate::policy::{self, Limits, Plan, PlanInput, Preemptive, Pressure};
-use crate::protect::ProcSnapshot;
+use crate::policy::{self, Limits, Pressure};
 use crate::sources::{self, ProjectDir, Source};
-use crate::survey;
 use crossbeam_channel::{select, Receiver};
+use cycle::{Cleaner, Job, Report};
 use forecast::{Forecasts, Named};
-use state::{CycleSummary, DaemonState, ForecastState, FsState};
-use std::collections::{HashMap, HashSet, VecDeque};
+use state::{CycleSummary, DaemonState, ForecastState, FsState, StateWriter};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Most survey → plan → execute rounds in one cycle.
-const MAX_ROUNDS: u32 = 6;
 /// Audit records kept for the state file.
 const RECENT_ACTIONS: usize = 20;
 /// After a cycle found nothing left to delete, the next full cycle on that filesystem waits this
@@ -39,74 +44,31 @@ const RETRY_AFTER_NOTHING_LEFT: Duration = Duration::from_secs(60);
 /// How far free space must fall (in bytes, as a share of the size) to retry a stalled filesystem
 /// before `RETRY_AFTER_NOTHING_LEFT`.
 const STALL_DROP_FRACTION: f64 = 0.01;
+/// Most cgroup names remembered for the state file.
+const MAX_CGROUP_NAMES: usize = 4096;
 
 /// Everything that can wake the main loop.
 #[derive(Debug)]
 pub enum Event {
-    /// Time to check free space.
-    Tick,
+    /// Time to check free space, run the task side, refresh the projects (also `Tick` from
+    /// outside).
+    Poll,
+    /// Time to drain the write source and re-read free space.
+    Sample,
+    /// What the cleanup thread did.
+    Cleanup(Report),
     /// SIGINT/SIGTERM: stop.
     Shutdown,
 }
 
-/// Failures that stop the daemon.
+/// What stops the daemon from starting. Nothing stops it once it runs.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("cannot open the audit log {path}: {source} (check daemon.audit_log and permissions)")]
-    AuditLog {
-        path: PathBuf,
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
         source: std::io::Error,
     },
-    #[error(
-        "cannot write to the audit log {path}: {source}; stopping rather than deleting unrecorded"
-    )]
-    AuditWrite {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot write the state file in {path}: {source} (check daemon.state_dir and permissions)"
-    )]
-    State {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// Why a cleanup cycle runs.
-enum CycleKind {
-    /// A threshold is crossed; the reason says which.
-    Reactive { reason: String },
-    /// A forecast fired before any threshold: phase 1 only, fastest growing projects first.
-    Preemptive {
-        plan: Preemptive,
-        growth: HashMap<PathBuf, f64>,
-    },
-}
-
-impl CycleKind {
-    /// What each round's plan is asked for.
-    fn input(&self) -> PlanInput<'_> {
-        match self {
-            CycleKind::Reactive { .. } => PlanInput {
-                continuing: true,
-                ..PlanInput::default()
-            },
-            CycleKind::Preemptive { plan, growth } => PlanInput {
-                continuing: true,
-                growth: Some(growth),
-                preemptive: Some(plan),
-            },
-        }
-    }
-
-    /// The cycle's trigger, in words.
-    fn describe(&self) -> String {
-        match self {
-            CycleKind::Reactive { reason } => reason.clone(),
-            CycleKind::Preemptive { plan, .. } => format!("preemptive: {}", plan.trigger),
-        }
-    }
 }
 
 /// Filesystems holding at least one workspace, grouped by device.
@@ -119,29 +81,19 @@ pub struct GuardedFs {
     pub workspaces: Vec<Workspace>,
 }
 
-/// One filesystem's plan, for `guardian plan`.
-#[derive(Debug, serde::Serialize)]
-pub struct FsPlan {
-    pub mount: PathBuf,
-    pub space: FsSpace,
-    pub plan: Plan,
-    pub survey_errors: Vec<crate::scan::WalkError>,
-    /// Whether the workspaces were walked (only under pressure or for a forecast).
-    #[serde(skip)]
-    pub surveyed: bool,
-    /// Each surveyed project's allocated bytes.
-    #[serde(skip)]
-    pub project_bytes: Vec<(PathBuf, u64)>,
-}
-
 pub struct Guardian {
-    config: Config,
-    rules: Vec<CompiledRule>,
-    executor: Executor,
+    config: Arc<Config>,
+    executor: Arc<Executor>,
+    cleaner: Cleaner,
+    /// The filesystem the running cycle works on.
+    cycle_fs: Option<GuardedFs>,
+    state: StateWriter,
     cancel: Arc<AtomicBool>,
     recent: VecDeque<AuditRecord>,
     last_cycle: Option<CycleSummary>,
     problems: Vec<String>,
+    /// Why nothing is deleted now (the audit log cannot be written), while so.
+    refusing: Option<String>,
     /// Filesystems (by device) whose last cycle stopped short: free bytes then, and when.
     stalled: HashMap<u64, (u64, Instant)>,
     source: Box<dyn Source>,
@@ -150,17 +102,17 @@ pub struct Guardian {
     aggregator: Aggregator,
     /// The project dirs the source currently watches.
     watched: Vec<ProjectDir>,
+    /// The last write the source saw into each watched project (seconds since the epoch).
+    last_write: HashMap<PathBuf, i64>,
     last_sample: Instant,
     cgroup_names: HashMap<u64, Option<String>>,
-    /// Cycles run since start (the sampler rewrites the state file after one).
-    cycles_run: u64,
     /// The guarded filesystems as of the last poll (workspaces grouped by device, mount points
-    /// from mountinfo); the 250 ms sampler reuses it instead of re-reading mountinfo.
+    /// from mountinfo); the sampler reuses it instead of re-reading mountinfo.
     filesystems: Vec<GuardedFs>,
+    /// Each guarded filesystem as last assessed, for the state file.
+    fs_states: Vec<FsState>,
     /// Task DB side: running-task protection, task/scratch sweeps, usage limits, ghost reaper.
     tasks: crate::tasks::TaskService,
-    /// The caller's extra protection combined with running-task protection (survey + executor).
-    protection: ExtraProtection,
     /// Growth models per filesystem and project, the lead time, the preemptive trigger.
     forecasts: Forecasts,
     /// The forecasts' clock: seconds since this instant.
@@ -170,44 +122,55 @@ pub struct Guardian {
 }
 
 impl Guardian {
-    /// Opens the audit log and prepares the executor. `cancel` is set on shutdown.
+    /// Prepares the daemon: the executor (the audit log is opened now if it can be; if not,
+    /// Guardian waits in a refusing state), the cleanup and state threads, the write source.
+    /// `cancel` is set on shutdown.
     pub fn new(
         config: Config,
         cancel: Arc<AtomicBool>,
         extra_protection: ExtraProtection,
     ) -> Result<Guardian, DaemonError> {
-        let audit =
-            AuditLog::open(&config.daemon.audit_log).map_err(|source| DaemonError::AuditLog {
-                path: config.daemon.audit_log.clone(),
-                source,
-            })?;
-        let tasks =
-            crate::tasks::TaskService::new(&config).map_err(|source| DaemonError::AuditLog {
-                path: config.daemon.audit_log.clone(),
-                source,
-            })?;
+        let audit = AuditLog::new(&config.daemon.audit_log);
+        let tasks = crate::tasks::TaskService::new(&config);
         let running = tasks.protection();
         let protection: ExtraProtection =
             Arc::new(move |p: &Path| extra_protection(p).or_else(|| running(p)));
-        let executor = Executor::new(
+        let executor = Arc::new(Executor::new(
             config.workspaces.clone(),
             audit,
             config.daemon.dry_run,
             cancel.clone(),
             protection.clone(),
-        );
-        let recent = crate::cleanup::audit::read_records(&config.daemon.audit_log)
+        ));
+        let recent = crate::cleanup::audit::read_tail(&config.daemon.audit_log, 1 << 20)
             .map(|records| {
+                let skip = records.len().saturating_sub(RECENT_ACTIONS);
                 records
                     .into_iter()
-                    .rev()
-                    .take(RECENT_ACTIONS)
-                    .rev()
+                    .skip(skip)
+                    .filter(|r| r.outcome != crate::cleanup::audit::INTENT)
                     .collect()
             })
             .unwrap_or_default();
         let (source, source_skipped) = sources::open(config.daemon.source);
         let forecasts = Forecasts::new(&config.forecast, config.daemon.sample_interval.0);
+        let config = Arc::new(config);
+        let cleaner = Cleaner::spawn(cycle::Context {
+            config: config.clone(),
+            rules: Arc::new(config.compiled_rules()),
+            executor: executor.clone(),
+            protection,
+            cancel: cancel.clone(),
+        })
+        .map_err(|source| DaemonError::Thread {
+            what: "cleanup",
+            source,
+        })?;
+        let state =
+            StateWriter::spawn(&config.daemon.state_dir).map_err(|source| DaemonError::Thread {
+                what: "state writer",
+                source,
+            })?;
         Ok(Guardian {
             forecasts,
             started: Instant::now(),
@@ -216,25 +179,29 @@ impl Guardian {
             source_skipped,
             aggregator: Aggregator::new(),
             watched: Vec::new(),
+            last_write: HashMap::new(),
             last_sample: Instant::now(),
             cgroup_names: HashMap::new(),
-            cycles_run: 0,
             filesystems: Vec::new(),
+            fs_states: Vec::new(),
             tasks,
-            protection,
-            rules: config.compiled_rules(),
             config,
             executor,
+            cleaner,
+            cycle_fs: None,
+            state,
             cancel,
             recent,
             last_cycle: None,
             problems: Vec::new(),
+            refusing: None,
             stalled: HashMap::new(),
         })
     }
 
-    /// Runs until shutdown (or one check with `once`).
-    pub fn run(&mut self, events: Receiver<Event>, once: bool) -> Result<(), DaemonError> {
+    /// Runs until shutdown (or one check with `once`: the recovery of interrupted deletions,
+    /// one poll and the cycle it starts, the state file written).
+    pub fn run(mut self, events: Receiver<Event>, once: bool) -> Result<(), DaemonError> {
         let interval = self.config.daemon.poll_interval.0;
         tracing::info!(
             poll_interval = ?interval,
@@ -244,84 +211,171 @@ impl Guardian {
             source = self.source.name(),
             "guardian started"
         );
-        let ticker = crossbeam_channel::tick(interval);
-        let sampler = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
-        self.check()?;
+        self.cleaner.submit(Job::Recover);
+        let reports = self.cleaner.reports().clone();
         if once {
+            self.run_once(&reports);
             return Ok(());
         }
+        let poll = crossbeam_channel::tick(interval);
+        let sample = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
+        self.poll();
         loop {
-            select! {
-                recv(ticker) -> _ => self.check()?,
-                recv(sampler) -> _ => self.sample()?,
-                recv(events) -> event => match event {
-                    Ok(Event::Tick) => self.check()?,
-                    Ok(Event::Shutdown) | Err(_) => break,
-                },
+            let event = select! {
+                recv(poll) -> _ => Event::Poll,
+                recv(sample) -> _ => Event::Sample,
+                recv(reports) -> r => r.map(Event::Cleanup).unwrap_or(Event::Shutdown),
+                recv(events) -> e => e.unwrap_or(Event::Shutdown),
+            };
+            match event {
+                Event::Poll => self.poll(),
+                Event::Sample => self.sample(),
+                Event::Cleanup(report) => self.on_cleanup(report),
+                Event::Shutdown => break,
             }
             if self.cancel.load(Ordering::Relaxed) {
                 break;
             }
         }
         tracing::info!("guardian stopped");
+        self.state.flush(Duration::from_secs(2));
         Ok(())
     }
 
-    /// One poll: refresh the watched projects, check every guarded filesystem (a cycle where a
-    /// threshold is crossed), rewrite the state file.
-    pub fn check(&mut self) -> Result<(), DaemonError> {
+    /// `run --once`: recovery, one poll, the cycle it started, then the state file.
+    fn run_once(mut self, reports: &Receiver<Report>) {
+        self.wait_for_cleaner(reports);
+        self.poll();
+        self.wait_for_cleaner(reports);
+        self.publish_state();
+        self.state.flush(Duration::from_secs(10));
+    }
+
+    fn wait_for_cleaner(&mut self, reports: &Receiver<Report>) {
+        while self.cleaner.busy() {
+            match reports.recv() {
+                Ok(report) => self.on_cleanup(report),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// One poll: the task side, the watched projects, every guarded filesystem (a cycle where
+    /// a threshold is crossed), the state file.
+    fn poll(&mut self) {
         self.problems.clear();
         // Task side on its own schedules: age/inactivity sweep, usage events, ghost reaping.
-        let tick = self
-            .tasks
-            .periodic(&self.executor, &self.cancel)
-            .map_err(|source| DaemonError::AuditWrite {
-                path: self.executor.audit_path().to_path_buf(),
-                source,
-            })?;
-        for record in tick.records {
-            self.after_own_deletion(&record);
-            self.note(record);
+        match self.tasks.periodic(&self.executor, &self.cancel) {
+            Ok(tick) => {
+                for record in tick.records {
+                    self.after_own_deletion(&record);
+                    self.note(record);
+                }
+                self.problems.extend(tick.problems);
+            }
+            Err(e) => {
+                crate::warn_quiet!("tasks.audit", error = %e, "task side: cannot write the audit log");
+                self.refusing = Some(e.to_string());
+            }
         }
-        self.problems.extend(tick.problems);
         self.refresh_projects();
         self.filesystems = guarded_filesystems(&self.config.workspaces);
-        let states = self.guard()?;
+        self.guard();
         for ws in &self.config.workspaces {
             if !ws.path.is_dir() {
                 self.problems.push(format!(
                     "workspace {} does not exist (yet)",
-                    ws.path.display()
+                    crate::textpath::escape(&ws.path)
                 ));
             }
         }
-        self.write_state(states)
+        self.publish_state();
     }
 
     /// One sample: drain the write source into the rates; with a reactive source, re-read free
     /// space now, so a crossing starts a cycle within one sample interval, not at the next poll.
-    pub fn sample(&mut self) -> Result<(), DaemonError> {
+    fn sample(&mut self) {
         let seconds = self.last_sample.elapsed().as_secs_f64();
         self.last_sample = Instant::now();
         match self.source.drain() {
             Ok(sample) => {
                 for note in &sample.notes {
-                    tracing::warn!(source = self.source.name(), "{note}");
+                    crate::warn_quiet!(
+                        format!("source.note.{note}"),
+                        source = self.source.name(),
+                        "{note}"
+                    );
                 }
                 self.aggregator.absorb(&sample, seconds);
                 self.feed_project_forecasts(&sample);
+                self.note_writes(&sample);
             }
-            Err(e) => tracing::warn!("write source: {e}"),
+            Err(e) => crate::warn_quiet!("source.drain", error = %e, "write source"),
         }
         if self.source.name() == "poll" {
-            return Ok(());
+            return;
         }
-        let cycles_before = self.cycles_run;
-        let states = self.guard()?;
-        if self.cycles_run != cycles_before {
-            self.write_state(states)?;
+        let was_busy = self.cleaner.busy();
+        self.guard();
+        if self.cleaner.busy() != was_busy {
+            self.publish_state();
         }
-        Ok(())
+    }
+
+    /// A report of the cleanup thread.
+    fn on_cleanup(&mut self, report: Report) {
+        self.cleaner.taken(&report);
+        match report {
+            Report::Action { report, seconds } => {
+                self.measure_deletion(&report, seconds);
+                self.after_own_deletion(&report.record);
+                self.note(report.record);
+            }
+            Report::Surveyed {
+                seconds,
+                project_bytes,
+            } => {
+                self.forecasts.lead.observe_scan(seconds);
+                if self.source.name() == "poll" {
+                    let now = self.clock();
+                    for (project, bytes) in &project_bytes {
+                        self.forecasts.observe_project_size(project, now, *bytes);
+                    }
+                }
+            }
+            Report::AuditFailed(why) => {
+                crate::warn_quiet!("audit.unwritable", error = %why, "refusing to delete: the audit log cannot be written");
+                self.refusing = Some(why);
+            }
+            Report::Done(summary) => {
+                let fs = self.cycle_fs.take();
+                if let (Some(summary), Some(fs)) = (summary, fs) {
+                    self.cycle_finished(&fs, summary);
+                }
+                self.publish_state();
+            }
+        }
+    }
+
+    /// Remembers how a cycle ended (a filesystem where it stopped short backs off).
+    fn cycle_finished(&mut self, fs: &GuardedFs, summary: CycleSummary) {
+        if summary.reached_target {
+            self.stalled.remove(&fs.dev);
+            crate::quiet::clear(&format!("cycle.short.{}", fs.dev));
+        } else if !self.cancel.load(Ordering::Relaxed) {
+            let avail = fsys::fs_space(&fs.probe)
+                .map(|s| s.avail_bytes)
+                .unwrap_or(0);
+            self.stalled.insert(fs.dev, (avail, Instant::now()));
+            crate::warn_quiet!(
+                format!("cycle.short.{}", fs.dev),
+                mount = %crate::textpath::shown(&fs.mount),
+                shortfall = summary.shortfall.as_deref().unwrap_or(""),
+                "cleanup stopped short of the target; next full cycle in {:?} unless free space drops further",
+                RETRY_AFTER_NOTHING_LEFT
+            );
+        }
+        self.last_cycle = Some(summary);
     }
 
     /// Lists the project dirs of every workspace and re-registers them with the source when
@@ -348,8 +402,9 @@ impl Guardian {
             let alive: std::collections::HashSet<PathBuf> =
                 dirs.iter().map(|d| d.0.clone()).collect();
             self.aggregator.retain_paths(&|p| alive.contains(p));
+            self.last_write.retain(|p, _| alive.contains(p));
             if let Err(e) = self.source.watch(&projects) {
-                tracing::warn!("write source cannot watch the projects: {e}");
+                crate::warn_quiet!("source.watch", error = %e, "write source cannot watch the projects");
                 self.problems.push(e.to_string());
             }
             self.forecasts.retain_projects(&projects);
@@ -372,6 +427,17 @@ impl Guardian {
         self.forecasts.absorb_growth(now, &growth);
     }
 
+    /// Remembers when the source last saw bytes written into each project: a project written
+    /// within `active_within` is active (never deleted whole).
+    fn note_writes(&mut self, sample: &sources::Sample) {
+        let now = crate::tasks::clock::now_secs();
+        for p in &self.watched {
+            if sample.growth.get(&p.id).is_some_and(|g| *g > 0) {
+                self.last_write.insert(p.path.clone(), now);
+            }
+        }
+    }
+
     /// Seconds since the daemon started: the forecasts' clock.
     fn clock(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
@@ -379,29 +445,31 @@ impl Guardian {
 
     /// Checks every guarded filesystem: a cycle where a threshold is crossed, a preemptive one
     /// where the forecast fires; every `statvfs` sample feeds the filesystem's forecast.
-    fn guard(&mut self) -> Result<Vec<FsState>, DaemonError> {
+    fn guard(&mut self) {
         let mut states = Vec::new();
         for fs in self.filesystems.clone() {
             if self.cancel.load(Ordering::Relaxed) {
                 break;
             }
-            let Ok(space) = fsys::fs_space(&fs.probe) else {
-                self.problems
-                    .push(format!("cannot statvfs {}", fs.probe.display()));
-                continue;
+            let space = match fsys::fs_space(&fs.probe) {
+                Ok(space) => space,
+                Err(e) => {
+                    self.problems.push(format!(
+                        "cannot statvfs {}: {e}",
+                        crate::textpath::escape(&fs.probe)
+                    ));
+                    continue;
+                }
             };
             let now = self.clock();
             self.forecasts.observe_fs(fs.dev, now, &space);
             match self.cycle_due(&fs, now, &space) {
-                Some(kind) if !self.recently_stalled(fs.dev, &space) => {
-                    self.run_cycle(&fs, kind)?
-                }
+                Some(kind) if !self.recently_stalled(fs.dev, &space) => self.start_cycle(&fs, kind),
                 Some(_) => {}
                 None => {
                     self.stalled.remove(&fs.dev);
                 }
             }
-            let space = fsys::fs_space(&fs.probe).unwrap_or(space);
             let assessment = policy::assess(&space, &self.config.thresholds, false);
             self.spaces.insert(fs.dev, (space, assessment.limits));
             let forecast = self
@@ -417,7 +485,38 @@ impl Guardian {
                 forecast: Some(forecast),
             });
         }
-        Ok(states)
+        self.fs_states = states;
+    }
+
+    /// Hands a cycle to the cleanup thread, unless one runs or the audit log cannot be written
+    /// (then Guardian refuses to delete, says why, and tries again at the next check).
+    fn start_cycle(&mut self, fs: &GuardedFs, kind: CycleKind) {
+        if self.cleaner.busy() {
+            return;
+        }
+        if let Err(why) = self.executor.audit_health() {
+            crate::warn_quiet!("audit.unwritable", error = %why, "refusing to delete: the audit log cannot be written");
+            self.refusing = Some(why);
+            return;
+        }
+        if self.refusing.take().is_some() {
+            crate::quiet::clear("audit.unwritable");
+            tracing::info!("the audit log can be written again: cleaning resumes");
+        }
+        match &kind {
+            CycleKind::Reactive { reason } => {
+                tracing::warn!(mount = %crate::textpath::shown(&fs.mount), reason = %reason, "pressure: starting a cleanup cycle")
+            }
+            CycleKind::Preemptive { plan, .. } => {
+                tracing::warn!(mount = %crate::textpath::shown(&fs.mount), trigger = %plan.trigger, "forecast: starting a preemptive phase 1")
+            }
+        }
+        self.cycle_fs = Some(fs.clone());
+        self.cleaner.submit(Job::Cycle(Box::new(cycle::CycleJob {
+            fs: fs.clone(),
+            kind,
+            last_write: self.last_write.clone(),
+        })));
     }
 
     /// The cycle a filesystem needs now: reactive under a threshold, preemptive when its
@@ -451,127 +550,6 @@ impl Guardian {
         })
     }
 
-    /// Runs one cycle and remembers how it ended (a filesystem where it stopped short backs
-    /// off).
-    fn run_cycle(&mut self, fs: &GuardedFs, kind: CycleKind) -> Result<(), DaemonError> {
-        match &kind {
-            CycleKind::Reactive { reason } => {
-                tracing::warn!(mount = %fs.mount.display(), reason = %reason, "pressure: starting a cleanup cycle")
-            }
-            CycleKind::Preemptive { plan, .. } => {
-                tracing::warn!(mount = %fs.mount.display(), trigger = %plan.trigger, "forecast: starting a preemptive phase 1")
-            }
-        }
-        let summary = self.cycle(fs, &kind)?;
-        if summary.reached_target {
-            self.stalled.remove(&fs.dev);
-        } else if !self.cancel.load(Ordering::Relaxed) {
-            let avail = fsys::fs_space(&fs.probe)
-                .map(|s| s.avail_bytes)
-                .unwrap_or(0);
-            self.stalled.insert(fs.dev, (avail, Instant::now()));
-            tracing::warn!(
-                mount = %fs.mount.display(),
-                shortfall = summary.shortfall.as_deref().unwrap_or(""),
-                "cleanup stopped short of the target; next full cycle in {:?} unless free space drops further",
-                RETRY_AFTER_NOTHING_LEFT
-            );
-        }
-        self.last_cycle = Some(summary);
-        self.cycles_run += 1;
-        Ok(())
-    }
-
-    /// One cleanup cycle on one filesystem: rounds of survey → plan → execute, each starting
-    /// from the free space `statvfs` really shows, until the target is reached or nothing is
-    /// left. A round that frees less than planned is followed by one that plans the next
-    /// candidates, and phase 2 once phase 1 is exhausted below `critical_free`.
-    fn cycle(&mut self, fs: &GuardedFs, kind: &CycleKind) -> Result<CycleSummary, DaemonError> {
-        let started = SystemTime::now();
-        let start_space = fsys::fs_space(&fs.probe).ok();
-        let mut attempted: HashSet<PathBuf> = HashSet::new();
-        let mut rounds = 0;
-        let mut actions = 0;
-        let mut vacuumed = self.config.daemon.journal_vacuum.is_empty();
-        let mut shortfall = None;
-        let mut reached_target = false;
-        while rounds < MAX_ROUNDS && !self.cancel.load(Ordering::Relaxed) {
-            let plan = self.plan_fs(fs, kind, &attempted);
-            if plan.assessment.pressure == Pressure::Ok {
-                reached_target = true;
-                break;
-            }
-            rounds += 1;
-            let todo: Vec<_> = plan
-                .actions
-                .iter()
-                .filter(|a| !attempted.contains(&a.path))
-                .cloned()
-                .collect();
-            if todo.is_empty() && vacuumed {
-                shortfall = Some(format!(
-                    "nothing left to delete: {} short of the target ({} candidates blocked)",
-                    crate::config::human_bytes(plan.assessment.bytes_needed),
-                    plan.skipped.len()
-                ));
-                break;
-            }
-            for action in &todo {
-                attempted.insert(action.path.clone());
-                let began = Instant::now();
-                let report =
-                    self.executor
-                        .execute(action)
-                        .map_err(|source| DaemonError::AuditWrite {
-                            path: self.executor.audit_path().to_path_buf(),
-                            source,
-                        })?;
-                let seconds = began.elapsed().as_secs_f64();
-                actions += 1;
-                self.measure_deletion(&report, seconds);
-                self.after_own_deletion(&report.record);
-                self.note(report.record);
-                if report.outcome == Outcome::Interrupted || self.target_reached(fs, kind) {
-                    break;
-                }
-            }
-            if !vacuumed {
-                vacuumed = true;
-                self.vacuum_journal(fs)?;
-            }
-            if self.config.daemon.dry_run {
-                shortfall = Some("dry run: one round planned and logged, nothing deleted".into());
-                break;
-            }
-        }
-        let end_space = fsys::fs_space(&fs.probe).ok();
-        let bytes_freed = match (start_space, end_space) {
-            (Some(s), Some(e)) => e.avail_bytes.saturating_sub(s.avail_bytes),
-            _ => 0,
-        };
-        reached_target |= self.target_reached(fs, kind);
-        let summary = CycleSummary {
-            mount: fs.mount.clone(),
-            started: crate::cleanup::audit::timestamp(started),
-            finished: crate::cleanup::audit::timestamp(SystemTime::now()),
-            trigger: kind.describe(),
-            rounds,
-            actions,
-            bytes_freed,
-            reached_target,
-            shortfall: if reached_target { None } else { shortfall },
-        };
-        tracing::info!(
-            mount = %fs.mount.display(),
-            actions,
-            rounds,
-            freed = %crate::config::human_bytes(bytes_freed),
-            reached_target,
-            "cleanup cycle finished"
-        );
-        Ok(summary)
-    }
-
     /// True while a filesystem whose last cycle found nothing left is within its back-off and
     /// its free space has not dropped noticeably since.
     fn recently_stalled(&self, dev: u64, space: &FsSpace) -> bool {
@@ -582,20 +560,9 @@ impl Guardian {
         when.elapsed() < RETRY_AFTER_NOTHING_LEFT && space.avail_bytes + drop_allowed >= avail_then
     }
 
-    /// True once the cycle's goal is met: the target, or a preemptive cycle's goal (unless a
-    /// threshold got crossed meanwhile, which makes it a usual cycle).
-    fn target_reached(&self, fs: &GuardedFs, kind: &CycleKind) -> bool {
-        fsys::fs_space(&fs.probe)
-            .map(|s| {
-                policy::assess_with(&s, &self.config.thresholds, &kind.input()).pressure
-                    == Pressure::Ok
-            })
-            .unwrap_or(false)
-    }
-
     /// Feeds a real deletion's speed into the lead-time estimate.
     fn measure_deletion(&mut self, report: &crate::cleanup::ActionReport, seconds: f64) {
-        if matches!(report.outcome, Outcome::Deleted | Outcome::Partial) {
+        if matches!(report.outcome, Outcome::Deleted | Outcome::Partial) && seconds > 0.0 {
             self.forecasts.lead.observe_deletion(
                 report.record.bytes_unlinked,
                 report.record.entries_removed,
@@ -607,13 +574,21 @@ impl Guardian {
     /// A deletion of Guardian's own (cleanup, sweep) is a level reset for the forecasts of its
     /// filesystem and project, not growth going backwards nor a cycle to expect again.
     fn after_own_deletion(&mut self, record: &AuditRecord) {
-        if record.dry_run || !matches!(record.outcome.as_str(), "deleted" | "partial") {
+        if record.dry_run || !matches!(record.outcome.as_str(), "deleted" | "partial" | "ok") {
+            return;
+        }
+        let now = self.clock();
+        if record.action == "journal_vacuum" {
+            for fs in &self.filesystems {
+                if let Ok(space) = fsys::fs_space(&fs.probe) {
+                    self.forecasts.fs_cleaned(fs.dev, now, &space);
+                }
+            }
             return;
         }
         let Some((fs, project)) = self.owner_of(&record.path) else {
             return;
         };
-        let now = self.clock();
         if let Ok(space) = fsys::fs_space(&fs.probe) {
             self.forecasts.fs_cleaned(fs.dev, now, &space);
         }
@@ -621,72 +596,25 @@ impl Guardian {
             .project_cleaned(&project, now, record.bytes_unlinked);
     }
 
-    /// The guarded filesystem and the project dir (a workspace's child) holding `path`.
+    /// The guarded filesystem and the project dir (a workspace's child) holding `path`: the
+    /// most specific workspace.
     fn owner_of(&self, path: &Path) -> Option<(GuardedFs, PathBuf)> {
-        self.filesystems.iter().find_map(|fs| {
-            let ws = fs.workspaces.iter().find(|w| path.starts_with(&w.path))?;
-            let project = path
-                .ancestors()
-                .find(|a| a.parent() == Some(ws.path.as_path()))?;
-            Some((fs.clone(), project.to_path_buf()))
-        })
-    }
-
-    fn vacuum_journal(&mut self, fs: &GuardedFs) -> Result<(), DaemonError> {
-        let argv = self.config.daemon.journal_vacuum.clone();
-        let report = self
-            .executor
-            .run_command(
-                "journal_vacuum",
-                &argv,
-                "phase 1: journal vacuum",
-                &fs.probe,
-            )
-            .map_err(|source| DaemonError::AuditWrite {
-                path: self.executor.audit_path().to_path_buf(),
-                source,
-            })?;
-        if report.outcome == Outcome::Deleted {
-            if let Ok(space) = fsys::fs_space(&fs.probe) {
-                let now = self.clock();
-                self.forecasts.fs_cleaned(fs.dev, now, &space);
-            }
-        }
-        self.note(report.record);
-        Ok(())
-    }
-
-    /// Surveys the filesystem's workspaces and plans, leaving out paths already attempted. A
-    /// survey's duration feeds the lead time; with the poll source, its project sizes feed the
-    /// project forecasts.
-    fn plan_fs(&mut self, fs: &GuardedFs, kind: &CycleKind, attempted: &HashSet<PathBuf>) -> Plan {
-        let began = Instant::now();
-        let planned = plan_filesystem(
-            fs,
-            &self.config,
-            &self.rules,
-            &kind.input(),
-            attempted,
-            &*self.protection,
-        );
-        if planned.surveyed {
-            self.forecasts
-                .lead
-                .observe_scan(began.elapsed().as_secs_f64());
-            if self.source.name() == "poll" {
-                let now = self.clock();
-                for (project, bytes) in &planned.project_bytes {
-                    self.forecasts.observe_project_size(project, now, *bytes);
-                }
-            }
-        }
-        planned.plan
+        let (fs, ws) = self
+            .filesystems
+            .iter()
+            .flat_map(|fs| fs.workspaces.iter().map(move |w| (fs, w)))
+            .filter(|(_, w)| path.starts_with(&w.path))
+            .max_by_key(|(_, w)| w.path.as_os_str().len())?;
+        let project = path
+            .ancestors()
+            .find(|a| a.parent() == Some(ws.path.as_path()))?;
+        Some((fs.clone(), project.to_path_buf()))
     }
 
     fn note(&mut self, record: AuditRecord) {
         tracing::info!(
             action = %record.action,
-            path = %record.path.display(),
+            path = %crate::textpath::shown(&record.path),
             rule = %record.rule,
             outcome = %record.outcome,
             estimated = record.bytes_estimated,
@@ -700,112 +628,52 @@ impl Guardian {
         }
     }
 
-    fn write_state(&mut self, filesystems: Vec<FsState>) -> Result<(), DaemonError> {
+    /// Builds the state (bounded) and hands it to the writer, which writes it when it changed.
+    fn publish_state(&mut self) {
+        if self.cgroup_names.len() > MAX_CGROUP_NAMES {
+            self.cgroup_names.clear();
+        }
         let names = &mut self.cgroup_names;
-        let projects = self.aggregator.report(&mut |id| {
+        let mut projects = self.aggregator.report(&mut |id| {
             names
                 .entry(id)
                 .or_insert_with(|| sources::cgroup_path(id))
                 .clone()
         });
-        let forecast = ForecastState {
-            enabled: self.config.forecast.enabled,
-            lead_time: self.config.forecast.lead_time.to_string(),
-            projects: self.forecasts.project_views(self.clock(), &self.spaces),
-        };
-        let state = DaemonState {
-            forecast: Some(forecast),
+        let omitted = projects.split_off(projects.len().min(state::MAX_PROJECTS));
+        let mut forecast_projects = self.forecasts.project_views(self.clock(), &self.spaces);
+        forecast_projects.truncate(state::MAX_PROJECTS);
+        let mut problems = self.problems.clone();
+        if let Some(why) = self.state.failure() {
+            problems.push(why);
+        }
+        if let Some(why) = &self.refusing {
+            problems.push(format!("refusing to delete: {why}"));
+        }
+        let mut state = DaemonState {
+            forecast: Some(ForecastState {
+                enabled: self.config.forecast.enabled,
+                lead_time: self.config.forecast.lead_time.to_string(),
+                projects: forecast_projects,
+            }),
             source_skipped: self.source_skipped.clone(),
+            projects_omitted: omitted.len(),
+            projects_omitted_rate_bps: omitted.iter().map(|p| p.rate_bps).sum(),
             projects,
-            updated: crate::cleanup::audit::timestamp(SystemTime::now()),
+            updated: String::new(),
             pid: std::process::id(),
             source: self.source.name().into(),
             dry_run: self.config.daemon.dry_run,
-            poll_interval_ms: self.config.daemon.poll_interval.0.as_millis() as u64,
-            filesystems,
+            poll_interval_ms: u64::try_from(self.config.daemon.poll_interval.0.as_millis())
+                .unwrap_or(u64::MAX),
+            filesystems: self.fs_states.clone(),
             last_cycle: self.last_cycle.clone(),
             recent_actions: self.recent.iter().cloned().collect(),
-            problems: self.problems.clone(),
+            refusing: self.refusing.clone(),
+            problems,
         };
-        state::write_state(&self.config.daemon.state_dir, &state).map_err(|source| {
-            DaemonError::State {
-                path: self.config.daemon.state_dir.clone(),
-                source,
-            }
-        })
-    }
-}
-
-/// What a cycle would do on each guarded filesystem right now (nothing is deleted).
-pub fn plan_now(config: &Config) -> Vec<FsPlan> {
-    let rules = config.compiled_rules();
-    let running = crate::tasks::running_protection(config, None);
-    guarded_filesystems(&config.workspaces)
-        .iter()
-        .map(|fs| {
-            plan_filesystem(
-                fs,
-                config,
-                &rules,
-                &PlanInput::default(),
-                &HashSet::new(),
-                &*running,
-            )
-        })
-        .collect()
-}
-
-/// Survey + candidates + policy for one filesystem.
-fn plan_filesystem(
-    fs: &GuardedFs,
-    config: &Config,
-    rules: &[CompiledRule],
-    input: &PlanInput<'_>,
-    attempted: &HashSet<PathBuf>,
-    extra_protection: &dyn Fn(&Path) -> Option<String>,
-) -> FsPlan {
-    let space = fsys::fs_space(&fs.probe).unwrap_or(FsSpace {
-        total_bytes: 0,
-        avail_bytes: 0,
-        free_bytes: 0,
-        total_inodes: 0,
-        avail_inodes: 0,
-    });
-    let assessment = policy::assess_with(&space, &config.thresholds, input);
-    if assessment.pressure == Pressure::Ok {
-        return FsPlan {
-            mount: fs.mount.clone(),
-            space,
-            plan: policy::plan_with(&space, &config.thresholds, &[], input),
-            survey_errors: Vec::new(),
-            surveyed: false,
-            project_bytes: Vec::new(),
-        };
-    }
-    let surveys: Vec<_> = fs
-        .workspaces
-        .iter()
-        .map(|ws| survey::survey_workspace(ws, rules))
-        .collect();
-    let procs = ProcSnapshot::capture();
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs() as i64;
-    let mut candidates = survey::candidates(&surveys, rules, &procs, extra_protection, now);
-    candidates.retain(|c| !attempted.contains(&c.path));
-    let project_bytes = surveys
-        .iter()
-        .flat_map(|s| &s.projects)
-        .map(|p| (p.path.clone(), p.usage.allocated))
-        .collect();
-    FsPlan {
-        mount: fs.mount.clone(),
-        space,
-        plan: policy::plan_with(&space, &config.thresholds, &candidates, input),
-        survey_errors: surveys.into_iter().flat_map(|s| s.errors).collect(),
-        surveyed: true,
-        project_bytes,
+        let now = crate::cleanup::audit::timestamp(SystemTime::now());
+        self.state.submit(&mut state, &now);
     }
 }
 

@@ -1,21 +1,32 @@
-//! The daemon's state file (`state.json` in `state_dir`): what `guardian status` shows. Written
-//! atomically (temp file, fsync, rename) after every check.
+//! The daemon's state file (`state.json` in `state_dir`): what `guardian status` shows. Bounded
+//! (the busiest projects, the rest summarized), serialized into one buffer, and handed to a
+//! writer thread that replaces the file atomically ([`OwnDir::replace`]) only when its content
+//! changed — a slow or full disk never blocks the main loop, and a failed write is a reported
+//! problem, never a reason to exit.
 
 use super::forecast::{FsForecastView, ProjectForecastView};
 use crate::cleanup::AuditRecord;
+use crate::fsys::files::OwnDir;
 use crate::fsys::FsSpace;
 use crate::policy::{Limits, Pressure};
 use serde::{Deserialize, Serialize};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub const STATE_FILE: &str = "state.json";
+/// Projects listed by name in the state file (busiest first); the rest are summarized.
+pub const MAX_PROJECTS: usize = 100;
+/// Largest state file `guardian status` reads.
+const MAX_STATE_BYTES: u64 = 16 << 20;
 
 /// One guarded filesystem as last seen.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FsState {
     /// Mount point (or the workspace path where the mount point is unknown).
+    #[serde(with = "crate::textpath")]
     pub mount: PathBuf,
+    #[serde(with = "crate::textpath::list")]
     pub workspaces: Vec<PathBuf>,
     pub space: FsSpace,
     pub limits: Limits,
@@ -33,13 +44,14 @@ pub struct ForecastState {
     pub enabled: bool,
     /// `[forecast] lead_time` as configured (`auto` or a duration).
     pub lead_time: String,
-    /// Each project's forecast against its filesystem, fastest growing first.
+    /// The fastest growing projects' forecasts (at most [`MAX_PROJECTS`]).
     pub projects: Vec<ProjectForecastView>,
 }
 
 /// The last cleanup cycle.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CycleSummary {
+    #[serde(with = "crate::textpath")]
     pub mount: PathBuf,
     pub started: String,
     pub finished: String,
@@ -56,6 +68,7 @@ pub struct CycleSummary {
 /// Everything `guardian status` reads.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DaemonState {
+    /// When the content last changed (the file is not rewritten while nothing changes).
     pub updated: String,
     pub pid: u32,
     /// The active write source.
@@ -63,9 +76,15 @@ pub struct DaemonState {
     /// Why each better source was skipped (`auto`).
     #[serde(default)]
     pub source_skipped: Vec<String>,
-    /// Per-project write rates and top writing cgroups, busiest first.
+    /// Per-project write rates and top writing cgroups, busiest first (at most
+    /// [`MAX_PROJECTS`]).
     #[serde(default)]
     pub projects: Vec<crate::aggregate::ProjectActivity>,
+    /// Projects left out of `projects`, and their total growth rate.
+    #[serde(default)]
+    pub projects_omitted: usize,
+    #[serde(default)]
+    pub projects_omitted_rate_bps: f64,
     /// Per-project forecasts and the forecast settings.
     #[serde(default)]
     pub forecast: Option<ForecastState>,
@@ -74,23 +93,141 @@ pub struct DaemonState {
     pub filesystems: Vec<FsState>,
     pub last_cycle: Option<CycleSummary>,
     pub recent_actions: Vec<AuditRecord>,
+    /// Why nothing is deleted now, when Guardian refuses (the audit log cannot be written).
+    #[serde(default)]
+    pub refusing: Option<String>,
     pub problems: Vec<String>,
 }
 
-/// Writes the state atomically: a reader sees the old file or the new one, never a mix.
-pub fn write_state(dir: &Path, state: &DaemonState) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    serde_json::to_writer_pretty(&mut file, state).map_err(io::Error::other)?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, dir.join(STATE_FILE))
+/// The thread that writes the state file.
+pub struct StateWriter {
+    tx: crossbeam_channel::Sender<Vec<u8>>,
+    /// Closed by the writer thread when it ends.
+    done: crossbeam_channel::Receiver<()>,
+    /// Why the last write failed, until one succeeds.
+    failure: Arc<Mutex<Option<String>>>,
+    /// The content last handed over, without its `updated` stamp.
+    last: Vec<u8>,
 }
 
-/// Reads the state file from `dir`.
+impl StateWriter {
+    /// Starts the writer for `dir` (created, mode 0750, when missing; refused when not
+    /// Guardian's own — see [`OwnDir`]).
+    pub fn spawn(dir: &Path) -> io::Result<StateWriter> {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1);
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
+        let failure = Arc::new(Mutex::new(None));
+        let failed = failure.clone();
+        let dir = dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("guardian-state".into())
+            .spawn(move || {
+                let _done = done_tx;
+                let mut own: Option<OwnDir> = None;
+                for mut bytes in rx.iter() {
+                    // Only the newest state matters.
+                    while let Ok(newer) = rx.try_recv() {
+                        bytes = newer;
+                    }
+                    let written = (|| -> Result<(), String> {
+                        if own.is_none() {
+                            own = Some(OwnDir::open(&dir, true).map_err(|e| e.to_string())?);
+                        }
+                        let d = own.as_ref().ok_or("no state dir")?;
+                        d.replace(STATE_FILE, &bytes).map_err(|e| {
+                            own = None;
+                            format!(
+                                "cannot write {}: {e}",
+                                crate::textpath::escape(&dir.join(STATE_FILE))
+                            )
+                        })
+                    })();
+                    let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
+                    match written {
+                        Ok(()) => {
+                            if f.take().is_some() {
+                                crate::quiet::clear("state.write");
+                                tracing::info!("state file written again");
+                            }
+                        }
+                        Err(e) => {
+                            crate::warn_quiet!("state.write", error = %e, "cannot write the state file; guarding goes on");
+                            *f = Some(e);
+                        }
+                    }
+                }
+            })?;
+        Ok(StateWriter {
+            tx,
+            done,
+            failure,
+            last: Vec::new(),
+        })
+    }
+
+    /// Hands `state` to the writer when its content (all but `updated`) changed since the last
+    /// call; `updated` is then set to `now`. Never blocks: a writer still busy gets the newest
+    /// state when it is done.
+    pub fn submit(&mut self, state: &mut DaemonState, now: &str) {
+        let stamp = std::mem::take(&mut state.updated);
+        let Ok(content) = serde_json::to_vec(state) else {
+            state.updated = stamp;
+            return;
+        };
+        if content == self.last {
+            state.updated = stamp;
+            return;
+        }
+        self.last = content;
+        state.updated = now.to_string();
+        let Ok(mut bytes) = serde_json::to_vec(state) else {
+            return;
+        };
+        bytes.push(b'\n');
+        match self.tx.try_send(bytes) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(bytes)) => {
+                // The writer is busy with an older state: replace it with this one.
+                let _ = self
+                    .tx
+                    .send_timeout(bytes, std::time::Duration::from_millis(1));
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Why the state file cannot be written, if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits (at most `limit`) until every submitted state is on disk — for `run --once`.
+    pub fn flush(self, limit: std::time::Duration) {
+        let StateWriter { tx, done, .. } = self;
+        drop(tx);
+        // The thread ends (closing `done`) once it has written what was pending.
+        let _ = done.recv_timeout(limit);
+    }
+}
+
+/// Reads the state file from `dir` (not following a symlink, at most 16 MiB).
 pub fn read_state(dir: &Path) -> io::Result<DaemonState> {
-    let text = std::fs::read_to_string(dir.join(STATE_FILE))?;
-    serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(STATE_FILE))?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("the state file is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Err(io::Error::other("the state file is too large"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }

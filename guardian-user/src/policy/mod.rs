@@ -158,8 +158,10 @@ pub enum CandidateKind {
 /// Something that could be deleted, as the survey found it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Candidate {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
     /// The project dir it belongs to (itself for a whole project).
+    #[serde(with = "crate::textpath")]
     pub project: PathBuf,
     pub kind: CandidateKind,
     /// Bytes deleting it would free (hard links only when all links are inside).
@@ -167,10 +169,16 @@ pub struct Candidate {
     pub inodes: u64,
     /// Last activity of its project (seconds since the epoch); older goes first.
     pub project_active: i64,
-    /// Newest modification inside the candidate itself.
+    /// Newest change (mtime or ctime) inside the candidate itself.
     pub newest_change: i64,
     /// Why it must not be deleted, if it must not.
     pub blocked: Option<String>,
+    /// The candidate's (dev, ino) when surveyed: the executor deletes only that entry.
+    pub identity: (u64, u64),
+    /// What the rule requires of every entry it deletes: no change for this many seconds
+    /// (`older_than` of a rule, `active_within` of a whole project). Checked again right
+    /// before and during the deletion.
+    pub min_idle_secs: Option<u64>,
 }
 
 impl Candidate {
@@ -192,18 +200,25 @@ impl Candidate {
 /// One planned deletion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PlannedAction {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
+    #[serde(with = "crate::textpath")]
     pub project: PathBuf,
     pub rule: String,
     pub phase: u8,
     pub reason: String,
     pub bytes_estimated: u64,
     pub inodes_estimated: u64,
+    /// The target's (dev, ino) when surveyed.
+    pub identity: (u64, u64),
+    /// See [`Candidate::min_idle_secs`].
+    pub min_idle_secs: Option<u64>,
 }
 
 /// A candidate left out of the plan, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Skipped {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
     pub reason: String,
 }
@@ -346,8 +361,9 @@ pub fn plan_with(
         if budget.met() {
             break;
         }
-        plan.actions.push(action(c, c.bytes, c.inodes, &assessment));
-        budget.take(c.bytes, c.inodes);
+        if push_once(&mut plan, c, c.bytes, c.inodes) {
+            budget.take(c.bytes, c.inodes);
+        }
     }
 
     let limits = &assessment.limits;
@@ -394,7 +410,11 @@ fn plan_phase2(plan: &mut Plan, usable: &[&Candidate], budget: &mut Budget) {
             .copied()
             .unwrap_or_default();
         let is_project = c.kind == CandidateKind::Project;
-        if !is_project && plan.actions.iter().any(|a| a.path == c.path) {
+        if plan
+            .actions
+            .iter()
+            .any(|a| a.path == c.path || (!is_project && c.path.starts_with(&a.path)))
+        {
             continue;
         }
         let bytes = if is_project {
@@ -462,7 +482,24 @@ fn action(c: &Candidate, bytes: u64, inodes: u64, assessment: &Assessment) -> Pl
         reason: format!("{what}; {}", assessment.reason),
         bytes_estimated: bytes,
         inodes_estimated: inodes,
+        identity: c.identity,
+        min_idle_secs: c.min_idle_secs,
     }
+}
+
+/// Adds `c` unless the plan already holds its path or a dir containing it (two workspaces or
+/// two rules naming one entry): no action is planned twice.
+fn push_once(plan: &mut Plan, c: &Candidate, bytes: u64, inodes: u64) -> bool {
+    if plan
+        .actions
+        .iter()
+        .any(|a| c.path.starts_with(&a.path) || a.identity == c.identity)
+    {
+        return false;
+    }
+    let a = action(c, bytes, inodes, &plan.assessment);
+    plan.actions.push(a);
+    true
 }
 
 /// What is still needed to reach the target.

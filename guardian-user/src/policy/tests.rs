@@ -17,6 +17,14 @@ fn thresholds() -> Thresholds {
     Thresholds::default() // 20% / 10% / 30%, min_free 0, inodes 10/5/15%
 }
 
+/// A made-up (dev, ino) that differs per path.
+fn identity_of(path: &str) -> (u64, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    (1, h.finish())
+}
+
 fn rule(path: &str, project: &str, mib: u64, active: i64) -> Candidate {
     Candidate {
         path: PathBuf::from(path),
@@ -30,6 +38,8 @@ fn rule(path: &str, project: &str, mib: u64, active: i64) -> Candidate {
         project_active: active,
         newest_change: active,
         blocked: None,
+        identity: identity_of(path),
+        min_idle_secs: None,
     }
 }
 
@@ -43,6 +53,8 @@ fn project(path: &str, mib: u64, active: i64) -> Candidate {
         project_active: active,
         newest_change: active,
         blocked: None,
+        identity: identity_of(path),
+        min_idle_secs: None,
     }
 }
 

@@ -1,10 +1,19 @@
-//! A snapshot of what every process holds open, read from `/proc`: cwd, root, executable, open
-//! files, and BSD/POSIX/OFD locks from `/proc/locks`.
+//! A snapshot of what every process holds, read from `/proc`: its cwd, root, executable, open
+//! files, and BSD/POSIX/OFD locks from `/proc/locks` — as *identities* (dev, ino), not paths.
+//!
+//! A process in another mount namespace (a containerised task with its work dir bind-mounted at
+//! `/work`) shows paths that never match the host's. So "inside" is decided by identity: from
+//! each held directory (the `/proc/PID/cwd` handle itself, or the parent of an open file resolved
+//! through `/proc/PID/root`), the walk goes up through `..` and records the (dev, ino) of every
+//! ancestor. A directory is in use when its (dev, ino) is among them. Chains merge: a directory
+//! already recorded ends the walk, so the cost is the number of distinct directories held.
 
 use serde::Serialize;
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// How a process holds a path.
@@ -36,24 +45,25 @@ pub struct Holder {
     pub pid: u32,
     pub comm: String,
     pub how: HoldKind,
+    /// The path as the process sees it (in its own mount namespace).
     pub path: PathBuf,
 }
 
-/// A lock listed in `/proc/locks`.
-#[derive(Clone, Debug)]
-struct Lock {
-    /// Holder pid; `None` for OFD locks, which have no owning pid.
-    pid: Option<u32>,
-    major: u32,
-    minor: u32,
-    ino: u64,
-}
+/// Longest `..` walk from one held directory.
+const MAX_WALK: usize = 4096;
 
 /// What all visible processes hold, captured at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct ProcSnapshot {
     holders: Vec<Holder>,
-    locks: Vec<Lock>,
+    /// (dev, ino) of every directory that holds a hold somewhere below (or at) it → the holder.
+    dirs: HashMap<(u64, u64), usize>,
+    /// (dev, ino) of every held non-directory (open file, executable) → the holder.
+    files: HashMap<(u64, u64), usize>,
+    /// (dev, ino) of locked inodes → the lock holder pid (0 for OFD locks).
+    locks: HashMap<(u64, u64), u32>,
+    /// Holds whose directory could not be opened: matched by path as a last resort.
+    unresolved: Vec<usize>,
     /// False where processes could not be read (no `/proc`): callers must then treat every
     /// directory as possibly in use.
     pub complete: bool,
@@ -70,6 +80,7 @@ impl ProcSnapshot {
             complete: true,
             ..Default::default()
         };
+        snapshot.locks = read_locks();
         for entry in entries.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -82,99 +93,144 @@ impl ProcSnapshot {
                 snapshot.read_process(pid);
             }
         }
-        snapshot.locks = read_locks();
-        snapshot.resolve_lock_paths();
         snapshot
     }
 
     fn read_process(&mut self, pid: u32) {
         let base = PathBuf::from(format!("/proc/{pid}"));
-        let comm = fs::read_to_string(base.join("comm"))
-            .map(|s| s.trim_end().to_string())
+        let comm = fs::read(base.join("comm"))
+            .map(|b| crate::textpath::escape_bytes(b.strip_suffix(b"\n").unwrap_or(&b)))
             .unwrap_or_default();
-        let mut push = |how, link: &Path| {
-            if let Ok(target) = fs::read_link(link) {
-                if target.is_absolute() {
-                    self.holders.push(Holder {
-                        pid,
-                        comm: comm.clone(),
-                        how,
-                        path: strip_deleted(target),
-                    });
+        let root = open_path_dir(&base.join("root"));
+        for (how, link) in [(HoldKind::Cwd, "cwd"), (HoldKind::Root, "root")] {
+            let link = base.join(link);
+            if let Ok(target) = fs::read_link(&link) {
+                let idx = self.push(pid, &comm, how, strip_deleted(target));
+                match open_path_dir(&link) {
+                    Some(fd) => self.walk_up(fd, idx),
+                    None => self.unresolved.push(idx),
                 }
             }
-        };
-        push(HoldKind::Cwd, &base.join("cwd"));
-        push(HoldKind::Root, &base.join("root"));
-        push(HoldKind::Exe, &base.join("exe"));
+        }
+        self.hold_file(pid, &comm, HoldKind::Exe, &base.join("exe"), root.as_ref());
         if let Ok(fds) = fs::read_dir(base.join("fd")) {
             for fd in fds.flatten() {
-                push(HoldKind::OpenFile, &fd.path());
+                self.hold_file(pid, &comm, HoldKind::OpenFile, &fd.path(), root.as_ref());
             }
         }
     }
 
-    /// Turns each lock whose holder pid is known into a path, through the holder's open fds.
-    fn resolve_lock_paths(&mut self) {
-        let mut resolved = Vec::new();
-        for lock in self.locks.iter() {
-            let Some(pid) = lock.pid else { continue };
-            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-                continue;
-            };
-            for fd in fds.flatten() {
-                let Ok(meta) = fs::metadata(fd.path()) else {
-                    continue;
-                };
-                if meta.ino() == lock.ino && dev_major_minor(meta.dev()) == (lock.major, lock.minor)
-                {
-                    if let Ok(target) = fs::read_link(fd.path()) {
-                        let comm = self
-                            .holders
-                            .iter()
-                            .find(|h| h.pid == pid)
-                            .map(|h| h.comm.clone())
-                            .unwrap_or_default();
-                        resolved.push(Holder {
-                            pid,
-                            comm,
-                            how: HoldKind::Lock,
-                            path: strip_deleted(target),
-                        });
-                    }
-                    break;
-                }
-            }
-        }
-        self.holders.extend(resolved);
+    fn push(&mut self, pid: u32, comm: &str, how: HoldKind, path: PathBuf) -> usize {
+        self.holders.push(Holder {
+            pid,
+            comm: comm.to_string(),
+            how,
+            path,
+        });
+        self.holders.len() - 1
     }
 
-    /// The first hold on `dir` itself or anything below it. Locks come first in the answer, then
-    /// cwd/root/exe, then open files.
-    pub fn holder_inside(&self, dir: &Path) -> Option<&Holder> {
-        let rank = |h: &Holder| match h.how {
-            HoldKind::Lock => 0,
-            HoldKind::Cwd | HoldKind::Root | HoldKind::Exe => 1,
-            HoldKind::OpenFile => 2,
+    /// An open file or the executable, through its `/proc` link: its own identity, and its
+    /// directory (itself for a directory fd; the parent, found through the process's root, for
+    /// a file) walked up.
+    fn hold_file(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        how: HoldKind,
+        link: &Path,
+        root: Option<&rustix::fd::OwnedFd>,
+    ) {
+        let Ok(target) = fs::read_link(link) else {
+            return;
         };
-        self.holders
-            .iter()
-            .filter(|h| h.path.starts_with(dir))
-            .min_by_key(|h| rank(h))
+        // Sockets, pipes, anon inodes: `socket:[123]`, not a path.
+        if !target.is_absolute() {
+            return;
+        }
+        let Ok(st) = rustix::fs::stat(link) else {
+            return;
+        };
+        let key = (st.st_dev, st.st_ino);
+        let how = if self.locks.contains_key(&key) {
+            HoldKind::Lock
+        } else {
+            how
+        };
+        let idx = self.push(pid, comm, how, strip_deleted(target.clone()));
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+            match open_path_dir(link) {
+                Some(fd) => self.walk_up(fd, idx),
+                None => self.unresolved.push(idx),
+            }
+            return;
+        }
+        self.files.entry(key).or_insert(idx);
+        // The file's directory, as the process sees it.
+        let parent = strip_deleted(target)
+            .parent()
+            .map(|p| p.strip_prefix("/").unwrap_or(p).to_path_buf());
+        let dir = match (root, parent) {
+            (Some(root), Some(rel)) if rel.as_os_str().is_empty() => {
+                rustix::fs::openat(root, ".", path_dir_flags(), rustix::fs::Mode::empty()).ok()
+            }
+            (Some(root), Some(rel)) => {
+                rustix::fs::openat(root, &rel, path_dir_flags(), rustix::fs::Mode::empty()).ok()
+            }
+            _ => None,
+        };
+        match dir {
+            Some(fd) => self.walk_up(fd, idx),
+            None => self.unresolved.push(idx),
+        }
     }
 
-    /// A lock held on the inode (`dev`, `ino`), for locks that could not be resolved to a path.
-    pub fn lock_on_inode(&self, dev: u64, ino: u64) -> Option<Holder> {
-        let (major, minor) = dev_major_minor(dev);
-        self.locks
-            .iter()
-            .find(|l| l.ino == ino && l.major == major && l.minor == minor)
-            .map(|l| Holder {
-                pid: l.pid.unwrap_or(0),
-                comm: String::new(),
-                how: HoldKind::Lock,
-                path: PathBuf::new(),
-            })
+    /// Records the open directory `fd` and every ancestor reached through `..` as holding
+    /// `holder`, until a directory already recorded or the top.
+    fn walk_up(&mut self, mut fd: rustix::fd::OwnedFd, holder: usize) {
+        for _ in 0..MAX_WALK {
+            let Ok(st) = rustix::fs::fstat(&fd) else {
+                return;
+            };
+            let key = (st.st_dev, st.st_ino);
+            if self.dirs.contains_key(&key) {
+                return;
+            }
+            self.dirs.insert(key, holder);
+            let Ok(parent) =
+                rustix::fs::openat(&fd, "..", path_dir_flags(), rustix::fs::Mode::empty())
+            else {
+                return;
+            };
+            match rustix::fs::fstat(&parent) {
+                Ok(p) if (p.st_dev, p.st_ino) == key => return,
+                Ok(_) => fd = parent,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// A hold inside the directory with identity (`dev`, `ino`) — on it or anywhere below —,
+    /// or on that inode itself when it is a file. `shown` (the path as Guardian sees it) is
+    /// matched by prefix against the holds whose directory could not be resolved.
+    pub fn holder_of(&self, dev: u64, ino: u64, shown: &Path) -> Option<&Holder> {
+        let idx = self
+            .dirs
+            .get(&(dev, ino))
+            .or_else(|| self.files.get(&(dev, ino)))
+            .copied()
+            .or_else(|| {
+                self.unresolved
+                    .iter()
+                    .copied()
+                    .find(|&i| self.holders[i].path.starts_with(shown))
+            })?;
+        self.holders.get(idx)
+    }
+
+    /// A lock held on the inode (`dev`, `ino`) itself: the holder pid (0 for an OFD lock).
+    pub fn lock_on(&self, dev: u64, ino: u64) -> Option<u32> {
+        self.locks.get(&(dev, ino)).copied()
     }
 
     /// Number of holds seen (for status and tests).
@@ -185,54 +241,59 @@ impl ProcSnapshot {
     pub fn is_empty(&self) -> bool {
         self.holders.is_empty()
     }
-
-    /// Per-directory lookups for many candidates at once: the holders grouped by path prefix.
-    pub fn holders(&self) -> &[Holder] {
-        &self.holders
-    }
 }
 
-/// Major and minor of a Linux `st_dev` (glibc's `makedev` encoding), on every host OS: the
-/// values come from `/proc`, which only Linux has.
-fn dev_major_minor(dev: u64) -> (u32, u32) {
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    (major as u32, minor as u32)
+fn path_dir_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC
+}
+
+/// Opens a `/proc/PID/{cwd,root,fd/N}` link's target as an `O_PATH` directory handle: the
+/// kernel resolves the link to the process's own directory, whatever its mount namespace.
+fn open_path_dir(link: &Path) -> Option<rustix::fd::OwnedFd> {
+    rustix::fs::open(link, path_dir_flags(), rustix::fs::Mode::empty()).ok()
 }
 
 /// `/proc/PID/fd` links to unlinked files end in " (deleted)".
 fn strip_deleted(path: PathBuf) -> PathBuf {
-    match path.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
-        Some(stripped) => PathBuf::from(stripped),
+    let bytes = path.as_os_str().as_bytes();
+    match bytes.strip_suffix(b" (deleted)") {
+        Some(stripped) => PathBuf::from(OsStr::from_bytes(stripped)),
         None => path,
     }
 }
 
-/// Parses `/proc/locks`: `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`.
-fn read_locks() -> Vec<Lock> {
+/// Parses `/proc/locks` into locked (dev, ino) → holder pid (0 for OFD locks).
+fn read_locks() -> HashMap<(u64, u64), u32> {
     fs::read_to_string("/proc/locks")
         .map(|text| text.lines().filter_map(parse_lock_line).collect())
         .unwrap_or_default()
 }
 
-fn parse_lock_line(line: &str) -> Option<Lock> {
+/// One `/proc/locks` line: `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`.
+fn parse_lock_line(line: &str) -> Option<((u64, u64), u32)> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     // Blocked waiters are shown as "1: -> FLOCK ..."; they hold nothing yet.
     if fields.get(1) == Some(&"->") {
         return None;
     }
-    let pid_field = fields.get(4)?;
-    let pid = pid_field.parse::<i64>().ok()?;
+    let pid = fields.get(4)?.parse::<i64>().ok()?;
     let mut dev = fields.get(5)?.split(':');
     let major = u32::from_str_radix(dev.next()?, 16).ok()?;
     let minor = u32::from_str_radix(dev.next()?, 16).ok()?;
     let ino = dev.next()?.parse::<u64>().ok()?;
-    Some(Lock {
-        pid: (pid > 0).then_some(pid as u32),
-        major,
-        minor,
-        ino,
-    })
+    let pid = u32::try_from(pid).unwrap_or(0);
+    Some(((makedev(major, minor), ino), pid))
+}
+
+/// `st_dev` of (major, minor) in the Linux (glibc `makedev`) encoding, on every host OS: the
+/// values come from `/proc`, which only Linux has.
+fn makedev(major: u32, minor: u32) -> u64 {
+    let (major, minor) = (u64::from(major), u64::from(minor));
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0x0000_0fff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0x0000_00ff)
 }
 
 #[cfg(test)]
@@ -241,22 +302,23 @@ mod tests {
 
     #[test]
     fn parses_flock_posix_and_ofd_lines() {
-        let l = parse_lock_line("1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF").unwrap();
-        assert_eq!(
-            (l.pid, l.major, l.minor, l.ino),
-            (Some(1234), 0xfd, 1, 5678)
-        );
-        let l = parse_lock_line("2: OFDLCK ADVISORY  READ  -1 00:2e:99 0 EOF").unwrap();
-        assert_eq!(l.pid, None);
+        let (key, pid) =
+            parse_lock_line("1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF").unwrap();
+        assert_eq!((key, pid), ((makedev(0xfd, 1), 5678), 1234));
+        let (_, pid) = parse_lock_line("2: OFDLCK ADVISORY  READ  -1 00:2e:99 0 EOF").unwrap();
+        assert_eq!(pid, 0);
         assert!(parse_lock_line("3: -> FLOCK  ADVISORY  WRITE 99 fd:01:5678 0 EOF").is_none());
+        assert!(parse_lock_line("garbage").is_none());
+        assert!(
+            parse_lock_line("4: FLOCK ADVISORY WRITE 99999999999999999999 zz:01:1 0 EOF").is_none()
+        );
     }
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn dev_split_matches_the_libc_encoding() {
+    fn makedev_matches_the_kernel_encoding() {
         for (major, minor) in [(8, 1), (259, 70000), (0, 46), (4095, 1 << 19)] {
-            let dev = rustix::fs::makedev(major, minor);
-            assert_eq!(dev_major_minor(dev), (major, minor));
+            assert_eq!(makedev(major, minor), rustix::fs::makedev(major, minor));
         }
     }
 

@@ -7,7 +7,7 @@ mod tally;
 
 pub use tally::{Tally, Usage};
 
-use crate::fsys::{self, EntryKind, EntryStat};
+use crate::fsys::{self, Boundary, EntryKind, EntryStat};
 use rayon::prelude::*;
 use rustix::fd::{AsFd, BorrowedFd};
 use serde::Serialize;
@@ -24,6 +24,7 @@ pub const KEEP_MARKER: &str = ".guardian-keep";
 /// Something the walk could not read; reported, never fatal.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct WalkError {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
     pub error: String,
 }
@@ -33,6 +34,12 @@ pub trait Classify: Sync {
     /// Returns the index of the rule that names this entry, if any. Matched directories are
     /// measured whole and not searched for further matches.
     fn rule_for(&self, name: &OsStr, stat: &EntryStat, depth: usize) -> Option<usize>;
+
+    /// Whether this entry's change times count as activity (false for a directory whose last
+    /// change was Guardian's own deletion inside it).
+    fn counts_times(&self, _stat: &EntryStat) -> bool {
+        true
+    }
 }
 
 /// A classifier that matches nothing (plain sizing).
@@ -44,11 +51,26 @@ impl Classify for NoRules {
     }
 }
 
+/// Inside a matched directory: no further matches, the same view of activity.
+struct Measure<'a>(&'a dyn Classify);
+
+impl Classify for Measure<'_> {
+    fn rule_for(&self, _: &OsStr, _: &EntryStat, _: usize) -> Option<usize> {
+        None
+    }
+
+    fn counts_times(&self, stat: &EntryStat) -> bool {
+        self.0.counts_times(stat)
+    }
+}
+
 /// An entry a rule names, with what deleting it would free.
 #[derive(Clone, Debug)]
 pub struct RuleMatch {
     /// Path relative to the walked root.
     pub rel_path: PathBuf,
+    /// The entry's (dev, ino).
+    pub identity: (u64, u64),
     pub rule: usize,
     pub kind: EntryKind,
     /// What deleting the entry frees: hard-linked inodes count only when every link is inside.
@@ -77,24 +99,13 @@ impl Walked {
     }
 }
 
-/// The identity of the filesystem a walk stays on.
-#[derive(Clone, Copy, Debug)]
-struct Boundary {
-    dev: u64,
-    mnt_id: Option<u64>,
-}
-
-impl Boundary {
-    fn contains(&self, st: &EntryStat) -> bool {
-        st.dev == self.dev && (self.mnt_id.is_none() || st.mnt_id == self.mnt_id)
-    }
-}
-
-struct Walk<'a, C: Classify> {
+struct Walk<'a, C: Classify + ?Sized> {
     classify: &'a C,
-    boundary: Boundary,
+    boundary: &'a Boundary,
     /// Display path of the root, for error messages.
     root: &'a Path,
+    /// On the walk pool: sibling subdirectories are walked in parallel.
+    parallel: bool,
 }
 
 /// Sizes the tree at `path` (a directory or a single entry), like `du -sB1 -x`.
@@ -123,27 +134,33 @@ pub fn scan_path(path: &Path) -> io::Result<Walked> {
     }
 }
 
-/// Walks the open directory `dir` (displayed as `root`), sizing it and collecting the entries
-/// `classify` names.
+/// Walks the open directory `dir` (displayed as `root`, its absolute path), sizing it and
+/// collecting the entries `classify` names. Runs on the walk pool ([`fsys::on_walk_pool`]).
 pub fn walk_tree<C: Classify>(
     dir: BorrowedFd<'_>,
     root: &Path,
     classify: &C,
 ) -> io::Result<Walked> {
     let root_stat = fsys::stat_fd(dir)?;
-    let walk = Walk {
-        classify,
-        boundary: Boundary {
-            dev: root_stat.dev,
-            mnt_id: root_stat.mnt_id,
-        },
-        root,
-    };
-    let mut walked = match fsys::walk_pool() {
-        Some(pool) => pool.install(|| walk.dir(dir, Path::new(""), 0)),
-        None => walk.dir(dir, Path::new(""), 0),
-    };
-    walked.tally.add_entry(&root_stat);
+    let (boundary, unsure) = Boundary::lenient(dir, root)?;
+    let mut walked = fsys::on_walk_pool(|parallel| {
+        let walk = Walk {
+            classify,
+            boundary: &boundary,
+            root,
+            parallel,
+        };
+        walk.dir(dir, Path::new(""), 0)
+    });
+    if let Some(why) = unsure {
+        walked.errors.push(WalkError {
+            path: root.to_path_buf(),
+            error: format!("{why}; sized by device only"),
+        });
+    }
+    walked
+        .tally
+        .add_entry_times(&root_stat, classify.counts_times(&root_stat));
     Ok(walked)
 }
 
@@ -176,7 +193,7 @@ impl<C: Classify> Walk<'_, C> {
                     continue;
                 }
             };
-            if !self.boundary.contains(&st) {
+            if !self.boundary.admits(dir, &entry.name, &st) {
                 walked.mounts_skipped.push(self.root.join(rel).join(name));
                 continue;
             }
@@ -192,22 +209,36 @@ impl<C: Classify> Walk<'_, C> {
                     single.add_entry(&st);
                     walked.matches.push(RuleMatch {
                         rel_path: rel.join(name),
+                        identity: (st.dev, st.ino),
                         rule,
                         kind,
                         freeable: single.freeable(),
                     });
                     walked.tally.merge(single);
                 }
-                (_, None) => walked.tally.add_entry(&st),
+                (_, None) => walked
+                    .tally
+                    .add_entry_times(&st, self.classify.counts_times(&st)),
             }
         }
-        let children = subdirs
-            .into_par_iter()
-            .map(|(entry, st, rule)| self.subdir(dir, entry, st, rule, rel, depth))
-            .reduce(Walked::default, |mut a, b| {
-                a.merge(b);
-                a
-            });
+        let walk_one = |(entry, st, rule)| self.subdir(dir, entry, st, rule, rel, depth);
+        let children = if self.parallel {
+            subdirs
+                .into_par_iter()
+                .map(walk_one)
+                .reduce(Walked::default, |mut a, b| {
+                    a.merge(b);
+                    a
+                })
+        } else {
+            subdirs
+                .into_iter()
+                .map(walk_one)
+                .fold(Walked::default(), |mut a, b| {
+                    a.merge(b);
+                    a
+                })
+        };
         walked.merge(children);
         if kept_here {
             walked.matches.clear();
@@ -235,18 +266,32 @@ impl<C: Classify> Walk<'_, C> {
             w
         } else {
             match fsys::open_child_dir(parent, &entry.name) {
-                Ok(fd) => {
-                    if rule.is_some() {
-                        let plain = Walk {
-                            classify: &NoRules,
-                            boundary: self.boundary,
-                            root: self.root,
-                        };
-                        plain.dir(fd.as_fd(), &rel, depth + 1)
-                    } else {
-                        self.dir(fd.as_fd(), &rel, depth + 1)
+                Ok(fd) => match fsys::stat_fd(fd.as_fd()) {
+                    // Re-identified after opening: a dir swapped between stat and open is not
+                    // walked.
+                    Ok(opened)
+                        if (opened.dev, opened.ino) == (st.dev, st.ino)
+                            && self.boundary.admits_open(fd.as_fd(), &opened) =>
+                    {
+                        if rule.is_some() {
+                            let plain = Walk {
+                                classify: &Measure(self.classify),
+                                boundary: self.boundary,
+                                root: self.root,
+                                parallel: self.parallel,
+                            };
+                            plain.dir(fd.as_fd(), &rel, depth + 1)
+                        } else {
+                            self.dir(fd.as_fd(), &rel, depth + 1)
+                        }
                     }
-                }
+                    Ok(_) => return Walked::default(),
+                    Err(e) => {
+                        let mut w = Walked::default();
+                        w.errors.push(self.error(&rel, "cannot stat directory", e));
+                        w
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Walked::default(),
                 Err(e) => {
                     let mut w = Walked::default();
@@ -255,11 +300,14 @@ impl<C: Classify> Walk<'_, C> {
                 }
             }
         };
-        walked.tally.add_entry(&st);
+        walked
+            .tally
+            .add_entry_times(&st, self.classify.counts_times(&st));
         if let Some(rule) = rule {
             if !walked.contains_keep {
                 walked.matches.push(RuleMatch {
                     rel_path: rel,
+                    identity: (st.dev, st.ino),
                     rule,
                     kind: EntryKind::Dir,
                     freeable: walked.tally.freeable(),

@@ -385,6 +385,7 @@ pub fn task_done(
     notes
         .record(&AuditRecord {
             ts: crate::cleanup::audit::timestamp(SystemTime::now()),
+            id: String::new(),
             action: "task_keep".into(),
             path: path.clone(),
             rule: "keep_failed_for".into(),
@@ -401,6 +402,7 @@ pub fn task_done(
             dry_run: config.daemon.dry_run,
             outcome: "kept".into(),
             error: None,
+            intent: None,
         })
         .map_err(audit_failed)?;
     report.dropped = enforce_cap(&executor, &mut locked, config.tasks.keep_failed_max.0, now)?;
@@ -477,8 +479,12 @@ pub fn execute(
         reason: reason.into(),
         bytes_estimated: bytes,
         inodes_estimated: 0,
+        identity: crate::fsys::identity_of(path).unwrap_or((0, 0)),
+        min_idle_secs: None,
     };
-    let report = executor.execute(&action).map_err(audit_failed)?;
+    let report = executor
+        .execute(&action)
+        .map_err(|e| DoneError::Runtime(e.to_string()))?;
     Ok((report.outcome, report.record))
 }
 

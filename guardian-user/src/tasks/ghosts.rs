@@ -429,6 +429,7 @@ fn record(
 ) -> AuditRecord {
     AuditRecord {
         ts: audit::timestamp(SystemTime::now()),
+        id: String::new(),
         action: "ghost".into(),
         path: PathBuf::from(format!(
             "{}#task={} project={}",
@@ -446,6 +447,7 @@ fn record(
         dry_run: false,
         outcome: outcome.into(),
         error,
+        intent: None,
     }
 }
 

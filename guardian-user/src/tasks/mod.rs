@@ -205,12 +205,12 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    /// Prepares the service; opens its own handle on the audit log.
-    pub fn new(config: &Config) -> io::Result<TaskService> {
-        Ok(TaskService {
+    /// Prepares the service; its own handle on the audit log is opened when first needed.
+    pub fn new(config: &Config) -> TaskService {
+        TaskService {
             db: TaskDb::from_config(&config.tasks),
             protection: Arc::new(RunningProtection::new(config, None)),
-            audit: Arc::new(AuditLog::open(&config.daemon.audit_log)?),
+            audit: Arc::new(AuditLog::new(&config.daemon.audit_log)),
             config: config.clone(),
             next_sweep: None,
             next_ghosts: None,
@@ -221,7 +221,7 @@ impl TaskService {
                 node: config.tasks.node_name(),
                 ..Default::default()
             },
-        })
+        }
     }
 
     /// The running-task protection for the executor and the survey.
@@ -356,6 +356,7 @@ impl TaskService {
 fn pressure_record(u: &UsageView, before: Level, dry_run: bool) -> AuditRecord {
     AuditRecord {
         ts: crate::cleanup::audit::timestamp(SystemTime::now()),
+        id: String::new(),
         action: "usage_pressure".into(),
         path: PathBuf::from(&u.scope),
         rule: "usage_limit".into(),
@@ -372,5 +373,6 @@ fn pressure_record(u: &UsageView, before: Level, dry_run: bool) -> AuditRecord {
             u.level.as_str().into()
         },
         error: None,
+        intent: None,
     }
 }

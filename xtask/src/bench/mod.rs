@@ -524,6 +524,8 @@ fn delete_bench(
                         reason: "cargo xtask bench".into(),
                         bytes_estimated: 0,
                         inodes_estimated: 0,
+                        identity: guardian::fsys::identity_of(&tree)?,
+                        min_idle_secs: None,
                     };
                     let start = Instant::now();
                     let report = executor.execute(&action)?;

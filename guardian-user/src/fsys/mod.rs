@@ -1,6 +1,12 @@
 //! Filesystem primitives relative to directory file descriptors: open a child directory without
 //! following symlinks, stat an entry without following symlinks (with its mount id where the OS
-//! has one), list a directory, and read free space with `statvfs`. Nothing here deletes.
+//! has one), list a directory, read free space with `statvfs`; the mount boundary
+//! ([`mount`]) and safe writing of Guardian's own files ([`files`]). Nothing here deletes
+//! anything but Guardian's own temp files.
+
+pub mod files;
+pub mod mount;
+pub use mount::{force_mount_ids, Boundary, BoundaryError, MountIds};
 
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -19,7 +25,8 @@ pub const MAX_DEPTH: usize = 4096;
 const WALK_STACK: usize = 64 << 20;
 
 /// The threads (one per CPU) that scan and remove trees, built on first use; `None` if they
-/// cannot be started (callers then run on the current thread).
+/// cannot be started (callers then run on the current thread). There is one such pool and work
+/// never hops from another pool into it mid-walk: see [`on_walk_pool`].
 pub fn walk_pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
@@ -30,6 +37,21 @@ pub fn walk_pool() -> Option<&'static rayon::ThreadPool> {
             .ok()
     })
     .as_ref()
+}
+
+/// Runs `f` on the walk pool: directly when already on one of its threads, else through one
+/// `install` from outside. Never `install` from a thread of another pool (rayon's global one
+/// included): a worker blocked in `install` steals its own pool's next job onto the same stack,
+/// so stacks nest once per job — a survey of thousands of projects overflowed that way. The bool
+/// says whether `f` runs on the pool (and may use rayon's parallel iterators).
+pub fn on_walk_pool<R: Send>(f: impl FnOnce(bool) -> R + Send) -> R {
+    match walk_pool() {
+        Some(pool) if pool.current_thread_index().is_some() => f(true),
+        Some(pool) if rayon::current_thread_index().is_none() => pool.install(|| f(true)),
+        // On a thread of some other pool: stay here, sequentially.
+        Some(_) => f(false),
+        None => f(false),
+    }
 }
 
 /// What Guardian needs to know about one directory entry, read without following symlinks.
@@ -91,6 +113,21 @@ pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
     rustix::fs::open(path, dir_flags(), Mode::empty()).map_err(io::Error::from)
 }
 
+/// Opens the absolute directory `path` one component at a time from `/`, none of them followed
+/// if it is a symlink: a parent swapped for a link at run time cannot redirect a deletion.
+pub fn open_dir_nofollow(path: &Path) -> io::Result<OwnedFd> {
+    use std::path::Component;
+    let mut fd = open_dir_path(Path::new("/"))?;
+    for part in path.components() {
+        match part {
+            Component::RootDir => {}
+            Component::Normal(name) => fd = open_child_dir(&fd, &c_name(name)?)?,
+            _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        }
+    }
+    Ok(fd)
+}
+
 /// Opens the child directory `name` of `parent` without following a symlink in its place.
 pub fn open_child_dir<Fd: AsFd>(parent: Fd, name: &CStr) -> io::Result<OwnedFd> {
     rustix::fs::openat(parent, name, dir_flags(), Mode::empty()).map_err(io::Error::from)
@@ -145,6 +182,13 @@ fn stat_to_entry(st: &rustix::fs::Stat) -> EntryStat {
         ctime_nsec: st.st_ctime_nsec as u32,
         mnt_id: None,
     }
+}
+
+/// The (dev, ino) of the entry at `path`, not following a final symlink.
+pub fn identity_of(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// Stats an open directory itself (`"."` relative to it).
@@ -293,17 +337,16 @@ pub fn name_to_os(name: &CStr) -> OsString {
 /// The mount point of the filesystem holding `path`: the longest mount point in
 /// `/proc/self/mountinfo` that is a prefix of it. `None` where there is no mountinfo.
 pub fn mount_point_of(path: &Path) -> Option<std::path::PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| std::path::PathBuf::from(unescape_mountinfo(field)))
+    let text = std::fs::read("/proc/self/mountinfo").ok()?;
+    text.split(|b| *b == b'\n')
+        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
+        .map(|field| std::path::PathBuf::from(OsString::from_vec(unescape_mountinfo(field))))
         .filter(|mount| path.starts_with(mount))
         .max_by_key(|mount| mount.as_os_str().len())
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape_mountinfo(field: &str) -> OsString {
-    let bytes = field.as_bytes();
+pub(crate) fn unescape_mountinfo(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -313,14 +356,15 @@ fn unescape_mountinfo(field: &str) -> OsString {
                 .iter()
                 .all(|b| (b'0'..=b'7').contains(b))
         {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(value);
+            let value = (u32::from(bytes[i + 1] - b'0') << 6)
+                | (u32::from(bytes[i + 2] - b'0') << 3)
+                | u32::from(bytes[i + 3] - b'0');
+            out.push(value as u8);
             i += 4;
         } else {
             out.push(bytes[i]);
             i += 1;
         }
     }
-    OsString::from_vec(out)
+    out
 }

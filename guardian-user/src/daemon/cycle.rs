@@ -1,0 +1,444 @@
+//! Cleanup cycles, on a thread of their own: rounds of survey → candidates → plan → execute on
+//! one filesystem, each round starting from the free space `statvfs` really shows, until the
+//! goal is reached, nothing is left, or `MAX_ROUNDS` passed; phase 2 once phase 1 is exhausted
+//! below `critical_free`; the journal vacuum once per cycle on the filesystem that holds the
+//! journal. The main loop keeps sampling while a cycle walks trees: it hands the worker a
+//! [`Job`] and hears back through [`Report`]s.
+//!
+//! Invariants: the worker deletes only through the executor; a cycle never plans a path it
+//! already attempted; an audit log that cannot be written ends the cycle (nothing more is tried)
+//! and is reported, never a reason for the daemon to exit.
+
+use super::state::CycleSummary;
+use super::GuardedFs;
+use crate::cleanup::{ActionReport, Executor, ExtraProtection, Outcome};
+use crate::config::{human_bytes, CompiledRule, Config};
+use crate::fsys::{self, FsSpace};
+use crate::policy::{self, Plan, PlanInput, Preemptive, Pressure};
+use crate::protect::ProcSnapshot;
+use crate::survey;
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Most survey → plan → execute rounds in one cycle.
+const MAX_ROUNDS: u32 = 6;
+/// The journal vacuum is killed after this long.
+const VACUUM_LIMIT: Duration = Duration::from_secs(120);
+
+/// Why a cleanup cycle runs.
+#[derive(Clone, Debug)]
+pub enum CycleKind {
+    /// A threshold is crossed; the reason says which.
+    Reactive { reason: String },
+    /// A forecast fired before any threshold: phase 1 only, fastest growing projects first.
+    Preemptive {
+        plan: Preemptive,
+        growth: HashMap<PathBuf, f64>,
+    },
+}
+
+impl CycleKind {
+    /// What each round's plan is asked for.
+    pub fn input(&self) -> PlanInput<'_> {
+        match self {
+            CycleKind::Reactive { .. } => PlanInput {
+                continuing: true,
+                ..PlanInput::default()
+            },
+            CycleKind::Preemptive { plan, growth } => PlanInput {
+                continuing: true,
+                growth: Some(growth),
+                preemptive: Some(plan),
+            },
+        }
+    }
+
+    /// The cycle's trigger, in words.
+    pub fn describe(&self) -> String {
+        match self {
+            CycleKind::Reactive { reason } => reason.clone(),
+            CycleKind::Preemptive { plan, .. } => format!("preemptive: {}", plan.trigger),
+        }
+    }
+}
+
+/// Work for the cleanup thread.
+pub enum Job {
+    /// Finish the deletions a killed process left half done (at start).
+    Recover,
+    /// One cleanup cycle.
+    Cycle(Box<CycleJob>),
+}
+
+/// One cleanup cycle to run.
+pub struct CycleJob {
+    pub fs: GuardedFs,
+    pub kind: CycleKind,
+    /// The last write the source saw into each project (seconds since the epoch).
+    pub last_write: HashMap<PathBuf, i64>,
+}
+
+/// What the cleanup thread tells the main loop.
+#[derive(Debug)]
+pub enum Report {
+    /// One action executed (and audited), and how long it took.
+    Action {
+        report: Box<ActionReport>,
+        seconds: f64,
+    },
+    /// A survey walked the workspaces of a filesystem: how long it took, each project's bytes.
+    Surveyed {
+        seconds: f64,
+        project_bytes: Vec<(PathBuf, u64)>,
+    },
+    /// The audit log cannot be written: nothing is deleted until it can.
+    AuditFailed(String),
+    /// A cycle ended (or the recovery, with `None`).
+    Done(Option<CycleSummary>),
+}
+
+/// What the cleanup thread works with.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub rules: Arc<Vec<CompiledRule>>,
+    pub executor: Arc<Executor>,
+    pub protection: ExtraProtection,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// The cleanup thread: one job at a time, in order.
+pub struct Cleaner {
+    jobs: Sender<Job>,
+    reports: Receiver<Report>,
+    busy: bool,
+}
+
+impl Cleaner {
+    /// Starts the thread. It ends when the `Cleaner` is dropped (after its current job).
+    pub fn spawn(ctx: Context) -> std::io::Result<Cleaner> {
+        let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
+        let (report_tx, reports) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("guardian-cleanup".into())
+            .spawn(move || {
+                for job in job_rx {
+                    let done = match job {
+                        Job::Recover => {
+                            recover(&ctx, &report_tx);
+                            None
+                        }
+                        Job::Cycle(job) => {
+                            Some(cycle(&ctx, &job.fs, &job.kind, &job.last_write, &report_tx))
+                        }
+                    };
+                    if report_tx.send(Report::Done(done)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Cleaner {
+            jobs,
+            reports,
+            busy: false,
+        })
+    }
+
+    /// Hands over a job; the thread is busy until its `Done` report is taken.
+    pub fn submit(&mut self, job: Job) {
+        if self.jobs.send(job).is_ok() {
+            self.busy = true;
+        }
+    }
+
+    /// True between a submitted job and its `Done`.
+    pub fn busy(&self) -> bool {
+        self.busy
+    }
+
+    pub fn reports(&self) -> &Receiver<Report> {
+        &self.reports
+    }
+
+    /// Notes a report taken from [`reports`](Cleaner::reports).
+    pub fn taken(&mut self, report: &Report) {
+        if matches!(report, Report::Done(_)) {
+            self.busy = false;
+        }
+    }
+}
+
+fn recover(ctx: &Context, out: &Sender<Report>) {
+    match ctx.executor.recover() {
+        Ok(reports) => {
+            for report in reports {
+                let _ = out.send(Report::Action {
+                    report: Box::new(report),
+                    seconds: 0.0,
+                });
+            }
+        }
+        Err(e) => {
+            let _ = out.send(Report::Action {
+                report: e.report.clone(),
+                seconds: 0.0,
+            });
+            let _ = out.send(Report::AuditFailed(e.to_string()));
+        }
+    }
+}
+
+/// One cleanup cycle on one filesystem: rounds of survey → plan → execute, each starting from
+/// the free space `statvfs` really shows, until the target is reached or nothing is left. A
+/// round that frees less than planned is followed by one that plans the next candidates, and
+/// phase 2 once phase 1 is exhausted below `critical_free`.
+fn cycle(
+    ctx: &Context,
+    fs: &GuardedFs,
+    kind: &CycleKind,
+    last_write: &HashMap<PathBuf, i64>,
+    out: &Sender<Report>,
+) -> CycleSummary {
+    let started = SystemTime::now();
+    let start_space = fsys::fs_space(&fs.probe).ok();
+    let config = &ctx.config;
+    let mut attempted: HashSet<PathBuf> = HashSet::new();
+    let mut rounds = 0;
+    let mut actions = 0;
+    let mut vacuumed = !vacuum_due(config, fs);
+    let mut shortfall = None;
+    let mut reached_target = false;
+    let lookup = |p: &Path| last_write.get(p).copied();
+    'rounds: while rounds < MAX_ROUNDS && !ctx.cancel.load(Ordering::Relaxed) {
+        let began = Instant::now();
+        let planned = plan_filesystem(
+            fs,
+            config,
+            &ctx.rules,
+            &kind.input(),
+            &attempted,
+            &*ctx.protection,
+            &lookup,
+        );
+        if planned.surveyed {
+            let _ = out.send(Report::Surveyed {
+                seconds: began.elapsed().as_secs_f64(),
+                project_bytes: planned.project_bytes,
+            });
+        }
+        let plan = planned.plan;
+        if plan.assessment.pressure == Pressure::Ok {
+            reached_target = true;
+            break;
+        }
+        rounds += 1;
+        let todo: Vec<_> = plan
+            .actions
+            .iter()
+            .filter(|a| !attempted.contains(&a.path))
+            .cloned()
+            .collect();
+        if todo.is_empty() && vacuumed {
+            shortfall = Some(format!(
+                "nothing left to delete: {} short of the target ({} candidates blocked)",
+                human_bytes(plan.assessment.bytes_needed),
+                plan.skipped.len()
+            ));
+            break;
+        }
+        for action in &todo {
+            attempted.insert(action.path.clone());
+            let began = Instant::now();
+            match ctx.executor.execute(action) {
+                Ok(report) => {
+                    actions += 1;
+                    let stop = report.outcome == Outcome::Interrupted;
+                    let _ = out.send(Report::Action {
+                        report: Box::new(report),
+                        seconds: began.elapsed().as_secs_f64(),
+                    });
+                    if stop || target_reached(config, fs, kind) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = out.send(Report::Action {
+                        report: e.report.clone(),
+                        seconds: began.elapsed().as_secs_f64(),
+                    });
+                    let _ = out.send(Report::AuditFailed(e.to_string()));
+                    shortfall = Some(format!("stopped: {e}"));
+                    break 'rounds;
+                }
+            }
+        }
+        if !vacuumed {
+            vacuumed = true;
+            let report = ctx.executor.run_command(
+                "journal_vacuum",
+                &config.daemon.journal_vacuum,
+                "phase 1: journal vacuum",
+                &fs.probe,
+                VACUUM_LIMIT,
+            );
+            match report {
+                Ok(report) => {
+                    let _ = out.send(Report::Action {
+                        report: Box::new(report),
+                        seconds: 0.0,
+                    });
+                }
+                Err(e) => {
+                    let _ = out.send(Report::AuditFailed(e.to_string()));
+                    shortfall = Some(format!("stopped: {e}"));
+                    break;
+                }
+            }
+        }
+        if config.daemon.dry_run {
+            shortfall = Some("dry run: one round planned and logged, nothing deleted".into());
+            break;
+        }
+    }
+    let end_space = fsys::fs_space(&fs.probe).ok();
+    let bytes_freed = match (start_space, end_space) {
+        (Some(s), Some(e)) => e.avail_bytes.saturating_sub(s.avail_bytes),
+        _ => 0,
+    };
+    reached_target |= target_reached(config, fs, kind);
+    let summary = CycleSummary {
+        mount: fs.mount.clone(),
+        started: crate::cleanup::audit::timestamp(started),
+        finished: crate::cleanup::audit::timestamp(SystemTime::now()),
+        trigger: kind.describe(),
+        rounds,
+        actions,
+        bytes_freed,
+        reached_target,
+        shortfall: if reached_target { None } else { shortfall },
+    };
+    tracing::info!(
+        mount = %crate::textpath::shown(&fs.mount),
+        actions,
+        rounds,
+        freed = %human_bytes(bytes_freed),
+        reached_target,
+        "cleanup cycle finished"
+    );
+    summary
+}
+
+/// Whether the journal vacuum should run in a cycle on `fs`: a command is configured and the
+/// journal directory lies on this filesystem (vacuuming frees nothing anywhere else).
+fn vacuum_due(config: &Config, fs: &GuardedFs) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if config.daemon.journal_vacuum.is_empty() {
+        return false;
+    }
+    std::fs::metadata(&config.daemon.journal_dir).is_ok_and(|m| m.dev() == fs.dev)
+}
+
+/// True once the cycle's goal is met: the target, or a preemptive cycle's goal (unless a
+/// threshold got crossed meanwhile, which makes it a usual cycle).
+fn target_reached(config: &Config, fs: &GuardedFs, kind: &CycleKind) -> bool {
+    fsys::fs_space(&fs.probe)
+        .map(|s| {
+            policy::assess_with(&s, &config.thresholds, &kind.input()).pressure == Pressure::Ok
+        })
+        .unwrap_or(false)
+}
+
+/// One filesystem's plan, for `guardian plan`.
+#[derive(Debug, serde::Serialize)]
+pub struct FsPlan {
+    #[serde(with = "crate::textpath")]
+    pub mount: PathBuf,
+    pub space: FsSpace,
+    pub plan: Plan,
+    pub survey_errors: Vec<crate::scan::WalkError>,
+    /// Whether the workspaces were walked (only under pressure or for a forecast).
+    #[serde(skip)]
+    pub surveyed: bool,
+    /// Each surveyed project's allocated bytes.
+    #[serde(skip)]
+    pub project_bytes: Vec<(PathBuf, u64)>,
+}
+
+/// What a cycle would do on each guarded filesystem right now (nothing is deleted).
+pub fn plan_now(config: &Config) -> Vec<FsPlan> {
+    let rules = config.compiled_rules();
+    let running = crate::tasks::running_protection(config, None);
+    super::guarded_filesystems(&config.workspaces)
+        .iter()
+        .map(|fs| {
+            plan_filesystem(
+                fs,
+                config,
+                &rules,
+                &PlanInput::default(),
+                &HashSet::new(),
+                &*running,
+                &|_| None,
+            )
+        })
+        .collect()
+}
+
+/// Survey + candidates + policy for one filesystem.
+pub fn plan_filesystem(
+    fs: &GuardedFs,
+    config: &Config,
+    rules: &[CompiledRule],
+    input: &PlanInput<'_>,
+    attempted: &HashSet<PathBuf>,
+    extra_protection: &dyn Fn(&Path) -> Option<String>,
+    last_write: &dyn Fn(&Path) -> Option<i64>,
+) -> FsPlan {
+    let space = fsys::fs_space(&fs.probe).unwrap_or(FsSpace {
+        total_bytes: 0,
+        avail_bytes: 0,
+        free_bytes: 0,
+        total_inodes: 0,
+        avail_inodes: 0,
+    });
+    let assessment = policy::assess_with(&space, &config.thresholds, input);
+    if assessment.pressure == Pressure::Ok {
+        return FsPlan {
+            mount: fs.mount.clone(),
+            space,
+            plan: policy::plan_with(&space, &config.thresholds, &[], input),
+            survey_errors: Vec::new(),
+            surveyed: false,
+            project_bytes: Vec::new(),
+        };
+    }
+    let surveys: Vec<_> = fs
+        .workspaces
+        .iter()
+        .map(|ws| survey::survey_workspace(ws, rules))
+        .collect();
+    let procs = ProcSnapshot::capture();
+    let activity = survey::Activity {
+        now: crate::tasks::clock::now_secs(),
+        active_within: config.daemon.active_within.0.as_secs(),
+        last_write,
+    };
+    let mut candidates = survey::candidates(&surveys, rules, &procs, extra_protection, &activity);
+    candidates.retain(|c| !attempted.contains(&c.path));
+    let project_bytes = surveys
+        .iter()
+        .flat_map(|s| &s.projects)
+        .map(|p| (p.path.clone(), p.usage.allocated))
+        .collect();
+    FsPlan {
+        mount: fs.mount.clone(),
+        space,
+        plan: policy::plan_with(&space, &config.thresholds, &candidates, input),
+        survey_errors: surveys.into_iter().flat_map(|s| s.errors).collect(),
+        surveyed: true,
+        project_bytes,
+    }
+}
