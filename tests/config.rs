@@ -284,6 +284,41 @@ fn workspace_that_is_a_symlink_is_refused() {
 }
 
 #[test]
+fn audit_log_and_state_dir_through_a_symlink_are_refused() {
+    let s = Sandbox::new();
+    let ws = s.dir("ws");
+    let real = s.dir("real-logs");
+    let link = s.path("logs");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    for (daemon, key) in [
+        (
+            format!(
+                "audit_log = \"{}\"\nstate_dir = \"{}\"\n",
+                link.join("audit.jsonl").display(),
+                s.path("state/state").display()
+            ),
+            "daemon.audit_log",
+        ),
+        (
+            format!(
+                "audit_log = \"{}\"\nstate_dir = \"{}\"\n",
+                s.path("state/audit.jsonl").display(),
+                link.join("state").display()
+            ),
+            "daemon.state_dir",
+        ),
+    ] {
+        let config = s.config_with(&[&ws], &daemon, "");
+        assert_refused(
+            &run_with_config(&["run", "--once", "--config"], &config),
+            &[key, "symbolic link"],
+        );
+    }
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+    s.assert_nothing_created();
+}
+
+#[test]
 fn overlapping_workspaces_are_refused_naming_both_keys() {
     let s = Sandbox::new();
     let outer = s.dir("ws");
@@ -392,6 +427,48 @@ fn bind_mounted_spellings_of_one_workspace_are_refused_by_identity() {
     );
     s.assert_nothing_created();
     assert!(!alias.join("audit.jsonl").exists());
+}
+
+#[test]
+fn a_bind_mount_of_a_subdirectory_of_a_workspace_is_refused_as_a_second_workspace() {
+    if !require_root(
+        "a_bind_mount_of_a_subdirectory_of_a_workspace_is_refused_as_a_second_workspace",
+    ) {
+        return;
+    }
+    // `..` from the bind mount's root leads to b/, never to a/ws: only the mount table tells
+    // that b/alias is a/ws/tasks.
+    let s = Sandbox::new();
+    let ws = s.dir("a/ws");
+    let tasks = s.dir("a/ws/tasks");
+    let alias = s.path("b/alias");
+    let _bind = Bind::new(&tasks, &alias);
+    let config = s.config(&[&ws, &alias], "");
+    assert_refused(
+        &run_with_config(&["config", "check"], &config),
+        &[
+            "workspaces.1.path",
+            "workspaces.0.path",
+            "is inside",
+            "device and inode",
+        ],
+    );
+    let config = s.config(&[&alias, &ws], "");
+    assert_refused(
+        &run_with_config(&["config", "check"], &config),
+        &["workspaces.1.path", "workspaces.0.path", "contains"],
+    );
+    // The audit log in a dir below the alias (not created yet) is inside the workspace too.
+    let daemon = format!(
+        "audit_log = \"{}\"\nstate_dir = \"{}\"\n",
+        alias.join("logs/audit.jsonl").display(),
+        s.path("state/state").display()
+    );
+    let config = s.config_with(&[&ws], &daemon, "");
+    assert_refused(
+        &run_with_config(&["config", "check"], &config),
+        &["daemon.audit_log", "workspaces.0.path"],
+    );
 }
 
 #[test]

@@ -28,7 +28,7 @@ pub(super) fn locate_error(
         // No span (e.g. "recursion limit"): the most deeply nested line is the culprit.
         let line = deepest_line(text);
         let key = line.and_then(|l| key_at_line(text, l));
-        return (line, key);
+        return (line, key.map(tidy_key));
     };
     let line = line_of(text, offset);
     let mut key = key_at_offset(text, offset)
@@ -43,7 +43,21 @@ pub(super) fn locate_error(
             None => field,
         });
     }
-    (Some(line), key)
+    (Some(line), key.map(tidy_key))
+}
+
+/// The longest key an error message shows.
+const MAX_KEY_CHARS: usize = 200;
+
+/// A key as a message may show it: control characters escaped, at most [`MAX_KEY_CHARS`].
+fn tidy_key(key: String) -> String {
+    let escaped = crate::textpath::escape_bytes(key.as_bytes());
+    if escaped.chars().count() <= MAX_KEY_CHARS {
+        return escaped;
+    }
+    let mut short: String = escaped.chars().take(MAX_KEY_CHARS).collect();
+    short.push('…');
+    short
 }
 
 /// The dotted key whose key or value spans `offset`, from a span-keeping parse of `text`

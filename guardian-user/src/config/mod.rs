@@ -252,7 +252,7 @@ impl Config {
     /// device is refused without blocking), validates it and checks its paths on disk
     /// (read-only). Nothing on disk is changed.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let name = path.display().to_string();
+        let name = crate::textpath::escape(path);
         let text = read::read_config_file(path).map_err(|e| ConfigError {
             source_name: name.clone(),
             line: e.line,

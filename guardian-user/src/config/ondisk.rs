@@ -10,6 +10,7 @@ use super::paths::{
     SYSTEM_DIRS,
 };
 use super::{Config, KeyError};
+use crate::textpath::shown;
 use rustix::fs::{FileType, Mode, OFlags};
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
@@ -94,40 +95,37 @@ fn walk_components(path: &Path) -> Result<(PathBuf, FileType), String> {
 
 fn symlink_message(path: &Path, link: &Path) -> String {
     let target = std::fs::read_link(link)
-        .map(|t| format!(" (to `{}`)", t.display()))
+        .map(|t| format!(" (to `{}`)", shown(&t)))
         .unwrap_or_default();
     let real = std::fs::canonicalize(path).ok().or_else(|| {
         let rest = path.strip_prefix(link).ok()?;
         Some(std::fs::canonicalize(link).ok()?.join(rest))
     });
     let what = if link == path {
-        format!("`{}`{target} is a symbolic link", path.display())
+        format!("`{}`{target} is a symbolic link", shown(path))
     } else {
         format!(
             "`{}` is reached through the symbolic link `{}`{target}",
-            path.display(),
-            link.display()
+            shown(path),
+            shown(link)
         )
     };
     let real = real
-        .map(|r| format!(" `{}`", r.display()))
+        .map(|r| format!(" `{}`", shown(&r)))
         .unwrap_or_default();
     format!("{what}; Guardian never deletes through a link: configure the real path{real}")
 }
 
 /// Looks at `path` on disk: links refused (`Err`), identity collected where it exists.
 /// `dir_expected`: the path names a directory (a workspace, the state dir), not a file.
-fn look(path: &Path, dir_expected: bool) -> Result<OnDisk, String> {
+fn look(path: &Path, dir_expected: bool, mounts: &[Mount]) -> Result<OnDisk, String> {
     let (existing, kind) = walk_components(path)?;
     let full = existing == path;
     if full && dir_expected && kind != FileType::Directory {
-        return Err(format!(
-            "`{}` exists and is not a directory",
-            path.display()
-        ));
+        return Err(format!("`{}` exists and is not a directory", shown(path)));
     }
     if full && !dir_expected && kind == FileType::Directory {
-        return Err(format!("`{}` is a directory, not a file", path.display()));
+        return Err(format!("`{}` is a directory, not a file", shown(path)));
     }
     // The deepest existing directory at or above the path.
     let anchor = if kind == FileType::Directory {
@@ -141,13 +139,104 @@ fn look(path: &Path, dir_expected: bool) -> Result<OnDisk, String> {
             chain: HashSet::new(),
         });
     };
+    let anchor_id = rustix::fs::fstat(&fd).ok().map(|st| id_of(&st));
     let own = if full && dir_expected {
-        rustix::fs::fstat(&fd).ok().map(|st| id_of(&st))
+        anchor_id
     } else {
         None
     };
-    let chain = ancestry(fd).unwrap_or_default();
+    let mut chain = ancestry(fd).unwrap_or_default();
+    // Under a bind mount of a subdirectory, `..` from the mount's root leads to where it is
+    // mounted, not to where the directory really is: walk up from its other spellings too.
+    if let Some(anchor_id) = anchor_id {
+        for other in other_spellings(anchor, anchor_id, mounts) {
+            if let Ok(fd) = open_dir_no_follow(&other) {
+                chain.extend(ancestry(fd).unwrap_or_default());
+            }
+        }
+    }
     Ok(OnDisk { own, chain })
+}
+
+/// One line of `/proc/self/mountinfo`: the filesystem (`major:minor`), the directory of it
+/// that is mounted (`root`) and where.
+#[derive(Debug)]
+struct Mount {
+    dev: String,
+    root: PathBuf,
+    point: PathBuf,
+}
+
+/// The mount table, or nothing where it cannot be read (then only `..` walks count).
+fn mounts() -> Vec<Mount> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ').skip(2);
+            let dev = fields.next()?.to_string();
+            let root = PathBuf::from(unescape_octal(fields.next()?));
+            let point = PathBuf::from(unescape_octal(fields.next()?));
+            Some(Mount { dev, root, point })
+        })
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape_octal(field: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let digits = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match digits {
+            Some(&[a, b2, c]) if b == b'\\' => {
+                let value =
+                    (u32::from(a - b'0') << 6) | (u32::from(b2 - b'0') << 3) | u32::from(c - b'0');
+                out.push(u8::try_from(value).unwrap_or(b'?'));
+                i += 4;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+/// Other paths of the directory `path` (identity `id`) through other mounts of its filesystem:
+/// where the same directory is reachable with a different ancestry.
+fn other_spellings(path: &Path, id: Id, mounts: &[Mount]) -> Vec<PathBuf> {
+    // The mount holding `path`: the deepest mount point above it, the last one when stacked.
+    let Some(holder) = mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| path.starts_with(&m.point))
+        .max_by_key(|(i, m)| (m.point.components().count(), *i))
+        .map(|(_, m)| m)
+    else {
+        return Vec::new();
+    };
+    let Ok(rel) = path.strip_prefix(&holder.point) else {
+        return Vec::new();
+    };
+    let in_fs = holder.root.join(rel);
+    mounts
+        .iter()
+        .filter(|m| m.dev == holder.dev && m.point != holder.point)
+        .filter_map(|m| Some(m.point.join(in_fs.strip_prefix(&m.root).ok()?)))
+        .filter(|candidate| {
+            open_dir_no_follow(candidate)
+                .and_then(|fd| Ok(rustix::fs::fstat(&fd)?))
+                .is_ok_and(|st| id_of(&st) == id)
+        })
+        .take(16)
+        .collect()
 }
 
 /// `a.b.c` → `["a", "b", "c"]`.
@@ -167,14 +256,16 @@ impl Config {
     /// The disk half of validation (read-only): see the module doc. Called by `Config::load`
     /// and at daemon start; `Config::parse` stays pure.
     pub(super) fn check_on_disk(&self) -> Result<(), KeyError> {
-        let audit =
-            look(&self.daemon.audit_log, false).map_err(|m| (key("daemon.audit_log"), m))?;
-        let state = look(&self.daemon.state_dir, true).map_err(|m| (key("daemon.state_dir"), m))?;
+        let mounts = mounts();
+        let audit = look(&self.daemon.audit_log, false, &mounts)
+            .map_err(|m| (key("daemon.audit_log"), m))?;
+        let state = look(&self.daemon.state_dir, true, &mounts)
+            .map_err(|m| (key("daemon.state_dir"), m))?;
         let system = system_ids();
         let mut seen: Vec<(String, &Path, OnDisk)> = Vec::new();
         for (i, ws) in self.workspaces.iter().enumerate() {
             let ws_key = format!("workspaces.{i}.path");
-            let here = look(&ws.path, true).map_err(|m| (key(&ws_key), m))?;
+            let here = look(&ws.path, true, &mounts).map_err(|m| (key(&ws_key), m))?;
             if let Some(own) = here.own {
                 if let Some((_, dir)) = system.iter().find(|(id, _)| *id == own) {
                     return Err((
@@ -182,7 +273,7 @@ impl Config {
                         format!(
                             "`{}` is the system directory `{dir}` (same device and inode): it \
                              cannot be a workspace",
-                            ws.path.display()
+                            shown(&ws.path)
                         ),
                     ));
                 }

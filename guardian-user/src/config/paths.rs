@@ -6,6 +6,7 @@
 //! The same checks by identity, for paths that exist, live in `ondisk.rs`.
 
 use super::{Config, KeyError};
+use crate::textpath::shown;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -80,34 +81,34 @@ pub const KERNEL_TREES: &[&str] = &["/proc", "/sys"];
 /// within `PATH_MAX`/`NAME_MAX`. `Err` says what is wrong.
 pub fn normalize(path: &Path) -> Result<PathBuf, String> {
     let raw = path.as_os_str().as_bytes();
-    let shown = path.display();
+    let quoted = shown(path);
     if raw.is_empty() {
         return Err("must not be empty".into());
     }
     if raw.contains(&0) {
-        return Err(format!("`{shown}` contains a NUL byte"));
+        return Err(format!("`{quoted}` contains a NUL byte"));
     }
     if raw.first() != Some(&b'/') {
-        return Err(format!("`{shown}` must be an absolute path"));
+        return Err(format!("`{quoted}` must be an absolute path"));
     }
     if raw.len() > PATH_MAX {
         return Err(format!(
-            "`{shown}` is longer than {PATH_MAX} bytes, the longest path Linux accepts"
+            "`{quoted}` is longer than {PATH_MAX} bytes, the longest path Linux accepts"
         ));
     }
     let mut out = String::from("/");
     let text = path
         .to_str()
-        .ok_or_else(|| format!("`{shown}` is not valid UTF-8"))?;
+        .ok_or_else(|| format!("`{quoted}` is not valid UTF-8"))?;
     for part in text.split('/').filter(|p| !p.is_empty()) {
         if part == "." || part == ".." {
             return Err(format!(
-                "`{text}` must not contain `{part}` components: write the path it stands for"
+                "`{quoted}` must not contain `{part}` components: write the path it stands for"
             ));
         }
         if part.len() > NAME_MAX {
             return Err(format!(
-                "`{text}` has a component longer than {NAME_MAX} bytes"
+                "`{quoted}` has a component longer than {NAME_MAX} bytes"
             ));
         }
         if !out.ends_with('/') {
@@ -126,15 +127,15 @@ pub fn system_dir_problem(path: &Path) -> Option<String> {
     if let Some(tree) = KERNEL_TREES.iter().find(|t| path.starts_with(t)) {
         return Some(format!(
             "`{}` is in {tree}, a kernel interface: it cannot be a workspace",
-            path.display()
+            shown(path)
         ));
     }
     SYSTEM_DIRS.contains(&path.to_str()?).then(|| {
         format!(
             "`{}` is a system directory and cannot be a workspace (each child of a workspace \
              may be deleted whole): use a directory below it, e.g. `{}/builds`",
-            path.display(),
-            path.display()
+            shown(path),
+            shown(path)
         )
     })
 }
@@ -187,8 +188,8 @@ pub fn workspace_overlap_message(
     format!(
         "`{}` {how_text} {earlier_key} (`{}`){identity}: workspaces must not overlap, or the outer \
          one's projects would include the inner workspace and its protected entries",
-        later.display(),
-        earlier.display()
+        shown(later),
+        shown(earlier)
     )
 }
 
@@ -231,7 +232,7 @@ impl Config {
         if audit == Path::new("/") || SYSTEM_DIRS.contains(&audit.to_str().unwrap_or_default()) {
             return Err((
                 key("daemon.audit_log"),
-                format!("`{}` is a directory, not a log file", audit.display()),
+                format!("`{}` is a directory, not a log file", shown(audit)),
             ));
         }
         if SYSTEM_DIRS.contains(&state.to_str().unwrap_or_default()) {
@@ -240,7 +241,7 @@ impl Config {
                 format!(
                     "`{}` is a system directory: give Guardian a directory of its own, e.g. \
                      /var/lib/guardian",
-                    state.display()
+                    shown(state)
                 ),
             ));
         }
@@ -305,8 +306,8 @@ pub fn inside_workspace_message(
     format!(
         "the {what} `{}` is inside {ws_key} (`{}`){identity}: a cleanup rule or a phase-2 \
          deletion could remove it; keep Guardian's own files outside every workspace",
-        path.display(),
-        ws.display()
+        shown(path),
+        shown(ws)
     )
 }
 
@@ -319,7 +320,7 @@ pub fn workspace_in_state_message(ws: &Path, state: &Path, by_identity: bool) ->
     };
     format!(
         "`{}` is inside daemon.state_dir (`{}`){identity}: Guardian would clean its own state",
-        ws.display(),
-        state.display()
+        shown(ws),
+        shown(state)
     )
 }

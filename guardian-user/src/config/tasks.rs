@@ -5,6 +5,7 @@
 use super::ranges;
 use super::units::{ByteSize, HumanDuration};
 use super::Workspace;
+use crate::textpath::shown;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -333,7 +334,7 @@ impl TasksConfig {
                         key(&[field]),
                         format!(
                             "`{}` is not the path of a configured [[workspaces]] entry",
-                            path.display()
+                            shown(path)
                         ),
                     ));
                 }
@@ -342,7 +343,7 @@ impl TasksConfig {
                         key(&[field]),
                         format!(
                             "`{}` is listed twice in task_areas/scratch_areas",
-                            path.display()
+                            shown(path)
                         ),
                     ));
                 }
@@ -393,14 +394,14 @@ impl TasksConfig {
                     at("workspace"),
                     format!(
                         "`{}` is not the path of a configured [[workspaces]] entry",
-                        limit.workspace.display()
+                        shown(&limit.workspace)
                     ),
                 ));
             }
             if !limited.insert(limit.workspace.clone()) {
                 return Err((
                     at("workspace"),
-                    format!("`{}` has two usage limits", limit.workspace.display()),
+                    format!("`{}` has two usage limits", shown(&limit.workspace)),
                 ));
             }
             for (name, size) in [("warning", limit.warning), ("critical", limit.critical)] {
