@@ -2,8 +2,11 @@
 //! `O_PATH`): no workspace, audit log or state dir is reached through a symbolic link, and, for
 //! the paths that exist, the overlap rules of `paths.rs` hold by identity too — (dev, ino) of
 //! each directory and of every ancestor up through `..` — so two spellings of one directory
-//! (a bind mount, a second mount of the filesystem) are caught. A path that does not exist yet
-//! gets the text checks, and the part of it that exists is checked for links and identity.
+//! (a bind mount, a second mount of the filesystem) are caught. Where a directory sits under a
+//! bind mount of a subdirectory, `..` leads to the mount point, not to where the directory
+//! really is: its other spellings through `/proc/self/mountinfo` are walked up too. A path that
+//! does not exist yet gets the text checks, and the part of it that exists is checked for links
+//! and identity.
 
 use super::paths::{
     inside_workspace_message, workspace_in_state_message, workspace_overlap_message, Overlap,
