@@ -404,7 +404,7 @@ impl Config {
                         ),
                     ));
                 }
-                if name == scan_keep_marker() {
+                if name == crate::scan::KEEP_MARKER {
                     return Err((
                         at("names"),
                         format!("`{name}` is Guardian's keep marker: a rule must not delete it"),
@@ -519,10 +519,6 @@ fn is_plain_name(name: &str) -> bool {
         && name.len() <= NAME_MAX
         && !name.contains('/')
         && !name.contains('\0')
-}
-
-fn scan_keep_marker() -> &'static str {
-    crate::scan::KEEP_MARKER
 }
 
 /// Names unlike each other: a glob matching all of them matches every entry name.
