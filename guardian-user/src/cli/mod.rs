@@ -195,11 +195,14 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// The config of every command: the file (read with limits) or the embedded default, validated
+/// and its paths checked on disk (read-only) before anything runs.
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
-        Some(p) => Config::load(p).map_err(|e| UsageError(e.to_string()).into()),
-        None => Ok(Config::embedded_default()),
+        Some(p) => Config::load(p),
+        None => Config::load_embedded_default(),
     }
+    .map_err(|e| UsageError(e.to_string()).into())
 }
 
 fn config_check(file: &Path) -> anyhow::Result<ExitCode> {

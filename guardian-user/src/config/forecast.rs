@@ -3,7 +3,7 @@
 //! which growth alone never triggers anything. Parsing and validation only.
 
 use super::units::{FreeAmount, FreeBytes, HumanDuration};
-use super::Thresholds;
+use super::{ranges, Thresholds};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::time::Duration;
@@ -54,13 +54,18 @@ impl ForecastConfig {
     pub(super) fn validate(&self, thresholds: &Thresholds) -> Result<(), (Vec<String>, String)> {
         let key = |k: &str| vec!["forecast".to_string(), k.to_string()];
         if let LeadTime::Fixed(d) = self.lead_time {
-            if d.0.is_zero() {
-                return Err((
+            ranges::LEAD_TIME.check(d.0).map_err(|m| {
+                (
                     key("lead_time"),
-                    "must be longer than 0s (use `enabled = false` to switch preemptive cleanup off)"
-                        .into(),
-                ));
-            }
+                    format!("{m} (use `enabled = false` to switch preemptive cleanup off)"),
+                )
+            })?;
+        }
+        ranges::LEAD_MARGIN
+            .check(self.lead_margin.0)
+            .map_err(|m| (key("lead_margin"), m))?;
+        if let FreeAmount::Absolute(bytes) = self.floor_free.0 {
+            ranges::check_bytes(bytes).map_err(|m| (key("floor_free"), m))?;
         }
         if !floor_above_cleanup(self.floor_free.0, thresholds.cleanup_free.0) {
             return Err((

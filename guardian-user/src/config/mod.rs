@@ -1,10 +1,19 @@
 //! Guardian's configuration: the TOML schema, the embedded default, parsing and validation.
-//! Owns every error message about the config file; it never touches the disk beyond reading the
-//! file it is given.
+//! Owns every error message about the config file. `Config::parse` is pure (text in, config or
+//! error out); `Config::load` also reads the file with limits (`read.rs`) and looks at the
+//! configured paths on disk, read-only (`ondisk.rs`). Nothing here writes.
 
 mod forecast;
+mod locate;
+mod ondisk;
+mod paths;
+pub mod ranges;
+mod read;
 mod tasks;
 mod units;
+
+pub use paths::{KERNEL_TREES, SYSTEM_DIRS};
+pub use read::MAX_CONFIG_BYTES;
 
 pub use forecast::{ForecastConfig, LeadTime};
 
@@ -19,7 +28,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The embedded default configuration, printed by `guardian config default`.
@@ -253,33 +262,51 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// A validation failure: the key path of the offending value and the message.
+pub(crate) type KeyError = (Vec<String>, String);
+
 impl Config {
-    /// Reads and validates a config file. Nothing on disk is changed.
+    /// Reads a config file (a regular file of at most [`MAX_CONFIG_BYTES`], UTF-8; a FIFO or a
+    /// device is refused without blocking), validates it and checks its paths on disk
+    /// (read-only). Nothing on disk is changed.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let name = crate::textpath::escape(path);
+        let text = read::read_config_file(path).map_err(|e| ConfigError {
             source_name: name.clone(),
-            line: None,
+            line: e.line,
             key: None,
-            message: format!("cannot read the file: {e}"),
+            message: e.message,
         })?;
-        Config::parse(&text, &name)
+        Config::load_text(&text, &name)
     }
 
-    /// The embedded default configuration.
+    /// [`Config::parse`] plus the checks of the configured paths on disk (symlinks, overlap by
+    /// identity); what `load` and the daemon's start use.
+    pub fn load_text(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let config = Config::parse(text, source_name)?;
+        config
+            .check_on_disk()
+            .map_err(|e| key_error(text, source_name, e))?;
+        Ok(config)
+    }
+
+    /// The embedded default configuration, checked on disk like a loaded file.
+    pub fn load_embedded_default() -> Result<Config, ConfigError> {
+        Config::load_text(DEFAULT_CONFIG, "<embedded default>")
+    }
+
+    /// The embedded default configuration (text checks only).
     pub fn embedded_default() -> Config {
         Config::parse(DEFAULT_CONFIG, "<embedded default>")
             .expect("the embedded default config is valid")
     }
 
-    /// Parses and validates config text; `source_name` names it in error messages.
+    /// Parses and validates config text; `source_name` names it in error messages. Pure: no IO.
+    /// Path keys come back normalized (no repeated or trailing `/`).
     pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().to_string();
-            let key = line
-                .and_then(|l| key_at_line(text, l))
-                .or_else(|| unknown_field_key(&message));
+            let (line, key) = locate::locate_error(text, e.span().map(|s| s.start), &message);
             ConfigError {
                 source_name: source_name.to_string(),
                 line,
@@ -287,103 +314,83 @@ impl Config {
                 message,
             }
         })?;
-        config
-            .validate()
-            .map_err(|(key_path, message)| ConfigError {
-                source_name: source_name.to_string(),
-                line: locate_key(text, &key_path),
-                key: Some(key_path.join(".")),
-                message,
-            })?;
+        let at = |e| key_error(text, source_name, e);
+        config.normalize_paths().map_err(at)?;
+        config.validate().map_err(at)?;
+        if config.tasks.db.is_none() && locate::is_present(text, &["tasks", "ghosts"]) {
+            return Err(at((
+                vec!["tasks".into(), "ghosts".into()],
+                "the ghost reaper needs the task DB: set tasks.db, or remove [tasks.ghosts]".into(),
+            )));
+        }
         Ok(config)
     }
 
-    /// Checks what TOML types cannot: relations between thresholds, paths, rule contents.
-    /// Returns the key path of the offending value.
-    fn validate(&self) -> Result<(), (Vec<String>, String)> {
+    /// Checks what TOML types cannot: ranges, relations between thresholds, paths, rule
+    /// contents. Returns the key path of the offending value.
+    fn validate(&self) -> Result<(), KeyError> {
         let key = |parts: &[&str]| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        if self.daemon.poll_interval.0.is_zero() {
-            return Err((
-                key(&["daemon", "poll_interval"]),
-                "must be longer than 0s".into(),
-            ));
+        let d = &self.daemon;
+        for (name, value, range) in [
+            ("poll_interval", d.poll_interval, ranges::POLL_INTERVAL),
+            (
+                "sample_interval",
+                d.sample_interval,
+                ranges::SAMPLE_INTERVAL,
+            ),
+        ] {
+            range
+                .check(value.0)
+                .map_err(|m| (key(&["daemon", name]), m))?;
         }
-        if self.daemon.sample_interval.0.is_zero() {
-            return Err((
-                key(&["daemon", "sample_interval"]),
-                "must be longer than 0s".into(),
-            ));
+        if let Some(command) = d.journal_vacuum.first() {
+            if command.trim().is_empty() {
+                return Err((
+                    key(&["daemon", "journal_vacuum"]),
+                    "the command name must not be empty (use [] to disable)".into(),
+                ));
+            }
         }
-        if self
-            .daemon
-            .journal_vacuum
-            .first()
-            .is_some_and(|c| c.trim().is_empty())
-        {
+        if d.journal_vacuum.iter().any(|a| a.contains('\0')) {
             return Err((
                 key(&["daemon", "journal_vacuum"]),
-                "the command name must not be empty (use [] to disable)".into(),
+                "an argument contains a NUL byte".into(),
             ));
         }
-        if !self.daemon.audit_log.is_absolute() {
-            return Err((
-                key(&["daemon", "audit_log"]),
-                "must be an absolute path".into(),
-            ));
-        }
-        if !self.daemon.state_dir.is_absolute() {
-            return Err((
-                key(&["daemon", "state_dir"]),
-                "must be an absolute path".into(),
-            ));
-        }
+        self.validate_paths()?;
         self.validate_thresholds()?;
         self.forecast.validate(&self.thresholds)?;
-        let mut seen_paths = HashSet::new();
         for (i, ws) in self.workspaces.iter().enumerate() {
             let at = |field: &str| vec!["workspaces".to_string(), i.to_string(), field.to_string()];
-            if !ws.path.is_absolute() {
-                return Err((
-                    at("path"),
-                    format!("`{}` must be an absolute path", ws.path.display()),
-                ));
-            }
-            if ws
-                .path
-                .components()
-                .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-            {
-                return Err((
-                    at("path"),
-                    format!("`{}` must not contain `.` or `..`", ws.path.display()),
-                ));
-            }
-            if ws.path.parent().is_none() {
-                return Err((
-                    at("path"),
-                    "the filesystem root `/` cannot be a workspace".into(),
-                ));
-            }
-            if !seen_paths.insert(ws.path.clone()) {
-                return Err((
-                    at("path"),
-                    format!("`{}` is listed twice", ws.path.display()),
-                ));
-            }
             for name in &ws.protect {
                 if !is_plain_name(name) {
                     return Err((
                         at("protect"),
-                        format!("`{name}` must be a plain entry name (no `/`, not `.` or `..`)"),
+                        format!(
+                            "`{name}` must be a plain entry name (no `/`, not `.` or `..`, at \
+                             most 255 bytes)"
+                        ),
                     ));
                 }
             }
         }
+        self.validate_rules()?;
+        self.tasks.validate(&self.workspaces)?;
+        Ok(())
+    }
+
+    fn validate_rules(&self) -> Result<(), KeyError> {
         let mut seen_rules = HashSet::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let at = |field: &str| vec!["rules".to_string(), i.to_string(), field.to_string()];
             if rule.name.trim().is_empty() {
                 return Err((at("name"), "must not be empty".into()));
+            }
+            if rule.name.chars().any(char::is_control) || rule.name.len() > 100 {
+                return Err((
+                    at("name"),
+                    "must be at most 100 bytes without control characters".into(),
+                ));
             }
             if !seen_rules.insert(rule.name.clone()) {
                 return Err((
@@ -400,32 +407,57 @@ impl Config {
                     "a rule needs at least one entry in `names` or `globs`".into(),
                 ));
             }
+            if let Some(older_than) = rule.older_than {
+                ranges::OLDER_THAN
+                    .check(older_than.0)
+                    .map_err(|m| (at("older_than"), m))?;
+            }
             for name in &rule.names {
                 if !is_plain_name(name) {
                     return Err((
                         at("names"),
-                        format!("`{name}` must be a plain entry name (no `/`, not `.` or `..`)"),
+                        format!(
+                            "`{name}` must be a plain entry name (no `/`, not `.` or `..`, at \
+                             most 255 bytes)"
+                        ),
+                    ));
+                }
+                if name == crate::scan::KEEP_MARKER {
+                    return Err((
+                        at("names"),
+                        format!("`{name}` is Guardian's keep marker: a rule must not delete it"),
                     ));
                 }
             }
             for glob in &rule.globs {
-                if glob.contains('/') {
-                    return Err((
-                        at("globs"),
-                        format!("`{glob}` matches entry names, so it must not contain `/`"),
-                    ));
-                }
-                Glob::new(glob)
-                    .map_err(|e| (at("globs"), format!("`{glob}` is not a valid glob: {e}")))?;
+                check_glob(glob).map_err(|m| (at("globs"), m))?;
             }
         }
-        self.tasks.validate(&self.workspaces)?;
         Ok(())
     }
 
-    fn validate_thresholds(&self) -> Result<(), (Vec<String>, String)> {
+    fn validate_thresholds(&self) -> Result<(), KeyError> {
         let t = &self.thresholds;
         let key = |k: &str| vec!["thresholds".to_string(), k.to_string()];
+        ranges::check_bytes(t.min_free.0).map_err(|m| (key("min_free"), m))?;
+        for (name, amount) in [
+            ("cleanup_free", t.cleanup_free.0),
+            ("critical_free", t.critical_free.0),
+            ("target_free", t.target_free.0),
+        ] {
+            if let FreeAmount::Absolute(bytes) = amount {
+                ranges::check_bytes(bytes).map_err(|m| (key(name), m))?;
+            }
+        }
+        for (name, amount) in [
+            ("inodes_cleanup_free", t.inodes_cleanup_free.0),
+            ("inodes_critical_free", t.inodes_critical_free.0),
+            ("inodes_target_free", t.inodes_target_free.0),
+        ] {
+            if let FreeAmount::Absolute(count) = amount {
+                ranges::check_inodes(count).map_err(|m| (key(name), m))?;
+            }
+        }
         let ordered = |low: FreeAmount, high: FreeAmount| match (low, high) {
             (FreeAmount::Percent(a), FreeAmount::Percent(b)) => a <= b,
             (FreeAmount::Absolute(a), FreeAmount::Absolute(b)) => a <= b,
@@ -485,82 +517,68 @@ impl Config {
     }
 }
 
+/// A validation error turned into a [`ConfigError`] located in `text`.
+fn key_error(text: &str, source_name: &str, (key_path, message): KeyError) -> ConfigError {
+    ConfigError {
+        source_name: source_name.to_string(),
+        line: locate::locate_key(text, &key_path),
+        key: Some(key_path.join(".")),
+        message,
+    }
+}
+
+/// The longest entry name Linux allows (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
 fn is_plain_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= NAME_MAX
+        && !name.contains('/')
+        && !name.contains('\0')
 }
 
-/// 1-based line number of byte offset `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
+/// Names unlike each other: a glob matching all of them matches every entry name.
+const PROBE_NAMES: &[&str] = &[
+    "a",
+    "Z9",
+    "node_modules",
+    ".hidden",
+    "build.log",
+    "x y-z_0.tar.gz",
+    "\u{e9}t\u{e9}",
+    "0123456789abcdefghijklmnopqrstuvwxyz",
+];
 
-/// The dotted key defined on `line` (1-based), with the table header it sits under.
-fn key_at_line(text: &str, line: usize) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let this = lines.get(line.checked_sub(1)?)?;
-    let (key, _) = this.split_once('=')?;
-    let key = key.trim().trim_matches('"');
-    if key.is_empty() || key.starts_with('[') {
-        return None;
+/// Checks one `rules.N.globs` entry: a valid glob on entry names that names something.
+fn check_glob(glob: &str) -> Result<(), String> {
+    if glob.trim().is_empty() {
+        return Err("a glob must not be empty".into());
     }
-    let before = &lines[..line - 1];
-    let header = before
-        .iter()
-        .rev()
-        .map(|l| l.trim())
-        .find(|l| l.starts_with('['));
-    let table = header.map(|h| {
-        let name = h.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-        if h.starts_with("[[") {
-            // An array of tables: name the element by its index.
-            let index = before.iter().filter(|l| l.trim() == h).count() - 1;
-            format!("{name}.{index}")
-        } else {
-            name
-        }
-    });
-    Some(match table {
-        Some(t) => format!("{t}.{key}"),
-        None => key.to_string(),
-    })
-}
-
-/// The field name in serde's "unknown field `x`" message.
-fn unknown_field_key(message: &str) -> Option<String> {
-    let rest = message.split("unknown field `").nth(1)?;
-    Some(rest.split('`').next()?.to_string())
-}
-
-/// Line of the value at `path` (table keys and array-of-tables indices) in the TOML text.
-fn locate_key(text: &str, path: &[String]) -> Option<usize> {
-    let doc = toml_edit::Document::parse(text.to_string()).ok()?;
-    let mut table: &dyn toml_edit::TableLike = doc.as_table();
-    let mut span = None;
-    let mut parts = path.iter();
-    while let Some(part) = parts.next() {
-        let Some((key, value)) = table.get_key_value(part) else {
-            break;
-        };
-        span = key.span().or(value.span()).or(span);
-        match value {
-            toml_edit::Item::ArrayOfTables(array) => {
-                let Some(element) = parts
-                    .next()
-                    .and_then(|p| p.parse::<usize>().ok())
-                    .and_then(|i| array.get(i))
-                else {
-                    break;
-                };
-                span = element.span().or(span);
-                table = element;
-            }
-            other => match other.as_table_like() {
-                Some(inner) => table = inner,
-                None => break,
-            },
-        }
+    if glob.contains('/') || glob.contains('\0') {
+        return Err(format!(
+            "`{glob}` matches entry names, so it must not contain `/` or a NUL byte"
+        ));
     }
-    span.map(|s| line_of(text, s.start))
+    if glob.len() > 1024 {
+        return Err("a glob must be at most 1024 bytes".into());
+    }
+    let matcher = Glob::new(glob)
+        .map_err(|e| format!("`{glob}` is not a valid glob: {e}"))?
+        .compile_matcher();
+    if PROBE_NAMES.iter().all(|n| matcher.is_match(n)) {
+        return Err(format!(
+            "`{glob}` matches every entry name: a rule must say what it deletes (e.g. `*.log`)"
+        ));
+    }
+    if matcher.is_match(crate::scan::KEEP_MARKER) {
+        return Err(format!(
+            "`{glob}` matches `{}`, Guardian's keep marker: a rule must not delete it",
+            crate::scan::KEEP_MARKER
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! work dirs or scratch sessions, the completion / age / inactivity policy, usage limits and the
 //! ghost reaper. Validation here names the offending key; nothing here touches the disk.
 
+use super::ranges;
 use super::units::{ByteSize, HumanDuration};
 use super::Workspace;
+use crate::textpath::shown;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -284,12 +286,25 @@ impl TasksConfig {
                     "must not be empty (leave it out to use the host name)".into(),
                 ));
             }
+            if node.len() > 255 || node.chars().any(char::is_control) {
+                return Err((
+                    key(&["node"]),
+                    "must be at most 255 bytes without control characters".into(),
+                ));
+            }
         }
-        if self.busy_timeout.0.is_zero() {
-            return Err((key(&["busy_timeout"]), "must be longer than 0s".into()));
-        }
-        if self.retries > 100 {
-            return Err((key(&["retries"]), "must be at most 100".into()));
+        ranges::BUSY_TIMEOUT
+            .check(self.busy_timeout.0)
+            .map_err(|m| (key(&["busy_timeout"]), m))?;
+        if self.retries > ranges::MAX_RETRIES {
+            return Err((
+                key(&["retries"]),
+                format!(
+                    "{} is outside the allowed range 0 to {}",
+                    self.retries,
+                    ranges::MAX_RETRIES
+                ),
+            ));
         }
         check_sql(&self.running_sql, QUERY_PARAMS, true).map_err(|m| (key(&["running_sql"]), m))?;
         check_sql(&self.mark_failed_sql, UPDATE_PARAMS, true)
@@ -319,7 +334,7 @@ impl TasksConfig {
                         key(&[field]),
                         format!(
                             "`{}` is not the path of a configured [[workspaces]] entry",
-                            path.display()
+                            shown(path)
                         ),
                     ));
                 }
@@ -328,19 +343,39 @@ impl TasksConfig {
                         key(&[field]),
                         format!(
                             "`{}` is listed twice in task_areas/scratch_areas",
-                            path.display()
+                            shown(path)
                         ),
                     ));
                 }
             }
         }
-        for (name, d) in [
-            ("max_age", self.max_age),
-            ("inactive_after", self.inactive_after),
-            ("sweep_interval", self.sweep_interval),
+        for (name, d, range) in [
+            ("max_age", self.max_age, ranges::MAX_AGE),
+            (
+                "inactive_after",
+                self.inactive_after,
+                ranges::INACTIVE_AFTER,
+            ),
+            (
+                "keep_failed_for",
+                self.keep_failed_for,
+                ranges::KEEP_FAILED_FOR,
+            ),
+            (
+                "sweep_interval",
+                self.sweep_interval,
+                ranges::SWEEP_INTERVAL,
+            ),
         ] {
-            if d.0.is_zero() {
-                return Err((key(&[name]), "must be longer than 0s".into()));
+            range.check(d.0).map_err(|m| (key(&[name]), m))?;
+        }
+        for (name, size) in [
+            ("keep_failed_max", Some(self.keep_failed_max)),
+            ("total_usage_warning", self.total_usage_warning),
+            ("total_usage_critical", self.total_usage_critical),
+        ] {
+            if let Some(size) = size {
+                ranges::check_bytes(size.0).map_err(|m| (key(&[name]), m))?;
             }
         }
         if let (Some(w), Some(c)) = (self.total_usage_warning, self.total_usage_critical) {
@@ -359,15 +394,20 @@ impl TasksConfig {
                     at("workspace"),
                     format!(
                         "`{}` is not the path of a configured [[workspaces]] entry",
-                        limit.workspace.display()
+                        shown(&limit.workspace)
                     ),
                 ));
             }
             if !limited.insert(limit.workspace.clone()) {
                 return Err((
                     at("workspace"),
-                    format!("`{}` has two usage limits", limit.workspace.display()),
+                    format!("`{}` has two usage limits", shown(&limit.workspace)),
                 ));
+            }
+            for (name, size) in [("warning", limit.warning), ("critical", limit.critical)] {
+                if let Some(size) = size {
+                    ranges::check_bytes(size.0).map_err(|m| (at(name), m))?;
+                }
             }
             if limit.warning.is_none() && limit.critical.is_none() {
                 return Err((
@@ -385,16 +425,23 @@ impl TasksConfig {
             }
         }
         let g = &self.ghosts;
-        for (name, d) in [("ghost_after", g.ghost_after), ("interval", g.interval)] {
-            if d.0.is_zero() {
-                return Err((key(&["ghosts", name]), "must be longer than 0s".into()));
-            }
+        for (name, d, range) in [
+            ("ghost_after", g.ghost_after, ranges::GHOST_AFTER),
+            ("interval", g.interval, ranges::GHOST_INTERVAL),
+            ("grace", g.grace, ranges::GRACE),
+            (
+                "start_tolerance",
+                g.start_tolerance,
+                ranges::START_TOLERANCE,
+            ),
+        ] {
+            range.check(d.0).map_err(|m| (key(&["ghosts", name]), m))?;
         }
         for p in &g.projects {
-            if p.trim().is_empty() {
+            if p.trim().is_empty() || p.contains('\0') {
                 return Err((
                     key(&["ghosts", "projects"]),
-                    "project names must not be empty".into(),
+                    "project names must not be empty or contain a NUL byte".into(),
                 ));
             }
         }

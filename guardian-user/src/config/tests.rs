@@ -169,3 +169,420 @@ fn bad_forecast_values_name_key_and_line() {
     let err = Config::parse(&with("floor_free = \"15%\""), "x.toml").unwrap_err();
     assert!(err.message.contains("cleanup_free"), "{err}");
 }
+
+// ---- Values that must be refused (issue 12 item 4): key and line in every error. ----
+
+/// A minimal valid config with `extra` appended (line 4 is the first line of `extra`).
+fn with(extra: &str) -> String {
+    format!("[[workspaces]]\npath = \"/srv/ci\"\n\n{extra}")
+}
+
+/// Parses `text`, expecting an error at `key` on `line`; returns the message.
+fn refused(text: &str, key: &str, line: usize) -> String {
+    let err = Config::parse(text, "x.toml").expect_err(text);
+    assert_eq!(err.key.as_deref(), Some(key), "{text}\n{err}");
+    assert_eq!(err.line, Some(line), "{text}\n{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains(key) && shown.contains(&format!("line {line}")),
+        "{shown}"
+    );
+    err.message
+}
+
+#[test]
+fn sample_interval_of_1ns_is_refused() {
+    let m = refused(
+        &with("[daemon]\nsample_interval = \"1ns\"\n"),
+        "daemon.sample_interval",
+        5,
+    );
+    assert!(m.contains("10ms to 1m"), "{m}");
+}
+
+#[test]
+fn poll_interval_of_1ns_is_refused() {
+    refused(
+        &with("[daemon]\npoll_interval = \"1ns\"\n"),
+        "daemon.poll_interval",
+        5,
+    );
+}
+
+#[test]
+fn ghost_after_of_1ns_is_refused() {
+    refused(
+        &with("[tasks]\ndb = \"/srv/db/dispatch.db\"\n\n[tasks.ghosts]\nghost_after = \"1ns\"\n"),
+        "tasks.ghosts.ghost_after",
+        8,
+    );
+}
+
+#[test]
+fn start_tolerance_of_1y_is_refused() {
+    let m = refused(
+        &with(
+            "[tasks]\ndb = \"/srv/db/dispatch.db\"\n\n[tasks.ghosts]\nstart_tolerance = \"1y\"\n",
+        ),
+        "tasks.ghosts.start_tolerance",
+        8,
+    );
+    assert!(m.contains("1s to 10m"), "{m}");
+}
+
+#[test]
+fn every_duration_is_accepted_at_its_bounds_and_refused_just_outside() {
+    for r in ranges::DURATIONS {
+        let parts: Vec<&str> = r.key.split('.').collect();
+        let field = parts.last().unwrap();
+        let body = |d: Duration| {
+            let v = format!("{field} = \"{}\"\n", humantime::format_duration(d));
+            match parts.as_slice() {
+                ["rules", _, _] => format!("[[rules]]\nname = \"r\"\nnames = [\"x\"]\n{v}"),
+                ["tasks", "ghosts", _] => {
+                    format!("[tasks]\ndb = \"/srv/db/d.db\"\n[tasks.ghosts]\n{v}")
+                }
+                [table, _] => format!("[{table}]\n{v}"),
+                _ => unreachable!("{}", r.key),
+            }
+        };
+        for ok in [r.min, r.max] {
+            Config::parse(&with(&body(ok)), "x.toml")
+                .unwrap_or_else(|e| panic!("{} = {ok:?} refused: {e}", r.key));
+        }
+        let mut outside = vec![r.max + Duration::from_secs(1)];
+        if !r.min.is_zero() {
+            outside.push(r.min - Duration::from_nanos(1));
+        }
+        for bad in outside {
+            let text = with(&body(bad));
+            let err = Config::parse(&text, "x.toml").expect_err(&text);
+            let key = err.key.clone().unwrap();
+            assert_eq!(key.replace("rules.0.", "rules.*."), r.key, "{err}");
+            assert!(err.line.is_some(), "{err}");
+            assert!(err.message.contains(r.text), "{err}");
+        }
+    }
+}
+
+#[test]
+fn the_short_values_tests_and_the_demo_use_stay_valid() {
+    let text = with(
+        "[daemon]\npoll_interval = \"100ms\"\nsample_interval = \"100ms\"\n\
+         [tasks]\ndb = \"/srv/db/d.db\"\nbusy_timeout = \"1s\"\nretries = 1\nkeep_failed_for = \"1s\"\n\
+         [tasks.ghosts]\nghost_after = \"5s\"\ngrace = \"1s\"\n",
+    );
+    Config::parse(&text, "x.toml").unwrap();
+    Config::parse(&with("[daemon]\npoll_interval = \"1h\"\n"), "x.toml").unwrap();
+}
+
+#[test]
+fn empty_and_match_everything_globs_are_refused() {
+    for glob in ["", " ", "*", "**", "?*", "*?*", "{*,x}"] {
+        let text = with(&format!("[[rules]]\nname = \"r\"\nglobs = [\"{glob}\"]\n"));
+        refused(&text, "rules.0.globs", 6);
+    }
+    for name in ["", ".", "..", "a/b", &"n".repeat(256)] {
+        let text = with(&format!("[[rules]]\nname = \"r\"\nnames = [\"{name}\"]\n"));
+        refused(&text, "rules.0.names", 6);
+    }
+    // What a rule may still say.
+    for glob in ["*.log", "core.*", "?"] {
+        let text = with(&format!("[[rules]]\nname = \"r\"\nglobs = [\"{glob}\"]\n"));
+        Config::parse(&text, "x.toml").unwrap();
+    }
+}
+
+#[test]
+fn rules_that_would_delete_the_keep_marker_are_refused() {
+    refused(
+        &with("[[rules]]\nname = \"r\"\nnames = [\".guardian-keep\"]\n"),
+        "rules.0.names",
+        6,
+    );
+    refused(
+        &with("[[rules]]\nname = \"r\"\nglobs = [\".guardian-*\"]\n"),
+        "rules.0.globs",
+        6,
+    );
+}
+
+#[test]
+fn sizes_past_u64_are_refused_not_wrapped() {
+    for size in [
+        "\"18446744073709551616\"",
+        "\"16EiB\"",
+        "\"17EB\"",
+        "\"99999999999999999999999999999999999999999999GiB\"",
+        "\"18446744073709551615.9\"",
+    ] {
+        let m = refused(
+            &with(&format!("[thresholds]\nmin_free = {size}\n")),
+            "thresholds.min_free",
+            5,
+        );
+        assert!(
+            m.contains("too large") || m.contains("range"),
+            "{size}: {m}"
+        );
+    }
+    assert_eq!(ByteSize::parse("18446744073709551615").unwrap().0, u64::MAX);
+    assert!(ByteSize::parse("18446744073709551616").is_err());
+    assert!(ByteSize::parse("16EiB").is_err());
+    assert_eq!(ByteSize::parse("1.5KiB").unwrap().0, 1536);
+    assert_eq!(ByteSize::parse("0.1B").unwrap().0, 0);
+    assert_eq!(
+        ByteSize::parse("1.999999999999999999GiB").unwrap().0,
+        2 << 30
+    );
+    for bad in ["", ".", "1..5GiB", "1.2.3", "1e3", "-5", "0x10"] {
+        assert!(ByteSize::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn sizes_above_1_pib_are_refused_for_every_size_key() {
+    for (body, key, line) in [
+        ("[thresholds]\nmin_free = \"2PiB\"\n", "thresholds.min_free", 5),
+        ("[thresholds]\ncleanup_free = \"2PiB\"\ncritical_free = \"1GiB\"\ntarget_free = \"3PiB\"\n", "thresholds.cleanup_free", 5),
+        ("[thresholds]\ninodes_target_free = 2000000000000\n", "thresholds.inodes_target_free", 5),
+        ("[forecast]\nfloor_free = \"2PiB\"\n", "forecast.floor_free", 5),
+        ("[tasks]\nkeep_failed_max = \"2PiB\"\n", "tasks.keep_failed_max", 5),
+        ("[tasks]\ntotal_usage_critical = \"2PiB\"\n", "tasks.total_usage_critical", 5),
+        ("[[tasks.usage_limits]]\nworkspace = \"/srv/ci\"\nwarning = \"2PiB\"\n", "tasks.usage_limits.0.warning", 6),
+    ] {
+        refused(&with(body), key, line);
+    }
+    Config::parse(&with("[thresholds]\nmin_free = \"1PiB\"\n"), "x.toml").unwrap();
+}
+
+#[test]
+fn nan_and_infinite_percentages_are_refused() {
+    for pct in [
+        "NaN%",
+        "nan%",
+        "inf%",
+        "-inf%",
+        "infinity%",
+        "1e400%",
+        "101%",
+        "-1%",
+    ] {
+        refused(
+            &with(&format!("[thresholds]\ncleanup_free = \"{pct}\"\n")),
+            "thresholds.cleanup_free",
+            5,
+        );
+    }
+}
+
+#[test]
+fn ghosts_table_without_tasks_db_is_refused() {
+    for (body, line) in [
+        ("[tasks.ghosts]\nenabled = true\n", 4),
+        ("[tasks]\nghosts = { grace = \"2s\" }\n", 5),
+        ("[tasks]\nghosts.grace = \"2s\"\n", 5),
+    ] {
+        let m = refused(&with(body), "tasks.ghosts", line);
+        assert!(m.contains("tasks.db"), "{m}");
+    }
+    Config::parse(
+        &with("[tasks]\ndb = \"/srv/db/d.db\"\n[tasks.ghosts]\nenabled = true\n"),
+        "x.toml",
+    )
+    .unwrap();
+}
+
+#[test]
+fn retries_above_10_are_refused() {
+    refused(&with("[tasks]\nretries = 11\n"), "tasks.retries", 5);
+}
+
+#[test]
+fn duplicate_keys_and_tables_name_the_key_and_line() {
+    refused(
+        "[daemon]\npoll_interval = \"1s\"\npoll_interval = \"2s\"\n",
+        "daemon.poll_interval",
+        3,
+    );
+    refused("[daemon]\ndry_run = true\n\n[daemon]\n", "daemon", 4);
+    refused(
+        "[[rules]]\nname = \"a\"\nnames = [\"x\"]\nname = \"b\"\n",
+        "rules.0.name",
+        4,
+    );
+}
+
+#[test]
+fn type_errors_name_the_key_and_line() {
+    refused(
+        "[[workspaces]]\npath = \"/srv/a\"\n[[workspaces]]\nprotect = []\n",
+        "workspaces.1.path",
+        3,
+    );
+    refused("[rules]\nname = \"x\"\n", "rules", 1);
+    refused(
+        "workspaces = [{path = \"/a/b\"}, {path = 5}]\n",
+        "workspaces.1.path",
+        1,
+    );
+    refused(
+        "[[rules]]\nname = \"r\"\nglobs = [\n  \"*.log\",\n  5,\n]\n",
+        "rules.0.globs.1",
+        5,
+    );
+    refused("daemon = 5\n", "daemon", 1);
+    refused("[tasks]\nretries = -1\n", "tasks.retries", 2);
+}
+
+#[test]
+fn overlapping_workspaces_are_refused_naming_both_keys() {
+    for (second, how) in [
+        ("/srv/ci/tasks", "is inside"),
+        ("/srv", "contains"),
+        ("/srv/ci/", "is the same directory as"),
+        ("//srv//ci", "is the same directory as"),
+    ] {
+        let text =
+            format!("[[workspaces]]\npath = \"/srv/ci\"\n\n[[workspaces]]\npath = \"{second}\"\n");
+        let m = refused(&text, "workspaces.1.path", 5);
+        assert!(m.contains("workspaces.0.path") && m.contains(how), "{m}");
+    }
+    let text = "[[workspaces]]\npath = \"/srv/ci\"\n[[workspaces]]\npath = \"/srv/ci-other\"\n";
+    Config::parse(text, "x.toml").unwrap();
+}
+
+#[test]
+fn system_directories_are_refused_as_workspaces_but_dirs_below_them_are_fine() {
+    for dir in [
+        "/",
+        "/etc",
+        "/usr",
+        "/var",
+        "/var/lib",
+        "/var/log",
+        "/home",
+        "/tmp",
+        "/root",
+        "/usr/local",
+        "/proc/1",
+        "/sys/fs/cgroup",
+    ] {
+        let text = format!("[[workspaces]]\npath = \"{dir}\"\n");
+        refused(&text, "workspaces.0.path", 2);
+    }
+    for dir in [
+        "/home/worker/dispatch",
+        "/var/lib/builds",
+        "/srv/ci",
+        "/srv",
+        "/data/ci",
+        "/tmp/ci",
+    ] {
+        let text = format!("[[workspaces]]\npath = \"{dir}\"\n");
+        Config::parse(&text, "x.toml").unwrap_or_else(|e| panic!("{dir}: {e}"));
+    }
+}
+
+#[test]
+fn dot_components_in_the_raw_path_text_are_refused() {
+    // `Path::components` drops a `.` in the middle: the raw text is what counts.
+    for path in [
+        "/srv/./ci",
+        "/srv/ci/.",
+        "/srv/../srv/ci",
+        "/srv/ci/..",
+        "./srv",
+        "srv/ci",
+    ] {
+        let text = format!("[[workspaces]]\npath = \"{path}\"\n");
+        refused(&text, "workspaces.0.path", 2);
+    }
+    for (body, key, line) in [
+        (
+            "[daemon]\naudit_log = \"/var/log/./g.jsonl\"\n",
+            "daemon.audit_log",
+            5,
+        ),
+        (
+            "[daemon]\nstate_dir = \"/var/lib/g/..\"\n",
+            "daemon.state_dir",
+            5,
+        ),
+        ("[tasks]\ndb = \"/srv/db/../d.db\"\n", "tasks.db", 5),
+        (
+            "[tasks]\ntask_areas = [\"/srv/./ci\"]\n",
+            "tasks.task_areas",
+            5,
+        ),
+        (
+            "[daemon]\nstate_dir = \"/var/lib/g\\u0000x\"\n",
+            "daemon.state_dir",
+            5,
+        ),
+    ] {
+        refused(&with(body), key, line);
+    }
+}
+
+#[test]
+fn repeated_and_trailing_slashes_are_normalized_in_every_path_key() {
+    let text = "[daemon]\naudit_log = \"/var/log//g/audit.jsonl\"\nstate_dir = \"/var/lib/g/\"\n\
+                [[workspaces]]\npath = \"/srv//ci/\"\n[tasks]\ntask_areas = [\"/srv/ci\"]\n\
+                [[tasks.usage_limits]]\nworkspace = \"/srv/ci//\"\nwarning = \"1GiB\"\n";
+    let config = Config::parse(text, "x.toml").unwrap();
+    assert_eq!(config.workspaces[0].path, Path::new("/srv/ci"));
+    assert_eq!(config.workspaces[0].path.as_os_str(), "/srv/ci");
+    assert_eq!(config.daemon.state_dir.as_os_str(), "/var/lib/g");
+    assert_eq!(
+        config.daemon.audit_log.as_os_str(),
+        "/var/log/g/audit.jsonl"
+    );
+    assert_eq!(
+        config.tasks.usage_limits[0].workspace.as_os_str(),
+        "/srv/ci"
+    );
+    assert_eq!(
+        config.tasks.area_kind(&config.workspaces[0].path),
+        AreaKind::Tasks
+    );
+}
+
+#[test]
+fn audit_log_inside_a_workspace_is_refused() {
+    let m = refused(
+        "[daemon]\naudit_log = \"/srv/ci/logs/audit.jsonl\"\n[[workspaces]]\npath = \"/srv/ci\"\n",
+        "daemon.audit_log",
+        2,
+    );
+    assert!(m.contains("workspaces.0.path"), "{m}");
+}
+
+#[test]
+fn state_dir_inside_a_workspace_or_a_workspace_inside_it_is_refused() {
+    refused(
+        "[daemon]\nstate_dir = \"/srv/ci/state\"\n[[workspaces]]\npath = \"/srv/ci\"\n",
+        "daemon.state_dir",
+        2,
+    );
+    refused(
+        "[daemon]\nstate_dir = \"/srv/g\"\n[[workspaces]]\npath = \"/srv/g/ws\"\n",
+        "workspaces.0.path",
+        4,
+    );
+    refused("[daemon]\nstate_dir = \"/etc\"\n", "daemon.state_dir", 2);
+}
+
+#[test]
+fn every_error_of_a_syntax_error_names_a_line() {
+    for text in [
+        "x = {a=1\n",
+        "[daemon\n",
+        "a = \"\n",
+        "= 1\n",
+        "[[rules]]\nname = \n",
+    ] {
+        let err = Config::parse(text, "x.toml").unwrap_err();
+        assert!(err.line.is_some(), "{text}: {err}");
+    }
+}

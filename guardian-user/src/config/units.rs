@@ -24,20 +24,41 @@ const BYTE_UNITS: &[(&str, u64)] = &[
     ("t", 1000 * 1000 * 1000 * 1000),
     ("tb", 1000 * 1000 * 1000 * 1000),
     ("tib", 1 << 40),
+    ("p", 1000 * 1000 * 1000 * 1000 * 1000),
+    ("pb", 1000 * 1000 * 1000 * 1000 * 1000),
+    ("pib", 1 << 50),
+    ("e", 1000 * 1000 * 1000 * 1000 * 1000 * 1000),
+    ("eb", 1000 * 1000 * 1000 * 1000 * 1000 * 1000),
+    ("eib", 1 << 60),
 ];
 
+/// Digits after the decimal point a size may have: enough to place any unit's fraction on a
+/// byte, few enough that the exact arithmetic below fits in a `u128`.
+const MAX_FRACTION_DIGITS: usize = 18;
+
 impl ByteSize {
+    /// Parses a size exactly (integer arithmetic, a fraction rounded to the nearest byte);
+    /// anything that does not fit in a `u64` is refused, never wrapped or saturated.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
+        let not_a_size = || {
+            format!(
+                "`{text}` is not a size: expected a number and a unit such as 50GiB, 512MB or 4096"
+            )
+        };
         let split = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: f64 = number.parse().map_err(|_| {
-            format!(
-                "`{text}` is not a size: expected a number and a unit such as 50GiB, 512MB or 4096"
-            )
-        })?;
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(not_a_size());
+        }
+        if fraction.len() > MAX_FRACTION_DIGITS {
+            return Err(format!(
+                "`{text}` has more than {MAX_FRACTION_DIGITS} digits after the point"
+            ));
+        }
         let unit = unit.trim().to_ascii_lowercase();
         let multiplier = if unit.is_empty() {
             1
@@ -47,14 +68,26 @@ impl ByteSize {
                 .find(|(name, _)| *name == unit)
                 .map(|(_, m)| *m)
                 .ok_or_else(|| {
-                    format!("`{text}` has an unknown size unit `{unit}`: use B, KB, KiB, MB, MiB, GB, GiB, TB or TiB")
+                    format!("`{text}` has an unknown size unit `{unit}`: use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB, PB or PiB")
                 })?
         };
-        let bytes = number * multiplier as f64;
-        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-            return Err(format!("`{text}` is out of range"));
+        let too_big = || format!("`{text}` is too large: a size must fit in 64 bits (16 EiB)");
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| too_big())?
+        };
+        let mut bytes = whole
+            .checked_mul(u128::from(multiplier))
+            .ok_or_else(too_big)?;
+        if !fraction.is_empty() {
+            // fraction < 10^18 and multiplier < 2^64: the product fits in a u128.
+            let digits: u128 = fraction.parse().map_err(|_| not_a_size())?;
+            let scale = 10u128.pow(u32::try_from(fraction.len()).map_err(|_| not_a_size())?);
+            let part = (digits * u128::from(multiplier) + scale / 2) / scale;
+            bytes = bytes.checked_add(part).ok_or_else(too_big)?;
         }
-        Ok(ByteSize(bytes.round() as u64))
+        u64::try_from(bytes).map(ByteSize).map_err(|_| too_big())
     }
 }
 
@@ -153,6 +186,9 @@ impl FreeAmount {
                 .trim()
                 .parse()
                 .map_err(|_| format!("`{text}` is not a percentage such as \"20%\""))?;
+            if !value.is_finite() {
+                return Err(format!("`{text}` is not a finite percentage"));
+            }
             if !(0.0..=100.0).contains(&value) {
                 return Err(format!("`{text}` must be between 0% and 100%"));
             }
