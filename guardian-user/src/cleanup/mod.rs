@@ -429,18 +429,6 @@ impl Executor {
         if !boundary.admits(current.as_fd(), &name, &st) {
             return Err(refuse("is a mount point or on another filesystem".into()));
         }
-        if let Some(cutoff) = cutoff(action) {
-            if st.changed() > cutoff && !own::is_own(&st) {
-                return Err(Stop(
-                    Outcome::Skipped,
-                    format!(
-                        "changed {}s ago, under the {}s its rule requires",
-                        now_secs().saturating_sub(st.changed()),
-                        action.min_idle_secs.unwrap_or(0)
-                    ),
-                ));
-            }
-        }
         let protection = if st.kind == EntryKind::Dir {
             let fd = fsys::open_child_dir(current.as_fd(), &name)
                 .map_err(|e| refuse(format!("cannot open without following symlinks: {e}")))?;
@@ -457,6 +445,18 @@ impl Executor {
         }
         if let Some(why) = (self.extra_protection)(&project_path) {
             return Err(refuse(why));
+        }
+        if let Some(cutoff) = cutoff(action) {
+            if st.changed() > cutoff && !own::is_own(&st) {
+                return Err(Stop(
+                    Outcome::Skipped,
+                    format!(
+                        "changed {}s ago, under the {}s its rule requires",
+                        now_secs().saturating_sub(st.changed()),
+                        action.min_idle_secs.unwrap_or(0)
+                    ),
+                ));
+            }
         }
         Ok(Prepared {
             parent: current,

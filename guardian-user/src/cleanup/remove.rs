@@ -129,13 +129,20 @@ impl<'a> Remover<'a> {
             self.leave(path, "mount point or other filesystem: not crossed");
             return Stated::Kept;
         }
-        if let Some(cutoff) = self.limits.unchanged_since {
-            if st.changed() > cutoff && !own::is_own(&st) {
-                self.leave(path, "changed after the plan's cut-off: left in place");
-                return Stated::Kept;
-            }
+        // A directory's own times are checked once it is open, after its keep marker (the
+        // more telling reason to leave it).
+        if st.kind != EntryKind::Dir && self.too_fresh(&st) {
+            self.leave(path, "changed after the plan's cut-off: left in place");
+            return Stated::Kept;
         }
         Stated::Entry(st)
+    }
+
+    /// Whether `st` changed after the plan's cut-off (not by Guardian's own deletions).
+    fn too_fresh(&self, st: &EntryStat) -> bool {
+        self.limits
+            .unchanged_since
+            .is_some_and(|cutoff| st.changed() > cutoff && !own::is_own(st))
     }
 
     /// Removes the directory `name` of `parent`, stated as `st`: opens it with `O_NOFOLLOW`,
@@ -177,7 +184,7 @@ impl<'a> Remover<'a> {
             }
             Err(e) => return Ok(self.error(path, "cannot stat opened directory", e)),
         }
-        let emptied = self.remove_contents(fd.as_fd(), path, depth, parallel)?;
+        let emptied = self.remove_contents(fd.as_fd(), st, path, depth, parallel)?;
         if !emptied {
             // It stays: what Guardian deleted in it is not activity.
             own::record(fd.as_fd());
@@ -196,6 +203,7 @@ impl<'a> Remover<'a> {
     fn remove_contents(
         &mut self,
         dir: BorrowedFd<'_>,
+        st: &EntryStat,
         path: &Path,
         depth: usize,
         parallel: bool,
@@ -206,6 +214,10 @@ impl<'a> Remover<'a> {
         };
         if listed.iter().any(|l| l.os_name() == KEEP_MARKER) {
             self.leave(path, "contains .guardian-keep");
+            return Ok(false);
+        }
+        if self.too_fresh(st) {
+            self.leave(path, "changed after the plan's cut-off: left in place");
             return Ok(false);
         }
         let mut emptied = true;

@@ -338,6 +338,7 @@ impl Config {
                 d.sample_interval,
                 ranges::SAMPLE_INTERVAL,
             ),
+            ("active_within", d.active_within, ranges::ACTIVE_WITHIN),
         ] {
             range
                 .check(value.0)

@@ -202,6 +202,7 @@ impl Config {
         };
         fix(&mut self.daemon.audit_log, key("daemon.audit_log"))?;
         fix(&mut self.daemon.state_dir, key("daemon.state_dir"))?;
+        fix(&mut self.daemon.journal_dir, key("daemon.journal_dir"))?;
         for (i, ws) in self.workspaces.iter_mut().enumerate() {
             fix(&mut ws.path, key(&format!("workspaces.{i}.path")))?;
         }

@@ -68,6 +68,13 @@ range!(
     "10ms to 1m"
 );
 range!(
+    ACTIVE_WITHIN,
+    "daemon.active_within",
+    secs(1),
+    secs(7 * DAY),
+    "1s to 7days"
+);
+range!(
     LEAD_TIME,
     "forecast.lead_time",
     secs(1),
@@ -156,6 +163,7 @@ range!(
 pub const DURATIONS: &[DurationRange] = &[
     POLL_INTERVAL,
     SAMPLE_INTERVAL,
+    ACTIVE_WITHIN,
     LEAD_TIME,
     LEAD_MARGIN,
     OLDER_THAN,
