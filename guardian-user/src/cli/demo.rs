@@ -40,11 +40,14 @@ struct Sandbox {
 
 impl Sandbox {
     fn mount(bytes: u64) -> anyhow::Result<Sandbox> {
-        let dir = std::env::temp_dir().join(format!("guardian-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", shown(&dir)))?;
+        // A fresh, unpredictable mount point, created exclusively: nothing another user made
+        // in the temp dir beforehand (a symlink, say) can become the place root mounts on.
+        let tmp = std::env::temp_dir();
+        let dir = fsys::files::make_private_dir(&tmp, "guardian-demo-")
+            .with_context(|| format!("creating a sandbox dir in {}", shown(&tmp)))?;
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={bytes}"))
+            .arg(format!("size={bytes},mode=0755"))
             .arg("guardian-demo")
             .arg(&dir)
             .status()
@@ -183,6 +186,9 @@ fn demo_config(dispatch: &Path, root: &Path) -> String {
 poll_interval = "250ms"
 audit_log = "{root}/guardian/audit.jsonl"
 state_dir = "{root}/guardian/state"
+# The sandbox's projects were made seconds ago (activity comes from ctime, which cannot be
+# back-dated): a short window lets phase 2 show. The default is 15m.
+active_within = "2s"
 
 [thresholds]
 cleanup_free = "20%"
@@ -269,7 +275,12 @@ fn print_df(when: &str, root: &Path) -> anyhow::Result<()> {
 
 fn print_new_audit_lines(audit: &Path, seen: usize) -> usize {
     let records = read_records(audit).unwrap_or_default();
-    for r in records.iter().skip(seen) {
+    // Intent lines (written before each deletion) are followed by their outcome: show those.
+    for r in records
+        .iter()
+        .skip(seen)
+        .filter(|r| r.outcome != guardian::cleanup::audit::INTENT)
+    {
         println!(
             "   guardian: {} {} (rule {}, phase {}, est {}, freed {}){}",
             r.outcome,

@@ -267,6 +267,33 @@ fn check_own_file(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Creates a new directory `parent/<prefix><random>` (mode 0700) that did not exist before —
+/// never an existing one, never through a symlink — and returns its path.
+pub fn make_private_dir(parent: &Path, prefix: &str) -> io::Result<PathBuf> {
+    let dir = super::open_dir_path(parent)?;
+    for _ in 0..16 {
+        let name = format!("{prefix}{}", random_suffix()?);
+        match rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o700)) {
+            Ok(()) => {
+                let made = rustix::fs::openat(
+                    &dir,
+                    name.as_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let st = rustix::fs::fstat(&made)?;
+                if st.st_uid != rustix::process::geteuid().as_raw() {
+                    return Err(io::Error::other("the new directory is not ours"));
+                }
+                return Ok(parent.join(name));
+            }
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::other("no free name for a private directory"))
+}
+
 /// 16 random hex digits from the kernel.
 fn random_suffix() -> io::Result<String> {
     let mut buf = [0u8; 8];
