@@ -137,7 +137,7 @@ pub struct FsPlan {
 pub struct Guardian {
     config: Config,
     rules: Vec<CompiledRule>,
-    executor: Executor,
+    executor: Arc<Executor>,
     cancel: Arc<AtomicBool>,
     recent: VecDeque<AuditRecord>,
     last_cycle: Option<CycleSummary>,
@@ -159,8 +159,9 @@ pub struct Guardian {
     filesystems: Vec<GuardedFs>,
     /// Task DB side: running-task protection, task/scratch sweeps, usage limits, ghost reaper.
     tasks: crate::tasks::TaskService,
-    /// The caller's extra protection combined with running-task protection (survey + executor).
-    protection: ExtraProtection,
+    /// The caller's extra protection (the survey adds one running-task snapshot per look; the
+    /// executor adds a fresh running-task check per deletion).
+    extra_protection: ExtraProtection,
     /// Growth models per filesystem and project, the lead time, the preemptive trigger.
     forecasts: Forecasts,
     /// The forecasts' clock: seconds since this instant.
@@ -187,15 +188,15 @@ impl Guardian {
                 source,
             })?;
         let running = tasks.protection();
-        let protection: ExtraProtection =
-            Arc::new(move |p: &Path| extra_protection(p).or_else(|| running(p)));
-        let executor = Executor::new(
+        let extra = extra_protection.clone();
+        let protection: ExtraProtection = Arc::new(move |p: &Path| extra(p).or_else(|| running(p)));
+        let executor = Arc::new(Executor::new(
             config.workspaces.clone(),
             audit,
             config.daemon.dry_run,
             cancel.clone(),
-            protection.clone(),
-        );
+            protection,
+        ));
         let recent = crate::cleanup::audit::read_records(&config.daemon.audit_log)
             .map(|records| {
                 records
@@ -221,7 +222,7 @@ impl Guardian {
             cycles_run: 0,
             filesystems: Vec::new(),
             tasks,
-            protection,
+            extra_protection,
             rules: config.compiled_rules(),
             config,
             executor,
@@ -246,6 +247,7 @@ impl Guardian {
         );
         let ticker = crossbeam_channel::tick(interval);
         let sampler = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
+        self.tasks.wait_for_work(once);
         self.check()?;
         if once {
             return Ok(());
@@ -661,13 +663,16 @@ impl Guardian {
     /// project forecasts.
     fn plan_fs(&mut self, fs: &GuardedFs, kind: &CycleKind, attempted: &HashSet<PathBuf>) -> Plan {
         let began = Instant::now();
+        let tasks = self.tasks.snapshot();
+        let extra = &self.extra_protection;
+        let protection = |p: &Path| extra(p).or_else(|| tasks.check(p));
         let planned = plan_filesystem(
             fs,
             &self.config,
             &self.rules,
             &kind.input(),
             attempted,
-            &*self.protection,
+            &protection,
         );
         if planned.surveyed {
             self.forecasts

@@ -14,6 +14,7 @@ use crate::cleanup::{AuditLog, AuditRecord, Executor, Outcome};
 use crate::config::{human_bytes, Config, Workspace};
 use crate::fsys::{self, EntryKind};
 use crate::policy::PlannedAction;
+use crate::textpath::shown;
 use rustix::fd::AsFd;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -67,6 +68,7 @@ impl DoneStatus {
 /// One kept work dir.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeptDir {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
     pub task: Option<String>,
     pub status: String,
@@ -76,10 +78,51 @@ pub struct KeptDir {
     pub bytes: u64,
 }
 
-/// `kept.json`.
+/// A work dir whose task `task done` recorded as over (done or discarded) but whose deletion
+/// did not complete then (in use, protected, refused): the sweep retries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishedDir {
+    #[serde(with = "crate::textpath")]
+    pub path: PathBuf,
+    pub task: Option<String>,
+    /// `done` or `discarded`.
+    pub status: String,
+    /// When `task done` was called (seconds since the epoch).
+    pub at: i64,
+    /// Why the deletion did not complete then.
+    pub why: String,
+}
+
+/// Most finished dirs remembered; the oldest are forgotten first.
+const MAX_FINISHED: usize = 10_000;
+
+/// `kept.json`: Guardian's own registry of task work dirs — kept for debugging, and finished
+/// but not yet deleted.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Registry {
+    #[serde(default)]
     pub kept: Vec<KeptDir>,
+    #[serde(default)]
+    pub finished: Vec<FinishedDir>,
+}
+
+impl Registry {
+    /// Forgets `path` (deleted or gone).
+    pub fn forget(&mut self, path: &Path) {
+        self.kept.retain(|k| k.path != path);
+        self.finished.retain(|f| f.path != path);
+    }
+
+    /// Records a finished dir whose deletion did not complete, replacing an older entry.
+    pub fn finish(&mut self, entry: FinishedDir) {
+        self.finished.retain(|f| f.path != entry.path);
+        self.finished.push(entry);
+        if self.finished.len() > MAX_FINISHED {
+            self.finished.sort_by_key(|f| f.at);
+            let extra = self.finished.len() - MAX_FINISHED;
+            self.finished.drain(..extra);
+        }
+    }
 }
 
 /// Pure: indices of kept dirs to drop so the total fits `cap`, oldest first (ties: the order
@@ -152,7 +195,7 @@ pub fn read_registry(state_dir: &Path) -> io::Result<Registry> {
             Ok(r) => Ok(r),
             Err(e) => {
                 let aside = state_dir.join(format!("{KEPT_FILE}.corrupt-{}", now_secs()));
-                tracing::warn!(path = %path.display(), error = %e, aside = %aside.display(), "kept-dir registry does not parse; set aside, starting empty");
+                tracing::warn!(path = %shown(&path), error = %e, aside = %shown(&aside), "kept-dir registry does not parse; set aside, starting empty");
                 let _ = std::fs::rename(&path, &aside);
                 Ok(Registry::default())
             }
@@ -176,6 +219,7 @@ pub enum DoneError {
 /// What `task done` did.
 #[derive(Clone, Debug, Serialize)]
 pub struct DoneReport {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
     pub status: DoneStatus,
     pub task: Option<String>,
@@ -183,6 +227,7 @@ pub struct DoneReport {
     pub result: String,
     pub message: String,
     /// Kept dirs dropped to stay under `keep_failed_max`.
+    #[serde(with = "crate::textpath::list")]
     pub dropped: Vec<PathBuf>,
 }
 
@@ -192,9 +237,9 @@ pub fn check_task_path<'a>(
     config: &'a Config,
     dir: &Path,
 ) -> Result<(&'a Workspace, OsString), String> {
-    let shown = dir.display();
+    let shown_dir = shown(dir);
     if !dir.is_absolute() {
-        return Err(format!("{shown} must be an absolute path"));
+        return Err(format!("{shown_dir} must be an absolute path"));
     }
     let raw = dir.as_os_str().as_encoded_bytes();
     if raw
@@ -204,7 +249,9 @@ pub fn check_task_path<'a>(
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
-        return Err(format!("{shown} must not contain `.` or `..` components"));
+        return Err(format!(
+            "{shown_dir} must not contain `.` or `..` components"
+        ));
     }
     let areas: Vec<&Workspace> = config
         .workspaces
@@ -219,10 +266,10 @@ pub fn check_task_path<'a>(
     }
     let Some(area) = areas.iter().find(|w| dir.starts_with(&w.path)) else {
         return Err(format!(
-            "{shown} is outside every task area ({})",
+            "{shown_dir} is outside every task area ({})",
             areas
                 .iter()
-                .map(|w| w.path.display().to_string())
+                .map(|w| shown(&w.path).to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
@@ -233,20 +280,20 @@ pub fn check_task_path<'a>(
         (Some(Component::Normal(n)), None) => n.to_os_string(),
         (None, _) => {
             return Err(format!(
-                "{shown} is the task area itself, not a work dir in it"
+                "{shown_dir} is the task area itself, not a work dir in it"
             ))
         }
         _ => {
             return Err(format!(
-            "{shown} is not a direct child of the task area {} (a task's work dir is {}/<name>)",
-            area.path.display(),
-            area.path.display()
+            "{shown_dir} is not a direct child of the task area {} (a task's work dir is {}/<name>)",
+            shown(&area.path),
+            shown(&area.path)
         ))
         }
     };
     if area.protect.iter().any(|p| std::ffi::OsStr::new(p) == name) {
         return Err(format!(
-            "{shown} is on the task area's protect list and is never deleted"
+            "{shown_dir} is on the task area's protect list and is never deleted"
         ));
     }
     Ok((area, name))
@@ -272,10 +319,7 @@ pub fn task_done(
     };
     // Look at the entry itself, through the area's fd, without following a symlink.
     let root = fsys::open_dir_path(&area.path).map_err(|e| {
-        DoneError::Runtime(format!(
-            "cannot open task area {}: {e}",
-            area.path.display()
-        ))
+        DoneError::Runtime(format!("cannot open task area {}: {e}", shown(&area.path)))
     })?;
     let cname =
         fsys::c_name(&name).map_err(|_| DoneError::Usage("name contains a NUL byte".into()))?;
@@ -283,13 +327,13 @@ pub fn task_done(
         Ok(st) if st.kind == EntryKind::Symlink => {
             return Err(DoneError::Usage(format!(
                 "{} is a symlink: Guardian never follows or deletes through one",
-                path.display()
+                shown(&path)
             )))
         }
         Ok(st) if st.kind != EntryKind::Dir => {
             return Err(DoneError::Usage(format!(
                 "{} is not a directory",
-                path.display()
+                shown(&path)
             )))
         }
         Ok(_) => true,
@@ -297,7 +341,7 @@ pub fn task_done(
         Err(e) => {
             return Err(DoneError::Runtime(format!(
                 "cannot stat {}: {e}",
-                path.display()
+                shown(&path)
             )))
         }
     };
@@ -305,7 +349,7 @@ pub fn task_done(
         AuditLog::open(&config.daemon.audit_log).map_err(|e| {
             DoneError::Runtime(format!(
                 "cannot open the audit log {}: {e}",
-                config.daemon.audit_log.display()
+                shown(&config.daemon.audit_log)
             ))
         })
     };
@@ -320,7 +364,7 @@ pub fn task_done(
     let mut locked = Locked::open(&config.daemon.state_dir).map_err(|e| {
         DoneError::Runtime(format!(
             "cannot lock the kept-dir registry in {}: {e}",
-            config.daemon.state_dir.display()
+            shown(&config.daemon.state_dir)
         ))
     })?;
     let now = now_secs();
@@ -329,10 +373,10 @@ pub fn task_done(
         None => "the task".to_string(),
     };
     if !exists {
-        locked.registry.kept.retain(|k| k.path != path);
+        locked.registry.forget(&path);
         save(&locked)?;
         report.result = "already_gone".into();
-        report.message = format!("{} does not exist: nothing to do", path.display());
+        report.message = format!("{} does not exist: nothing to do", shown(&path));
         return Ok(report);
     }
     if !status.keeps() {
@@ -349,21 +393,34 @@ pub fn task_done(
             .map(|w| w.tally.usage().allocated)
             .unwrap_or(0);
         let r = execute(&executor, &path, rule, &reason, bytes)?;
-        if r.0 == Outcome::Deleted {
-            locked.registry.kept.retain(|k| k.path != path);
-            save(&locked)?;
+        match r.0 {
+            Outcome::Deleted => {
+                locked.registry.forget(&path);
+                save(&locked)?;
+            }
+            Outcome::WouldDelete => {}
+            _ => {
+                locked.registry.finish(FinishedDir {
+                    path: path.clone(),
+                    task: task.map(str::to_string),
+                    status: status.as_str().into(),
+                    at: now,
+                    why: r.1.error.clone().unwrap_or_else(|| r.0.as_str().into()),
+                });
+                save(&locked)?;
+            }
         }
         report.result = r.0.as_str().into();
         report.message = match r.0 {
             Outcome::Deleted => format!(
                 "deleted {} ({} freed)",
-                path.display(),
+                shown(&path),
                 human_bytes(r.1.bytes_freed)
             ),
-            Outcome::WouldDelete => format!("dry run: would delete {}", path.display()),
+            Outcome::WouldDelete => format!("dry run: would delete {}", shown(&path)),
             _ => format!(
-                "{} not deleted: {}",
-                path.display(),
+                "{} not deleted: {}; recorded as finished: the sweep deletes it once nothing protects it",
+                shown(&path),
                 r.1.error.clone().unwrap_or_default()
             ),
         };
@@ -373,7 +430,7 @@ pub fn task_done(
     let bytes = crate::scan::scan_path(&path)
         .map(|w| w.tally.usage().allocated)
         .unwrap_or(0);
-    locked.registry.kept.retain(|k| k.path != path);
+    locked.registry.forget(&path);
     locked.registry.kept.push(KeptDir {
         path: path.clone(),
         task: task.map(str::to_string),
@@ -408,7 +465,7 @@ pub fn task_done(
     report.result = "kept".into();
     report.message = format!(
         "kept {} ({}) for debugging until {}{}",
-        path.display(),
+        shown(&path),
         human_bytes(bytes),
         rfc3339(now + ttl.0.as_secs() as i64),
         if report.dropped.is_empty() {
@@ -425,7 +482,7 @@ pub fn task_done(
         report.result = "deleted".into();
         report.message = format!(
             "{} ({}) alone exceeds keep_failed_max {}: deleted instead of kept",
-            path.display(),
+            shown(&path),
             human_bytes(bytes),
             config.tasks.keep_failed_max
         );
@@ -492,7 +549,7 @@ fn save(locked: &Locked) -> Result<(), DoneError> {
     locked.save().map_err(|e| {
         DoneError::Runtime(format!(
             "cannot write the kept-dir registry in {}: {e}",
-            locked.dir.display()
+            shown(&locked.dir)
         ))
     })
 }
