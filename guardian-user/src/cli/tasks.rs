@@ -52,6 +52,34 @@ fn json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     emit(&text)
 }
 
+/// `guardian config check`'s look at the task DB: when the DB file exists, every configured
+/// statement is prepared against it with the authorizer (a statement that would write, or that
+/// names a missing table or column, is a config error naming its key).
+pub fn check_statements(file: &Path, config: &guardian::config::Config) -> anyhow::Result<()> {
+    let Some(db) = TaskDb::from_config(&config.tasks) else {
+        return Ok(());
+    };
+    match db.check_statements() {
+        Ok(true) => emit(&format!(
+            "{}: task DB statements prepare against {} (read-only, authorizer on)\n",
+            shown(file),
+            shown(db.path())
+        )),
+        Ok(false) => emit(&format!(
+            "{}: task DB {} does not exist: statements checked as text only\n",
+            shown(file),
+            shown(db.path())
+        )),
+        Err(e) => Err(UsageError(format!(
+            "config error in {} at key `{}`: {}",
+            shown(file),
+            e.key,
+            e.message
+        ))
+        .into()),
+    }
+}
+
 /// `guardian task done`: the completion policy for one work dir.
 pub fn task_done(
     config: Option<&Path>,

@@ -6,15 +6,17 @@
 //! Lock waits are bounded (`busy_timeout` × (1 + `retries`)), cut into short slices so a
 //! cancelled caller stops within a fraction of a second.
 
-use super::row::{self, Cell, Pid, Project};
+mod authorize;
+
+use super::row::Cell;
+pub use super::row::{decode_activity, decode_running, Activity, RunningTask};
 use super::Cancel;
 use crate::config::{NaiveTimes, TasksConfig};
 use crate::textpath;
-use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use authorize::{authorize, refusal, refused, Allowed};
+use rusqlite::hooks::{AuthContext, Authorization};
 use rusqlite::{Connection, OpenFlags, Statement};
-use serde::Serialize;
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,116 +70,6 @@ pub enum DbError {
     },
 }
 
-/// One running task, as the running-tasks query returned it. Every field is readable whatever
-/// the row held: values that mean nothing say so.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunningTask {
-    /// The `id` column as shown text.
-    pub id: String,
-    /// The `id` value exactly as stored, bound back as `:id`.
-    #[serde(skip)]
-    pub id_value: Cell,
-    /// The `project` column as shown text.
-    pub project: String,
-    /// The `project` value exactly as stored, bound back as `:project`.
-    #[serde(skip)]
-    pub project_value: Cell,
-    /// The workspace child the project names, or why it names none.
-    #[serde(skip)]
-    pub dir: Project,
-    /// The `node` column as shown text when the query returns one that is not NULL.
-    pub node: Option<String>,
-    #[serde(skip)]
-    pub node_value: Option<Cell>,
-    /// `started_at` as shown text.
-    pub started_raw: String,
-    /// `started_at` exactly as stored, bound back as `:started_at`.
-    #[serde(skip)]
-    pub started_value: Cell,
-    /// `started_at` in seconds since the epoch, when it could be read.
-    pub started_at: Option<i64>,
-    /// The recorded process id, when it is one.
-    pub pid: Option<i32>,
-    /// Why the `pid` value is no process id, when it is not (NULL is no problem: no pid).
-    pub pid_problem: Option<String>,
-}
-
-impl RunningTask {
-    /// Whether the row's `node` value is `node` (byte for byte; a missing column is no node).
-    pub fn node_is(&self, node: &str) -> bool {
-        self.node_value
-            .as_ref()
-            .is_some_and(|v| v.bytes() == node.as_bytes())
-    }
-
-    /// The workspace child this task's project names.
-    pub fn dir_name(&self) -> Option<&OsString> {
-        match &self.dir {
-            Project::Dir(d) => Some(d),
-            Project::Unreadable(_) => None,
-        }
-    }
-}
-
-/// Pure: one row of `running_sql`, from its cells (`node` when the query returns the column).
-pub fn decode_running(
-    id: Cell,
-    project: Cell,
-    started: Cell,
-    pid: Cell,
-    node: Option<Cell>,
-    naive: NaiveTimes,
-) -> RunningTask {
-    let (pid, pid_problem) = match row::pid(&pid) {
-        Pid::Valid(p) => (Some(p), None),
-        Pid::Missing => (None, None),
-        Pid::Unreadable(why) => (None, Some(why)),
-    };
-    let node_value = node.filter(|n| *n != Cell::Null);
-    RunningTask {
-        id: id.shown(),
-        id_value: id,
-        project: project.shown(),
-        dir: row::project(&project),
-        project_value: project,
-        node: node_value.as_ref().map(Cell::shown),
-        node_value,
-        started_raw: started.shown(),
-        started_at: row::time(&started, naive),
-        started_value: started,
-        pid,
-        pid_problem,
-    }
-}
-
-/// Last activity of scratch sessions as `activity_sql` returned it.
-#[derive(Clone, Debug, Default)]
-pub struct Activity {
-    /// Newest `last_active` per session name (the dir name, byte for byte).
-    pub last: HashMap<OsString, i64>,
-    /// Sessions with a row whose `last_active` could not be read, with the value shown.
-    pub unreadable: HashMap<OsString, String>,
-    /// Rows whose `name` names no dir.
-    pub nameless_rows: usize,
-}
-
-/// Pure: folds one `activity_sql` row into `into`.
-pub fn decode_activity(name: &Cell, last_active: &Cell, naive: NaiveTimes, into: &mut Activity) {
-    let Some(n) = row::name(name) else {
-        into.nameless_rows += 1;
-        return;
-    };
-    match row::time(last_active, naive) {
-        Some(t) => {
-            let e = into.last.entry(n).or_insert(t);
-            *e = (*e).max(t);
-        }
-        None => {
-            into.unreadable.insert(n, last_active.shown());
-        }
-    }
-}
-
 /// What marking one ghost did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MarkOutcome {
@@ -197,73 +89,6 @@ pub enum Access {
     ReadOnly,
     /// Read-write: only marking a ghost.
     ReadWrite,
-}
-
-/// What the statement being prepared may do (the authorizer's mode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum Allowed {
-    /// Guardian's own transaction control (`BEGIN IMMEDIATE`, `COMMIT`, `ROLLBACK`).
-    Transaction = 0,
-    /// A read query: SELECT, reading columns, functions.
-    Read = 1,
-    /// A write statement: one UPDATE (and what the DB's own triggers do).
-    Update = 2,
-}
-
-/// Functions no configured statement may call: they reach outside the DB.
-const DENIED_FUNCTIONS: &[&str] = &[
-    "load_extension",
-    "fts3_tokenizer",
-    "readfile",
-    "writefile",
-    "edit",
-];
-
-/// Pure: whether a statement prepared as `allowed` may perform `ctx`; `Err` says what it tried.
-fn authorize(allowed: Allowed, ctx: &AuthContext<'_>) -> Result<(), String> {
-    let in_trigger = ctx.accessor.is_some();
-    match (allowed, ctx.action) {
-        (Allowed::Transaction, AuthAction::Transaction { .. }) => Ok(()),
-        (Allowed::Read | Allowed::Update, AuthAction::Select | AuthAction::Recursive) => Ok(()),
-        (Allowed::Read | Allowed::Update, AuthAction::Read { .. }) => Ok(()),
-        (Allowed::Read | Allowed::Update, AuthAction::Function { function_name }) => {
-            if DENIED_FUNCTIONS
-                .iter()
-                .any(|f| f.eq_ignore_ascii_case(function_name))
-            {
-                Err(format!("calls the function {function_name}()"))
-            } else {
-                Ok(())
-            }
-        }
-        (Allowed::Update, AuthAction::Update { .. }) => Ok(()),
-        // The DB's own triggers belong to the DB: an UPDATE that fires them is still an UPDATE.
-        (Allowed::Update, AuthAction::Insert { .. } | AuthAction::Delete { .. }) if in_trigger => {
-            Ok(())
-        }
-        (_, action) => Err(describe(&action)),
-    }
-}
-
-/// What an action does, in words.
-fn describe(action: &AuthAction<'_>) -> String {
-    match action {
-        AuthAction::Insert { table_name } => format!("INSERT into table {table_name}"),
-        AuthAction::Delete { table_name } => format!("DELETE from table {table_name}"),
-        AuthAction::Update {
-            table_name,
-            column_name,
-        } => format!("UPDATE of {table_name}.{column_name}"),
-        AuthAction::Pragma { pragma_name, .. } => format!("PRAGMA {pragma_name}"),
-        AuthAction::Attach { .. } => "ATTACH of another database".into(),
-        AuthAction::Detach { .. } => "DETACH".into(),
-        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => {
-            "transaction control (BEGIN/COMMIT/ROLLBACK/SAVEPOINT)".into()
-        }
-        AuthAction::Select => "SELECT".into(),
-        other => format!("schema or maintenance change ({other:?})"),
-    }
 }
 
 /// One open connection with its authorizer.
@@ -289,31 +114,6 @@ impl Conn {
 
     fn take_denied(&self) -> Option<String> {
         self.denied.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-/// A refusal by the authorizer: what the statement tried.
-#[derive(Debug)]
-struct Refusal(String);
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "refused by Guardian: the statement {}", self.0)
-    }
-}
-
-impl std::error::Error for Refusal {}
-
-/// A refusal, carried through rusqlite's error type.
-fn refused(what: String) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(Refusal(what)))
-}
-
-/// The refusal inside an error, if it is one.
-fn refusal(e: &rusqlite::Error) -> Option<&Refusal> {
-    match e {
-        rusqlite::Error::ToSqlConversionFailure(b) => b.downcast_ref::<Refusal>(),
-        _ => None,
     }
 }
 

@@ -10,6 +10,10 @@
 //! left as it is and says why; no row is ever deleted; completed tasks are never touched (the
 //! UPDATE requires `status = 'running'` and must change exactly one row).
 
+mod report;
+
+pub use report::{render, Ghost, GhostReport, Skip};
+
 use super::clock::{human_secs, rfc3339};
 use super::db::{params_of, MarkOutcome, RunningTask, TaskDb};
 use super::members::{self, Leader, TaskProcs};
@@ -18,7 +22,6 @@ use super::row::Cell;
 use super::{Cancel, Recorder};
 use crate::cleanup::{audit, AuditRecord};
 use crate::config::TasksConfig;
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -27,61 +30,8 @@ use std::time::{Duration, SystemTime};
 
 /// After SIGKILL, how long to wait for the processes to disappear.
 const CONFIRM_AFTER_KILL: Duration = Duration::from_secs(5);
-
-/// What the reaper found and did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct GhostReport {
-    pub ts: String,
-    pub node: String,
-    pub dry_run: bool,
-    pub ghost_after_secs: u64,
-    /// Running tasks of this node the DB returned.
-    pub running: usize,
-    /// Running tasks still within `ghost_after`.
-    pub within_limit: usize,
-    /// Every task past `ghost_after`, with what happened to it.
-    pub found: Vec<Ghost>,
-    /// Ids of tasks whose processes were killed.
-    pub killed: Vec<String>,
-    /// Ids of tasks marked failed.
-    pub marked: Vec<String>,
-    /// Tasks past the limit that were not marked, and why.
-    pub skipped: Vec<Skip>,
-    /// Set when the DB or `/proc` could not be read: nothing was done.
-    pub error: Option<String>,
-}
-
-/// One task past `ghost_after`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Ghost {
-    pub id: String,
-    pub project: String,
-    pub pid: Option<i32>,
-    pub started_at: String,
-    pub running_secs: i64,
-    /// `alive`, `gone`, `pid_reused`, `no_pid`.
-    pub process: &'static str,
-    /// PIDs signalled (the process group and descendants).
-    pub signalled: Vec<i32>,
-    /// PIDs that needed SIGKILL after the grace period.
-    pub sigkilled: Vec<i32>,
-    /// The task's processes Guardian never signals (PID 1, kernel threads, Guardian and its
-    /// ancestors), with why: while one lives the task is not marked.
-    pub untouchable: Vec<String>,
-    /// Processes of its group that started before the task: not its, left alone.
-    pub strangers: Vec<i32>,
-    pub marked: bool,
-    /// The error text written to the DB (or that would be, in a dry run); empty when nothing
-    /// is written.
-    pub error_text: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Skip {
-    pub id: String,
-    pub project: String,
-    pub reason: String,
-}
+/// Most processes a report names one by one.
+const SHOWN_PROCS: usize = 10;
 
 /// Pure: why a running task is not a ghost to handle, if it is not.
 pub fn exclusion(task: &RunningTask, node: &str, cfg: &TasksConfig, now: i64) -> Exclusion {
@@ -265,18 +215,30 @@ impl Run<'_> {
             Leader::Reused { .. } => "pid_reused",
             Leader::Gone => "gone",
         };
-        ghost.strangers = found.strangers.iter().map(|s| s.pid).collect();
+        ghost.strangers = found
+            .strangers
+            .iter()
+            .take(SHOWN_PROCS)
+            .map(|s| s.pid)
+            .collect();
         if !found.untouchable.is_empty() {
+            let n = found.untouchable.len();
             ghost.untouchable = found
                 .untouchable
                 .iter()
+                .take(SHOWN_PROCS)
                 .map(|(s, w)| format!("pid {} ({w})", s.pid))
                 .collect();
             let reason = format!(
-                "{} {} the task's and Guardian never signals {}: the task still runs, so nothing of it was signalled and it is not marked",
+                "{}{} {} the task's and Guardian never signals {}: the task still runs, so nothing of it was signalled and it is not marked",
                 ghost.untouchable.join(", "),
-                if ghost.untouchable.len() == 1 { "is" } else { "are" },
-                if ghost.untouchable.len() == 1 { "it" } else { "them" },
+                if n > SHOWN_PROCS {
+                    format!(" and {} more", n - SHOWN_PROCS)
+                } else {
+                    String::new()
+                },
+                if n == 1 { "is" } else { "are" },
+                if n == 1 { "it" } else { "them" },
             );
             crate::warn_quiet!(
                 format!("ghost-untouchable:{}", task.id),
@@ -320,7 +282,7 @@ impl Run<'_> {
                 human_secs(delta.saturating_abs()),
                 if delta > 0 { "after" } else { "before" }
             ),
-            _ => format!("its process {pid} had already exited and nothing of its group runs"),
+            _ => format!("its process {pid} had already exited and nothing of the task runs"),
         };
         if self.dry_run {
             ghost.signalled = targets.clone();
@@ -575,68 +537,6 @@ fn record(
         outcome: outcome.into(),
         error,
     }
-}
-
-/// Human report of one reaper run.
-pub fn render(report: &GhostReport) -> String {
-    let mut out = String::new();
-    let mut line = |s: String| {
-        out.push_str(&s);
-        out.push('\n');
-    };
-    if let Some(e) = &report.error {
-        line(format!("ghost reaper on node {}: {e}", report.node));
-        return out;
-    }
-    line(format!(
-        "ghost reaper on node {}{}: {} running, {} within ghost_after {}, {} ghosts found, {} killed, {} marked failed, {} skipped",
-        report.node,
-        if report.dry_run { " (dry run)" } else { "" },
-        report.running,
-        report.within_limit,
-        human_secs(i64::try_from(report.ghost_after_secs).unwrap_or(i64::MAX)),
-        report.found.len(),
-        report.killed.len(),
-        report.marked.len(),
-        report.skipped.len()
-    ));
-    for g in &report.found {
-        line(format!(
-            "  task {} ({}) pid {} running {}: process {}{}{}",
-            g.id,
-            g.project,
-            g.pid.map_or("-".to_string(), |p| p.to_string()),
-            human_secs(g.running_secs),
-            g.process,
-            if g.signalled.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ", {} {:?}",
-                    if report.dry_run {
-                        "would signal"
-                    } else {
-                        "signalled"
-                    },
-                    g.signalled
-                )
-            },
-            if g.marked { ", marked failed" } else { "" }
-        ));
-        for u in &g.untouchable {
-            line(format!("    never signalled: {u}"));
-        }
-        if report.dry_run {
-            line(format!("    would write error: {}", g.error_text));
-        }
-    }
-    for s in &report.skipped {
-        line(format!(
-            "  skipped task {} ({}): {}",
-            s.id, s.project, s.reason
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

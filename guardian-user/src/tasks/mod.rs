@@ -15,6 +15,7 @@ pub mod ghosts;
 pub mod members;
 pub mod procs;
 pub mod protection;
+pub mod registry;
 pub mod row;
 pub mod service;
 pub mod sessions;

@@ -9,6 +9,8 @@ use super::clock;
 use crate::config::NaiveTimes;
 use crate::textpath;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
+use serde::Serialize;
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path};
@@ -230,6 +232,116 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
         .rposition(|c| !c.is_ascii_whitespace())
         .map_or(start, |e| e + 1);
     b.get(start..end).unwrap_or_default()
+}
+
+/// One running task, as the running-tasks query returned it. Every field is readable whatever
+/// the row held: values that mean nothing say so.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunningTask {
+    /// The `id` column as shown text.
+    pub id: String,
+    /// The `id` value exactly as stored, bound back as `:id`.
+    #[serde(skip)]
+    pub id_value: Cell,
+    /// The `project` column as shown text.
+    pub project: String,
+    /// The `project` value exactly as stored, bound back as `:project`.
+    #[serde(skip)]
+    pub project_value: Cell,
+    /// The workspace child the project names, or why it names none.
+    #[serde(skip)]
+    pub dir: Project,
+    /// The `node` column as shown text when the query returns one that is not NULL.
+    pub node: Option<String>,
+    #[serde(skip)]
+    pub node_value: Option<Cell>,
+    /// `started_at` as shown text.
+    pub started_raw: String,
+    /// `started_at` exactly as stored, bound back as `:started_at`.
+    #[serde(skip)]
+    pub started_value: Cell,
+    /// `started_at` in seconds since the epoch, when it could be read.
+    pub started_at: Option<i64>,
+    /// The recorded process id, when it is one.
+    pub pid: Option<i32>,
+    /// Why the `pid` value is no process id, when it is not (NULL is no problem: no pid).
+    pub pid_problem: Option<String>,
+}
+
+impl RunningTask {
+    /// Whether the row's `node` value is `node` (byte for byte; a missing column is no node).
+    pub fn node_is(&self, node: &str) -> bool {
+        self.node_value
+            .as_ref()
+            .is_some_and(|v| v.bytes() == node.as_bytes())
+    }
+
+    /// The workspace child this task's project names.
+    pub fn dir_name(&self) -> Option<&OsString> {
+        match &self.dir {
+            Project::Dir(d) => Some(d),
+            Project::Unreadable(_) => None,
+        }
+    }
+}
+
+/// Pure: one row of `running_sql`, from its cells (`node` when the query returns the column).
+pub fn decode_running(
+    id: Cell,
+    project: Cell,
+    started: Cell,
+    pid: Cell,
+    node: Option<Cell>,
+    naive: NaiveTimes,
+) -> RunningTask {
+    let (pid, pid_problem) = match self::pid(&pid) {
+        Pid::Valid(p) => (Some(p), None),
+        Pid::Missing => (None, None),
+        Pid::Unreadable(why) => (None, Some(why)),
+    };
+    let node_value = node.filter(|n| *n != Cell::Null);
+    RunningTask {
+        id: id.shown(),
+        id_value: id,
+        project: project.shown(),
+        dir: self::project(&project),
+        project_value: project,
+        node: node_value.as_ref().map(Cell::shown),
+        node_value,
+        started_raw: started.shown(),
+        started_at: time(&started, naive),
+        started_value: started,
+        pid,
+        pid_problem,
+    }
+}
+
+/// Last activity of scratch sessions as `activity_sql` returned it.
+#[derive(Clone, Debug, Default)]
+pub struct Activity {
+    /// Newest `last_active` per session name (the dir name, byte for byte).
+    pub last: HashMap<OsString, i64>,
+    /// Sessions with a row whose `last_active` could not be read, with the value shown.
+    pub unreadable: HashMap<OsString, String>,
+    /// Rows whose `name` names no dir.
+    pub nameless_rows: usize,
+}
+
+/// Pure: folds one `activity_sql` row into `into`.
+pub fn decode_activity(name: &Cell, last_active: &Cell, naive: NaiveTimes, into: &mut Activity) {
+    let Some(n) = self::name(name) else {
+        into.nameless_rows += 1;
+        return;
+    };
+    match time(last_active, naive) {
+        Some(t) => {
+            let e = into.last.entry(n).or_insert(t);
+            *e = (*e).max(t);
+        }
+        None => {
+            into.unreadable.insert(n, last_active.shown());
+        }
+    }
 }
 
 #[cfg(test)]
