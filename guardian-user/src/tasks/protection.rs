@@ -62,6 +62,25 @@ impl RunningProtection {
         self.wrap(reading, "the task DB has not answered yet")
     }
 
+    /// The latest answer without any wait; `None` while the first answer is pending and the
+    /// watch started less than [`FIRST_WAIT`] ago (not known yet, not yet a problem).
+    pub fn peek(&self) -> Option<TaskSnapshot> {
+        let reading = match &self.watch {
+            None => None,
+            Some(w) => {
+                let r = w.latest(Duration::ZERO);
+                if r.is_none() && w.started().elapsed() < FIRST_WAIT {
+                    return None;
+                }
+                Some(r)
+            }
+        };
+        Some(self.wrap(
+            reading,
+            "the task DB has not answered since Guardian started",
+        ))
+    }
+
     /// An answer from a read started now, waiting at most `wait`; none in time means task
     /// state is unknown.
     pub fn fresh(&self, wait: Duration) -> TaskSnapshot {

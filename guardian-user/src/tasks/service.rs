@@ -220,7 +220,7 @@ impl TaskService {
                 "the task worker thread could not be started: no sweep, no ghost reaper".into(),
             );
         }
-        if let Some(why) = self.snapshot().unknown() {
+        if let Some(why) = self.protection.peek().and_then(|s| s.unknown()) {
             tick.problems.push(format!(
                 "task state unknown ({why}): no project in any workspace is deleted until the task DB answers"
             ));
@@ -494,5 +494,70 @@ fn pressure_record(u: &UsageView, before: Level, dry_run: bool) -> AuditRecord {
             u.level.as_str().into()
         },
         error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    #[test]
+    fn periodic_never_waits_on_a_locked_db_and_dropping_the_service_stops_its_threads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let ws = root.join("dispatch");
+        std::fs::create_dir_all(ws.join("old")).unwrap();
+        let db = root.join("dispatch.db");
+        let locker = Connection::open(&db).unwrap();
+        locker
+            .execute_batch(
+                "CREATE TABLE tasks (id, project, status, started_at, node, pid); BEGIN EXCLUSIVE;",
+            )
+            .unwrap();
+        let text = format!(
+            "[daemon]\naudit_log = \"{r}/audit.jsonl\"\nstate_dir = \"{r}/state\"\n\n[[workspaces]]\npath = \"{w}\"\n\n[tasks]\ndb = \"{d}\"\nnode = \"n1\"\ntask_areas = [\"{w}\"]\nmax_age = \"1s\"\nbusy_timeout = \"2s\"\nretries = 2\n",
+            r = root.display(),
+            w = ws.display(),
+            d = db.display()
+        );
+        let config = Config::parse(&text, "test").unwrap();
+        let mut service = TaskService::new(&config).unwrap();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let executor = Arc::new(Executor::new(
+            config.workspaces.clone(),
+            AuditLog::open(&config.daemon.audit_log).unwrap(),
+            false,
+            cancel.clone(),
+            service.protection(),
+        ));
+        let mut slowest = Duration::ZERO;
+        let mut problems = Vec::new();
+        let watching = Instant::now();
+        while watching.elapsed() < Duration::from_secs(8) {
+            let began = Instant::now();
+            let tick = service.periodic(&executor, &cancel).unwrap();
+            slowest = slowest.max(began.elapsed());
+            problems = tick.problems;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            slowest < Duration::from_millis(500),
+            "periodic took {slowest:?}"
+        );
+        let problems = problems.join("\n");
+        assert!(problems.contains("task state unknown"), "{problems}");
+        assert!(
+            ws.join("old").exists(),
+            "deleted while task state was unknown"
+        );
+        let dropping = Instant::now();
+        drop(service);
+        assert!(
+            dropping.elapsed() < STOP_WAIT,
+            "the service took {:?} to stop",
+            dropping.elapsed()
+        );
+        drop(locker);
     }
 }

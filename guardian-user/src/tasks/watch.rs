@@ -50,6 +50,7 @@ impl Shared {
 
 /// The background reader of one task DB.
 pub struct DbWatch {
+    started: Instant,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -85,6 +86,7 @@ impl DbWatch {
             st.finished = true;
         }
         DbWatch {
+            started: Instant::now(),
             shared,
             stop,
             thread,
@@ -119,6 +121,11 @@ impl DbWatch {
             self.shared.changed.notify_all();
         }
         st.latest.clone()
+    }
+
+    /// When the watch started (how long a first answer has been pending).
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// An answer from a read that starts after this call, waiting at most `wait`; `None` when
@@ -204,5 +211,63 @@ fn run(db: &TaskDb, node: &str, shared: &Shared, cancel: &Cancel) {
         st.latest = Some(Reading { started, result });
         st.served = st.served.max(want);
         shared.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HumanDuration, TasksConfig};
+    use rusqlite::Connection;
+
+    fn locked_db(dir: &std::path::Path) -> (TaskDb, Connection) {
+        let path = dir.join("dispatch.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tasks (id, project, status, started_at, node, pid);
+             INSERT INTO tasks VALUES ('t1', 'alpha', 'running', 1771581600, 'n1', NULL);",
+        )
+        .unwrap();
+        let cfg = TasksConfig {
+            db: Some(path),
+            busy_timeout: HumanDuration(Duration::from_secs(2)),
+            retries: 2,
+            ..TasksConfig::default()
+        };
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        (TaskDb::from_config(&cfg).unwrap(), conn)
+    }
+
+    #[test]
+    fn a_locked_db_never_holds_a_caller_longer_than_its_wait_nor_a_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (db, locker) = locked_db(tmp.path());
+        let watch = DbWatch::start(db, "n1".into(), &Cancel::never());
+        // The reader waits out the lock (6 s budget); callers do not.
+        let asked = Instant::now();
+        assert!(watch.fresh(Duration::from_millis(300)).is_none());
+        let waited = asked.elapsed();
+        assert!(waited < Duration::from_secs(2), "fresh waited {waited:?}");
+        let asked = Instant::now();
+        assert!(watch.latest(Duration::ZERO).is_none());
+        assert!(asked.elapsed() < Duration::from_secs(1));
+        // Dropped while the reader is inside its lock wait: it stops, it is not left behind.
+        let dropping = Instant::now();
+        drop(watch);
+        let took = dropping.elapsed();
+        assert!(took < STOP_WAIT, "the reader took {took:?} to stop");
+        drop(locker);
+    }
+
+    #[test]
+    fn the_lock_gone_a_fresh_answer_comes_and_latest_keeps_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (db, locker) = locked_db(tmp.path());
+        let watch = DbWatch::start(db, "n1".into(), &Cancel::never());
+        locker.execute_batch("COMMIT").unwrap();
+        let fresh = watch.fresh(Duration::from_secs(30)).expect("an answer");
+        assert_eq!(fresh.result.unwrap().len(), 1);
+        let latest = watch.latest(Duration::ZERO).expect("kept");
+        assert_eq!(latest.result.unwrap().len(), 1);
     }
 }
