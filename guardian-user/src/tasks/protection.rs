@@ -225,3 +225,80 @@ pub fn running_protection(config: &Config, exclude: Option<String>) -> ExtraProt
     let once: OnceLock<TaskSnapshot> = OnceLock::new();
     Arc::new(move |path: &Path| once.get_or_init(|| p.fresh_for_command()).check(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NaiveTimes;
+    use crate::tasks::db::decode_running;
+    use crate::tasks::row::Cell;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn task(id: &str, project: Cell) -> RunningTask {
+        decode_running(
+            Cell::Text(id.as_bytes().to_vec()),
+            project,
+            Cell::Integer(1_000_000_000_000_000),
+            Cell::Null,
+            None,
+            NaiveTimes::Utc,
+        )
+    }
+
+    fn snapshot(tasks: Vec<RunningTask>, exclude: Option<&str>) -> TaskSnapshot {
+        TaskSnapshot {
+            state: State::Known(Arc::new(tasks)),
+            node: "n1".into(),
+            workspaces: Arc::new(vec![PathBuf::from("/ws")]),
+            exclude: exclude.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn projects_match_byte_for_byte_and_the_excluded_task_does_not_protect() {
+        let s = snapshot(
+            vec![
+                task("t1", Cell::Text(b"bad\xff".to_vec())),
+                task("t2", Cell::Text(b"org/repo".to_vec())),
+            ],
+            Some("t2"),
+        );
+        let bad = Path::new("/ws").join(OsStr::from_bytes(b"bad\xff"));
+        let why = s.check(&bad).expect("protected");
+        // The unreadable start (1e15) is shown as written, not turned into a panic.
+        assert!(
+            why.contains("task t1") && why.contains("1000000000000000"),
+            "{why}"
+        );
+        assert_eq!(s.check(Path::new("/ws/bad")), None);
+        assert_eq!(s.check(Path::new("/ws/org")), None, "t2 is excluded");
+        assert_eq!(s.check(Path::new("/elsewhere/bad")), None);
+        assert!(s.unknown().is_none());
+    }
+
+    #[test]
+    fn a_running_task_whose_project_names_no_dir_makes_task_state_unknown() {
+        for project in [
+            Cell::Null,
+            Cell::Text(b"/etc".to_vec()),
+            Cell::Text(b"..".to_vec()),
+        ] {
+            let s = snapshot(vec![task("t9", project.clone())], None);
+            let why = s.check(Path::new("/ws/anything")).expect("protected");
+            assert!(why.contains("task state unknown"), "{project:?}: {why}");
+            assert!(s.unknown().unwrap().contains("t9"));
+            // The task's own `task done` does not count it.
+            let own = snapshot(vec![task("t9", project)], Some("t9"));
+            assert_eq!(own.check(Path::new("/ws/anything")), None);
+        }
+        let none = TaskSnapshot {
+            state: State::NoDb,
+            node: "n1".into(),
+            workspaces: Arc::new(vec![PathBuf::from("/ws")]),
+            exclude: None,
+        };
+        assert_eq!(none.check(Path::new("/ws/a")), None);
+        assert!(!none.has_db());
+    }
+}

@@ -257,3 +257,28 @@ proptest! {
         prop_assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 }
+
+#[test]
+fn a_wal_mode_db_reads_read_only_with_and_without_its_wal_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = create(tmp.path());
+    {
+        let conn = Connection::open(&path).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+    // Last connection closed: no -wal/-shm files left.
+    let db = db_with(&path, |_| {});
+    assert_eq!(db.running("n1", 0, &Cancel::never()).unwrap().len(), 1);
+    // A writer holds the DB open (its -wal and -shm exist) and writes.
+    let writer = Connection::open(&path).unwrap();
+    writer
+        .execute(
+            "INSERT INTO tasks (id, project, status, started_at, node, pid) VALUES ('t2', 'beta', 'running', 1, 'n1', NULL)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(db.running("n1", 0, &Cancel::never()).unwrap().len(), 2);
+}
