@@ -207,6 +207,7 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 
 fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
     let config = load_config(Some(file))?;
+    tasks::check_statements(file, &config)?;
     println!(
         "{}: ok ({} workspaces, {} rules)",
         shown(file),

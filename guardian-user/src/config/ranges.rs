@@ -102,19 +102,21 @@ range!(
     secs(MINUTE),
     "10ms to 1m"
 );
+// Seconds are allowed: idleness comes from ctime, which cannot be back-dated, so only time
+// makes a dir idle — and tests of the sweep cannot wait hours.
 range!(
     MAX_AGE,
     "tasks.max_age",
-    secs(MINUTE),
+    secs(1),
     secs(YEAR),
-    "1m to 1year"
+    "1s to 1year"
 );
 range!(
     INACTIVE_AFTER,
     "tasks.inactive_after",
-    secs(HOUR),
+    secs(1),
     secs(YEAR),
-    "1h to 1year"
+    "1s to 1year"
 );
 range!(
     KEEP_FAILED_FOR,

@@ -2,11 +2,15 @@
 //! work dirs or scratch sessions, the completion / age / inactivity policy, usage limits and the
 //! ghost reaper. Validation here names the offending key; nothing here touches the disk.
 
+mod sql;
+
 use super::ranges;
 use super::units::{ByteSize, HumanDuration};
 use super::Workspace;
 use crate::textpath::shown;
 use serde::{Deserialize, Serialize};
+pub use sql::named_params;
+use sql::{check_sql, StatementKind};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -306,9 +310,15 @@ impl TasksConfig {
                 ),
             ));
         }
-        check_sql(&self.running_sql, QUERY_PARAMS, true).map_err(|m| (key(&["running_sql"]), m))?;
-        check_sql(&self.mark_failed_sql, UPDATE_PARAMS, true)
-            .map_err(|m| (key(&["mark_failed_sql"]), m))?;
+        check_sql(&self.running_sql, QUERY_PARAMS, true, StatementKind::Read)
+            .map_err(|m| (key(&["running_sql"]), m))?;
+        check_sql(
+            &self.mark_failed_sql,
+            UPDATE_PARAMS,
+            true,
+            StatementKind::Update,
+        )
+        .map_err(|m| (key(&["mark_failed_sql"]), m))?;
         if !named_params(&self.mark_failed_sql)
             .unwrap_or_default()
             .iter()
@@ -319,9 +329,14 @@ impl TasksConfig {
                 "must select the task with `:id` (it may change exactly one row)".into(),
             ));
         }
-        check_sql(&self.release_slot_sql, UPDATE_PARAMS, false)
-            .map_err(|m| (key(&["release_slot_sql"]), m))?;
-        check_sql(&self.activity_sql, QUERY_PARAMS, false)
+        check_sql(
+            &self.release_slot_sql,
+            UPDATE_PARAMS,
+            false,
+            StatementKind::Update,
+        )
+        .map_err(|m| (key(&["release_slot_sql"]), m))?;
+        check_sql(&self.activity_sql, QUERY_PARAMS, false, StatementKind::Read)
             .map_err(|m| (key(&["activity_sql"]), m))?;
         let mut seen = HashSet::new();
         for (field, list) in [
@@ -449,116 +464,9 @@ impl TasksConfig {
     }
 }
 
-/// Checks that `sql` uses only named parameters from `allowed`; `required` refuses empty text.
-fn check_sql(sql: &str, allowed: &[&str], required: bool) -> Result<(), String> {
-    if sql.trim().is_empty() {
-        return if required {
-            Err("must not be empty".into())
-        } else {
-            Ok(())
-        };
-    }
-    let params = named_params(sql)?;
-    for p in &params {
-        if !allowed.contains(&p.as_str()) {
-            return Err(format!(
-                "unknown parameter `:{p}`; this statement may use {}",
-                allowed
-                    .iter()
-                    .map(|a| format!(":{a}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The named parameters (`:name`, `@name`, `$name`) of a statement, outside string literals,
-/// quoted identifiers and comments. Positional `?` parameters are refused.
-pub fn named_params(sql: &str) -> Result<Vec<String>, String> {
-    let chars: Vec<char> = sql.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '\'' | '"' | '`' => {
-                // Skip to the closing quote; a doubled quote is an escaped one.
-                i += 1;
-                while i < chars.len() {
-                    if chars[i] == c {
-                        if chars.get(i + 1) == Some(&c) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            '[' => {
-                while i < chars.len() && chars[i] != ']' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            '-' if chars.get(i + 1) == Some(&'-') => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-            }
-            '/' if chars.get(i + 1) == Some(&'*') => {
-                i += 2;
-                while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
-                    i += 1;
-                }
-                i += 2;
-            }
-            '?' => return Err("use named parameters such as `:id`, not `?`".into()),
-            ':' | '@' | '$' => {
-                let start = i + 1;
-                let mut end = start;
-                while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_')
-                {
-                    end += 1;
-                }
-                if end == start {
-                    return Err(format!("a lone `{c}` is not a parameter"));
-                }
-                let name: String = chars[start..end].iter().collect();
-                if !out.contains(&name) {
-                    out.push(name);
-                }
-                i = end;
-            }
-            _ => i += 1,
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn named_params_skip_strings_comments_and_identifiers() {
-        assert_eq!(
-            named_params(DEFAULT_MARK_FAILED_SQL).unwrap(),
-            ["error", "id", "node", "project"]
-        );
-        assert_eq!(
-            named_params("SELECT ':x', \"a:b\", [c:d] FROM t -- :y\n WHERE a = @node /* :z */")
-                .unwrap(),
-            ["node"]
-        );
-        assert!(named_params("UPDATE t SET a = ? WHERE id = :id").is_err());
-        assert!(check_sql("SELECT 1 WHERE :bogus", QUERY_PARAMS, true).is_err());
-        assert!(check_sql("", QUERY_PARAMS, true).is_err());
-        assert!(check_sql("", QUERY_PARAMS, false).is_ok());
-    }
 
     fn parse(tasks: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
         let text = format!(
@@ -599,6 +507,16 @@ mod tests {
             (
                 "[tasks]\nrelease_slot_sql = \"UPDATE slots SET n = n - 1 WHERE node = ?\"\n",
                 "tasks.release_slot_sql",
+                8,
+            ),
+            (
+                "[tasks]\nrunning_sql = \"DELETE FROM tasks RETURNING id, project, started_at, pid\"\n",
+                "tasks.running_sql",
+                8,
+            ),
+            (
+                "[tasks]\nmark_failed_sql = \"UPDATE tasks SET status = 'failed' WHERE id = :id; DROP TABLE tasks\"\n",
+                "tasks.mark_failed_sql",
                 8,
             ),
             ("[tasks]\ndb = \"dispatch.db\"\n", "tasks.db", 8),

@@ -17,6 +17,7 @@ use crate::fsys::{self, FsSpace};
 use crate::policy::{self, Plan, PlanInput, Preemptive, Pressure};
 use crate::protect::ProcSnapshot;
 use crate::survey;
+use crate::tasks::TaskSnapshot;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -106,7 +107,10 @@ pub struct Context {
     pub config: Arc<Config>,
     pub rules: Arc<Vec<CompiledRule>>,
     pub executor: Arc<Executor>,
-    pub protection: ExtraProtection,
+    /// The caller's extra protection (the task DB's is in `tasks`).
+    pub extra: ExtraProtection,
+    /// One running-task snapshot per survey, taken without waiting on the DB.
+    pub tasks: Arc<dyn Fn() -> TaskSnapshot + Send + Sync>,
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -214,13 +218,15 @@ fn cycle(
     let lookup = |p: &Path| last_write.get(p).copied();
     'rounds: while rounds < MAX_ROUNDS && !ctx.cancel.load(Ordering::Relaxed) {
         let began = Instant::now();
+        let tasks = (ctx.tasks)();
+        let protection = |p: &Path| (ctx.extra)(p).or_else(|| tasks.check(p));
         let planned = plan_filesystem(
             fs,
             config,
             &ctx.rules,
             &kind.input(),
             &attempted,
-            &*ctx.protection,
+            &protection,
             &lookup,
         );
         if planned.surveyed {

@@ -132,9 +132,10 @@ impl Guardian {
     ) -> Result<Guardian, DaemonError> {
         let audit = AuditLog::new(&config.daemon.audit_log);
         let tasks = crate::tasks::TaskService::new(&config);
+        // Right before each delete: the caller's check, then a fresh answer from the task DB.
         let running = tasks.protection();
-        let protection: ExtraProtection =
-            Arc::new(move |p: &Path| extra_protection(p).or_else(|| running(p)));
+        let extra = extra_protection.clone();
+        let protection: ExtraProtection = Arc::new(move |p: &Path| extra(p).or_else(|| running(p)));
         let executor = Arc::new(Executor::new(
             config.workspaces.clone(),
             audit,
@@ -159,7 +160,8 @@ impl Guardian {
             config: config.clone(),
             rules: Arc::new(config.compiled_rules()),
             executor: executor.clone(),
-            protection,
+            extra: extra_protection,
+            tasks: tasks.snapshot_source(),
             cancel: cancel.clone(),
         })
         .map_err(|source| DaemonError::Thread {
@@ -242,8 +244,10 @@ impl Guardian {
         Ok(())
     }
 
-    /// `run --once`: recovery, one poll, the cycle it started, then the state file.
+    /// `run --once`: recovery, one poll (the task side's work waited for), the cycle it
+    /// started, then the state file.
     fn run_once(mut self, reports: &Receiver<Report>) {
+        self.tasks.wait_for_work(true);
         self.wait_for_cleaner(reports);
         self.poll();
         self.wait_for_cleaner(reports);
@@ -434,6 +438,7 @@ impl Guardian {
         for p in &self.watched {
             if sample.growth.get(&p.id).is_some_and(|g| *g > 0) {
                 self.last_write.insert(p.path.clone(), now);
+                self.tasks.note_write(&p.path, now);
             }
         }
     }

@@ -1,149 +1,101 @@
-//! Timestamps as task DBs write them: unix seconds (or milliseconds), ISO-8601 and SQLite
-//! `datetime()` text, with or without a UTC offset. Pure except for the local-time conversion,
-//! which asks libc for the zone's offset.
+//! Timestamps as task DBs write them — unix seconds (or milliseconds), RFC 3339 / ISO-8601 and
+//! SQLite `datetime()` text, with or without a UTC offset — read with `jiff`. Every function is
+//! total: a value that is not a timestamp Guardian can place between the years 1970 and 9999
+//! reads as `None`, never as a panic or a wrapped number.
 
 use crate::config::NaiveTimes;
-use std::time::{Duration, SystemTime};
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
 
 /// Seconds since the epoch, now.
 pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs() as i64
+    Timestamp::now().as_second()
 }
 
-/// Numbers above this are milliseconds (in seconds it would be the year 5138).
-const MILLIS_FROM: f64 = 1e11;
+/// Numbers at or above this are milliseconds (in seconds it would be the year 5138).
+const MILLIS_FROM: i64 = 100_000_000_000;
 
-/// A numeric timestamp: unix seconds, or milliseconds when it is too large for seconds.
+/// Longest timestamp text looked at; longer text is not a timestamp.
+const MAX_TEXT: usize = 64;
+
+/// Seconds since the epoch when they name an instant Guardian can show (1970 to 9999).
+fn in_range(secs: i64) -> Option<i64> {
+    (secs >= 0 && Timestamp::from_second(secs).is_ok()).then_some(secs)
+}
+
+/// An integer timestamp: unix seconds, or milliseconds when it is too large for seconds.
+pub fn from_integer(value: i64) -> Option<i64> {
+    let secs = if value >= MILLIS_FROM {
+        value.div_euclid(1000)
+    } else {
+        value
+    };
+    in_range(secs)
+}
+
+/// A real timestamp: unix seconds, or milliseconds when it is too large for seconds. NaN,
+/// infinities and values outside the representable range read as `None`.
 pub fn from_number(value: f64) -> Option<i64> {
     if !value.is_finite() || value < 0.0 {
         return None;
     }
-    let secs = if value >= MILLIS_FROM {
+    let secs = if value >= MILLIS_FROM as f64 {
         value / 1000.0
     } else {
         value
-    };
-    Some(secs.floor() as i64)
+    }
+    .floor();
+    // Compared as floats first: only a value well inside i64 is converted.
+    if secs > Timestamp::MAX.as_second() as f64 {
+        return None;
+    }
+    in_range(secs as i64)
 }
 
-/// Parses `1771581600`, `2026-02-20 10:00:00`, `2026-02-20T10:00:00.123Z`,
-/// `2026-02-20T18:00:00+08:00` or `2026-02-20`. Text without an offset is read as `naive` says.
+/// Parses `1771581600`, `1771581600000`, `2026-02-20 10:00:00`, `2026-02-20T10:00:00.123Z`,
+/// `2026-02-20T18:00:00+08:00`, `2026-02-20 10:00:00 UTC` or `2026-02-20`. Text without an
+/// offset is read as `naive` says.
 pub fn parse_timestamp(text: &str, naive: NaiveTimes) -> Option<i64> {
     let text = text.trim();
-    if text.is_empty() {
+    if text.is_empty() || text.len() > MAX_TEXT {
         return None;
     }
-    if text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+    if text.bytes().all(|c| c.is_ascii_digit()) {
+        return from_integer(text.parse().ok()?);
+    }
+    if text.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
         return from_number(text.parse().ok()?);
     }
-    let b = text.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(range)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())
-            .flatten()
+    // `… UTC` (as some tools print it) is an offset of zero.
+    let upper_utc = text.len() >= 3
+        && text
+            .get(text.len() - 3..)
+            .is_some_and(|t| t.eq_ignore_ascii_case("utc"));
+    if upper_utc {
+        let base = text.get(..text.len() - 3)?.trim_end();
+        return parse_timestamp(&format!("{base}Z"), naive);
+    }
+    if let Ok(ts) = text.parse::<Timestamp>() {
+        return in_range(ts.as_second());
+    }
+    let civil = match text.parse::<DateTime>() {
+        Ok(dt) => dt,
+        Err(_) => text
+            .parse::<Date>()
+            .ok()?
+            .to_datetime(jiff::civil::Time::midnight()),
     };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let (mut hour, mut minute, mut second) = (0, 0, 0);
-    let mut rest = &text[10..];
-    if let Some(time) = rest.strip_prefix(['T', 't', ' ']) {
-        let tb = time.as_bytes();
-        if tb.len() < 5 || tb[2] != b':' {
-            return None;
-        }
-        let tn = |r: std::ops::Range<usize>| -> Option<i64> {
-            let s = time.get(r)?;
-            s.bytes()
-                .all(|c| c.is_ascii_digit())
-                .then(|| s.parse().ok())
-                .flatten()
-        };
-        hour = tn(0..2)?;
-        minute = tn(3..5)?;
-        rest = &time[5..];
-        if let Some(sec) = rest.strip_prefix(':') {
-            second = sec.get(0..2).and_then(|s| s.parse().ok())?;
-            rest = &sec[2..];
-            if let Some(frac) = rest.strip_prefix(['.', ',']) {
-                let digits = frac.bytes().take_while(|c| c.is_ascii_digit()).count();
-                rest = &frac[digits..];
-            }
-        }
-        if hour > 23 || minute > 59 || second > 60 {
-            return None;
-        }
-    }
-    let civil = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
-    let rest = rest.trim();
-    let offset = match rest {
-        "" => None,
-        "Z" | "z" | "UTC" | "utc" => Some(0),
-        _ => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let digits: String = rest[1..].chars().filter(|c| *c != ':').collect();
-            if digits.len() != 4 && digits.len() != 2 {
-                return None;
-            }
-            let h: i64 = digits.get(0..2)?.parse().ok()?;
-            let m: i64 = digits
-                .get(2..)
-                .filter(|s| !s.is_empty())
-                .map_or(Some(0), |s| s.parse().ok())?;
-            Some(sign * (h * 3600 + m * 60))
-        }
+    let zone = match naive {
+        NaiveTimes::Utc => TimeZone::UTC,
+        NaiveTimes::Local => TimeZone::try_system().unwrap_or(TimeZone::UTC),
     };
-    match (offset, naive) {
-        (Some(off), _) => Some(civil - off),
-        (None, NaiveTimes::Utc) => Some(civil),
-        (None, NaiveTimes::Local) => local_to_utc(year, month, day, hour, minute, second),
-    }
+    in_range(zone.to_timestamp(civil).ok()?.as_second())
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-/// Local wall-clock time → seconds since the epoch, through the C library's zone rules.
-fn local_to_utc(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64) -> Option<i64> {
-    // SAFETY: `tm` is a plain C struct for which all-zero is a valid value; `mktime` reads and
-    // normalises it and has no other preconditions.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    tm.tm_year = (y - 1900) as i32;
-    tm.tm_mon = (mo - 1) as i32;
-    tm.tm_mday = d as i32;
-    tm.tm_hour = h as i32;
-    tm.tm_min = mi as i32;
-    tm.tm_sec = s as i32;
-    tm.tm_isdst = -1;
-    // SAFETY: `tm` is a valid, initialised struct owned by this frame.
-    let t = unsafe { libc::mktime(&mut tm) };
-    (t != -1).then_some(t)
-}
-
-/// `3h 12m`-style rendering of a number of seconds, for messages.
+/// `3h 12m`-style rendering of a number of seconds, for messages (negative as `0s`).
 pub fn human_secs(secs: i64) -> String {
-    let secs = secs.max(0) as u64;
+    let secs = secs.max(0).unsigned_abs();
     let d = secs / 86400;
     let h = secs % 86400 / 3600;
     let m = secs % 3600 / 60;
@@ -156,12 +108,13 @@ pub fn human_secs(secs: i64) -> String {
     }
 }
 
-/// RFC 3339 text of seconds since the epoch.
+/// RFC 3339 text of seconds since the epoch (`2026-02-20T10:00:00Z`); a value no calendar
+/// shows (beyond the year 9999) is written as a plain count of seconds.
 pub fn rfc3339(secs: i64) -> String {
-    humantime::format_rfc3339_seconds(
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64),
-    )
-    .to_string()
+    match Timestamp::from_second(secs) {
+        Ok(ts) => ts.to_string(),
+        Err(_) => format!("{secs} s after the epoch (beyond the calendar)"),
+    }
 }
 
 #[cfg(test)]
@@ -175,12 +128,17 @@ mod tests {
             "1771581600",
             "1771581600.75",
             "1771581600000",
+            " 1771581600999 ",
             "2026-02-20 10:00:00",
             "2026-02-20T10:00:00",
+            "2026-02-20t10:00:00",
             "2026-02-20T10:00:00Z",
+            "2026-02-20 10:00:00Z",
+            "2026-02-20 10:00:00 UTC",
             "2026-02-20T10:00:00.123456",
             "2026-02-20T18:00:00+08:00",
             "2026-02-20T05:00:00-0500",
+            "2026-02-20T05:00:00-05",
             "2026-02-20 10:00",
         ] {
             assert_eq!(parse_timestamp(text, NaiveTimes::Utc), Some(want), "{text}");
@@ -190,21 +148,86 @@ mod tests {
             Some(want - 36000)
         );
         assert_eq!(from_number(1_771_581_600_000.0), Some(want));
+        assert_eq!(from_integer(1_771_581_600_000), Some(want));
         for bad in [
             "",
             "yesterday",
             "2026-13-01",
             "2026-02-20X10:00",
             "2026-02-20T25:00:00",
-            "20260220",
+            "-5",
+            "1.2.3",
+            "10000-01-01T00:00:00Z",
         ] {
-            if bad == "20260220" {
-                // All digits: read as seconds, a valid if odd timestamp.
-                assert!(parse_timestamp(bad, NaiveTimes::Utc).is_some());
-                continue;
-            }
             assert_eq!(parse_timestamp(bad, NaiveTimes::Utc), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn huge_and_odd_numbers_read_as_unreadable_not_as_a_panic() {
+        // The case that crashed `run`, `run --once` and `sessions`: started_at ≥ ~1e15.
+        for n in [
+            1e15,
+            1e16,
+            1e300,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NAN,
+            -1.0,
+            -0.0,
+        ] {
+            let got = from_number(n);
+            assert!(got.is_none() || got == Some(0), "{n}: {got:?}");
+        }
+        for n in [
+            1_000_000_000_000_000,
+            i64::MAX,
+            i64::MIN,
+            -1,
+            253_402_300_800_000,
+        ] {
+            assert_eq!(from_integer(n), None, "{n}");
+        }
+        assert_eq!(
+            parse_timestamp("1000000000000000", NaiveTimes::Utc),
+            None,
+            "1e15 as text"
+        );
+        assert_eq!(
+            parse_timestamp(&"9".repeat(400), NaiveTimes::Utc),
+            None,
+            "a long run of digits"
+        );
+        // The largest value still read: jiff's last instant (late on 9999-12-30), in ms.
+        let max = Timestamp::MAX.as_second();
+        assert_eq!(from_integer(max * 1000), Some(max));
+        assert_eq!(from_integer((max + 1) * 1000), None);
+    }
+
+    #[test]
+    fn naive_text_reads_in_the_configured_zone() {
+        // Whatever the machine's zone, local and UTC readings differ by its offset then.
+        let utc = parse_timestamp("2026-02-20 10:00:00", NaiveTimes::Utc).unwrap();
+        let local = parse_timestamp("2026-02-20 10:00:00", NaiveTimes::Local).unwrap();
+        let zone = TimeZone::try_system().unwrap_or(TimeZone::UTC);
+        let offset = zone
+            .to_offset(Timestamp::from_second(utc).unwrap())
+            .seconds();
+        assert_eq!(local, utc - i64::from(offset));
+        // An explicit offset wins over `naive`.
+        assert_eq!(
+            parse_timestamp("2026-02-20T10:00:00Z", NaiveTimes::Local),
+            Some(utc)
+        );
+    }
+
+    #[test]
+    fn every_i64_renders() {
+        for secs in [i64::MIN, -1, 0, 1_771_581_600, 253_402_300_800, i64::MAX] {
+            assert!(!rfc3339(secs).is_empty());
+            assert!(!human_secs(secs).is_empty());
+        }
+        assert_eq!(rfc3339(1_771_581_600), "2026-02-20T10:00:00Z");
     }
 
     #[test]

@@ -14,19 +14,19 @@ use crate::cleanup::{AuditLog, AuditRecord, Executor, Outcome};
 use crate::config::{human_bytes, Config, Workspace};
 use crate::fsys::{self, EntryKind};
 use crate::policy::PlannedAction;
+use crate::textpath::shown;
 use rustix::fd::AsFd;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// The registry file in `state_dir`.
-pub const KEPT_FILE: &str = "kept.json";
-const KEPT_LOCK: &str = "kept.lock";
+pub use super::registry::{
+    expired, over_cap, read_registry, FinishedDir, KeptDir, Locked, Registry, KEPT_FILE,
+};
 
 /// How a task ended, as the wrapper reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -64,104 +64,6 @@ impl DoneStatus {
     }
 }
 
-/// One kept work dir.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeptDir {
-    pub path: PathBuf,
-    pub task: Option<String>,
-    pub status: String,
-    /// Seconds since the epoch.
-    pub kept_at: i64,
-    /// Allocated bytes when last measured.
-    pub bytes: u64,
-}
-
-/// `kept.json`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Registry {
-    pub kept: Vec<KeptDir>,
-}
-
-/// Pure: indices of kept dirs to drop so the total fits `cap`, oldest first (ties: the order
-/// they were kept in, which is the registry's order).
-pub fn over_cap(kept: &[KeptDir], cap: u64) -> Vec<usize> {
-    let mut total: u64 = kept.iter().map(|k| k.bytes).sum();
-    let mut order: Vec<usize> = (0..kept.len()).collect();
-    order.sort_by_key(|&i| kept[i].kept_at);
-    let mut drop = Vec::new();
-    for i in order {
-        if total <= cap {
-            break;
-        }
-        total = total.saturating_sub(kept[i].bytes);
-        drop.push(i);
-    }
-    drop
-}
-
-/// Pure: whether a kept dir has outlived `ttl_secs`.
-pub fn expired(k: &KeptDir, ttl_secs: i64, now: i64) -> bool {
-    now - k.kept_at > ttl_secs
-}
-
-/// The registry, locked against the daemon and other `task done` calls while held.
-pub struct Locked {
-    dir: PathBuf,
-    _lock: File,
-    pub registry: Registry,
-}
-
-impl Locked {
-    /// Takes the lock in `state_dir` (created if needed) and reads the registry. A registry
-    /// that does not parse is set aside (renamed) with a warning and starts empty.
-    pub fn open(state_dir: &Path) -> io::Result<Locked> {
-        std::fs::create_dir_all(state_dir)?;
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(state_dir.join(KEPT_LOCK))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-        let registry = read_registry(state_dir)?;
-        Ok(Locked {
-            dir: state_dir.to_path_buf(),
-            _lock: lock,
-            registry,
-        })
-    }
-
-    /// Writes the registry atomically.
-    pub fn save(&self) -> io::Result<()> {
-        let tmp = self
-            .dir
-            .join(format!(".{KEPT_FILE}.{}.tmp", std::process::id()));
-        let mut file = File::create(&tmp)?;
-        serde_json::to_writer_pretty(&mut file, &self.registry).map_err(io::Error::other)?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, self.dir.join(KEPT_FILE))
-    }
-}
-
-/// Reads `kept.json` without locking (for listings); missing → empty.
-pub fn read_registry(state_dir: &Path) -> io::Result<Registry> {
-    let path = state_dir.join(KEPT_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => match serde_json::from_str(&text) {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let aside = state_dir.join(format!("{KEPT_FILE}.corrupt-{}", now_secs()));
-                tracing::warn!(path = %path.display(), error = %e, aside = %aside.display(), "kept-dir registry does not parse; set aside, starting empty");
-                let _ = std::fs::rename(&path, &aside);
-                Ok(Registry::default())
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Registry::default()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Why `task done` did not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum DoneError {
@@ -176,6 +78,7 @@ pub enum DoneError {
 /// What `task done` did.
 #[derive(Clone, Debug, Serialize)]
 pub struct DoneReport {
+    #[serde(with = "crate::textpath")]
     pub path: PathBuf,
     pub status: DoneStatus,
     pub task: Option<String>,
@@ -183,6 +86,7 @@ pub struct DoneReport {
     pub result: String,
     pub message: String,
     /// Kept dirs dropped to stay under `keep_failed_max`.
+    #[serde(with = "crate::textpath::list")]
     pub dropped: Vec<PathBuf>,
 }
 
@@ -192,9 +96,9 @@ pub fn check_task_path<'a>(
     config: &'a Config,
     dir: &Path,
 ) -> Result<(&'a Workspace, OsString), String> {
-    let shown = dir.display();
+    let shown_dir = shown(dir);
     if !dir.is_absolute() {
-        return Err(format!("{shown} must be an absolute path"));
+        return Err(format!("{shown_dir} must be an absolute path"));
     }
     let raw = dir.as_os_str().as_encoded_bytes();
     if raw
@@ -204,7 +108,9 @@ pub fn check_task_path<'a>(
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
-        return Err(format!("{shown} must not contain `.` or `..` components"));
+        return Err(format!(
+            "{shown_dir} must not contain `.` or `..` components"
+        ));
     }
     let areas: Vec<&Workspace> = config
         .workspaces
@@ -219,10 +125,10 @@ pub fn check_task_path<'a>(
     }
     let Some(area) = areas.iter().find(|w| dir.starts_with(&w.path)) else {
         return Err(format!(
-            "{shown} is outside every task area ({})",
+            "{shown_dir} is outside every task area ({})",
             areas
                 .iter()
-                .map(|w| w.path.display().to_string())
+                .map(|w| shown(&w.path).to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
@@ -233,20 +139,20 @@ pub fn check_task_path<'a>(
         (Some(Component::Normal(n)), None) => n.to_os_string(),
         (None, _) => {
             return Err(format!(
-                "{shown} is the task area itself, not a work dir in it"
+                "{shown_dir} is the task area itself, not a work dir in it"
             ))
         }
         _ => {
             return Err(format!(
-            "{shown} is not a direct child of the task area {} (a task's work dir is {}/<name>)",
-            area.path.display(),
-            area.path.display()
+            "{shown_dir} is not a direct child of the task area {} (a task's work dir is {}/<name>)",
+            shown(&area.path),
+            shown(&area.path)
         ))
         }
     };
     if area.protect.iter().any(|p| std::ffi::OsStr::new(p) == name) {
         return Err(format!(
-            "{shown} is on the task area's protect list and is never deleted"
+            "{shown_dir} is on the task area's protect list and is never deleted"
         ));
     }
     Ok((area, name))
@@ -272,10 +178,7 @@ pub fn task_done(
     };
     // Look at the entry itself, through the area's fd, without following a symlink.
     let root = fsys::open_dir_path(&area.path).map_err(|e| {
-        DoneError::Runtime(format!(
-            "cannot open task area {}: {e}",
-            area.path.display()
-        ))
+        DoneError::Runtime(format!("cannot open task area {}: {e}", shown(&area.path)))
     })?;
     let cname =
         fsys::c_name(&name).map_err(|_| DoneError::Usage("name contains a NUL byte".into()))?;
@@ -283,13 +186,13 @@ pub fn task_done(
         Ok(st) if st.kind == EntryKind::Symlink => {
             return Err(DoneError::Usage(format!(
                 "{} is a symlink: Guardian never follows or deletes through one",
-                path.display()
+                shown(&path)
             )))
         }
         Ok(st) if st.kind != EntryKind::Dir => {
             return Err(DoneError::Usage(format!(
                 "{} is not a directory",
-                path.display()
+                shown(&path)
             )))
         }
         Ok(_) => true,
@@ -297,7 +200,7 @@ pub fn task_done(
         Err(e) => {
             return Err(DoneError::Runtime(format!(
                 "cannot stat {}: {e}",
-                path.display()
+                shown(&path)
             )))
         }
     };
@@ -305,7 +208,7 @@ pub fn task_done(
         AuditLog::open(&config.daemon.audit_log).map_err(|e| {
             DoneError::Runtime(format!(
                 "cannot open the audit log {}: {e}",
-                config.daemon.audit_log.display()
+                shown(&config.daemon.audit_log)
             ))
         })
     };
@@ -320,7 +223,7 @@ pub fn task_done(
     let mut locked = Locked::open(&config.daemon.state_dir).map_err(|e| {
         DoneError::Runtime(format!(
             "cannot lock the kept-dir registry in {}: {e}",
-            config.daemon.state_dir.display()
+            shown(&config.daemon.state_dir)
         ))
     })?;
     let now = now_secs();
@@ -329,10 +232,10 @@ pub fn task_done(
         None => "the task".to_string(),
     };
     if !exists {
-        locked.registry.kept.retain(|k| k.path != path);
+        locked.registry.forget(&path);
         save(&locked)?;
         report.result = "already_gone".into();
-        report.message = format!("{} does not exist: nothing to do", path.display());
+        report.message = format!("{} does not exist: nothing to do", shown(&path));
         return Ok(report);
     }
     if !status.keeps() {
@@ -348,22 +251,35 @@ pub fn task_done(
         let bytes = crate::scan::scan_path(&path)
             .map(|w| w.tally.usage().allocated)
             .unwrap_or(0);
-        let r = execute(&executor, &path, rule, &reason, bytes)?;
-        if r.0 == Outcome::Deleted {
-            locked.registry.kept.retain(|k| k.path != path);
-            save(&locked)?;
+        let r = execute(&executor, &path, rule, &reason, bytes, Planned::default())?;
+        match r.0 {
+            Outcome::Deleted => {
+                locked.registry.forget(&path);
+                save(&locked)?;
+            }
+            Outcome::WouldDelete => {}
+            _ => {
+                locked.registry.finish(FinishedDir {
+                    path: path.clone(),
+                    task: task.map(str::to_string),
+                    status: status.as_str().into(),
+                    at: now,
+                    why: r.1.error.clone().unwrap_or_else(|| r.0.as_str().into()),
+                });
+                save(&locked)?;
+            }
         }
         report.result = r.0.as_str().into();
         report.message = match r.0 {
             Outcome::Deleted => format!(
                 "deleted {} ({} freed)",
-                path.display(),
+                shown(&path),
                 human_bytes(r.1.bytes_freed)
             ),
-            Outcome::WouldDelete => format!("dry run: would delete {}", path.display()),
+            Outcome::WouldDelete => format!("dry run: would delete {}", shown(&path)),
             _ => format!(
-                "{} not deleted: {}",
-                path.display(),
+                "{} not deleted: {}; recorded as finished: the sweep deletes it once nothing protects it",
+                shown(&path),
                 r.1.error.clone().unwrap_or_default()
             ),
         };
@@ -373,7 +289,7 @@ pub fn task_done(
     let bytes = crate::scan::scan_path(&path)
         .map(|w| w.tally.usage().allocated)
         .unwrap_or(0);
-    locked.registry.kept.retain(|k| k.path != path);
+    locked.registry.forget(&path);
     locked.registry.kept.push(KeptDir {
         path: path.clone(),
         task: task.map(str::to_string),
@@ -410,7 +326,7 @@ pub fn task_done(
     report.result = "kept".into();
     report.message = format!(
         "kept {} ({}) for debugging until {}{}",
-        path.display(),
+        shown(&path),
         human_bytes(bytes),
         rfc3339(now + ttl.0.as_secs() as i64),
         if report.dropped.is_empty() {
@@ -427,7 +343,7 @@ pub fn task_done(
         report.result = "deleted".into();
         report.message = format!(
             "{} ({}) alone exceeds keep_failed_max {}: deleted instead of kept",
-            path.display(),
+            shown(&path),
             human_bytes(bytes),
             config.tasks.keep_failed_max
         );
@@ -454,7 +370,14 @@ pub fn enforce_cap(
             human_bytes(cap),
             human_secs(now - k.kept_at)
         );
-        let (outcome, _) = execute(executor, &k.path, "keep_failed_max", &reason, k.bytes)?;
+        let (outcome, _) = execute(
+            executor,
+            &k.path,
+            "keep_failed_max",
+            &reason,
+            k.bytes,
+            Planned::default(),
+        )?;
         if outcome == Outcome::Deleted {
             dropped.push(k.path.clone());
         }
@@ -464,13 +387,26 @@ pub fn enforce_cap(
 }
 
 /// One deletion through the executor, phase 0 (task policy, not disk pressure).
+/// What a deletion was decided on: the dir's identity then (`None`: the dir there now) and the
+/// idle time its rule requires.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Planned {
+    pub identity: Option<(u64, u64)>,
+    pub min_idle_secs: Option<u64>,
+}
+
 pub fn execute(
     executor: &Executor,
     path: &Path,
     rule: &str,
     reason: &str,
     bytes: u64,
+    planned: Planned,
 ) -> Result<(Outcome, AuditRecord), DoneError> {
+    let identity = match planned.identity {
+        Some(id) => id,
+        None => crate::fsys::identity_of(path).unwrap_or((0, 0)),
+    };
     let action = PlannedAction {
         path: path.to_path_buf(),
         project: path.to_path_buf(),
@@ -479,8 +415,8 @@ pub fn execute(
         reason: reason.into(),
         bytes_estimated: bytes,
         inodes_estimated: 0,
-        identity: crate::fsys::identity_of(path).unwrap_or((0, 0)),
-        min_idle_secs: None,
+        identity,
+        min_idle_secs: planned.min_idle_secs,
     };
     let report = executor
         .execute(&action)
@@ -498,7 +434,7 @@ fn save(locked: &Locked) -> Result<(), DoneError> {
     locked.save().map_err(|e| {
         DoneError::Runtime(format!(
             "cannot write the kept-dir registry in {}: {e}",
-            locked.dir.display()
+            shown(locked.dir())
         ))
     })
 }

@@ -1,113 +1,53 @@
 //! The ghost reaper: tasks `running` on this node for longer than `ghost_after` get their
 //! processes killed (process group and descendants: SIGTERM, grace, SIGKILL), the kill is
 //! confirmed, and then, in one DB transaction, the task is marked failed with an error text
-//! saying why and its slot is released.
+//! saying what really happened, and its slot is released.
 //!
 //! Invariants: only rows the running-tasks query returns for this node are considered; a
-//! process is signalled only after it was identified by PID *and* start time (a PID reused by a
-//! process that started away from the task's `started_at` is left alone); a task whose processes
-//! survive is not marked; no row is ever deleted; completed tasks are never touched (the UPDATE
-//! requires `status = 'running'` and must change exactly one row).
+//! process is signalled only after it was identified by PID *and* start time (see `members`);
+//! a task is marked only when nothing of it runs any more — a task with a process Guardian may
+//! not signal (PID 1, a kernel thread, Guardian or its ancestors) or whose processes survive is
+//! left as it is and says why; no row is ever deleted; completed tasks are never touched (the
+//! UPDATE requires `status = 'running'` and must change exactly one row).
+
+mod report;
+
+pub use report::{render, Ghost, GhostReport, Skip};
 
 use super::clock::{human_secs, rfc3339};
 use super::db::{params_of, MarkOutcome, RunningTask, TaskDb};
+use super::members::{self, Leader, TaskProcs};
 use super::procs::{self, BootClock, Pinned, ProcStat};
-use super::Recorder;
+use super::row::Cell;
+use super::{Cancel, Recorder};
 use crate::cleanup::{audit, AuditRecord};
 use crate::config::TasksConfig;
-use rusqlite::types::Value;
-use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 /// After SIGKILL, how long to wait for the processes to disappear.
 const CONFIRM_AFTER_KILL: Duration = Duration::from_secs(5);
-
-/// What the reaper found and did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct GhostReport {
-    pub ts: String,
-    pub node: String,
-    pub dry_run: bool,
-    pub ghost_after_secs: u64,
-    /// Running tasks of this node the DB returned.
-    pub running: usize,
-    /// Running tasks still within `ghost_after`.
-    pub within_limit: usize,
-    /// Every task past `ghost_after`, with what happened to it.
-    pub found: Vec<Ghost>,
-    /// Ids of tasks whose processes were killed.
-    pub killed: Vec<String>,
-    /// Ids of tasks marked failed.
-    pub marked: Vec<String>,
-    /// Tasks past the limit that were not marked, and why.
-    pub skipped: Vec<Skip>,
-    /// Set when the DB or `/proc` could not be read: nothing was done.
-    pub error: Option<String>,
-}
-
-/// One task past `ghost_after`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Ghost {
-    pub id: String,
-    pub project: String,
-    pub pid: Option<i64>,
-    pub started_at: String,
-    pub running_secs: i64,
-    /// `alive`, `gone`, `pid_reused`, `no_pid`.
-    pub process: &'static str,
-    /// PIDs signalled (the process group and descendants).
-    pub signalled: Vec<i32>,
-    /// PIDs that needed SIGKILL after the grace period.
-    pub sigkilled: Vec<i32>,
-    pub marked: bool,
-    /// The error text written to the DB (or that would be, in a dry run).
-    pub error_text: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Skip {
-    pub id: String,
-    pub project: String,
-    pub reason: String,
-}
-
-/// Whether the process behind a PID is the task's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Identity {
-    /// Started within `tolerance` of the task: the task's process.
-    Task,
-    /// Started `delta` seconds away from the task (positive: after): an unrelated process that
-    /// reused the PID.
-    Reused { delta: i64 },
-}
-
-/// Pure: is a process that started at `proc_start` the one recorded for a task started at
-/// `task_start`? A process that started well after the task cannot be its process (the PID was
-/// reused); one that started well before it cannot be either (the PID was taken then).
-pub fn identify(task_start: i64, proc_start: i64, tolerance: Duration) -> Identity {
-    let delta = proc_start - task_start;
-    if delta.unsigned_abs() <= tolerance.as_secs() {
-        Identity::Task
-    } else {
-        Identity::Reused { delta }
-    }
-}
+/// Most processes a report names one by one.
+const SHOWN_PROCS: usize = 10;
 
 /// Pure: why a running task is not a ghost to handle, if it is not.
 pub fn exclusion(task: &RunningTask, node: &str, cfg: &TasksConfig, now: i64) -> Exclusion {
     let Some(started) = task.started_at else {
         return Exclusion::Skip(format!(
-            "started_at `{}` is not a timestamp Guardian can read (unix seconds or ISO-8601)",
+            "started_at `{}` is not a timestamp Guardian can read (unix seconds or milliseconds, RFC 3339 or SQLite text, years 1970 to 9999)",
             task.started_raw
         ));
     };
-    if now - started <= cfg.ghosts.ghost_after.0.as_secs() as i64 {
+    let running = now.saturating_sub(started);
+    let limit = i64::try_from(cfg.ghosts.ghost_after.0.as_secs()).unwrap_or(i64::MAX);
+    if running <= limit {
         return Exclusion::WithinLimit;
     }
     if let Some(n) = &task.node {
-        if n != node {
+        if !task.node_is(node) {
             return Exclusion::Skip(format!("runs on node `{n}`, not on this node `{node}`"));
         }
     }
@@ -118,7 +58,7 @@ pub fn exclusion(task: &RunningTask, node: &str, cfg: &TasksConfig, now: i64) ->
         ));
     }
     Exclusion::Ghost {
-        running_secs: now - started,
+        running_secs: running,
     }
 }
 
@@ -129,9 +69,24 @@ pub enum Exclusion {
     Ghost { running_secs: i64 },
 }
 
+/// What one reaper run works with.
+struct Run<'a> {
+    db: &'a TaskDb,
+    cfg: &'a TasksConfig,
+    node: &'a str,
+    now: i64,
+    dry_run: bool,
+    clock: BootClock,
+    table: BTreeMap<i32, ProcStat>,
+    own: BTreeSet<i32>,
+    audit_log: Option<&'a Recorder<'a>>,
+    cancel: &'a Cancel,
+}
+
 /// Finds and handles the ghosts of `node`. Each handled ghost is written to `audit_log` when
 /// given. `dry_run` signals nothing and changes no row (with `audit_log`, each ghost is still
-/// logged, as `would_mark`).
+/// logged, as `would_mark`). `cancel` cuts grace waits and DB waits short (nothing is marked
+/// then).
 pub fn reap(
     db: &TaskDb,
     cfg: &TasksConfig,
@@ -139,6 +94,7 @@ pub fn reap(
     now: i64,
     dry_run: bool,
     audit_log: Option<&Recorder<'_>>,
+    cancel: &Cancel,
 ) -> std::io::Result<GhostReport> {
     let mut report = GhostReport {
         ts: audit::timestamp(SystemTime::now()),
@@ -147,7 +103,7 @@ pub fn reap(
         ghost_after_secs: cfg.ghosts.ghost_after.0.as_secs(),
         ..Default::default()
     };
-    let running = match db.running(node, now) {
+    let running = match db.running(node, now, cancel) {
         Ok(r) => r,
         Err(e) => {
             report.error = Some(e.to_string());
@@ -164,7 +120,23 @@ pub fn reap(
             return Ok(report);
         }
     };
+    let own = procs::own_lineage(&table);
+    let run = Run {
+        db,
+        cfg,
+        node,
+        now,
+        dry_run,
+        clock,
+        table,
+        own,
+        audit_log,
+        cancel,
+    };
     for task in &running {
+        if cancel.is_set() {
+            break;
+        }
         let running_secs = match exclusion(task, node, cfg, now) {
             Exclusion::WithinLimit => {
                 report.within_limit += 1;
@@ -176,141 +148,264 @@ pub fn reap(
             }
             Exclusion::Ghost { running_secs } => running_secs,
         };
-        handle(
-            &mut report,
-            task,
-            running_secs,
-            cfg,
-            node,
-            now,
-            dry_run,
-            &clock,
-            &table,
-            db,
-            audit_log,
-        )?;
+        run.handle(&mut report, task, running_secs)?;
     }
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    report: &mut GhostReport,
-    task: &RunningTask,
-    running_secs: i64,
-    cfg: &TasksConfig,
-    node: &str,
-    now: i64,
-    dry_run: bool,
-    clock: &BootClock,
-    table: &BTreeMap<i32, ProcStat>,
-    db: &TaskDb,
-    audit_log: Option<&Recorder<'_>>,
-) -> std::io::Result<()> {
-    let g = &cfg.ghosts;
-    let started = task.started_at.unwrap_or(now);
-    let why = format!(
-        "ghost task: `running` for {} on node {node} (tasks.ghosts.ghost_after {})",
-        human_secs(running_secs),
-        g.ghost_after
-    );
-    let mut ghost = Ghost {
-        id: task.id.clone(),
-        project: task.project.clone(),
-        pid: task.pid,
-        started_at: task.started_raw.clone(),
-        running_secs,
-        process: "no_pid",
-        signalled: Vec::new(),
-        sigkilled: Vec::new(),
-        marked: false,
-        error_text: String::new(),
-    };
-    let Some(pid) = task.pid.filter(|p| *p > 1 && *p <= i32::MAX as i64) else {
-        ghost.error_text = why.clone();
-        report.found.push(ghost);
-        let reason = match task.pid {
-            None => "no pid recorded: Guardian cannot confirm its processes are gone, so it does not mark it failed".to_string(),
-            Some(p) => format!("pid {p} is not a process Guardian may signal; not marked"),
+impl Run<'_> {
+    fn handle(
+        &self,
+        report: &mut GhostReport,
+        task: &RunningTask,
+        running_secs: i64,
+    ) -> std::io::Result<()> {
+        let g = &self.cfg.ghosts;
+        let started = task.started_at.unwrap_or(self.now);
+        let why = format!(
+            "ghost task: `running` for {} on node {} (tasks.ghosts.ghost_after {})",
+            human_secs(running_secs),
+            self.node,
+            g.ghost_after
+        );
+        let mut ghost = Ghost {
+            id: task.id.clone(),
+            project: task.project.clone(),
+            pid: task.pid,
+            started_at: task.started_raw.clone(),
+            running_secs,
+            process: "no_pid",
+            signalled: Vec::new(),
+            sigkilled: Vec::new(),
+            untouchable: Vec::new(),
+            strangers: Vec::new(),
+            marked: false,
+            error_text: String::new(),
         };
-        skip(report, task, reason);
-        return Ok(());
-    };
-    let pid = pid as i32;
-    // Whom to signal, and what to write.
-    let (targets, mut what): (Vec<ProcStat>, String) = match table
-        .get(&pid)
-        .filter(|s| !s.is_gone())
-    {
-        Some(st) => match identify(started, clock.start_secs(st), g.start_tolerance.0) {
-            Identity::Task => {
-                ghost.process = "alive";
-                let targets = procs::task_processes(st, table);
-                let what = if st.pgrp == st.pid {
-                    format!("killed its process group {pid}")
-                } else {
-                    format!("killed its process {pid} and descendants")
+        let pid = match (task.pid, &task.pid_problem) {
+            (Some(p), _) if p > 1 => p,
+            (Some(p), _) => {
+                report.found.push(ghost);
+                let reason = format!(
+                    "pid {p} is init, never a task's process: Guardian cannot tell whether the task still runs, so it does not mark it"
+                );
+                skip(report, task, reason);
+                return Ok(());
+            }
+            (None, problem) => {
+                report.found.push(ghost);
+                let reason = match problem {
+                    Some(p) => format!("{p}: Guardian cannot confirm its processes are gone, so it does not mark it"),
+                    None => "no pid recorded: Guardian cannot confirm its processes are gone, so it does not mark it".to_string(),
                 };
-                (targets, what)
+                skip(report, task, reason);
+                return Ok(());
             }
-            Identity::Reused { delta } => {
-                ghost.process = "pid_reused";
-                (
-                    Vec::new(),
-                    format!(
-                        "its process had exited: pid {pid} now belongs to an unrelated process started {} {} the task (left alone)",
-                        human_secs(delta.abs()),
-                        if delta > 0 { "after" } else { "before" }
-                    ),
-                )
-            }
-        },
-        None => {
-            ghost.process = "gone";
-            // A group id is not reused while any member lives: members are the task's orphans.
-            let orphans = procs::group_members(pid, table);
-            let what = if orphans.is_empty() {
-                format!("its process {pid} had already exited")
+        };
+        let found = members::find(
+            pid,
+            started,
+            g.start_tolerance.0,
+            &self.clock,
+            &self.table,
+            &self.own,
+        );
+        ghost.process = match found.leader {
+            Leader::Alive => "alive",
+            Leader::Reused { .. } => "pid_reused",
+            Leader::Gone => "gone",
+        };
+        ghost.strangers = found
+            .strangers
+            .iter()
+            .take(SHOWN_PROCS)
+            .map(|s| s.pid)
+            .collect();
+        if !found.untouchable.is_empty() {
+            let n = found.untouchable.len();
+            ghost.untouchable = found
+                .untouchable
+                .iter()
+                .take(SHOWN_PROCS)
+                .map(|(s, w)| format!("pid {} ({w})", s.pid))
+                .collect();
+            let reason = format!(
+                "{}{} {} the task's and Guardian never signals {}: the task still runs, so nothing of it was signalled and it is not marked",
+                ghost.untouchable.join(", "),
+                if n > SHOWN_PROCS {
+                    format!(" and {} more", n - SHOWN_PROCS)
+                } else {
+                    String::new()
+                },
+                if n == 1 { "is" } else { "are" },
+                if n == 1 { "it" } else { "them" },
+            );
+            crate::warn_quiet!(
+                format!("ghost-untouchable:{}", task.id),
+                task = %task.id,
+                project = %task.project,
+                "{reason}"
+            );
+            report.found.push(ghost);
+            skip(report, task, reason);
+            return Ok(());
+        }
+        let strangers = match found.strangers.len() {
+            0 => String::new(),
+            n => format!(
+                "; {n} process{} of its group started before the task and {} not its (left alone: {:?})",
+                if n == 1 { "" } else { "es" },
+                if n == 1 { "is" } else { "are" },
+                ghost.strangers
+            ),
+        };
+        let text = |what: &str| {
+            format!(
+                "{why}; {what}{strangers}; marked failed by guardian at {}",
+                rfc3339(self.now)
+            )
+        };
+        let targets: Vec<i32> = found.targets.iter().map(|s| s.pid).collect();
+        let target_what = match found.leader {
+            Leader::Alive if found.leads_group => format!("its process group {pid}"),
+            Leader::Alive => format!("its process {pid} and descendants"),
+            Leader::Gone => format!(
+                "{} orphaned process{} of its group (its process {pid} had exited)",
+                targets.len(),
+                if targets.len() == 1 { "" } else { "es" }
+            ),
+            Leader::Reused { .. } => String::new(),
+        };
+        let nothing_ran = match found.leader {
+            Leader::Reused { delta } => format!(
+                "its process had exited: pid {pid} now belongs to an unrelated process started {} {} the task (left alone)",
+                human_secs(delta.saturating_abs()),
+                if delta > 0 { "after" } else { "before" }
+            ),
+            _ => format!("its process {pid} had already exited and nothing of the task runs"),
+        };
+        if self.dry_run {
+            ghost.signalled = targets.clone();
+            ghost.error_text = if targets.is_empty() {
+                text(&nothing_ran)
             } else {
-                format!(
-                    "its process {pid} had exited; killed {} orphaned processes of its group",
-                    orphans.len()
-                )
+                text(&format!("would kill {target_what}"))
             };
-            (orphans, what)
+            if let Some(log) = self.audit_log {
+                let mut r = record(self.db, task, &ghost.error_text, "would_mark", None);
+                r.dry_run = true;
+                log.record(r)?;
+            }
+            report.found.push(ghost);
+            return Ok(());
         }
-    };
-    let text = |what: &str| {
-        format!(
-            "{why}; {what}; marked failed by guardian at {}",
-            rfc3339(now)
-        )
-    };
-    if dry_run {
-        ghost.signalled = targets.iter().map(|s| s.pid).collect();
-        ghost.error_text = text(&what);
-        if let Some(log) = audit_log {
-            let mut r = record(db, task, &ghost.error_text, "would_mark", None);
-            r.dry_run = true;
-            log.record(r)?;
+        let what = if targets.is_empty() {
+            nothing_ran
+        } else {
+            match self.kill(&found, pid, &mut ghost) {
+                Ok(what) => {
+                    report.killed.push(task.id.clone());
+                    format!("killed {target_what} ({what})")
+                }
+                Err(KillFailed::Exited) => {
+                    format!("{target_what}: all exited before Guardian signalled them")
+                }
+                Err(KillFailed::Left(reason)) => {
+                    if let Some(log) = self.audit_log {
+                        log.record(record(self.db, task, &why, "failed", Some(reason.clone())))?;
+                    }
+                    report.found.push(ghost);
+                    skip(report, task, reason);
+                    return Ok(());
+                }
+            }
+        };
+        // Marked only once nothing of it runs: look again.
+        let again = procs::all_processes()
+            .map(|t| {
+                members::find(
+                    pid,
+                    started,
+                    g.start_tolerance.0,
+                    &self.clock,
+                    &t,
+                    &procs::own_lineage(&t),
+                )
+            })
+            .map_err(|e| format!("cannot read /proc to confirm ({e})"));
+        let still = match again {
+            Ok(a) if a.is_empty() => None,
+            Ok(a) => Some(format!(
+                "processes {:?} of the task still run after the kill (they joined meanwhile?): not marked, retried next time",
+                a.targets
+                    .iter()
+                    .chain(a.untouchable.iter().map(|(s, _)| s))
+                    .map(|s| s.pid)
+                    .collect::<Vec<_>>()
+            )),
+            Err(e) => Some(format!("{e}: not marked, retried next time")),
+        };
+        if let Some(reason) = still {
+            if let Some(log) = self.audit_log {
+                log.record(record(self.db, task, &why, "failed", Some(reason.clone())))?;
+            }
+            report.found.push(ghost);
+            skip(report, task, reason);
+            return Ok(());
         }
-        report.found.push(ghost);
-        return Ok(());
+        self.mark(report, task, pid, ghost, text(&what))
     }
-    if !targets.is_empty() {
-        let led_group = ghost.process == "gone" || table.get(&pid).is_some_and(|s| s.pgrp == pid);
-        let pins: Vec<Pinned> = targets.iter().filter_map(procs::pin).collect();
+
+    /// Signals the task's processes; the words for what happened, or why it did not.
+    fn kill(&self, found: &TaskProcs, pid: i32, ghost: &mut Ghost) -> Result<String, KillFailed> {
+        let g = &self.cfg.ghosts;
+        let pins: Vec<Pinned> = found.targets.iter().filter_map(procs::pin).collect();
+        let leads = found.leads_group || found.leader == Leader::Gone;
         let result = procs::terminate(
             pins,
-            |live| rescan(pid, led_group, live),
+            |live| rescan(pid, leads, live),
             g.grace.0,
             CONFIRM_AFTER_KILL,
+            self.cancel,
         );
         ghost.signalled = result.signalled.clone();
         ghost.sigkilled = result.killed_hard.clone();
-        what.push_str(&format!(
-            " ({} processes: SIGTERM{})",
+        if result.cancelled {
+            return Err(KillFailed::Left(format!(
+                "Guardian stopped during the grace period after SIGTERM to {:?}: not marked, retried next time",
+                result.signalled
+            )));
+        }
+        if !result.survivors.is_empty() {
+            let denied = if result.denied.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (signals refused: {})",
+                    result
+                        .denied
+                        .iter()
+                        .map(|(p, e)| format!("pid {p}: {e}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(KillFailed::Left(format!(
+                "processes {:?} still alive after SIGTERM and SIGKILL{denied}: not marked failed, retried next time",
+                result.survivors
+            )));
+        }
+        if result.signalled.is_empty() {
+            return Err(KillFailed::Exited);
+        }
+        Ok(format!(
+            "{} process{}: SIGTERM{}",
             result.signalled.len(),
+            if result.signalled.len() == 1 {
+                ""
+            } else {
+                "es"
+            },
             if result.killed_hard.is_empty() {
                 String::new()
             } else {
@@ -320,82 +415,78 @@ fn handle(
                     result.killed_hard.len()
                 )
             }
-        ));
-        if !result.survivors.is_empty() {
-            ghost.error_text = text(&what);
-            report.found.push(ghost);
-            let reason = format!(
-                "processes {:?} still alive after SIGTERM and SIGKILL (stuck in the kernel?): not marked failed, retried next time",
-                result.survivors
-            );
-            if let Some(log) = audit_log {
-                log.record(record(db, task, &why, "failed", Some(reason.clone())))?;
+        ))
+    }
+
+    /// Marks the task failed with `text` and releases its slot, in one transaction.
+    fn mark(
+        &self,
+        report: &mut GhostReport,
+        task: &RunningTask,
+        pid: i32,
+        mut ghost: Ghost,
+        text: String,
+    ) -> std::io::Result<()> {
+        ghost.error_text = text.clone();
+        let params = params_of(&[
+            ("id", task.id_value.clone()),
+            ("node", Cell::Text(self.node.as_bytes().to_vec())),
+            ("project", task.project_value.clone()),
+            ("pid", Cell::Integer(i64::from(pid))),
+            ("started_at", task.started_value.clone()),
+            ("error", Cell::Text(text.clone().into_bytes())),
+            ("status", Cell::Text(b"failed".to_vec())),
+            ("now", Cell::Integer(self.now)),
+        ]);
+        let outcome = self.db.mark_failed(&params, self.cancel);
+        let (audit_outcome, error) = match &outcome {
+            Ok(MarkOutcome::Marked { .. }) => {
+                ghost.marked = true;
+                report.marked.push(task.id.clone());
+                ("ok", None)
             }
-            skip(report, task, reason);
-            return Ok(());
+            Ok(MarkOutcome::NotRunning { rows }) => {
+                let reason = if *rows == 0 {
+                    "the row is no longer a running task of this node (finished meanwhile?): nothing changed".to_string()
+                } else {
+                    format!("tasks.mark_failed_sql would change {rows} rows, not 1: rolled back, nothing changed")
+                };
+                skip(report, task, reason.clone());
+                ("refused", Some(reason))
+            }
+            Err(e) => {
+                let reason = format!("marking failed did not happen: {e}");
+                skip(report, task, reason.clone());
+                ("failed", Some(reason))
+            }
+        };
+        if let Ok(MarkOutcome::Marked { slot_rows }) = outcome {
+            tracing::warn!(task = %task.id, project = %task.project, slot_rows, "{text}");
         }
-        if !ghost.signalled.is_empty() {
-            report.killed.push(task.id.clone());
+        report.found.push(ghost);
+        if let Some(log) = self.audit_log {
+            log.record(record(self.db, task, &text, audit_outcome, error))?;
         }
+        Ok(())
     }
-    let text = text(&what);
-    ghost.error_text = text.clone();
-    let params = params_of(&[
-        ("id", task.id_value.clone()),
-        ("node", Value::Text(node.into())),
-        ("project", Value::Text(task.project.clone())),
-        ("pid", Value::Integer(pid as i64)),
-        ("started_at", Value::Text(task.started_raw.clone())),
-        ("error", Value::Text(text.clone())),
-        ("status", Value::Text("failed".into())),
-        ("now", Value::Integer(now)),
-    ]);
-    let outcome = db.mark_failed(&params);
-    let (audit_outcome, error) = match &outcome {
-        Ok(MarkOutcome::Marked { .. }) => {
-            ghost.marked = true;
-            report.marked.push(task.id.clone());
-            ("ok", None)
-        }
-        Ok(MarkOutcome::NotRunning { rows }) => {
-            let reason = if *rows == 0 {
-                "the row is no longer a running task of this node (finished meanwhile?): nothing changed".to_string()
-            } else {
-                format!("tasks.mark_failed_sql would change {rows} rows, not 1: rolled back, nothing changed")
-            };
-            report.skipped.push(Skip {
-                id: task.id.clone(),
-                project: task.project.clone(),
-                reason: reason.clone(),
-            });
-            ("refused", Some(reason))
-        }
-        Err(e) => {
-            let reason = format!("marking failed did not happen: {e}");
-            report.skipped.push(Skip {
-                id: task.id.clone(),
-                project: task.project.clone(),
-                reason: reason.clone(),
-            });
-            ("failed", Some(reason))
-        }
-    };
-    if let Ok(MarkOutcome::Marked { slot_rows }) = outcome {
-        tracing::warn!(task = %task.id, project = %task.project, slot_rows, "{text}");
-    }
-    report.found.push(ghost);
-    if let Some(log) = audit_log {
-        log.record(record(db, task, &text, audit_outcome, error))?;
-    }
-    Ok(())
+}
+
+/// Why a kill did not end the task's processes.
+enum KillFailed {
+    /// Every target exited before a signal reached it (nothing was signalled).
+    Exited,
+    /// Something of the task is left; the text says what.
+    Left(String),
 }
 
 /// Processes that joined the task while it was being killed: new members of its group (when it
-/// led one) and children of processes still alive.
+/// led one) and children of processes still alive — never PID 1, a kernel thread, Guardian or
+/// its ancestors.
 fn rescan(pid: i32, led_group: bool, live: &[i32]) -> Vec<Pinned> {
     let Ok(table) = procs::all_processes() else {
         return Vec::new();
     };
+    let own = procs::own_lineage(&table);
     let mut found: Vec<ProcStat> = if led_group {
         procs::group_members(pid, &table)
     } else {
@@ -407,11 +498,13 @@ fn rescan(pid: i32, led_group: bool, live: &[i32]) -> Vec<Pinned> {
             .filter(|p| live.contains(&p.ppid) && !p.is_gone())
             .copied(),
     );
-    found.retain(|p| !live.contains(&p.pid) && p.pid as u32 != std::process::id());
+    found.retain(|p| {
+        !live.contains(&p.pid) && p.pid > 1 && !p.is_kernel_thread() && !own.contains(&p.pid)
+    });
     found.iter().filter_map(procs::pin).collect()
 }
 
-/// Notes a ghost that is left as it is. Nothing was done to it, so nothing is audited.
+/// Notes a ghost that is left as it is.
 fn skip(report: &mut GhostReport, task: &RunningTask, reason: String) {
     report.skipped.push(Skip {
         id: task.id.clone(),
@@ -427,16 +520,13 @@ fn record(
     outcome: &str,
     error: Option<String>,
 ) -> AuditRecord {
+    let mut path = db.path().as_os_str().to_owned().into_vec();
+    path.extend_from_slice(format!("#task={} project={}", task.id, task.project).as_bytes());
     AuditRecord {
         ts: audit::timestamp(SystemTime::now()),
         id: String::new(),
         action: "ghost".into(),
-        path: PathBuf::from(format!(
-            "{}#task={} project={}",
-            db.path().display(),
-            task.id,
-            task.project
-        )),
+        path: PathBuf::from(OsString::from_vec(path)),
         rule: "ghost_reaper".into(),
         phase: 0,
         reason: reason.to_string(),
@@ -451,79 +541,21 @@ fn record(
     }
 }
 
-/// Human report of one reaper run.
-pub fn render(report: &GhostReport) -> String {
-    let mut out = String::new();
-    let mut line = |s: String| {
-        out.push_str(&s);
-        out.push('\n');
-    };
-    if let Some(e) = &report.error {
-        line(format!("ghost reaper on node {}: {e}", report.node));
-        return out;
-    }
-    line(format!(
-        "ghost reaper on node {}{}: {} running, {} within ghost_after {}, {} ghosts found, {} killed, {} marked failed, {} skipped",
-        report.node,
-        if report.dry_run { " (dry run)" } else { "" },
-        report.running,
-        report.within_limit,
-        human_secs(report.ghost_after_secs as i64),
-        report.found.len(),
-        report.killed.len(),
-        report.marked.len(),
-        report.skipped.len()
-    ));
-    for g in &report.found {
-        line(format!(
-            "  task {} ({}) pid {} running {}: process {}{}{}",
-            g.id,
-            g.project,
-            g.pid.map_or("-".to_string(), |p| p.to_string()),
-            human_secs(g.running_secs),
-            g.process,
-            if g.signalled.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ", {} {:?}",
-                    if report.dry_run {
-                        "would signal"
-                    } else {
-                        "signalled"
-                    },
-                    g.signalled
-                )
-            },
-            if g.marked { ", marked failed" } else { "" }
-        ));
-        if report.dry_run {
-            line(format!("    would write error: {}", g.error_text));
-        }
-    }
-    for s in &report.skipped {
-        line(format!(
-            "  skipped task {} ({}): {}",
-            s.id, s.project, s.reason
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::NaiveTimes;
+    use crate::tasks::db::decode_running;
 
     fn task(started: Option<i64>, node: Option<&str>, project: &str) -> RunningTask {
-        RunningTask {
-            id: "t1".into(),
-            id_value: Value::Integer(1),
-            project: project.into(),
-            node: node.map(str::to_string),
-            started_raw: started.map_or("soon".into(), |s| s.to_string()),
-            started_at: started,
-            pid: Some(1234),
-        }
+        decode_running(
+            Cell::Text(b"t1".to_vec()),
+            Cell::Text(project.as_bytes().to_vec()),
+            started.map_or(Cell::Text(b"soon".to_vec()), Cell::Integer),
+            Cell::Integer(1234),
+            node.map(|n| Cell::Text(n.as_bytes().to_vec())),
+            NaiveTimes::Utc,
+        )
     }
 
     #[test]
@@ -563,15 +595,5 @@ mod tests {
             exclusion(&task(Some(0), None, "b"), "n1", &cfg, now),
             Exclusion::Ghost { .. }
         ));
-    }
-
-    #[test]
-    fn a_process_started_away_from_the_task_is_not_the_tasks() {
-        let tol = Duration::from_secs(120);
-        assert_eq!(identify(1000, 1000, tol), Identity::Task);
-        assert_eq!(identify(1000, 1090, tol), Identity::Task);
-        assert_eq!(identify(1000, 950, tol), Identity::Task);
-        assert_eq!(identify(1000, 5000, tol), Identity::Reused { delta: 4000 });
-        assert_eq!(identify(5000, 1000, tol), Identity::Reused { delta: -4000 });
     }
 }

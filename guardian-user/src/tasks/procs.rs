@@ -17,14 +17,24 @@ pub struct ProcStat {
     pub pgrp: i32,
     /// `R`, `S`, `D`, `Z`, `X`, …
     pub state: char,
+    /// Field 9: the kernel's per-process flags (`PF_*`).
+    pub flags: u64,
     /// Field 22: clock ticks after boot when the process started.
     pub start_ticks: u64,
 }
+
+/// `PF_KTHREAD`: the process is a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
 
 impl ProcStat {
     /// Exited (a zombie waiting to be reaped counts as gone: it runs nothing and holds nothing).
     pub fn is_gone(&self) -> bool {
         matches!(self.state, 'Z' | 'X' | 'x')
+    }
+
+    /// A kernel thread (`kthreadd` and its children): never a task's, never signalled.
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0 || self.pid == 2 || self.ppid == 2
     }
 }
 
@@ -33,7 +43,7 @@ impl ProcStat {
 pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
-    let pid = text[..open].trim().parse().ok()?;
+    let pid = text.get(..open)?.trim().parse().ok()?;
     let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
     // fields[0] is field 3 (state); field N is fields[N - 3].
     Some(ProcStat {
@@ -41,6 +51,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
         state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
+        flags: fields.get(6)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
     })
 }
@@ -94,21 +105,23 @@ impl BootClock {
         let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Ok(BootClock {
             boot,
-            ticks_per_sec: if tck > 0 { tck as u64 } else { 100 },
+            ticks_per_sec: u64::try_from(tck).ok().filter(|t| *t > 0).unwrap_or(100),
         })
     }
 
     /// Start time of a process in seconds since the epoch (whole seconds, rounded down).
     pub fn start_secs(&self, st: &ProcStat) -> i64 {
-        self.boot + (st.start_ticks / self.ticks_per_sec) as i64
+        let after_boot = st.start_ticks / self.ticks_per_sec.max(1);
+        self.boot
+            .saturating_add(i64::try_from(after_boot).unwrap_or(i64::MAX))
     }
 }
 
 /// The processes that make up a task whose recorded process is `leader`: its process group when
-/// it leads one, and every descendant (children may have moved to groups of their own). Only
-/// processes that still exist are returned. Never includes PID 1 or Guardian and its ancestors.
+/// it leads one, and every descendant (children may have moved to groups or sessions of their
+/// own). Only processes that still exist are returned; whether each may be signalled is decided
+/// by the caller.
 pub fn task_processes(leader: &ProcStat, table: &BTreeMap<i32, ProcStat>) -> Vec<ProcStat> {
-    let protected = own_lineage(table);
     let mut set: BTreeSet<i32> = BTreeSet::new();
     set.insert(leader.pid);
     if leader.pgrp == leader.pid {
@@ -119,7 +132,15 @@ pub fn task_processes(leader: &ProcStat, table: &BTreeMap<i32, ProcStat>) -> Vec
                 .map(|p| p.pid),
         );
     }
-    // Descendants by parent links, to a fixed point.
+    descendants(&mut set, table);
+    set.into_iter()
+        .filter_map(|pid| table.get(&pid).copied())
+        .filter(|p| !p.is_gone())
+        .collect()
+}
+
+/// Adds every descendant of the processes in `set`, by parent links, to a fixed point.
+pub fn descendants(set: &mut BTreeSet<i32>, table: &BTreeMap<i32, ProcStat>) {
     loop {
         let before = set.len();
         let found: Vec<i32> = table
@@ -132,27 +153,22 @@ pub fn task_processes(leader: &ProcStat, table: &BTreeMap<i32, ProcStat>) -> Vec
             break;
         }
     }
-    set.into_iter()
-        .filter(|pid| *pid > 1 && !protected.contains(pid))
-        .filter_map(|pid| table.get(&pid).copied())
-        .collect()
 }
 
-/// Members of the process group `pgid` (used when the task's leader is already gone: the group
-/// id cannot be reused while any member lives, so they are the task's orphans).
+/// Live members of the process group `pgid` (used when the task's leader is already gone: its
+/// orphans, to be checked by start time).
 pub fn group_members(pgid: i32, table: &BTreeMap<i32, ProcStat>) -> Vec<ProcStat> {
-    let protected = own_lineage(table);
     table
         .values()
-        .filter(|p| p.pgrp == pgid && p.pid > 1 && !protected.contains(&p.pid))
+        .filter(|p| p.pgrp == pgid && !p.is_gone())
         .copied()
         .collect()
 }
 
 /// Guardian's own PID and every ancestor: never signalled.
-fn own_lineage(table: &BTreeMap<i32, ProcStat>) -> BTreeSet<i32> {
+pub fn own_lineage(table: &BTreeMap<i32, ProcStat>) -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
-    let mut pid = std::process::id() as i32;
+    let mut pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
     while pid > 1 && out.insert(pid) {
         pid = match table.get(&pid) {
             Some(p) => p.ppid,
@@ -187,14 +203,14 @@ pub fn pin(_st: &ProcStat) -> Option<Pinned> {
 impl Pinned {
     /// Sends `sig` to exactly this process (never to a process that reused its PID).
     #[cfg(target_os = "linux")]
-    pub fn signal(&self, sig: Signal) -> bool {
-        rustix::process::pidfd_send_signal(&self.fd, sig).is_ok()
+    pub fn signal(&self, sig: Signal) -> Result<(), rustix::io::Errno> {
+        rustix::process::pidfd_send_signal(&self.fd, sig)
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn signal(&self, _sig: Signal) -> bool {
+    pub fn signal(&self, _sig: Signal) -> Result<(), rustix::io::Errno> {
         let _ = &self.fd;
-        false
+        Err(rustix::io::Errno::NOSYS)
     }
 
     /// True once the process has exited (zombie or reaped) or its PID names another process.
@@ -214,8 +230,12 @@ pub struct KillResult {
     pub signalled: Vec<i32>,
     /// PIDs that needed SIGKILL after the grace period.
     pub killed_hard: Vec<i32>,
+    /// PIDs a signal could not be sent to (other than because they had exited), and why.
+    pub denied: Vec<(i32, String)>,
     /// PIDs still alive at the end.
     pub survivors: Vec<i32>,
+    /// The wait was cut short because Guardian is stopping.
+    pub cancelled: bool,
 }
 
 /// SIGTERM every process, wait up to `grace` for all to exit, SIGKILL what is left, then wait up
@@ -226,14 +246,27 @@ pub fn terminate(
     mut rescan: impl FnMut(&[i32]) -> Vec<Pinned>,
     grace: Duration,
     confirm: Duration,
+    cancel: &super::Cancel,
 ) -> KillResult {
     let mut result = KillResult::default();
     let mut live: Vec<Pinned> = Vec::new();
+    let send = |p: &Pinned, sig: Signal, result: &mut KillResult| -> bool {
+        match p.signal(sig) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::SRCH) => false,
+            Err(e) => {
+                if !result.denied.iter().any(|(pid, _)| *pid == p.stat.pid) {
+                    result.denied.push((p.stat.pid, e.to_string()));
+                }
+                false
+            }
+        }
+    };
     let add = |p: Pinned, live: &mut Vec<Pinned>, result: &mut KillResult, sig: Signal| {
         if live.iter().any(|l| l.stat.pid == p.stat.pid) {
             return;
         }
-        if p.signal(sig) {
+        if send(&p, sig, result) {
             result.signalled.push(p.stat.pid);
         }
         live.push(p);
@@ -251,21 +284,25 @@ pub fn terminate(
         if live.is_empty() || Instant::now() >= deadline {
             break;
         }
+        if cancel.is_set() {
+            result.cancelled = true;
+            break;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    if !live.is_empty() {
+    if !live.is_empty() && !result.cancelled {
         for p in rescan(&pids(&live)) {
             add(p, &mut live, &mut result, Signal::KILL);
         }
         for p in &live {
-            if p.signal(Signal::KILL) {
+            if send(p, Signal::KILL, &mut result) {
                 result.killed_hard.push(p.stat.pid);
             }
         }
         let deadline = Instant::now() + confirm;
         loop {
             live.retain(|p| !p.is_gone());
-            if live.is_empty() || Instant::now() >= deadline {
+            if live.is_empty() || Instant::now() >= deadline || cancel.is_set() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -292,6 +329,7 @@ mod tests {
                 ppid: 17,
                 pgrp: 4242,
                 state: 'S',
+                flags: 4194560,
                 start_ticks: 987654
             }
         );
@@ -305,6 +343,7 @@ mod tests {
             ppid,
             pgrp,
             state: 'S',
+            flags: 0,
             start_ticks: 1,
         };
         let table: BTreeMap<i32, ProcStat> = [

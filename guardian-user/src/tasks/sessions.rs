@@ -1,22 +1,15 @@
-//! Task and scratch areas over time: each work dir or session gets a verdict (keep, or delete
-//! because it outlived `max_age`, `inactive_after` or `keep_failed_for`), the periodic sweep
-//! carries out the deletions through the executor, and usage limits turn into warning/critical
-//! pressure levels. The verdict and level functions are pure; `gather` reads, `sweep` deletes
-//! only through the executor.
+//! Verdicts for the children of task and scratch areas: keep, or delete because `guardian task
+//! done` said the task is over, it outlived `keep_failed_for`, `max_age` (with a task DB that
+//! says no task of it runs) or `inactive_after` — and usage limits as warning/critical levels.
+//! Pure: facts in, verdict out. Idle time comes only from what cannot be back-dated: the newest
+//! mtime or ctime in the tree, writes the write source saw, and the DB's activity.
+//!
+//! Invariant: without a task DB, a task work dir is deleted without pressure only when
+//! `guardian task done` recorded its task as over.
 
 use super::clock::{human_secs, rfc3339};
-use super::completion::{self, Locked, Registry};
-use super::db::TaskDb;
-use super::RunningProtection;
-use crate::cleanup::{AuditRecord, Executor, Outcome};
-use crate::config::{human_bytes, AreaKind, Config, Workspace};
-use crate::protect::{self, ProcSnapshot};
-use crate::survey;
+use crate::config::{human_bytes, AreaKind, Config};
 use serde::Serialize;
-use std::collections::HashMap;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The ages that matter, in seconds.
 #[derive(Clone, Copy, Debug)]
@@ -29,10 +22,11 @@ pub struct SweepPolicy {
 impl SweepPolicy {
     pub fn of(config: &Config) -> SweepPolicy {
         let t = &config.tasks;
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         SweepPolicy {
-            max_age: t.max_age.0.as_secs() as i64,
-            inactive_after: t.inactive_after.0.as_secs() as i64,
-            keep_failed_for: t.keep_failed_for.0.as_secs() as i64,
+            max_age: secs(t.max_age.0),
+            inactive_after: secs(t.inactive_after.0),
+            keep_failed_for: secs(t.keep_failed_for.0),
         }
     }
 }
@@ -50,19 +44,53 @@ pub struct Facts {
     pub in_use: Option<String>,
     /// Kept for debugging since (seconds since the epoch).
     pub kept_at: Option<i64>,
-    /// Newest modification in the tree.
+    /// `guardian task done` recorded its task as over (done or discarded) but its deletion
+    /// did not complete then: the status.
+    pub finished: Option<String>,
+    /// Whether a task DB answered for this look: only then does a task work dir's idle time
+    /// alone make it deletable.
+    pub task_db: bool,
+    /// Newest change in the tree that cannot be back-dated (mtime or ctime of any entry).
     pub newest_change: i64,
+    /// Last write the write source saw in it.
+    pub last_write: Option<i64>,
     /// Last activity from the task DB (`activity_sql`).
     pub db_activity: Option<i64>,
-    /// Set when `activity_sql` is configured but could not be read.
+    /// Set when `activity_sql` is configured but could not be read (for this session or all).
     pub activity_unknown: Option<String>,
 }
 
+/// Where a dir's last activity was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivitySource {
+    /// The newest mtime or ctime in the tree.
+    Tree,
+    /// A write the write source saw.
+    Writes,
+    /// The task DB's `activity_sql`.
+    Db,
+}
+
 impl Facts {
-    /// Last activity: the newer of the tree's newest mtime and the DB's activity.
+    /// Last activity: the newest of the tree's newest change, the last write seen and the DB's
+    /// activity.
     pub fn last_active(&self) -> i64 {
-        self.db_activity
-            .map_or(self.newest_change, |d| d.max(self.newest_change))
+        self.newest_change
+            .max(self.last_write.unwrap_or(i64::MIN))
+            .max(self.db_activity.unwrap_or(i64::MIN))
+    }
+
+    /// Which of them it was.
+    pub fn activity_source(&self) -> ActivitySource {
+        let last = self.last_active();
+        if self.db_activity == Some(last) {
+            ActivitySource::Db
+        } else if self.last_write == Some(last) {
+            ActivitySource::Writes
+        } else {
+            ActivitySource::Tree
+        }
     }
 }
 
@@ -115,7 +143,7 @@ pub fn decide(f: &Facts, p: &SweepPolicy, now: i64) -> Decision {
         return keep("keep_marker", "a .guardian-keep marker is inside".into());
     }
     if let Some(at) = f.kept_at {
-        let age = now - at;
+        let age = now.saturating_sub(at);
         return if expired_secs(at, p.keep_failed_for, now) {
             delete(
                 "keep_failed_for",
@@ -130,21 +158,40 @@ pub fn decide(f: &Facts, p: &SweepPolicy, now: i64) -> Decision {
                 "keep_failed_for",
                 format!(
                     "failed task kept for debugging until {}",
-                    rfc3339(at + p.keep_failed_for)
+                    rfc3339(at.saturating_add(p.keep_failed_for))
                 ),
             )
         };
     }
-    let idle = now - f.last_active();
+    if let Some(status) = &f.finished {
+        return delete(
+            if status == "discarded" {
+                "task_discarded"
+            } else {
+                "task_done"
+            },
+            format!(
+                "`guardian task done` recorded the task as {status}; its deletion did not complete then and is retried now"
+            ),
+        );
+    }
+    let idle = now.saturating_sub(f.last_active());
     match f.kind {
         AreaKind::Projects => keep(
             "pressure_only",
             "plain project: deleted only under disk pressure".into(),
         ),
+        AreaKind::Tasks if !f.task_db => keep(
+            "task_done_only",
+            format!(
+                "idle for {}; without a task DB only a dir `guardian task done` recorded as over is swept",
+                human_secs(idle)
+            ),
+        ),
         AreaKind::Tasks if idle > p.max_age => delete(
             "max_age",
             format!(
-                "finished task work dir idle for {} > max_age {}",
+                "no running task and idle for {} > max_age {}",
                 human_secs(idle),
                 human_secs(p.max_age)
             ),
@@ -185,7 +232,7 @@ pub fn decide(f: &Facts, p: &SweepPolicy, now: i64) -> Decision {
 }
 
 fn expired_secs(at: i64, ttl: i64, now: i64) -> bool {
-    now - at > ttl
+    now.saturating_sub(at) > ttl
 }
 
 /// A usage pressure level.
@@ -256,261 +303,6 @@ impl UsageView {
         }
     }
 }
-
-/// One child of a workspace with its verdict, as `guardian sessions` lists it.
-#[derive(Clone, Debug, Serialize)]
-pub struct SessionView {
-    pub workspace: PathBuf,
-    pub kind: AreaKind,
-    pub path: PathBuf,
-    /// Allocated bytes (`du` semantics).
-    pub bytes: u64,
-    pub last_active: String,
-    /// Seconds since the last activity.
-    pub idle_secs: i64,
-    /// `mtime` or `db`.
-    pub activity_source: &'static str,
-    pub verdict: Verdict,
-    pub rule: &'static str,
-    pub reason: String,
-    #[serde(skip)]
-    pub facts: Facts,
-}
-
-/// Everything a look at the workspaces found.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Overview {
-    pub node: String,
-    /// Why task state is unknown, when it is.
-    pub task_state_unknown: Option<String>,
-    pub sessions: Vec<SessionView>,
-    pub usage: Vec<UsageView>,
-    pub errors: Vec<String>,
-}
-
-/// Which workspaces to walk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// Every workspace (for `guardian sessions`).
-    All,
-    /// Only what the sweep and the usage limits need.
-    Sweep,
-}
-
-/// Whether the periodic sweep has anything to do with this configuration.
-pub fn sweep_needed(config: &Config) -> bool {
-    let t = &config.tasks;
-    !t.task_areas.is_empty()
-        || !t.scratch_areas.is_empty()
-        || !t.usage_limits.is_empty()
-        || t.total_usage_warning.is_some()
-        || t.total_usage_critical.is_some()
-}
-
-/// Walks the workspaces and decides a verdict for each child. Reads only.
-pub fn gather(
-    config: &Config,
-    protection: &RunningProtection,
-    db: Option<&TaskDb>,
-    registry: &Registry,
-    now: i64,
-    scope: Scope,
-) -> Overview {
-    let t = &config.tasks;
-    let totals = t.total_usage_warning.is_some() || t.total_usage_critical.is_some();
-    let walk: Vec<&Workspace> = config
-        .workspaces
-        .iter()
-        .filter(|w| {
-            scope == Scope::All
-                || totals
-                || t.area_kind(&w.path) != AreaKind::Projects
-                || t.usage_limits.iter().any(|l| l.workspace == w.path)
-        })
-        .collect();
-    let mut overview = Overview {
-        node: protection.node().to_string(),
-        ..Default::default()
-    };
-    if walk.is_empty() {
-        return overview;
-    }
-    // One snapshot of the running tasks for every verdict of this look.
-    let running = protection.running();
-    if let Err(e) = &running {
-        overview.task_state_unknown = Some(e.clone());
-    }
-    let (activity, activity_error) = match db.filter(|d| d.has_activity_sql()) {
-        Some(db) if !t.scratch_areas.is_empty() => match db.activity(protection.node(), now) {
-            Ok(a) => (a, None),
-            Err(e) => (HashMap::new(), Some(e.to_string())),
-        },
-        _ => (HashMap::new(), None),
-    };
-    if let Some(e) = &activity_error {
-        overview.errors.push(e.clone());
-    }
-    let procs = ProcSnapshot::capture();
-    let kept: HashMap<&Path, i64> = registry
-        .kept
-        .iter()
-        .map(|k| (k.path.as_path(), k.kept_at))
-        .collect();
-    let policy = SweepPolicy::of(config);
-    let mut total = 0u64;
-    for ws in walk {
-        let kind = t.area_kind(&ws.path);
-        let surveyed = survey::survey_workspace(ws, &[]);
-        overview.errors.extend(
-            surveyed
-                .errors
-                .iter()
-                .map(|e| format!("{}: {}", e.path.display(), e.error)),
-        );
-        let mut ws_bytes = 0u64;
-        for p in &surveyed.projects {
-            ws_bytes += p.usage.allocated;
-            let name = p.path.file_name().map(|n| n.to_string_lossy().into_owned());
-            let db_activity = match kind {
-                AreaKind::Scratch => name.as_ref().and_then(|n| activity.get(n).copied()),
-                _ => None,
-            };
-            let facts = Facts {
-                kind,
-                is_dir: p.is_dir,
-                protected_name: p.protected_name,
-                contains_keep: p.contains_keep,
-                running: protection.check_with(&p.path, &running),
-                in_use: if procs.complete {
-                    protect::check_dir(&p.path, &procs).map(|x| x.to_string())
-                } else {
-                    Some("process table unreadable: counts as in use".into())
-                },
-                kept_at: kept.get(p.path.as_path()).copied(),
-                newest_change: p.last_active(),
-                db_activity,
-                activity_unknown: (kind == AreaKind::Scratch)
-                    .then(|| activity_error.clone())
-                    .flatten(),
-            };
-            let d = decide(&facts, &policy, now);
-            let last = facts.last_active();
-            overview.sessions.push(SessionView {
-                workspace: ws.path.clone(),
-                kind,
-                path: p.path.clone(),
-                bytes: p.usage.allocated,
-                last_active: rfc3339(last),
-                idle_secs: now - last,
-                activity_source: if db_activity.is_some_and(|d| d >= facts.newest_change) {
-                    "db"
-                } else {
-                    "mtime"
-                },
-                verdict: d.verdict,
-                rule: d.rule,
-                reason: d.reason,
-                facts,
-            });
-        }
-        total += ws_bytes;
-        if let Some(limit) = t.usage_limits.iter().find(|l| l.workspace == ws.path) {
-            let (w, c) = (limit.warning.map(|b| b.0), limit.critical.map(|b| b.0));
-            overview.usage.push(UsageView {
-                scope: ws.path.display().to_string(),
-                bytes: ws_bytes,
-                warning: w,
-                critical: c,
-                level: level(ws_bytes, w, c),
-            });
-        }
-    }
-    if totals {
-        let (w, c) = (
-            t.total_usage_warning.map(|b| b.0),
-            t.total_usage_critical.map(|b| b.0),
-        );
-        overview.usage.push(UsageView {
-            scope: "total".into(),
-            bytes: total,
-            warning: w,
-            critical: c,
-            level: level(total, w, c),
-        });
-    }
-    overview
-}
-
-/// What one sweep did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct SweepResult {
-    pub deleted: Vec<PathBuf>,
-    pub refused: Vec<(PathBuf, String)>,
-    #[serde(skip)]
-    pub records: Vec<AuditRecord>,
-    pub overview: Overview,
-}
-
-/// The periodic sweep: deletes what `gather` marked, then keeps the kept-dir registry in step
-/// (entries gone or deleted removed, sizes refreshed, the cap enforced).
-pub fn sweep(
-    config: &Config,
-    executor: &Executor,
-    protection: &RunningProtection,
-    db: Option<&TaskDb>,
-    now: i64,
-    cancel: &AtomicBool,
-) -> io::Result<SweepResult> {
-    let registry = completion::read_registry(&config.daemon.state_dir)?;
-    let overview = gather(config, protection, db, &registry, now, Scope::Sweep);
-    let mut result = SweepResult::default();
-    for s in &overview.sessions {
-        if s.verdict != Verdict::Delete {
-            continue;
-        }
-        if cancel.load(Ordering::Relaxed) {
-            break;
-        }
-        let (outcome, record) = completion::execute(executor, &s.path, s.rule, &s.reason, s.bytes)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        match outcome {
-            Outcome::Deleted => result.deleted.push(s.path.clone()),
-            Outcome::WouldDelete => {}
-            _ => result.refused.push((
-                s.path.clone(),
-                record
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| outcome.as_str().into()),
-            )),
-        }
-        result.records.push(record);
-    }
-    if !registry.kept.is_empty() {
-        let mut locked = Locked::open(&config.daemon.state_dir)?;
-        let sizes: HashMap<&Path, u64> = overview
-            .sessions
-            .iter()
-            .map(|s| (s.path.as_path(), s.bytes))
-            .collect();
-        locked.registry.kept.retain(|k| {
-            !result.deleted.contains(&k.path) && std::fs::symlink_metadata(&k.path).is_ok()
-        });
-        for k in &mut locked.registry.kept {
-            if let Some(b) = sizes.get(k.path.as_path()) {
-                k.bytes = *b;
-            }
-        }
-        let dropped =
-            completion::enforce_cap(executor, &mut locked, config.tasks.keep_failed_max.0, now)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-        result.deleted.extend(dropped);
-        locked.save()?;
-    }
-    result.overview = overview;
-    Ok(result)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,7 +327,10 @@ mod tests {
             running: None,
             in_use: None,
             kept_at: None,
+            finished: None,
+            task_db: true,
             newest_change: NOW - idle,
+            last_write: None,
             db_activity: None,
             activity_unknown: None,
         }
@@ -621,6 +416,39 @@ mod tests {
         let mut f = facts(AreaKind::Scratch, 30 * DAY);
         f.activity_unknown = Some("task DB locked".into());
         assert_eq!(verdict(&f), (Verdict::Keep, "inactive_after"));
+    }
+
+    #[test]
+    fn without_a_task_db_only_dirs_task_done_recorded_as_over_are_swept() {
+        let mut f = facts(AreaKind::Tasks, 30 * DAY);
+        f.task_db = false;
+        assert_eq!(verdict(&f), (Verdict::Keep, "task_done_only"));
+        f.finished = Some("done".into());
+        assert_eq!(verdict(&f), (Verdict::Delete, "task_done"));
+        f.finished = Some("discarded".into());
+        assert_eq!(verdict(&f), (Verdict::Delete, "task_discarded"));
+        // Recorded as over, but something protects it now: kept until it does not.
+        f.in_use = Some("pid 7 has its cwd inside".into());
+        assert_eq!(verdict(&f), (Verdict::Keep, "in_use"));
+    }
+
+    #[test]
+    fn writes_seen_by_the_source_keep_a_dir_active_whatever_its_files_say() {
+        let mut f = facts(AreaKind::Tasks, 30 * DAY);
+        f.last_write = Some(NOW - 60);
+        assert_eq!(f.last_active(), NOW - 60);
+        assert_eq!(f.activity_source(), ActivitySource::Writes);
+        assert_eq!(verdict(&f), (Verdict::Keep, "max_age"));
+        let mut f = facts(AreaKind::Scratch, 30 * DAY);
+        f.last_write = Some(NOW - 60);
+        assert_eq!(verdict(&f), (Verdict::Keep, "inactive_after"));
+        // Times far outside the calendar do not wrap the idle time.
+        let mut f = facts(AreaKind::Tasks, 0);
+        f.newest_change = i64::MIN;
+        f.last_write = None;
+        assert_eq!(verdict(&f), (Verdict::Delete, "max_age"));
+        f.newest_change = i64::MAX;
+        assert_eq!(verdict(&f), (Verdict::Keep, "max_age"));
     }
 
     #[test]
