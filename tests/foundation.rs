@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -449,14 +451,40 @@ fn scan_equals_du_on_a_tree_with_hard_links_and_symlinks() {
 
 #[test]
 fn scan_reports_unreadable_dirs_and_goes_on() {
+    if !require_root("scan_reports_unreadable_dirs_and_goes_on") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = tmp.path().join("tree");
     write_file(&root.join("ok/file"), 10_000);
-    // A name that vanishes cannot be made portably; an unreadable dir can, for non-root. As root
-    // every dir is readable, so point the scan at a missing path to check the error instead.
+    let locked = root.join("locked");
+    write_file(&locked.join("secret"), 10_000);
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads every dir: the scan runs as nobody, for whom `locked` is unreadable.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(guardian_bin())
+        .args(["scan", "--json", root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = report["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{report:#}");
+    assert_eq!(errors[0]["path"], locked.to_str().unwrap());
+    assert!(errors[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("Permission denied"));
+    // The readable rest is counted: the ok file, both dirs and the root.
+    assert_eq!(report["files"], 1, "{report:#}");
+    assert!(report["allocated_bytes"].as_u64().unwrap() >= 10_000);
+    // A missing path is an error too, and names the path.
     let out = guardian(&["scan", root.join("missing").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = guardian(&["scan", root.to_str().unwrap()]);
     assert!(out.status.success());
 }

@@ -325,3 +325,62 @@ fn project_in_use(
     }
     extra_protection(&project.path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(path: &str, changed: i64) -> ProjectSurvey {
+        ProjectSurvey {
+            path: PathBuf::from(path),
+            identity: (1, changed as u64),
+            usage: Usage {
+                newest_change: changed,
+                allocated: 1 << 20,
+                ..Usage::default()
+            },
+            freeable: Usage {
+                allocated: 1 << 20,
+                ..Usage::default()
+            },
+            is_dir: true,
+            protected_name: false,
+            contains_keep: false,
+            matches: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_project_changed_or_written_within_active_within_is_not_a_phase2_candidate() {
+        const NOW: i64 = 1_000_000;
+        let survey = WorkspaceSurvey {
+            path: PathBuf::from("/nonexistent-ws"),
+            projects: vec![
+                project("/nonexistent-ws/idle", NOW - 3600),
+                project("/nonexistent-ws/changed", NOW - 3),
+                project("/nonexistent-ws/written", NOW - 3600),
+            ],
+            errors: Vec::new(),
+            mounts_skipped: Vec::new(),
+        };
+        let written = |p: &Path| (p == Path::new("/nonexistent-ws/written")).then_some(NOW - 5);
+        let activity = Activity {
+            now: NOW,
+            active_within: 900,
+            last_write: &written,
+        };
+        let procs = ProcSnapshot::capture();
+        let out = candidates(&[survey], &[], &procs, &|_| None, &activity);
+        let blocked: Vec<_> = out
+            .iter()
+            .map(|c| (c.path.to_str().unwrap().to_string(), c.blocked.clone()))
+            .collect();
+        assert_eq!(blocked[0].1, None, "{blocked:?}");
+        let changed = blocked[1].1.as_deref().unwrap();
+        assert!(changed.starts_with("active: changed 3s ago"), "{changed}");
+        let written = blocked[2].1.as_deref().unwrap();
+        assert!(written.contains("written"), "{written}");
+        // Every phase-2 candidate carries the idle time the executor re-checks.
+        assert!(out.iter().all(|c| c.min_idle_secs == Some(900)));
+    }
+}

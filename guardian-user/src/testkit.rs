@@ -28,3 +28,53 @@ pub fn skip(test: &str, why: &str) -> bool {
     eprintln!("\n*** SKIPPED {test}: {why} ***\n");
     false
 }
+
+/// Capability numbers for [`drop_capabilities_of_this_thread`].
+pub const CAP_DAC_OVERRIDE: u32 = 1;
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// Drops `caps` from the calling thread's effective and permitted sets. Capabilities are per
+/// thread on Linux, so a test can run one thread as a less privileged root (e.g. without
+/// CAP_DAC_OVERRIDE, to meet an unreadable directory) while the rest of the process keeps its
+/// privileges. Work that must stay on that thread must not hop to a thread pool.
+#[cfg(target_os = "linux")]
+pub fn drop_capabilities_of_this_thread(caps: &[u32]) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const V3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: V3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a v3 header and the two data words v3 takes; pid 0 is the
+    // calling thread, and the change affects only it.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0,
+            "capget"
+        );
+        for cap in caps {
+            let (word, bit) = ((cap / 32) as usize, cap % 32);
+            data[word].effective &= !(1 << bit);
+            data[word].permitted &= !(1 << bit);
+        }
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0,
+            "capset"
+        );
+    }
+}

@@ -29,8 +29,8 @@ use std::ffi::CString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How an action ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +89,15 @@ pub struct Executor {
     dry_run: bool,
     cancel: Arc<AtomicBool>,
     extra_protection: ExtraProtection,
+    /// The last reading of the process table, reused for [`PROCS_FRESH`].
+    procs: Mutex<Option<(Instant, Arc<ProcSnapshot>)>>,
 }
+
+/// How long one reading of the process table serves the protection checks of consecutive
+/// actions. Reading `/proc` costs milliseconds per hundred processes; a cycle of thousands of
+/// small actions would spend most of its time there. A process that starts using a dir within
+/// this window of a check is no different from one that starts right after it.
+const PROCS_FRESH: Duration = Duration::from_millis(100);
 
 /// Why an action stopped before anything was touched.
 struct Stop(Outcome, String);
@@ -119,7 +127,21 @@ impl Executor {
             dry_run,
             cancel,
             extra_protection,
+            procs: Mutex::new(None),
         }
+    }
+
+    /// The process table, read now unless a reading younger than [`PROCS_FRESH`] exists.
+    fn process_table(&self) -> Arc<ProcSnapshot> {
+        let mut cached = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, procs)) = cached.as_ref() {
+            if at.elapsed() < PROCS_FRESH {
+                return procs.clone();
+            }
+        }
+        let procs = Arc::new(ProcSnapshot::capture());
+        *cached = Some((Instant::now(), procs.clone()));
+        procs
     }
 
     pub fn audit_path(&self) -> &Path {
@@ -362,7 +384,7 @@ impl Executor {
         })?;
         let boundary = Boundary::of(root.as_fd(), &workspace.path)
             .map_err(|e| refuse(format!("{e}: refusing to delete")))?;
-        let procs = ProcSnapshot::capture();
+        let procs = self.process_table();
         if !procs.complete {
             return Err(refuse(
                 "process table unreadable: cannot prove the dir is unused".into(),

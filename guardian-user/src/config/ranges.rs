@@ -104,13 +104,7 @@ range!(
 );
 // Seconds are allowed: idleness comes from ctime, which cannot be back-dated, so only time
 // makes a dir idle — and tests of the sweep cannot wait hours.
-range!(
-    MAX_AGE,
-    "tasks.max_age",
-    secs(1),
-    secs(YEAR),
-    "1s to 1year"
-);
+range!(MAX_AGE, "tasks.max_age", secs(1), secs(YEAR), "1s to 1year");
 range!(
     INACTIVE_AFTER,
     "tasks.inactive_after",

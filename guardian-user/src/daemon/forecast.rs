@@ -146,7 +146,7 @@ impl LeadEstimator {
 }
 
 /// A lead time and what it is made of (`guardian status`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Lead {
     /// The lead time in use, seconds.
     pub lead_time_s: f64,
@@ -178,8 +178,10 @@ pub struct ThresholdEta {
 /// One forecast as `guardian status` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ForecastView {
-    /// Growth, bytes per second.
+    /// Growth, bytes per second, to three significant digits (under 1 B/s: 0), so a state
+    /// file of an idle node does not change.
     pub rate_bps: f64,
+    /// Samples seen, counted up to the number a forecast needs.
     pub samples: u64,
     pub eta: Vec<ThresholdEta>,
     /// The forecast that would trigger a preemptive phase 1 next, in words.
@@ -394,8 +396,8 @@ impl Forecasts {
             "preemptive cleanup is off ([forecast] enabled = false)".into()
         };
         ForecastView {
-            rate_bps: forecast.rate_bps,
-            samples: forecast.samples,
+            rate_bps: shown_rate(forecast.rate_bps),
+            samples: forecast.samples.min(Params::default().min_samples),
             eta: levels
                 .iter()
                 .zip(&forecast.eta)
@@ -506,6 +508,16 @@ fn next_trigger(
 }
 
 /// `0.2 s`, `12 s`, `3.5 min`, `5.2 h`, `3.1 days`.
+/// A rate as the views show it: three significant digits, 0 under 1 B/s either way.
+fn shown_rate(bps: f64) -> f64 {
+    if !bps.is_finite() || bps.abs() < 1.0 {
+        return 0.0;
+    }
+    let digits = bps.abs().log10().floor() as i32 - 2;
+    let unit = 10f64.powi(digits);
+    (bps / unit).round() * unit
+}
+
 pub fn human_seconds(s: f64) -> String {
     if s < 9.95 {
         format!("{s:.1} s")

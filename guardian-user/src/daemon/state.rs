@@ -19,6 +19,10 @@ pub const STATE_FILE: &str = "state.json";
 pub const MAX_PROJECTS: usize = 100;
 /// Largest state file `guardian status` reads.
 const MAX_STATE_BYTES: u64 = 16 << 20;
+/// A state whose only changes are measurements (free space, growth rates, forecasts) is written
+/// at most this often; any other change (pressure, a cycle, an action, a problem) at once. The
+/// state file may live on a guarded filesystem, where each write moves the measurements.
+const MEASUREMENTS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One guarded filesystem as last seen.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -108,6 +112,9 @@ pub struct StateWriter {
     failure: Arc<Mutex<Option<String>>>,
     /// The content last handed over, without its `updated` stamp.
     last: Vec<u8>,
+    /// The same without its measurements, and when the file was last handed over.
+    last_significant: Vec<u8>,
+    last_at: Option<std::time::Instant>,
 }
 
 impl StateWriter {
@@ -162,12 +169,15 @@ impl StateWriter {
             done,
             failure,
             last: Vec::new(),
+            last_significant: Vec::new(),
+            last_at: None,
         })
     }
 
     /// Hands `state` to the writer when its content (all but `updated`) changed since the last
-    /// call; `updated` is then set to `now`. Never blocks: a writer still busy gets the newest
-    /// state when it is done.
+    /// call — at once when more than measurements changed, else at most every
+    /// [`MEASUREMENTS_EVERY`]; `updated` is then set to `now`. Never blocks: a writer still
+    /// busy gets the newest state when it is done.
     pub fn submit(&mut self, state: &mut DaemonState, now: &str) {
         let stamp = std::mem::take(&mut state.updated);
         let Ok(content) = serde_json::to_vec(state) else {
@@ -178,7 +188,18 @@ impl StateWriter {
             state.updated = stamp;
             return;
         }
+        let significant = serde_json::to_vec(&without_measurements(state)).unwrap_or_default();
+        let measurements_only = significant == self.last_significant;
+        let recently = self
+            .last_at
+            .is_some_and(|at| at.elapsed() < MEASUREMENTS_EVERY);
+        if measurements_only && recently {
+            state.updated = stamp;
+            return;
+        }
         self.last = content;
+        self.last_significant = significant;
+        self.last_at = Some(std::time::Instant::now());
         state.updated = now.to_string();
         let Ok(mut bytes) = serde_json::to_vec(state) else {
             return;
@@ -211,6 +232,63 @@ impl StateWriter {
         // The thread ends (closing `done`) once it has written what was pending.
         let _ = done.recv_timeout(limit);
     }
+}
+
+/// `state` with its measurements coarsened to what a reader would call a change: free space to
+/// the MiB, growth to two significant digits (under 1 KiB/s: none), times to two significant
+/// digits, the texts that spell those numbers left out. Guardian's own writes of its state file
+/// and audit log do not move it.
+fn without_measurements(state: &DaemonState) -> DaemonState {
+    let mut s = state.clone();
+    for fs in &mut s.filesystems {
+        fs.space.avail_bytes >>= 20;
+        fs.space.free_bytes >>= 20;
+        fs.space.avail_inodes /= 1000;
+        fs.reason.clear();
+        if let Some(f) = &mut fs.forecast {
+            coarsen(&mut f.forecast);
+            f.lead = Default::default();
+        }
+    }
+    if let Some(f) = &mut s.forecast {
+        for p in &mut f.projects {
+            coarsen(&mut p.forecast);
+        }
+    }
+    for p in &mut s.projects {
+        p.rate_bps = coarse_rate(p.rate_bps);
+        p.total_bytes >>= 20;
+        for c in &mut p.top_cgroups {
+            c.rate_bps = coarse_rate(c.rate_bps);
+        }
+    }
+    s.projects_omitted_rate_bps = coarse_rate(s.projects_omitted_rate_bps);
+    s
+}
+
+fn coarsen(f: &mut super::forecast::ForecastView) {
+    f.rate_bps = coarse_rate(f.rate_bps);
+    f.next.clear();
+    for eta in &mut f.eta {
+        eta.p50_s = eta.p50_s.map(two_digits);
+        eta.p90_s = eta.p90_s.map(two_digits);
+    }
+}
+
+fn coarse_rate(bps: f64) -> f64 {
+    if bps.abs() < 1024.0 {
+        0.0
+    } else {
+        two_digits(bps)
+    }
+}
+
+fn two_digits(x: f64) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return 0.0;
+    }
+    let unit = 10f64.powi(x.abs().log10().floor() as i32 - 1);
+    (x / unit).round() * unit
 }
 
 /// Reads the state file from `dir` (not following a symlink, at most 16 MiB).

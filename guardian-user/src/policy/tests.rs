@@ -311,3 +311,26 @@ fn a_real_crossing_turns_a_preemptive_plan_into_the_usual_one() {
     assert!(p.phase2_allowed);
     assert!(!p.assessment.reason.contains("preemptive"));
 }
+
+#[test]
+fn an_entry_named_twice_is_planned_once() {
+    // Two workspaces (or two rules) naming one entry, or an entry inside another that is
+    // already planned: one action each, never two.
+    let mut twin = rule("/w/a/node_modules", "/w/a", 50, 1);
+    twin.kind = CandidateKind::Rule {
+        rule: "other".into(),
+        phase: 1,
+    };
+    let mut alias = rule("/w2/a/node_modules", "/w2/a", 50, 1);
+    alias.identity = twin.identity;
+    let inside = rule("/w/a/node_modules/pkg/node_modules", "/w/a", 5, 1);
+    let candidates = [
+        rule("/w/a/node_modules", "/w/a", 50, 1),
+        twin,
+        alias,
+        inside,
+    ];
+    let p = plan(&fs(1000, 50), &thresholds(), &candidates, false);
+    let paths: Vec<_> = p.actions.iter().map(|a| a.path.clone()).collect();
+    assert_eq!(paths, [PathBuf::from("/w/a/node_modules")], "{paths:?}");
+}

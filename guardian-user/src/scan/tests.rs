@@ -80,17 +80,44 @@ fn freeable_counts_shared_hard_links_only_when_all_links_inside() {
 
 #[test]
 fn unreadable_dir_is_reported_not_fatal() {
-    if !rustix::process::geteuid().is_root() {
-        // Root reads every dir, so this test only means something as root... and as non-root
-        // chmod 000 works: run it either way but as root the dir stays readable.
+    if !crate::testkit::require_root("unreadable_dir_is_reported_not_fatal") {
+        return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("tree");
     build_tree(&root);
-    // A dir that vanishes or cannot be opened is an error entry, not a failure: simulate an
-    // unreadable dir by replacing a dir's permissions (effective only when not root).
-    let walked = scan_path(&root.join("does-not-exist"));
-    assert!(walked.is_err());
+    let locked = root.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::write(locked.join("secret"), vec![1u8; 8192]).unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    // Root reads every dir: the walk runs on a thread of its own that has given up
+    // CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (capabilities are per thread), inside a
+    // one-thread pool so it never hops to the walk pool's privileged threads. The walk pool is
+    // built first, here: threads inherit the capabilities of the thread that starts them.
+    crate::fsys::walk_pool();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let walked = pool.install(|| {
+        crate::testkit::drop_capabilities_of_this_thread(&[
+            crate::testkit::CAP_DAC_OVERRIDE,
+            crate::testkit::CAP_DAC_READ_SEARCH,
+        ]);
+        scan_path(&root).expect("the walk itself goes on")
+    });
+    let errors: Vec<_> = walked.errors.iter().map(|e| e.path.clone()).collect();
+    assert_eq!(errors, std::slice::from_ref(&locked), "{:?}", walked.errors);
+    assert!(
+        walked.errors[0].error.contains("Permission denied"),
+        "{:?}",
+        walked.errors
+    );
+    // Everything else is still counted: the locked dir's own inode, not its contents.
+    let full = scan_path(&root).unwrap();
+    assert!(full.errors.is_empty(), "{:?}", full.errors);
+    assert_eq!(walked.tally.usage().files + 1, full.tally.usage().files);
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
 #[test]

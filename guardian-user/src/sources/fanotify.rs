@@ -912,38 +912,7 @@ mod tests {
     }
 
     fn drop_cap_sys_admin() {
-        #[repr(C)]
-        struct Header {
-            version: u32,
-            pid: i32,
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy, Default)]
-        struct Data {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        const V3: u32 = 0x2008_0522;
-        const CAP_SYS_ADMIN: u32 = 21;
-        let mut header = Header {
-            version: V3,
-            pid: 0,
-        };
-        let mut data = [Data::default(); 2];
-        // SAFETY: capget/capset with a v3 header and two data words; per-thread effect.
-        unsafe {
-            assert_eq!(
-                libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
-                0
-            );
-            data[0].effective &= !(1 << CAP_SYS_ADMIN);
-            data[0].permitted &= !(1 << CAP_SYS_ADMIN);
-            assert_eq!(
-                libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
-                0
-            );
-        }
+        crate::testkit::drop_capabilities_of_this_thread(&[crate::testkit::CAP_SYS_ADMIN]);
     }
 
     #[test]
