@@ -425,12 +425,14 @@ fn non_utf8_project_name_neither_stops_the_daemon_nor_loses_its_audit_line() {
         "the audit line does not name the path exactly"
     );
     // The state file names it losslessly too, and the daemon is still running.
-    let status = status_json(&config);
-    assert!(status["recent_actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| a["path"] == line["path"]));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            status_json(&config)["recent_actions"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["path"] == line["path"]))
+        }),
+        "the state file never listed the action"
+    );
     assert!(daemon.0.try_wait().unwrap().is_none());
     // `task done` on such a dir deletes it and audits it.
     let _ = Command::new("kill").arg(daemon.pid().to_string()).status();

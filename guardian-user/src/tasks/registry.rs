@@ -4,10 +4,11 @@
 //! deletion did not complete (the sweep retries them). Never in the task DB.
 
 use super::clock::now_secs;
+use crate::fsys::files::OwnDir;
 use crate::textpath::shown;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// The registry file in `state_dir`.
@@ -99,24 +100,23 @@ pub fn expired(k: &KeptDir, ttl_secs: i64, now: i64) -> bool {
 /// The registry, locked against the daemon and other `task done` calls while held.
 pub struct Locked {
     dir: PathBuf,
+    own: OwnDir,
     _lock: File,
     pub registry: Registry,
 }
 
 impl Locked {
-    /// Takes the lock in `state_dir` (created if needed) and reads the registry. A registry
-    /// that does not parse is set aside (renamed) with a warning and starts empty.
+    /// Takes the lock in `state_dir` (created if needed; it must be Guardian's own, see
+    /// [`OwnDir`]) and reads the registry. A registry that does not parse is set aside (renamed)
+    /// with a warning and starts empty.
     pub fn open(state_dir: &Path) -> io::Result<Locked> {
-        std::fs::create_dir_all(state_dir)?;
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(state_dir.join(KEPT_LOCK))?;
+        let own = OwnDir::open(state_dir, true).map_err(io::Error::other)?;
+        let lock = own.open_lock(KEPT_LOCK)?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
         let registry = read_registry(state_dir)?;
         Ok(Locked {
             dir: state_dir.to_path_buf(),
+            own,
             _lock: lock,
             registry,
         })
@@ -127,25 +127,33 @@ impl Locked {
         &self.dir
     }
 
-    /// Writes the registry atomically.
+    /// Writes the registry atomically ([`OwnDir::replace`]).
     pub fn save(&self) -> io::Result<()> {
-        let tmp = self
-            .dir
-            .join(format!(".{KEPT_FILE}.{}.tmp", std::process::id()));
-        let mut file = File::create(&tmp)?;
-        serde_json::to_writer_pretty(&mut file, &self.registry).map_err(io::Error::other)?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, self.dir.join(KEPT_FILE))
+        let mut bytes = serde_json::to_vec_pretty(&self.registry).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        self.own.replace(KEPT_FILE, &bytes)
     }
 }
 
-/// Reads `kept.json` without locking (for listings); missing → empty.
+/// Largest registry read.
+const MAX_REGISTRY_BYTES: u64 = 16 << 20;
+
+/// Reads `kept.json` without locking (for listings), not following a symlink; missing → empty.
 pub fn read_registry(state_dir: &Path) -> io::Result<Registry> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = state_dir.join(KEPT_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => match serde_json::from_str(&text) {
+    let read = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .and_then(|f| {
+            let mut text = Vec::new();
+            f.take(MAX_REGISTRY_BYTES).read_to_end(&mut text)?;
+            Ok(text)
+        });
+    match read {
+        Ok(text) => match serde_json::from_slice(&text) {
             Ok(r) => Ok(r),
             Err(e) => {
                 let aside = state_dir.join(format!("{KEPT_FILE}.corrupt-{}", now_secs()));

@@ -464,11 +464,9 @@ impl Worker {
         self.state.updated = crate::cleanup::audit::timestamp(SystemTime::now());
         let dir = &self.config.daemon.state_dir;
         let write = || -> io::Result<()> {
-            std::fs::create_dir_all(dir)?;
-            let tmp = dir.join(format!(".{TASKS_STATE_FILE}.{}.tmp", std::process::id()));
+            let own = crate::fsys::files::OwnDir::open(dir, true).map_err(io::Error::other)?;
             let text = serde_json::to_vec_pretty(&self.state).map_err(io::Error::other)?;
-            std::fs::write(&tmp, text)?;
-            std::fs::rename(&tmp, dir.join(TASKS_STATE_FILE))
+            own.replace(TASKS_STATE_FILE, &text)
         };
         if let Err(e) = write() {
             crate::warn_quiet!(
