@@ -266,32 +266,21 @@ impl<C: Classify> Walk<'_, C> {
             w
         } else {
             match fsys::open_child_dir(parent, &entry.name) {
-                Ok(fd) => match fsys::stat_fd(fd.as_fd()) {
-                    // Re-identified after opening: a dir swapped between stat and open is not
-                    // walked.
-                    Ok(opened)
-                        if (opened.dev, opened.ino) == (st.dev, st.ino)
-                            && self.boundary.admits_open(fd.as_fd(), &opened) =>
-                    {
-                        if rule.is_some() {
-                            let plain = Walk {
-                                classify: &Measure(self.classify),
-                                boundary: self.boundary,
-                                root: self.root,
-                                parallel: self.parallel,
-                            };
-                            plain.dir(fd.as_fd(), &rel, depth + 1)
-                        } else {
-                            self.dir(fd.as_fd(), &rel, depth + 1)
-                        }
+                // Sizing only: a dir swapped between the stat and the open is measured as it
+                // is (the executor re-identifies whatever it deletes).
+                Ok(fd) => {
+                    if rule.is_some() {
+                        let plain = Walk {
+                            classify: &Measure(self.classify),
+                            boundary: self.boundary,
+                            root: self.root,
+                            parallel: self.parallel,
+                        };
+                        plain.dir(fd.as_fd(), &rel, depth + 1)
+                    } else {
+                        self.dir(fd.as_fd(), &rel, depth + 1)
                     }
-                    Ok(_) => return Walked::default(),
-                    Err(e) => {
-                        let mut w = Walked::default();
-                        w.errors.push(self.error(&rel, "cannot stat directory", e));
-                        w
-                    }
-                },
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Walked::default(),
                 Err(e) => {
                     let mut w = Walked::default();
