@@ -64,6 +64,10 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The configured write source cannot run here (an explicit choice is never replaced at
+    /// start; only `auto` falls back).
+    #[error("daemon.source: {0}")]
+    Source(sources::SourceError),
     #[error(
         "cannot write the state file in {path}: {source} (check daemon.state_dir and permissions)"
     )]
@@ -151,7 +155,7 @@ pub struct Guardian {
     /// The project dirs the source currently watches.
     watched: Vec<ProjectDir>,
     last_sample: Instant,
-    cgroup_names: HashMap<u64, Option<String>>,
+    cgroup_names: sources::CgroupNames,
     /// Cycles run since start (the sampler rewrites the state file after one).
     cycles_run: u64,
     /// The guarded filesystems as of the last poll (workspaces grouped by device, mount points
@@ -206,18 +210,22 @@ impl Guardian {
                     .collect()
             })
             .unwrap_or_default();
-        let (source, source_skipped) = sources::open(config.daemon.source);
+        let workspace_paths: Vec<PathBuf> =
+            config.workspaces.iter().map(|w| w.path.clone()).collect();
+        let source =
+            sources::open(config.daemon.source, &workspace_paths).map_err(DaemonError::Source)?;
+        let source_skipped = source.skipped().to_vec();
         let forecasts = Forecasts::new(&config.forecast, config.daemon.sample_interval.0);
         Ok(Guardian {
             forecasts,
             started: Instant::now(),
             spaces: HashMap::new(),
-            source,
+            source: Box::new(source),
             source_skipped,
             aggregator: Aggregator::new(),
             watched: Vec::new(),
             last_sample: Instant::now(),
-            cgroup_names: HashMap::new(),
+            cgroup_names: sources::CgroupNames::new(),
             cycles_run: 0,
             filesystems: Vec::new(),
             tasks,
@@ -285,6 +293,11 @@ impl Guardian {
         }
         self.problems.extend(tick.problems);
         self.refresh_projects();
+        let source = self.source.status();
+        if source.degraded.is_some() {
+            self.problems.push(format!("write source: {source}"));
+        }
+        self.problems.extend(source.problems);
         self.filesystems = guarded_filesystems(&self.config.workspaces);
         let states = self.guard()?;
         for ws in &self.config.workspaces {
@@ -702,12 +715,7 @@ impl Guardian {
 
     fn write_state(&mut self, filesystems: Vec<FsState>) -> Result<(), DaemonError> {
         let names = &mut self.cgroup_names;
-        let projects = self.aggregator.report(&mut |id| {
-            names
-                .entry(id)
-                .or_insert_with(|| sources::cgroup_path(id))
-                .clone()
-        });
+        let projects = self.aggregator.report(&mut |id| names.name(id));
         let forecast = ForecastState {
             enabled: self.config.forecast.enabled,
             lead_time: self.config.forecast.lead_time.to_string(),
@@ -716,6 +724,7 @@ impl Guardian {
         let state = DaemonState {
             forecast: Some(forecast),
             source_skipped: self.source_skipped.clone(),
+            source_status: Some(self.source.status()),
             projects,
             updated: crate::cleanup::audit::timestamp(SystemTime::now()),
             pid: std::process::id(),
