@@ -60,6 +60,10 @@ pub struct Degradation {
     pub since: String,
     /// Retries that failed since.
     pub attempts: u32,
+    /// Times this source failed since the daemon started (a source that comes back and fails
+    /// again keeps doubling its back-off).
+    #[serde(default)]
+    pub failures: u32,
     /// Why the last retry failed.
     #[serde(default)]
     pub last_attempt: Option<String>,
@@ -110,6 +114,7 @@ impl std::fmt::Display for SourceStatus {
 /// The failed source and its retry schedule.
 struct Degraded {
     failed: SourceKind,
+    failures: u32,
     reason: String,
     since: SystemTime,
     attempts: u32,
@@ -146,6 +151,8 @@ pub struct Supervisor {
     backoff: Duration,
     restored_at: Option<Instant>,
     switches: u64,
+    /// Times the preferred source failed.
+    failures: u32,
     /// The active source's problems as last logged (digits left out, so a growing count is the
     /// same problem).
     logged_problems: Vec<String>,
@@ -224,6 +231,7 @@ impl Supervisor {
             backoff: RETRY_FIRST,
             restored_at: None,
             switches: 0,
+            failures: 0,
             logged_problems: Vec::new(),
         })
     }
@@ -252,8 +260,10 @@ impl Supervisor {
             } else {
                 RETRY_FIRST
             };
+            self.failures = self.failures.saturating_add(1);
             self.degraded = Some(Degraded {
                 failed,
+                failures: self.failures,
                 reason: reason.clone(),
                 since: SystemTime::now(),
                 attempts: 0,
@@ -373,16 +383,22 @@ impl Supervisor {
                 if kind == self.preferred {
                     let attempts = self.degraded.take().map(|d| d.attempts + 1).unwrap_or(0);
                     self.restored_at = Some(now);
-                    crate::quiet::clear(&format!("source-failed:{}", kind_name(kind)));
-                    crate::quiet::clear(&format!("source-retry:{}", kind_name(kind)));
+                    if let Some(held_back) =
+                        crate::quiet::allow(&format!("source-restored:{}", kind_name(kind)))
+                    {
+                        tracing::info!(
+                            held_back,
+                            source = kind_name(kind),
+                            replaces = kind_name(was),
+                            attempts,
+                            "write source restored"
+                        );
+                    }
+                } else if let Some(held_back) =
+                    crate::quiet::allow(&format!("source-took-over:{}", kind_name(kind)))
+                {
                     tracing::info!(
-                        source = kind_name(kind),
-                        replaces = kind_name(was),
-                        attempts,
-                        "write source restored"
-                    );
-                } else {
-                    tracing::info!(
+                        held_back,
                         source = kind_name(kind),
                         replaces = kind_name(was),
                         "write source took over while the failed one waits for its retry"
@@ -516,6 +532,7 @@ impl Source for Supervisor {
                 reason: d.reason.clone(),
                 since: crate::cleanup::audit::timestamp(d.since),
                 attempts: d.attempts,
+                failures: d.failures,
                 last_attempt: d.last_attempt.clone(),
                 retry_in_secs: if self.bring_up.as_ref().is_some_and(|b| b.kind == d.failed) {
                     0
@@ -719,6 +736,7 @@ mod tests {
                 reason: "reading events: EIO".into(),
                 since: "2026-01-01T00:00:00.000Z".into(),
                 attempts: 2,
+                failures: 1,
                 last_attempt: Some("fanotify failed: x".into()),
                 retry_in_secs: 40,
             }),
