@@ -330,3 +330,75 @@ fn an_explicit_source_that_cannot_run_is_refused_at_start_with_exit_2() {
         String::from_utf8_lossy(&once.stderr)
     );
 }
+
+/// Issue 12 item 8, as reported: 10 rounds of 1,000 project dirs created and removed under the
+/// running daemon, then a new project's 10 MiB counted 0 bytes while status showed `ebpf` and no
+/// problem (project ids were never reused; the probe refused ids ≥ 8,192).
+#[test]
+fn ebpf_attribution_survives_ten_thousand_project_dirs_created_and_removed() {
+    if !require_root("ebpf_attribution_survives_ten_thousand_project_dirs_created_and_removed") {
+        return;
+    }
+    let mount = TestMount::tmpfs(512 * MIB);
+    let (config, state) = setup_polling(&mount, "ebpf", "1s");
+    let ws = mount.path("dispatch");
+    let _daemon = Reaped::spawn(
+        Command::new(guardian_bin())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("GUARDIAN_LOG", "warn"),
+    );
+    assert!(wait_until(Duration::from_secs(10), || state
+        .join("state/state.json")
+        .exists()));
+    let projects = |config: &Path| {
+        status_json(config)["projects"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    for round in 0..10 {
+        for i in 0..1000 {
+            std::fs::create_dir(ws.join(format!("r{round}-{i}"))).unwrap();
+        }
+        assert!(
+            wait_until(Duration::from_secs(20), || projects(&config) >= 1000),
+            "round {round}: the daemon never saw the 1,000 projects"
+        );
+        for i in 0..1000 {
+            std::fs::remove_dir(ws.join(format!("r{round}-{i}"))).unwrap();
+        }
+        assert!(
+            wait_until(Duration::from_secs(20), || projects(&config) < 1000),
+            "round {round}: the daemon never saw the projects go"
+        );
+    }
+    std::fs::create_dir(ws.join("new-project")).unwrap();
+    let total = |config: &Path| {
+        status_json(config)["projects"].as_array().and_then(|ps| {
+            ps.iter()
+                .find(|p| {
+                    p["path"]
+                        .as_str()
+                        .is_some_and(|s| s.ends_with("/new-project"))
+                })
+                .and_then(|p| p["total_bytes"].as_i64())
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || total(&config).is_some()));
+    // Watched from the next poll on.
+    std::thread::sleep(Duration::from_secs(2));
+    dd(&ws.join("new-project/data.bin"), 10 * MIB);
+    assert!(
+        wait_until(Duration::from_secs(10), || total(&config)
+            == Some(10 * MIB as i64)),
+        "the new project's 10 MiB: {:?}; status: {}",
+        total(&config),
+        status_json(&config)["source_status"]
+    );
+    let status = status_json(&config);
+    assert_eq!(status["source"], "ebpf");
+    assert!(
+        status["problems"].as_array().unwrap().is_empty(),
+        "{}",
+        status["problems"]
+    );
+}

@@ -24,6 +24,7 @@ pub const EXIT_FAILURE: u8 = 1;
 #[command(
     name = "guardian",
     version,
+    long_version = guardian::sources::LONG_VERSION,
     about = "Keeps build and agent nodes from running out of disk"
 )]
 pub struct Cli {

@@ -29,6 +29,18 @@ pub use supervise::{Degradation, SourceStatus, Supervisor};
 #[cfg(target_os = "linux")]
 pub use track::FORCE_WORKER_FAILURE_ENV;
 
+/// Whether this binary embeds the eBPF probe, as its build script found out: `embedded (N
+/// bytes)` or `not embedded: why`.
+pub const PROBE_STATUS: &str = env!("GUARDIAN_PROBE_STATUS");
+
+/// `guardian --version`: the version and whether the probe is embedded.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (eBPF probe: ",
+    env!("GUARDIAN_PROBE_STATUS"),
+    ")"
+);
+
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;

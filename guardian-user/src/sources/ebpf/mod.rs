@@ -121,9 +121,10 @@ impl EbpfSource {
             )));
         }
         if PROBE.is_empty() {
-            return Err(unavailable(
-                "this binary was built without the probe object (run `cargo xtask build-ebpf`, then rebuild)",
-            ));
+            return Err(unavailable(format!(
+                "this binary was built without the probe object ({}; run `cargo xtask build-ebpf`, then rebuild)",
+                super::PROBE_STATUS
+            )));
         }
         let probe = FittedProbe::for_running_kernel(access)?;
         ensure_tracefs()?;
