@@ -1034,6 +1034,56 @@ mod tests {
         assert_eq!(seen.get(1), want);
     }
 
+    /// Issue 12 item 6: a queue that keeps overflowing re-walked every project (and warned)
+    /// every second. Now overflows are coalesced: over a storm of several seconds every project
+    /// is re-walked at most once per pass period, and the counts end exact.
+    #[test]
+    fn fanotify_overflow_storm_rewalks_each_project_once_per_pass_period() {
+        if !crate::testkit::require_root(
+            "fanotify_overflow_storm_rewalks_each_project_once_per_pass_period",
+        ) {
+            return;
+        }
+        let dir = testutil::tempdir();
+        let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        let mut source = {
+            let _knobs = knobs();
+            let _small = Sysctl::set("/proc/sys/fs/fanotify/max_queued_events", "8")
+                .expect("lower fs.fanotify.max_queued_events");
+            open().expect("fanotify")
+        };
+        source
+            .watch(&[project(1, &a), project(2, &b)])
+            .expect("watch");
+        let mut seen = Seen::default();
+        let mut want = 0;
+        let storm = std::time::Instant::now();
+        let mut round = 0;
+        while storm.elapsed() < std::time::Duration::from_secs(8) {
+            want += burst(&a.join(format!("r{round}")), 2, 50, 1024) as i64;
+            seen.absorb(source.drain().expect("drain"));
+            round += 1;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let walks_in_storm = seen.rescan.len();
+        assert!(
+            settle_exact(&mut source, &mut seen, &[(1, want), (2, 0)]),
+            "{seen:?}"
+        );
+        eprintln!(
+            "overflow storm: {round} bursts in 8 s, {walks_in_storm} project re-walks; notes {:?}",
+            seen.notes
+        );
+        // One pass right away and at most one more per 30 s: ≤ 2 walks of each project.
+        assert!(
+            (1..=4).contains(&walks_in_storm),
+            "{walks_in_storm} project re-walks during an 8 s overflow storm: {:?}",
+            seen.rescan
+        );
+    }
+
     /// Without CAP_SYS_ADMIN (dropped on one thread only: capabilities are per thread),
     /// `new()` says why.
     #[test]
