@@ -242,18 +242,22 @@ impl Fan {
             if self.marks.iter().any(|m| m.dev == dev) {
                 continue;
             }
-            let st = rustix::fs::fstatfs(&fd)
-                .map_err(|e| unavailable(format!("fstatfs {}: {e}", project.path.display())))?;
+            let st = rustix::fs::fstatfs(&fd).map_err(|e| {
+                unavailable(format!(
+                    "fstatfs {}: {e}",
+                    crate::textpath::shown(&project.path)
+                ))
+            })?;
             // SAFETY: `fsid_t` is two C ints, eight plain bytes.
             let fsid: [u8; 8] = unsafe { std::mem::transmute(st.f_fsid) };
             if let Err(err) = self.mark(libc::FAN_MARK_ADD, fd.as_fd()) {
                 return Err(unavailable(format!(
                     "fanotify_mark(FAN_MARK_FILESYSTEM) on {}: {err}{}",
-                    project.path.display(),
+                    crate::textpath::shown(&project.path),
                     mark_hint(&err)
                 )));
             }
-            tracing::debug!(path = %project.path.display(), dev, "fanotify: filesystem marked");
+            tracing::debug!(path = %crate::textpath::shown(&project.path), dev, "fanotify: filesystem marked");
             self.marks.push(Mark {
                 dev,
                 fsid,
@@ -269,7 +273,7 @@ impl Fan {
         self.marks = keep;
         for mark in gone {
             if let Err(err) = self.mark(libc::FAN_MARK_REMOVE, mark.mount_fd.as_fd()) {
-                tracing::debug!(path = %mark.path.display(), %err, "fanotify: unmark failed");
+                tracing::debug!(path = %crate::textpath::shown(&mark.path), %err, "fanotify: unmark failed");
             }
         }
         Ok(())
