@@ -10,6 +10,7 @@
 //! deleted directory's number to the next `mkdir` in the same group), and a `rm -rf out; mkdir out`
 //! must not keep the deleted `out`'s files, whose own deletions could no longer be resolved.
 
+use super::change::Change;
 use super::rewalk::Rewalks;
 use crate::fsys::{self, EntryKind, EntryStat};
 use crate::scan::MAX_DEPTH;
@@ -47,60 +48,6 @@ impl Hooks for NoHooks {
     }
 
     fn dir_dropped(&mut self, _: Key) {}
-}
-
-/// What the events for one (directory, name) said happened, merged: the kernel merges events
-/// and the sources apply each name once per batch, so only the union survives, not the order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Change {
-    /// False for a listing (no events known): then a known directory found elsewhere is taken
-    /// as moved there, and one found at the same name as unchanged.
-    pub(crate) known: bool,
-    /// Something under the name was deleted.
-    pub(crate) deleted: bool,
-    /// Something was moved away from the name.
-    pub(crate) moved_away: bool,
-    /// Something was moved to the name.
-    pub(crate) moved_in: bool,
-}
-
-impl Change {
-    /// No events: the name is re-read because a directory is listed.
-    pub(crate) const LISTED: Change = Change {
-        known: false,
-        deleted: false,
-        moved_away: false,
-        moved_in: false,
-    };
-
-    /// From events: `deleted`, `moved_away`, `moved_in` seen for the name.
-    pub(crate) fn seen(deleted: bool, moved_away: bool, moved_in: bool) -> Change {
-        Change {
-            known: true,
-            deleted,
-            moved_away,
-            moved_in,
-        }
-    }
-
-    /// Adds what another event for the same name said.
-    pub(crate) fn merge(&mut self, other: Change) {
-        self.known |= other.known;
-        self.deleted |= other.deleted;
-        self.moved_away |= other.moved_away;
-        self.moved_in |= other.moved_in;
-    }
-
-    /// Whatever stood under the name may have left it: a directory found there now is not
-    /// known to be the one that was there.
-    fn replaced(self) -> bool {
-        self.known && (self.deleted || self.moved_away)
-    }
-
-    /// A known directory found under the name may be the same one, moved there.
-    fn may_adopt(self) -> bool {
-        !self.known || (self.moved_in && !self.deleted)
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,113 +178,6 @@ impl Tree {
             *self.totals.entry(project).or_default() += delta;
             self.dirty.insert(project);
         }
-    }
-
-    /// Replaces the project set: unchanged projects keep their state, removed ones are
-    /// forgotten, new ones get a baseline (no growth for what they already hold).
-    pub(crate) fn set_projects(&mut self, projects: &[ProjectDir], hooks: &mut dyn Hooks) {
-        let wanted: HashMap<u32, &ProjectDir> = projects.iter().map(|p| (p.id, p)).collect();
-        let mut old: Vec<u32> = self.roots.keys().copied().collect();
-        old.sort_unstable();
-        for id in old {
-            let same = match (wanted.get(&id), self.roots.get(&id)) {
-                (Some(p), Some(root)) => **p == root.project,
-                _ => false,
-            };
-            if !same {
-                self.drop_project(id, hooks);
-            }
-        }
-        for project in projects {
-            if self.roots.contains_key(&project.id) {
-                continue;
-            }
-            match self.add_project(project, hooks) {
-                Ok(()) => {
-                    let total = self.totals.get(&project.id).copied().unwrap_or(0);
-                    self.reported.insert(project.id, total);
-                    self.dirty.remove(&project.id);
-                    self.walks.added(project.id, Instant::now());
-                }
-                Err(e) => self.note(
-                    "cannot-watch",
-                    format!(
-                        "cannot watch project {}: {e}",
-                        crate::textpath::shown(&project.path)
-                    ),
-                ),
-            }
-        }
-    }
-
-    fn add_project(&mut self, project: &ProjectDir, hooks: &mut dyn Hooks) -> io::Result<()> {
-        let fd = fsys::open_dir_path(&project.path)?;
-        let st = fsys::stat_fd(&fd)?;
-        let key = key_of(&st);
-        if key != (project.dev, project.ino) {
-            tracing::debug!(
-                path = %crate::textpath::shown(&project.path),
-                "project dir is not the (dev, ino) it was announced with; watching what is there"
-            );
-        }
-        if let Some(other) = self.root_keys.get(&key) {
-            return Err(io::Error::other(format!(
-                "same directory as project {other}"
-            )));
-        }
-        if self.dirs.contains_key(&key) {
-            // Nested inside another project's tree: it becomes its own project.
-            self.forget_subtree(key, hooks);
-        }
-        self.roots.insert(
-            project.id,
-            Root {
-                project: project.clone(),
-                key,
-            },
-        );
-        self.root_keys.insert(key, project.id);
-        self.totals.entry(project.id).or_default();
-        let place = Place {
-            key,
-            parent: None,
-            name: CString::default(),
-            project: project.id,
-        };
-        self.scan_new(fd, st.mnt_id, place, hooks);
-        Ok(())
-    }
-
-    /// Removes a subtree that belongs elsewhere without reporting it as shrinkage.
-    fn forget_subtree(&mut self, key: Key, hooks: &mut dyn Hooks) {
-        let Some(node) = self.dirs.get(&key) else {
-            return;
-        };
-        let project = node.project;
-        if let Some(parent) = node.parent {
-            let name = node.name.clone();
-            if let Some(p) = self.dirs.get_mut(&parent) {
-                p.children.remove(&name);
-            }
-        }
-        let before = self.totals.get(&project).copied().unwrap_or(0);
-        self.drop_subtree(key, hooks);
-        self.finalize_files();
-        let change = self.totals.get(&project).copied().unwrap_or(0) - before;
-        *self.reported.entry(project).or_default() += change;
-    }
-
-    fn drop_project(&mut self, id: u32, hooks: &mut dyn Hooks) {
-        let Some(root) = self.roots.remove(&id) else {
-            return;
-        };
-        self.root_keys.remove(&root.key);
-        self.drop_subtree(root.key, hooks);
-        self.finalize_files();
-        self.totals.remove(&id);
-        self.reported.remove(&id);
-        self.dirty.remove(&id);
-        self.walks.removed(id);
     }
 
     /// Removes a directory subtree from the tree; its files become orphans.
