@@ -1263,4 +1263,34 @@ mod tests {
         assert_eq!(tree.take_sample().growth.get(&2), Some(&-1000));
         assert_eq!(tree.total(2), 0);
     }
+
+    /// Renames out of every project (a file and a subtree moved to a dir no project holds) drop
+    /// their bytes; the same name made again is a new file.
+    #[test]
+    fn tree_renames_out_of_every_project_drop_their_bytes() {
+        let dir = testutil::tempdir();
+        let (a, out) = (dir.path().join("A"), dir.path().join("out"));
+        fs::create_dir_all(a.join("sub/deeper")).unwrap();
+        fs::create_dir_all(&out).unwrap();
+        fs::write(a.join("f"), vec![0u8; 300]).unwrap();
+        fs::write(a.join("sub/deeper/g"), vec![0u8; 700]).unwrap();
+        let mut tree = Tree::default();
+        tree.set_projects(&[project(1, &a)], &mut NoHooks);
+        assert_eq!(tree.total(1), 1000);
+        let key_a = key_of(&fsys::stat_fd(fsys::open_dir_path(&a).unwrap()).unwrap());
+        let fa = fsys::open_dir_path(&a).unwrap();
+        let away = Change::seen(false, true, false);
+        fs::rename(a.join("f"), out.join("f")).unwrap();
+        fs::rename(a.join("sub"), out.join("sub")).unwrap();
+        tree.reconcile(key_a, at(&fa), c"f", away, &mut NoHooks);
+        tree.reconcile(key_a, at(&fa), c"sub", away, &mut NoHooks);
+        tree.finalize(&mut NoHooks);
+        assert_eq!(tree.take_sample().growth.get(&1), Some(&-1000));
+        assert_eq!(tree.total(1), 0);
+        // A new `f` under the old name.
+        fs::write(a.join("f"), vec![0u8; 5]).unwrap();
+        tree.reconcile(key_a, at(&fa), c"f", Change::seen(false, false, false), &mut NoHooks);
+        tree.finalize(&mut NoHooks);
+        assert_eq!(tree.total(1), 5);
+    }
 }
