@@ -997,6 +997,32 @@ mod tests {
         );
     }
 
+    /// Project ids are recycled: growth seen for a project that vanished, not drained yet, is
+    /// not handed out under its id once another project has it.
+    #[test]
+    fn fanotify_a_recycled_id_never_reports_the_vanished_projects_growth() {
+        let Some(mut source) =
+            source_or_skip("fanotify_a_recycled_id_never_reports_the_vanished_projects_growth")
+        else {
+            return;
+        };
+        let dir = testutil::tempdir();
+        let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        source.watch(&[project(1, &a)]).expect("watch");
+        write_with_write(&a.join("f"), MIB, 1 << 20);
+        // Seen by the worker, not drained.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        source.watch(&[project(1, &b)]).expect("rewatch");
+        write_with_write(&b.join("g"), 4096, 4096);
+        let mut seen = Seen::default();
+        assert!(
+            settle_exact(&mut source, &mut seen, &[(1, 4096)]),
+            "{seen:?}"
+        );
+    }
+
     /// A queue of 8 events overflows at once: the rescan keeps totals right.
     #[test]
     fn fanotify_overflow_rescans() {
@@ -1289,7 +1315,13 @@ mod tests {
         assert_eq!(tree.total(1), 0);
         // A new `f` under the old name.
         fs::write(a.join("f"), vec![0u8; 5]).unwrap();
-        tree.reconcile(key_a, at(&fa), c"f", Change::seen(false, false, false), &mut NoHooks);
+        tree.reconcile(
+            key_a,
+            at(&fa),
+            c"f",
+            Change::seen(false, false, false),
+            &mut NoHooks,
+        );
         tree.finalize(&mut NoHooks);
         assert_eq!(tree.total(1), 5);
     }

@@ -8,6 +8,7 @@
 use crate::sources::{ProjectDir, Sample, SourceError};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rustix::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -244,6 +245,9 @@ fn run<B: Backend>(
     };
     let mut last_tick = Instant::now();
     let mut last_pump = Instant::now() - BATCH;
+    // The project set as last watched: ids are recycled, so growth still waiting for `drain()`
+    // under an id whose project changed belongs to the vanished one and is dropped.
+    let mut watched: HashMap<u32, ProjectDir> = HashMap::new();
     loop {
         // Between two reads of the queue the kernel merges repeated events on the same file, so
         // a writer making many small writes costs one event per batch instead of one per write.
@@ -292,6 +296,16 @@ fn run<B: Backend>(
         loop {
             match inbox.try_recv() {
                 Ok(Command::Watch(projects, reply)) => {
+                    let take = backend.take();
+                    let now: HashMap<u32, ProjectDir> =
+                        projects.iter().map(|p| (p.id, p.clone())).collect();
+                    if let Ok(mut s) = shared.lock() {
+                        s.sample.absorb(take);
+                        s.sample
+                            .growth
+                            .retain(|id, _| now.get(id) == watched.get(id));
+                    }
+                    watched = now;
                     let _ = reply.send(backend.watch(&projects));
                 }
                 Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
