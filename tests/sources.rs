@@ -12,6 +12,15 @@ use support::*;
 /// A workspace with two projects holding regenerable artifacts, and a config whose poll
 /// interval is an hour: only the sampler can react in time.
 fn setup(mount: &TestMount, source: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    setup_polling(mount, source, "1h")
+}
+
+/// [`setup`] with another poll interval (the state file is rewritten on each poll).
+fn setup_polling(
+    mount: &TestMount,
+    source: &str,
+    poll: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let ws = mount.path("dispatch");
     for (name, days) in [("old", 3), ("older", 5)] {
         write_files(&ws.join(name).join("node_modules"), 10, 4 * MIB);
@@ -20,7 +29,7 @@ fn setup(mount: &TestMount, source: &str) -> (std::path::PathBuf, std::path::Pat
     std::fs::create_dir_all(ws.join("busy")).unwrap();
     let state = mount.path("state");
     let config = mount.path("guardian.toml");
-    write_config(&config, &ws, &state, "1h", "");
+    write_config(&config, &ws, &state, poll, "");
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "[thresholds]",
         &format!("source = \"{source}\"\nsample_interval = \"100ms\"\n\n[thresholds]"),
@@ -137,5 +146,260 @@ fn auto_falls_back_when_the_probe_fails_and_still_guards() {
     assert!(
         wait_until(Duration::from_secs(20), || free_percent(&mount.dir) >= 30.0),
         "the fallback source did not guard the disk"
+    );
+}
+
+/// Starts the daemon on `config` with its log in `log` and extra environment.
+fn daemon_logging_to(config: &Path, log: &Path, env: &[(&str, &str)]) -> Reaped {
+    let mut cmd = Command::new(guardian_bin());
+    cmd.args(["run", "--config", config.to_str().unwrap()])
+        .env("GUARDIAN_LOG", "info")
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Reaped::spawn(&mut cmd)
+}
+
+/// Lines of the daemon's log about write sources failing, falling back or coming back (not the
+/// start-up selection).
+fn source_lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.contains("write source")
+                && !l.contains("write source selected")
+                && !l.contains("skipping write source")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 12 item 6: a fanotify worker that fails made `drain()` fail forever, with a warning
+/// every sample and no fallback. Now the daemon falls back to inotify, says so in its status,
+/// retries fanotify with back-off (here every retry fails too) and logs the failure a couple of
+/// times, not every sample.
+#[test]
+fn a_failing_fanotify_worker_falls_back_to_inotify_and_the_log_stays_quiet() {
+    if !require_root("a_failing_fanotify_worker_falls_back_to_inotify_and_the_log_stays_quiet") {
+        return;
+    }
+    let mount = TestMount::tmpfs(256 * MIB);
+    let (config, state) = setup_polling(&mount, "auto", "1s");
+    let log = mount.path("daemon.log");
+    let _daemon = daemon_logging_to(
+        &config,
+        &log,
+        &[
+            ("GUARDIAN_FORCE_EBPF_FAILURE", "1"),
+            ("GUARDIAN_FORCE_WORKER_FAILURE", "fanotify:1"),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || state
+        .join("state/state.json")
+        .exists()));
+    // The first status may still show fanotify; the fallback follows within seconds.
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let s = status_json(&config);
+            s["source"] == "inotify" && s["source_status"]["degraded"]["failed"] == "fanotify"
+        }),
+        "no fallback to inotify: {}",
+        status_json(&config)
+    );
+    // inotify guards and counts: a writer in `busy` is seen.
+    dd(&mount.path("dispatch/busy/seen.bin"), 4 * MIB);
+    // Many seconds with every retry of fanotify failing again (the first retry is due after
+    // 10 s, the next after 20 s more).
+    std::thread::sleep(Duration::from_secs(25));
+    let status = status_json(&config);
+    let degraded = &status["source_status"]["degraded"];
+    assert_eq!(degraded["failed"], "fanotify", "{status}");
+    assert!(
+        degraded["reason"]
+            .as_str()
+            .unwrap()
+            .contains("GUARDIAN_FORCE_WORKER_FAILURE"),
+        "{status}"
+    );
+    // Each retry opens fanotify, which fails again a second later: at least two failures.
+    assert!(degraded["failures"].as_u64().unwrap() >= 2, "{status}");
+    let text = guardian(&["status", "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("source: inotify (fanotify failed at ") && text.contains("retr"),
+        "{text}"
+    );
+    let lines = source_lines(&log);
+    eprintln!("{}", lines.join("\n"));
+    assert!(
+        lines.len() <= 3,
+        "{} lines about the failing source in ~30 s:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    let busy = status["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"].as_str().unwrap().ends_with("/busy"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        busy["total_bytes"].as_i64().unwrap_or(0) >= 4 * MIB as i64,
+        "the fallback counts writes: {busy}"
+    );
+}
+
+/// The retry of a failed source brings it back: status shows it running again.
+#[test]
+fn a_failed_source_is_retried_and_restored() {
+    if !require_root("a_failed_source_is_retried_and_restored") {
+        return;
+    }
+    let mount = TestMount::tmpfs(256 * MIB);
+    let (config, state) = setup_polling(&mount, "fanotify", "1s");
+    let log = mount.path("daemon.log");
+    let _daemon = daemon_logging_to(
+        &config,
+        &log,
+        &[("GUARDIAN_FORCE_WORKER_FAILURE", "fanotify:1:1")],
+    );
+    assert!(wait_until(Duration::from_secs(10), || state
+        .join("state/state.json")
+        .exists()));
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            status_json(&config)["source_status"]["degraded"]["failed"] == "fanotify"
+        }),
+        "an explicit fanotify that fails runs on polling and says so: {}",
+        status_json(&config)
+    );
+    assert_eq!(status_json(&config)["source"], "poll");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let s = status_json(&config);
+            s["source"] == "fanotify" && s["source_status"]["degraded"].is_null()
+        }),
+        "fanotify was not restored: {}",
+        status_json(&config)
+    );
+    let lines = source_lines(&log);
+    assert!(lines.len() <= 3, "{}", lines.join("\n"));
+}
+
+/// Issue 12 item 11: `source = "ebpf"` where the probe cannot load ran silently on `poll`. An
+/// explicit choice that cannot be honoured is an error at start: exit 2 with the reason.
+#[test]
+fn an_explicit_source_that_cannot_run_is_refused_at_start_with_exit_2() {
+    if !require_root("an_explicit_source_that_cannot_run_is_refused_at_start_with_exit_2") {
+        return;
+    }
+    let mount = TestMount::tmpfs(256 * MIB);
+    let (config, _state) = setup(&mount, "ebpf");
+    let log = mount.path("daemon.log");
+    let mut daemon = daemon_logging_to(&config, &log, &[("GUARDIAN_FORCE_EBPF_FAILURE", "1")]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("the daemon kept running:\n{text}"));
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("daemon.source") && text.contains("GUARDIAN_FORCE_EBPF_FAILURE"),
+        "{text}"
+    );
+    // `auto` still falls back at start.
+    let (auto, _) = setup(&mount, "auto");
+    let once = Command::new(guardian_bin())
+        .args(["run", "--once", "--config", auto.to_str().unwrap()])
+        .env("GUARDIAN_FORCE_EBPF_FAILURE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+}
+
+/// Issue 12 item 8, as reported: 10 rounds of 1,000 project dirs created and removed under the
+/// running daemon, then a new project's 10 MiB counted 0 bytes while status showed `ebpf` and no
+/// problem (project ids were never reused; the probe refused ids ≥ 8,192).
+#[test]
+fn ebpf_attribution_survives_ten_thousand_project_dirs_created_and_removed() {
+    if !require_root("ebpf_attribution_survives_ten_thousand_project_dirs_created_and_removed") {
+        return;
+    }
+    let mount = TestMount::tmpfs(512 * MIB);
+    let (config, state) = setup_polling(&mount, "ebpf", "1s");
+    let ws = mount.path("dispatch");
+    let _daemon = Reaped::spawn(
+        Command::new(guardian_bin())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("GUARDIAN_LOG", "warn"),
+    );
+    assert!(wait_until(Duration::from_secs(10), || state
+        .join("state/state.json")
+        .exists()));
+    // The state file names the busiest 100 projects and counts the rest.
+    let projects = |config: &Path| {
+        let status = status_json(config);
+        status["projects"].as_array().map_or(0, Vec::len)
+            + status["projects_omitted"].as_u64().unwrap_or(0) as usize
+    };
+    for round in 0..10 {
+        for i in 0..1000 {
+            std::fs::create_dir(ws.join(format!("r{round}-{i}"))).unwrap();
+        }
+        assert!(
+            wait_until(Duration::from_secs(20), || projects(&config) >= 1000),
+            "round {round}: the daemon never saw the 1,000 projects"
+        );
+        for i in 0..1000 {
+            std::fs::remove_dir(ws.join(format!("r{round}-{i}"))).unwrap();
+        }
+        assert!(
+            wait_until(Duration::from_secs(20), || projects(&config) < 1000),
+            "round {round}: the daemon never saw the projects go"
+        );
+    }
+    std::fs::create_dir(ws.join("new-project")).unwrap();
+    let total = |config: &Path| {
+        status_json(config)["projects"].as_array().and_then(|ps| {
+            ps.iter()
+                .find(|p| {
+                    p["path"]
+                        .as_str()
+                        .is_some_and(|s| s.ends_with("/new-project"))
+                })
+                .and_then(|p| p["total_bytes"].as_i64())
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || total(&config).is_some()));
+    // Watched from the next poll on.
+    std::thread::sleep(Duration::from_secs(2));
+    dd(&ws.join("new-project/data.bin"), 10 * MIB);
+    assert!(
+        wait_until(Duration::from_secs(10), || total(&config)
+            == Some(10 * MIB as i64)),
+        "the new project's 10 MiB: {:?}; status: {}",
+        total(&config),
+        status_json(&config)["source_status"]
+    );
+    let status = status_json(&config);
+    assert_eq!(status["source"], "ebpf");
+    assert!(
+        status["problems"].as_array().unwrap().is_empty(),
+        "{}",
+        status["problems"]
     );
 }

@@ -3,7 +3,9 @@
 //! allocates or does IO.
 #![no_std]
 
-/// Most projects the probe can count (index space of the per-CPU stats array; id 0 is unused).
+/// Size of the probe's project index space (the per-CPU stats array); index 0 is unused, so at
+/// most `MAX_PROJECTS - 1` projects are counted at once. Userspace recycles indices of vanished
+/// projects (see [`WriteSlot::owner_gen`]).
 pub const MAX_PROJECTS: u32 = 8192;
 
 /// Deepest `d_parent` walk from a written file to its registered project dir.
@@ -96,10 +98,44 @@ pub struct WriteSlot {
     pub project: u32,
     /// `ProbeSettings::epoch` when the slot was filled; an older one is refilled.
     pub epoch: u32,
-    pub _pad: u32,
+    /// The generation of the project index when the slot was filled (`GENS[project]`). Userspace
+    /// bumps an index's generation when its project vanishes, before it gives the index to
+    /// another project: bytes of a slot whose generation is no longer current are dropped, never
+    /// counted for the index's new owner.
+    pub owner_gen: u32,
     pub written: u64,
     pub copied: u64,
     pub allocated: u64,
+}
+
+/// Entries of the probe's per-CPU log of project indices whose counters changed.
+pub const MOVED_RING: usize = 256;
+
+/// Per-CPU log of the project indices the probe moved bytes to (`STATS`), so userspace reads
+/// only those counters on each drain instead of every project's. `count` only grows; entry
+/// `count % MOVED_RING` is written before `count` is bumped. A CPU whose `count` moved by more
+/// than `MOVED_RING` since the last read overflowed the log: userspace then reads every counter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MovedLog {
+    pub count: u64,
+    /// The index logged last (consecutive moves to one project are logged once).
+    pub last: u32,
+    pub _pad: u32,
+    pub ids: [u32; MOVED_RING],
+}
+
+/// Per-CPU counters of what the probe could not do, so userspace can report it instead of
+/// failing silently.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeCounters {
+    /// Inserts into the per-(cgroup, project) map that failed (the map was full).
+    pub cgroup_insert_failures: u64,
+    /// Bytes those failures left without a cgroup (project totals still have them).
+    pub cgroup_bytes_lost: u64,
+    /// Bytes dropped because their project vanished before they were moved out of a slot.
+    pub stale_bytes_dropped: u64,
 }
 
 /// The per-CPU write cache: one map value, so userspace reads it in one call. The cgroup ids sit
@@ -194,6 +230,8 @@ mod pod {
     unsafe impl aya::Pod for super::Resolution {}
     unsafe impl aya::Pod for super::ProbeSettings {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::MovedLog {}
+    unsafe impl aya::Pod for super::ProbeCounters {}
 }
 
 #[cfg(test)]
@@ -212,6 +250,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 25 * 8 + 16);
         assert!(WRITE_SLOTS.is_power_of_two());
         assert_eq!(core::mem::size_of::<WriteCache>(), WRITE_SLOTS * (8 + 64));
+        assert_eq!(core::mem::size_of::<MovedLog>(), 16 + 4 * MOVED_RING);
+        assert_eq!(core::mem::size_of::<ProbeCounters>(), 24);
+        assert!(MOVED_RING.is_power_of_two());
     }
 
     #[test]

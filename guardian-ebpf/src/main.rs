@@ -19,6 +19,12 @@
 //! project) maps and is refilled: from an LRU of resolved inodes, or by walking `d_parent`
 //! (bounded) to the first registered project dir. Kernel struct offsets come from userspace (read
 //! from BTF) as read-only globals, so the verifier knows them as constants.
+//!
+//! Project indices are recycled by userspace: each slot remembers the generation of its project
+//! index (`GENS`) when it was filled, and bytes whose index has since been given up are dropped,
+//! never counted for the index's next project. Every index bytes are moved to is logged per CPU
+//! (`MOVED`), so userspace reads only those counters; what the probe cannot store (a full
+//! per-cgroup map) is counted in `COUNTERS` and reported.
 #![no_std]
 #![no_main]
 
@@ -28,14 +34,14 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{fexit, map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::{FExitContext, TracePointContext},
     EbpfContext,
 };
 use guardian_common::{
-    CgroupKey, FileKey, InodeKey, KernelOffsets, ProbeSettings, ProjectStats, Resolution,
-    WriteCache, WriteSlot, KIND_COPY, KIND_FALLOCATE, KIND_WRITE, MAX_PROJECTS, MAX_WALK_DEPTH,
-    RDONLY_CAST_PLACEHOLDER, WRITE_SLOTS,
+    CgroupKey, FileKey, InodeKey, KernelOffsets, MovedLog, ProbeCounters, ProbeSettings,
+    ProjectStats, Resolution, WriteCache, WriteSlot, KIND_COPY, KIND_FALLOCATE, KIND_WRITE,
+    MAX_PROJECTS, MAX_WALK_DEPTH, MOVED_RING, RDONLY_CAST_PLACEHOLDER, WRITE_SLOTS,
 };
 
 /// Offsets of the running kernel, set by userspace before load (`.rodata`: frozen, so the
@@ -96,9 +102,22 @@ static SLOTS: PerCpuArray<WriteCache> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static STATS: PerCpuArray<ProjectStats> = PerCpuArray::with_max_entries(MAX_PROJECTS, 0);
 
-/// Per-CPU bytes per (cgroup, project) moved out of write slots.
+/// Per-CPU bytes per (cgroup, project) moved out of write slots. Userspace prunes entries of
+/// vanished projects and idle ones.
 #[map]
 static CGROUP_BYTES: PerCpuHashMap<CgroupKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Generation of each project index, bumped by userspace when the index's project vanishes.
+#[map]
+static GENS: Array<u32> = Array::with_max_entries(MAX_PROJECTS, 0);
+
+/// Per-CPU log of the indices bytes were moved to (see `MovedLog`).
+#[map]
+static MOVED: PerCpuArray<MovedLog> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU counters of what could not be stored (see `ProbeCounters`).
+#[map]
+static COUNTERS: PerCpuArray<ProbeCounters> = PerCpuArray::with_max_entries(1, 0);
 
 /// Offset of `ret` in a `syscalls/sys_exit_*` record (after the 8-byte common header and the
 /// 4-byte `__syscall_nr` + padding).
@@ -307,6 +326,7 @@ fn account<const TYPED: bool>(w: Written, index: Option<usize>, settings: &Probe
         slot.css_set = css_set;
         slot.epoch = epoch;
         slot.project = project;
+        slot.owner_gen = gen_of(project);
     }
     if slot.project != 0 {
         match w.kind {
@@ -317,8 +337,47 @@ fn account<const TYPED: bool>(w: Written, index: Option<usize>, settings: &Probe
     }
 }
 
+/// The current generation of project index `project` (0 for index 0 or one out of range).
+#[inline(always)]
+fn gen_of(project: u32) -> u32 {
+    if project == 0 || project >= MAX_PROJECTS {
+        return 0;
+    }
+    GENS.get(project).copied().unwrap_or(0)
+}
+
+/// Adds to this CPU's counters of what could not be stored.
+#[inline(always)]
+fn count_problem(update: impl FnOnce(&mut ProbeCounters)) {
+    if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: this CPU's value; programs do not nest on one CPU.
+        update(unsafe { &mut *counters });
+    }
+}
+
+/// Logs that `project`'s counters changed on this CPU (see `MovedLog`).
+#[inline(always)]
+fn log_moved(project: u32) {
+    let Some(log) = MOVED.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's value; programs do not nest on one CPU.
+    let log = unsafe { &mut *log };
+    if log.last == project {
+        return;
+    }
+    let count = log.count;
+    if let Some(entry) = log.ids.get_mut(count as usize & (MOVED_RING - 1)) {
+        *entry = project;
+    }
+    log.last = project;
+    // SAFETY: a field of this CPU's value, written after the entry it covers.
+    unsafe { core::ptr::write_volatile(&mut log.count, count + 1) };
+}
+
 /// Moves a slot's bytes to the per-project and per-(cgroup, project) maps: zeroes the slot
 /// first, so a userspace read (maps, then slots) can miss them once but never count them twice.
+/// Bytes of a project index given up since the slot was filled are dropped.
 #[inline(always)]
 fn move_out(slot: &mut WriteSlot, cgroup: u64) {
     let (written, copied, allocated) = (slot.written, slot.copied, slot.allocated);
@@ -332,6 +391,11 @@ fn move_out(slot: &mut WriteSlot, cgroup: u64) {
         core::ptr::write_volatile(&mut slot.copied, 0);
         core::ptr::write_volatile(&mut slot.allocated, 0);
     }
+    if gen_of(slot.project) != slot.owner_gen {
+        count_problem(|c| c.stale_bytes_dropped += total);
+        return;
+    }
+    log_moved(slot.project);
     if let Some(stats) = STATS.get_ptr_mut(slot.project) {
         // SAFETY: this CPU's counters.
         let stats = unsafe { &mut *stats };
@@ -348,7 +412,12 @@ fn move_out(slot: &mut WriteSlot, cgroup: u64) {
         // SAFETY: this CPU's value.
         Some(bytes) => unsafe { *bytes += total },
         None => {
-            let _ = CGROUP_BYTES.insert(&key, &total, 0);
+            if CGROUP_BYTES.insert(&key, &total, 0).is_err() {
+                count_problem(|c| {
+                    c.cgroup_insert_failures += 1;
+                    c.cgroup_bytes_lost += total;
+                });
+            }
         }
     }
 }

@@ -23,6 +23,10 @@ enum Task {
         /// Also rebuild guardian-user in release mode.
         #[arg(long)]
         release: bool,
+        /// Instead: replay a build without bpf-linker, then build-ebpf, then `cargo build
+        /// --release`, in scratch target dirs, and fail unless the probe ends up embedded.
+        #[arg(long)]
+        check_embedding: bool,
     },
     /// Measure `guardian scan` against `du -sx` and the cleanup executor against `rm -rf` on
     /// generated trees (release build, warm cache; needs root for the loop-mounted ext4
@@ -46,9 +50,16 @@ enum Task {
 
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().task {
-        Task::BuildEbpf { release } => {
+        Task::BuildEbpf {
+            release,
+            check_embedding,
+        } => {
             let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            build_ebpf::run(&workspace, release)
+            if check_embedding {
+                build_ebpf::check_embedding(&workspace)
+            } else {
+                build_ebpf::run(&workspace, release)
+            }
         }
         Task::Bench(args) => bench::run(&args),
         Task::BenchInner { args, guardian } => bench::run_inner(&args, &guardian),

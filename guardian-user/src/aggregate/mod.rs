@@ -1,16 +1,27 @@
 //! The aggregator: turns source samples into per-project state — a stable id per project dir,
 //! smoothed write rates, and the cgroups writing most into each project. Pure: the caller passes
 //! samples and elapsed time; nothing here reads the disk or the clock.
+//!
+//! Ids are recycled: a project that vanishes frees its id and the next new project gets the
+//! smallest free one, so ids stay below the number of projects that exist at once (the eBPF
+//! probe counts into a fixed-size table; its source keeps the kernel side apart from the ids).
+//! Per sample the work is bounded by the projects that are writing or still cooling down, not by
+//! every project known.
 
 use crate::sources::{CgroupBytes, ProjectDir, Sample};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Weight of the newest sample in the smoothed rates (per sample interval).
 const RATE_ALPHA: f64 = 0.3;
 /// Cgroups listed per project.
 const TOP_CGROUPS: usize = 3;
+/// A smoothed rate below this (bytes per second) with nothing written is zero: the project stops
+/// being updated each sample.
+const REST_BPS: f64 = 0.5;
+/// Per-cgroup rates below this (bytes per second) are forgotten.
+const CGROUP_REST_BPS: f64 = 1.0;
 
 /// Write activity of one project as the daemon reports it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -29,7 +40,8 @@ pub struct ProjectActivity {
 pub struct CgroupRate {
     pub cgroup: u64,
     /// cgroup v2 path when known (e.g. `/system.slice/build.service`).
-    pub path: Option<String>,
+    #[serde(default, with = "crate::textpath::option")]
+    pub path: Option<PathBuf>,
     pub rate_bps: f64,
 }
 
@@ -37,9 +49,15 @@ pub struct CgroupRate {
 #[derive(Debug, Default)]
 pub struct Aggregator {
     ids: HashMap<PathBuf, u32>,
+    /// Ids freed by vanished projects, reused smallest first.
+    free: BTreeSet<u32>,
     next_id: u32,
     activity: HashMap<u32, ProjectActivity>,
-    cgroup_rates: HashMap<(u32, u64), f64>,
+    /// Projects whose rate is not zero: the only ones a sample without their growth updates.
+    moving: HashSet<u32>,
+    /// Smoothed bytes per second per project and cgroup (only rates of at least
+    /// [`CGROUP_REST_BPS`] are kept).
+    cgroup_rates: HashMap<u32, HashMap<u64, f64>>,
 }
 
 impl Aggregator {
@@ -50,13 +68,20 @@ impl Aggregator {
         }
     }
 
-    /// The id of a project path, assigned on first sight and never reused in this run.
+    /// The id of a project path, assigned on first sight and kept while the project exists; a
+    /// vanished project's id is given to a later one.
     pub fn id_for(&mut self, path: &Path) -> u32 {
         if let Some(id) = self.ids.get(path) {
             return *id;
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = match self.free.pop_first() {
+            Some(id) => id,
+            None => {
+                let id = self.next_id;
+                self.next_id = self.next_id.saturating_add(1);
+                id
+            }
+        };
         self.ids.insert(path.to_path_buf(), id);
         self.activity.insert(
             id,
@@ -68,8 +93,11 @@ impl Aggregator {
         id
     }
 
-    /// Projects from (path, dev, ino) triples, with their ids.
+    /// Projects from (path, dev, ino) triples, with their ids. `dirs` is every project there is
+    /// now: the ids of the others are freed first, so they can be given to new ones.
     pub fn project_dirs(&mut self, dirs: &[(PathBuf, u64, u64)]) -> Vec<ProjectDir> {
+        let alive: HashSet<&Path> = dirs.iter().map(|d| d.0.as_path()).collect();
+        self.retain_paths(&|p| alive.contains(p));
         dirs.iter()
             .map(|(path, dev, ino)| ProjectDir {
                 id: self.id_for(path),
@@ -80,17 +108,40 @@ impl Aggregator {
             .collect()
     }
 
+    /// Projects known.
+    pub fn len(&self) -> usize {
+        self.activity.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.activity.is_empty()
+    }
+
     /// Folds one sample covering `seconds` into the rates. Projects absent from the sample
     /// decay toward zero.
     pub fn absorb(&mut self, sample: &Sample, seconds: f64) {
-        if seconds <= 0.0 {
+        if seconds <= 0.0 || !seconds.is_finite() {
             return;
         }
-        for (id, activity) in self.activity.iter_mut() {
-            let bytes = sample.growth.get(id).copied().unwrap_or(0);
-            activity.total_bytes += bytes;
-            activity.rate_bps = smooth(activity.rate_bps, bytes as f64 / seconds);
+        for (id, bytes) in &sample.growth {
+            if let Some(activity) = self.activity.get_mut(id) {
+                activity.total_bytes = activity.total_bytes.saturating_add(*bytes);
+                self.moving.insert(*id);
+            }
         }
+        let activity = &mut self.activity;
+        self.moving.retain(|id| {
+            let Some(a) = activity.get_mut(id) else {
+                return false;
+            };
+            let bytes = sample.growth.get(id).copied().unwrap_or(0);
+            a.rate_bps = smooth(a.rate_bps, bytes as f64 / seconds);
+            if bytes == 0 && a.rate_bps.abs() < REST_BPS {
+                a.rate_bps = 0.0;
+                return false;
+            }
+            true
+        });
         let mut fresh: HashMap<(u32, u64), u64> = HashMap::new();
         for CgroupBytes {
             project,
@@ -98,38 +149,74 @@ impl Aggregator {
             bytes,
         } in &sample.by_cgroup
         {
-            *fresh.entry((*project, *cgroup)).or_default() += bytes;
+            if self.activity.contains_key(project) {
+                let total = fresh.entry((*project, *cgroup)).or_default();
+                *total = total.saturating_add(*bytes);
+            }
         }
-        for key in fresh.keys() {
-            self.cgroup_rates.entry(*key).or_insert(0.0);
+        for (project, cgroup) in fresh.keys() {
+            self.cgroup_rates
+                .entry(*project)
+                .or_default()
+                .entry(*cgroup)
+                .or_insert(0.0);
         }
-        for (key, rate) in self.cgroup_rates.iter_mut() {
-            let bytes = fresh.get(key).copied().unwrap_or(0);
-            *rate = smooth(*rate, bytes as f64 / seconds);
-        }
-        self.cgroup_rates.retain(|_, rate| *rate >= 1.0);
+        self.cgroup_rates.retain(|project, rates| {
+            rates.retain(|cgroup, rate| {
+                let bytes = fresh.get(&(*project, *cgroup)).copied().unwrap_or(0);
+                *rate = smooth(*rate, bytes as f64 / seconds);
+                *rate >= CGROUP_REST_BPS
+            });
+            !rates.is_empty()
+        });
     }
 
     /// Every known project's activity, busiest first; cgroup paths resolved by `name_cgroup`.
     pub fn report(
         &self,
-        name_cgroup: &mut dyn FnMut(u64) -> Option<String>,
+        name_cgroup: &mut dyn FnMut(u64) -> Option<PathBuf>,
     ) -> Vec<ProjectActivity> {
-        let mut out: Vec<ProjectActivity> = self
-            .activity
-            .iter()
+        self.report_top(usize::MAX, name_cgroup)
+    }
+
+    /// The `limit` busiest projects' activity, busiest first (by rate, then path); only their
+    /// entries are copied.
+    pub fn report_top(
+        &self,
+        limit: usize,
+        name_cgroup: &mut dyn FnMut(u64) -> Option<PathBuf>,
+    ) -> Vec<ProjectActivity> {
+        let order = |x: &&ProjectActivity, y: &&ProjectActivity| {
+            y.rate_bps.total_cmp(&x.rate_bps).then(x.path.cmp(&y.path))
+        };
+        let mut chosen: Vec<(&u32, &ProjectActivity)> = self.activity.iter().collect();
+        if limit < chosen.len() {
+            chosen.select_nth_unstable_by(limit, |x, y| order(&x.1, &y.1));
+            chosen.truncate(limit);
+        }
+        chosen.sort_by(|x, y| order(&x.1, &y.1));
+        chosen
+            .into_iter()
             .map(|(id, a)| {
                 let mut top: Vec<CgroupRate> = self
                     .cgroup_rates
-                    .iter()
-                    .filter(|((p, _), _)| p == id)
-                    .map(|((_, cgroup), rate)| CgroupRate {
-                        cgroup: *cgroup,
-                        path: None,
-                        rate_bps: *rate,
+                    .get(id)
+                    .map(|rates| {
+                        rates
+                            .iter()
+                            .map(|(cgroup, rate)| CgroupRate {
+                                cgroup: *cgroup,
+                                path: None,
+                                rate_bps: *rate,
+                            })
+                            .collect()
                     })
-                    .collect();
-                top.sort_by(|x, y| y.rate_bps.total_cmp(&x.rate_bps));
+                    .unwrap_or_default();
+                top.sort_by(|x, y| {
+                    y.rate_bps
+                        .total_cmp(&x.rate_bps)
+                        .then(x.cgroup.cmp(&y.cgroup))
+                });
                 top.truncate(TOP_CGROUPS);
                 for c in &mut top {
                     c.path = name_cgroup(c.cgroup);
@@ -139,12 +226,10 @@ impl Aggregator {
                     ..a.clone()
                 }
             })
-            .collect();
-        out.sort_by(|x, y| y.rate_bps.total_cmp(&x.rate_bps).then(x.path.cmp(&y.path)));
-        out
+            .collect()
     }
 
-    /// Forgets projects that no longer exist.
+    /// Forgets projects that no longer exist; their ids become free.
     pub fn retain_paths(&mut self, alive: &dyn Fn(&Path) -> bool) {
         let gone: Vec<u32> = self
             .activity
@@ -156,7 +241,9 @@ impl Aggregator {
             if let Some(a) = self.activity.remove(&id) {
                 self.ids.remove(&a.path);
             }
-            self.cgroup_rates.retain(|(p, _), _| *p != id);
+            self.moving.remove(&id);
+            self.cgroup_rates.remove(&id);
+            self.free.insert(id);
         }
     }
 }
@@ -185,15 +272,56 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_stable_and_never_reused() {
+    fn ids_are_stable_while_a_project_exists_and_recycled_after() {
         let mut agg = Aggregator::new();
         let a = agg.id_for(Path::new("/w/a"));
         let b = agg.id_for(Path::new("/w/b"));
         assert_eq!(agg.id_for(Path::new("/w/a")), a);
         assert_ne!(a, b);
+        agg.absorb(&sample(&[(a, 1000)], &[(a, 7, 1000)]), 1.0);
         agg.retain_paths(&|p| p != Path::new("/w/a"));
-        let again = agg.id_for(Path::new("/w/a"));
-        assert!(again != a && again != b);
+        let c = agg.id_for(Path::new("/w/c"));
+        assert_eq!(c, a, "the freed id is given to the next new project");
+        let report = agg.report(&mut |_| None);
+        let c_report = report.iter().find(|p| p.path == Path::new("/w/c")).unwrap();
+        assert_eq!(c_report.total_bytes, 0, "nothing of /w/a carries over");
+        assert!(c_report.top_cgroups.is_empty());
+    }
+
+    /// 10 rounds of 1,000 project dirs created and removed: ids stay below what exists at once
+    /// (they used to climb past the probe's 8,192 slots).
+    #[test]
+    fn ten_rounds_of_a_thousand_projects_keep_ids_small() {
+        let mut agg = Aggregator::new();
+        let mut highest = 0;
+        for round in 0..10 {
+            let dirs: Vec<(PathBuf, u64, u64)> = (0..1000)
+                .map(|i| (PathBuf::from(format!("/w/r{round}-{i}")), 1, i))
+                .collect();
+            highest = highest.max(agg.project_dirs(&dirs).iter().map(|p| p.id).max().unwrap());
+        }
+        let last = agg.project_dirs(&[(PathBuf::from("/w/new"), 1, 1)]);
+        assert!(highest <= 1000, "{highest}");
+        assert_eq!(last[0].id, 1);
+        assert_eq!(agg.len(), 1);
+    }
+
+    #[test]
+    fn a_sample_updates_only_the_projects_that_write_or_cool_down() {
+        let mut agg = Aggregator::new();
+        let ids: Vec<u32> = (0..10_000)
+            .map(|i| agg.id_for(Path::new(&format!("/w/p{i}"))))
+            .collect();
+        agg.absorb(&sample(&[(ids[5], 4096)], &[]), 0.25);
+        assert_eq!(agg.moving.len(), 1);
+        let report = agg.report_top(3, &mut |_| None);
+        assert_eq!(report.len(), 3);
+        assert_eq!(report[0].total_bytes, 4096, "the busiest first");
+        for _ in 0..200 {
+            agg.absorb(&Sample::default(), 0.25);
+        }
+        assert!(agg.moving.is_empty(), "a quiet project comes to rest");
+        assert_eq!(agg.report(&mut |_| None).len(), 10_000);
     }
 
     #[test]
@@ -211,7 +339,7 @@ mod tests {
                 0.25,
             );
         }
-        let report = agg.report(&mut |id| (id == 7).then(|| "/build.slice".to_string()));
+        let report = agg.report(&mut |id| (id == 7).then(|| PathBuf::from("/build.slice")));
         assert_eq!(report[0].path, PathBuf::from("/w/a"));
         assert!(
             (report[0].rate_bps - 4.0 * (1 << 20) as f64).abs() < 1000.0,
@@ -221,7 +349,7 @@ mod tests {
         assert_eq!(report[0].top_cgroups[0].cgroup, 7);
         assert_eq!(
             report[0].top_cgroups[0].path.as_deref(),
-            Some("/build.slice")
+            Some(Path::new("/build.slice"))
         );
         assert_eq!(report[0].total_bytes, 40 << 20);
         // Silence decays the rate.

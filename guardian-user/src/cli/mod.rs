@@ -25,6 +25,7 @@ pub const EXIT_FAILURE: u8 = 1;
 #[command(
     name = "guardian",
     version,
+    long_version = guardian::sources::LONG_VERSION,
     about = "Keeps build and agent nodes from running out of disk"
 )]
 pub struct Cli {
@@ -225,7 +226,10 @@ fn run_daemon(config: Option<&Path>, once: bool, dry_run: bool) -> anyhow::Resul
     let (tx, rx) = crossbeam_channel::unbounded();
     spawn_signal_thread(cancel.clone(), tx)?;
     let no_extra: ExtraProtection = Arc::new(|_: &Path| None);
-    let guardian = Guardian::new(config, cancel, no_extra)?;
+    let guardian = Guardian::new(config, cancel, no_extra).map_err(|e| match e {
+        daemon::DaemonError::Source(_) => anyhow::Error::from(UsageError(e.to_string())),
+        e => e.into(),
+    })?;
     guardian.run(rx, once)?;
     Ok(ExitCode::SUCCESS)
 }

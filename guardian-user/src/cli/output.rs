@@ -135,6 +135,13 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
     for skipped in &state.source_skipped {
         println!("source skipped: {skipped}");
     }
+    if let Some(source) = state
+        .source_status
+        .as_ref()
+        .filter(|s| s.degraded.is_some())
+    {
+        println!("source: {source}");
+    }
     let active: Vec<_> = state
         .projects
         .iter()
@@ -153,7 +160,8 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
                     format!(
                         "{} {}/s",
                         c.path
-                            .clone()
+                            .as_deref()
+                            .map(guardian::textpath::escape)
                             .unwrap_or_else(|| format!("cgroup {}", c.cgroup)),
                         human_bytes(c.rate_bps as u64)
                     )

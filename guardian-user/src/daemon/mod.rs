@@ -44,8 +44,6 @@ const RETRY_AFTER_NOTHING_LEFT: Duration = Duration::from_secs(60);
 /// How far free space must fall (in bytes, as a share of the size) to retry a stalled filesystem
 /// before `RETRY_AFTER_NOTHING_LEFT`.
 const STALL_DROP_FRACTION: f64 = 0.01;
-/// Most cgroup names remembered for the state file.
-const MAX_CGROUP_NAMES: usize = 4096;
 
 /// Everything that can wake the main loop.
 #[derive(Debug)]
@@ -64,6 +62,10 @@ pub enum Event {
 /// What stops the daemon from starting. Nothing stops it once it runs.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The configured write source cannot run here (an explicit choice is never replaced at
+    /// start; only `auto` falls back).
+    #[error("daemon.source: {0}")]
+    Source(sources::SourceError),
     #[error("cannot start the {what} thread: {source}")]
     Thread {
         what: &'static str,
@@ -105,7 +107,7 @@ pub struct Guardian {
     /// The last write the source saw into each watched project (seconds since the epoch).
     last_write: HashMap<PathBuf, i64>,
     last_sample: Instant,
-    cgroup_names: HashMap<u64, Option<String>>,
+    cgroup_names: sources::CgroupNames,
     /// The guarded filesystems as of the last poll (workspaces grouped by device, mount points
     /// from mountinfo); the sampler reuses it instead of re-reading mountinfo.
     filesystems: Vec<GuardedFs>,
@@ -153,7 +155,11 @@ impl Guardian {
                     .collect()
             })
             .unwrap_or_default();
-        let (source, source_skipped) = sources::open(config.daemon.source);
+        let workspace_paths: Vec<PathBuf> =
+            config.workspaces.iter().map(|w| w.path.clone()).collect();
+        let source =
+            sources::open(config.daemon.source, &workspace_paths).map_err(DaemonError::Source)?;
+        let source_skipped = source.skipped().to_vec();
         let forecasts = Forecasts::new(&config.forecast, config.daemon.sample_interval.0);
         let config = Arc::new(config);
         let cleaner = Cleaner::spawn(cycle::Context {
@@ -177,13 +183,13 @@ impl Guardian {
             forecasts,
             started: Instant::now(),
             spaces: HashMap::new(),
-            source,
+            source: Box::new(source),
             source_skipped,
             aggregator: Aggregator::new(),
             watched: Vec::new(),
             last_write: HashMap::new(),
             last_sample: Instant::now(),
-            cgroup_names: HashMap::new(),
+            cgroup_names: sources::CgroupNames::new(),
             filesystems: Vec::new(),
             fs_states: Vec::new(),
             tasks,
@@ -283,6 +289,11 @@ impl Guardian {
             }
         }
         self.refresh_projects();
+        let source = self.source.status();
+        if source.degraded.is_some() {
+            self.problems.push(format!("write source: {source}"));
+        }
+        self.problems.extend(source.problems);
         self.filesystems = guarded_filesystems(&self.config.workspaces);
         self.guard();
         for ws in &self.config.workspaces {
@@ -302,14 +313,8 @@ impl Guardian {
         let seconds = self.last_sample.elapsed().as_secs_f64();
         self.last_sample = Instant::now();
         match self.source.drain() {
+            // The supervising source logs its own notes (once a minute per cause).
             Ok(sample) => {
-                for note in &sample.notes {
-                    crate::warn_quiet!(
-                        format!("source.note.{note}"),
-                        source = self.source.name(),
-                        "{note}"
-                    );
-                }
                 self.aggregator.absorb(&sample, seconds);
                 self.feed_project_forecasts(&sample);
                 self.note_writes(&sample);
@@ -635,16 +640,8 @@ impl Guardian {
 
     /// Builds the state (bounded) and hands it to the writer, which writes it when it changed.
     fn publish_state(&mut self) {
-        if self.cgroup_names.len() > MAX_CGROUP_NAMES {
-            self.cgroup_names.clear();
-        }
         let names = &mut self.cgroup_names;
-        let mut projects = self.aggregator.report(&mut |id| {
-            names
-                .entry(id)
-                .or_insert_with(|| sources::cgroup_path(id))
-                .clone()
-        });
+        let mut projects = self.aggregator.report(&mut |id| names.name(id));
         let omitted = projects.split_off(projects.len().min(state::MAX_PROJECTS));
         let mut forecast_projects = self.forecasts.project_views(self.clock(), &self.spaces);
         forecast_projects.truncate(state::MAX_PROJECTS);
@@ -662,6 +659,7 @@ impl Guardian {
                 projects: forecast_projects,
             }),
             source_skipped: self.source_skipped.clone(),
+            source_status: Some(self.source.status()),
             projects_omitted: omitted.len(),
             projects_omitted_rate_bps: omitted.iter().map(|p| p.rate_bps).sum(),
             projects,

@@ -80,6 +80,9 @@ pub struct DaemonState {
     /// Why each better source was skipped (`auto`).
     #[serde(default)]
     pub source_skipped: Vec<String>,
+    /// What runs, what failed and when it is retried, the running source's problems.
+    #[serde(default)]
+    pub source_status: Option<crate::sources::SourceStatus>,
     /// Per-project write rates and top writing cgroups, busiest first (at most
     /// [`MAX_PROJECTS`]).
     #[serde(default)]

@@ -12,15 +12,17 @@
 //! not counted; hard links are counted once (files are keyed by `(st_dev, st_ino)`).
 //!
 //! Threading (shared with the inotify source): a private worker thread owns the kernel queue and
-//! the size table. It polls the queue fd and an eventfd that wakes it for commands (a closed
-//! `track::Command` enum: `Watch`, `Shutdown`, the latter sent on drop). Growth, rescans and
-//! notes accumulate in a mutex-protected [`Sample`] that `drain()` swaps out, so `drain()` never
-//! waits for event processing. `watch()` waits for the worker to take the new baseline.
+//! the size table (`track/`). `drain()` never waits for event processing; `watch()` waits for the
+//! worker to take the new baseline.
+//!
+//! Lost events (a queue overflow, a directory that cannot be opened for a reason other than being
+//! gone) make the size table re-walk the projects concerned at a CPU budget, coalesced; every
+//! project is also re-walked periodically, so a count cannot drift for long (`track/rewalk.rs`).
 //!
 //! Requires `CAP_SYS_ADMIN` and Linux ≥ 5.9 (`FAN_REPORT_DFID_NAME`); filesystems must support
 //! file handles and report an fsid (ext4, xfs, btrfs, tmpfs ≥ 6.7, …).
 
-use super::track::{key_of, At, Backend, Key, NoHooks, Tree, Worker};
+use super::track::{key_of, At, Backend, Change, Key, NoHooks, Tree, Worker};
 use super::{ProjectDir, Sample, SourceError};
 use crate::fsys;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -55,6 +57,14 @@ const HANDLE_CACHE: usize = 1 << 16;
 /// are placed by [`super::Source::watch`], which reports a filesystem that refuses one (no file
 /// handles, no fsid) the same way.
 pub fn open() -> Result<Worker, SourceError> {
+    open_for(&[])
+}
+
+/// [`open`], then checks that the filesystem of each of `paths` (or of its nearest existing
+/// ancestor) takes a filesystem mark: `Unavailable` naming the path and the kernel's reason when
+/// one does not (no fsid, no file handles, too many marks), so an explicit `source = "fanotify"`
+/// that cannot watch the workspaces is refused at start.
+pub fn open_for(paths: &[PathBuf]) -> Result<Worker, SourceError> {
     let flags =
         libc::FAN_CLASS_NOTIF | libc::FAN_REPORT_DFID_NAME | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
     let event_flags = (libc::O_RDONLY | libc::O_LARGEFILE) as libc::c_uint;
@@ -70,6 +80,9 @@ pub fn open() -> Result<Worker, SourceError> {
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     probe_filesystem_marks(fd.as_fd())?;
+    for path in paths {
+        probe_mark_on(fd.as_fd(), fsys::nearest_existing(path))?;
+    }
     let backend = Fan {
         fd,
         marks: Vec::new(),
@@ -114,6 +127,37 @@ fn probe_filesystem_marks(group: BorrowedFd<'_>) -> Result<(), SourceError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Places and removes a filesystem mark for the filesystem holding `path`.
+fn probe_mark_on(group: BorrowedFd<'_>, path: &std::path::Path) -> Result<(), SourceError> {
+    let dir = fsys::open_dir_path(path).map_err(|e| {
+        unavailable(format!(
+            "cannot open {} to mark its filesystem: {e}",
+            crate::textpath::shown(path)
+        ))
+    })?;
+    for op in [libc::FAN_MARK_ADD, libc::FAN_MARK_REMOVE] {
+        // SAFETY: a NULL pathname marks the object `dir` refers to.
+        let rc = unsafe {
+            libc::fanotify_mark(
+                group.as_raw_fd(),
+                op | libc::FAN_MARK_FILESYSTEM,
+                MARK_MASK,
+                dir.as_raw_fd(),
+                std::ptr::null(),
+            )
+        };
+        if rc < 0 && op == libc::FAN_MARK_ADD {
+            let err = io::Error::last_os_error();
+            return Err(unavailable(format!(
+                "fanotify_mark(FAN_MARK_FILESYSTEM) on {}: {err}{}",
+                crate::textpath::shown(path),
+                mark_hint(&err)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn init_hint(err: &io::Error) -> &'static str {
@@ -198,18 +242,22 @@ impl Fan {
             if self.marks.iter().any(|m| m.dev == dev) {
                 continue;
             }
-            let st = rustix::fs::fstatfs(&fd)
-                .map_err(|e| unavailable(format!("fstatfs {}: {e}", project.path.display())))?;
+            let st = rustix::fs::fstatfs(&fd).map_err(|e| {
+                unavailable(format!(
+                    "fstatfs {}: {e}",
+                    crate::textpath::shown(&project.path)
+                ))
+            })?;
             // SAFETY: `fsid_t` is two C ints, eight plain bytes.
             let fsid: [u8; 8] = unsafe { std::mem::transmute(st.f_fsid) };
             if let Err(err) = self.mark(libc::FAN_MARK_ADD, fd.as_fd()) {
                 return Err(unavailable(format!(
                     "fanotify_mark(FAN_MARK_FILESYSTEM) on {}: {err}{}",
-                    project.path.display(),
+                    crate::textpath::shown(&project.path),
                     mark_hint(&err)
                 )));
             }
-            tracing::debug!(path = %project.path.display(), dev, "fanotify: filesystem marked");
+            tracing::debug!(path = %crate::textpath::shown(&project.path), dev, "fanotify: filesystem marked");
             self.marks.push(Mark {
                 dev,
                 fsid,
@@ -225,13 +273,15 @@ impl Fan {
         self.marks = keep;
         for mark in gone {
             if let Err(err) = self.mark(libc::FAN_MARK_REMOVE, mark.mount_fd.as_fd()) {
-                tracing::debug!(path = %mark.path.display(), %err, "fanotify: unmark failed");
+                tracing::debug!(path = %crate::textpath::shown(&mark.path), %err, "fanotify: unmark failed");
             }
         }
         Ok(())
     }
 
-    /// Applies one batch of (directory handle, name) changes, in queue order.
+    /// Applies one batch of (directory handle, name) changes, in queue order. A directory that
+    /// cannot be opened for a reason other than being gone (out of descriptors, …) means lost
+    /// events: its project, or every project when the directory is not known, is re-walked.
     fn apply(&mut self, items: Vec<Item>) {
         let mut last: Option<(Key, OwnedFd)> = None;
         for item in items {
@@ -243,10 +293,15 @@ impl Fan {
             let key = match self.handles.get(&cache_key) {
                 Some(key) => *key,
                 None => {
-                    let Ok(fd) = open_handle(mark.mount_fd.as_fd(), item.handle_type, &item.handle)
-                    else {
-                        continue;
-                    };
+                    let fd =
+                        match open_handle(mark.mount_fd.as_fd(), item.handle_type, &item.handle) {
+                            Ok(fd) => fd,
+                            Err(e) if gone(&e) => continue,
+                            Err(_) => {
+                                self.tree.overflowed();
+                                continue;
+                            }
+                        };
                     let Ok(st) = fsys::stat_fd(&fd) else {
                         continue;
                     };
@@ -267,7 +322,11 @@ impl Fan {
                 (None, _) => {
                     match open_handle(mark.mount_fd.as_fd(), item.handle_type, &item.handle) {
                         Ok(fd) => fd,
-                        Err(_) => continue,
+                        Err(e) if gone(&e) => continue,
+                        Err(_) => {
+                            self.tree.lost(key);
+                            continue;
+                        }
                     }
                 }
             };
@@ -275,10 +334,23 @@ impl Fan {
                 fd: fd.as_fd(),
                 mnt: mark.mnt_id,
             };
-            self.tree.reconcile(key, at, &item.name, &mut NoHooks);
+            if !self
+                .tree
+                .reconcile(key, at, &item.name, item.change(), &mut NoHooks)
+            {
+                self.tree.lost(key);
+            }
             last = Some((key, fd));
         }
     }
+}
+
+/// Whether opening a handle failed because the directory no longer exists.
+fn gone(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ESTALE) | Some(libc::ENOENT) | Some(libc::ENOTDIR)
+    )
 }
 
 impl Backend for Fan {
@@ -309,16 +381,15 @@ impl Backend for Fan {
         if overflow {
             self.tree.overflowed();
         }
-        self.tree.rescan_if_due(NAME, &mut NoHooks);
         Ok(())
     }
 
-    fn wants_tick(&self) -> bool {
-        self.tree.rescan_due()
+    fn busy(&self) -> bool {
+        self.tree.walks_pending()
     }
 
     fn tick(&mut self) {
-        self.tree.rescan_if_due(NAME, &mut NoHooks);
+        self.tree.rewalk_due(NAME, &mut NoHooks);
     }
 
     fn take(&mut self) -> Sample {
@@ -356,16 +427,27 @@ fn open_handle(mount_fd: BorrowedFd<'_>, handle_type: i32, handle: &[u8]) -> io:
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// One change the queue reported: an entry `name` of the directory the handle names.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// One change the queue reported: an entry `name` of the directory the handle names, with the
+/// union of the event types reported for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Item {
     fsid: [u8; 8],
     handle_type: i32,
     handle: Vec<u8>,
     name: CString,
+    mask: u64,
 }
 
 impl Item {
+    /// What the events said happened to the name.
+    fn change(&self) -> Change {
+        Change::seen(
+            self.mask & libc::FAN_DELETE != 0,
+            self.mask & libc::FAN_MOVED_FROM != 0,
+            self.mask & libc::FAN_MOVED_TO != 0,
+        )
+    }
+
     fn cache_key(&self) -> Vec<u8> {
         let mut key = Vec::with_capacity(12 + self.handle.len());
         key.extend_from_slice(&self.fsid);
@@ -379,7 +461,8 @@ impl Item {
 #[derive(Debug, Default, PartialEq)]
 struct Parsed {
     overflow: bool,
-    /// Distinct changes in queue order (the size table re-reads state, so repeats add nothing).
+    /// Distinct changes in queue order (the size table re-reads state, so repeats add nothing
+    /// but their event types, which are merged).
     items: Vec<Item>,
 }
 
@@ -397,7 +480,7 @@ fn ne_u32(b: &[u8]) -> u32 {
 /// `FAN_REPORT_DFID_NAME`: fsid, parent directory handle, entry name).
 fn parse_events(buf: &[u8]) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
-    let mut seen = HashSet::new();
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut rest = buf;
     while rest.len() >= METADATA_LEN {
         let event_len = ne_u32(&rest[0..4]) as usize;
@@ -433,9 +516,20 @@ fn parse_events(buf: &[u8]) -> Result<Parsed, String> {
             if len < 4 || len > info.len() {
                 break;
             }
-            if let Some(item) = parse_dfid_name(info_type, &info[..len]) {
-                if seen.insert(item.clone()) {
-                    parsed.items.push(item);
+            if let Some(mut item) = parse_dfid_name(info_type, &info[..len]) {
+                item.mask = mask;
+                let mut key = item.cache_key();
+                key.extend_from_slice(item.name.to_bytes_with_nul());
+                match seen.get(&key) {
+                    Some(&i) => {
+                        if let Some(known) = parsed.items.get_mut(i) {
+                            known.mask |= mask;
+                        }
+                    }
+                    None => {
+                        seen.insert(key, parsed.items.len());
+                        parsed.items.push(item);
+                    }
                 }
             }
             info = &info[len..];
@@ -470,6 +564,7 @@ fn parse_dfid_name(info_type: u8, rec: &[u8]) -> Option<Item> {
         handle_type,
         handle,
         name: name.to_owned(),
+        mask: 0,
     })
 }
 
@@ -589,7 +684,7 @@ pub(super) mod testutil {
                 *self.growth.entry(id).or_default() += bytes;
             }
             self.rescan.extend(sample.rescan);
-            self.notes.extend(sample.notes);
+            self.notes.extend(sample.notes.into_iter().map(|n| n.text));
         }
 
         pub fn get(&self, id: u32) -> i64 {
@@ -757,6 +852,46 @@ pub(super) mod testutil {
         lines
     }
 
+    /// The drift workload: `rounds` times, `files` × 1 KiB files are created in `base/A/batch`,
+    /// counted, and deleted with the directory (`rm -rf batch`), which the next round makes
+    /// again; the file names differ per round. ext4 gives the new `batch` the inode number of the
+    /// deleted one more often than not. Every round's total must be exact, and zero at the end.
+    /// Returns how many rounds reused the inode number.
+    pub fn recreated_dir_rounds(source: &mut dyn Source, base: &Path, files: usize) -> usize {
+        let a = base.join("A");
+        fs::create_dir_all(&a).unwrap();
+        source.watch(&[project(1, &a)]).expect("watch");
+        let mut seen = Seen::default();
+        let buf = vec![1u8; 1024];
+        let mut last_ino = None;
+        let (mut reused, mut round) = (0, 0);
+        while round < 10 || (reused < 3 && round < 40) {
+            let batch = a.join("batch");
+            fs::create_dir(&batch).unwrap();
+            let ino = fs::metadata(&batch).unwrap().ino();
+            reused += usize::from(last_ino == Some(ino));
+            last_ino = Some(ino);
+            for i in 0..files {
+                fs::write(batch.join(format!("r{round}-f{i}")), &buf).unwrap();
+            }
+            let want = (files * 1024) as i64;
+            assert!(
+                settle_exact(source, &mut seen, &[(1, want)]),
+                "round {round}: {} bytes counted, {want} written ({reused} reused inode(s))",
+                seen.get(1)
+            );
+            fs::remove_dir_all(&batch).unwrap();
+            round += 1;
+        }
+        assert!(
+            settle_exact(source, &mut seen, &[(1, 0)]),
+            "after {round} rounds ({reused} reused the inode) the project counts {} bytes, 0 are left",
+            seen.get(1)
+        );
+        eprintln!("{round} rounds of {files} files, {reused} reused the directory's inode: exact");
+        reused
+    }
+
     /// Creates `dirs` × `files` small files of `size` bytes under `root` (new dirs).
     pub fn burst(root: &Path, dirs: usize, files: usize, size: usize) -> u64 {
         let buf = vec![7u8; size];
@@ -844,6 +979,50 @@ mod tests {
         assert_eq!(later.get(2), 0, "{later:?}");
     }
 
+    /// Issue 12 item 10: counts drifted upward with `source = "fanotify"` when files were created
+    /// and deleted in rounds. The cause: a directory deleted and made again under the same inode
+    /// number (ext4 reuses them) was taken for the old one, which kept the deleted files.
+    #[test]
+    fn fanotify_counts_do_not_drift_when_a_dir_is_deleted_and_made_again() {
+        let Some(mut source) =
+            source_or_skip("fanotify_counts_do_not_drift_when_a_dir_is_deleted_and_made_again")
+        else {
+            return;
+        };
+        let dir = testutil::tempdir();
+        let reused = recreated_dir_rounds(&mut source, dir.path(), 1000);
+        assert!(
+            reused >= 3,
+            "the filesystem never reused the inode: the case was not tested"
+        );
+    }
+
+    /// Project ids are recycled: growth seen for a project that vanished, not drained yet, is
+    /// not handed out under its id once another project has it.
+    #[test]
+    fn fanotify_a_recycled_id_never_reports_the_vanished_projects_growth() {
+        let Some(mut source) =
+            source_or_skip("fanotify_a_recycled_id_never_reports_the_vanished_projects_growth")
+        else {
+            return;
+        };
+        let dir = testutil::tempdir();
+        let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        source.watch(&[project(1, &a)]).expect("watch");
+        write_with_write(&a.join("f"), MIB, 1 << 20);
+        // Seen by the worker, not drained.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        source.watch(&[project(1, &b)]).expect("rewatch");
+        write_with_write(&b.join("g"), 4096, 4096);
+        let mut seen = Seen::default();
+        assert!(
+            settle_exact(&mut source, &mut seen, &[(1, 4096)]),
+            "{seen:?}"
+        );
+    }
+
     /// A queue of 8 events overflows at once: the rescan keeps totals right.
     #[test]
     fn fanotify_overflow_rescans() {
@@ -883,6 +1062,56 @@ mod tests {
         );
         assert!(seen.rescan.contains(&a), "no overflow seen: {seen:?}");
         assert_eq!(seen.get(1), want);
+    }
+
+    /// Issue 12 item 6: a queue that keeps overflowing re-walked every project (and warned)
+    /// every second. Now overflows are coalesced: over a storm of several seconds every project
+    /// is re-walked at most once per pass period, and the counts end exact.
+    #[test]
+    fn fanotify_overflow_storm_rewalks_each_project_once_per_pass_period() {
+        if !crate::testkit::require_root(
+            "fanotify_overflow_storm_rewalks_each_project_once_per_pass_period",
+        ) {
+            return;
+        }
+        let dir = testutil::tempdir();
+        let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        let mut source = {
+            let _knobs = knobs();
+            let _small = Sysctl::set("/proc/sys/fs/fanotify/max_queued_events", "8")
+                .expect("lower fs.fanotify.max_queued_events");
+            open().expect("fanotify")
+        };
+        source
+            .watch(&[project(1, &a), project(2, &b)])
+            .expect("watch");
+        let mut seen = Seen::default();
+        let mut want = 0;
+        let storm = std::time::Instant::now();
+        let mut round = 0;
+        while storm.elapsed() < std::time::Duration::from_secs(8) {
+            want += burst(&a.join(format!("r{round}")), 2, 50, 1024) as i64;
+            seen.absorb(source.drain().expect("drain"));
+            round += 1;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let walks_in_storm = seen.rescan.len();
+        assert!(
+            settle_exact(&mut source, &mut seen, &[(1, want), (2, 0)]),
+            "{seen:?}"
+        );
+        eprintln!(
+            "overflow storm: {round} bursts in 8 s, {walks_in_storm} project re-walks; notes {:?}",
+            seen.notes
+        );
+        // One pass right away and at most one more per 30 s: ≤ 2 walks of each project.
+        assert!(
+            (1..=4).contains(&walks_in_storm),
+            "{walks_in_storm} project re-walks during an 8 s overflow storm: {:?}",
+            seen.rescan
+        );
     }
 
     /// Without CAP_SYS_ADMIN (dropped on one thread only: capabilities are per thread),
@@ -996,16 +1225,18 @@ mod tests {
         fs::rename(a.join("d"), b.join("d2")).unwrap();
         let fa = fsys::open_dir_path(&a).unwrap();
         let fb = fsys::open_dir_path(&b).unwrap();
-        tree.reconcile(key_a, at(&fa), c"d", &mut NoHooks);
-        tree.reconcile(key_b, at(&fb), c"d2", &mut NoHooks);
+        let away = Change::seen(false, true, false);
+        let moved_in = Change::seen(false, false, true);
+        tree.reconcile(key_a, at(&fa), c"d", away, &mut NoHooks);
+        tree.reconcile(key_b, at(&fb), c"d2", moved_in, &mut NoHooks);
         tree.finalize(&mut NoHooks);
         let s = tree.take_sample();
         assert_eq!(s.growth.get(&1), Some(&-1000));
         assert_eq!(s.growth.get(&2), Some(&1000));
         // Rename within B: nothing.
         fs::rename(b.join("d2"), b.join("d3")).unwrap();
-        tree.reconcile(key_b, at(&fb), c"d2", &mut NoHooks);
-        tree.reconcile(key_b, at(&fb), c"d3", &mut NoHooks);
+        tree.reconcile(key_b, at(&fb), c"d2", away, &mut NoHooks);
+        tree.reconcile(key_b, at(&fb), c"d3", moved_in, &mut NoHooks);
         tree.finalize(&mut NoHooks);
         assert_eq!(tree.take_sample(), Sample::default());
         assert_eq!(
@@ -1016,9 +1247,51 @@ mod tests {
         );
         // Delete.
         fs::remove_dir_all(b.join("d3")).unwrap();
-        tree.reconcile(key_b, at(&fb), c"d3", &mut NoHooks);
+        tree.reconcile(
+            key_b,
+            at(&fb),
+            c"d3",
+            Change::seen(true, false, false),
+            &mut NoHooks,
+        );
         tree.finalize(&mut NoHooks);
         assert_eq!(tree.take_sample().growth.get(&2), Some(&-1000));
         assert_eq!(tree.total(2), 0);
+    }
+
+    /// Renames out of every project (a file and a subtree moved to a dir no project holds) drop
+    /// their bytes; the same name made again is a new file.
+    #[test]
+    fn tree_renames_out_of_every_project_drop_their_bytes() {
+        let dir = testutil::tempdir();
+        let (a, out) = (dir.path().join("A"), dir.path().join("out"));
+        fs::create_dir_all(a.join("sub/deeper")).unwrap();
+        fs::create_dir_all(&out).unwrap();
+        fs::write(a.join("f"), vec![0u8; 300]).unwrap();
+        fs::write(a.join("sub/deeper/g"), vec![0u8; 700]).unwrap();
+        let mut tree = Tree::default();
+        tree.set_projects(&[project(1, &a)], &mut NoHooks);
+        assert_eq!(tree.total(1), 1000);
+        let key_a = key_of(&fsys::stat_fd(fsys::open_dir_path(&a).unwrap()).unwrap());
+        let fa = fsys::open_dir_path(&a).unwrap();
+        let away = Change::seen(false, true, false);
+        fs::rename(a.join("f"), out.join("f")).unwrap();
+        fs::rename(a.join("sub"), out.join("sub")).unwrap();
+        tree.reconcile(key_a, at(&fa), c"f", away, &mut NoHooks);
+        tree.reconcile(key_a, at(&fa), c"sub", away, &mut NoHooks);
+        tree.finalize(&mut NoHooks);
+        assert_eq!(tree.take_sample().growth.get(&1), Some(&-1000));
+        assert_eq!(tree.total(1), 0);
+        // A new `f` under the old name.
+        fs::write(a.join("f"), vec![0u8; 5]).unwrap();
+        tree.reconcile(
+            key_a,
+            at(&fa),
+            c"f",
+            Change::seen(false, false, false),
+            &mut NoHooks,
+        );
+        tree.finalize(&mut NoHooks);
+        assert_eq!(tree.total(1), 5);
     }
 }

@@ -7,13 +7,16 @@
 //!   brand-new nested directories between `mkdir` and the watch are not missed (notify#124).
 //! - Watches are added through `/proc/self/fd/N` of the directory the tree opened itself (with
 //!   `O_NOFOLLOW`), so a directory renamed or swapped for a symlink meanwhile cannot redirect it.
-//! - `IN_Q_OVERFLOW`: every project is rescanned (the difference shows up as growth) and its
-//!   path goes into [`Sample::rescan`].
+//! - `IN_Q_OVERFLOW`: every project is re-walked, coalesced and at a CPU budget (the difference
+//!   shows up as growth), and its path goes into [`Sample::rescan`].
 //! - Out of watches (`ENOSPC`, `fs.inotify.max_user_watches`): the source keeps going; the
 //!   directories without a watch are polled once a second (and their watches retried), which
-//!   [`Sample::notes`] says once, with the subtrees in [`Sample::rescan`].
+//!   [`Sample::notes`] says once and `problems()` says while it lasts, with the subtrees in
+//!   [`Sample::rescan`].
+//! - A directory is always (re)watched when it enters the tree: a new directory under a deleted
+//!   one's inode number gets its own watch, never the dead one's.
 
-use super::track::{At, Backend, Hooks, Key, Tree, Worker, TICK};
+use super::track::{At, Backend, Change, Hooks, Key, Tree, Worker, TICK};
 use super::{ProjectDir, Sample, SourceError};
 use ::inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -103,10 +106,11 @@ struct Watcher {
 
 impl Hooks for Watcher {
     fn dir_added(&mut self, key: Key, dir: BorrowedFd<'_>) -> bool {
-        if self.by_key.contains_key(&key) {
-            return true;
-        }
-        if self.limit.is_some_and(|limit| self.by_key.len() >= limit) {
+        // Always asked: for a directory already watched the kernel returns its watch, for a new
+        // one under a reused inode number a new watch.
+        if !self.by_key.contains_key(&key)
+            && self.limit.is_some_and(|limit| self.by_key.len() >= limit)
+        {
             self.refused = Some(format!(
                 "watch limit reached ({}, test limit)",
                 io::Error::from_raw_os_error(libc::ENOSPC)
@@ -121,9 +125,16 @@ impl Hooks for Watcher {
                 let id = wd.get_watch_descriptor_id();
                 // The same inode under another key cannot happen; a stale entry can.
                 if let Some((old, _)) = self.by_wd.insert(id, (key, wd)) {
-                    self.by_key.remove(&old);
+                    if old != key {
+                        self.by_key.remove(&old);
+                    }
                 }
-                self.by_key.insert(key, id);
+                if let Some(old_id) = self.by_key.insert(key, id) {
+                    if old_id != id {
+                        // The dead directory's watch: its IN_IGNORED finds nothing to undo.
+                        self.by_wd.remove(&old_id);
+                    }
+                }
                 true
             }
             Err(e) => {
@@ -165,6 +176,15 @@ struct Ino {
     degraded_noted: bool,
 }
 
+/// What an inotify event mask says happened to the name.
+fn change_of(mask: EventMask) -> Change {
+    Change::seen(
+        mask.contains(EventMask::DELETE),
+        mask.contains(EventMask::MOVED_FROM),
+        mask.contains(EventMask::MOVED_TO),
+    )
+}
+
 /// One event, copied out of the read buffer.
 struct Raw {
     wd: i32,
@@ -194,8 +214,8 @@ impl Ino {
     /// Applies one batch in queue order; returns whether the queue overflowed.
     fn apply(&mut self, batch: Vec<Raw>) -> bool {
         let mut overflow = false;
-        let mut seen = HashSet::new();
-        let mut items: Vec<(Key, CString)> = Vec::new();
+        let mut seen: HashMap<(Key, CString), usize> = HashMap::new();
+        let mut items: Vec<(Key, CString, Change)> = Vec::new();
         for ev in batch {
             if ev.mask.contains(EventMask::Q_OVERFLOW) {
                 overflow = true;
@@ -214,13 +234,21 @@ impl Ino {
             let (Some(name), Some((key, _))) = (ev.name, self.watcher.by_wd.get(&ev.wd)) else {
                 continue;
             };
-            let item = (*key, name);
-            if seen.insert(item.clone()) {
-                items.push(item);
+            let change = change_of(ev.mask);
+            match seen.get(&(*key, name.clone())) {
+                Some(&i) => {
+                    if let Some(item) = items.get_mut(i) {
+                        item.2.merge(change);
+                    }
+                }
+                None => {
+                    seen.insert((*key, name.clone()), items.len());
+                    items.push((*key, name, change));
+                }
             }
         }
         let mut last: Option<(Key, OwnedFd, Option<u64>)> = None;
-        for (key, name) in items {
+        for (key, name, change) in items {
             if !self.tree.has_dir(key) {
                 continue;
             }
@@ -238,14 +266,19 @@ impl Ino {
                 fd: fd.as_fd(),
                 mnt,
             };
-            self.tree.reconcile(key, at, &name, &mut self.watcher);
+            if !self
+                .tree
+                .reconcile(key, at, &name, change, &mut self.watcher)
+            {
+                self.tree.lost(key);
+            }
             last = Some((key, fd, mnt));
         }
         overflow
     }
 
     /// Re-reads the stale directories whose place is known again. With `rescue`, a project
-    /// whose directory still cannot be found is rescanned whole.
+    /// whose directory still cannot be found is re-walked whole.
     fn settle_stale(&mut self, rescue: bool) {
         let mut rescan = HashSet::new();
         for key in std::mem::take(&mut self.stale) {
@@ -271,7 +304,7 @@ impl Ino {
             }
         }
         for project in rescan {
-            self.tree.rescan_project(project, &mut self.watcher);
+            self.tree.repair(project);
         }
     }
 
@@ -315,14 +348,6 @@ impl Backend for Ino {
         if overflow {
             self.tree.overflowed();
         }
-        if self.tree.rescan_due() {
-            // The rescan re-reads every directory; what was stale or lost is covered.
-            self.tree.rescan_if_due(NAME, &mut self.watcher);
-            if !self.tree.rescan_due() {
-                self.stale.clear();
-                self.lost.clear();
-            }
-        }
         self.settle_lost();
         if !self.stale.is_empty() {
             self.settle_stale(false);
@@ -330,14 +355,27 @@ impl Backend for Ino {
         Ok(())
     }
 
-    fn wants_tick(&self) -> bool {
-        self.tree.unwatched() > 0 || !self.stale.is_empty() || self.tree.rescan_due()
+    fn busy(&self) -> bool {
+        self.tree.walks_pending() || !self.stale.is_empty()
     }
 
     fn tick(&mut self) {
-        self.tree.rescan_if_due(NAME, &mut self.watcher);
         self.settle_stale(true);
+        self.tree.rewalk_due(NAME, &mut self.watcher);
         self.tree.poll_unwatched(&mut self.watcher);
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let unwatched = self.tree.unwatched();
+        if unwatched == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "inotify: {unwatched} director{} without a watch ({}), polled every {} s",
+            if unwatched == 1 { "y" } else { "ies" },
+            self.watcher.refused.as_deref().unwrap_or("watch removed"),
+            TICK.as_secs()
+        )]
     }
 
     fn take(&mut self) -> Sample {
@@ -353,7 +391,7 @@ impl Backend for Ino {
             let shown: Vec<String> = tops
                 .iter()
                 .take(5)
-                .map(|p| p.display().to_string())
+                .map(|p| crate::textpath::escape(p))
                 .collect();
             let note = format!(
                 "inotify: {why}; {unwatched} director{} degraded to polling every {} s: {}{}",
@@ -366,13 +404,14 @@ impl Backend for Ino {
                     ""
                 }
             );
-            tracing::warn!("{note}");
-            self.tree.note(note);
+            self.tree.note("degraded", note);
             self.tree.request_rescan(tops);
             self.degraded_noted = true;
         } else if unwatched == 0 && self.degraded_noted {
-            self.tree
-                .note("inotify: every directory is watched again; polling stopped".into());
+            self.tree.note(
+                "degraded-over",
+                "inotify: every directory is watched again; polling stopped".into(),
+            );
             self.degraded_noted = false;
         }
         self.tree.take_sample()
@@ -512,6 +551,21 @@ mod tests {
             .collect();
         assert_eq!(degraded.len(), 1, "{:?}", seen.notes);
         assert!(!seen.rescan.is_empty());
+    }
+
+    /// The drift case of issue 12 item 10 (see the fanotify test) on the shared size table with
+    /// inotify: a directory deleted and made again under the same inode number gets a watch of
+    /// its own and none of the deleted files. (The old code passed here: inotify resolved the
+    /// deletions through the dead directory's watch; this guards the rewritten table.)
+    #[test]
+    fn inotify_counts_stay_exact_when_a_dir_is_deleted_and_made_again() {
+        let mut source = source();
+        let dir = tempdir();
+        let reused = recreated_dir_rounds(&mut source, dir.path(), 1000);
+        assert!(
+            reused >= 3,
+            "the filesystem never reused the inode: the case was not tested"
+        );
     }
 
     /// A directory renamed while events for it are queued: its files stay attributed.

@@ -1,8 +1,10 @@
 //! Write sources: what tells Guardian, per project directory, how many bytes are being written.
 //! Best first: the eBPF probe (bytes counted in the kernel), fanotify (whole filesystem, changed
 //! files → size deltas), inotify (recursive watches → size deltas), polling (`statvfs` only; the
-//! macOS path). Each source is a [`Source`]; the daemon drains it on a short cadence. Sources
-//! only observe: none of them deletes or changes anything on disk.
+//! macOS path). Each source is a [`Source`]; [`open`] returns a [`Supervisor`] that runs the
+//! configured one, falls back to the next when it fails and retries the better one with
+//! back-off (`supervise.rs`). The daemon drains it on a short cadence. Sources only observe: none
+//! of them deletes or changes anything on disk.
 
 #[cfg(target_os = "linux")]
 pub mod fanotify;
@@ -18,6 +20,26 @@ pub mod btf;
 pub mod ebpf;
 #[cfg(target_os = "linux")]
 mod kfunc;
+
+mod cgroups;
+mod supervise;
+
+pub use cgroups::CgroupNames;
+pub use supervise::{Degradation, SourceStatus, Supervisor};
+#[cfg(target_os = "linux")]
+pub use track::FORCE_WORKER_FAILURE_ENV;
+
+/// Whether this binary embeds the eBPF probe, as its build script found out: `embedded (N
+/// bytes)` or `not embedded: why`.
+pub const PROBE_STATUS: &str = env!("GUARDIAN_PROBE_STATUS");
+
+/// `guardian --version`: the version and whether the probe is embedded.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (eBPF probe: ",
+    env!("GUARDIAN_PROBE_STATUS"),
+    ")"
+);
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -50,21 +72,53 @@ pub struct Sample {
     pub growth: HashMap<u32, i64>,
     /// Who wrote (eBPF only).
     pub by_cgroup: Vec<CgroupBytes>,
-    /// Paths whose events may have been lost (queue overflow, watch limits): the caller rescans.
+    /// Project paths whose events may have been lost (queue overflow, watch limits) and that
+    /// the source re-walked (at most [`MAX_RESCAN_PATHS`]).
     pub rescan: Vec<PathBuf>,
-    /// Conditions worth telling the operator (degraded to polling for a subtree, …).
-    pub notes: Vec<String>,
+    /// Events worth telling the operator (a queue overflow, a corrected count, …); at most one
+    /// per cause. The [`Supervisor`] logs them, rate-limited, and hands none to its caller.
+    pub notes: Vec<Note>,
+}
+
+/// Most paths a [`Sample`] lists in `rescan`.
+pub const MAX_RESCAN_PATHS: usize = 64;
+
+/// Something a source wants the operator to know. `cause` groups repeats of one kind (the log
+/// shows one line per cause per minute, with a count).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub cause: &'static str,
+    pub text: String,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 impl Sample {
-    /// Adds another sample into this one.
+    /// Adds another sample into this one. What it holds stays bounded: growth per project,
+    /// `rescan` up to [`MAX_RESCAN_PATHS`], one note per cause (the latest).
     pub fn absorb(&mut self, other: Sample) {
         for (id, bytes) in other.growth {
             *self.growth.entry(id).or_default() += bytes;
         }
         self.by_cgroup.extend(other.by_cgroup);
-        self.rescan.extend(other.rescan);
-        self.notes.extend(other.notes);
+        for path in other.rescan {
+            if self.rescan.len() >= MAX_RESCAN_PATHS {
+                break;
+            }
+            if !self.rescan.contains(&path) {
+                self.rescan.push(path);
+            }
+        }
+        for note in other.notes {
+            match self.notes.iter_mut().find(|n| n.cause == note.cause) {
+                Some(known) => *known = note,
+                None => self.notes.push(note),
+            }
+        }
     }
 }
 
@@ -92,95 +146,68 @@ pub trait Source: Send {
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError>;
     /// Returns what was seen since the last call, without blocking.
     fn drain(&mut self) -> Result<Sample, SourceError>;
-}
-
-/// Opens the configured source. `auto` tries eBPF, fanotify, inotify and polling in that order,
-/// logging why each one it skipped failed; an explicit choice that fails falls back to polling
-/// the same way, so the daemon always guards. Returns the source and the skip reasons.
-pub fn open(kind: crate::config::SourceKind) -> (Box<dyn Source>, Vec<String>) {
-    use crate::config::SourceKind;
-    let order: &[SourceKind] = match kind {
-        SourceKind::Auto => &[
-            SourceKind::Ebpf,
-            SourceKind::Fanotify,
-            SourceKind::Inotify,
-            SourceKind::Poll,
-        ],
-        SourceKind::Ebpf => &[SourceKind::Ebpf, SourceKind::Poll],
-        SourceKind::Fanotify => &[SourceKind::Fanotify, SourceKind::Poll],
-        SourceKind::Inotify => &[SourceKind::Inotify, SourceKind::Poll],
-        SourceKind::Poll => &[SourceKind::Poll],
-    };
-    let mut skipped = Vec::new();
-    for candidate in order {
-        match open_one(*candidate) {
-            Ok(source) => {
-                tracing::info!(source = source.name(), "write source selected");
-                return (source, skipped);
-            }
-            Err(e) => {
-                tracing::warn!("skipping write source: {e}");
-                skipped.push(e.to_string());
-            }
-        }
+    /// Conditions of the running source the operator should see now, though it keeps working
+    /// (a full kernel map, projects beyond the probe's capacity, directories polled).
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
     }
-    (Box::new(poll::PollSource), skipped)
+    /// Which source runs and why (the [`Supervisor`] says more: fallbacks and retries).
+    fn status(&self) -> SourceStatus {
+        SourceStatus::running(self.name(), self.problems())
+    }
 }
 
+/// The name of a source kind as the config spells it.
+pub fn kind_name(kind: crate::config::SourceKind) -> &'static str {
+    use crate::config::SourceKind;
+    match kind {
+        SourceKind::Auto => "auto",
+        SourceKind::Ebpf => "ebpf",
+        SourceKind::Fanotify => "fanotify",
+        SourceKind::Inotify => "inotify",
+        SourceKind::Poll => "poll",
+    }
+}
+
+/// Opens the configured source under a [`Supervisor`]. `auto` tries eBPF, fanotify, inotify and
+/// polling in that order, recording why each one it skipped failed. An explicit choice that
+/// cannot be honoured here is an error (the daemon exits 2 with the reason); once running, any
+/// source that fails falls back (`auto`: to the next in that order; an explicit choice: to
+/// polling) and is retried with back-off. `workspaces` are the guarded paths: fanotify checks it
+/// may mark their filesystems.
+pub fn open(
+    kind: crate::config::SourceKind,
+    workspaces: &[PathBuf],
+) -> Result<Supervisor, SourceError> {
+    Supervisor::start(kind, workspaces.to_vec(), std::sync::Arc::new(open_one))
+}
+
+/// Opens one source kind (not `auto`), checking it can serve `workspaces`.
 #[cfg(target_os = "linux")]
-fn open_one(kind: crate::config::SourceKind) -> Result<Box<dyn Source>, SourceError> {
+pub(crate) fn open_one(
+    kind: crate::config::SourceKind,
+    workspaces: &[PathBuf],
+) -> Result<Box<dyn Source>, SourceError> {
     use crate::config::SourceKind;
     Ok(match kind {
         SourceKind::Ebpf => Box::new(ebpf::EbpfSource::load()?),
-        SourceKind::Fanotify => Box::new(fanotify::open()?),
+        SourceKind::Fanotify => Box::new(fanotify::open_for(workspaces)?),
         SourceKind::Inotify => Box::new(inotify::open()?),
         SourceKind::Poll | SourceKind::Auto => Box::new(poll::PollSource),
     })
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_one(kind: crate::config::SourceKind) -> Result<Box<dyn Source>, SourceError> {
+pub(crate) fn open_one(
+    kind: crate::config::SourceKind,
+    _workspaces: &[PathBuf],
+) -> Result<Box<dyn Source>, SourceError> {
     use crate::config::SourceKind;
     match kind {
         SourceKind::Poll | SourceKind::Auto => Ok(Box::new(poll::PollSource)),
         other => Err(SourceError::Unavailable {
-            source_name: match other {
-                SourceKind::Ebpf => "ebpf",
-                SourceKind::Fanotify => "fanotify",
-                _ => "inotify",
-            },
+            source_name: kind_name(other),
             reason: "Linux only".into(),
         }),
     }
-}
-
-/// The cgroup v2 path (relative to `/sys/fs/cgroup`) whose directory inode is `id`, found by a
-/// bounded walk of the cgroup filesystem.
-pub fn cgroup_path(id: u64) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let mut stack = vec![(root.to_path_buf(), 0usize)];
-    let mut visited = 0;
-    while let Some((dir, depth)) = stack.pop() {
-        visited += 1;
-        if visited > 20_000 {
-            return None;
-        }
-        let meta = std::fs::metadata(&dir).ok()?;
-        if meta.ino() == id {
-            let rel = dir.strip_prefix(root).ok()?;
-            return Some(format!("/{}", rel.display()));
-        }
-        if depth >= 16 {
-            continue;
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push((entry.path(), depth + 1));
-                }
-            }
-        }
-    }
-    None
 }

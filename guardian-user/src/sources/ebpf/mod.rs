@@ -1,24 +1,27 @@
 //! The eBPF source: loads Guardian's probe (built by `cargo xtask build-ebpf`, embedded at build
 //! time), hands it the running kernel's struct offsets read from BTF, registers each project dir
-//! as (dev, ino) → id, and reads the per-CPU counters on each drain. Tries fexit on the VFS
-//! write functions first and falls back to the syscalls' exit tracepoints where the kernel
-//! refuses BPF trampolines.
+//! as (dev, ino) → probe index (`index.rs`: recycled, with generations so a vanished project's
+//! bytes never count for the next owner of its index), and reads the per-CPU counters on each
+//! drain (`counts.rs`: only the counters the probe logged as changed, the per-cgroup map pruned).
+//! Tries fexit on the VFS write functions first and falls back to the syscalls' exit
+//! tracepoints where the kernel refuses BPF trampolines.
 //!
 //! What it does not see: stores through `mmap`, io_uring writes, writes by kernel threads (NFS
 //! server, loop devices), and data that never reaches the page cache as a syscall. `statvfs`
 //! remains the ground truth for free space; this source says *who* is writing *where*.
 
+mod counts;
+mod index;
+
 use super::btf::KernelBtf;
 use super::kfunc::{self, AlignedObject, CastCall};
-use super::{CgroupBytes, ProjectDir, Sample, Source, SourceError};
-use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap};
+use super::{ProjectDir, Sample, Source, SourceError};
+use aya::maps::Array;
 use aya::programs::{FExit, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
-use guardian_common::{
-    kernel_dev, CgroupKey, InodeKey, KernelOffsets, ProbeSettings, ProjectStats, WriteCache,
-    MAX_PROJECTS,
-};
-use std::collections::HashMap;
+use counts::Counts;
+use guardian_common::{kernel_dev, KernelOffsets, ProbeSettings, MAX_PROJECTS};
+use index::IndexTable;
 use std::path::Path;
 
 /// The probe object, empty when this binary was built without it.
@@ -83,10 +86,10 @@ pub struct EbpfSource {
     file_access: FileAccess,
     /// Why fexit was not used, when it was not.
     fexit_refused: Option<String>,
-    /// Registered (key, project id) pairs.
-    registered: Vec<(InodeKey, u32)>,
-    last_stats: HashMap<u32, u64>,
-    last_cgroup: HashMap<(u64, u32), u64>,
+    /// Which project counts into which probe index.
+    index: IndexTable,
+    /// What was read from the probe's maps and reported.
+    counts: Counts,
 }
 
 fn unavailable(reason: impl Into<String>) -> SourceError {
@@ -118,9 +121,10 @@ impl EbpfSource {
             )));
         }
         if PROBE.is_empty() {
-            return Err(unavailable(
-                "this binary was built without the probe object (run `cargo xtask build-ebpf`, then rebuild)",
-            ));
+            return Err(unavailable(format!(
+                "this binary was built without the probe object ({}; run `cargo xtask build-ebpf`, then rebuild)",
+                super::PROBE_STATUS
+            )));
         }
         let probe = FittedProbe::for_running_kernel(access)?;
         ensure_tracefs()?;
@@ -149,9 +153,8 @@ impl EbpfSource {
             mode,
             file_access: probe.access,
             fexit_refused,
-            registered: Vec::new(),
-            last_stats: HashMap::new(),
-            last_cgroup: HashMap::new(),
+            index: IndexTable::new(MAX_PROJECTS),
+            counts: Counts::new(),
         })
     }
 
@@ -168,70 +171,6 @@ impl EbpfSource {
     /// Why the fexit path was not used.
     pub fn fexit_refused(&self) -> Option<&str> {
         self.fexit_refused.as_deref()
-    }
-
-    /// Bytes per project id and per (cgroup, project) since load, all CPUs summed. The maps
-    /// the probe moves bytes into are read before the write slots (once), so a racing move out
-    /// of a slot can only delay bytes to the next read, never count them twice.
-    fn totals(&self) -> Result<Totals, SourceError> {
-        let mut totals = Totals {
-            projects: self.project_map_totals()?,
-            cgroups: self.cgroup_map_totals()?,
-        };
-        for cache in self.write_caches()? {
-            for (slot, &cgroup) in cache.slots.iter().zip(&cache.cgroups) {
-                let bytes = slot.written + slot.copied + slot.allocated;
-                if slot.project == 0 || bytes == 0 {
-                    continue;
-                }
-                if let Some(total) = totals.projects.get_mut(&slot.project) {
-                    *total += bytes;
-                }
-                *totals.cgroups.entry((cgroup, slot.project)).or_insert(0) += bytes;
-            }
-        }
-        Ok(totals)
-    }
-
-    /// Bytes moved into the per-project map, per registered project.
-    fn project_map_totals(&self) -> Result<HashMap<u32, u64>, SourceError> {
-        let stats: PerCpuArray<_, ProjectStats> = PerCpuArray::try_from(self.map("STATS")?)
-            .map_err(|e| failed(format!("map STATS: {e}")))?;
-        let mut out = HashMap::new();
-        for &(_, id) in &self.registered {
-            let per_cpu = stats
-                .get(&id, 0)
-                .map_err(|e| failed(format!("reading STATS: {e}")))?;
-            let bytes = per_cpu
-                .iter()
-                .map(|s| s.written + s.copied + s.allocated)
-                .sum();
-            out.insert(id, bytes);
-        }
-        Ok(out)
-    }
-
-    /// Bytes moved into the per-(cgroup, project) map.
-    fn cgroup_map_totals(&self) -> Result<HashMap<(u64, u32), u64>, SourceError> {
-        let map: PerCpuHashMap<_, CgroupKey, u64> =
-            PerCpuHashMap::try_from(self.map("CGROUP_BYTES")?)
-                .map_err(|e| failed(format!("map CGROUP_BYTES: {e}")))?;
-        let mut out = HashMap::new();
-        for entry in map.iter() {
-            let (key, values) = entry.map_err(|e| failed(format!("reading CGROUP_BYTES: {e}")))?;
-            *out.entry((key.cgroup, key.project)).or_insert(0) += values.iter().sum::<u64>();
-        }
-        Ok(out)
-    }
-
-    /// Every CPU's write cache.
-    fn write_caches(&self) -> Result<Vec<WriteCache>, SourceError> {
-        let slots: PerCpuArray<_, WriteCache> = PerCpuArray::try_from(self.map("SLOTS")?)
-            .map_err(|e| failed(format!("map SLOTS: {e}")))?;
-        let per_cpu = slots
-            .get(&0, 0)
-            .map_err(|e| failed(format!("reading SLOTS: {e}")))?;
-        Ok(per_cpu.iter().copied().collect())
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map, SourceError> {
@@ -261,67 +200,30 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map,
         .ok_or_else(|| failed(format!("map {name} missing")))
 }
 
-/// Bytes above the highest total seen so far (`last`, which it raises), if any.
-fn growth(last: &mut u64, total: u64) -> Option<u64> {
-    let bytes = total.checked_sub(*last).filter(|b| *b > 0)?;
-    *last = total;
-    Some(bytes)
-}
-
-/// What `EbpfSource::totals` reads.
-struct Totals {
-    projects: HashMap<u32, u64>,
-    cgroups: HashMap<(u64, u32), u64>,
-}
-
 impl Source for EbpfSource {
     fn name(&self) -> &'static str {
         "ebpf"
     }
 
+    /// Registers the projects: vanished ones give up their probe index (recycled after the next
+    /// drain), new ones get a free one; projects beyond the probe's table wait for one and are
+    /// reported by [`Source::problems`]. Fails only when the probe's maps cannot be used.
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
-        let mut map: BpfHashMap<_, InodeKey, u32> =
-            BpfHashMap::try_from(map_mut(&mut self.ebpf, "PROJECTS")?)
-                .map_err(|e| failed(format!("map PROJECTS: {e}")))?;
-        for (key, _) in self.registered.drain(..) {
-            let _ = map.remove(&key);
-        }
-        for p in projects {
-            if p.id == 0 || p.id >= MAX_PROJECTS {
-                return Err(failed(format!(
-                    "project id {} out of range (max {MAX_PROJECTS})",
-                    p.id
-                )));
-            }
-            let key = InodeKey::new(user_dev_to_kernel(p.dev), p.ino);
-            map.insert(key, p.id, 0)
-                .map_err(|e| failed(format!("registering {}: {e}", p.path.display())))?;
-            self.registered.push((key, p.id));
-        }
-        self.new_epoch()
+        let changes = self.index.update(projects);
+        self.apply(changes)
     }
 
     fn drain(&mut self) -> Result<Sample, SourceError> {
-        let mut sample = Sample::default();
-        let totals = self.totals()?;
-        // A read racing a move out of a write slot can come out low once: keep the highest
-        // total seen, so those bytes are not counted again when they reappear.
-        for (id, total) in totals.projects {
-            if let Some(bytes) = growth(self.last_stats.entry(id).or_insert(0), total) {
-                sample.growth.insert(id, bytes as i64);
-            }
-        }
-        for ((cgroup, project), total) in totals.cgroups {
-            let last = self.last_cgroup.entry((cgroup, project)).or_insert(0);
-            if let Some(bytes) = growth(last, total) {
-                sample.by_cgroup.push(CgroupBytes {
-                    project,
-                    cgroup,
-                    bytes,
-                });
-            }
+        let sample = self.read_counts()?;
+        let changes = self.index.drained();
+        if !changes.is_empty() {
+            self.apply(changes)?;
         }
         Ok(sample)
+    }
+
+    fn problems(&self) -> Vec<String> {
+        self.counts_problems()
     }
 }
 
@@ -754,6 +656,185 @@ mod tests {
             by_group,
             vec![(group_id, 1, 1 << 20)],
             "the cgroup id is the cgroup dir's inode"
+        );
+    }
+
+    /// Issue 12 item 8: after 8,192 distinct project paths, attribution died silently (ids
+    /// were never reused and ids ≥ 8192 were refused). 10 rounds of 1,000 project dirs created,
+    /// watched and removed, as the daemon does; then a new project's 10 MiB count exactly.
+    #[test]
+    fn ten_rounds_of_a_thousand_projects_leave_attribution_alive() {
+        if !crate::testkit::require_root(
+            "ten_rounds_of_a_thousand_projects_leave_attribution_alive",
+        ) {
+            return;
+        }
+        let mut source = EbpfSource::load().expect("the probe must load on this kernel");
+        let mut agg = crate::aggregate::Aggregator::new();
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs_now = |root: &Path| -> Vec<(std::path::PathBuf, u64, u64)> {
+            let mut dirs: Vec<_> = std::fs::read_dir(root)
+                .unwrap()
+                .flatten()
+                .map(|e| {
+                    let m = e.metadata().unwrap();
+                    (e.path(), m.dev(), m.ino())
+                })
+                .collect();
+            dirs.sort();
+            dirs
+        };
+        for round in 0..10 {
+            for i in 0..1000 {
+                std::fs::create_dir(tmp.path().join(format!("r{round}-{i}"))).unwrap();
+            }
+            let projects = agg.project_dirs(&dirs_now(tmp.path()));
+            source.watch(&projects).unwrap();
+            source.drain().unwrap();
+            for i in 0..1000 {
+                std::fs::remove_dir(tmp.path().join(format!("r{round}-{i}"))).unwrap();
+            }
+            let projects = agg.project_dirs(&dirs_now(tmp.path()));
+            source.watch(&projects).unwrap();
+            source.drain().unwrap();
+        }
+        let new = tmp.path().join("new-project");
+        std::fs::create_dir(&new).unwrap();
+        let projects = agg.project_dirs(&dirs_now(tmp.path()));
+        source.watch(&projects).unwrap();
+        source.drain().unwrap();
+        std::fs::write(new.join("data"), vec![7u8; 10 << 20]).unwrap();
+        let sample = source.drain().unwrap();
+        assert_eq!(
+            sample.growth.get(&projects[0].id).copied(),
+            Some(10 << 20),
+            "{:?}",
+            sample.growth
+        );
+        assert!(source.problems().is_empty(), "{:?}", source.problems());
+    }
+
+    /// A vanished project's index goes to a new project only with a new generation: bytes the
+    /// vanished one left in a write slot are dropped, never counted for the new owner.
+    #[test]
+    fn a_recycled_index_never_counts_the_vanished_projects_bytes() {
+        if !crate::testkit::require_root(
+            "a_recycled_index_never_counts_the_vanished_projects_bytes",
+        ) {
+            return;
+        }
+        let mut source = EbpfSource::load().expect("the probe must load on this kernel");
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        source.watch(&[project(1, &a)]).unwrap();
+        source.drain().unwrap();
+        // Written in a, still in the write slot of this fd.
+        let mut f = std::fs::File::create(a.join("f")).unwrap();
+        f.write_all(&vec![1u8; 1 << 20]).unwrap();
+        assert_eq!(
+            source.drain().unwrap().growth.get(&1).copied(),
+            Some(1 << 20)
+        );
+        f.write_all(&vec![1u8; 1 << 20]).unwrap();
+        // a vanishes before its second MiB was read; b (another id) gets a's index.
+        source.watch(&[]).unwrap();
+        source.drain().unwrap();
+        source.watch(&[project(2, &b)]).unwrap();
+        assert_eq!(source.index.owner(1), Some(2), "the index was recycled");
+        // The next write through a's fd moves the slot's stale bytes out: dropped.
+        f.write_all(&[1u8; 10]).unwrap();
+        std::fs::write(b.join("g"), vec![2u8; 512 << 10]).unwrap();
+        let sample = source.drain().unwrap();
+        assert_eq!(
+            sample.growth,
+            [(2, 512 << 10)].into_iter().collect(),
+            "only b's own bytes"
+        );
+        assert!(source.probe_counters().stale_bytes_dropped >= 1 << 20);
+    }
+
+    /// Idle per-cgroup entries are pruned (and counted again from zero when their cgroup
+    /// writes again); a full per-cgroup map is a problem, not a silent loss.
+    #[test]
+    fn the_per_cgroup_map_is_pruned_and_a_full_one_is_reported() {
+        if !crate::testkit::require_root("the_per_cgroup_map_is_pruned_and_a_full_one_is_reported")
+        {
+            return;
+        }
+        let Some(cgroup2) = cgroup2_mount() else {
+            crate::testkit::skip(
+                "the_per_cgroup_map_is_pruned_and_a_full_one_is_reported",
+                "no cgroup v2 mounted",
+            );
+            return;
+        };
+        let mut source = EbpfSource::load().expect("the probe must load on this kernel");
+        let tmp = tempfile::tempdir().unwrap();
+        // 6,000 projects × 3 cgroups: more (cgroup, project) pairs than the map's 16,384.
+        let mut projects = Vec::new();
+        let mut list = String::new();
+        for i in 0..6000u32 {
+            let dir = tmp.path().join(format!("p{i}"));
+            std::fs::create_dir(&dir).unwrap();
+            projects.push(project(i + 1, &dir));
+            list.push_str(&format!("{}\n", dir.display()));
+        }
+        std::fs::write(tmp.path().join("list"), list).unwrap();
+        source.watch(&projects).unwrap();
+        source.drain().unwrap();
+        let groups: Vec<_> = (0..3)
+            .map(|g| {
+                let dir = cgroup2.join(format!("guardian-test-{}-{g}", std::process::id()));
+                std::fs::create_dir(&dir).unwrap();
+                dir
+            })
+            .collect();
+        for group in &groups {
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "echo $$ > {}/cgroup.procs && while read d; do printf x >> \"$d/f\"; done < {}",
+                    group.display(),
+                    tmp.path().join("list").display()
+                ))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        for group in &groups {
+            let _ = std::fs::remove_dir(group);
+        }
+        let sample = source.drain().unwrap();
+        let total: i64 = sample.growth.values().sum();
+        assert_eq!(total, 3 * 6000, "project totals are exact");
+        let problems = source.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("per-cgroup byte map was full")),
+            "{problems:?}"
+        );
+        assert!(source.cgroup_entries() > 0);
+        // Idle long enough: every entry goes, and the map has room again.
+        source.age_cgroup_entries();
+        source.drain().unwrap();
+        assert_eq!(source.cgroup_entries(), 0);
+        source.watch(&projects[..1]).unwrap();
+        source.drain().unwrap();
+        std::fs::write(projects[0].path.join("again"), vec![0u8; 4096]).unwrap();
+        // Another file so the slot of the first write moves out into the map.
+        let sample = source.drain().unwrap();
+        let cg: u64 = sample
+            .by_cgroup
+            .iter()
+            .filter(|c| c.project == 1)
+            .map(|c| c.bytes)
+            .sum();
+        assert_eq!(
+            cg, 4096,
+            "a pruned entry counts from zero again: {sample:?}"
         );
     }
 

@@ -1,0 +1,17 @@
+//! What the fanotify and inotify sources share: the size table that mirrors the project trees
+//! (`tree.rs`, with its project set in `projects.rs` and the event summary it decides by in
+//! `change.rs`), walking directories into it (`walk.rs`), the schedule of re-walks that repairs
+//! lost events and drift at a CPU budget (`rewalk.rs`), and the worker thread that owns the
+//! kernel queue (`worker.rs`).
+
+mod change;
+mod projects;
+mod rewalk;
+mod tree;
+mod walk;
+mod worker;
+
+pub(crate) use change::Change;
+pub(crate) use tree::{key_of, At, Hooks, Key, NoHooks, Tree};
+pub(crate) use worker::{Backend, TICK};
+pub use worker::{Worker, FORCE_WORKER_FAILURE_ENV};

@@ -1,0 +1,120 @@
+//! The project set of the size table: projects joining (with a baseline walk: no growth for what
+//! they already hold), leaving (forgotten without reporting shrinkage), or nested in another's
+//! tree (taken out of it).
+
+use super::tree::{key_of, Hooks, Key, Place, Root, Tree};
+use crate::fsys;
+use crate::sources::ProjectDir;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::time::Instant;
+
+impl Tree {
+    /// Replaces the project set: unchanged projects keep their state, removed ones are
+    /// forgotten, new ones get a baseline (no growth for what they already hold).
+    pub(crate) fn set_projects(&mut self, projects: &[ProjectDir], hooks: &mut dyn Hooks) {
+        let wanted: HashMap<u32, &ProjectDir> = projects.iter().map(|p| (p.id, p)).collect();
+        let mut old: Vec<u32> = self.roots.keys().copied().collect();
+        old.sort_unstable();
+        for id in old {
+            let same = match (wanted.get(&id), self.roots.get(&id)) {
+                (Some(p), Some(root)) => **p == root.project,
+                _ => false,
+            };
+            if !same {
+                self.drop_project(id, hooks);
+            }
+        }
+        for project in projects {
+            if self.roots.contains_key(&project.id) {
+                continue;
+            }
+            match self.add_project(project, hooks) {
+                Ok(()) => {
+                    let total = self.totals.get(&project.id).copied().unwrap_or(0);
+                    self.reported.insert(project.id, total);
+                    self.dirty.remove(&project.id);
+                    self.walks.added(project.id, Instant::now());
+                }
+                Err(e) => self.note(
+                    "cannot-watch",
+                    format!(
+                        "cannot watch project {}: {e}",
+                        crate::textpath::shown(&project.path)
+                    ),
+                ),
+            }
+        }
+    }
+
+    fn add_project(&mut self, project: &ProjectDir, hooks: &mut dyn Hooks) -> io::Result<()> {
+        let fd = fsys::open_dir_path(&project.path)?;
+        let st = fsys::stat_fd(&fd)?;
+        let key = key_of(&st);
+        if key != (project.dev, project.ino) {
+            tracing::debug!(
+                path = %crate::textpath::shown(&project.path),
+                "project dir is not the (dev, ino) it was announced with; watching what is there"
+            );
+        }
+        if let Some(other) = self.root_keys.get(&key) {
+            return Err(io::Error::other(format!(
+                "same directory as project {other}"
+            )));
+        }
+        if self.dirs.contains_key(&key) {
+            // Nested inside another project's tree: it becomes its own project.
+            self.forget_subtree(key, hooks);
+        }
+        self.roots.insert(
+            project.id,
+            Root {
+                project: project.clone(),
+                key,
+            },
+        );
+        self.root_keys.insert(key, project.id);
+        self.totals.entry(project.id).or_default();
+        let place = Place {
+            key,
+            parent: None,
+            name: CString::default(),
+            project: project.id,
+        };
+        self.scan_new(fd, st.mnt_id, place, hooks);
+        Ok(())
+    }
+
+    /// Removes a subtree that belongs elsewhere without reporting it as shrinkage.
+    fn forget_subtree(&mut self, key: Key, hooks: &mut dyn Hooks) {
+        let Some(node) = self.dirs.get(&key) else {
+            return;
+        };
+        let project = node.project;
+        if let Some(parent) = node.parent {
+            let name = node.name.clone();
+            if let Some(p) = self.dirs.get_mut(&parent) {
+                p.children.remove(&name);
+            }
+        }
+        let before = self.totals.get(&project).copied().unwrap_or(0);
+        self.drop_subtree(key, hooks);
+        self.finalize_files();
+        let change = self.totals.get(&project).copied().unwrap_or(0) - before;
+        *self.reported.entry(project).or_default() += change;
+    }
+
+    fn drop_project(&mut self, id: u32, hooks: &mut dyn Hooks) {
+        let Some(root) = self.roots.remove(&id) else {
+            return;
+        };
+        self.root_keys.remove(&root.key);
+        self.drop_subtree(root.key, hooks);
+        self.finalize_files();
+        self.totals.remove(&id);
+        self.reported.remove(&id);
+        self.dirty.remove(&id);
+        self.walks.removed(id);
+    }
+}

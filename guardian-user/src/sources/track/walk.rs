@@ -1,0 +1,294 @@
+//! Walking directories into the size table: the baseline of a new directory or project, the
+//! re-walks `rewalk.rs` schedules (after lost events, and periodically at a CPU budget so a
+//! count that drifted cannot stay wrong), and polling directories that have no watch. Reads
+//! only.
+
+use super::rewalk::{Reason, PERIODIC_BUDGET, REPAIR_BUDGET};
+use super::tree::{At, Child, DirNode, Hooks, Key, Place, Tree};
+use crate::fsys::{self, EntryKind};
+use crate::scan::MAX_DEPTH;
+use crate::textpath;
+use rustix::fd::{AsFd, OwnedFd};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Most time one call of [`Tree::rewalk_due`] spends walking before it yields to events.
+const SLICE: Duration = Duration::from_millis(200);
+
+struct Frame {
+    fd: OwnedFd,
+    key: Key,
+    entries: Vec<fsys::Listed>,
+}
+
+impl Tree {
+    /// Adds a new directory (open as `fd`, through mount `mnt`) and everything below it. A
+    /// directory below it that the tree knows elsewhere is taken from there and walked afresh:
+    /// a listing cannot tell a move from a new directory under a reused inode number.
+    pub(super) fn scan_new(
+        &mut self,
+        fd: OwnedFd,
+        mnt: Option<u64>,
+        place: Place,
+        hooks: &mut dyn Hooks,
+    ) {
+        let project = place.project;
+        let mut stack = Vec::new();
+        self.enter(&mut stack, fd, place, hooks);
+        loop {
+            let depth = stack.len();
+            let Some(top) = stack.last_mut() else {
+                break;
+            };
+            let Some(entry) = top.entries.pop() else {
+                stack.pop();
+                continue;
+            };
+            let dir = top.key;
+            let st = match fsys::stat_entry(top.fd.as_fd(), &entry.name) {
+                Ok(st) if self.accepts(project, &st, mnt) => st,
+                _ => continue,
+            };
+            let key = super::tree::key_of(&st);
+            if st.kind == EntryKind::File {
+                self.link_file(dir, entry.name, &st, hooks);
+                continue;
+            }
+            if depth >= MAX_DEPTH {
+                continue;
+            }
+            if self.dirs.contains_key(&key) {
+                if stack.iter().any(|f| f.key == key) {
+                    continue; // stale state naming an ancestor: never loop
+                }
+                self.forget_dir(key, hooks);
+            }
+            let Some(top) = stack.last() else {
+                break;
+            };
+            let Ok(child) = fsys::open_child_dir(top.fd.as_fd(), &entry.name) else {
+                continue;
+            };
+            if !matches!(fsys::stat_fd(&child), Ok(s) if super::tree::key_of(&s) == key) {
+                continue;
+            }
+            let place = Place {
+                key,
+                parent: Some(dir),
+                name: entry.name,
+                project,
+            };
+            self.enter(&mut stack, child, place, hooks);
+        }
+    }
+
+    fn enter(&mut self, stack: &mut Vec<Frame>, fd: OwnedFd, place: Place, hooks: &mut dyn Hooks) {
+        let Place {
+            key,
+            parent,
+            name,
+            project,
+        } = place;
+        if let Some(p) = parent.and_then(|p| self.dirs.get_mut(&p)) {
+            p.children.insert(name.clone(), Child { key, dir: true });
+        }
+        self.dirs.insert(
+            key,
+            DirNode {
+                project,
+                parent,
+                name,
+                children: HashMap::new(),
+            },
+        );
+        // Watch first, then list: whatever appears in between is in the listing or in an
+        // event (notify#124: files written into brand-new subdirectories).
+        if !hooks.dir_added(key, fd.as_fd()) {
+            self.unwatched.insert(key);
+        }
+        let entries = fsys::list_dir(&fd).unwrap_or_default();
+        stack.push(Frame { fd, key, entries });
+    }
+
+    /// Path of a tracked directory, from its project root; `None` for orphans.
+    pub(crate) fn path_of(&self, key: Key) -> Option<PathBuf> {
+        let mut names: Vec<CString> = Vec::new();
+        let mut k = key;
+        for _ in 0..MAX_DEPTH {
+            if let Some(root) = self.root_keys.get(&k).and_then(|id| self.roots.get(id)) {
+                let mut path = root.project.path.clone();
+                for name in names.iter().rev() {
+                    path.push(fsys::name_to_os(name));
+                }
+                return Some(path);
+            }
+            let node = self.dirs.get(&k)?;
+            names.push(node.name.clone());
+            k = node.parent?;
+        }
+        None
+    }
+
+    /// Opens a tracked directory by its path and checks it is still that directory; with
+    /// the mount id it was reached through.
+    pub(crate) fn open_dir(&self, key: Key) -> Option<(OwnedFd, Option<u64>)> {
+        let path = self.path_of(key)?;
+        let fd = fsys::open_dir_path(&path).ok()?;
+        let st = fsys::stat_fd(&fd).ok()?;
+        (super::tree::key_of(&st) == key).then_some((fd, st.mnt_id))
+    }
+
+    /// Marks a tracked directory as unwatched (its watch went away).
+    pub(crate) fn mark_unwatched(&mut self, key: Key) {
+        if self.dirs.contains_key(&key) {
+            self.unwatched.insert(key);
+        }
+    }
+
+    /// Polls every unwatched directory: retries its watch, then re-reads all its entries.
+    pub(crate) fn poll_unwatched(&mut self, hooks: &mut dyn Hooks) {
+        let keys: Vec<Key> = self.unwatched.iter().copied().collect();
+        for key in keys {
+            if !self.dirs.contains_key(&key) {
+                self.unwatched.remove(&key);
+                continue;
+            }
+            let Some((fd, mnt)) = self.open_dir(key) else {
+                continue;
+            };
+            if hooks.dir_added(key, fd.as_fd()) {
+                self.unwatched.remove(&key);
+            }
+            let at = At {
+                fd: fd.as_fd(),
+                mnt,
+            };
+            self.reconcile_all(key, at, hooks);
+        }
+    }
+
+    /// The kernel queue overflowed: every project is re-walked (coalesced, at a budget).
+    pub(crate) fn overflowed(&mut self) {
+        self.walks.overflowed();
+    }
+
+    /// Events of the tracked directory `key` may be lost (it could not be opened or read):
+    /// its project is re-walked.
+    pub(crate) fn lost(&mut self, key: Key) {
+        if let Some(project) = self.project_of(key) {
+            self.walks.repair(project);
+        }
+    }
+
+    /// Events of project `id` may be lost: it is re-walked.
+    pub(crate) fn repair(&mut self, id: u32) {
+        self.walks.repair(id);
+    }
+
+    /// Whether re-walks wait (the worker then ticks without events).
+    pub(crate) fn walks_pending(&self) -> bool {
+        self.walks.busy()
+    }
+
+    /// Re-walks what the schedule says is due, within its CPU budget and at most [`SLICE`] per
+    /// call. What a re-walk corrects shows up as growth; a correction found by a periodic walk
+    /// (a count that had drifted) is noted.
+    pub(crate) fn rewalk_due(&mut self, source: &'static str, hooks: &mut dyn Hooks) {
+        let began = Instant::now();
+        while began.elapsed() < SLICE {
+            let Some((id, reason, pass)) = self.walks.next(Instant::now()) else {
+                break;
+            };
+            if pass > 0 {
+                self.note(
+                    "overflow",
+                    format!(
+                        "{source}: the kernel event queue overflowed ({pass} time(s)); re-walking \
+                         {} project(s) at up to {:.0}% of a core",
+                        self.roots.len(),
+                        REPAIR_BUDGET * 100.0
+                    ),
+                );
+            }
+            let before = self.totals.get(&id).copied().unwrap_or(0);
+            let start = Instant::now();
+            let path = self.rebuild(id, hooks);
+            let took = start.elapsed();
+            self.walks.walked(id, took, Instant::now());
+            let corrected = self.totals.get(&id).copied().unwrap_or(0) - before;
+            match (reason, path) {
+                (Reason::Repair, Some(path)) => self.request_rescan(vec![path]),
+                (Reason::Periodic, Some(path)) if corrected != 0 => self.note(
+                    "drift",
+                    format!(
+                        "{source}: the periodic re-walk of {} (at up to {:.0}% of a core) \
+                         corrected its count by {corrected} bytes",
+                        textpath::shown(&path),
+                        PERIODIC_BUDGET * 100.0
+                    ),
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// Forgets the tree of project `id` and walks it afresh; returns its path, or `None` when
+    /// the project dir is gone or replaced. Directories still there keep their watches
+    /// (`Hooks::dir_added` sees them again); the others are dropped afterwards. Nothing is
+    /// adopted from the old tree: after lost events it may be stale.
+    fn rebuild(&mut self, id: u32, hooks: &mut dyn Hooks) -> Option<PathBuf> {
+        self.finalize(hooks);
+        let root = self.roots.get(&id)?;
+        let (root_key, path) = (root.key, root.project.path.clone());
+        let mut old_dirs = Vec::new();
+        let mut stack = vec![root_key];
+        while let Some(k) = stack.pop() {
+            let Some(node) = self.dirs.remove(&k) else {
+                continue;
+            };
+            self.unwatched.remove(&k);
+            old_dirs.push(k);
+            for child in node.children.values() {
+                if !child.dir {
+                    self.unlink_file(child.key);
+                } else if !self.root_keys.contains_key(&child.key) {
+                    stack.push(child.key);
+                }
+            }
+        }
+        self.finalize_files();
+        let opened = fsys::open_dir_path(&path)
+            .ok()
+            .and_then(|fd| Some((fsys::stat_fd(&fd).ok()?, fd)));
+        let found = match opened {
+            Some((st, fd)) if super::tree::key_of(&st) == root_key => {
+                let place = Place {
+                    key: root_key,
+                    parent: None,
+                    name: CString::default(),
+                    project: id,
+                };
+                self.scan_new(fd, st.mnt_id, place, hooks);
+                true
+            }
+            _ => {
+                self.note(
+                    "project-gone",
+                    format!(
+                        "project {} is gone or was replaced; not tracked until watched again",
+                        textpath::shown(&path)
+                    ),
+                );
+                false
+            }
+        };
+        for k in old_dirs {
+            if !self.dirs.contains_key(&k) {
+                hooks.dir_dropped(k);
+            }
+        }
+        found.then_some(path)
+    }
+}

@@ -1,0 +1,357 @@
+//! The worker thread shared by the fanotify and inotify sources: it owns the kernel queue and
+//! the size table (a [`Backend`]), polls the queue fd and an eventfd that wakes it for commands
+//! (a closed [`Command`] enum: `Watch`, `Shutdown`, the latter sent on drop), and accumulates
+//! growth in a mutex-protected [`Sample`] that `drain()` swaps out, so `drain()` never waits for
+//! event processing. When the thread stops (an error reading the queue, a panic), `drain()`
+//! reports why and the supervisor (`sources::supervise`) falls back.
+
+use crate::sources::{ProjectDir, Sample, SourceError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use rustix::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What a worker thread owns: the kernel queue and what it knows.
+pub(crate) trait Backend: Send + 'static {
+    /// The queue descriptor to poll.
+    fn raw_fd(&self) -> i32;
+    /// Sets the projects (marks, watches, baseline).
+    fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError>;
+    /// Reads and applies every queued event without blocking.
+    fn pump(&mut self) -> io::Result<()>;
+    /// Periodic work (re-walks, polled dirs, retries), about once per [`TICK`].
+    fn tick(&mut self);
+    /// Whether [`Backend::tick`] has urgent work (then it runs as soon as the budget allows,
+    /// not only once per [`TICK`]).
+    fn busy(&self) -> bool {
+        false
+    }
+    /// What changed since the last call.
+    fn take(&mut self) -> Sample;
+    /// Conditions the operator should see now (degraded directories, …).
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Shortest time between two reads of the kernel queue (well under the daemon's sample interval;
+/// see `run`).
+pub(crate) const BATCH: Duration = Duration::from_millis(100);
+
+/// Period of [`Backend::tick`].
+pub(crate) const TICK: Duration = Duration::from_secs(1);
+
+/// Makes workers fail on purpose, for tests of the fallback: `<source>[:<seconds>[:<count>]]`
+/// (e.g. `fanotify:1:2`: the first two fanotify workers fail one second after they start;
+/// without a count every one does). The failure takes the real path: the thread stops with an
+/// error, as when reading the kernel queue fails.
+pub const FORCE_WORKER_FAILURE_ENV: &str = "GUARDIAN_FORCE_WORKER_FAILURE";
+
+/// Workers failed on purpose so far (see [`FORCE_WORKER_FAILURE_ENV`]).
+static FORCED: AtomicU32 = AtomicU32::new(0);
+
+/// When the worker named `name` is to fail on purpose, if at all.
+fn forced_failure(name: &str) -> Option<Duration> {
+    let spec = std::env::var(FORCE_WORKER_FAILURE_ENV).ok()?;
+    let mut parts = spec.split(':');
+    if parts.next()? != name {
+        return None;
+    }
+    let after = parts
+        .next()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 86_400.0)
+        .unwrap_or(0.0);
+    if let Some(count) = parts.next().and_then(|s| s.parse::<u32>().ok()) {
+        if FORCED.fetch_add(1, Ordering::Relaxed) >= count {
+            return None;
+        }
+    }
+    Some(Duration::from_secs_f64(after))
+}
+
+/// Messages to the worker thread.
+pub(crate) enum Command {
+    Watch(Vec<ProjectDir>, Sender<Result<(), SourceError>>),
+    Shutdown,
+}
+
+#[derive(Default)]
+struct Shared {
+    sample: Sample,
+    failure: Option<String>,
+    problems: Vec<String>,
+}
+
+/// A worker thread running a [`Backend`], stopped and joined on drop.
+pub struct Worker {
+    name: &'static str,
+    commands: Sender<Command>,
+    wake: Arc<OwnedFd>,
+    shared: Arc<Mutex<Shared>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    pub(crate) fn spawn<B: Backend>(name: &'static str, backend: B) -> Result<Worker, SourceError> {
+        let failed = |reason: String| SourceError::Failed {
+            source_name: name,
+            reason,
+        };
+        // SAFETY: plain syscall, result checked and owned.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if wake < 0 {
+            return Err(failed(format!("eventfd: {}", io::Error::last_os_error())));
+        }
+        // SAFETY: fresh descriptor.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(wake) });
+        let (commands, inbox) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let fail_at = forced_failure(name).map(|after| Instant::now() + after);
+        let thread = std::thread::Builder::new()
+            .name(format!("guardian-{name}"))
+            .spawn({
+                let wake = wake.clone();
+                let shared = shared.clone();
+                move || run(backend, inbox, wake, shared, fail_at)
+            })
+            .map_err(|e| failed(format!("cannot start the worker thread: {e}")))?;
+        Ok(Worker {
+            name,
+            commands,
+            wake,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn failed(&self, reason: String) -> SourceError {
+        SourceError::Failed {
+            source_name: self.name,
+            reason,
+        }
+    }
+
+    fn wake(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes eight bytes from a local buffer to our eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Hands the projects to the worker and waits for its baseline.
+    pub(crate) fn watch(&self, projects: &[ProjectDir]) -> Result<(), SourceError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.commands
+            .send(Command::Watch(projects.to_vec(), reply))
+            .map_err(|_| self.failed(self.failure_reason()))?;
+        self.wake();
+        answer
+            .recv()
+            .map_err(|_| self.failed(self.failure_reason()))?
+    }
+
+    fn failure_reason(&self) -> String {
+        self.shared
+            .lock()
+            .map(|s| s.failure.clone())
+            .unwrap_or_default()
+            .unwrap_or_else(|| "the worker thread stopped".into())
+    }
+
+    /// Takes what the worker accumulated; never waits for event processing.
+    pub(crate) fn drain(&self) -> Result<Sample, SourceError> {
+        let mut shared = self
+            .shared
+            .lock()
+            .map_err(|_| self.failed("the worker thread panicked".into()))?;
+        let sample = std::mem::take(&mut shared.sample);
+        match &shared.failure {
+            Some(reason) if sample == Sample::default() => Err(self.failed(reason.clone())),
+            _ => Ok(sample),
+        }
+    }
+}
+
+/// fanotify and inotify are both a [`Worker`] running their backend.
+impl crate::sources::Source for Worker {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
+        Worker::watch(self, projects)
+    }
+
+    fn drain(&mut self) -> Result<Sample, SourceError> {
+        Worker::drain(self)
+    }
+
+    fn problems(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .map(|s| s.problems.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        self.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Records why the worker stopped, also when it panics.
+struct ExitGuard {
+    shared: Arc<Mutex<Shared>>,
+    clean: bool,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if !self.clean {
+            let mut shared = match self.shared.lock() {
+                Ok(s) => s,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            shared
+                .failure
+                .get_or_insert_with(|| "the worker thread panicked".into());
+        }
+    }
+}
+
+fn millis(d: Duration) -> libc::c_int {
+    libc::c_int::try_from(d.as_millis()).unwrap_or(libc::c_int::MAX)
+}
+
+fn run<B: Backend>(
+    mut backend: B,
+    inbox: Receiver<Command>,
+    wake: Arc<OwnedFd>,
+    shared: Arc<Mutex<Shared>>,
+    fail_at: Option<Instant>,
+) {
+    let mut guard = ExitGuard {
+        shared: shared.clone(),
+        clean: false,
+    };
+    let mut last_tick = Instant::now();
+    let mut last_pump = Instant::now() - BATCH;
+    // The project set as last watched: ids are recycled, so growth still waiting for `drain()`
+    // under an id whose project changed belongs to the vanished one and is dropped.
+    let mut watched: HashMap<u32, ProjectDir> = HashMap::new();
+    loop {
+        // Between two reads of the queue the kernel merges repeated events on the same file, so
+        // a writer making many small writes costs one event per batch instead of one per write.
+        let batch_left = BATCH.saturating_sub(last_pump.elapsed());
+        let queue_fd = if batch_left.is_zero() {
+            backend.raw_fd()
+        } else {
+            -1 // poll(2) skips negative descriptors
+        };
+        let tick_every = if backend.busy() { BATCH } else { TICK };
+        let mut timeout = tick_every.saturating_sub(last_tick.elapsed());
+        if !batch_left.is_zero() {
+            timeout = timeout.min(batch_left);
+        }
+        if let Some(at) = fail_at {
+            timeout = timeout.min(at.saturating_duration_since(Instant::now()));
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: queue_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfds.
+        let rc =
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis(timeout)) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                fail(&shared, format!("poll: {err}"));
+                return;
+            }
+            continue;
+        }
+        if fds[1].revents != 0 {
+            let mut buf = [0u8; 8];
+            // SAFETY: reads at most eight bytes into a local buffer.
+            unsafe { libc::read(wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        }
+        loop {
+            match inbox.try_recv() {
+                Ok(Command::Watch(projects, reply)) => {
+                    let take = backend.take();
+                    let now: HashMap<u32, ProjectDir> =
+                        projects.iter().map(|p| (p.id, p.clone())).collect();
+                    if let Ok(mut s) = shared.lock() {
+                        s.sample.absorb(take);
+                        s.sample
+                            .growth
+                            .retain(|id, _| now.get(id) == watched.get(id));
+                    }
+                    watched = now;
+                    let _ = reply.send(backend.watch(&projects));
+                }
+                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    guard.clean = true;
+                    return;
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        if fail_at.is_some_and(|at| Instant::now() >= at) {
+            fail(
+                &shared,
+                format!("reading events: forced to fail by {FORCE_WORKER_FAILURE_ENV}"),
+            );
+            return;
+        }
+        if fds[0].revents != 0 {
+            last_pump = Instant::now();
+            if let Err(err) = backend.pump() {
+                fail(&shared, format!("reading events: {err}"));
+                return;
+            }
+        }
+        if last_tick.elapsed() >= tick_every {
+            backend.tick();
+            last_tick = Instant::now();
+        }
+        let sample = backend.take();
+        let problems = backend.problems();
+        match shared.lock() {
+            Ok(mut s) => {
+                if sample != Sample::default() {
+                    s.sample.absorb(sample);
+                }
+                if s.problems != problems {
+                    s.problems = problems;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn fail(shared: &Mutex<Shared>, reason: String) {
+    tracing::debug!(%reason, "write source worker stopped");
+    if let Ok(mut s) = shared.lock() {
+        s.failure = Some(reason);
+    }
+}
