@@ -796,7 +796,7 @@ pub(super) mod testutil {
         write_with_write(&b.join("pre.bin"), MIB, 1 << 20);
         write_with_write(&out.join("pre.bin"), MIB, 1 << 20);
         source
-            .watch(&[project(1, &a), project(2, &b)])
+            .watch_and_wait(&[project(1, &a), project(2, &b)])
             .expect("watch");
         let mut seen = Seen::default();
         let mut lines = Vec::new();
@@ -860,7 +860,7 @@ pub(super) mod testutil {
     pub fn recreated_dir_rounds(source: &mut dyn Source, base: &Path, files: usize) -> usize {
         let a = base.join("A");
         fs::create_dir_all(&a).unwrap();
-        source.watch(&[project(1, &a)]).expect("watch");
+        source.watch_and_wait(&[project(1, &a)]).expect("watch");
         let mut seen = Seen::default();
         let buf = vec![1u8; 1024];
         let mut last_ino = None;
@@ -954,7 +954,7 @@ mod tests {
         fs::create_dir_all(&a).unwrap();
         fs::create_dir_all(&b).unwrap();
         source
-            .watch(&[project(1, &a), project(2, &b)])
+            .watch_and_wait(&[project(1, &a), project(2, &b)])
             .expect("watch");
         fs::create_dir_all(a.join("x/y")).unwrap();
         write_with_write(&a.join("x/y/f"), 3 * MIB, 1 << 20);
@@ -968,7 +968,7 @@ mod tests {
         );
         assert!(ok, "{seen:?}");
         // Dropping a project forgets it (and its filesystem's mark).
-        source.watch(&[project(1, &a)]).expect("rewatch");
+        source.watch_and_wait(&[project(1, &a)]).expect("rewatch");
         write_with_write(&b.join("x/y/f"), MIB, 1 << 20);
         write_with_write(&a.join("x/y/f"), MIB, 1 << 20);
         let mut later = Seen::default();
@@ -1010,11 +1010,11 @@ mod tests {
         let (a, b) = (dir.path().join("A"), dir.path().join("B"));
         fs::create_dir_all(&a).unwrap();
         fs::create_dir_all(&b).unwrap();
-        source.watch(&[project(1, &a)]).expect("watch");
+        source.watch_and_wait(&[project(1, &a)]).expect("watch");
         write_with_write(&a.join("f"), MIB, 1 << 20);
         // Seen by the worker, not drained.
         std::thread::sleep(std::time::Duration::from_millis(500));
-        source.watch(&[project(1, &b)]).expect("rewatch");
+        source.watch_and_wait(&[project(1, &b)]).expect("rewatch");
         write_with_write(&b.join("g"), 4096, 4096);
         let mut seen = Seen::default();
         assert!(
@@ -1039,7 +1039,7 @@ mod tests {
                 .expect("lower fs.fanotify.max_queued_events");
             open().expect("fanotify")
         };
-        source.watch(&[project(1, &a)]).expect("watch");
+        source.watch_and_wait(&[project(1, &a)]).expect("watch");
         let mut seen = Seen::default();
         let mut want = 0;
         for round in 0..5 {
@@ -1085,7 +1085,7 @@ mod tests {
             open().expect("fanotify")
         };
         source
-            .watch(&[project(1, &a), project(2, &b)])
+            .watch_and_wait(&[project(1, &a), project(2, &b)])
             .expect("watch");
         let mut seen = Seen::default();
         let mut want = 0;

@@ -468,7 +468,7 @@ mod tests {
                 .expect("lower fs.inotify.max_queued_events");
             open().expect("inotify")
         };
-        source.watch(&[project(1, &a)]).expect("watch");
+        source.watch_and_wait(&[project(1, &a)]).expect("watch");
         let mut seen = Seen::default();
         let mut want = 0;
         for round in 0..5 {
@@ -517,7 +517,7 @@ mod tests {
             let _knobs = knobs();
             open_with_watch_limit(3).expect("inotify")
         };
-        source.watch(&[project(1, &a)]).expect("watch");
+        source.watch_and_wait(&[project(1, &a)]).expect("watch");
         let mut want = 0i64;
         for (i, d) in ["w1", "w2/x", "w3/y/z", "w4", ""].iter().enumerate() {
             write_with_write(&a.join(d).join("f"), (i as u64 + 1) * MIB, 256 << 10);
@@ -575,7 +575,7 @@ mod tests {
         let a = dir.path().join("A");
         fs::create_dir_all(a.join("one/two")).unwrap();
         let mut source = source();
-        source.watch(&[project(1, &a)]).expect("watch");
+        source.watch_and_wait(&[project(1, &a)]).expect("watch");
         write_with_write(&a.join("one/two/f"), MIB, 1 << 20);
         fs::rename(a.join("one"), a.join("uno")).unwrap();
         write_with_write(&a.join("uno/two/f"), MIB, 1 << 20);

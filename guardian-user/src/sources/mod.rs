@@ -142,8 +142,16 @@ pub trait Source: Send {
     /// `ebpf`, `fanotify`, `inotify` or `poll`.
     fn name(&self) -> &'static str;
     /// Sets the project dirs to attribute writes to, replacing the previous set. Called at start
-    /// and whenever projects appear or vanish.
+    /// and whenever projects appear or vanish. Never waits for work that grows with the size of
+    /// the trees (a source that walks them does so on its own thread and reports a failure
+    /// through `drain`).
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError>;
+    /// As [`watch`](Source::watch), but returns only once the new projects are fully watched
+    /// (their baseline taken): for threads that may wait (bringing a source up in the
+    /// background) and for tests that write right after.
+    fn watch_and_wait(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
+        self.watch(projects)
+    }
     /// Returns what was seen since the last call, without blocking.
     fn drain(&mut self) -> Result<Sample, SourceError>;
     /// Conditions of the running source the operator should see now, though it keeps working

@@ -314,7 +314,7 @@ impl Supervisor {
                 let projects = projects.clone();
                 move || {
                     let result = opener(kind, &workspaces).and_then(|mut source| {
-                        source.watch(&projects)?;
+                        source.watch_and_wait(&projects)?;
                         Ok(source)
                     });
                     let _ = tx.send(result);

@@ -76,7 +76,9 @@ fn forced_failure(name: &str) -> Option<Duration> {
 
 /// Messages to the worker thread.
 pub(crate) enum Command {
-    Watch(Vec<ProjectDir>, Sender<Result<(), SourceError>>),
+    /// The new project set, and where to answer once it is watched (`None`: nobody waits; a
+    /// failure stops the worker and reaches `drain`).
+    Watch(Vec<ProjectDir>, Option<Sender<Result<(), SourceError>>>),
     Shutdown,
 }
 
@@ -143,15 +145,27 @@ impl Worker {
     }
 
     /// Hands the projects to the worker and waits for its baseline.
-    pub(crate) fn watch(&self, projects: &[ProjectDir]) -> Result<(), SourceError> {
+    /// Hands the new project set to the worker and waits until it is watched (baseline walks
+    /// included).
+    pub(crate) fn watch_and_wait(&self, projects: &[ProjectDir]) -> Result<(), SourceError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.commands
-            .send(Command::Watch(projects.to_vec(), reply))
+            .send(Command::Watch(projects.to_vec(), Some(reply)))
             .map_err(|_| self.failed(self.failure_reason()))?;
         self.wake();
         answer
             .recv()
             .map_err(|_| self.failed(self.failure_reason()))?
+    }
+
+    /// Hands the new project set to the worker without waiting: its baseline walks run on the
+    /// worker's thread, never the caller's.
+    pub(crate) fn watch(&self, projects: &[ProjectDir]) -> Result<(), SourceError> {
+        self.commands
+            .send(Command::Watch(projects.to_vec(), None))
+            .map_err(|_| self.failed(self.failure_reason()))?;
+        self.wake();
+        Ok(())
     }
 
     fn failure_reason(&self) -> String {
@@ -184,6 +198,10 @@ impl crate::sources::Source for Worker {
 
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
         Worker::watch(self, projects)
+    }
+
+    fn watch_and_wait(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
+        Worker::watch_and_wait(self, projects)
     }
 
     fn drain(&mut self) -> Result<Sample, SourceError> {
@@ -306,7 +324,18 @@ fn run<B: Backend>(
                             .retain(|id, _| now.get(id) == watched.get(id));
                     }
                     watched = now;
-                    let _ = reply.send(backend.watch(&projects));
+                    let result = backend.watch(&projects);
+                    match reply {
+                        Some(reply) => {
+                            let _ = reply.send(result);
+                        }
+                        None => {
+                            if let Err(e) = result {
+                                fail(&shared, format!("watching the projects: {e}"));
+                                return;
+                            }
+                        }
+                    }
                 }
                 Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
                     guard.clean = true;
