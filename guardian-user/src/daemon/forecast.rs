@@ -37,11 +37,21 @@ struct ProjectModel {
     forecaster: Forecaster,
     /// Bytes Guardian deleted here that the source may still report as shrinkage, and when.
     own_drop: Option<(u64, f64)>,
+    /// When the forecaster last saw a sample.
+    observed_at: f64,
 }
+
+/// A project whose source reports no change is sampled this often (every drain while it
+/// changes): thousands of idle projects cost next to nothing per drain.
+const IDLE_OBSERVE_S: f64 = 5.0;
 
 impl ProjectModel {
     /// Adds the source's growth, leaving out shrinkage Guardian's own deletions explain.
     fn absorb(&mut self, t: f64, growth: i64) {
+        if growth == 0 && self.own_drop.is_none() && t - self.observed_at < IDLE_OBSERVE_S {
+            return;
+        }
+        self.observed_at = t;
         let mut growth = growth;
         if let Some((pending, since)) = self.own_drop {
             let explained = growth.saturating_neg().clamp(0, pending as i64);
@@ -256,6 +266,7 @@ impl Forecasts {
                     level: 0,
                     forecaster: Forecaster::new(Params::default()),
                     own_drop: None,
+                    observed_at: f64::NEG_INFINITY,
                 });
         }
     }
