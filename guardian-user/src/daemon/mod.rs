@@ -362,6 +362,9 @@ impl Guardian {
         if summary.reached_target {
             self.stalled.remove(&fs.dev);
             crate::quiet::clear(&format!("cycle.short.{}", fs.dev));
+        } else if self.refusing.is_some() {
+            // Stopped by the audit log, not for want of candidates: no back-off, the next cycle
+            // starts as soon as the log can be written again (`start_cycle`).
         } else if !self.cancel.load(Ordering::Relaxed) {
             let avail = fsys::fs_space(&fs.probe)
                 .map(|s| s.avail_bytes)
@@ -494,7 +497,14 @@ impl Guardian {
         if self.cleaner.busy() {
             return;
         }
-        if let Err(why) = self.executor.audit_health() {
+        // While refusing, a write failed (or the log could not be opened): try again once the
+        // log can be opened and has room to spare, not on every poll into the same failure.
+        let audit = if self.refusing.is_some() {
+            self.executor.audit_writable()
+        } else {
+            self.executor.audit_health()
+        };
+        if let Err(why) = audit {
             crate::warn_quiet!("audit.unwritable", error = %why, "refusing to delete: the audit log cannot be written");
             self.refusing = Some(why);
             return;
