@@ -225,13 +225,17 @@ fn full_disk_with_audit_and_state_on_it(mount: TestMount, name: &str) {
         || free_percent(&mount.dir) >= 30.0,
     );
     assert!(modules.iter().any(|m| !m.exists()));
-    assert!(
-        daemon
-            .log_text()
-            .contains("gave up the audit log's reserve"),
-        "the reserve was not used:\n{}",
-        daemon.log_tail(20)
-    );
+    // tmpfs has no root reserve: the audit log's own reserve is what lets the first line in
+    // (ext4 may still fit a line in the last block of the log).
+    if name == "tmpfs" {
+        assert!(
+            daemon
+                .log_text()
+                .contains("gave up the audit log's reserve"),
+            "the reserve was not used:\n{}",
+            daemon.log_tail(20)
+        );
+    }
     stop_clean(&mut daemon);
     let audit = assert_audit_complete(&spec.audit_log, &scene.ws);
     assert!(audit.deletions().count() > 0);

@@ -204,8 +204,23 @@ pub fn fill_completely(mount: &Path, filler: &Path) -> Result<u64> {
         .append(true)
         .open(filler)
         .with_context(|| format!("cannot create {}", filler.display()))?;
-    let chunk = vec![0xa5u8; MIB as usize];
+    // The bulk at once (fallocate), so that a daemon watching the filesystem sees it go from
+    // its current state to full between two polls instead of deleting while the filler still
+    // grows and eating what it freed.
     let mut total = 0u64;
+    let mut want = space(mount)?.free;
+    while want > MIB {
+        let offset = file.metadata()?.len();
+        match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), offset, want) {
+            Ok(()) => {
+                total += want;
+                break;
+            }
+            Err(rustix::io::Errno::NOSPC) => want = want / 16 * 15,
+            Err(e) => return Err(e).with_context(|| format!("fallocate {}", filler.display())),
+        }
+    }
+    let chunk = vec![0xa5u8; MIB as usize];
     for size in [MIB as usize, 64 << 10, 4096, 512, 1] {
         loop {
             match file.write(&chunk[..size]) {
