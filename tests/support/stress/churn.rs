@@ -112,30 +112,52 @@ impl WriterSpec {
     }
 }
 
-/// A line of a writer's report file.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// A line of a writer's report file (JSON).
+#[derive(Clone, Debug, Default)]
 pub struct ReportLine {
+    /// `enospc` or `summary`.
     pub event: String,
     pub kind: String,
     pub id: usize,
     /// Seconds since the epoch.
     pub t: f64,
     /// `enospc`: reclaimable bytes then, and free bytes.
-    #[serde(default)]
     pub reclaimable: u64,
-    #[serde(default)]
     pub avail: u64,
     /// `summary`: what the writer did.
-    #[serde(default)]
     pub bytes: u64,
-    #[serde(default)]
     pub files: u64,
-    #[serde(default)]
     pub deleted_under_it: u64,
-    #[serde(default)]
     pub enospc: u64,
-    #[serde(default)]
     pub other_errors: u64,
+}
+
+impl ReportLine {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": self.event, "kind": self.kind, "id": self.id, "t": self.t,
+            "reclaimable": self.reclaimable, "avail": self.avail, "bytes": self.bytes,
+            "files": self.files, "deleted_under_it": self.deleted_under_it,
+            "enospc": self.enospc, "other_errors": self.other_errors,
+        })
+    }
+
+    fn from_json(v: &serde_json::Value) -> Option<ReportLine> {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        Some(ReportLine {
+            event: v["event"].as_str()?.to_string(),
+            kind: v["kind"].as_str().unwrap_or("").to_string(),
+            id: usize::try_from(n("id")).unwrap_or(0),
+            t: v["t"].as_f64().unwrap_or(0.0),
+            reclaimable: n("reclaimable"),
+            avail: n("avail"),
+            bytes: n("bytes"),
+            files: n("files"),
+            deleted_under_it: n("deleted_under_it"),
+            enospc: n("enospc"),
+            other_errors: n("other_errors"),
+        })
+    }
 }
 
 /// The child process: runs one writer until its deadline or SIGTERM.
@@ -209,21 +231,14 @@ impl Writer {
             kind: self.spec.kind.name().into(),
             id: self.spec.id,
             t: now_secs(),
-            reclaimable: 0,
-            avail: 0,
-            bytes: 0,
-            files: 0,
-            deleted_under_it: 0,
-            enospc: 0,
-            other_errors: 0,
+            ..ReportLine::default()
         }
     }
 
     fn line(&mut self, line: ReportLine) {
-        if let Ok(mut text) = serde_json::to_vec(&line) {
-            text.push(b'\n');
-            let _ = self.report.write_all(&text);
-        }
+        let mut text = line.to_json().to_string().into_bytes();
+        text.push(b'\n');
+        let _ = self.report.write_all(&text);
     }
 
     /// Sleeps as long as needed to keep the average rate at `rate`.
@@ -456,7 +471,11 @@ pub fn read_reports(dir: &Path) -> Vec<ReportLine> {
     for e in entries.flatten() {
         if e.path().extension().is_some_and(|x| x == "jsonl") {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+            out.extend(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|v| ReportLine::from_json(&v)),
+            );
         }
     }
     out
