@@ -201,7 +201,7 @@ fn run_on(
     let created = Arc::new(AtomicU64::new(0));
     for _ in 0..16 {
         let n = created.fetch_add(1, Ordering::Relaxed);
-        let ws = if n % 2 == 0 { &ws_a } else { &ws_b };
+        let ws = if n & 1 == 0 { &ws_a } else { &ws_b };
         make_victim(ws, n, &mut rng)?;
     }
     let mut hostile = HeldChild(

@@ -31,7 +31,7 @@ pub const SOAK_BYTES: u64 = 512 * MIB;
 pub const RECLAIMABLE_SLACK: u64 = MIB;
 /// Old reclaimable projects fill the tmpfs to this much used before the daemon starts (the
 /// target is 70% used, cleanups start at 80%).
-const PRELOAD_USED_PERCENT: f64 = 72.0;
+pub const PRELOAD_USED_PERCENT: f64 = 72.0;
 
 /// How to run a soak.
 #[derive(Clone, Debug)]
@@ -329,9 +329,9 @@ fn run_on(runner: &Runner, opts: &SoakOptions, fs: &Tmpfs, logs: &Path) -> Resul
     let reports = logs.join("writers");
     std::fs::create_dir_all(&reports)?;
     let plan: [(Kind, u64); 5] = [
-        (Kind::Modules, MIB),
-        (Kind::Modules, MIB),
-        (Kind::Modules, MIB),
+        (Kind::Modules, 768 << 10),
+        (Kind::Modules, 768 << 10),
+        (Kind::Modules, 768 << 10),
         (Kind::Logs, 256 << 10),
         (Kind::Big, 6 * MIB),
     ];
