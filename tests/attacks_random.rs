@@ -31,6 +31,7 @@ fn randomized_adversary_smoke_leaves_everything_outside_policy_byte_identical() 
             duration: SMOKE,
             seed,
             progress: Some(Duration::from_secs(10)),
+            cancel: Default::default(),
         },
     )
     .expect("the adversary run");

@@ -29,6 +29,7 @@ fn soak_smoke_churn_keeps_protected_dirs_no_spam_no_enospc_while_reclaimable() {
             duration: SMOKE,
             seed,
             progress: Some(Duration::from_secs(15)),
+            cancel: Default::default(),
         },
     )
     .expect("the soak runs");

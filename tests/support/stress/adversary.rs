@@ -56,6 +56,10 @@ pub struct AdversarySpec {
     pub hold_fd: Vec<PathBuf>,
     pub seed: u64,
     pub until: SystemTime,
+    /// Hostile-named victims are made only while the workspaces' filesystem is less used than
+    /// this (the harness keeps it at about this level; the adversary attacks, it does not race
+    /// Guardian for space).
+    pub keep_used_percent: f64,
     pub ready: PathBuf,
     pub report: PathBuf,
 }
@@ -93,6 +97,7 @@ impl AdversarySpec {
             "hold_fd": paths_json(&self.hold_fd),
             "seed": self.seed,
             "until": until,
+            "keep_used_percent": self.keep_used_percent,
             "ready": self.ready.to_string_lossy(),
             "report": self.report.to_string_lossy(),
         });
@@ -115,6 +120,7 @@ impl AdversarySpec {
             hold_fd: paths_from(&v["hold_fd"]),
             seed: v["seed"].as_u64().context("no seed")?,
             until: UNIX_EPOCH + Duration::from_secs_f64(v["until"].as_f64().unwrap_or(0.0)),
+            keep_used_percent: v["keep_used_percent"].as_f64().unwrap_or(95.0),
             ready: path("ready")?,
             report: path("report")?,
         })
@@ -599,6 +605,10 @@ fn hostile_names(ctx: &Ctx, rng: &mut Rng) {
     let Some(ws) = rng.pick(&ctx.spec.workspaces).cloned() else {
         return;
     };
+    if super::fsx::space(&ws).is_ok_and(|s| s.used_percent() >= ctx.spec.keep_used_percent) {
+        nap(rng, 100);
+        return;
+    }
     let mut name = HOSTILE_PREFIX.as_bytes().to_vec();
     name.extend(hostile_tail(rng));
     name.extend(format!("-{}", tag(rng)).as_bytes());
@@ -614,7 +624,7 @@ fn hostile_names(ctx: &Ctx, rng: &mut Rng) {
             let mut file = hostile_tail(rng);
             file.extend(format!("-{i}").as_bytes());
             file.truncate(255);
-            std::fs::write(inner.join(OsStr::from_bytes(&file)), vec![b'h'; 16 << 10])?;
+            std::fs::write(inner.join(OsStr::from_bytes(&file)), vec![b'h'; 4 << 10])?;
         }
         std::fs::write(building.join("main.rs"), b"fn main() {}\n")?;
         std::fs::rename(&building, ws.join(OsString::from_vec(name)))

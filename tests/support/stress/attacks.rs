@@ -34,6 +34,9 @@ pub struct AttackOptions {
     pub duration: Duration,
     pub seed: u64,
     pub progress: Option<Duration>,
+    /// Set (e.g. by a SIGINT handler) to end the run early; the checks and the clean-up still
+    /// run (the adversary is stopped instead of reporting).
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// What an adversary run did and found.
@@ -194,6 +197,7 @@ fn run_on(
         hold_fd: vec![ws_b.join("held-fd")],
         seed: rng.next_u64(),
         until,
+        keep_used_percent: KEEP_USED_PERCENT,
         ready: ready.clone(),
         report: adversary_report.clone(),
     };
@@ -268,7 +272,7 @@ fn run_on(
         ..AttackReport::default()
     };
     let mut last_progress = Instant::now();
-    while SystemTime::now() < until {
+    while SystemTime::now() < until && !opts.cancel.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(250));
         if let Some(status) = daemon.exited() {
             report.daemon_problems.push(format!(
@@ -295,7 +299,10 @@ fn run_on(
     let used = creator.join().unwrap_or_default();
     // The adversary stops attacking at the deadline and reports; its fixed holds stay.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !adversary_report.exists() && Instant::now() < deadline {
+    while !adversary_report.exists()
+        && Instant::now() < deadline
+        && !opts.cancel.load(Ordering::Relaxed)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     report.actions = std::fs::read(&adversary_report)

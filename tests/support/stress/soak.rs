@@ -40,6 +40,9 @@ pub struct SoakOptions {
     pub seed: u64,
     /// Print a progress line this often (none when `None`).
     pub progress: Option<Duration>,
+    /// Set (e.g. by a SIGINT handler) to end the run early; everything is still checked and
+    /// cleaned up.
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// One `/proc` + `statvfs` sample.
@@ -365,7 +368,7 @@ fn run_on(runner: &Runner, opts: &SoakOptions, fs: &Tmpfs, logs: &Path) -> Resul
         ..SoakReport::default()
     };
     let mut last_progress = Instant::now();
-    while SystemTime::now() < until {
+    while SystemTime::now() < until && !opts.cancel.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(500));
         if let Some(status) = daemon.exited() {
             report.daemon_problems.push(format!(

@@ -15,6 +15,8 @@ use crate::bench::{self, report::Machine, report::RunInfo};
 use anyhow::{ensure, Context, Result};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 use stress::{attacks, rng::Rng, soak, Runner};
 
@@ -93,6 +95,7 @@ pub fn run_soak(args: &SoakArgs) -> Result<ExitCode> {
             duration: args.duration,
             seed,
             progress: Some(Duration::from_secs(30)),
+            cancel: cancel_on_signals()?,
         },
     )?;
     report.print();
@@ -122,6 +125,7 @@ pub fn run_attacks(args: &SoakArgs) -> Result<ExitCode> {
             duration: args.duration,
             seed,
             progress: Some(Duration::from_secs(30)),
+            cancel: cancel_on_signals()?,
         },
     )?;
     report.print();
@@ -156,6 +160,16 @@ fn finish(args: &SoakArgs, key: &str, markdown: String, checks: &[doc::Check]) -
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A flag SIGINT and SIGTERM set: the run ends early but still stops its processes and
+/// unmounts its filesystems (the children ignore it: the harness stops them).
+fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, cancel.clone())?;
+    }
+    Ok(cancel)
 }
 
 fn run_info(command: &str) -> RunInfo {
