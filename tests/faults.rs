@@ -2,8 +2,9 @@
 //! `guardian` binary: a disk 100% full (the audit log and state dir on it, or on another
 //! filesystem; full before the daemon starts, before the audit dir exists), an audit log made
 //! unusable mid-run (its path replaced, its filesystem shut down and replaced), the workspace's
-//! mount made read-only and back, the workspace root deleted, replaced by a symlink and
-//! recreated, and `kill -9` at random points of cleanup cycles on a ~200k-entry tree, restarted
+//! filesystem remounted read-only and back (the whole filesystem while the daemon is stopped
+//! with SIGSTOP, and the workspace's own bind mount while it runs), the workspace root deleted,
+//! replaced by a symlink and recreated, and `kill -9` at random points of cleanup cycles on a ~200k-entry tree, restarted
 //! 20 times. Throughout: the daemon never exits, says what is wrong (`guardian status --json`:
 //! `problems`, `refusing`), deletes nothing it cannot audit, resumes as soon as it can, every
 //! audit line parses, every intent gets its outcome line, and nothing outside policy changes
@@ -615,6 +616,62 @@ fn workspace_mount_made_read_only_and_back_mid_run() {
         SOON,
         "free space back at the 30% target",
         || free_percent(&base.dir) >= 30.0,
+    );
+    stop_clean(&mut daemon);
+    assert_audit_complete(&spec.audit_log, &scene.ws);
+    scene.assert_kept();
+}
+
+#[test]
+fn workspace_fs_remounted_read_only_and_back_mid_run() {
+    if !require_root("workspace_fs_remounted_read_only_and_back_mid_run") {
+        return;
+    }
+    let tmp = scratch();
+    let data = TestMount::ext4(128 * MIB);
+    let own = TestMount::tmpfs(16 * MIB);
+    let scene = Scene::new(&data.path("ws"), &data.path("outside"), 6, 8);
+    let spec = Spec::new(&scene.ws, &own.path("guardian"));
+    let config = tmp.path().join("guardian.toml");
+    spec.write(&config).unwrap();
+    let mut daemon = start(&config, &tmp.path().join("daemon.log"));
+    wait_for(&mut daemon, SOON, "the state file", || {
+        status(&config).0 == Some(0)
+    });
+    let modules = scene.modules();
+
+    // The daemon is stopped (SIGSTOP) while the disk fills and the filesystem goes read-only
+    // (as ext4 does on an error with errors=remount-ro); it wakes up to both.
+    let pid = rustix::process::Pid::from_raw(i32::try_from(daemon.pid).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    fill_to_used(&data.dir, &data.path("filler"), 85.0);
+    run(Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&data.dir));
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    wait_for(&mut daemon, SOON, "a cycle that could not delete", || {
+        status(&config).1["last_cycle"]["reached_target"] == false
+    });
+    assert_nothing_deleted_for(&mut daemon, &modules, Duration::from_secs(2));
+    let audit = AuditCheck::read(&spec.audit_log).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(audit.dangling().is_empty());
+    assert!(
+        audit
+            .outcomes()
+            .any(|r| r.error.as_deref().is_some_and(|e| e.contains("Read-only"))),
+        "no audit line says why: {:?}",
+        audit.outcome_counts()
+    );
+
+    run(Command::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(&data.dir));
+    write_file(&data.path("filler2"), 3 * MIB);
+    wait_for(
+        &mut daemon,
+        SOON,
+        "free space back at the 30% target",
+        || free_percent(&data.dir) >= 30.0,
     );
     stop_clean(&mut daemon);
     assert_audit_complete(&spec.audit_log, &scene.ws);
