@@ -362,6 +362,35 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// The victim's `node_modules` (made again, with packages `pkg-0` and `pkg-1`, when
+    /// Guardian already deleted it): the attacks on it need something to attack.
+    fn modules_of(&self, victim: BorrowedFd<'_>) -> Option<OwnedFd> {
+        let nm = Path::new("node_modules");
+        let _ = rustix::fs::mkdirat(victim, nm, Mode::from_raw_mode(0o755));
+        let fd = self.writable_dir(Some(victim), nm)?;
+        for pkg in ["pkg-0", "pkg-1"] {
+            if rustix::fs::mkdirat(&fd, pkg, Mode::from_raw_mode(0o755)).is_ok() {
+                if let Some(dir) = self.writable_dir(Some(fd.as_fd()), Path::new(pkg)) {
+                    let file = rustix::fs::openat(
+                        &dir,
+                        "index.js",
+                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+                        Mode::from_raw_mode(0o644),
+                    );
+                    if let Ok(file) = file {
+                        let _ = rustix::io::write(&file, &[b'j'; 1024]);
+                    }
+                }
+            }
+        }
+        Some(fd)
+    }
+}
+
+/// Counters that are observations, not hostile actions.
+pub const OBSERVATIONS: &[&str] = &["bind.left_mounted", "hold.open_file.unlinked_while_held"];
+
 fn is_symlink_at(at: BorrowedFd<'_>, name: &Path) -> bool {
     rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
         rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
@@ -385,14 +414,16 @@ fn swap(ctx: &Ctx, rng: &mut Rng) {
     };
     // The directory holding the entry to swap, and the entry's name.
     let (holder, name, kind) = match rng.below(3) {
-        0 => (
-            ctx.writable_dir(None, &victim),
-            PathBuf::from("node_modules"),
-            "swap.node_modules",
-        ),
+        0 => {
+            let v = ctx.writable_dir(None, &victim);
+            if let Some(v) = &v {
+                ctx.modules_of(v.as_fd());
+            }
+            (v, PathBuf::from("node_modules"), "swap.node_modules")
+        }
         1 => (
             ctx.writable_dir(None, &victim)
-                .and_then(|v| ctx.writable_dir(Some(v.as_fd()), Path::new("node_modules"))),
+                .and_then(|v| ctx.modules_of(v.as_fd())),
             PathBuf::from("pkg-0"),
             "swap.package",
         ),
@@ -443,9 +474,7 @@ fn bind(ctx: &Ctx, rng: &mut Rng) {
         return;
     };
     let vfd = ctx.writable_dir(Some(ws.as_fd()), Path::new(victim_name));
-    let nm = vfd
-        .as_ref()
-        .and_then(|v| ctx.writable_dir(Some(v.as_fd()), Path::new("node_modules")));
+    let nm = vfd.as_ref().and_then(|v| ctx.modules_of(v.as_fd()));
     // The handle to mount on, and the path to unmount later.
     let (point, shown, kind) = match rng.below(4) {
         0 => (
@@ -539,6 +568,7 @@ fn relocate(ctx: &Ctx, rng: &mut Rng) {
             let nm = Path::new("node_modules");
             let ok = (|| {
                 let (afd, bfd) = (ctx.writable_dir(None, &a)?, ctx.writable_dir(None, &b)?);
+                ctx.modules_of(afd.as_fd())?;
                 rustix::fs::mkdirat(&bfd, &sub, Mode::from_raw_mode(0o755)).ok()?;
                 let deep = ctx.writable_dir(Some(bfd.as_fd()), &sub)?;
                 rustix::fs::renameat(&afd, nm, &deep, nm).ok()

@@ -66,7 +66,9 @@ impl AttackReport {
     pub fn hostile_actions(&self) -> u64 {
         self.actions
             .iter()
-            .filter(|(k, _)| !k.ends_with(".failed") && !k.ends_with("unlinked_while_held"))
+            .filter(|(k, _)| {
+                !k.ends_with(".failed") && !adversary::OBSERVATIONS.contains(&k.as_str())
+            })
             .map(|(_, n)| n)
             .sum()
     }

@@ -2,6 +2,7 @@
 //! (`<!-- bench:soak -->`, `<!-- bench:soak-attacks -->`), written through the bench's report
 //! writer: every figure comes from the run's report, none is typed by hand.
 
+use super::stress::adversary;
 use super::stress::attacks::{self, AttackReport};
 use super::stress::fsx::MIB;
 use super::stress::logscan::SPAM_WINDOW_SECS;
@@ -362,10 +363,11 @@ pub fn attacks_markdown(
     let _ = writeln!(s);
     let _ = writeln!(s, "| Hostile action | Done | Found its victim changed |");
     let _ = writeln!(s, "|---|---:|---:|");
+    let observation = |k: &str| adversary::OBSERVATIONS.contains(&k);
     for (k, n) in r
         .actions
         .iter()
-        .filter(|(k, _)| !k.ends_with(".failed") && !k.ends_with("unlinked_while_held"))
+        .filter(|(k, _)| !k.ends_with(".failed") && !observation(k))
     {
         let failed = r.actions.get(&format!("{k}.failed")).copied().unwrap_or(0);
         let _ = writeln!(s, "| `{k}` | {n} | {failed} |");
@@ -374,6 +376,14 @@ pub fn attacks_markdown(
         k.ends_with(".failed") && !r.actions.contains_key(k.trim_end_matches(".failed"))
     }) {
         let _ = writeln!(s, "| `{}` | 0 | {n} |", k.trim_end_matches(".failed"));
+    }
+    let _ = writeln!(s);
+    for (k, n) in r.actions.iter().filter(|(k, _)| observation(k)) {
+        let what = match k.as_str() {
+            "bind.left_mounted" => "bind mounts whose victim a rename had moved when the adversary came to unmount them (unmounted by the harness at the end)",
+            _ => "files a `hold` thread found unlinked when it let them go (it opened them while a deletion that had already checked protection was under way)",
+        };
+        let _ = writeln!(s, "- {n} {what}.");
     }
     let _ = writeln!(s);
     checks_table(&mut s, checks);
