@@ -43,6 +43,8 @@ pub struct AttackOptions {
 #[derive(Clone, Debug, Default)]
 pub struct AttackReport {
     pub seed: u64,
+    /// The run was ended early through the cancel flag.
+    pub cancelled: bool,
     pub duration_s: f64,
     pub source: String,
     /// Cleanup cycles the daemon ran under attack (its rounds).
@@ -91,6 +93,9 @@ impl AttackReport {
         }
         if self.hostile_actions() == 0 {
             out.push("the adversary did nothing".into());
+        }
+        if self.cancelled {
+            out.push("the run was cancelled before its end".into());
         }
         out
     }
@@ -298,6 +303,7 @@ fn run_on(
         }
     }
     stop.store(true, Ordering::Relaxed);
+    report.cancelled = opts.cancel.load(Ordering::Relaxed);
     let used = creator.join().unwrap_or_default();
     // The adversary stops attacking at the deadline and reports; its fixed holds stay.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const ROLE: &str = "churn";
 
-/// Projects a `modules` writer keeps before deleting its oldest (a finished task's dir).
-const KEEP_PROJECTS: usize = 8;
+/// Projects a `modules` writer keeps before deleting its oldest (a finished task's dir): more
+/// than fit the soak's tmpfs, so finished projects' trees pile up until Guardian cleans them.
+pub const KEEP_PROJECTS: usize = 40;
 /// A `logs` writer renames its log aside at this size.
 const ROTATE_AT: u64 = 12 << 20;
 /// Big files a `big` writer keeps.

@@ -112,6 +112,8 @@ pub fn slope(points: &[(f64, f64)]) -> f64 {
 #[derive(Clone, Debug, Default)]
 pub struct SoakReport {
     pub seed: u64,
+    /// The run was ended early through the cancel flag.
+    pub cancelled: bool,
     pub duration_s: f64,
     pub fs_bytes: u64,
     pub source: String,
@@ -169,6 +171,9 @@ impl SoakReport {
         }
         if self.cycles == 0 {
             out.push("no cleanup cycle ran: the churn never created pressure".into());
+        }
+        if self.cancelled {
+            out.push("the run was cancelled before its end".into());
         }
         out
     }
@@ -398,9 +403,16 @@ fn run_on(runner: &Runner, opts: &SoakOptions, fs: &Tmpfs, logs: &Path) -> Resul
             }
         }
     }
-    // Writers stop at the deadline on their own; give them a little, then stop them.
+    // Writers stop at the deadline on their own; give them a little, then stop them (at once
+    // when the run was cancelled).
+    report.cancelled = opts.cancel.load(Ordering::Relaxed);
+    let grace = if report.cancelled {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(20)
+    };
     for w in &mut writers {
-        w.wait_or_term(Duration::from_secs(20));
+        w.wait_or_term(grace);
     }
     stop.store(true, Ordering::Relaxed);
     let _ = monitor.join();

@@ -4,12 +4,16 @@
 
 use super::stress::adversary;
 use super::stress::attacks::{self, AttackReport};
+use super::stress::churn;
 use super::stress::fsx::MIB;
 use super::stress::logscan::SPAM_WINDOW_SECS;
 use super::stress::soak::{self, SoakReport, Trend};
 use super::{FD_SPREAD_LIMIT, RSS_LATE_SLOPE_LIMIT_KIB_PER_MIN};
 use crate::bench::report::{machine_table, wrap, Machine, RunInfo};
 use std::fmt::Write as _;
+
+/// The check that fails when a run was cancelled (its figures do not go into the doc).
+pub const RAN_TO_ITS_END: &str = "ran to its end";
 
 /// One checked goal.
 pub struct Check {
@@ -81,6 +85,11 @@ pub fn soak_checks(r: &SoakReport) -> Vec<Check> {
                 && r.log.unparsed.is_empty(),
         ),
         check("cleanups ran", format!("{} cycles", r.cycles), r.cycles > 0),
+        check(
+            RAN_TO_ITS_END,
+            format!("{:.0} s", r.duration_s),
+            !r.cancelled,
+        ),
     ]
 }
 
@@ -114,6 +123,11 @@ pub fn attack_checks(r: &AttackReport) -> Vec<Check> {
             "Guardian cleaned under attack",
             format!("{} deletions in {} cycles", r.deletions, r.cycles),
             r.deletions > 0,
+        ),
+        check(
+            RAN_TO_ITS_END,
+            format!("{:.0} s", r.duration_s),
+            !r.cancelled,
         ),
     ]
 }
@@ -170,7 +184,7 @@ pub fn soak_markdown(r: &SoakReport, checks: &[Check], machine: &Machine, run: &
          Old projects fill it to {:.0}% used first; then churn writers, each a child process, \
          write at a bounded rate: {}. A modules writer fills fresh projects with \
          `node_modules`-like trees (40–120 packages of 0.5–16 KiB files, a few 0.25–2 MiB \
-         binaries) and deletes its oldest project beyond 8; the logs writer appends and rotates \
+         binaries) and deletes its oldest project beyond {}; the logs writer appends and rotates \
          at 12 MiB; the big writer writes 16–48 MiB artifacts and keeps 2. Protected for the \
          whole run and compared byte for byte at the end: `output` (on the protect list), a \
          project with `.guardian-keep`, a project a `sleep` has its cwd in, and a tree outside \
@@ -184,6 +198,7 @@ pub fn soak_markdown(r: &SoakReport, checks: &[Check], machine: &Machine, run: &
         r.fs_bytes / MIB,
         soak::PRELOAD_USED_PERCENT,
         r.writers.join(", "),
+        churn::KEEP_PROJECTS,
         SPAM_WINDOW_SECS,
         soak::RECLAIMABLE_SLACK / MIB
     );

@@ -150,7 +150,12 @@ fn finish(args: &SoakArgs, key: &str, markdown: String, checks: &[doc::Check]) -
         );
         failed |= !c.passed;
     }
-    if args.write_doc {
+    let cancelled = checks
+        .iter()
+        .any(|c| c.name == doc::RAN_TO_ITS_END && !c.passed);
+    if args.write_doc && cancelled {
+        println!("cancelled: docs/benchmarks.md left as it was");
+    } else if args.write_doc {
         let path = bench::workspace_root().join("docs/benchmarks.md");
         bench::report::write_section(&path, key, &markdown)?;
         println!("wrote the {key} section of {}", path.display());
