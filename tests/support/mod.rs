@@ -3,6 +3,8 @@
 //! binary. Tests that need root say so loudly and skip when not root.
 #![allow(dead_code)]
 
+pub mod stress;
+
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;

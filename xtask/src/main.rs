@@ -3,6 +3,7 @@
 mod bench;
 mod build_ebpf;
 mod forecast;
+mod soak;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,22 @@ enum Task {
     /// Evaluate Guardian's forecaster against predict_linear baselines on synthetic traces
     /// (docs/forecast.md).
     ForecastEval(forecast::ForecastArgs),
+    /// The soak (issue 12): the release daemon guards a 512 MiB tmpfs while churn writers fill
+    /// and empty it, cleanups every ~20 s; checks RSS and fds stay flat, no log message more
+    /// than once a minute, no ENOSPC while reclaimable bytes existed, protected dirs
+    /// byte-identical (root). `--write-doc` writes the figures to docs/benchmarks.md.
+    Soak(soak::SoakArgs),
+    /// The randomized adversary (issue 11): a hostile process swaps symlinks, bind-mounts,
+    /// renames dirs between workspaces, creates hostile names and holds files while the release
+    /// daemon cleans a tmpfs kept at ~95% used; everything outside policy must stay
+    /// byte-identical (root). `--write-doc` writes the figures to docs/benchmarks.md.
+    SoakAttacks(soak::SoakArgs),
+    /// A child process of soak / soak-attacks (churn writer, hostile process).
+    #[command(hide = true)]
+    SoakChild {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -64,5 +81,8 @@ fn main() -> anyhow::Result<ExitCode> {
         Task::Bench(args) => bench::run(&args),
         Task::BenchInner { args, guardian } => bench::run_inner(&args, &guardian),
         Task::ForecastEval(args) => forecast::run(&args),
+        Task::Soak(args) => soak::run_soak(&args),
+        Task::SoakAttacks(args) => soak::run_attacks(&args),
+        Task::SoakChild { args } => soak::run_child(&args),
     }
 }

@@ -6,9 +6,12 @@
 //! cut-off) is on disk before anything is unlinked, and an outcome line with the same `id`
 //! follows. A process killed in between leaves a dangling intent, which the next start finishes
 //! ([`dangling_intents`], `Executor::recover`). When the log cannot be written, nothing is
-//! deleted. A small reserve file next to the log is given up when the disk is full, so the
-//! lines that let Guardian free space can still be written on a filesystem without a root
-//! reserve (tmpfs).
+//! deleted. The log follows its path: before every line (and every health check) the file at
+//! the configured path must still be the one held open — a log moved aside, replaced by a
+//! symlink, or whose directory or filesystem was replaced is closed and opened again by path
+//! (refused when the path is unusable), so no line is written where nobody looks. A small
+//! reserve file next to the log is given up when the disk is full, so the lines that let
+//! Guardian free space can still be written on a filesystem without a root reserve (tmpfs).
 
 use crate::fsys::files::OwnDir;
 use serde::{Deserialize, Serialize};
@@ -103,6 +106,8 @@ pub struct AuditLog {
 struct Inner {
     dir: Option<OwnDir>,
     file: Option<File>,
+    /// (dev, ino) of the open file.
+    identity: Option<(u64, u64)>,
     reserve_held: bool,
 }
 
@@ -115,6 +120,7 @@ impl AuditLog {
             inner: Mutex::new(Inner {
                 dir: None,
                 file: None,
+                identity: None,
                 reserve_held: false,
             }),
         };
@@ -138,11 +144,33 @@ impl AuditLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Why the log cannot be written now, if it cannot (opens it if it is not open).
+    /// Why the log cannot be written now, if it cannot (opens it if it is not open, and again
+    /// if the file at its path is no longer the one held open).
     pub fn health(&self) -> Result<(), String> {
         self.lock()
             .ensure_open(&self.path)
             .map_err(|e| format!("audit log {}: {e}", crate::textpath::escape(&self.path)))
+    }
+
+    /// Like [`health`](AuditLog::health), and the log has room to spare: its reserve is held or
+    /// can be made again now. After a write failed for lack of space, this says when writing is
+    /// worth trying again.
+    pub fn writable(&self) -> Result<(), String> {
+        let shown = || crate::textpath::escape(&self.path);
+        let mut inner = self.lock();
+        inner
+            .ensure_open(&self.path)
+            .map_err(|e| format!("audit log {}: {e}", shown()))?;
+        inner.refill_reserve();
+        if inner.reserve_held {
+            Ok(())
+        } else {
+            Err(format!(
+                "audit log {}: no room next to it for its {} KiB reserve (the disk is still full)",
+                shown(),
+                RESERVE_BYTES >> 10
+            ))
+        }
     }
 
     /// Appends one record and waits until it is on disk. On a full disk the reserve next to the
@@ -166,9 +194,12 @@ impl AuditLog {
 
 impl Inner {
     fn ensure_open(&mut self, path: &Path) -> io::Result<()> {
-        if self.file.is_some() {
+        if self.file.is_some() && self.identity.is_some() && self.identity == path_identity(path) {
             return Ok(());
         }
+        // Not open, or the path no longer leads to the open file (moved, replaced, its
+        // directory or filesystem replaced): open it again from the path, directory included.
+        self.close();
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(io::Error::other("the audit log path has no file name"));
         };
@@ -188,9 +219,19 @@ impl Inner {
                 format!("cannot open {name} without following links: {e}"),
             )
         })?;
+        let st = rustix::fs::fstat(&file)?;
+        self.identity = Some((st.st_dev, st.st_ino));
         self.file = Some(file);
         self.refill_reserve();
         Ok(())
+    }
+
+    /// Forgets the open file and directory (the next write opens both again by path).
+    fn close(&mut self) {
+        self.file = None;
+        self.dir = None;
+        self.identity = None;
+        self.reserve_held = false;
     }
 
     fn append(&mut self, line: &[u8]) -> io::Result<()> {
@@ -201,8 +242,9 @@ impl Inner {
         let result = file.write_all(line).and_then(|()| file.sync_data());
         if let Err(e) = &result {
             if e.raw_os_error() != Some(libc::ENOSPC) {
-                // Open again next time: the file may have been replaced or its disk remounted.
-                self.file = None;
+                // Open again next time, directory included: the file, its directory or the
+                // filesystem under them may have been replaced or remounted.
+                self.close();
             }
         }
         result
@@ -248,6 +290,14 @@ impl Inner {
             }
         }
     }
+}
+
+/// (dev, ino) of the entry at `path`, not following a symlink; `None` when it cannot be read.
+fn path_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Reads every record of an audit log (lines that do not parse are skipped).
@@ -370,6 +420,38 @@ mod tests {
             .collect();
         assert_eq!(dangling, ["a"]);
         assert!(tmp.path().join("log/.audit-reserve").exists());
+    }
+
+    #[test]
+    fn a_log_moved_aside_or_replaced_by_a_symlink_is_reopened_at_its_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log/audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        log.record(&record("a", "deleted", 1, 1)).unwrap();
+        // Moved aside (logrotate without a signal): the next line goes to the configured path.
+        std::fs::rename(&path, tmp.path().join("log/audit.jsonl.1")).unwrap();
+        log.record(&record("b", "deleted", 1, 1)).unwrap();
+        let ids: Vec<_> = read_records(&path)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["b"]);
+        // Replaced by a symlink: refused, and nothing is written through it or to the old file.
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::fs::rename(&path, tmp.path().join("log/audit.jsonl.2")).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        assert!(log.health().is_err());
+        assert!(log.record(&record("c", "deleted", 1, 1)).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let moved = read_records(&tmp.path().join("log/audit.jsonl.2")).unwrap();
+        assert_eq!(moved.len(), 1);
+        // Restored: writable again.
+        std::fs::remove_file(&path).unwrap();
+        log.record(&record("d", "deleted", 1, 1)).unwrap();
+        assert!(log.writable().is_ok());
+        assert_eq!(read_records(&path).unwrap().len(), 1);
     }
 
     #[test]

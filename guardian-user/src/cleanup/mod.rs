@@ -153,6 +153,12 @@ impl Executor {
         self.audit.health()
     }
 
+    /// Why the audit log cannot be written with room to spare now (see
+    /// [`AuditLog::writable`]): after a failed write, when trying again is worth it.
+    pub fn audit_writable(&self) -> Result<(), String> {
+        self.audit.writable()
+    }
+
     pub fn dry_run(&self) -> bool {
         self.dry_run
     }

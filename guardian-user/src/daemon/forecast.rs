@@ -254,10 +254,13 @@ impl Forecasts {
             .or_insert_with(|| Forecaster::new(Params::default()))
     }
 
-    /// Keeps one model per current project dir (new ones start empty).
+    /// Keeps one model per current project dir (new ones start empty). Linear in the number
+    /// of projects: it runs on the main loop whenever the set of project dirs changes.
     pub fn retain_projects(&mut self, projects: &[ProjectDir]) {
+        let current: std::collections::HashSet<&Path> =
+            projects.iter().map(|p| p.path.as_path()).collect();
         self.projects
-            .retain(|path, _| projects.iter().any(|p| &p.path == path));
+            .retain(|path, _| current.contains(path.as_path()));
         for p in projects {
             self.projects
                 .entry(p.path.clone())

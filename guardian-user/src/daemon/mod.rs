@@ -371,7 +371,11 @@ impl Guardian {
         if summary.reached_target {
             self.stalled.remove(&fs.dev);
             crate::quiet::clear(&format!("cycle.short.{}", fs.dev));
-        } else if !self.cancel.load(Ordering::Relaxed) {
+        } else if backs_off(
+            &summary,
+            self.refusing.is_some(),
+            self.cancel.load(Ordering::Relaxed),
+        ) {
             let avail = fsys::fs_space(&fs.probe)
                 .map(|s| s.avail_bytes)
                 .unwrap_or(0);
@@ -504,7 +508,14 @@ impl Guardian {
         if self.cleaner.busy() {
             return;
         }
-        if let Err(why) = self.executor.audit_health() {
+        // While refusing, a write failed (or the log could not be opened): try again once the
+        // log can be opened and has room to spare, not on every poll into the same failure.
+        let audit = if self.refusing.is_some() {
+            self.executor.audit_writable()
+        } else {
+            self.executor.audit_health()
+        };
+        if let Err(why) = audit {
             crate::warn_quiet!("audit.unwritable", error = %why, "refusing to delete: the audit log cannot be written");
             self.refusing = Some(why);
             return;
@@ -680,6 +691,16 @@ impl Guardian {
     }
 }
 
+/// Whether a cycle that ended short of its target makes its filesystem wait
+/// `RETRY_AFTER_NOTHING_LEFT` for the next one: only when it found nothing left to delete (or
+/// was a dry run's single round) — walking the trees again at once would find nothing new. One
+/// stopped by the audit log is retried as soon as the log can be written (`start_cycle`); one
+/// ended by the round limit while it was still deleting goes on at the next check: under writers
+/// that refill the disk as fast as it is cleaned, a minute of waiting is a minute of a full disk.
+fn backs_off(summary: &CycleSummary, refusing: bool, cancelled: bool) -> bool {
+    !summary.reached_target && !refusing && !cancelled && summary.shortfall.is_some()
+}
+
 /// Groups the workspaces by the filesystem they are on (a missing workspace by its nearest
 /// existing ancestor's).
 pub fn guarded_filesystems(workspaces: &[Workspace]) -> Vec<GuardedFs> {
@@ -701,4 +722,39 @@ pub fn guarded_filesystems(workspaces: &[Workspace]) -> Vec<GuardedFs> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(reached_target: bool, shortfall: Option<&str>) -> CycleSummary {
+        CycleSummary {
+            mount: PathBuf::from("/m"),
+            started: String::new(),
+            finished: String::new(),
+            trigger: String::new(),
+            rounds: 6,
+            actions: 140,
+            bytes_freed: 1 << 20,
+            reached_target,
+            shortfall: shortfall.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_cycle_ended_by_its_round_limit_while_deleting_does_not_back_off() {
+        // MAX_ROUNDS passed with candidates still coming: the next check starts another cycle.
+        assert!(!backs_off(&summary(false, None), false, false));
+        // Nothing left to delete: walking again at once would find nothing new.
+        assert!(backs_off(
+            &summary(false, Some("nothing left to delete: 3 MiB short")),
+            false,
+            false
+        ));
+        // Stopped by the audit log: retried when it can be written, not after a minute.
+        assert!(!backs_off(&summary(false, Some("stopped: …")), true, false));
+        assert!(!backs_off(&summary(true, None), false, false));
+        assert!(!backs_off(&summary(false, Some("x")), false, true));
+    }
 }

@@ -242,7 +242,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     })
 }
 
-fn target_dir(cargo: &OsString, root: &Path) -> Result<PathBuf> {
+pub(crate) fn target_dir(cargo: &OsString, root: &Path) -> Result<PathBuf> {
     let out = Command::new(cargo)
         .current_dir(root)
         .args(["metadata", "--format-version", "1", "--no-deps"])
