@@ -138,9 +138,6 @@ fn busy_project_survives(
 }
 
 #[test]
-#[ignore = "bug: protect::ProcSnapshot reads /proc/PID/cwd and /proc/PID/fd only, never \
-            /proc/PID/task/TID/*: a thread that did unshare(CLONE_FS) + chdir into a project is \
-            not seen and the project is cleaned (reported to the lead, see the report)"]
 fn a_thread_with_its_own_cwd_in_a_project_keeps_it_in_use() {
     busy_project_survives(
         "a_thread_with_its_own_cwd_in_a_project_keeps_it_in_use",
@@ -153,9 +150,6 @@ fn a_thread_with_its_own_cwd_in_a_project_keeps_it_in_use() {
 }
 
 #[test]
-#[ignore = "bug: protect::ProcSnapshot reads /proc/PID/fd only: a file held open by a thread \
-            that did unshare(CLONE_FILES) shows only under /proc/PID/task/TID/fd, and its \
-            project is cleaned (reported to the lead, see the report)"]
 fn a_thread_with_its_own_fd_table_holding_a_file_keeps_its_project_in_use() {
     busy_project_survives(
         "a_thread_with_its_own_fd_table_holding_a_file_keeps_its_project_in_use",

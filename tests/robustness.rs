@@ -112,10 +112,21 @@ fn state_file_is_rewritten_only_when_it_changed_and_stays_bounded() {
     );
     let file = state.join("state/state.json");
     assert!(wait_until(Duration::from_secs(10), || file.exists()));
-    // Every write replaces the file (a new inode): watch the inode over many polls of an idle
-    // node, once the forecasts have their first samples (a few seconds).
-    std::thread::sleep(Duration::from_secs(5));
+    // Every write replaces the file (a new inode). Start-up changes the state for a few seconds
+    // (the forecasts gather their first samples): wait until it has been still for 2 s — a
+    // daemon that rewrites it on every poll never gets there — then watch it over 30 polls.
     let inode = || std::fs::metadata(&file).map(|m| m.ino()).ok();
+    let mut still = (inode(), std::time::Instant::now());
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let now = inode();
+            if now != still.0 {
+                still = (now, std::time::Instant::now());
+            }
+            still.1.elapsed() >= Duration::from_secs(2)
+        }),
+        "the state file never stopped changing on an idle node"
+    );
     let first = inode();
     let mut last = first;
     let mut changes = 0;

@@ -271,6 +271,7 @@ fn without_measurements(state: &DaemonState) -> DaemonState {
 
 fn coarsen(f: &mut super::forecast::ForecastView) {
     f.rate_bps = coarse_rate(f.rate_bps);
+    f.samples = 0;
     f.next.clear();
     for eta in &mut f.eta {
         eta.p50_s = eta.p50_s.map(two_digits);

@@ -102,20 +102,65 @@ impl ProcSnapshot {
             .map(|b| crate::textpath::escape_bytes(b.strip_suffix(b"\n").unwrap_or(&b)))
             .unwrap_or_default();
         let root = open_path_dir(&base.join("root"));
-        for (how, link) in [(HoldKind::Cwd, "cwd"), (HoldKind::Root, "root")] {
+        let dirs = self.hold_dirs(pid, &comm, &base);
+        self.hold_file(pid, &comm, HoldKind::Exe, &base.join("exe"), root.as_ref());
+        self.hold_fds(pid, &comm, &base, root.as_ref());
+        // A thread may have its own cwd and root (`unshare(CLONE_FS)`) or its own file table
+        // (`unshare(CLONE_FILES)`): they show only under /proc/PID/task/TID.
+        let Ok(tasks) = fs::read_dir(base.join("task")) else {
+            return;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if tid == pid {
+                continue;
+            }
+            let tbase = task.path();
+            let own_dirs = ["cwd", "root"]
+                .iter()
+                .any(|l| fs::read_link(tbase.join(l)).ok() != dirs_link(&dirs, l));
+            if own_dirs {
+                self.hold_dirs(tid, &comm, &tbase);
+            }
+            if !shares_files(pid, tid) {
+                let troot = open_path_dir(&tbase.join("root"));
+                self.hold_fds(tid, &comm, &tbase, troot.as_ref().or(root.as_ref()));
+            }
+        }
+    }
+
+    /// The cwd and root under `base` (a process's or a thread's /proc dir); returns their link
+    /// targets.
+    fn hold_dirs(&mut self, pid: u32, comm: &str, base: &Path) -> [Option<PathBuf>; 2] {
+        let mut links = [None, None];
+        for (i, (how, link)) in [(HoldKind::Cwd, "cwd"), (HoldKind::Root, "root")]
+            .into_iter()
+            .enumerate()
+        {
             let link = base.join(link);
             if let Ok(target) = fs::read_link(&link) {
-                let idx = self.push(pid, &comm, how, strip_deleted(target));
+                links[i] = Some(target.clone());
+                let idx = self.push(pid, comm, how, strip_deleted(target));
                 match open_path_dir(&link) {
                     Some(fd) => self.walk_up(fd, idx),
                     None => self.unresolved.push(idx),
                 }
             }
         }
-        self.hold_file(pid, &comm, HoldKind::Exe, &base.join("exe"), root.as_ref());
+        links
+    }
+
+    /// Every open file under `base/fd`.
+    fn hold_fds(&mut self, pid: u32, comm: &str, base: &Path, root: Option<&rustix::fd::OwnedFd>) {
         if let Ok(fds) = fs::read_dir(base.join("fd")) {
             for fd in fds.flatten() {
-                self.hold_file(pid, &comm, HoldKind::OpenFile, &fd.path(), root.as_ref());
+                self.hold_file(pid, comm, HoldKind::OpenFile, &fd.path(), root);
             }
         }
     }
@@ -241,6 +286,33 @@ impl ProcSnapshot {
     pub fn is_empty(&self) -> bool {
         self.holders.is_empty()
     }
+}
+
+/// The link target `hold_dirs` found for `which` (`cwd` or `root`).
+fn dirs_link(dirs: &[Option<PathBuf>; 2], which: &str) -> Option<PathBuf> {
+    match which {
+        "cwd" => dirs[0].clone(),
+        _ => dirs[1].clone(),
+    }
+}
+
+/// Whether thread `tid` shares the file table of process `pid` (`kcmp`). Where the kernel
+/// cannot tell (no `kcmp`), it is taken as not shared: the thread's fds are read too.
+fn shares_files(pid: u32, tid: u32) -> bool {
+    const KCMP_FILES: libc::c_long = 2;
+    let (pid, tid) = (libc::c_long::from(pid), libc::c_long::from(tid));
+    // SAFETY: kcmp takes plain integers and dereferences nothing for KCMP_FILES.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            tid,
+            KCMP_FILES,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    rc == 0
 }
 
 fn path_dir_flags() -> rustix::fs::OFlags {
