@@ -61,6 +61,38 @@ pub struct AuditRecord {
     pub intent: Option<Intent>,
 }
 
+impl AuditRecord {
+    /// A line stamped now with nothing measured: the start of every record (a deletion's
+    /// executor fills in the rest).
+    pub fn event(
+        action: &str,
+        path: PathBuf,
+        rule: &str,
+        phase: u8,
+        reason: String,
+        dry_run: bool,
+        outcome: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            ts: timestamp(SystemTime::now()),
+            id: String::new(),
+            action: action.into(),
+            path,
+            rule: rule.into(),
+            phase,
+            reason,
+            bytes_estimated: 0,
+            bytes_freed: 0,
+            bytes_unlinked: 0,
+            entries_removed: 0,
+            dry_run,
+            outcome: outcome.into(),
+            error: None,
+            intent: None,
+        }
+    }
+}
+
 /// What an intent line pins down, so a later start can finish the action only if it still
 /// applies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,7 +252,7 @@ impl Inner {
             )
         })?;
         let st = rustix::fs::fstat(&file)?;
-        self.identity = Some((st.st_dev, st.st_ino));
+        self.identity = Some(crate::fsys::stat_identity(&st));
         self.file = Some(file);
         self.refill_reserve();
         Ok(())
@@ -351,11 +383,8 @@ pub fn dangling_intents(path: &Path) -> io::Result<Vec<AuditRecord>> {
 
 /// Start time of process `pid` (clock ticks since boot, field 22 of `/proc/PID/stat`).
 pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields count from the last ')'.
-    let after = stat.iter().rposition(|b| *b == b')')?;
-    let rest = std::str::from_utf8(stat.get(after + 1..)?).ok()?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let pid = i32::try_from(pid).ok()?;
+    Some(crate::tasks::procs::read_stat(pid).ok()??.start_ticks)
 }
 
 /// Whether `pid` is alive and is still the process that started at `start`.

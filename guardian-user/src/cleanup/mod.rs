@@ -232,21 +232,17 @@ impl Executor {
 
     fn record_for(&self, action: &PlannedAction, id: &str) -> AuditRecord {
         AuditRecord {
-            ts: audit::timestamp(SystemTime::now()),
             id: id.to_string(),
-            action: "delete".into(),
-            path: action.path.clone(),
-            rule: action.rule.clone(),
-            phase: action.phase,
-            reason: action.reason.clone(),
             bytes_estimated: action.bytes_estimated,
-            bytes_freed: 0,
-            bytes_unlinked: 0,
-            entries_removed: 0,
-            dry_run: self.dry_run,
-            outcome: String::new(),
-            error: None,
-            intent: None,
+            ..AuditRecord::event(
+                "delete",
+                action.path.clone(),
+                &action.rule,
+                action.phase,
+                action.reason.clone(),
+                self.dry_run,
+                "",
+            )
         }
     }
 
@@ -323,28 +319,24 @@ impl Executor {
         };
         let after = fsys::fs_space(fs_path).ok();
         let record = AuditRecord {
-            ts: audit::timestamp(SystemTime::now()),
-            id: String::new(),
-            action: action.into(),
-            path: PathBuf::from(argv.join(" ")),
-            rule: action.into(),
-            phase: 1,
-            reason: reason.into(),
-            bytes_estimated: 0,
             bytes_freed: match (before, after) {
                 (Some(b), Some(a)) => a.avail_bytes.saturating_sub(b.avail_bytes),
                 _ => 0,
             },
-            bytes_unlinked: 0,
-            entries_removed: 0,
-            dry_run: self.dry_run,
-            outcome: if outcome == Outcome::Deleted {
-                "ok".into()
-            } else {
-                outcome.as_str().into()
-            },
             error,
-            intent: None,
+            ..AuditRecord::event(
+                action,
+                PathBuf::from(argv.join(" ")),
+                action,
+                1,
+                reason.into(),
+                self.dry_run,
+                if outcome == Outcome::Deleted {
+                    "ok"
+                } else {
+                    outcome.as_str()
+                },
+            )
         };
         if let Err(source) = self.audit.record(&record) {
             return Err(self.audit_failed(source, outcome, record));

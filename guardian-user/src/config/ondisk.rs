@@ -35,15 +35,14 @@ struct OnDisk {
     chain: HashSet<Id>,
 }
 
-#[allow(clippy::useless_conversion)] // u64 on Linux; `from` refuses a lossy type elsewhere.
 fn id_of(st: &rustix::fs::Stat) -> Id {
-    (u64::from(st.st_dev), u64::from(st.st_ino))
+    crate::fsys::stat_identity(st)
 }
 
 fn open_dir_no_follow(path: &Path) -> std::io::Result<OwnedFd> {
     Ok(rustix::fs::open(
         path,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        crate::fsys::handle_flags() | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
 }
@@ -58,7 +57,7 @@ fn ancestry(fd: OwnedFd) -> std::io::Result<HashSet<Id>> {
         let parent = rustix::fs::openat(
             &current,
             "..",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            crate::fsys::handle_flags() | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
         let parent_id = id_of(&rustix::fs::fstat(&parent)?);

@@ -29,8 +29,10 @@ pub struct OwnDir {
     path: PathBuf,
 }
 
-const DIR_MODE: u32 = 0o750;
-const FILE_MODE: u32 = 0o640;
+/// rwxr-x---
+const DIR_MODE: Mode = Mode::RWXU.union(Mode::RGRP).union(Mode::XGRP);
+/// rw-r-----
+const FILE_MODE: Mode = Mode::RUSR.union(Mode::WUSR).union(Mode::RGRP);
 
 impl OwnDir {
     /// Opens the directory at `path` (absolute), creating missing components (mode 0750) when
@@ -66,8 +68,7 @@ impl OwnDir {
                 match rustix::fs::openat(&fd, c.as_c_str(), dir_flags(is_last), Mode::empty()) {
                     Ok(next) => next,
                     Err(rustix::io::Errno::NOENT) if create => {
-                        match rustix::fs::mkdirat(&fd, c.as_c_str(), Mode::from_raw_mode(DIR_MODE))
-                        {
+                        match rustix::fs::mkdirat(&fd, c.as_c_str(), DIR_MODE) {
                             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                             Err(e) => {
                                 return Err(err(format!(
@@ -129,7 +130,7 @@ impl OwnDir {
             &self.fd,
             tmp.as_str(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(FILE_MODE),
+            FILE_MODE,
         )?;
         let mut file = File::from(file);
         let written = file
@@ -154,7 +155,7 @@ impl OwnDir {
             &self.fd,
             name,
             OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(FILE_MODE),
+            FILE_MODE,
         )?;
         check_own_file(&fd)?;
         Ok(File::from(fd))
@@ -166,7 +167,7 @@ impl OwnDir {
             &self.fd,
             name,
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(FILE_MODE),
+            FILE_MODE,
         )?;
         check_own_file(&fd)?;
         Ok(File::from(fd))
@@ -297,7 +298,10 @@ pub fn make_private_dir(parent: &Path, prefix: &str) -> io::Result<PathBuf> {
 /// 16 random hex digits from the kernel.
 fn random_suffix() -> io::Result<String> {
     let mut buf = [0u8; 8];
+    #[cfg(target_os = "linux")]
     rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty())?;
+    #[cfg(not(target_os = "linux"))]
+    io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -137,6 +137,23 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
+/// Flags for a directory opened only as a handle (to stat it, walk `..` from it, or open
+/// relative to it): `O_PATH` on Linux, which needs no read permission; a read-only open
+/// elsewhere. Callers add `DIRECTORY`, `NOFOLLOW`, `CLOEXEC` as they need.
+pub fn handle_flags() -> OFlags {
+    #[cfg(target_os = "linux")]
+    return OFlags::PATH;
+    #[cfg(not(target_os = "linux"))]
+    return OFlags::RDONLY;
+}
+
+/// The (st_dev, st_ino) identity of a `stat` result, widened to `u64` on every OS (macOS's
+/// `st_dev` is an `i32`: its bits are kept as they are).
+#[allow(clippy::unnecessary_cast)]
+pub fn stat_identity(st: &rustix::fs::Stat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
 /// Stats the entry `name` of `dir` without following symlinks.
 #[cfg(target_os = "linux")]
 pub fn stat_entry<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<EntryStat> {

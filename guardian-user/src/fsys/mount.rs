@@ -14,6 +14,9 @@
 //! then refuses to delete. On macOS, where a mount always has a device number of its own (no
 //! same-device bind mounts), the device is the boundary. Never deletes, never follows a symlink.
 
+// The fallbacks below are Linux-only; on macOS the device is the boundary and they go unused.
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports, dead_code))]
+
 use super::{EntryKind, EntryStat};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::cell::Cell;

@@ -196,7 +196,7 @@ impl ProcSnapshot {
         let Ok(st) = rustix::fs::stat(link) else {
             return;
         };
-        let key = (st.st_dev, st.st_ino);
+        let key = crate::fsys::stat_identity(&st);
         let how = if self.locks.contains_key(&key) {
             HoldKind::Lock
         } else {
@@ -237,7 +237,7 @@ impl ProcSnapshot {
             let Ok(st) = rustix::fs::fstat(&fd) else {
                 return;
             };
-            let key = (st.st_dev, st.st_ino);
+            let key = crate::fsys::stat_identity(&st);
             if self.dirs.contains_key(&key) {
                 return;
             }
@@ -248,7 +248,7 @@ impl ProcSnapshot {
                 return;
             };
             match rustix::fs::fstat(&parent) {
-                Ok(p) if (p.st_dev, p.st_ino) == key => return,
+                Ok(p) if crate::fsys::stat_identity(&p) == key => return,
                 Ok(_) => fd = parent,
                 Err(_) => return,
             }
@@ -298,6 +298,7 @@ fn dirs_link(dirs: &[Option<PathBuf>; 2], which: &str) -> Option<PathBuf> {
 
 /// Whether thread `tid` shares the file table of process `pid` (`kcmp`). Where the kernel
 /// cannot tell (no `kcmp`), it is taken as not shared: the thread's fds are read too.
+#[cfg(target_os = "linux")]
 fn shares_files(pid: u32, tid: u32) -> bool {
     const KCMP_FILES: libc::c_long = 2;
     let (pid, tid) = (libc::c_long::from(pid), libc::c_long::from(tid));
@@ -315,9 +316,15 @@ fn shares_files(pid: u32, tid: u32) -> bool {
     rc == 0
 }
 
+/// Without `kcmp`, a thread's file table is taken as its own: its fds are read too.
+#[cfg(not(target_os = "linux"))]
+fn shares_files(_pid: u32, _tid: u32) -> bool {
+    false
+}
+
 fn path_dir_flags() -> rustix::fs::OFlags {
     use rustix::fs::OFlags;
-    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC
+    crate::fsys::handle_flags() | OFlags::DIRECTORY | OFlags::CLOEXEC
 }
 
 /// Opens a `/proc/PID/{cwd,root,fd/N}` link's target as an `O_PATH` directory handle: the

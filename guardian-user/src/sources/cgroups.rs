@@ -219,6 +219,7 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
 }
 
 /// `FILEID_KERNFS`: a kernfs file handle is the node's 64-bit id.
+#[cfg(target_os = "linux")]
 const FILEID_KERNFS: i32 = 0xfe;
 
 /// Opens the cgroup directory whose kernfs id is `id` and reads its path. `Ok(None)`: no such

@@ -22,7 +22,6 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 pub use super::registry::{
     expired, over_cap, read_registry, FinishedDir, KeptDir, Locked, Registry, KEPT_FILE,
@@ -300,25 +299,20 @@ pub fn task_done(
     let ttl = config.tasks.keep_failed_for;
     notes
         .record(&AuditRecord {
-            ts: crate::cleanup::audit::timestamp(SystemTime::now()),
-            id: String::new(),
-            action: "task_keep".into(),
-            path: path.clone(),
-            rule: "keep_failed_for".into(),
-            phase: 0,
-            reason: format!(
-                "{who} ended with status {}: work dir kept for debugging until {} (keep_failed_for {ttl})",
-                status.as_str(),
-                rfc3339(now + ttl.0.as_secs() as i64)
-            ),
             bytes_estimated: bytes,
-            bytes_freed: 0,
-            bytes_unlinked: 0,
-            entries_removed: 0,
-            dry_run: config.daemon.dry_run,
-            outcome: "kept".into(),
-            error: None,
-            intent: None,
+            ..AuditRecord::event(
+                "task_keep",
+                path.clone(),
+                "keep_failed_for",
+                0,
+                format!(
+                    "{who} ended with status {}: work dir kept for debugging until {} (keep_failed_for {ttl})",
+                    status.as_str(),
+                    rfc3339(now + ttl.0.as_secs() as i64)
+                ),
+                config.daemon.dry_run,
+                "kept",
+            )
         })
         .map_err(audit_failed)?;
     report.dropped = enforce_cap(&executor, &mut locked, config.tasks.keep_failed_max.0, now)?;

@@ -523,21 +523,16 @@ fn record(
     let mut path = db.path().as_os_str().to_owned().into_vec();
     path.extend_from_slice(format!("#task={} project={}", task.id, task.project).as_bytes());
     AuditRecord {
-        ts: audit::timestamp(SystemTime::now()),
-        id: String::new(),
-        action: "ghost".into(),
-        path: PathBuf::from(OsString::from_vec(path)),
-        rule: "ghost_reaper".into(),
-        phase: 0,
-        reason: reason.to_string(),
-        bytes_estimated: 0,
-        bytes_freed: 0,
-        bytes_unlinked: 0,
-        entries_removed: 0,
-        dry_run: false,
-        outcome: outcome.into(),
         error,
-        intent: None,
+        ..AuditRecord::event(
+            "ghost",
+            PathBuf::from(OsString::from_vec(path)),
+            "ghost_reaper",
+            0,
+            reason.to_string(),
+            false,
+            outcome,
+        )
     }
 }
 

@@ -58,8 +58,9 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
 
 /// `/proc/PID/stat` of one process; `Ok(None)` when there is no such process.
 pub fn read_stat(pid: i32) -> io::Result<Option<ProcStat>> {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(text) => Ok(parse_stat(&text)),
+    // The command name may hold any bytes; the fields read are all after it.
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(bytes) => Ok(parse_stat(&String::from_utf8_lossy(&bytes))),
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
             Ok(None)
         }

@@ -481,26 +481,22 @@ impl Worker {
 
 /// The audit line of a usage level change.
 fn pressure_record(u: &UsageView, before: Level, dry_run: bool) -> AuditRecord {
+    let outcome = if u.level == Level::Ok {
+        "cleared"
+    } else {
+        u.level.as_str()
+    };
     AuditRecord {
-        ts: crate::cleanup::audit::timestamp(SystemTime::now()),
-        id: String::new(),
-        action: "usage_pressure".into(),
-        path: textpath::unescape(&u.scope).unwrap_or_else(|_| PathBuf::from(&u.scope)),
-        rule: "usage_limit".into(),
-        phase: 0,
-        reason: format!("{} (was {})", u.message(), before.as_str()),
         bytes_estimated: u.bytes,
-        bytes_freed: 0,
-        bytes_unlinked: 0,
-        entries_removed: 0,
-        dry_run,
-        outcome: if u.level == Level::Ok {
-            "cleared".into()
-        } else {
-            u.level.as_str().into()
-        },
-        error: None,
-        intent: None,
+        ..AuditRecord::event(
+            "usage_pressure",
+            textpath::unescape(&u.scope).unwrap_or_else(|_| PathBuf::from(&u.scope)),
+            "usage_limit",
+            0,
+            format!("{} (was {})", u.message(), before.as_str()),
+            dry_run,
+            outcome,
+        )
     }
 }
 
