@@ -420,7 +420,7 @@ impl Backend for Ino {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fanotify::testutil::*;
+    use super::super::testutil::*;
     use super::*;
     use std::fs;
 

@@ -11,6 +11,8 @@ pub mod fanotify;
 #[cfg(target_os = "linux")]
 pub mod inotify;
 pub mod poll;
+#[cfg(all(test, target_os = "linux"))]
+mod testutil;
 #[cfg(target_os = "linux")]
 mod track;
 

@@ -1,0 +1,433 @@
+use super::*;
+use std::io::{IoSlice, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+fn project(id: u32, path: &Path) -> ProjectDir {
+    let meta = std::fs::metadata(path).unwrap();
+    ProjectDir {
+        id,
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }
+}
+
+/// Writes `total` bytes into new files in new nested dirs under `dir`, cycling through
+/// write, pwrite and writev.
+fn write_mix(dir: &Path, total: usize) {
+    let chunk = vec![0xabu8; 256 * 1024];
+    let mut written = 0;
+    let mut i = 0;
+    while written < total {
+        let sub = dir.join(format!("n{}/m{}", i % 3, i % 5));
+        std::fs::create_dir_all(&sub).unwrap();
+        let mut f = std::fs::File::create(sub.join(format!("f{i}"))).unwrap();
+        let n = chunk.len().min(total - written);
+        match i % 3 {
+            0 => f.write_all(&chunk[..n]).unwrap(),
+            1 => f.write_all_at(&chunk[..n], 0).unwrap(),
+            _ => {
+                let half = n / 2;
+                let bufs = [IoSlice::new(&chunk[..half]), IoSlice::new(&chunk[half..n])];
+                assert_eq!(f.write_vectored(&bufs).unwrap(), n);
+            }
+        }
+        written += n;
+        i += 1;
+    }
+}
+
+#[test]
+fn probe_with_typed_loads_attributes_exactly_the_syscall_bytes() {
+    attributes_exactly_the_syscall_bytes(FileAccess::Typed);
+}
+
+#[test]
+fn probe_with_probe_reads_attributes_exactly_the_syscall_bytes() {
+    attributes_exactly_the_syscall_bytes(FileAccess::ProbeRead);
+}
+
+fn attributes_exactly_the_syscall_bytes(access: FileAccess) {
+    if !crate::testkit::require_root(&format!("ebpf attribution test ({access:?})")) {
+        return;
+    }
+    let mut source = match EbpfSource::load_with(access) {
+        Ok(s) => s,
+        Err(e) => panic!("the probe must load on this kernel: {e}"),
+    };
+    if access == FileAccess::Typed && source.file_access() != FileAccess::Typed {
+        panic!("this kernel (Linux 6.18 here) has bpf_rdonly_cast, but the probe fell back to probe reads");
+    }
+    eprintln!(
+        "ebpf mode: {} (fexit: {:?}), file access: {}",
+        source.mode(),
+        source.fexit_refused(),
+        source.file_access().name()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let outside = tmp.path().join("outside");
+    for d in [&a, &b, &outside] {
+        std::fs::create_dir(d).unwrap();
+    }
+    source.watch(&[project(1, &a), project(2, &b)]).unwrap();
+    source.drain().unwrap();
+    write_mix(&a, 64 << 20);
+    write_mix(&b, 8 << 20);
+    write_mix(&outside, 4 << 20);
+    let sample = source.drain().unwrap();
+    assert_eq!(sample.growth.get(&1).copied(), Some(64 << 20));
+    assert_eq!(sample.growth.get(&2).copied(), Some(8 << 20));
+    assert_eq!(
+        sample.growth.len(),
+        2,
+        "nothing else is attributed: {:?}",
+        sample.growth
+    );
+    let cg: u64 = sample
+        .by_cgroup
+        .iter()
+        .filter(|c| c.project == 1)
+        .map(|c| c.bytes)
+        .sum();
+    assert_eq!(cg, 64 << 20, "per-cgroup bytes add up");
+    // fallocate and copy_file_range count too.
+    let f = std::fs::File::create(b.join("prealloc")).unwrap();
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, 1 << 20).unwrap();
+    let src = std::fs::File::open(a.join("n0/m0/f0")).unwrap();
+    let dst = std::fs::File::create(b.join("copy")).unwrap();
+    let copied = rustix::fs::copy_file_range(&src, None, &dst, None, 65536).unwrap();
+    let sample = source.drain().unwrap();
+    assert_eq!(
+        sample.growth.get(&2).copied(),
+        Some((1 << 20) + copied as i64)
+    );
+    // More fds than the table embedded in `files_struct` holds: writes through a high fd and
+    // a low one both go through the external fd table (in a thread with its own table).
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            use std::os::fd::{AsRawFd, FromRawFd};
+            // SAFETY: gives only this thread a private copy of the fd table.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_FILES) }, 0);
+            let mut low = std::fs::File::create(b.join("many-fds")).unwrap();
+            // SAFETY: fd 100 is free in this thread's private table; the File owns it.
+            let mut high = unsafe {
+                assert_eq!(libc::dup2(low.as_raw_fd(), 100), 100);
+                std::fs::File::from_raw_fd(100)
+            };
+            high.write_all(&vec![1u8; 1 << 20]).unwrap();
+            low.write_all(&vec![2u8; 1 << 20]).unwrap();
+        });
+    });
+    let sample = source.drain().unwrap();
+    assert_eq!(sample.growth.get(&2).copied(), Some(2 << 20));
+    assert_eq!(sample.growth.len(), 1, "{:?}", sample.growth);
+    // Punching a hole frees space: not counted. sendfile into a project file is.
+    rustix::fs::fallocate(
+        &f,
+        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+        0,
+        1 << 20,
+    )
+    .unwrap();
+    let out = std::fs::File::create(b.join("sent")).unwrap();
+    let sent = rustix::fs::sendfile(&out, &src, None, 100_000).unwrap();
+    let sample = source.drain().unwrap();
+    assert_eq!(sample.growth.get(&2).copied(), Some(sent as i64));
+    // The kernel reuses freed `struct file`s and inodes at once: a file written in a project,
+    // closed and deleted, then files written outside must not inherit its project.
+    for round in 0..200 {
+        let path = a.join(format!("tmp{round}"));
+        std::fs::write(&path, b"in a").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        if round % 2 == 1 {
+            // Let an RCU grace period pass, so the freed inode can be reallocated too.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::fs::write(outside.join(format!("o{round}")), vec![1u8; 4096]).unwrap();
+    }
+    let sample = source.drain().unwrap();
+    assert_eq!(
+        sample.growth.get(&1).copied(),
+        Some(200 * 4),
+        "only the 4-byte writes inside project a count there"
+    );
+    assert_eq!(sample.growth.len(), 1, "{:?}", sample.growth);
+    // A new project set starts a new epoch: a file already written (and resolved as in no
+    // project) is resolved again, on the same open fd.
+    let mut late = std::fs::File::create(outside.join("late")).unwrap();
+    late.write_all(&[0u8; 1000]).unwrap();
+    assert!(source.drain().unwrap().growth.is_empty());
+    source
+        .watch(&[project(1, &a), project(2, &b), project(3, &outside)])
+        .unwrap();
+    late.write_all(&[0u8; 777]).unwrap();
+    let sample = source.drain().unwrap();
+    assert_eq!(
+        sample.growth.get(&3).copied(),
+        Some(777),
+        "{:?}",
+        sample.growth
+    );
+    assert_eq!(sample.growth.len(), 1, "{:?}", sample.growth);
+}
+
+/// Where cgroup v2 is mounted, from /proc/self/mountinfo.
+fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split(' ').nth(4)?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| std::path::PathBuf::from(mount_point))
+    })
+}
+
+#[test]
+fn probe_names_the_writers_cgroup() {
+    if !crate::testkit::require_root("probe_names_the_writers_cgroup") {
+        return;
+    }
+    let Some(cgroup2) = cgroup2_mount() else {
+        crate::testkit::skip("probe_names_the_writers_cgroup", "no cgroup v2 mounted");
+        return;
+    };
+    let mut source = EbpfSource::load().expect("the probe must load on this kernel");
+    let tmp = tempfile::tempdir().unwrap();
+    source.watch(&[project(1, tmp.path())]).unwrap();
+    source.drain().unwrap();
+    let group = cgroup2.join(format!("guardian-test-{}", std::process::id()));
+    std::fs::create_dir(&group).unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec dd if=/dev/zero of={}/f bs=4096 count=256 status=none",
+            group.display(),
+            tmp.path().display()
+        ))
+        .status()
+        .unwrap();
+    let group_id = std::fs::metadata(&group).unwrap().ino();
+    std::fs::remove_dir(&group).unwrap();
+    assert!(status.success());
+    let sample = source.drain().unwrap();
+    let by_group: Vec<_> = sample
+        .by_cgroup
+        .iter()
+        .map(|c| (c.cgroup, c.project, c.bytes))
+        .collect();
+    assert_eq!(
+        by_group,
+        vec![(group_id, 1, 1 << 20)],
+        "the cgroup id is the cgroup dir's inode"
+    );
+}
+
+/// Issue 12 item 8: after 8,192 distinct project paths, attribution died silently (ids
+/// were never reused and ids ≥ 8192 were refused). 10 rounds of 1,000 project dirs created,
+/// watched and removed, as the daemon does; then a new project's 10 MiB count exactly.
+#[test]
+fn ten_rounds_of_a_thousand_projects_leave_attribution_alive() {
+    if !crate::testkit::require_root("ten_rounds_of_a_thousand_projects_leave_attribution_alive") {
+        return;
+    }
+    let mut source = EbpfSource::load().expect("the probe must load on this kernel");
+    let mut agg = crate::aggregate::Aggregator::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs_now = |root: &Path| -> Vec<(std::path::PathBuf, u64, u64)> {
+        let mut dirs: Vec<_> = std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                (e.path(), m.dev(), m.ino())
+            })
+            .collect();
+        dirs.sort();
+        dirs
+    };
+    for round in 0..10 {
+        for i in 0..1000 {
+            std::fs::create_dir(tmp.path().join(format!("r{round}-{i}"))).unwrap();
+        }
+        let projects = agg.project_dirs(&dirs_now(tmp.path()));
+        source.watch(&projects).unwrap();
+        source.drain().unwrap();
+        for i in 0..1000 {
+            std::fs::remove_dir(tmp.path().join(format!("r{round}-{i}"))).unwrap();
+        }
+        let projects = agg.project_dirs(&dirs_now(tmp.path()));
+        source.watch(&projects).unwrap();
+        source.drain().unwrap();
+    }
+    let new = tmp.path().join("new-project");
+    std::fs::create_dir(&new).unwrap();
+    let projects = agg.project_dirs(&dirs_now(tmp.path()));
+    source.watch(&projects).unwrap();
+    source.drain().unwrap();
+    std::fs::write(new.join("data"), vec![7u8; 10 << 20]).unwrap();
+    let sample = source.drain().unwrap();
+    assert_eq!(
+        sample.growth.get(&projects[0].id).copied(),
+        Some(10 << 20),
+        "{:?}",
+        sample.growth
+    );
+    assert!(source.problems().is_empty(), "{:?}", source.problems());
+}
+
+/// A vanished project's index goes to a new project only with a new generation: bytes the
+/// vanished one left in a write slot are dropped, never counted for the new owner.
+#[test]
+fn a_recycled_index_never_counts_the_vanished_projects_bytes() {
+    if !crate::testkit::require_root("a_recycled_index_never_counts_the_vanished_projects_bytes") {
+        return;
+    }
+    let mut source = EbpfSource::load().expect("the probe must load on this kernel");
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    source.watch(&[project(1, &a)]).unwrap();
+    source.drain().unwrap();
+    // Written in a, still in the write slot of this fd.
+    let mut f = std::fs::File::create(a.join("f")).unwrap();
+    f.write_all(&vec![1u8; 1 << 20]).unwrap();
+    assert_eq!(
+        source.drain().unwrap().growth.get(&1).copied(),
+        Some(1 << 20)
+    );
+    f.write_all(&vec![1u8; 1 << 20]).unwrap();
+    // a vanishes before its second MiB was read; b (another id) gets a's index.
+    source.watch(&[]).unwrap();
+    source.drain().unwrap();
+    source.watch(&[project(2, &b)]).unwrap();
+    assert_eq!(source.index.owner(1), Some(2), "the index was recycled");
+    // The next write through a's fd moves the slot's stale bytes out: dropped.
+    f.write_all(&[1u8; 10]).unwrap();
+    std::fs::write(b.join("g"), vec![2u8; 512 << 10]).unwrap();
+    let sample = source.drain().unwrap();
+    assert_eq!(
+        sample.growth,
+        [(2, 512 << 10)].into_iter().collect(),
+        "only b's own bytes"
+    );
+    assert!(source.probe_counters().stale_bytes_dropped >= 1 << 20);
+}
+
+/// Idle per-cgroup entries are pruned (and counted again from zero when their cgroup
+/// writes again); a full per-cgroup map is a problem, not a silent loss.
+#[test]
+fn the_per_cgroup_map_is_pruned_and_a_full_one_is_reported() {
+    if !crate::testkit::require_root("the_per_cgroup_map_is_pruned_and_a_full_one_is_reported") {
+        return;
+    }
+    let Some(cgroup2) = cgroup2_mount() else {
+        crate::testkit::skip(
+            "the_per_cgroup_map_is_pruned_and_a_full_one_is_reported",
+            "no cgroup v2 mounted",
+        );
+        return;
+    };
+    let mut source = EbpfSource::load().expect("the probe must load on this kernel");
+    let tmp = tempfile::tempdir().unwrap();
+    // 6,000 projects × 3 cgroups: more (cgroup, project) pairs than the map's 16,384.
+    let mut projects = Vec::new();
+    let mut list = String::new();
+    for i in 0..6000u32 {
+        let dir = tmp.path().join(format!("p{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        projects.push(project(i + 1, &dir));
+        list.push_str(&format!("{}\n", dir.display()));
+    }
+    std::fs::write(tmp.path().join("list"), list).unwrap();
+    source.watch(&projects).unwrap();
+    source.drain().unwrap();
+    let groups: Vec<_> = (0..3)
+        .map(|g| {
+            let dir = cgroup2.join(format!("guardian-test-{}-{g}", std::process::id()));
+            std::fs::create_dir(&dir).unwrap();
+            dir
+        })
+        .collect();
+    for group in &groups {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && while read d; do printf x >> \"$d/f\"; done < {}",
+                group.display(),
+                tmp.path().join("list").display()
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    for group in &groups {
+        let _ = std::fs::remove_dir(group);
+    }
+    let sample = source.drain().unwrap();
+    let total: i64 = sample.growth.values().sum();
+    assert_eq!(total, 3 * 6000, "project totals are exact");
+    let problems = source.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("per-cgroup byte map was full")),
+        "{problems:?}"
+    );
+    assert!(source.cgroup_entries() > 0);
+    // Idle long enough: every entry goes, and the map has room again.
+    source.age_cgroup_entries();
+    source.drain().unwrap();
+    assert_eq!(source.cgroup_entries(), 0);
+    source.watch(&projects[..1]).unwrap();
+    source.drain().unwrap();
+    std::fs::write(projects[0].path.join("again"), vec![0u8; 4096]).unwrap();
+    // Another file so the slot of the first write moves out into the map.
+    let sample = source.drain().unwrap();
+    let cg: u64 = sample
+        .by_cgroup
+        .iter()
+        .filter(|c| c.project == 1)
+        .map(|c| c.bytes)
+        .sum();
+    assert_eq!(
+        cg, 4096,
+        "a pruned entry counts from zero again: {sample:?}"
+    );
+}
+
+#[test]
+fn rewrites_every_cast_placeholder_of_the_probe_and_nothing_else() {
+    if PROBE.is_empty() {
+        crate::testkit::skip(
+            "rewrites_every_cast_placeholder_of_the_probe_and_nothing_else",
+            "built without the probe",
+        );
+        return;
+    }
+    let placeholder = guardian_common::RDONLY_CAST_PLACEHOLDER.to_le_bytes();
+    let (typed, n) = kfunc::rewrite_cast_calls(PROBE, CastCall::Kfunc(0x0102_0304)).unwrap();
+    let (moved, m) = kfunc::rewrite_cast_calls(PROBE, CastCall::Move).unwrap();
+    assert_eq!(n, m);
+    assert!(
+        n >= 2,
+        "the fd-table entry and the registers are cast in every program"
+    );
+    let changed: Vec<usize> = (0..PROBE.len())
+        .filter(|&i| PROBE[i] != typed.bytes()[i])
+        .collect();
+    assert!(!changed.is_empty());
+    for i in changed {
+        let insn = i - i % 8;
+        assert_eq!(
+            PROBE[insn + 4..insn + 8],
+            placeholder,
+            "byte {i} is outside a placeholder"
+        );
+        assert_eq!(typed.bytes()[insn + 1], 0x20, "a kfunc call");
+    }
+    assert_eq!(moved.bytes().len(), PROBE.len());
+}
