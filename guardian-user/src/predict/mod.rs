@@ -54,16 +54,20 @@
 
 mod bursts;
 mod cycle;
+mod passage;
 mod scale;
 mod skill;
 #[cfg(test)]
 mod tests;
+mod trigger;
 
 use bursts::{Ledger, Passage, Window};
 use cycle::{Cycle, Cycles};
+use passage::{eta, first_of, t_quantile, Trend};
 use scale::{Fit, Scale};
 use serde::{Deserialize, Serialize};
 use skill::Skill;
+pub use trigger::{Trigger, TriggerRule};
 
 /// Scales in the bank, at most.
 const MAX_SCALES: usize = 16;
@@ -742,123 +746,6 @@ impl Forecaster {
     }
 }
 
-/// The trend's crossing of a margin: growth by `t` is normal, mean `rate · t`, standard
-/// deviation the backtest's error at `t` (`curve`; none: the trend crosses at `margin / rate`).
-struct Trend<'a> {
-    margin: f64,
-    rate: f64,
-    curve: &'a [(f64, f64)],
-}
-
-impl Trend<'_> {
-    /// Probability that the trend has crossed by `t`.
-    fn crossed(&self, t: f64) -> f64 {
-        let mean = self.rate * t;
-        match skill::rmse_at(self.curve, t) {
-            Some(sd) if sd > 0.0 => normal_cdf((mean - self.margin) / sd),
-            _ => f64::from(mean >= self.margin),
-        }
-    }
-}
-
-/// The time by which the first of the trend's crossing and a burst's has happened with
-/// probability `p` (independent: P = 1 − (1 − P_trend)·e^(−H)); `None` when neither happens
-/// within `max`.
-fn first_of(trend: Option<Trend>, passage: Option<&Passage>, p: f64, max: f64) -> Option<f64> {
-    let alone = passage.map(|b| b.time(p)).filter(|t| *t <= max);
-    let Some(trend) = trend else {
-        return alone;
-    };
-    if passage.is_none() && p == 0.5 {
-        // The trend alone: its median is where it reaches the margin.
-        return (trend.rate > 0.0)
-            .then(|| trend.margin / trend.rate)
-            .filter(|t| *t <= max);
-    }
-    let crossed = |t: f64| {
-        let burst = passage.map_or(0.0, |b| b.hazard(t));
-        1.0 - (1.0 - trend.crossed(t)) * (-burst).exp()
-    };
-    // Bracket: the first crossing is no later than the burst's alone, nor (for p ≤ ½) than
-    // the trend's median; else from 1 s, doubling.
-    let median = (trend.rate > 0.0 && p <= 0.5).then(|| trend.margin / trend.rate);
-    let mut hi = match (alone, median) {
-        (Some(a), Some(m)) => a.min(m),
-        (a, m) => a.or(m).unwrap_or(1.0),
-    }
-    .max(1e-3);
-    while crossed(hi) < p {
-        hi *= 2.0;
-        if hi > max {
-            return alone;
-        }
-    }
-    // Regula falsi (Illinois) on [0, hi] to 10⁻⁴: the probability is smooth in t.
-    let (mut lo, mut f_lo) = (0.0, crossed(0.0) - p);
-    if f_lo >= 0.0 {
-        return Some(0.0);
-    }
-    let mut f_hi = crossed(hi) - p;
-    let mut side = 0;
-    for _ in 0..100 {
-        if hi - lo <= 1e-4 * hi {
-            break;
-        }
-        let mut t = (lo * f_hi - hi * f_lo) / (f_hi - f_lo);
-        if !(t > lo && t < hi) {
-            t = 0.5 * (lo + hi);
-        }
-        let f = crossed(t) - p;
-        if f >= 0.0 {
-            (hi, f_hi) = (t, f);
-            if side == 1 {
-                f_lo *= 0.5;
-            }
-            side = 1;
-        } else {
-            (lo, f_lo) = (t, f);
-            if side == -1 {
-                f_hi *= 0.5;
-            }
-            side = -1;
-        }
-    }
-    Some(hi)
-}
-
-/// Standard normal distribution function (Abramowitz & Stegun 7.1.26, error < 1.5e-7).
-fn normal_cdf(x: f64) -> f64 {
-    let z = x.abs() / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let erfc = poly * (-z * z).exp();
-    if x >= 0.0 {
-        1.0 - 0.5 * erfc
-    } else {
-        0.5 * erfc
-    }
-}
-
-/// Time to cover `margin` at `rate` (infinite when not growing).
-fn eta(margin: f64, rate: f64) -> f64 {
-    if rate > 0.0 {
-        margin / rate
-    } else {
-        f64::INFINITY
-    }
-}
-
-/// Student's t quantile for `dof` degrees of freedom at the normal quantile `z`
-/// (Cornish–Fisher expansion; within 2 % of the table from 2 dof on, 12 % at 1).
-fn t_quantile(z: f64, dof: f64) -> f64 {
-    let dof = dof.max(1.0);
-    let (z3, z5) = (z.powi(3), z.powi(5));
-    z + (z3 + z) / (4.0 * dof) + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * dof * dof)
-}
-
 /// One scale's growth rate, as the selection sees it.
 #[derive(Clone, Copy, Debug)]
 struct Rate {
@@ -871,76 +758,4 @@ struct Rate {
     se: f64,
     /// `r50` + t quantile × `se`.
     r90: f64,
-}
-
-/// The preemptive rule: a forecast triggers a cleanup when the P90 time to a threshold not yet
-/// crossed is shorter than `lead_time_s` **and** free space is under `floor_free` (growth far
-/// from every threshold triggers nothing; node_exporter's rule uses 40 % of the size).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TriggerRule {
-    /// Time Guardian needs to free space before the threshold, seconds.
-    pub lead_time_s: f64,
-    /// Free bytes under which forecasts may trigger.
-    pub floor_free: u64,
-}
-
-/// Why a forecast triggered (for the audit log and `guardian status`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Trigger {
-    pub threshold: u64,
-    pub p50_s: Option<f64>,
-    pub p90_s: f64,
-    pub rate_bps: f64,
-    pub free_bytes: u64,
-    pub floor_free: u64,
-    pub lead_time_s: f64,
-    pub at: f64,
-}
-
-impl TriggerRule {
-    /// The threshold the forecast says will be crossed soonest (P90) within the lead time,
-    /// when free space is under the floor; `None` otherwise, and for thresholds already
-    /// crossed (the reactive path's business).
-    pub fn check(&self, forecast: &Forecast) -> Option<Trigger> {
-        if forecast.free_bytes >= self.floor_free {
-            return None;
-        }
-        forecast
-            .eta
-            .iter()
-            .filter(|e| e.threshold < forecast.free_bytes)
-            .filter_map(|e| e.p90_s.map(|p90| (e, p90)))
-            .filter(|(_, p90)| *p90 < self.lead_time_s)
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(e, p90)| Trigger {
-                threshold: e.threshold,
-                p50_s: e.p50_s,
-                p90_s: p90,
-                rate_bps: e.rate_bps,
-                free_bytes: forecast.free_bytes,
-                floor_free: self.floor_free,
-                lead_time_s: self.lead_time_s,
-                at: forecast.at,
-            })
-    }
-}
-
-impl Trigger {
-    /// One line for the audit log: which forecast triggered.
-    pub fn describe(&self) -> String {
-        let p50 = self
-            .p50_s
-            .map(|s| format!("{s:.0}s"))
-            .unwrap_or_else(|| "none".into());
-        format!(
-            "forecast: free {} B under floor {} B, P90 {:.0}s (P50 {p50}) to {} B at {:.0} B/s, \
-             lead time {:.0}s",
-            self.free_bytes,
-            self.floor_free,
-            self.p90_s,
-            self.threshold,
-            self.rate_bps,
-            self.lead_time_s
-        )
-    }
 }

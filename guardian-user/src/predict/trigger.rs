@@ -1,0 +1,77 @@
+//! The preemptive trigger rule: a forecast starts phase 1 when its P90 time to a threshold is
+//! shorter than the lead time and free space is already under a floor.
+
+use super::Forecast;
+use serde::{Deserialize, Serialize};
+
+/// The preemptive rule: a forecast triggers a cleanup when the P90 time to a threshold not yet
+/// crossed is shorter than `lead_time_s` **and** free space is under `floor_free` (growth far
+/// from every threshold triggers nothing; node_exporter's rule uses 40 % of the size).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRule {
+    /// Time Guardian needs to free space before the threshold, seconds.
+    pub lead_time_s: f64,
+    /// Free bytes under which forecasts may trigger.
+    pub floor_free: u64,
+}
+
+/// Why a forecast triggered (for the audit log and `guardian status`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub threshold: u64,
+    pub p50_s: Option<f64>,
+    pub p90_s: f64,
+    pub rate_bps: f64,
+    pub free_bytes: u64,
+    pub floor_free: u64,
+    pub lead_time_s: f64,
+    pub at: f64,
+}
+
+impl TriggerRule {
+    /// The threshold the forecast says will be crossed soonest (P90) within the lead time,
+    /// when free space is under the floor; `None` otherwise, and for thresholds already
+    /// crossed (the reactive path's business).
+    pub fn check(&self, forecast: &Forecast) -> Option<Trigger> {
+        if forecast.free_bytes >= self.floor_free {
+            return None;
+        }
+        forecast
+            .eta
+            .iter()
+            .filter(|e| e.threshold < forecast.free_bytes)
+            .filter_map(|e| e.p90_s.map(|p90| (e, p90)))
+            .filter(|(_, p90)| *p90 < self.lead_time_s)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(e, p90)| Trigger {
+                threshold: e.threshold,
+                p50_s: e.p50_s,
+                p90_s: p90,
+                rate_bps: e.rate_bps,
+                free_bytes: forecast.free_bytes,
+                floor_free: self.floor_free,
+                lead_time_s: self.lead_time_s,
+                at: forecast.at,
+            })
+    }
+}
+
+impl Trigger {
+    /// One line for the audit log: which forecast triggered.
+    pub fn describe(&self) -> String {
+        let p50 = self
+            .p50_s
+            .map(|s| format!("{s:.0}s"))
+            .unwrap_or_else(|| "none".into());
+        format!(
+            "forecast: free {} B under floor {} B, P90 {:.0}s (P50 {p50}) to {} B at {:.0} B/s, \
+             lead time {:.0}s",
+            self.free_bytes,
+            self.floor_free,
+            self.p90_s,
+            self.threshold,
+            self.rate_bps,
+            self.lead_time_s
+        )
+    }
+}
