@@ -78,64 +78,69 @@ fn humantime_short(d: Duration) -> String {
     }
 }
 
-/// `cargo xtask soak`.
-pub fn run_soak(args: &SoakArgs) -> Result<ExitCode> {
+/// What both runs start from: the harness, the seed, and where and how they ran.
+struct Start {
+    runner: Runner,
+    seed: u64,
+    machine: Machine,
+    run: RunInfo,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Progress lines while a run goes.
+const PROGRESS: Option<Duration> = Some(Duration::from_secs(30));
+
+fn start(args: &SoakArgs, name: &str) -> Result<Start> {
     let runner = prepare(args)?;
     let seed = args.seed();
     eprintln!(
-        "soak: {} with {}, seed {seed}",
+        "{name}: {} with {}, seed {seed}",
         humantime_short(args.duration),
         runner.guardian.display()
     );
-    let machine = Machine::detect();
-    let run = run_info(&args.display("soak"));
+    Ok(Start {
+        runner,
+        seed,
+        machine: Machine::detect(),
+        run: run_info(&args.display(name)),
+        cancel: cancel_on_signals()?,
+    })
+}
+
+/// `cargo xtask soak`.
+pub fn run_soak(args: &SoakArgs) -> Result<ExitCode> {
+    let s = start(args, "soak")?;
     let report = soak::run(
-        &runner,
+        &s.runner,
         &soak::SoakOptions {
             duration: args.duration,
-            seed,
-            progress: Some(Duration::from_secs(30)),
-            cancel: cancel_on_signals()?,
+            seed: s.seed,
+            progress: PROGRESS,
+            cancel: s.cancel,
         },
     )?;
     report.print();
     let checks = doc::soak_checks(&report);
-    finish(
-        args,
-        "soak",
-        doc::soak_markdown(&report, &checks, &machine, &run),
-        &checks,
-    )
+    let markdown = doc::soak_markdown(&report, &checks, &s.machine, &s.run);
+    finish(args, "soak", markdown, &checks)
 }
 
 /// `cargo xtask soak-attacks`.
 pub fn run_attacks(args: &SoakArgs) -> Result<ExitCode> {
-    let runner = prepare(args)?;
-    let seed = args.seed();
-    eprintln!(
-        "soak-attacks: {} with {}, seed {seed}",
-        humantime_short(args.duration),
-        runner.guardian.display()
-    );
-    let machine = Machine::detect();
-    let run = run_info(&args.display("soak-attacks"));
+    let s = start(args, "soak-attacks")?;
     let report = attacks::run(
-        &runner,
+        &s.runner,
         &attacks::AttackOptions {
             duration: args.duration,
-            seed,
-            progress: Some(Duration::from_secs(30)),
-            cancel: cancel_on_signals()?,
+            seed: s.seed,
+            progress: PROGRESS,
+            cancel: s.cancel,
         },
     )?;
     report.print();
     let checks = doc::attack_checks(&report);
-    finish(
-        args,
-        "soak-attacks",
-        doc::attacks_markdown(&report, &checks, &machine, &run),
-        &checks,
-    )
+    let markdown = doc::attacks_markdown(&report, &checks, &s.machine, &s.run);
+    finish(args, "soak-attacks", markdown, &checks)
 }
 
 /// Prints the verdicts, writes the doc section when asked, and sets the exit code.
