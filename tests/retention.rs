@@ -550,3 +550,76 @@ fn defaults_implement_seed_004_and_leave_a_plain_work_dir_alone() {
     );
     assert!(train.join("models/current_model/w.bin").exists());
 }
+
+const VERSIONS: &str = r#"
+[[retention]]
+name = "versions"
+project_dir = "models/versions"
+glob = "v*"
+keep_last = 2
+"#;
+
+/// Six 2 MiB versions in the project `train`.
+fn make_versions(s: &Setup) -> PathBuf {
+    let dir = s.path("ws/train/models/versions");
+    for v in 1..=6 {
+        write_file(&dir.join(format!("v{v}/w.bin")), 2 * MIB);
+    }
+    dir
+}
+
+fn run_once(s: &Setup) {
+    let out = guardian(&["run", "--once", "--config", s.config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn retention_lines(s: &Setup) -> Vec<Value> {
+    audit_lines(&s.audit())
+        .into_iter()
+        .filter(|l| l["rule"] == "retention:versions")
+        .collect()
+}
+
+#[test]
+fn the_daemon_applies_retention_on_its_schedule_without_pressure() {
+    if !require_root("the_daemon_applies_retention_on_its_schedule_without_pressure") {
+        return;
+    }
+    let s = Setup::new(VERSIONS);
+    let dir = make_versions(&s);
+    assert!(
+        free_percent(&s.path("ws")) > 30.0,
+        "the test needs no pressure"
+    );
+    run_once(&s);
+    let want: BTreeSet<String> = ["v5", "v6"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(names(&dir), want);
+    assert_eq!(retention_lines(&s).len(), 4);
+}
+
+#[test]
+fn a_phase_1_cycle_starts_with_retention() {
+    if !require_root("a_phase_1_cycle_starts_with_retention") {
+        return;
+    }
+    let s = Setup::new(VERSIONS);
+    let dir = make_versions(&s);
+    // 85% used: phase 1 (below cleanup_free 20%), not critical. The filler is protected.
+    fill_to_used(&s.path("ws"), &s.path("ws/output/filler"), 85.0);
+    run_once(&s);
+    let want: BTreeSet<String> = ["v5", "v6"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(names(&dir), want);
+    let lines = retention_lines(&s);
+    assert_eq!(lines.len(), 4);
+    let freed: u64 = lines
+        .iter()
+        .map(|l| l["bytes_freed"].as_u64().unwrap())
+        .sum();
+    // statvfs around each deletion: 8 MiB of data, less what other writers took meanwhile.
+    assert!(freed > 7 * MIB, "freed {freed}");
+    assert!(s.path("ws/output/filler").exists());
+}

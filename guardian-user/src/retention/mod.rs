@@ -218,3 +218,30 @@ pub fn run(
 fn on_device(dir: &Path, dev: u64) -> bool {
     crate::fsys::identity_of(dir).is_ok_and(|(d, _)| d == dev)
 }
+
+/// When each rule last ran: a rule is due at the daemon's first check and then every
+/// `interval`. Bounded by the number of configured rules.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    last: HashMap<String, std::time::Instant>,
+}
+
+impl Schedule {
+    /// The names of the rules due at `now`, marked as run.
+    pub fn due(&mut self, now: std::time::Instant, rules: &[RetentionRule]) -> Vec<String> {
+        self.last
+            .retain(|name, _| rules.iter().any(|r| &r.name == name));
+        let mut due = Vec::new();
+        for rule in rules {
+            let is_due = self
+                .last
+                .get(&rule.name)
+                .is_none_or(|at| now.saturating_duration_since(*at) >= rule.interval.0);
+            if is_due {
+                self.last.insert(rule.name.clone(), now);
+                due.push(rule.name.clone());
+            }
+        }
+        due
+    }
+}

@@ -229,3 +229,22 @@ fn pins_and_pointer_names_are_never_candidates() {
     assert_eq!(d.untouched.len(), 2);
     assert_eq!(d.series[0].entries.len(), 2);
 }
+
+#[test]
+fn the_schedule_runs_each_rule_at_start_then_every_interval() {
+    let mut a = rule("glob = \"v*\"\nkeep_last = 1\ninterval = \"1h\"");
+    a.name = "a".into();
+    let mut b = rule("glob = \"v*\"\nkeep_last = 1\ninterval = \"2h\"");
+    b.name = "b".into();
+    let rules = [a, b];
+    let mut s = Schedule::default();
+    let t = std::time::Instant::now();
+    let h = std::time::Duration::from_secs(3600);
+    assert_eq!(s.due(t, &rules), ["a", "b"]);
+    assert!(s.due(t + h / 2, &rules).is_empty());
+    assert_eq!(s.due(t + h, &rules), ["a"]);
+    assert_eq!(s.due(t + 2 * h, &rules), ["a", "b"]);
+    // A rule removed from the config is forgotten.
+    assert_eq!(s.due(t + 5 * h, &rules[..1]), ["a"]);
+    assert_eq!(s.last.len(), 1);
+}
