@@ -50,20 +50,52 @@ impl RetentionAction {
 impl Executor {
     /// Removes one retention entry under every check, and records it (intent, then outcome).
     pub fn execute_retention(&self, action: &RetentionAction) -> Result<ActionReport, AuditFailed> {
-        self.retention_step(action, "delete", None, |p| {
-            self.remove_prepared(&action.path, p, None)
-        })
+        self.retention_step(action, "delete", |_| Ok(None), None)
     }
 
-    /// The shared frame of a retention step: prepare (all checks), write the intent, run
-    /// `act` on the prepared entry, measure with `statvfs`, write the outcome. `saved` is
-    /// filled in by compressing steps.
-    pub(super) fn retention_step(
+    /// Compresses one retention entry (zstd, next to it, verified; see
+    /// `retention::compress`) and then removes the original under every check, recorded with
+    /// `action: "compress"`: `bytes_freed` is what `statvfs` shows was saved (the original's
+    /// space less the archive's). When the archive cannot be made or verified, nothing is
+    /// removed (`failed`).
+    #[cfg(target_os = "linux")]
+    pub fn compress_retention(
+        &self,
+        action: &RetentionAction,
+    ) -> Result<ActionReport, AuditFailed> {
+        let started = super::now_secs();
+        self.retention_step(
+            action,
+            "compress",
+            |p| {
+                let done = crate::retention::compress::archive(
+                    p.parent.as_fd(),
+                    &p.name,
+                    &p.st,
+                    &action.path,
+                )?;
+                Ok(Some(format!(
+                    "compressed to {} ({} allocated, from a {}-byte stream)",
+                    crate::textpath::shown(Path::new(&done.name)),
+                    crate::config::human_bytes(done.allocated),
+                    done.stream_bytes
+                )))
+            },
+            // What changed since the archive began is not in it: left in place.
+            Some(started.saturating_sub(1)),
+        )
+    }
+
+    /// The shared frame of a retention step: prepare (all checks), run `before_intent` on the
+    /// prepared entry (compression; an `Err` fails the step with nothing removed, an `Ok` note
+    /// is added to the reason), write the intent, remove the entry (leaving in place what
+    /// changed after `unchanged_since`), measure with `statvfs`, write the outcome.
+    fn retention_step(
         &self,
         action: &RetentionAction,
         kind: &str,
-        note: Option<String>,
-        act: impl FnOnce(Prepared) -> (Outcome, super::RemoveStats),
+        before_intent: impl FnOnce(&Prepared) -> Result<Option<String>, String>,
+        unchanged_since: Option<i64>,
     ) -> Result<ActionReport, AuditFailed> {
         let id = audit::new_id();
         let probe = match self.locate(&action.path) {
@@ -79,10 +111,7 @@ impl Executor {
                 action.path.clone(),
                 &action.audit_rule(),
                 1,
-                match &note {
-                    Some(n) => format!("{}; {n}", action.reason),
-                    None => action.reason.clone(),
-                },
+                action.reason.clone(),
                 self.dry_run,
                 "",
             )
@@ -90,26 +119,33 @@ impl Executor {
         let (outcome, stats, error) = match self.prepare_retention(action) {
             Err(Stop(outcome, why)) => (outcome, super::RemoveStats::default(), Some(why)),
             Ok(_) if self.dry_run => (Outcome::WouldDelete, super::RemoveStats::default(), None),
-            Ok((p, project)) => {
-                let mut intent = record.clone();
-                intent.outcome = audit::INTENT.into();
-                intent.intent = Some(Intent {
-                    dev: p.st.dev,
-                    ino: p.st.ino,
-                    project,
-                    min_idle_secs: None,
-                    pid: std::process::id(),
-                    pid_start: audit::process_start(std::process::id()).unwrap_or(0),
-                });
-                if let Err(source) = self.audit.record(&intent) {
-                    record.outcome = Outcome::Refused.as_str().into();
-                    record.error = Some(format!("audit log unwritable, nothing deleted: {source}"));
-                    return Err(self.audit_failed(source, Outcome::Refused, record));
+            Ok((p, project)) => match before_intent(&p) {
+                Err(why) => (Outcome::Failed, super::RemoveStats::default(), Some(why)),
+                Ok(note) => {
+                    if let Some(note) = note {
+                        record.reason = format!("{}; {note}", record.reason);
+                    }
+                    let mut intent = record.clone();
+                    intent.outcome = audit::INTENT.into();
+                    intent.intent = Some(Intent {
+                        dev: p.st.dev,
+                        ino: p.st.ino,
+                        project,
+                        min_idle_secs: None,
+                        pid: std::process::id(),
+                        pid_start: audit::process_start(std::process::id()).unwrap_or(0),
+                    });
+                    if let Err(source) = self.audit.record(&intent) {
+                        record.outcome = Outcome::Refused.as_str().into();
+                        record.error =
+                            Some(format!("audit log unwritable, nothing deleted: {source}"));
+                        return Err(self.audit_failed(source, Outcome::Refused, record));
+                    }
+                    let (outcome, stats) = self.remove_prepared(&action.path, p, unchanged_since);
+                    let error = summarize_problems(&stats);
+                    (outcome, stats, error)
                 }
-                let (outcome, stats) = act(p);
-                let error = summarize_problems(&stats);
-                (outcome, stats, error)
-            }
+            },
         };
         let after = fsys::fs_space(&probe);
         record.ts = audit::timestamp(SystemTime::now());

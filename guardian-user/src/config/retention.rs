@@ -183,6 +183,9 @@ pub(super) fn validate(rules: &[RetentionRule], workspaces: &[Workspace]) -> Res
         INTERVAL
             .check(rule.interval.0)
             .map_err(|m| (at("interval"), m))?;
+        if rule.compress && !cfg!(target_os = "linux") {
+            return Err((at("compress"), "compressing needs Linux".into()));
+        }
     }
     Ok(())
 }

@@ -16,6 +16,8 @@ use std::os::unix::ffi::OsStrExt;
 
 /// The suffix of a file that pins its sibling (`v003.guardian-keep` pins `v003`).
 pub const PIN_SUFFIX: &str = ".guardian-keep";
+/// The prefix of Guardian's temp files (an archive being written): never a candidate.
+pub const TEMP_PREFIX: &str = ".guardian-tmp-";
 
 /// One directory entry, as the IO layer saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +54,8 @@ pub struct Selector {
     order: Order,
     timestamp_format: Option<String>,
     pointers: Vec<String>,
+    /// Archives (`.zst`) a compressing rule made are never its candidates again.
+    compress: bool,
     pub keep: KeepPolicy,
 }
 
@@ -64,6 +68,7 @@ impl Selector {
             order: rule.order,
             timestamp_format: rule.timestamp_format.clone(),
             pointers: rule.pointers.clone(),
+            compress: rule.compress,
             keep: KeepPolicy {
                 last: rule.keep_last,
                 within: rule
@@ -154,6 +159,16 @@ pub fn decide(entries: &[Entry], sel: &Selector) -> DirDecisions {
         }
         if name.ends_with(PIN_SUFFIX.as_bytes()) {
             out.untouched.push(untouched("untouched: a pin".into()));
+            continue;
+        }
+        if name.starts_with(TEMP_PREFIX.as_bytes()) {
+            out.untouched
+                .push(untouched("untouched: Guardian's temp file".into()));
+            continue;
+        }
+        if sel.compress && name.ends_with(b".zst") {
+            out.untouched
+                .push(untouched("untouched: already compressed".into()));
             continue;
         }
         match classify(entry, sel) {

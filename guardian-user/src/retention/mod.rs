@@ -8,6 +8,8 @@
 //! Invariants: this module never unlinks anything itself; an entry the rule's pattern does not
 //! match is never touched; what a run decides is reported with a reason for every entry.
 
+#[cfg(target_os = "linux")]
+pub mod compress;
 mod keep;
 mod list;
 #[cfg(test)]
@@ -171,9 +173,13 @@ pub fn apply(
 
 fn step(
     executor: &Executor,
-    _rule: &RetentionRule,
+    rule: &RetentionRule,
     action: &RetentionAction,
 ) -> Result<ActionReport, AuditFailed> {
+    if rule.compress {
+        #[cfg(target_os = "linux")]
+        return executor.compress_retention(action);
+    }
     executor.execute_retention(action)
 }
 

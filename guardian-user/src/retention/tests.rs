@@ -248,3 +248,28 @@ fn the_schedule_runs_each_rule_at_start_then_every_interval() {
     assert_eq!(s.due(t + 5 * h, &rules[..1]), ["a"]);
     assert_eq!(s.last.len(), 1);
 }
+
+#[test]
+fn a_compressing_rule_never_takes_its_archives_or_temp_files_again() {
+    let sel = Selector::from_rule(&rule("glob = \"v*\"\nkeep_last = 1\ncompress = true"));
+    let entries = vec![
+        entry("v3", T0),
+        entry("v2", T0),
+        entry("v1.tar.zst", T0),
+        entry(".guardian-tmp-00ff.zst", T0),
+    ];
+    let d = decide(&entries, &sel);
+    assert_eq!(kept(&d), ["v3"]);
+    assert_eq!(d.series[0].entries.len(), 2);
+    let reasons: Vec<_> = d.untouched.iter().map(|u| u.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "untouched: already compressed",
+            "untouched: Guardian's temp file"
+        ]
+    );
+    // Without compress, an archive is an entry like any other.
+    let sel = Selector::from_rule(&rule("glob = \"v*\"\nkeep_last = 1"));
+    assert_eq!(decide(&entries, &sel).series[0].entries.len(), 3);
+}
