@@ -588,6 +588,30 @@ mod tests {
     }
 
     #[test]
+    fn docs_list_every_range_in_the_row_of_its_key() {
+        let docs = include_str!("../../../docs/config.md");
+        let row = |field: &str| {
+            docs.lines()
+                .filter(|l| l.starts_with(&format!("| `{field}` |")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        for r in [super::KEEP_WITHIN, super::INTERVAL] {
+            let field = r.key.rsplit('.').next().unwrap();
+            assert!(row(field).contains(r.text), "docs: {} {}", r.key, r.text);
+            let (lo, hi) = r.text.split_once(" to ").unwrap();
+            assert_eq!(humantime::parse_duration(lo).unwrap(), r.min);
+            assert_eq!(humantime::parse_duration(hi).unwrap(), r.max);
+        }
+        for field in ["keep_last", "keep_daily", "keep_weekly", "keep_monthly"] {
+            assert!(
+                row(field).contains(&format!("0 to {}", super::MAX_KEEP)),
+                "docs: {field}"
+            );
+        }
+    }
+
+    #[test]
     fn the_embedded_default_has_the_seed_004_rules() {
         let c = Config::embedded_default();
         let names: Vec<_> = c.retention.iter().map(|r| r.name.as_str()).collect();
