@@ -708,3 +708,22 @@ compress = true
     assert_eq!(digest(&dir), before);
     assert_eq!(audit_lines(&s.audit()).len(), 3);
 }
+
+#[test]
+fn a_retention_dir_reached_through_a_symlink_is_left_alone() {
+    if !require_root("a_retention_dir_reached_through_a_symlink_is_left_alone") {
+        return;
+    }
+    // The configured dir is a symlink to the real releases dir: nothing is listed through it.
+    let s = Setup::new(&RELEASES.replace("train/releases", "train/link"));
+    make_releases(&s);
+    std::os::unix::fs::symlink(s.path("ws/train/releases"), s.path("ws/train/link")).unwrap();
+    let before = digest(&s.path("ws/train/releases"));
+    let out = s.retention(&["--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = report["rules"][0]["dirs"][0]["error"].as_str().unwrap();
+    assert!(error.contains("without following symlinks"), "{error}");
+    assert_eq!(digest(&s.path("ws/train/releases")), before);
+    assert!(audit_lines(&s.audit()).is_empty());
+}

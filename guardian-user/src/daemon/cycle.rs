@@ -192,7 +192,7 @@ fn retention(
     out: &Sender<Report>,
 ) -> Result<u32, String> {
     let mut actions = 0;
-    let (_, failed) =
+    let (reports, failed) =
         crate::retention::run(&ctx.config, Some(&ctx.executor), due, dev, &mut |report| {
             actions += 1;
             let _ = out.send(Report::Action {
@@ -200,6 +200,18 @@ fn retention(
                 seconds: 0.0,
             });
         });
+    for (rule, dir) in reports
+        .iter()
+        .flat_map(|r| r.dirs.iter().map(move |d| (&r.rule, d)))
+    {
+        if let Some(e) = &dir.error {
+            crate::warn_quiet!(
+                &format!("retention.{rule}"),
+                dir = %crate::textpath::shown(&dir.dir),
+                "retention rule {rule}: {e}"
+            );
+        }
+    }
     match failed {
         Some(e) => {
             let _ = out.send(Report::AuditFailed(e.to_string()));

@@ -52,15 +52,9 @@ pub fn list(dir: &Path, sel: &Selector, procs: &ProcSnapshot) -> Result<Vec<List
         let mut pin = name.to_owned();
         pin.push(PIN_SUFFIX);
         let mut pinned = present.contains(&pin);
-        let mut bytes = st.allocated;
         if st.kind == EntryKind::Dir {
             if let Ok(child) = fsys::open_child_dir(fd.as_fd(), &listed.name) {
                 pinned |= has_marker(child.as_fd());
-                if let Ok(walked) =
-                    crate::scan::walk_tree(child.as_fd(), &path, &crate::scan::NoRules)
-                {
-                    bytes = walked.tally.usage().allocated;
-                }
             }
         }
         let in_use = if !procs.complete {
@@ -73,7 +67,8 @@ pub fn list(dir: &Path, sel: &Selector, procs: &ProcSnapshot) -> Result<Vec<List
             entry: Entry {
                 name: name.to_owned(),
                 mtime: st.mtime,
-                bytes,
+                // Directories are sized by [`size_of`] once decided on (only what goes).
+                bytes: st.allocated,
                 pinned,
                 pointed_by: None,
                 in_use,
@@ -81,12 +76,31 @@ pub fn list(dir: &Path, sel: &Selector, procs: &ProcSnapshot) -> Result<Vec<List
             st,
         });
     }
-    for l in &mut out {
+    let has_pointer = sel
+        .pointers()
+        .iter()
+        .any(|p| present.contains(OsStr::new(p)));
+    for l in out.iter_mut().filter(|_| has_pointer) {
         if let Some(p) = pointer_to(fd.as_fd(), dir, sel.pointers(), &l.entry.name, &l.st) {
             l.entry.pointed_by = Some(p);
         }
     }
     Ok(out)
+}
+
+/// The allocated bytes of the entry `name` of `dir` (its tree for a directory, `du -sB1 -x`
+/// semantics), opened without following symlinks; `None` when it cannot be opened.
+pub fn size_of(dir: &Path, name: &OsStr) -> Option<u64> {
+    let fd = fsys::open_dir_nofollow(dir).ok()?;
+    let c = fsys::c_name(name).ok()?;
+    let st = fsys::stat_entry(fd.as_fd(), &c).ok()?;
+    if st.kind != EntryKind::Dir {
+        return Some(st.allocated);
+    }
+    let child = fsys::open_child_dir(fd.as_fd(), &c).ok()?;
+    let walked =
+        crate::scan::walk_tree(child.as_fd(), &dir.join(name), &crate::scan::NoRules).ok()?;
+    Some(walked.tally.usage().allocated)
 }
 
 fn has_marker(dir: BorrowedFd<'_>) -> bool {

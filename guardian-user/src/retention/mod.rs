@@ -19,7 +19,7 @@ pub use keep::{
     decide, natural_cmp, Decision, DirDecisions, Entry, KeepPolicy, Selector, Series, Untouched,
     Verdict, PIN_SUFFIX,
 };
-pub use list::{dirs_of, list, pointer_to, Listed, MAX_ENTRIES};
+pub use list::{dirs_of, list, pointer_to, size_of, Listed, MAX_ENTRIES};
 
 use crate::cleanup::{ActionReport, AuditFailed, Executor, Outcome, RetentionAction};
 use crate::config::{Config, RetentionRule};
@@ -110,9 +110,13 @@ fn plan_dir(dir: PathBuf, sel: &Selector, procs: &ProcSnapshot) -> DirReport {
         }
     };
     let entries: Vec<Entry> = listed.iter().map(|l| l.entry.clone()).collect();
-    let decided = decide(&entries, sel);
-    for d in decided.series.iter().flat_map(|s| &s.entries) {
+    let mut decided = decide(&entries, sel);
+    for d in decided.series.iter_mut().flat_map(|s| &mut s.entries) {
         if d.verdict == Verdict::Delete {
+            // Only what goes is walked (a kept version of 100 GB is not).
+            if let Some(bytes) = size_of(&report.dir, d.name.as_os_str()) {
+                d.bytes = bytes;
+            }
             report.entries_to_delete += 1;
             report.bytes_to_delete = report.bytes_to_delete.saturating_add(d.bytes);
         }
