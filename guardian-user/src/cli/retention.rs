@@ -104,7 +104,7 @@ fn human(reports: &[RuleReport], dry_run: bool) -> String {
                     let _ = writeln!(
                         out,
                         "      {verb} {:>10}  {}  {}",
-                        human_bytes(e.bytes),
+                        e.bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
                         shown(&e.name),
                         e.reasons.join("; ")
                     );

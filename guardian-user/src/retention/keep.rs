@@ -25,8 +25,9 @@ pub struct Entry {
     pub name: OsString,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
-    /// Allocated bytes of the entry (its whole tree for a directory).
-    pub bytes: u64,
+    /// Allocated bytes of the entry (its whole tree for a directory); `None`: not measured
+    /// (a directory is walked only once it is decided to go).
+    pub bytes: Option<u64>,
     /// A `.guardian-keep` inside it, or a `NAME.guardian-keep` beside it.
     pub pinned: bool,
     /// The pointer (`current`, …) that resolves to it or into it.
@@ -107,7 +108,8 @@ pub struct Decision {
     pub verdict: Verdict,
     /// `kept by keep_last #2`, `deleted: older than keep_within 7d`, …
     pub reasons: Vec<String>,
-    pub bytes: u64,
+    /// Allocated bytes (`null`: a kept directory, not walked).
+    pub bytes: Option<u64>,
     /// The time the keep rules used, seconds since the epoch.
     pub time: i64,
 }

@@ -68,7 +68,7 @@ pub fn list(dir: &Path, sel: &Selector, procs: &ProcSnapshot) -> Result<Vec<List
                 name: name.to_owned(),
                 mtime: st.mtime,
                 // Directories are sized by [`size_of`] once decided on (only what goes).
-                bytes: st.allocated,
+                bytes: (st.kind != EntryKind::Dir).then_some(st.allocated),
                 pinned,
                 pointed_by: None,
                 in_use,

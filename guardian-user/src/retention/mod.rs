@@ -114,11 +114,11 @@ fn plan_dir(dir: PathBuf, sel: &Selector, procs: &ProcSnapshot) -> DirReport {
     for d in decided.series.iter_mut().flat_map(|s| &mut s.entries) {
         if d.verdict == Verdict::Delete {
             // Only what goes is walked (a kept version of 100 GB is not).
-            if let Some(bytes) = size_of(&report.dir, d.name.as_os_str()) {
-                d.bytes = bytes;
+            if d.bytes.is_none() {
+                d.bytes = size_of(&report.dir, d.name.as_os_str());
             }
             report.entries_to_delete += 1;
-            report.bytes_to_delete = report.bytes_to_delete.saturating_add(d.bytes);
+            report.bytes_to_delete = report.bytes_to_delete.saturating_add(d.bytes.unwrap_or(0));
         }
     }
     report.series = decided.series;
@@ -137,7 +137,7 @@ pub fn apply(
     on_action: &mut dyn FnMut(&ActionReport),
 ) -> Result<(), AuditFailed> {
     for dir in &mut report.dirs {
-        let todo: Vec<(PathBuf, String, u64)> = dir
+        let todo: Vec<(PathBuf, String, Option<u64>)> = dir
             .series
             .iter()
             .flat_map(|s| &s.entries)
@@ -154,7 +154,7 @@ pub fn apply(
                 reason,
                 identity: (st.dev, st.ino),
                 changed: st.changed(),
-                bytes_estimated: bytes,
+                bytes_estimated: bytes.unwrap_or(0),
                 pointers: rule.pointers.clone(),
             };
             let result = step(executor, rule, &action);

@@ -19,7 +19,7 @@ fn entry(name: &str, mtime: i64) -> Entry {
     Entry {
         name: name.into(),
         mtime,
-        bytes: 1000,
+        bytes: Some(1000),
         pinned: false,
         pointed_by: None,
         in_use: None,
