@@ -171,6 +171,10 @@ fn releases_keep_the_newest_three_the_current_and_the_pinned() {
     }
     let d = &report["rules"][0]["dirs"][0];
     assert_eq!(d["entries_to_delete"], 7);
+    assert_eq!(report["entries_to_delete"], 7);
+    assert_eq!(report["bytes_to_delete"], d["bytes_to_delete"]);
+    // Kept directories are not walked: their size is not measured.
+    assert!(report["rules"][0]["dirs"][0]["series"][0]["entries"][0]["bytes"].is_null());
     assert!(d["bytes_to_delete"].as_u64().unwrap() >= 7 * (256 << 10));
     assert_eq!(d["untouched"][0]["name"], "current");
 

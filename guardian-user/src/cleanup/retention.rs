@@ -119,6 +119,13 @@ impl Executor {
         let (outcome, stats, error) = match self.prepare_retention(action) {
             Err(Stop(outcome, why)) => (outcome, super::RemoveStats::default(), Some(why)),
             Ok(_) if self.dry_run => (Outcome::WouldDelete, super::RemoveStats::default(), None),
+            // An archive made while the log cannot take the intent would be left beside the
+            // original (and refuse the next try): look before compressing.
+            Ok(_) if kind == "compress" && self.audit.health().is_err() => (
+                Outcome::Refused,
+                super::RemoveStats::default(),
+                self.audit.health().err(),
+            ),
             Ok((p, project)) => match before_intent(&p) {
                 Err(why) => (Outcome::Failed, super::RemoveStats::default(), Some(why)),
                 Ok(note) => {

@@ -46,8 +46,11 @@ pub fn retention(config: Option<&Path>, dry_run: bool, as_json: bool) -> anyhow:
     let (reports, failed) =
         retention::run(&config, executor.as_ref(), &|_| true, None, &mut |_| {});
     if as_json {
+        let dirs = || reports.iter().flat_map(|r| &r.dirs);
         let mut text = serde_json::to_string_pretty(&serde_json::json!({
             "dry_run": dry_run || config.daemon.dry_run,
+            "entries_to_delete": dirs().map(|d| d.entries_to_delete).sum::<usize>(),
+            "bytes_to_delete": dirs().map(|d| d.bytes_to_delete).fold(0u64, u64::saturating_add),
             "rules": reports,
             "error": failed.as_ref().map(|e| e.to_string()),
         }))?;
@@ -97,9 +100,10 @@ fn human(reports: &[RuleReport], dry_run: bool) -> String {
                     let _ = writeln!(out, "    series {}", s.key);
                 }
                 for e in &s.entries {
-                    let verb = match e.verdict {
-                        Verdict::Keep => "keep  ",
-                        Verdict::Delete => "delete",
+                    let verb = match (e.verdict, r.compress) {
+                        (Verdict::Keep, _) => "keep    ",
+                        (Verdict::Delete, false) => "delete  ",
+                        (Verdict::Delete, true) => "compress",
                     };
                     let _ = writeln!(
                         out,
