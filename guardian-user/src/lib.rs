@@ -11,6 +11,7 @@ pub mod policy;
 pub mod predict;
 pub mod protect;
 pub mod quiet;
+pub mod retention;
 pub mod scan;
 pub mod sources;
 pub mod survey;

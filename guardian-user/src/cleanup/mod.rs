@@ -15,9 +15,11 @@
 pub mod audit;
 pub mod own;
 mod remove;
+pub mod retention;
 
 pub use audit::{AuditLog, AuditRecord, Intent};
 pub use remove::RemoveStats;
+pub use retention::RetentionAction;
 
 use crate::config::Workspace;
 use crate::fsys::{self, Boundary, EntryKind, EntryStat};
@@ -488,12 +490,22 @@ impl Executor {
     }
 
     fn remove(&self, action: &PlannedAction, p: Prepared) -> (Outcome, RemoveStats) {
+        self.remove_prepared(&action.path, p, cutoff(action))
+    }
+
+    /// Removes a prepared entry; entries changed after `unchanged_since` are left in place.
+    fn remove_prepared(
+        &self,
+        path: &Path,
+        p: Prepared,
+        unchanged_since: Option<i64>,
+    ) -> (Outcome, RemoveStats) {
         let mut remover = Remover::new(Limits {
             boundary: &p.boundary,
             cancel: &self.cancel,
-            unchanged_since: cutoff(action),
+            unchanged_since,
         });
-        match remover.remove_entry(p.parent.as_fd(), &p.name, &action.path, p.depth) {
+        match remover.remove_entry(p.parent.as_fd(), &p.name, path, p.depth) {
             Ok(true) => (Outcome::Deleted, remover.stats),
             Ok(false) => (Outcome::Partial, remover.stats),
             Err(remove::Interrupted) => (Outcome::Interrupted, remover.stats),

@@ -3,6 +3,7 @@
 
 mod demo;
 mod output;
+mod retention;
 mod tasks;
 
 use anyhow::Context;
@@ -104,6 +105,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the [[retention]] rules: each series, what is kept and why, what goes and how many
+    /// bytes (deleted or compressed through the executor, and audited).
+    Retention {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Decide and report only; touch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +193,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => tasks::ghosts(config.as_deref(), dry_run, json),
         Command::Sessions { config, json } => tasks::sessions(config.as_deref(), json),
+        Command::Retention {
+            config,
+            dry_run,
+            json,
+        } => retention::retention(config.as_deref(), dry_run, json),
     }
 }
 

@@ -9,6 +9,7 @@ mod ondisk;
 mod paths;
 pub mod ranges;
 mod read;
+pub mod retention;
 mod tasks;
 mod units;
 
@@ -16,6 +17,7 @@ pub use paths::{KERNEL_TREES, SYSTEM_DIRS};
 pub use read::MAX_CONFIG_BYTES;
 
 pub use forecast::{ForecastConfig, LeadTime};
+pub use retention::{Order, RetentionRule};
 
 pub use tasks::{
     named_params, AreaKind, GhostConfig, NaiveTimes, TasksConfig, UsageLimit, QUERY_PARAMS,
@@ -52,6 +54,9 @@ pub struct Config {
     /// The task DB, task/scratch areas and their policies, the ghost reaper (`[tasks]`).
     #[serde(default)]
     pub tasks: TasksConfig,
+    /// Retention rules: keep-latest-N series of versions, backups, logs (`[[retention]]`).
+    #[serde(default)]
+    pub retention: Vec<RetentionRule>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -316,6 +321,7 @@ impl Config {
         })?;
         let at = |e| key_error(text, source_name, e);
         config.normalize_paths().map_err(at)?;
+        retention::normalize_dirs(&mut config.retention).map_err(at)?;
         config.validate().map_err(at)?;
         if config.tasks.db.is_none() && locate::is_present(text, &["tasks", "ghosts"]) {
             return Err(at((
@@ -377,6 +383,7 @@ impl Config {
         }
         self.validate_rules()?;
         self.tasks.validate(&self.workspaces)?;
+        retention::validate(&self.retention, &self.workspaces)?;
         Ok(())
     }
 

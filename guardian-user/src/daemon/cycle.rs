@@ -73,6 +73,8 @@ pub enum Job {
     Recover,
     /// One cleanup cycle.
     Cycle(Box<CycleJob>),
+    /// The named `[[retention]]` rules, due on their schedule.
+    Retention(Vec<String>),
 }
 
 /// One cleanup cycle to run.
@@ -138,6 +140,11 @@ impl Cleaner {
                         Job::Cycle(job) => {
                             Some(cycle(&ctx, &job.fs, &job.kind, &job.last_write, &report_tx))
                         }
+                        Job::Retention(names) => {
+                            // An audit failure was reported as `AuditFailed`.
+                            let _ = retention(&ctx, &|r| names.contains(&r.name), None, &report_tx);
+                            None
+                        }
                     };
                     if report_tx.send(Report::Done(done)).is_err() {
                         break;
@@ -172,6 +179,45 @@ impl Cleaner {
         if matches!(report, Report::Done(_)) {
             self.busy = false;
         }
+    }
+}
+
+/// Applies the retention rules `due` picks (over the dirs on filesystem `dev` when given); each
+/// action is reported like a cycle's. Returns how many actions ran, or the audit failure that
+/// stopped it.
+fn retention(
+    ctx: &Context,
+    due: &dyn Fn(&crate::config::RetentionRule) -> bool,
+    dev: Option<u64>,
+    out: &Sender<Report>,
+) -> Result<u32, String> {
+    let mut actions = 0;
+    let (reports, failed) =
+        crate::retention::run(&ctx.config, Some(&ctx.executor), due, dev, &mut |report| {
+            actions += 1;
+            let _ = out.send(Report::Action {
+                report: Box::new(report.clone()),
+                seconds: 0.0,
+            });
+        });
+    for (rule, dir) in reports
+        .iter()
+        .flat_map(|r| r.dirs.iter().map(move |d| (&r.rule, d)))
+    {
+        if let Some(e) = &dir.error {
+            crate::warn_quiet!(
+                &format!("retention.{rule}"),
+                dir = %crate::textpath::shown(&dir.dir),
+                "retention rule {rule}: {e}"
+            );
+        }
+    }
+    match failed {
+        Some(e) => {
+            let _ = out.send(Report::AuditFailed(e.to_string()));
+            Err(e.to_string())
+        }
+        None => Ok(actions),
     }
 }
 
@@ -216,7 +262,15 @@ fn cycle(
     let mut shortfall = None;
     let mut reached_target = false;
     let lookup = |p: &Path| last_write.get(p).copied();
-    'rounds: while rounds < MAX_ROUNDS && !ctx.cancel.load(Ordering::Relaxed) {
+    // Phase 1 starts with the retention rules of this filesystem (old versions, backups, logs).
+    if !config.retention.is_empty() {
+        match retention(ctx, &|_| true, Some(fs.dev), out) {
+            Ok(n) => actions += n,
+            Err(e) => shortfall = Some(format!("stopped: {e}")),
+        }
+    }
+    'rounds: while shortfall.is_none() && rounds < MAX_ROUNDS && !ctx.cancel.load(Ordering::Relaxed)
+    {
         let began = Instant::now();
         let tasks = (ctx.tasks)();
         let protection = |p: &Path| (ctx.extra)(p).or_else(|| tasks.check(p));

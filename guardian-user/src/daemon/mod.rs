@@ -87,6 +87,8 @@ pub struct Guardian {
     config: Arc<Config>,
     executor: Arc<Executor>,
     cleaner: Cleaner,
+    /// When each `[[retention]]` rule last ran (its own schedule, on the cleanup thread).
+    retention: crate::retention::Schedule,
     /// The filesystem the running cycle works on.
     cycle_fs: Option<GuardedFs>,
     state: StateWriter,
@@ -196,6 +198,7 @@ impl Guardian {
             config,
             executor,
             cleaner,
+            retention: crate::retention::Schedule::default(),
             cycle_fs: None,
             state,
             cancel,
@@ -296,6 +299,12 @@ impl Guardian {
         self.problems.extend(source.problems);
         self.filesystems = guarded_filesystems(&self.config.workspaces);
         self.guard();
+        if !self.cleaner.busy() {
+            let due = self.retention.due(Instant::now(), &self.config.retention);
+            if !due.is_empty() {
+                self.cleaner.submit(Job::Retention(due));
+            }
+        }
         for ws in &self.config.workspaces {
             if !ws.path.is_dir() {
                 self.problems.push(format!(
