@@ -466,6 +466,10 @@ impl Executor {
         if let Some(why) = (self.extra_protection)(&project_path) {
             return Err(refuse(why));
         }
+        // The re-check a kind of target names for itself (a `.git` with unpushed work).
+        if let Some(why) = crate::git::keep_reason(&action.path, st.kind, action.phase) {
+            return Err(Stop(Outcome::Skipped, why));
+        }
         if let Some(cutoff) = cutoff(action) {
             if st.changed() > cutoff && !own::is_own(&st) {
                 return Err(Stop(

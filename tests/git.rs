@@ -1,0 +1,365 @@
+//! Git repos in workspaces (issue 13, items 3 and 4): a `.git` holding work that exists nowhere
+//! else (unpushed commits, a stash, a dirty work tree) is kept in phase 1 — by the survey, and
+//! again by the executor right before deleting; maintenance frees measured bytes in a repo with
+//! many loose objects, running as the repo's owner. Real repos made with the real `git` binary,
+//! on real tmpfs; the checks themselves read the repos without one.
+
+mod support;
+
+use guardian::cleanup::{AuditLog, Executor, Outcome};
+use guardian::config::Workspace;
+use guardian::git::unpushed;
+use guardian::policy::PlannedAction;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use support::*;
+
+/// Runs `git ARGS` in `dir` with a fixed identity and no system/global config.
+fn git(dir: &Path, args: &[&str]) {
+    let out = git_cmd(dir).args(args).output().expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn git_cmd(dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid");
+    cmd
+}
+
+fn commit_file(repo: &Path, name: &str, text: &str) {
+    std::fs::write(repo.join(name), text).unwrap();
+    git(repo, &["add", name]);
+    git(repo, &["commit", "-q", "-m", name]);
+}
+
+/// A work tree at `base/name` cloned from a bare "remote" at `base/remotes/name.git`, with one
+/// commit pushed: clean, nothing unpushed.
+fn pushed_repo(base: &Path, name: &str) -> PathBuf {
+    let remote = base.join("remotes").join(format!("{name}.git"));
+    std::fs::create_dir_all(&remote).unwrap();
+    git(&remote, &["init", "-q", "--bare", "-b", "main"]);
+    let repo = base.join(name);
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(
+        &repo,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
+    commit_file(&repo, "README", "hello\n");
+    std::fs::write(repo.join(".gitignore"), "build/\n").unwrap();
+    git(&repo, &["add", ".gitignore"]);
+    git(&repo, &["commit", "-q", "-m", "ignore"]);
+    git(&repo, &["push", "-q", "-u", "origin", "main"]);
+    repo
+}
+
+/// The verdict on `repo/.git`, read without a `git` binary.
+fn verdict(repo: &Path) -> Option<String> {
+    unpushed::check(&repo.join(".git"), &AtomicBool::new(false))
+        .unwrap_or_else(|e| Some(format!("kept: {e}")))
+}
+
+#[test]
+fn a_pushed_clean_repo_holds_no_unpushed_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = pushed_repo(tmp.path(), "app");
+    // An ignored file is regenerable, not work.
+    write_file(&repo.join("build/out.bin"), 4096);
+    assert_eq!(verdict(&repo), None);
+}
+
+#[test]
+fn a_commit_on_no_remote_tracking_ref_keeps_the_git_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = pushed_repo(tmp.path(), "app");
+    commit_file(&repo, "work.txt", "not pushed\n");
+    assert_eq!(verdict(&repo).as_deref(), Some("unpushed commits on main"));
+    // Pushed: the same repo holds nothing unpushed any more.
+    git(&repo, &["push", "-q", "origin", "main"]);
+    assert_eq!(verdict(&repo), None);
+}
+
+#[test]
+fn a_repo_without_any_remote_and_a_commit_is_unpushed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("solo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    // No commit yet: nothing to lose but the untracked file.
+    assert_eq!(verdict(&repo), None);
+    commit_file(&repo, "a.txt", "a\n");
+    assert_eq!(verdict(&repo).as_deref(), Some("unpushed commits on main"));
+}
+
+#[test]
+fn a_branch_or_detached_head_not_on_the_remote_keeps_the_git_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = pushed_repo(tmp.path(), "app");
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    commit_file(&repo, "f.txt", "f\n");
+    git(&repo, &["checkout", "-q", "main"]);
+    assert_eq!(
+        verdict(&repo).as_deref(),
+        Some("unpushed commits on feature")
+    );
+    git(&repo, &["branch", "-q", "-D", "feature"]);
+    // Gone from every ref but a detached HEAD: still work.
+    git(&repo, &["checkout", "-q", "--detach", "main"]);
+    commit_file(&repo, "d.txt", "d\n");
+    assert_eq!(
+        verdict(&repo).as_deref(),
+        Some("unpushed commits on a detached HEAD")
+    );
+}
+
+#[test]
+fn a_stash_keeps_the_git_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = pushed_repo(tmp.path(), "app");
+    std::fs::write(repo.join("README"), "changed\n").unwrap();
+    git(&repo, &["stash", "-q"]);
+    assert_eq!(
+        verdict(&repo).as_deref(),
+        Some("stash entries (refs/stash)")
+    );
+}
+
+#[test]
+fn a_dirty_work_tree_keeps_the_git_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = pushed_repo(tmp.path(), "app");
+    std::fs::write(repo.join("README"), "edited, not committed\n").unwrap();
+    assert_eq!(
+        verdict(&repo).as_deref(),
+        Some("uncommitted changes in the work tree")
+    );
+    git(&repo, &["add", "README"]);
+    assert_eq!(
+        verdict(&repo).as_deref(),
+        Some("staged changes not committed")
+    );
+    git(&repo, &["reset", "-q", "--hard"]);
+    assert_eq!(verdict(&repo), None);
+    std::fs::write(repo.join("notes.txt"), "new file\n").unwrap();
+    assert_eq!(
+        verdict(&repo).as_deref(),
+        Some("untracked files in the work tree")
+    );
+}
+
+#[test]
+fn a_repo_that_cannot_be_read_is_kept_and_a_dir_that_is_no_repo_is_not_judged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = pushed_repo(tmp.path(), "app");
+    // main points at an object that does not exist: cannot decide, so kept.
+    std::fs::write(
+        repo.join(".git/refs/heads/main"),
+        "1234567890123456789012345678901234567890\n",
+    )
+    .unwrap();
+    let v = verdict(&repo).expect("a broken repo must be kept");
+    assert!(v.starts_with("kept:"), "{v}");
+    // Through the bounded entry point too.
+    let v = unpushed::work_at_risk(&repo.join(".git"), unpushed::CHECK_LIMIT)
+        .expect("a broken repo must be kept");
+    assert!(v.starts_with("kept:"), "{v}");
+    // A dir named `.git` without HEAD/objects/refs is no repo: its rule decides.
+    let fake = tmp.path().join("fake");
+    write_file(&fake.join(".git/objects/blob"), 4096);
+    assert_eq!(verdict(&fake), None);
+}
+
+/// A 64 MiB tmpfs workspace with a pushed repo and one with an unpushed commit, filled to 85%.
+struct Pressured {
+    mount: TestMount,
+    ws: PathBuf,
+    config: PathBuf,
+    state: PathBuf,
+}
+
+fn pressured(extra_config: &str) -> Pressured {
+    let mount = TestMount::tmpfs(64 * MIB);
+    let ws = mount.path("dispatch");
+    let state = mount.path("guardian-state");
+    std::fs::create_dir_all(&ws).unwrap();
+    let config = mount.path("guardian.toml");
+    write_config(&config, &ws, &state, "1s", extra_config);
+    // The bare remotes live outside the workspace.
+    let remotes = mount.path("upstream");
+    std::fs::create_dir_all(&remotes).unwrap();
+    for name in ["pushed", "unpushed"] {
+        let repo = pushed_repo(&remotes, name);
+        std::fs::rename(&repo, ws.join(name)).unwrap();
+        write_file(
+            &ws.join(name).join(".git/objects/pack/filler.keep"),
+            2 * MIB,
+        );
+    }
+    commit_file(&ws.join("unpushed"), "work.txt", "only here\n");
+    fill_to_used(&mount.dir, &mount.path("filler.bin"), 85.0);
+    Pressured {
+        mount,
+        ws,
+        config,
+        state,
+    }
+}
+
+/// `guardian ARGS` with no `git` anywhere on its PATH.
+fn guardian_without_git(args: &[&str]) -> std::process::Output {
+    Command::new(guardian_bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", "/nonexistent")
+        .env("GUARDIAN_LOG", "info")
+        .output()
+        .expect("run guardian")
+}
+
+#[test]
+fn a_git_dir_with_an_unpushed_commit_is_left_alone_by_phase_1() {
+    if !require_root("a_git_dir_with_an_unpushed_commit_is_left_alone_by_phase_1") {
+        return;
+    }
+    let p = pressured("");
+    let config = p.config.to_str().unwrap();
+    let out = guardian_without_git(&["plan", "--config", config, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let unpushed_git = p.ws.join("unpushed/.git");
+    let pushed_git = p.ws.join("pushed/.git");
+    let skipped = plan[0]["plan"]["skipped"].as_array().unwrap();
+    let entry = skipped
+        .iter()
+        .find(|s| s["path"] == unpushed_git.to_str().unwrap())
+        .unwrap_or_else(|| panic!("unpushed .git not skipped: {plan}"));
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unpushed commits on main"),
+        "{entry}"
+    );
+    let actions = plan[0]["plan"]["actions"].as_array().unwrap();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["path"] == pushed_git.to_str().unwrap()),
+        "the pushed repo's .git should be planned: {plan}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| a["path"] == unpushed_git.to_str().unwrap()),
+        "{plan}"
+    );
+
+    let out = guardian_without_git(&["run", "--once", "--config", config]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !pushed_git.exists(),
+        "the pushed repo's .git should be gone"
+    );
+    assert!(
+        unpushed_git.join("HEAD").exists(),
+        "unpushed work was deleted"
+    );
+    assert!(
+        p.ws.join("unpushed/work.txt").exists(),
+        "the work tree must stay"
+    );
+    let audit = audit_lines(&p.state.join("audit.jsonl"));
+    assert!(
+        !audit
+            .iter()
+            .any(|l| l["path"] == unpushed_git.to_str().unwrap() && l["outcome"] == "deleted"),
+        "{audit:?}"
+    );
+    drop(p.mount);
+}
+
+fn executor(ws: &Path, audit: &Path) -> Executor {
+    Executor::new(
+        vec![Workspace {
+            path: ws.to_path_buf(),
+            protect: Vec::new(),
+        }],
+        AuditLog::open(audit).unwrap(),
+        false,
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(|_: &Path| None),
+    )
+}
+
+fn planned_git_dir(repo: &Path) -> PlannedAction {
+    let path = repo.join(".git");
+    PlannedAction {
+        identity: guardian::fsys::identity_of(&path).unwrap(),
+        path,
+        project: repo.to_path_buf(),
+        rule: "regenerable".into(),
+        phase: 1,
+        reason: "git test".into(),
+        bytes_estimated: 0,
+        inodes_estimated: 0,
+        min_idle_secs: None,
+    }
+}
+
+#[test]
+fn a_commit_made_between_plan_and_delete_still_saves_the_repo() {
+    if !require_root("a_commit_made_between_plan_and_delete_still_saves_the_repo") {
+        return;
+    }
+    let mount = TestMount::tmpfs(64 * MIB);
+    let ws = mount.path("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let upstream = mount.path("upstream");
+    let late = pushed_repo(&upstream, "late");
+    let clean = pushed_repo(&upstream, "clean");
+    std::fs::rename(&late, ws.join("late")).unwrap();
+    std::fs::rename(&clean, ws.join("clean")).unwrap();
+    let exec = executor(&ws, &mount.path("audit.jsonl"));
+    // Both planned while everything was pushed…
+    let late_action = planned_git_dir(&ws.join("late"));
+    let clean_action = planned_git_dir(&ws.join("clean"));
+    // …then a commit lands in one of them before the executor gets to it.
+    commit_file(&ws.join("late"), "late.txt", "committed after planning\n");
+    let report = exec.execute(&late_action).unwrap();
+    assert_eq!(report.outcome, Outcome::Skipped, "{:?}", report.record);
+    assert_eq!(
+        report.record.error.as_deref(),
+        Some("unpushed commits on main")
+    );
+    assert!(ws.join("late/.git/HEAD").exists());
+    // The one that stayed pushed goes: the re-check does not keep everything.
+    let report = exec.execute(&clean_action).unwrap();
+    assert_eq!(report.outcome, Outcome::Deleted, "{:?}", report.record);
+    assert!(!ws.join("clean/.git").exists());
+    // Phase 2 (whole-dir rules) is not held back by the git check.
+    let mut whole = planned_git_dir(&ws.join("late"));
+    whole.phase = 2;
+    let report = exec.execute(&whole).unwrap();
+    assert_eq!(report.outcome, Outcome::Deleted, "{:?}", report.record);
+}
