@@ -4,6 +4,7 @@
 //! configured paths on disk, read-only (`ondisk.rs`). Nothing here writes.
 
 mod forecast;
+mod git;
 mod locate;
 mod ondisk;
 mod paths;
@@ -16,6 +17,7 @@ pub use paths::{KERNEL_TREES, SYSTEM_DIRS};
 pub use read::MAX_CONFIG_BYTES;
 
 pub use forecast::{ForecastConfig, LeadTime};
+pub use git::GitConfig;
 
 pub use tasks::{
     named_params, AreaKind, GhostConfig, NaiveTimes, TasksConfig, UsageLimit, QUERY_PARAMS,
@@ -52,6 +54,9 @@ pub struct Config {
     /// The task DB, task/scratch areas and their policies, the ghost reaper (`[tasks]`).
     #[serde(default)]
     pub tasks: TasksConfig,
+    /// Git maintenance in phase 1 (`[git]`).
+    #[serde(default)]
+    pub git: GitConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -377,6 +382,7 @@ impl Config {
         }
         self.validate_rules()?;
         self.tasks.validate(&self.workspaces)?;
+        self.git.validate()?;
         Ok(())
     }
 
