@@ -607,3 +607,16 @@ fn a_repo_that_packing_brings_to_target_keeps_its_git_dir() {
         "{audit:?}"
     );
 }
+
+#[test]
+fn a_check_that_did_not_finish_keeps_the_repo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = pushed_repo(tmp.path(), "app");
+    // Told to stop (as the time limit does): no verdict, so the caller keeps the repo.
+    let stopped = unpushed::check(&repo.join(".git"), &AtomicBool::new(true));
+    assert!(stopped.is_err(), "{stopped:?}");
+    assert_eq!(
+        unpushed::check(&repo.join(".git"), &AtomicBool::new(false)),
+        Ok(None)
+    );
+}

@@ -238,6 +238,7 @@ pub fn candidates(
 ) -> Vec<Candidate> {
     let now = activity.now;
     let mut out = Vec::new();
+    let git_checks = crate::git::Budget::new(crate::git::SURVEY_BUDGET);
     for project in surveys.iter().flat_map(|s| &s.projects) {
         if project.protected_name {
             continue;
@@ -262,7 +263,7 @@ pub fn candidates(
             // else blocks it).
             let blocked = in_use
                 .clone()
-                .or_else(|| crate::git::keep_reason(&path, m.kind, rule.phase));
+                .or_else(|| git_checks.keep_reason(&path, m.kind, rule.phase));
             out.push(Candidate {
                 path,
                 project: project.path.clone(),
