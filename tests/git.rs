@@ -620,3 +620,33 @@ fn a_check_that_did_not_finish_keeps_the_repo() {
         Ok(None)
     );
 }
+
+#[test]
+fn an_unpushed_commit_in_a_submodule_keeps_the_superprojects_git_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = pushed_repo(tmp.path(), "lib");
+    let lib_remote = tmp.path().join("remotes/lib.git");
+    let app = pushed_repo(tmp.path(), "app");
+    let out = git_cmd(&app)
+        .args(["-c", "protocol.file.allow=always", "submodule", "add", "-q"])
+        .arg(&lib_remote)
+        .arg("libs/lib")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    git(&app, &["commit", "-q", "-m", "submodule"]);
+    git(&app, &["push", "-q", "origin", "main"]);
+    drop(lib);
+    assert!(app.join(".git/modules/libs/lib/HEAD").exists());
+    assert_eq!(verdict(&app), None, "everything is pushed");
+    // A commit inside the submodule that its remote does not have: lost with the superproject's
+    // .git (the submodule's repo lives in .git/modules/).
+    let sub = app.join("libs/lib");
+    commit_file(&sub, "sub.txt", "only here\n");
+    let v = verdict(&app).expect("kept");
+    assert!(v.contains("submodule libs/lib: unpushed commits"), "{v}");
+}

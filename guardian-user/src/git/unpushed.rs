@@ -1,6 +1,7 @@
 //! Whether a `.git` holds work that exists nowhere else: commits no remote-tracking ref reaches
-//! (in a repo without remote-tracking refs, any commit), stash entries, linked worktrees, or a
-//! work tree that differs from its index/HEAD (modified, staged, or untracked and not ignored).
+//! (in a repo without remote-tracking refs, any commit), stash entries, linked worktrees, the
+//! same in the repos of its submodules (`modules/`), or a work tree that differs from its
+//! index/HEAD (modified, staged, or untracked and not ignored).
 //! Read with `gix` (no `git` binary, no parsing of its output), read-only, with the repo's own
 //! configuration confined: no system/global config, no environment, and no config section
 //! trusted, so no filter or diff driver a repo names is ever run.
@@ -70,6 +71,14 @@ pub fn work_at_risk(git_dir: &Path, limit: Duration) -> Option<String> {
 /// `Ok(None)` when none would, `Err` when the repo cannot be read. `stop` ends it early (as
 /// "cannot decide").
 pub fn check(git_dir: &Path, stop: &AtomicBool) -> Result<Option<String>, String> {
+    check_at(git_dir, stop, 0)
+}
+
+/// Most submodule repos (`modules/…`) looked at in one repo, and how deep they may nest.
+const MAX_SUBMODULES: usize = 64;
+const MAX_SUBMODULE_DEPTH: usize = 3;
+
+fn check_at(git_dir: &Path, stop: &AtomicBool, depth: usize) -> Result<Option<String>, String> {
     let Some(repo) = open(git_dir)? else {
         // Not a repository git would recognise (no HEAD, objects and refs): a dir of that name
         // holds no commits, stash or index to lose; the rule that named it decides.
@@ -84,6 +93,9 @@ pub fn check(git_dir: &Path, stop: &AtomicBool) -> Result<Option<String>, String
         .is_some()
     {
         return Ok(Some("stash entries (refs/stash)".into()));
+    }
+    if let Some(why) = submodules(git_dir, stop, depth)? {
+        return Ok(Some(why));
     }
     if let Some(why) = unpushed_commits(&repo, stop)? {
         return Ok(Some(why));
@@ -117,6 +129,51 @@ fn linked_worktrees(git_dir: &Path) -> Option<String> {
         .next()
         .is_some()
         .then(|| "linked worktrees (worktrees/)".into())
+}
+
+/// The repos of submodules live in the superproject's `modules/` (at their submodule path):
+/// deleting the `.git` deletes them, so each is judged like the repo itself.
+fn submodules(git_dir: &Path, stop: &AtomicBool, depth: usize) -> Result<Option<String>, String> {
+    let modules = git_dir.join("modules");
+    if !modules.is_dir() {
+        return Ok(None);
+    }
+    if depth >= MAX_SUBMODULE_DEPTH {
+        return Err(format!(
+            "submodules nested deeper than {MAX_SUBMODULE_DEPTH}"
+        ));
+    }
+    // Repo dirs (holding HEAD) under modules/, at most a few levels down (`libs/foo`).
+    let mut repos = Vec::new();
+    let mut dirs = vec![(modules.clone(), 0usize)];
+    while let Some((dir, level)) = dirs.pop() {
+        if dir != modules && dir.join("HEAD").is_file() {
+            repos.push(dir);
+            if repos.len() > MAX_SUBMODULES {
+                return Err(format!("more than {MAX_SUBMODULES} submodule repos"));
+            }
+            continue;
+        }
+        if level >= 4 {
+            continue;
+        }
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("modules: {e}"))?;
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push((entry.path(), level + 1));
+            }
+        }
+    }
+    for repo in repos {
+        if let Some(why) = check_at(&repo, stop, depth + 1)? {
+            let name = repo.strip_prefix(&modules).unwrap_or(&repo);
+            return Ok(Some(format!(
+                "submodule {}: {why}",
+                crate::textpath::shown(name)
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// A ref's target as a commit id, or `None` when it does not end at a commit (a tag of a tree).
