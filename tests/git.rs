@@ -650,3 +650,50 @@ fn an_unpushed_commit_in_a_submodule_keeps_the_superprojects_git_dir() {
     let v = verdict(&app).expect("kept");
     assert!(v.contains("submodule libs/lib: unpushed commits"), "{v}");
 }
+
+#[test]
+fn a_repo_kept_for_unpushed_work_is_still_maintained_by_the_cycle() {
+    if !require_root("a_repo_kept_for_unpushed_work_is_still_maintained_by_the_cycle") {
+        return;
+    }
+    let mount = TestMount::tmpfs(64 * MIB);
+    open_ancestors(&mount);
+    let ws = mount.path("dispatch");
+    let state = mount.path("guardian-state");
+    std::fs::create_dir_all(&ws).unwrap();
+    let config = mount.path("guardian.toml");
+    write_config(
+        &config,
+        &ws,
+        &state,
+        "1s",
+        "\n[git]\nmin_loose_objects = 100\n",
+    );
+    let repo = pushed_repo(&mount.path("upstream"), "app");
+    commit_many_files(&repo, 4000); // committed, never pushed
+    std::fs::rename(&repo, ws.join("app")).unwrap();
+    let repo = ws.join("app");
+    chown_tree(&repo, NOBODY);
+    fill_to_used(&mount.dir, &mount.path("filler.bin"), 85.0);
+    let out = guardian(&["run", "--once", "--config", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit = audit_lines(&state.join("audit.jsonl"));
+    let gc = audit
+        .iter()
+        .find(|l| l["action"] == "git_maintenance")
+        .unwrap_or_else(|| panic!("no maintenance: {audit:?}"));
+    assert_eq!(gc["outcome"], "ok", "{gc}");
+    assert!(gc["bytes_freed"].as_u64().unwrap() > MIB, "{gc}");
+    // The repo is packed, not deleted, and its unpushed commit is still there.
+    assert_eq!(verdict(&repo).as_deref(), Some("unpushed commits on main"));
+    assert!(
+        !audit
+            .iter()
+            .any(|l| l["action"] == "delete" && l["outcome"] == "deleted"),
+        "{audit:?}"
+    );
+}
