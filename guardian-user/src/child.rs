@@ -1,4 +1,4 @@
-//! Child processes Guardian runs (the journal vacuum): never waited on without a limit. The
+//! Child processes Guardian runs (the journal vacuum, git maintenance): never waited on without a limit. The
 //! child gets no stdin and no stdout; what it writes to stderr is kept (bounded) for the audit
 //! line; past its time limit it is killed.
 
@@ -15,8 +15,19 @@ pub fn run_with_limit(argv: &[String], limit: Duration) -> Result<(), String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".into());
     };
-    let mut child = Command::new(program)
-        .args(args)
+    let mut command = Command::new(program);
+    command.args(args);
+    run_command_with_limit(command, program, limit)
+}
+
+/// [`run_with_limit`] for a command the caller set up (user, environment, directory); `program`
+/// names it in messages. Stdin and stdout are set to null, stderr is kept.
+pub fn run_command_with_limit(
+    mut command: Command,
+    program: &str,
+    limit: Duration,
+) -> Result<(), String> {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod config;
 pub mod daemon;
 pub mod fsys;
+pub mod git;
 pub mod policy;
 pub mod predict;
 pub mod protect;

@@ -238,6 +238,7 @@ pub fn candidates(
 ) -> Vec<Candidate> {
     let now = activity.now;
     let mut out = Vec::new();
+    let git_checks = crate::git::Budget::new(crate::git::SURVEY_BUDGET);
     for project in surveys.iter().flat_map(|s| &s.projects) {
         if project.protected_name {
             continue;
@@ -258,6 +259,11 @@ pub fn candidates(
             } else {
                 project.path.join(&m.rel_path)
             };
+            // A `.git` with work found nowhere else is kept in phase 1 (read only when nothing
+            // else blocks it).
+            let blocked = in_use
+                .clone()
+                .or_else(|| git_checks.keep_reason(&path, m.kind, rule.phase));
             out.push(Candidate {
                 path,
                 project: project.path.clone(),
@@ -269,7 +275,7 @@ pub fn candidates(
                 inodes: m.freeable.inodes,
                 project_active: last_active,
                 newest_change: m.freeable.newest_change,
-                blocked: in_use.clone(),
+                blocked,
                 identity: m.identity,
                 min_idle_secs: rule.older_than.map(|d| d.as_secs()),
             });

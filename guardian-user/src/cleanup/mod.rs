@@ -346,6 +346,19 @@ impl Executor {
         Ok(ActionReport { outcome, record })
     }
 
+    /// Records an action that deletes nothing itself (git maintenance, whose child frees what
+    /// it frees): the line as the caller measured it. The error is an unwritable audit log.
+    pub fn record_event(
+        &self,
+        outcome: Outcome,
+        record: AuditRecord,
+    ) -> Result<ActionReport, AuditFailed> {
+        if let Err(source) = self.audit.record(&record) {
+            return Err(self.audit_failed(source, outcome, record));
+        }
+        Ok(ActionReport { outcome, record })
+    }
+
     /// Everything checked before the intent is written: the path against the configuration,
     /// every directory down to the target opened without following symlinks or crossing a
     /// mount, the target still the entry the survey measured and idle as its rule requires, and
@@ -467,6 +480,10 @@ impl Executor {
         }
         if let Some(why) = (self.extra_protection)(&project_path) {
             return Err(refuse(why));
+        }
+        // The re-check a kind of target names for itself (a `.git` with unpushed work).
+        if let Some(why) = crate::git::keep_reason(&action.path, st.kind, action.phase) {
+            return Err(Stop(Outcome::Skipped, why));
         }
         if let Some(cutoff) = cutoff(action) {
             if st.changed() > cutoff && !own::is_own(&st) {

@@ -4,6 +4,7 @@
 //! configured paths on disk, read-only (`ondisk.rs`). Nothing here writes.
 
 mod forecast;
+mod git;
 mod locate;
 mod ondisk;
 mod paths;
@@ -17,6 +18,7 @@ pub use paths::{KERNEL_TREES, SYSTEM_DIRS};
 pub use read::MAX_CONFIG_BYTES;
 
 pub use forecast::{ForecastConfig, LeadTime};
+pub use git::GitConfig;
 pub use retention::{Order, RetentionRule};
 
 pub use tasks::{
@@ -57,6 +59,9 @@ pub struct Config {
     /// Retention rules: keep-latest-N series of versions, backups, logs (`[[retention]]`).
     #[serde(default)]
     pub retention: Vec<RetentionRule>,
+    /// Git maintenance in phase 1 (`[git]`).
+    #[serde(default)]
+    pub git: GitConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -384,6 +389,7 @@ impl Config {
         self.validate_rules()?;
         self.tasks.validate(&self.workspaces)?;
         retention::validate(&self.retention, &self.workspaces)?;
+        self.git.validate()?;
         Ok(())
     }
 

@@ -155,6 +155,23 @@ range!(
     "1s to 10m"
 );
 
+range!(
+    GIT_MAINTENANCE_TIMEOUT,
+    "git.maintenance_timeout",
+    secs(10),
+    secs(HOUR),
+    "10s to 1h"
+);
+// Temp packs a running git writes are protected by its open files and cwd; the age is a
+// second guard, short enough for tests.
+range!(
+    GIT_STALE_AFTER,
+    "git.stale_after",
+    secs(1),
+    secs(30 * DAY),
+    "1s to 30days"
+);
+
 /// Every duration range, for docs/config.md and its test.
 pub const DURATIONS: &[DurationRange] = &[
     POLL_INTERVAL,
@@ -172,6 +189,8 @@ pub const DURATIONS: &[DurationRange] = &[
     GHOST_INTERVAL,
     GRACE,
     START_TOLERANCE,
+    GIT_MAINTENANCE_TIMEOUT,
+    GIT_STALE_AFTER,
 ];
 
 /// The largest byte size any key accepts: 1 PiB, far above any node's disk, far below where

@@ -2,7 +2,8 @@
 //! one filesystem, each round starting from the free space `statvfs` really shows, until the
 //! goal is reached, nothing is left, or `MAX_ROUNDS` passed; phase 2 once phase 1 is exhausted
 //! below `critical_free`; the journal vacuum once per cycle on the filesystem that holds the
-//! journal. The main loop keeps sampling while a cycle walks trees: it hands the worker a
+//! journal; git maintenance once per cycle, before the first deletion, on the `.git` dirs the
+//! first plan meets (`git::maintenance`). The main loop keeps sampling while a cycle walks trees: it hands the worker a
 //! [`Job`] and hears back through [`Report`]s.
 //!
 //! Invariants: the worker deletes only through the executor; a cycle never plans a path it
@@ -259,6 +260,7 @@ fn cycle(
     let mut rounds = 0;
     let mut actions = 0;
     let mut vacuumed = !vacuum_due(config, fs);
+    let mut maintained = !config.git.maintenance;
     let mut shortfall = None;
     let mut reached_target = false;
     let lookup = |p: &Path| last_write.get(p).copied();
@@ -295,6 +297,27 @@ fn cycle(
             break;
         }
         rounds += 1;
+        if !maintained {
+            // Git maintenance before any `.git` goes: a repo that gives back enough space by
+            // packing needs no re-clone, and a repo kept for unpushed work can give back space
+            // in no other phase-1 way. The next round re-plans from what it freed.
+            maintained = true;
+            match maintain_repos(ctx, fs, kind, &plan, &protection, out) {
+                Ok(freed) if freed > 0 => {
+                    if target_reached(config, fs, kind) {
+                        reached_target = true;
+                        break;
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = out.send(Report::AuditFailed(e.to_string()));
+                    shortfall = Some(format!("stopped: {e}"));
+                    break;
+                }
+            }
+        }
         let todo: Vec<_> = plan
             .actions
             .iter()
@@ -389,6 +412,46 @@ fn cycle(
         "cleanup cycle finished"
     );
     summary
+}
+
+/// Git maintenance (once per cycle) on the `.git` dirs `plan` deletes or keeps in phase 1, at
+/// most [`MAX_REPOS_PER_CYCLE`](crate::git::maintenance::MAX_REPOS_PER_CYCLE), until the goal
+/// is met. Returns the bytes it freed (measured); the error is an unwritable audit log.
+fn maintain_repos(
+    ctx: &Context,
+    fs: &GuardedFs,
+    kind: &CycleKind,
+    plan: &Plan,
+    protection: &dyn Fn(&Path) -> Option<String>,
+    out: &Sender<Report>,
+) -> Result<u64, crate::cleanup::AuditFailed> {
+    use crate::git::maintenance;
+    let mut freed = 0u64;
+    let targets = maintenance::targets(plan, &fs.workspaces);
+    for target in targets.iter().take(maintenance::MAX_REPOS_PER_CYCLE) {
+        if ctx.cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let reports = maintenance::maintain(&ctx.executor, target, &ctx.config.git, protection)
+            .inspect_err(|e| {
+                let _ = out.send(Report::Action {
+                    report: e.report.clone(),
+                    seconds: 0.0,
+                });
+            })?;
+        for report in reports {
+            freed = freed.saturating_add(report.record.bytes_freed);
+            // No duration: what git packs says nothing about the deletion throughput.
+            let _ = out.send(Report::Action {
+                report: Box::new(report),
+                seconds: 0.0,
+            });
+        }
+        if freed > 0 && target_reached(&ctx.config, fs, kind) {
+            break;
+        }
+    }
+    Ok(freed)
 }
 
 /// Whether the journal vacuum should run in a cycle on `fs`: a command is configured and the
