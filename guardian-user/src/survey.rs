@@ -4,24 +4,35 @@
 
 use crate::config::{CompiledRule, Workspace};
 use crate::fsys::{self, EntryKind, EntryStat};
-use crate::policy::{Candidate, CandidateKind};
+use crate::policy::{Candidate, CandidateKind, RebuildCost};
 use crate::protect::{self, ProcSnapshot};
-use crate::scan::{self, Classify, RuleMatch, Usage, WalkError};
+use crate::scan::{self, Around, Classify, RuleMatch, Usage, WalkError};
 use rayon::prelude::*;
 use rustix::fd::AsFd;
 use serde::Serialize;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-/// Rules as a scanner classifier: the first rule whose names or globs match an entry's name.
+/// Rules as a scanner classifier: the first rule (in order: `[[rules]]`, then the artifact
+/// table) whose names or globs match an entry's name and, for an artifact type, whose markers
+/// prove the dir; so no entry is matched twice.
 struct RuleClassifier<'a> {
     rules: &'a [CompiledRule],
 }
 
 impl Classify for RuleClassifier<'_> {
-    fn rule_for(&self, name: &OsStr, _stat: &EntryStat, _depth: usize) -> Option<usize> {
+    fn rule_for(
+        &self,
+        name: &OsStr,
+        stat: &EntryStat,
+        _depth: usize,
+        around: &Around<'_>,
+    ) -> Option<usize> {
         let name = name.to_str()?;
-        self.rules.iter().position(|r| r.matches_name(name))
+        let is_dir = stat.kind == EntryKind::Dir;
+        self.rules
+            .iter()
+            .position(|r| r.matches(name, is_dir, around.siblings, around.children))
     }
 
     fn counts_times(&self, stat: &EntryStat) -> bool {
@@ -178,7 +189,11 @@ fn survey_project(
         };
     } else {
         walked.tally.add_entry(&st);
-        if let Some(rule) = classifier.rule_for(name, &st, 0) {
+        let around = Around {
+            siblings: &scan::Nothing,
+            children: None,
+        };
+        if let Some(rule) = classifier.rule_for(name, &st, 0, &around) {
             walked.matches.push(RuleMatch {
                 rel_path: PathBuf::new(),
                 identity: (st.dev, st.ino),
@@ -272,6 +287,7 @@ pub fn candidates(
                 blocked: in_use.clone(),
                 identity: m.identity,
                 min_idle_secs: rule.older_than.map(|d| d.as_secs()),
+                rebuild: rule.cost,
             });
         }
         if project.is_dir {
@@ -303,6 +319,7 @@ pub fn candidates(
                 }),
                 identity: project.identity,
                 min_idle_secs: Some(activity.active_within),
+                rebuild: RebuildCost::default(),
             });
         }
     }

@@ -3,6 +3,7 @@
 //! error out); `Config::load` also reads the file with limits (`read.rs`) and looks at the
 //! configured paths on disk, read-only (`ondisk.rs`). Nothing here writes.
 
+mod artifacts;
 mod forecast;
 mod locate;
 mod ondisk;
@@ -15,6 +16,7 @@ mod units;
 pub use paths::{KERNEL_TREES, SYSTEM_DIRS};
 pub use read::MAX_CONFIG_BYTES;
 
+pub use artifacts::{builtin_names, ArtifactEntry, ArtifactType, Markers};
 pub use forecast::{ForecastConfig, LeadTime};
 
 pub use tasks::{
@@ -49,6 +51,9 @@ pub struct Config {
     pub workspaces: Vec<Workspace>,
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Changes to the built-in project-type artifact table (`[[artifacts]]`, by name).
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactEntry>,
     /// The task DB, task/scratch areas and their policies, the ghost reaper (`[tasks]`).
     #[serde(default)]
     pub tasks: TasksConfig,
@@ -217,13 +222,19 @@ pub struct Rule {
     /// Only entries whose newest modification is older than this.
     #[serde(default)]
     pub older_than: Option<HumanDuration>,
+    /// Estimated time to rebuild what the rule deletes (fixed part); none: nothing to rebuild.
+    #[serde(default)]
+    pub rebuild: Option<HumanDuration>,
+    /// Estimated rebuild time per GiB, added to `rebuild`.
+    #[serde(default)]
+    pub rebuild_per_gib: Option<HumanDuration>,
 }
 
 fn default_phase() -> u8 {
     1
 }
 
-/// A rule compiled for matching.
+/// A rule, or an artifact type of the table, compiled for matching.
 #[derive(Clone, Debug)]
 pub struct CompiledRule {
     pub name: String,
@@ -231,12 +242,36 @@ pub struct CompiledRule {
     names: HashSet<String>,
     globs: GlobSet,
     pub older_than: Option<Duration>,
+    /// An artifact type's markers: the entry counts only when they prove it (and it is a dir).
+    pub markers: Option<Markers>,
+    /// What deleting a match costs to undo (the estimate model, `policy::RebuildCost`).
+    pub cost: crate::policy::RebuildCost,
 }
 
 impl CompiledRule {
-    /// True when an entry called `name` is matched by this rule (age is checked separately).
+    /// True when an entry called `name` is matched by this rule's names or globs (age and
+    /// markers are checked separately).
     pub fn matches_name(&self, name: &str) -> bool {
         self.names.contains(name) || self.globs.is_match(name)
+    }
+
+    /// True when this rule takes the entry: its name matches, and for an artifact type it is a
+    /// directory its markers prove (`siblings`: the entries beside it; `children`: its own,
+    /// when listed).
+    pub fn matches(
+        &self,
+        name: &str,
+        is_dir: bool,
+        siblings: &dyn crate::scan::Neighbours,
+        children: Option<&dyn crate::scan::Neighbours>,
+    ) -> bool {
+        if !self.matches_name(name) {
+            return false;
+        }
+        match &self.markers {
+            None => true,
+            Some(m) => is_dir && m.prove(siblings, children),
+        }
     }
 }
 
@@ -376,6 +411,8 @@ impl Config {
             }
         }
         self.validate_rules()?;
+        let rule_names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        artifacts::validate(&self.artifacts, &rule_names)?;
         self.tasks.validate(&self.workspaces)?;
         Ok(())
     }
@@ -408,10 +445,27 @@ impl Config {
                     "a rule needs at least one entry in `names` or `globs`".into(),
                 ));
             }
-            if let Some(older_than) = rule.older_than {
-                ranges::OLDER_THAN
-                    .check(older_than.0)
-                    .map_err(|m| (at("older_than"), m))?;
+            for (field, value, range) in [
+                ("older_than", rule.older_than, ranges::OLDER_THAN),
+                ("rebuild", rule.rebuild, ranges::REBUILD),
+                (
+                    "rebuild_per_gib",
+                    rule.rebuild_per_gib,
+                    ranges::REBUILD_PER_GIB,
+                ),
+            ] {
+                if let Some(d) = value {
+                    range.check(d.0).map_err(|m| (at(field), m))?;
+                }
+            }
+            if artifacts::builtin_names().any(|n| n == rule.name) {
+                return Err((
+                    at("name"),
+                    format!(
+                        "`{}` names a built-in artifact type: give the rule a name of its own",
+                        rule.name
+                    ),
+                ));
             }
             for name in &rule.names {
                 if !is_plain_name(name) {
@@ -497,24 +551,49 @@ impl Config {
         Ok(())
     }
 
-    /// The rules compiled for matching, in config order.
+    /// The project-type artifact table after the `[[artifacts]]` entries (disabled types
+    /// included, marked so).
+    pub fn artifact_types(&self) -> Vec<ArtifactType> {
+        artifacts::resolve(&self.artifacts)
+    }
+
+    /// What the survey matches, in matching order (the first that takes an entry wins, so
+    /// nothing is matched twice): the `[[rules]]` in config order, then the enabled artifact
+    /// types of the table (phase 1, each only where its marker proves it).
     pub fn compiled_rules(&self) -> Vec<CompiledRule> {
-        self.rules
-            .iter()
-            .map(|rule| {
-                let mut builder = GlobSetBuilder::new();
-                for glob in &rule.globs {
-                    builder.add(Glob::new(glob).expect("globs are validated at load"));
-                }
-                CompiledRule {
-                    name: rule.name.clone(),
-                    phase: rule.phase,
-                    names: rule.names.iter().cloned().collect(),
-                    globs: builder.build().expect("globs are validated at load"),
-                    older_than: rule.older_than.map(|d| d.0),
-                }
-            })
-            .collect()
+        let globset = |globs: &[String]| {
+            let mut builder = GlobSetBuilder::new();
+            for glob in globs {
+                builder.add(Glob::new(glob).expect("globs are validated at load"));
+            }
+            builder.build().expect("globs are validated at load")
+        };
+        let rules = self.rules.iter().map(|rule| CompiledRule {
+            name: rule.name.clone(),
+            phase: rule.phase,
+            names: rule.names.iter().cloned().collect(),
+            globs: globset(&rule.globs),
+            older_than: rule.older_than.map(|d| d.0),
+            markers: None,
+            cost: crate::policy::RebuildCost {
+                base_secs: rule.rebuild.map_or(0, |d| d.0.as_secs()),
+                per_gib_secs: rule.rebuild_per_gib.map_or(0, |d| d.0.as_secs()),
+            },
+        });
+        let artifacts = self
+            .artifact_types()
+            .into_iter()
+            .filter(|t| t.enabled)
+            .map(|t| CompiledRule {
+                name: t.name.clone(),
+                phase: 1,
+                names: HashSet::new(),
+                globs: globset(&t.dirs),
+                older_than: t.older_than,
+                markers: Some(Markers::compile(&t)),
+                cost: t.cost(),
+            });
+        rules.chain(artifacts).collect()
     }
 }
 

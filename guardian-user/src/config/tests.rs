@@ -239,6 +239,7 @@ fn every_duration_is_accepted_at_its_bounds_and_refused_just_outside() {
             let v = format!("{field} = \"{}\"\n", humantime::format_duration(d));
             match parts.as_slice() {
                 ["rules", _, _] => format!("[[rules]]\nname = \"r\"\nnames = [\"x\"]\n{v}"),
+                ["artifacts", _, _] => format!("[[artifacts]]\nname = \"cargo-target\"\n{v}"),
                 ["tasks", "ghosts", _] => {
                     format!("[tasks]\ndb = \"/srv/db/d.db\"\n[tasks.ghosts]\n{v}")
                 }
@@ -258,7 +259,10 @@ fn every_duration_is_accepted_at_its_bounds_and_refused_just_outside() {
             let text = with(&body(bad));
             let err = Config::parse(&text, "x.toml").expect_err(&text);
             let key = err.key.clone().unwrap();
-            assert_eq!(key.replace("rules.0.", "rules.*."), r.key, "{err}");
+            let key = key
+                .replace("rules.0.", "rules.*.")
+                .replace("artifacts.0.", "artifacts.*.");
+            assert_eq!(key, r.key, "{err}");
             assert!(err.line.is_some(), "{err}");
             assert!(err.message.contains(r.text), "{err}");
         }
