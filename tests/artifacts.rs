@@ -45,6 +45,7 @@ const DECOYS: &[&str] = &[
     "data/.terraform",
     "linked/target",
     "linked/.tox",
+    "linked/.venv",
 ];
 
 /// Builds the corpus in `ws`: the real marker files and many small files per artifact.
@@ -117,6 +118,12 @@ fn build_corpus(ws: &Path) {
     std::os::unix::fs::symlink("../py/tox.ini", ws.join("linked/tox.ini")).unwrap();
     small_files(&ws.join("linked/target"), 20, 32 * KIB);
     small_files(&ws.join("linked/.tox"), 10, 32 * KIB);
+    small_files(&ws.join("linked/.venv/lib"), 10, 32 * KIB);
+    std::os::unix::fs::symlink(
+        "../../py/.venv/pyvenv.cfg",
+        ws.join("linked/.venv/pyvenv.cfg"),
+    )
+    .unwrap();
 }
 
 /// Today's rules (the old default), with every built-in artifact type turned off.

@@ -590,3 +590,67 @@ fn every_error_of_a_syntax_error_names_a_line() {
         assert!(err.line.is_some(), "{text}: {err}");
     }
 }
+
+#[test]
+fn artifact_entries_are_checked_naming_key_and_line() {
+    // An added type without a marker proves nothing.
+    let m = refused(
+        &with("[[artifacts]]\nname = \"bazel\"\ndirs = [\"bazel-out\"]\n"),
+        "artifacts.0.beside",
+        4,
+    );
+    assert!(m.contains("needs a marker"), "{m}");
+    // An unknown key names itself.
+    refused(
+        &with("[[artifacts]]\nname = \"cargo-target\"\nmarker = \"Cargo.toml\"\n"),
+        "artifacts.0.marker",
+        6,
+    );
+    // A rule may not take a built-in type's name, nor a type a rule's.
+    refused(
+        &with("[[rules]]\nname = \"cargo-target\"\nnames = [\"x\"]\n"),
+        "rules.0.name",
+        5,
+    );
+    refused(
+        &with(
+            "[[rules]]\nname = \"mine\"\nnames = [\"x\"]\n\n[[artifacts]]\nname = \"mine\"\n\
+             dirs = [\"out\"]\nbeside = [\"x.json\"]\n",
+        ),
+        "artifacts.0.name",
+        9,
+    );
+    let m = refused(
+        &with("[[rules]]\nname = \"r\"\nnames = [\"x\"]\nrebuild_per_gib = \"2days\"\n"),
+        "rules.0.rebuild_per_gib",
+        7,
+    );
+    assert!(m.contains("0s to 24h"), "{m}");
+}
+
+#[test]
+fn the_default_rules_leave_node_modules_and_pycache_to_the_table() {
+    // Nothing is matched twice: the default `regenerable` rule keeps `.git` only, the table
+    // has the rest, each behind its marker.
+    let config = Config::embedded_default();
+    let rules = config.compiled_rules();
+    let takes = |name: &str| {
+        rules
+            .iter()
+            .filter(|r| r.matches_name(name))
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(takes(".git"), ["regenerable"]);
+    assert_eq!(takes("node_modules"), ["node-modules"]);
+    assert_eq!(takes("__pycache__"), ["python-bytecode"]);
+    assert_eq!(takes("target"), ["cargo-target"]);
+    assert!(
+        rules.iter().all(|r| r.name != "go-build-cache"),
+        "off by default"
+    );
+    assert!(rules
+        .iter()
+        .filter(|r| r.markers.is_some())
+        .all(|r| r.phase == 1));
+}
