@@ -346,6 +346,7 @@ fn project_in_use(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn project(path: &str, changed: i64) -> ProjectSurvey {
         ProjectSurvey {
@@ -399,5 +400,51 @@ mod tests {
         assert!(written.contains("written"), "{written}");
         // Every phase-2 candidate carries the idle time the executor re-checks.
         assert!(out.iter().all(|c| c.min_idle_secs == Some(900)));
+    }
+
+    #[test]
+    fn artifacts_count_only_where_their_marker_proves_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = tmp.path().join("ws");
+        let file = |rel: &str| {
+            let p = ws.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        };
+        file("rust/Cargo.toml");
+        file("rust/target/debug/app");
+        file("data/target/results.csv");
+        // A marker that is a directory, not a file, proves nothing.
+        file("fake/.venv/pyvenv.cfg/x");
+        file("py/.venv/pyvenv.cfg");
+        file("py/.venv/lib/site.py");
+        // Inside a matched node_modules nothing else is matched.
+        file("web/package.json");
+        file("web/node_modules/pkg/__pycache__/m.cpython-312.pyc");
+        let rules = Config::embedded_default().compiled_rules();
+        let workspace = Workspace {
+            path: ws.clone(),
+            protect: Vec::new(),
+        };
+        let survey = survey_workspace(&workspace, &rules);
+        assert!(survey.errors.is_empty(), "{:?}", survey.errors);
+        let mut found: Vec<(PathBuf, &str)> = survey
+            .projects
+            .iter()
+            .flat_map(|p| {
+                p.matches
+                    .iter()
+                    .map(|m| (p.path.join(&m.rel_path), rules[m.rule].name.as_str()))
+            })
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                (ws.join("py/.venv"), "python-venv"),
+                (ws.join("rust/target"), "cargo-target"),
+                (ws.join("web/node_modules"), "node-modules"),
+            ]
+        );
     }
 }

@@ -654,3 +654,19 @@ fn the_default_rules_leave_node_modules_and_pycache_to_the_table() {
         .filter(|r| r.markers.is_some())
         .all(|r| r.phase == 1));
 }
+
+#[test]
+fn the_example_of_docs_config_md_parses() {
+    let docs = include_str!("../../../docs/config.md");
+    let example = docs
+        .split("## Example")
+        .nth(1)
+        .and_then(|s| s.split("```toml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    let config = Config::parse(example, "docs/config.md").unwrap();
+    let target = config.artifact_types();
+    let target = target.iter().find(|t| t.name == "cargo-target").unwrap();
+    assert_eq!(target.rebuild, Duration::from_secs(600));
+    assert_eq!(target.beside, ["Cargo.toml"]);
+}
