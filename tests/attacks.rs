@@ -71,6 +71,7 @@ fn planned(path: &Path, project: &Path, rule: &str, phase: u8) -> PlannedAction 
         inodes_estimated: 0,
         identity: guardian::fsys::identity_of(path).unwrap_or((0, 0)),
         min_idle_secs: None,
+        rebuild: None,
     }
 }
 

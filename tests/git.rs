@@ -324,6 +324,7 @@ fn planned_git_dir(repo: &Path) -> PlannedAction {
         bytes_estimated: 0,
         inodes_estimated: 0,
         min_idle_secs: None,
+        rebuild: None,
     }
 }
 

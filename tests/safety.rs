@@ -46,6 +46,7 @@ fn planned(path: &Path, project: &Path, min_idle_secs: Option<u64>) -> PlannedAc
         inodes_estimated: 0,
         identity: guardian::fsys::identity_of(path).unwrap_or((0, 0)),
         min_idle_secs,
+        rebuild: None,
     }
 }
 

@@ -4,24 +4,35 @@
 
 use crate::config::{CompiledRule, Workspace};
 use crate::fsys::{self, EntryKind, EntryStat};
-use crate::policy::{Candidate, CandidateKind};
+use crate::policy::{Candidate, CandidateKind, RebuildCost};
 use crate::protect::{self, ProcSnapshot};
-use crate::scan::{self, Classify, RuleMatch, Usage, WalkError};
+use crate::scan::{self, Around, Classify, RuleMatch, Usage, WalkError};
 use rayon::prelude::*;
 use rustix::fd::AsFd;
 use serde::Serialize;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-/// Rules as a scanner classifier: the first rule whose names or globs match an entry's name.
+/// Rules as a scanner classifier: the first rule (in order: `[[rules]]`, then the artifact
+/// table) whose names or globs match an entry's name and, for an artifact type, whose markers
+/// prove the dir; so no entry is matched twice.
 struct RuleClassifier<'a> {
     rules: &'a [CompiledRule],
 }
 
 impl Classify for RuleClassifier<'_> {
-    fn rule_for(&self, name: &OsStr, _stat: &EntryStat, _depth: usize) -> Option<usize> {
+    fn rule_for(
+        &self,
+        name: &OsStr,
+        stat: &EntryStat,
+        _depth: usize,
+        around: &Around<'_>,
+    ) -> Option<usize> {
         let name = name.to_str()?;
-        self.rules.iter().position(|r| r.matches_name(name))
+        let is_dir = stat.kind == EntryKind::Dir;
+        self.rules
+            .iter()
+            .position(|r| r.matches(name, is_dir, around.siblings, around.children))
     }
 
     fn counts_times(&self, stat: &EntryStat) -> bool {
@@ -178,7 +189,11 @@ fn survey_project(
         };
     } else {
         walked.tally.add_entry(&st);
-        if let Some(rule) = classifier.rule_for(name, &st, 0) {
+        let around = Around {
+            siblings: &scan::Nothing,
+            children: None,
+        };
+        if let Some(rule) = classifier.rule_for(name, &st, 0, &around) {
             walked.matches.push(RuleMatch {
                 rel_path: PathBuf::new(),
                 identity: (st.dev, st.ino),
@@ -278,6 +293,7 @@ pub fn candidates(
                 blocked,
                 identity: m.identity,
                 min_idle_secs: rule.older_than.map(|d| d.as_secs()),
+                rebuild: rule.cost,
             });
         }
         if project.is_dir {
@@ -309,6 +325,7 @@ pub fn candidates(
                 }),
                 identity: project.identity,
                 min_idle_secs: Some(activity.active_within),
+                rebuild: RebuildCost::default(),
             });
         }
     }
@@ -335,6 +352,7 @@ fn project_in_use(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn project(path: &str, changed: i64) -> ProjectSurvey {
         ProjectSurvey {
@@ -388,5 +406,51 @@ mod tests {
         assert!(written.contains("written"), "{written}");
         // Every phase-2 candidate carries the idle time the executor re-checks.
         assert!(out.iter().all(|c| c.min_idle_secs == Some(900)));
+    }
+
+    #[test]
+    fn artifacts_count_only_where_their_marker_proves_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = tmp.path().join("ws");
+        let file = |rel: &str| {
+            let p = ws.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        };
+        file("rust/Cargo.toml");
+        file("rust/target/debug/app");
+        file("data/target/results.csv");
+        // A marker that is a directory, not a file, proves nothing.
+        file("fake/.venv/pyvenv.cfg/x");
+        file("py/.venv/pyvenv.cfg");
+        file("py/.venv/lib/site.py");
+        // Inside a matched node_modules nothing else is matched.
+        file("web/package.json");
+        file("web/node_modules/pkg/__pycache__/m.cpython-312.pyc");
+        let rules = Config::embedded_default().compiled_rules();
+        let workspace = Workspace {
+            path: ws.clone(),
+            protect: Vec::new(),
+        };
+        let survey = survey_workspace(&workspace, &rules);
+        assert!(survey.errors.is_empty(), "{:?}", survey.errors);
+        let mut found: Vec<(PathBuf, &str)> = survey
+            .projects
+            .iter()
+            .flat_map(|p| {
+                p.matches
+                    .iter()
+                    .map(|m| (p.path.join(&m.rel_path), rules[m.rule].name.as_str()))
+            })
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                (ws.join("py/.venv"), "python-venv"),
+                (ws.join("rust/target"), "cargo-target"),
+                (ws.join("web/node_modules"), "node-modules"),
+            ]
+        );
     }
 }

@@ -286,6 +286,7 @@ impl Executor {
                 inodes_estimated: 0,
                 identity: (intent.dev, intent.ino),
                 min_idle_secs: intent.min_idle_secs,
+                rebuild: None,
             };
             reports.push(self.execute_as(&action, r.id.clone())?);
         }

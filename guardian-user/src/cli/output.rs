@@ -28,11 +28,12 @@ pub fn print_plans(plans: &[FsPlan]) {
         }
         for (i, action) in fp.plan.actions.iter().enumerate() {
             println!(
-                "  {:>3}. phase {} {:<12} {:>10}  {}",
+                "  {:>3}. phase {} {:<15} {:>10}  {:<17} {}",
                 i + 1,
                 action.phase,
                 action.rule,
                 human_bytes(action.bytes_estimated),
+                rebuild_text(action.rebuild.as_ref()),
                 shown(&action.path)
             );
         }
@@ -53,6 +54,15 @@ pub fn print_plans(plans: &[FsPlan]) {
         for e in &fp.survey_errors {
             println!("  warning: {}: {}", shown(&e.path), e.error);
         }
+    }
+}
+
+/// An action's rebuild estimate as the plan shows it (docs/artifacts.md).
+fn rebuild_text(estimate: Option<&policy::RebuildEstimate>) -> String {
+    match estimate {
+        None => "no rebuild".to_string(),
+        // Seconds are at most u64::MAX: as f64 they only lose precision, never wrap.
+        Some(e) => format!("rebuild ~{}", human_seconds(e.secs as f64)),
     }
 }
 

@@ -3,6 +3,7 @@
 //! error out); `Config::load` also reads the file with limits (`read.rs`) and looks at the
 //! configured paths on disk, read-only (`ondisk.rs`). Nothing here writes.
 
+mod artifacts;
 mod forecast;
 mod git;
 mod locate;
@@ -11,15 +12,19 @@ mod paths;
 pub mod ranges;
 mod read;
 pub mod retention;
+mod rules;
 mod tasks;
 mod units;
 
 pub use paths::{KERNEL_TREES, SYSTEM_DIRS};
 pub use read::MAX_CONFIG_BYTES;
 
+pub use artifacts::{builtin_names, ArtifactEntry, ArtifactType, Markers};
 pub use forecast::{ForecastConfig, LeadTime};
 pub use git::GitConfig;
 pub use retention::{Order, RetentionRule};
+use rules::check_glob;
+pub use rules::{CompiledRule, Rule};
 
 pub use tasks::{
     named_params, AreaKind, GhostConfig, NaiveTimes, TasksConfig, UsageLimit, QUERY_PARAMS,
@@ -28,9 +33,7 @@ pub use tasks::{
 
 pub use units::{human_bytes, ByteSize, FreeAmount, FreeBytes, FreeInodes, HumanDuration};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,6 +56,9 @@ pub struct Config {
     pub workspaces: Vec<Workspace>,
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Changes to the built-in project-type artifact table (`[[artifacts]]`, by name).
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactEntry>,
     /// The task DB, task/scratch areas and their policies, the ghost reaper (`[tasks]`).
     #[serde(default)]
     pub tasks: TasksConfig,
@@ -210,46 +216,6 @@ pub struct Workspace {
     pub protect: Vec<String>,
 }
 
-/// A cleanup rule: what to delete inside projects, and in which phase.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    pub name: String,
-    #[serde(default = "default_phase")]
-    pub phase: u8,
-    /// Exact entry names (directories or files), e.g. `node_modules`; matched dirs are removed
-    /// whole.
-    #[serde(default)]
-    pub names: Vec<String>,
-    /// Shell globs on the entry name, e.g. `*.log`.
-    #[serde(default)]
-    pub globs: Vec<String>,
-    /// Only entries whose newest modification is older than this.
-    #[serde(default)]
-    pub older_than: Option<HumanDuration>,
-}
-
-fn default_phase() -> u8 {
-    1
-}
-
-/// A rule compiled for matching.
-#[derive(Clone, Debug)]
-pub struct CompiledRule {
-    pub name: String,
-    pub phase: u8,
-    names: HashSet<String>,
-    globs: GlobSet,
-    pub older_than: Option<Duration>,
-}
-
-impl CompiledRule {
-    /// True when an entry called `name` is matched by this rule (age is checked separately).
-    pub fn matches_name(&self, name: &str) -> bool {
-        self.names.contains(name) || self.globs.is_match(name)
-    }
-}
-
 /// A config error: what is wrong, where (file, line, key) and nothing else happened.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
@@ -387,66 +353,11 @@ impl Config {
             }
         }
         self.validate_rules()?;
+        let rule_names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        artifacts::validate(&self.artifacts, &rule_names)?;
         self.tasks.validate(&self.workspaces)?;
         retention::validate(&self.retention, &self.workspaces)?;
         self.git.validate()?;
-        Ok(())
-    }
-
-    fn validate_rules(&self) -> Result<(), KeyError> {
-        let mut seen_rules = HashSet::new();
-        for (i, rule) in self.rules.iter().enumerate() {
-            let at = |field: &str| vec!["rules".to_string(), i.to_string(), field.to_string()];
-            if rule.name.trim().is_empty() {
-                return Err((at("name"), "must not be empty".into()));
-            }
-            if rule.name.chars().any(char::is_control) || rule.name.len() > 100 {
-                return Err((
-                    at("name"),
-                    "must be at most 100 bytes without control characters".into(),
-                ));
-            }
-            if !seen_rules.insert(rule.name.clone()) {
-                return Err((
-                    at("name"),
-                    format!("rule name `{}` is used twice", rule.name),
-                ));
-            }
-            if !(1..=2).contains(&rule.phase) {
-                return Err((at("phase"), format!("must be 1 or 2, not {}", rule.phase)));
-            }
-            if rule.names.is_empty() && rule.globs.is_empty() {
-                return Err((
-                    at("names"),
-                    "a rule needs at least one entry in `names` or `globs`".into(),
-                ));
-            }
-            if let Some(older_than) = rule.older_than {
-                ranges::OLDER_THAN
-                    .check(older_than.0)
-                    .map_err(|m| (at("older_than"), m))?;
-            }
-            for name in &rule.names {
-                if !is_plain_name(name) {
-                    return Err((
-                        at("names"),
-                        format!(
-                            "`{name}` must be a plain entry name (no `/`, not `.` or `..`, at \
-                             most 255 bytes)"
-                        ),
-                    ));
-                }
-                if name == crate::scan::KEEP_MARKER {
-                    return Err((
-                        at("names"),
-                        format!("`{name}` is Guardian's keep marker: a rule must not delete it"),
-                    ));
-                }
-            }
-            for glob in &rule.globs {
-                check_glob(glob).map_err(|m| (at("globs"), m))?;
-            }
-        }
         Ok(())
     }
 
@@ -509,26 +420,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// The rules compiled for matching, in config order.
-    pub fn compiled_rules(&self) -> Vec<CompiledRule> {
-        self.rules
-            .iter()
-            .map(|rule| {
-                let mut builder = GlobSetBuilder::new();
-                for glob in &rule.globs {
-                    builder.add(Glob::new(glob).expect("globs are validated at load"));
-                }
-                CompiledRule {
-                    name: rule.name.clone(),
-                    phase: rule.phase,
-                    names: rule.names.iter().cloned().collect(),
-                    globs: builder.build().expect("globs are validated at load"),
-                    older_than: rule.older_than.map(|d| d.0),
-                }
-            })
-            .collect()
-    }
 }
 
 /// A validation error turned into a [`ConfigError`] located in `text`.
@@ -551,48 +442,6 @@ fn is_plain_name(name: &str) -> bool {
         && name.len() <= NAME_MAX
         && !name.contains('/')
         && !name.contains('\0')
-}
-
-/// Names unlike each other: a glob matching all of them matches every entry name.
-const PROBE_NAMES: &[&str] = &[
-    "a",
-    "Z9",
-    "node_modules",
-    ".hidden",
-    "build.log",
-    "x y-z_0.tar.gz",
-    "\u{e9}t\u{e9}",
-    "0123456789abcdefghijklmnopqrstuvwxyz",
-];
-
-/// Checks one `rules.N.globs` entry: a valid glob on entry names that names something.
-fn check_glob(glob: &str) -> Result<(), String> {
-    if glob.trim().is_empty() {
-        return Err("a glob must not be empty".into());
-    }
-    if glob.contains('/') || glob.contains('\0') {
-        return Err(format!(
-            "`{glob}` matches entry names, so it must not contain `/` or a NUL byte"
-        ));
-    }
-    if glob.len() > 1024 {
-        return Err("a glob must be at most 1024 bytes".into());
-    }
-    let matcher = Glob::new(glob)
-        .map_err(|e| format!("`{glob}` is not a valid glob: {e}"))?
-        .compile_matcher();
-    if PROBE_NAMES.iter().all(|n| matcher.is_match(n)) {
-        return Err(format!(
-            "`{glob}` matches every entry name: a rule must say what it deletes (e.g. `*.log`)"
-        ));
-    }
-    if matcher.is_match(crate::scan::KEEP_MARKER) {
-        return Err(format!(
-            "`{glob}` matches `{}`, Guardian's keep marker: a rule must not delete it",
-            crate::scan::KEEP_MARKER
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

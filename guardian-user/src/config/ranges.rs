@@ -96,6 +96,20 @@ range!(
     "0s to 10years"
 );
 range!(
+    REBUILD,
+    "artifacts.*.rebuild",
+    secs(0),
+    secs(7 * DAY),
+    "0s to 7days"
+);
+range!(
+    REBUILD_PER_GIB,
+    "artifacts.*.rebuild_per_gib",
+    secs(0),
+    secs(DAY),
+    "0s to 24h"
+);
+range!(
     BUSY_TIMEOUT,
     "tasks.busy_timeout",
     ms(10),
@@ -180,6 +194,8 @@ pub const DURATIONS: &[DurationRange] = &[
     LEAD_TIME,
     LEAD_MARGIN,
     OLDER_THAN,
+    REBUILD,
+    REBUILD_PER_GIB,
     BUSY_TIMEOUT,
     MAX_AGE,
     INACTIVE_AFTER,

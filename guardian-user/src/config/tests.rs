@@ -239,6 +239,7 @@ fn every_duration_is_accepted_at_its_bounds_and_refused_just_outside() {
             let v = format!("{field} = \"{}\"\n", humantime::format_duration(d));
             match parts.as_slice() {
                 ["rules", _, _] => format!("[[rules]]\nname = \"r\"\nnames = [\"x\"]\n{v}"),
+                ["artifacts", _, _] => format!("[[artifacts]]\nname = \"cargo-target\"\n{v}"),
                 ["tasks", "ghosts", _] => {
                     format!("[tasks]\ndb = \"/srv/db/d.db\"\n[tasks.ghosts]\n{v}")
                 }
@@ -258,7 +259,10 @@ fn every_duration_is_accepted_at_its_bounds_and_refused_just_outside() {
             let text = with(&body(bad));
             let err = Config::parse(&text, "x.toml").expect_err(&text);
             let key = err.key.clone().unwrap();
-            assert_eq!(key.replace("rules.0.", "rules.*."), r.key, "{err}");
+            let key = key
+                .replace("rules.0.", "rules.*.")
+                .replace("artifacts.0.", "artifacts.*.");
+            assert_eq!(key, r.key, "{err}");
             assert!(err.line.is_some(), "{err}");
             assert!(err.message.contains(r.text), "{err}");
         }
@@ -585,4 +589,84 @@ fn every_error_of_a_syntax_error_names_a_line() {
         let err = Config::parse(text, "x.toml").unwrap_err();
         assert!(err.line.is_some(), "{text}: {err}");
     }
+}
+
+#[test]
+fn artifact_entries_are_checked_naming_key_and_line() {
+    // An added type without a marker proves nothing.
+    let m = refused(
+        &with("[[artifacts]]\nname = \"bazel\"\ndirs = [\"bazel-out\"]\n"),
+        "artifacts.0.beside",
+        4,
+    );
+    assert!(m.contains("needs a marker"), "{m}");
+    // An unknown key names itself.
+    refused(
+        &with("[[artifacts]]\nname = \"cargo-target\"\nmarker = \"Cargo.toml\"\n"),
+        "artifacts.0.marker",
+        6,
+    );
+    // A rule may not take a built-in type's name, nor a type a rule's.
+    refused(
+        &with("[[rules]]\nname = \"cargo-target\"\nnames = [\"x\"]\n"),
+        "rules.0.name",
+        5,
+    );
+    refused(
+        &with(
+            "[[rules]]\nname = \"mine\"\nnames = [\"x\"]\n\n[[artifacts]]\nname = \"mine\"\n\
+             dirs = [\"out\"]\nbeside = [\"x.json\"]\n",
+        ),
+        "artifacts.0.name",
+        9,
+    );
+    let m = refused(
+        &with("[[rules]]\nname = \"r\"\nnames = [\"x\"]\nrebuild_per_gib = \"2days\"\n"),
+        "rules.0.rebuild_per_gib",
+        7,
+    );
+    assert!(m.contains("0s to 24h"), "{m}");
+}
+
+#[test]
+fn the_default_rules_leave_node_modules_and_pycache_to_the_table() {
+    // Nothing is matched twice: the default `regenerable` rule keeps `.git` only, the table
+    // has the rest, each behind its marker.
+    let config = Config::embedded_default();
+    let rules = config.compiled_rules();
+    let takes = |name: &str| {
+        rules
+            .iter()
+            .filter(|r| r.matches_name(name))
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(takes(".git"), ["regenerable"]);
+    assert_eq!(takes("node_modules"), ["node-modules"]);
+    assert_eq!(takes("__pycache__"), ["python-bytecode"]);
+    assert_eq!(takes("target"), ["cargo-target"]);
+    assert!(
+        rules.iter().all(|r| r.name != "go-build-cache"),
+        "off by default"
+    );
+    assert!(rules
+        .iter()
+        .filter(|r| r.markers.is_some())
+        .all(|r| r.phase == 1));
+}
+
+#[test]
+fn the_example_of_docs_config_md_parses() {
+    let docs = include_str!("../../../docs/config.md");
+    let example = docs
+        .split("## Example")
+        .nth(1)
+        .and_then(|s| s.split("```toml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    let config = Config::parse(example, "docs/config.md").unwrap();
+    let target = config.artifact_types();
+    let target = target.iter().find(|t| t.name == "cargo-target").unwrap();
+    assert_eq!(target.rebuild, Duration::from_secs(600));
+    assert_eq!(target.beside, ["Cargo.toml"]);
 }

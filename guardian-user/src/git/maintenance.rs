@@ -342,6 +342,7 @@ fn stale_action(path: &Path, target: &Target, settings: &GitConfig) -> PlannedAc
         inodes_estimated: 1,
         identity: fsys::identity_of(path).unwrap_or((0, 0)),
         min_idle_secs: Some(settings.stale_after.0.as_secs()),
+        rebuild: None,
     }
 }
 
@@ -489,6 +490,7 @@ mod tests {
             inodes_estimated: 0,
             identity: (0, 0),
             min_idle_secs: None,
+            rebuild: None,
         };
         let space = fsys::FsSpace {
             total_bytes: 100,

@@ -3,9 +3,15 @@
 //!
 //! Invariants: a blocked (protected, in-use) candidate never becomes an action; phase 2 (whole
 //! project dirs) is planned only when phase 1 cannot bring free space back above `critical_free`,
-//! and never for a forecast (a preemptive plan is phase 1 only); actions are ordered least
-//! recently active first, or, when growth rates are given, fastest growing project first; the
-//! plan stops once the estimates reach the target.
+//! and never for a forecast (a preemptive plan is phase 1 only); phase 1 is ordered by what a
+//! deletion costs to undo (most bytes per second of estimated rebuild first, `cost.rs`), then
+//! least recently active first — after the fastest growing projects when growth rates are
+//! given; phase 2 least recently active first; the plan stops once the estimates reach the
+//! target.
+
+mod cost;
+
+pub use cost::{RebuildCost, RebuildEstimate};
 
 use crate::config::{human_bytes, FreeAmount, Thresholds};
 use crate::fsys::FsSpace;
@@ -179,6 +185,8 @@ pub struct Candidate {
     /// (`older_than` of a rule, `active_within` of a whole project). Checked again right
     /// before and during the deletion.
     pub min_idle_secs: Option<u64>,
+    /// The rebuild-time model of its rule or artifact type (zero: nothing to rebuild).
+    pub rebuild: RebuildCost,
 }
 
 impl Candidate {
@@ -213,6 +221,9 @@ pub struct PlannedAction {
     pub identity: (u64, u64),
     /// See [`Candidate::min_idle_secs`].
     pub min_idle_secs: Option<u64>,
+    /// What undoing it would cost, by the estimate model of its rule or artifact type (none:
+    /// nothing to rebuild).
+    pub rebuild: Option<RebuildEstimate>,
 }
 
 /// A candidate left out of the plan, and why.
@@ -352,7 +363,7 @@ pub fn plan_with(
     let mut phase1: Vec<&Candidate> = usable.iter().copied().filter(|c| c.phase() == 1).collect();
     match input.growth {
         Some(growth) => sort_fastest_growing_first(&mut phase1, growth),
-        None => sort_least_recently_active(&mut phase1),
+        None => sort_cheapest_to_undo(&mut phase1),
     }
     let mut budget = Budget::new(&assessment);
     let phase1_total: u64 = phase1.iter().map(|c| c.bytes).sum();
@@ -450,8 +461,21 @@ fn least_recently_active(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
         .then(a.path.cmp(&b.path))
 }
 
-/// Projects growing fastest first (positive finite rates only); the rest, and ties, least
-/// recently active first.
+/// Phase 1's order: most bytes freed per second of estimated rebuild first (in factor-of-two
+/// bands, nothing to rebuild on top), then least recently active.
+fn sort_cheapest_to_undo(candidates: &mut [&Candidate]) {
+    candidates.sort_by(|a, b| cheapest_to_undo(a, b));
+}
+
+fn cheapest_to_undo(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    b.rebuild
+        .rank(b.bytes)
+        .cmp(&a.rebuild.rank(a.bytes))
+        .then_with(|| least_recently_active(a, b))
+}
+
+/// Projects growing fastest first (positive finite rates only); the rest, and ties, cheapest to
+/// undo, then least recently active first.
 fn sort_fastest_growing_first(candidates: &mut [&Candidate], growth: &HashMap<PathBuf, f64>) {
     let rate = |c: &Candidate| {
         growth
@@ -463,7 +487,7 @@ fn sort_fastest_growing_first(candidates: &mut [&Candidate], growth: &HashMap<Pa
     candidates.sort_by(|a, b| {
         rate(b)
             .total_cmp(&rate(a))
-            .then_with(|| least_recently_active(a, b))
+            .then_with(|| cheapest_to_undo(a, b))
     });
 }
 
@@ -484,6 +508,7 @@ fn action(c: &Candidate, bytes: u64, inodes: u64, assessment: &Assessment) -> Pl
         inodes_estimated: inodes,
         identity: c.identity,
         min_idle_secs: c.min_idle_secs,
+        rebuild: c.rebuild.estimate(bytes),
     }
 }
 

@@ -40,6 +40,7 @@ fn rule(path: &str, project: &str, mib: u64, active: i64) -> Candidate {
         blocked: None,
         identity: identity_of(path),
         min_idle_secs: None,
+        rebuild: RebuildCost::default(),
     }
 }
 
@@ -55,6 +56,7 @@ fn project(path: &str, mib: u64, active: i64) -> Candidate {
         blocked: None,
         identity: identity_of(path),
         min_idle_secs: None,
+        rebuild: RebuildCost::default(),
     }
 }
 
@@ -333,4 +335,111 @@ fn an_entry_named_twice_is_planned_once() {
     let p = plan(&fs(1000, 50), &thresholds(), &candidates, false);
     let paths: Vec<_> = p.actions.iter().map(|a| a.path.clone()).collect();
     assert_eq!(paths, [PathBuf::from("/w/a/node_modules")], "{paths:?}");
+}
+
+/// A phase-1 artifact candidate with the rebuild model of its type.
+fn artifact(
+    path: &str,
+    project: &str,
+    mib: u64,
+    active: i64,
+    base: u64,
+    per_gib: u64,
+) -> Candidate {
+    let mut c = rule(path, project, mib, active);
+    c.rebuild = RebuildCost {
+        base_secs: base,
+        per_gib_secs: per_gib,
+    };
+    c
+}
+
+const NODE_MODULES: (u64, u64) = (15, 30);
+const CARGO_TARGET: (u64, u64) = (120, 300);
+
+#[test]
+fn phase1_takes_the_most_bytes_per_second_of_rebuild_first() {
+    // 18% free: 120 MiB to reach 30%. The target is older (idler) and as big, but takes far
+    // longer to rebuild: the node_modules goes first, and is enough.
+    let (nb, ng) = NODE_MODULES;
+    let (tb, tg) = CARGO_TARGET;
+    let candidates = [
+        artifact("/w/rust/target", "/w/rust", 150, 100, tb, tg),
+        artifact("/w/web/node_modules", "/w/web", 150, 300, nb, ng),
+    ];
+    let p = plan(&fs(1000, 180), &thresholds(), &candidates, false);
+    let paths: Vec<_> = p.actions.iter().map(|a| a.path.clone()).collect();
+    assert_eq!(paths, [PathBuf::from("/w/web/node_modules")]);
+    let estimate = p.actions[0].rebuild.unwrap();
+    assert_eq!(estimate.secs, 15 + 5); // 150 MiB × 30 s/GiB = 4.4 s, rounded up
+    assert_eq!(estimate.bytes_per_sec, 150 * MIB / 20);
+}
+
+#[test]
+fn within_a_band_of_rebuild_rate_the_least_recently_active_goes_first() {
+    let (nb, ng) = NODE_MODULES;
+    // 100 and 120 MiB node_modules share a factor-of-two band: idleness decides.
+    let candidates = [
+        artifact("/w/new/node_modules", "/w/new", 120, 300, nb, ng),
+        artifact("/w/old/node_modules", "/w/old", 100, 100, nb, ng),
+    ];
+    let p = plan(&fs(1000, 180), &thresholds(), &candidates, false);
+    let paths: Vec<_> = p.actions.iter().map(|a| a.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            PathBuf::from("/w/old/node_modules"),
+            PathBuf::from("/w/new/node_modules")
+        ]
+    );
+}
+
+#[test]
+fn nothing_to_rebuild_goes_before_any_artifact() {
+    // An old log (no estimate) before a bigger, idler node_modules; the plan says which
+    // actions have an estimate.
+    let (nb, ng) = NODE_MODULES;
+    let candidates = [
+        artifact("/w/a/node_modules", "/w/a", 100, 1, nb, ng),
+        rule("/w/b/build.log", "/w/b", 10, 500),
+    ];
+    let p = plan(&fs(1000, 180), &thresholds(), &candidates, false);
+    let order: Vec<_> = p
+        .actions
+        .iter()
+        .map(|a| (a.path.clone(), a.rebuild.is_some()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (PathBuf::from("/w/b/build.log"), false),
+            (PathBuf::from("/w/a/node_modules"), true)
+        ]
+    );
+}
+
+#[test]
+fn growth_still_comes_first_then_the_cost_to_undo() {
+    let (nb, ng) = NODE_MODULES;
+    let (tb, tg) = CARGO_TARGET;
+    let candidates = [
+        artifact("/w/quiet/node_modules", "/w/quiet", 100, 1, nb, ng),
+        artifact("/w/busy/target", "/w/busy", 100, 50, tb, tg),
+        artifact("/w/busy/node_modules", "/w/busy", 100, 50, nb, ng),
+    ];
+    let growth: HashMap<PathBuf, f64> = [(PathBuf::from("/w/busy"), 1e6)].into();
+    let input = PlanInput {
+        growth: Some(&growth),
+        ..PlanInput::default()
+    };
+    let p = plan_with(&fs(1000, 50), &thresholds(), &candidates, &input);
+    let paths: Vec<_> = p.actions.iter().map(|a| a.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            PathBuf::from("/w/busy/node_modules"),
+            PathBuf::from("/w/busy/target"),
+            PathBuf::from("/w/quiet/node_modules")
+        ]
+    );
 }

@@ -1,7 +1,8 @@
 //! The scanner: sizes directory trees as `du -sB1 -x` does (allocated bytes, hard links counted
 //! once) plus apparent bytes, in parallel, relative to directory fds, never following symlinks
 //! and never leaving the filesystem (device and mount) it started on. It also finds the entries
-//! cleanup rules name. It never modifies anything.
+//! cleanup rules name, telling the classifier what sits beside and inside each (for the markers
+//! of artifact types) from the fds and stats the walk already holds. It never modifies anything.
 
 mod tally;
 
@@ -29,11 +30,69 @@ pub struct WalkError {
     pub error: String,
 }
 
+/// What a classifier may ask about the entries around a candidate: no more than whether a
+/// regular file with a given kind of name is there.
+pub trait Neighbours {
+    /// True when a regular file (not a symlink to one) whose name `is_marker` accepts is here.
+    fn has_file(&self, is_marker: &dyn Fn(&OsStr) -> bool) -> bool;
+}
+
+/// Where an entry sits: its siblings (the entries of its parent, stat'ed by the walk) and, for a
+/// directory the walk could list, its children (stat'ed relative to the fd the walk holds,
+/// without following links, only for names a marker asks about).
+#[derive(Clone, Copy)]
+pub struct Around<'a> {
+    pub siblings: &'a dyn Neighbours,
+    pub children: Option<&'a dyn Neighbours>,
+}
+
+/// No entries: what a project entry sees of its workspace (artifacts need markers in a project).
+pub struct Nothing;
+
+impl Neighbours for Nothing {
+    fn has_file(&self, _: &dyn Fn(&OsStr) -> bool) -> bool {
+        false
+    }
+}
+
+/// The entries of one dir as the walk stat'ed them.
+struct Siblings<'a>(&'a [(&'a fsys::Listed, EntryStat)]);
+
+impl Neighbours for Siblings<'_> {
+    fn has_file(&self, is_marker: &dyn Fn(&OsStr) -> bool) -> bool {
+        self.0
+            .iter()
+            .any(|(l, st)| st.kind == EntryKind::File && is_marker(l.os_name()))
+    }
+}
+
+/// The listed entries of an open dir; a name a marker asks about is stat'ed relative to `dir`.
+struct Children<'a> {
+    dir: BorrowedFd<'a>,
+    listed: &'a [fsys::Listed],
+}
+
+impl Neighbours for Children<'_> {
+    fn has_file(&self, is_marker: &dyn Fn(&OsStr) -> bool) -> bool {
+        self.listed.iter().any(|l| {
+            is_marker(l.os_name())
+                && fsys::stat_entry(self.dir, &l.name).is_ok_and(|st| st.kind == EntryKind::File)
+        })
+    }
+}
+
 /// Decides, for each entry below the root, whether a cleanup rule names it.
 pub trait Classify: Sync {
     /// Returns the index of the rule that names this entry, if any. Matched directories are
-    /// measured whole and not searched for further matches.
-    fn rule_for(&self, name: &OsStr, stat: &EntryStat, depth: usize) -> Option<usize>;
+    /// measured whole and not searched for further matches. `around` holds the entry's
+    /// siblings and, for a dir, its children (for rules that need a marker to prove the entry).
+    fn rule_for(
+        &self,
+        name: &OsStr,
+        stat: &EntryStat,
+        depth: usize,
+        around: &Around<'_>,
+    ) -> Option<usize>;
 
     /// Whether this entry's change times count as activity (false for a directory whose last
     /// change was Guardian's own deletion inside it).
@@ -46,7 +105,7 @@ pub trait Classify: Sync {
 pub struct NoRules;
 
 impl Classify for NoRules {
-    fn rule_for(&self, _: &OsStr, _: &EntryStat, _: usize) -> Option<usize> {
+    fn rule_for(&self, _: &OsStr, _: &EntryStat, _: usize, _: &Around<'_>) -> Option<usize> {
         None
     }
 }
@@ -55,7 +114,7 @@ impl Classify for NoRules {
 struct Measure<'a>(&'a dyn Classify);
 
 impl Classify for Measure<'_> {
-    fn rule_for(&self, _: &OsStr, _: &EntryStat, _: usize) -> Option<usize> {
+    fn rule_for(&self, _: &OsStr, _: &EntryStat, _: usize, _: &Around<'_>) -> Option<usize> {
         None
     }
 
@@ -97,6 +156,16 @@ impl Walked {
         self.errors.append(&mut other.errors);
         self.mounts_skipped.append(&mut other.mounts_skipped);
     }
+}
+
+/// Where a subdirectory sits: its parent's fd and entries, whether the walk may match in it
+/// (not below a keep marker), its parent's path below the root and depth.
+struct Place<'a> {
+    parent: BorrowedFd<'a>,
+    siblings: &'a dyn Neighbours,
+    classify: bool,
+    rel: &'a Path,
+    depth: usize,
 }
 
 struct Walk<'a, C: Classify + ?Sized> {
@@ -167,21 +236,32 @@ pub fn walk_tree<C: Classify>(
 impl<C: Classify> Walk<'_, C> {
     /// Walks the contents of `dir` (at `rel` below the root, `depth` levels down).
     fn dir(&self, dir: BorrowedFd<'_>, rel: &Path, depth: usize) -> Walked {
-        let mut walked = Walked::default();
-        let listed = match fsys::list_dir(dir) {
-            Ok(listed) => listed,
+        match fsys::list_dir(dir) {
+            Ok(listed) => self.listed_dir(dir, &listed, rel, depth),
             Err(e) => {
+                let mut walked = Walked::default();
                 walked
                     .errors
                     .push(self.error(rel, "cannot read directory", e));
-                return walked;
+                walked
             }
-        };
+        }
+    }
+
+    /// Walks the contents of `dir`, already listed.
+    fn listed_dir(
+        &self,
+        dir: BorrowedFd<'_>,
+        listed: &[fsys::Listed],
+        rel: &Path,
+        depth: usize,
+    ) -> Walked {
+        let mut walked = Walked::default();
         // A marker exempts this dir's subtree only; siblings' matches stay.
         let kept_here = listed.iter().any(|l| l.os_name() == KEEP_MARKER);
         walked.contains_keep = kept_here;
-        let mut subdirs = Vec::new();
-        for entry in &listed {
+        let mut stated = Vec::with_capacity(listed.len());
+        for entry in listed {
             let name = entry.os_name();
             let st = match fsys::stat_entry(dir, &entry.name) {
                 Ok(st) => st,
@@ -197,31 +277,53 @@ impl<C: Classify> Walk<'_, C> {
                 walked.mounts_skipped.push(self.root.join(rel).join(name));
                 continue;
             }
+            stated.push((entry, st));
+        }
+        let siblings = Siblings(&stated);
+        let mut subdirs = Vec::new();
+        for &(entry, st) in &stated {
+            let name = entry.os_name();
+            if st.kind == EntryKind::Dir {
+                subdirs.push((entry, st));
+                continue;
+            }
+            let around = Around {
+                siblings: &siblings,
+                children: None,
+            };
             let rule = if kept_here {
                 None
             } else {
-                self.classify.rule_for(name, &st, depth + 1)
+                self.classify.rule_for(name, &st, depth + 1, &around)
             };
-            match (st.kind, rule) {
-                (EntryKind::Dir, _) => subdirs.push((entry, st, rule)),
-                (kind, Some(rule)) => {
+            match rule {
+                Some(rule) => {
                     let mut single = Tally::default();
                     single.add_entry(&st);
                     walked.matches.push(RuleMatch {
                         rel_path: rel.join(name),
                         identity: (st.dev, st.ino),
                         rule,
-                        kind,
+                        kind: st.kind,
                         freeable: single.freeable(),
                     });
                     walked.tally.merge(single);
                 }
-                (_, None) => walked
+                None => walked
                     .tally
                     .add_entry_times(&st, self.classify.counts_times(&st)),
             }
         }
-        let walk_one = |(entry, st, rule)| self.subdir(dir, entry, st, rule, rel, depth);
+        let walk_one = |(entry, st)| {
+            let at = Place {
+                parent: dir,
+                siblings: &siblings,
+                classify: !kept_here,
+                rel,
+                depth,
+            };
+            self.subdir(&at, entry, st)
+        };
         let children = if self.parallel {
             subdirs
                 .into_par_iter()
@@ -246,46 +348,64 @@ impl<C: Classify> Walk<'_, C> {
         walked
     }
 
-    /// Opens and walks one subdirectory; a rule match records the whole subtree.
-    fn subdir(
-        &self,
-        parent: BorrowedFd<'_>,
-        entry: &fsys::Listed,
-        st: EntryStat,
-        rule: Option<usize>,
-        rel: &Path,
-        depth: usize,
-    ) -> Walked {
-        let rel = rel.join(entry.os_name());
-        let mut walked = if depth + 1 >= MAX_DEPTH {
+    /// Opens, classifies (siblings known, children listed) and walks one subdirectory; a rule
+    /// match records the whole subtree.
+    fn subdir(&self, at: &Place<'_>, entry: &fsys::Listed, st: EntryStat) -> Walked {
+        let rel = at.rel.join(entry.os_name());
+        let classify = |children: Option<&dyn Neighbours>| {
+            let around = Around {
+                siblings: at.siblings,
+                children,
+            };
+            at.classify
+                .then(|| {
+                    self.classify
+                        .rule_for(entry.os_name(), &st, at.depth + 1, &around)
+                })
+                .flatten()
+        };
+        let (mut walked, rule) = if at.depth + 1 >= MAX_DEPTH {
             let mut w = Walked::default();
             w.errors.push(WalkError {
                 path: self.root.join(&rel),
                 error: format!("deeper than {MAX_DEPTH} levels; not walked"),
             });
-            w
+            (w, classify(None))
         } else {
-            match fsys::open_child_dir(parent, &entry.name) {
+            match fsys::open_child_dir(at.parent, &entry.name) {
                 // Sizing only: a dir swapped between the stat and the open is measured as it
                 // is (the executor re-identifies whatever it deletes).
-                Ok(fd) => {
-                    if rule.is_some() {
-                        let plain = Walk {
-                            classify: &Measure(self.classify),
-                            boundary: self.boundary,
-                            root: self.root,
-                            parallel: self.parallel,
+                Ok(fd) => match fsys::list_dir(fd.as_fd()) {
+                    Ok(listed) => {
+                        let children = Children {
+                            dir: fd.as_fd(),
+                            listed: &listed,
                         };
-                        plain.dir(fd.as_fd(), &rel, depth + 1)
-                    } else {
-                        self.dir(fd.as_fd(), &rel, depth + 1)
+                        let rule = classify(Some(&children));
+                        let walked = if rule.is_some() {
+                            let plain = Walk {
+                                classify: &Measure(self.classify),
+                                boundary: self.boundary,
+                                root: self.root,
+                                parallel: self.parallel,
+                            };
+                            plain.listed_dir(fd.as_fd(), &listed, &rel, at.depth + 1)
+                        } else {
+                            self.listed_dir(fd.as_fd(), &listed, &rel, at.depth + 1)
+                        };
+                        (walked, rule)
                     }
-                }
+                    Err(e) => {
+                        let mut w = Walked::default();
+                        w.errors.push(self.error(&rel, "cannot read directory", e));
+                        (w, classify(None))
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Walked::default(),
                 Err(e) => {
                     let mut w = Walked::default();
                     w.errors.push(self.error(&rel, "cannot open directory", e));
-                    w
+                    (w, classify(None))
                 }
             }
         };

@@ -124,7 +124,7 @@ fn unreadable_dir_is_reported_not_fatal() {
 fn rule_matches_are_measured_whole_and_not_searched_inside() {
     struct NodeModules;
     impl Classify for NodeModules {
-        fn rule_for(&self, name: &OsStr, _: &EntryStat, _: usize) -> Option<usize> {
+        fn rule_for(&self, name: &OsStr, _: &EntryStat, _: usize, _: &Around<'_>) -> Option<usize> {
             (name == "node_modules" || name == "x").then_some(0)
         }
     }
@@ -154,7 +154,7 @@ fn keep_marker_hides_matches_and_is_reported() {
     std::fs::write(root.join("d").join(KEEP_MARKER), b"").unwrap();
     struct All;
     impl Classify for All {
-        fn rule_for(&self, name: &OsStr, _: &EntryStat, _: usize) -> Option<usize> {
+        fn rule_for(&self, name: &OsStr, _: &EntryStat, _: usize, _: &Around<'_>) -> Option<usize> {
             (name == "node_modules").then_some(0)
         }
     }
@@ -173,7 +173,7 @@ fn keep_marker_exempts_only_its_own_subtree() {
     std::fs::write(root.join("d").join(KEEP_MARKER), b"").unwrap();
     struct NodeModules;
     impl Classify for NodeModules {
-        fn rule_for(&self, name: &OsStr, _: &EntryStat, _: usize) -> Option<usize> {
+        fn rule_for(&self, name: &OsStr, _: &EntryStat, _: usize, _: &Around<'_>) -> Option<usize> {
             (name == "node_modules").then_some(0)
         }
     }

@@ -411,6 +411,7 @@ pub fn execute(
         inodes_estimated: 0,
         identity,
         min_idle_secs: planned.min_idle_secs,
+        rebuild: None,
     };
     let report = executor
         .execute(&action)

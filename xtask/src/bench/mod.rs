@@ -526,6 +526,7 @@ fn delete_bench(
                         inodes_estimated: 0,
                         identity: guardian::fsys::identity_of(&tree)?,
                         min_idle_secs: None,
+                        rebuild: None,
                     };
                     let start = Instant::now();
                     let report = executor.execute(&action)?;
