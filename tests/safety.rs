@@ -372,6 +372,53 @@ fn target_changed_after_planning_no_longer_older_than_its_rule_is_skipped() {
     assert_eq!(std::fs::read(&fresh).unwrap(), b"new line\n");
 }
 
+/// An artifact counts only while its marker proves it: a `target/` planned beside a
+/// `Cargo.toml` whose `Cargo.toml` is removed — or replaced by a symlink — before the executor
+/// gets to it is user data again, and is skipped.
+#[test]
+fn artifact_whose_marker_went_away_after_planning_is_skipped() {
+    if !require_root("artifact_whose_marker_went_away_after_planning_is_skipped") {
+        return;
+    }
+    let mount = TestMount::tmpfs(64 * MIB);
+    let ws = mount.path("ws");
+    let text = format!("[[workspaces]]\npath = \"{}\"\n", ws.display());
+    let config = guardian::config::Config::parse(&text, "test config").unwrap();
+    let exec = executor(&[(&ws, &[])], &mount.path("state/audit.jsonl"))
+        .with_rules(&config.compiled_rules());
+    let mut actions = Vec::new();
+    for proj in ["removed", "linked", "kept"] {
+        let proj = ws.join(proj);
+        write_file(&proj.join("Cargo.toml"), 100);
+        write_files(&proj.join("target/debug"), 4, 4096);
+        let mut action = planned(&proj.join("target"), &proj, None);
+        action.rule = "cargo-target".into();
+        actions.push((proj, action));
+    }
+    // After planning: one marker deleted, one replaced by a symlink to a real Cargo.toml.
+    std::fs::remove_file(ws.join("removed/Cargo.toml")).unwrap();
+    std::fs::remove_file(ws.join("linked/Cargo.toml")).unwrap();
+    std::os::unix::fs::symlink(ws.join("kept/Cargo.toml"), ws.join("linked/Cargo.toml")).unwrap();
+    for (proj, action) in &actions[..2] {
+        let report = run(&exec, action);
+        assert_eq!(report.outcome, Outcome::Skipped, "{:?}", report.record);
+        assert!(
+            format!("{:?}", report.record).contains("marker is gone"),
+            "{:?}",
+            report.record
+        );
+        assert!(
+            proj.join("target/debug/d3/f3").exists(),
+            "{}",
+            proj.display()
+        );
+    }
+    // The one whose marker stayed goes.
+    let report = run(&exec, &actions[2].1);
+    assert_eq!(report.outcome, Outcome::Deleted, "{:?}", report.record);
+    assert!(!ws.join("kept/target").exists());
+}
+
 // 6. File names are bytes ---------------------------------------------------------------------
 
 #[test]

@@ -21,7 +21,7 @@ pub use audit::{AuditLog, AuditRecord, Intent};
 pub use remove::RemoveStats;
 pub use retention::RetentionAction;
 
-use crate::config::Workspace;
+use crate::config::{CompiledRule, Workspace};
 use crate::fsys::{self, Boundary, EntryKind, EntryStat};
 use crate::policy::PlannedAction;
 use crate::protect::{self, ProcSnapshot};
@@ -93,6 +93,9 @@ pub struct Executor {
     extra_protection: ExtraProtection,
     /// The last reading of the process table, reused for [`PROCS_FRESH`].
     procs: Mutex<Option<(Instant, Arc<ProcSnapshot>)>>,
+    /// Rules whose entries only count when markers prove them (artifact types): a target they
+    /// planned is deleted only if its markers still prove it.
+    marked_rules: Vec<CompiledRule>,
 }
 
 /// How long one reading of the process table serves the protection checks of consecutive
@@ -130,7 +133,48 @@ impl Executor {
             cancel,
             extra_protection,
             procs: Mutex::new(None),
+            marked_rules: Vec::new(),
         }
+    }
+
+    /// The rules the plans come from: an action of a rule with markers (an artifact type) is
+    /// carried out only while its markers still prove the target, checked right before deleting.
+    pub fn with_rules(mut self, rules: &[CompiledRule]) -> Executor {
+        self.marked_rules = rules
+            .iter()
+            .filter(|r| r.markers.is_some())
+            .cloned()
+            .collect();
+        self
+    }
+
+    /// Why a target an artifact rule planned no longer counts as that artifact (its marker is
+    /// gone or no longer a regular file); `None` when it still does, or the rule has no markers.
+    /// `parent` and `dir` are the open parent and target.
+    fn marker_gone(
+        &self,
+        action: &PlannedAction,
+        parent: rustix::fd::BorrowedFd<'_>,
+        dir: rustix::fd::BorrowedFd<'_>,
+    ) -> Option<String> {
+        let rule = self.marked_rules.iter().find(|r| r.name == action.rule)?;
+        let name = action.path.file_name()?.to_str()?;
+        let beside = fsys::list_dir(parent).unwrap_or_default();
+        let inside = fsys::list_dir(dir).unwrap_or_default();
+        let siblings = crate::scan::Listing {
+            dir: parent,
+            listed: &beside,
+        };
+        let children = crate::scan::Listing {
+            dir,
+            listed: &inside,
+        };
+        (!rule.matches(name, true, &siblings, Some(&children))).then(|| {
+            format!(
+                "no longer proven a `{}` artifact: its marker is gone",
+                rule.name
+            )
+        })
     }
 
     /// The process table, read now unless a reading younger than [`PROCS_FRESH`] exists.
@@ -471,6 +515,9 @@ impl Executor {
             let opened = fsys::stat_fd(fd.as_fd()).map_err(|e| refuse(e.to_string()))?;
             if (opened.dev, opened.ino) != (st.dev, st.ino) {
                 return Err(refuse("changed while it was opened".into()));
+            }
+            if let Some(why) = self.marker_gone(action, current.as_fd(), fd.as_fd()) {
+                return Err(Stop(Outcome::Skipped, why));
             }
             protect::check_open_dir(fd.as_fd(), &opened, &action.path, &procs)
         } else {

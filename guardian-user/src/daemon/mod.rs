@@ -140,13 +140,16 @@ impl Guardian {
         let running = tasks.protection();
         let extra = extra_protection.clone();
         let protection: ExtraProtection = Arc::new(move |p: &Path| extra(p).or_else(|| running(p)));
-        let executor = Arc::new(Executor::new(
-            config.workspaces.clone(),
-            audit,
-            config.daemon.dry_run,
-            cancel.clone(),
-            protection.clone(),
-        ));
+        let executor = Arc::new(
+            Executor::new(
+                config.workspaces.clone(),
+                audit,
+                config.daemon.dry_run,
+                cancel.clone(),
+                protection.clone(),
+            )
+            .with_rules(&config.compiled_rules()),
+        );
         let recent = crate::cleanup::audit::read_tail(&config.daemon.audit_log, 1 << 20)
             .map(|records| {
                 let skip = records.len().saturating_sub(RECENT_ACTIONS);

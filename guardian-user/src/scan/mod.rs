@@ -66,13 +66,14 @@ impl Neighbours for Siblings<'_> {
     }
 }
 
-/// The listed entries of an open dir; a name a marker asks about is stat'ed relative to `dir`.
-struct Children<'a> {
-    dir: BorrowedFd<'a>,
-    listed: &'a [fsys::Listed],
+/// The listed entries of an open dir; a name a marker asks about is stat'ed relative to `dir`,
+/// without following links (the walk's children of a dir; the executor's re-check of markers).
+pub struct Listing<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub listed: &'a [fsys::Listed],
 }
 
-impl Neighbours for Children<'_> {
+impl Neighbours for Listing<'_> {
     fn has_file(&self, is_marker: &dyn Fn(&OsStr) -> bool) -> bool {
         self.listed.iter().any(|l| {
             is_marker(l.os_name())
@@ -377,7 +378,7 @@ impl<C: Classify> Walk<'_, C> {
                 // is (the executor re-identifies whatever it deletes).
                 Ok(fd) => match fsys::list_dir(fd.as_fd()) {
                     Ok(listed) => {
-                        let children = Children {
+                        let children = Listing {
                             dir: fd.as_fd(),
                             listed: &listed,
                         };
