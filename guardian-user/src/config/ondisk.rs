@@ -326,6 +326,13 @@ impl Config {
             }
             seen.push((ws_key, &ws.path, here));
         }
+        // A retention dir lies in a workspace (checked as text by `retention::validate`): no
+        // component of it may be a link either.
+        for (i, rule) in self.retention.iter().enumerate() {
+            if let Some(dir) = &rule.dir {
+                look(dir, true, &mounts).map_err(|m| (key(&format!("retention.{i}.dir")), m))?;
+            }
+        }
         Ok(())
     }
 }
