@@ -1,6 +1,7 @@
 //! The fleet files in `deploy/`: the Prometheus rules pass `promtool check rules` and their unit
-//! tests (`promtool test rules`), every alert is unit-tested and annotated, the Grafana dashboard
-//! parses, has its datasource and instance variables and only valid PromQL, and both name only
+//! tests (`promtool test rules`), every alert is unit-tested and annotated, the example
+//! Prometheus config passes `promtool check config`, the Grafana dashboard parses, has its
+//! datasource and instance variables and only valid PromQL, and rules and dashboard name only
 //! metrics Guardian exports. promtool missing is a loud skip, a failure under
 //! `GUARDIAN_REQUIRE_PRIVILEGED_TESTS=1` (CI installs it: `.ci/run`).
 
@@ -92,6 +93,25 @@ fn alert_rules_pass_their_promtool_unit_tests() {
     let out = run_promtool(
         &promtool,
         &["test".as_ref(), "rules".as_ref(), tests.as_ref()],
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn prometheus_example_config_passes_promtool_check() {
+    let Some(promtool) = promtool("prometheus_example_config_passes_promtool_check") else {
+        return;
+    };
+    // --syntax-only: the example names a token file that exists only on a real server.
+    let config = deploy("prometheus/prometheus.example.yml");
+    let out = run_promtool(
+        &promtool,
+        &[
+            "check".as_ref(),
+            "config".as_ref(),
+            "--syntax-only".as_ref(),
+            config.as_ref(),
+        ],
     );
     assert!(out.contains("SUCCESS"), "{out}");
 }
