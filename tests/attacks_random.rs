@@ -12,11 +12,21 @@ use std::time::Duration;
 use support::stress::{self, attacks, rng::Rng, Runner};
 use support::*;
 
+/// The tests of this binary run one at a time. `unshare(CLONE_FILES)` gives a thread a copy of
+/// the whole process's file table: a file another test's thread had open at that moment stays
+/// open in the copy — and so, rightly, in use — for as long as the holding thread runs.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Length of the smoke run (the full run is at least 10 minutes).
 const SMOKE: Duration = Duration::from_secs(30);
 
 #[test]
 fn randomized_adversary_smoke_leaves_everything_outside_policy_byte_identical() {
+    let _serial = one_at_a_time();
     if !require_root("randomized_adversary_smoke_leaves_everything_outside_policy_byte_identical") {
         return;
     }
@@ -111,6 +121,7 @@ fn busy_project_survives(
     if !require_root(name) {
         return;
     }
+    let _serial = one_at_a_time();
     let m = TestMount::tmpfs(64 * MIB);
     let ws = m.path("ws");
     write_files(&ws.join("busy/node_modules"), 4, 2 * MIB);
@@ -128,7 +139,9 @@ fn busy_project_survives(
     );
     assert!(
         !ws.join("idle/node_modules").exists(),
-        "the run deleted nothing"
+        "the run deleted nothing:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     assert!(
         ws.join("busy/node_modules").exists(),
