@@ -53,13 +53,16 @@ struct AppState {
 pub struct Server {
     thread: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Wakes the runtime to stop (a permit is kept if it is not waiting yet).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
         if let Some(t) = self.thread.take() {
-            // The runtime notices within its 200 ms check; a stuck one is left behind.
+            // A runtime that does not end within 2 s is left behind.
             let deadline = std::time::Instant::now() + Duration::from_secs(2);
             while !t.is_finished() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
@@ -84,6 +87,7 @@ pub fn spawn(config: &ServeConfig, hub: Hub) -> Result<Option<Server>, ServeErro
         None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new(tokio::sync::Notify::new());
     let state = AppState {
         hub,
         token,
@@ -92,6 +96,7 @@ pub fn spawn(config: &ServeConfig, hub: Hub) -> Result<Option<Server>, ServeErro
     };
     let config = config.clone();
     let stopping = stop.clone();
+    let woken = wake.clone();
     let thread = std::thread::Builder::new()
         .name("guardian-serve".into())
         .spawn(move || {
@@ -108,12 +113,13 @@ pub fn spawn(config: &ServeConfig, hub: Hub) -> Result<Option<Server>, ServeErro
                     return;
                 }
             };
-            runtime.block_on(serve(config, state, stopping));
+            runtime.block_on(serve(config, state, stopping, woken));
         })
         .map_err(ServeError::Thread)?;
     Ok(Some(Server {
         thread: Some(thread),
         stop,
+        wake,
     }))
 }
 
@@ -127,16 +133,14 @@ fn router(state: AppState) -> Router {
 }
 
 /// Binds (retrying every [`BIND_RETRY`] while it fails) and serves until `stop`.
-async fn serve(config: ServeConfig, state: AppState, stop: Arc<AtomicBool>) {
+async fn serve(
+    config: ServeConfig,
+    state: AppState,
+    stop: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+) {
     let app = router(state.clone());
-    let stopped = {
-        let stop = stop.clone();
-        async move {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let stopped = wake.notified();
     let tcp = serve_tcp(config.clone(), app.clone(), state.hub.clone(), stop.clone());
     let unix = serve_unix(config.unix.clone(), app, state.hub.clone(), stop.clone());
     tokio::select! {
