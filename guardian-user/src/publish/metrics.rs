@@ -32,6 +32,8 @@ pub struct Counters {
     cycles: Family<Labels, Counter>,
     duration: Histogram,
     ghosts: Counter,
+    webhook_dropped: Family<Labels, Counter>,
+    webhook_deliveries: Family<Labels, Counter>,
     /// The rule/phase pairs labelled so far.
     seen: Mutex<HashSet<(String, u8)>>,
 }
@@ -50,6 +52,8 @@ impl Counters {
             cycles: Family::default(),
             duration: Histogram::new(CYCLE_BUCKETS),
             ghosts: Counter::default(),
+            webhook_dropped: Family::default(),
+            webhook_deliveries: Family::default(),
             seen: Mutex::new(HashSet::new()),
         }
     }
@@ -88,6 +92,24 @@ impl Counters {
         }
     }
 
+    /// `n` events webhook `index` dropped (its queue was full, or it fell behind).
+    pub fn webhook_dropped(&self, index: usize, n: u64) {
+        self.webhook_dropped
+            .get_or_create(&vec![("webhook", index.to_string())])
+            .inc_by(n);
+    }
+
+    /// One delivery of webhook `index` ended: sent, or failed after every retry.
+    pub fn webhook_delivered(&self, index: usize, sent: bool) {
+        let outcome = if sent { "sent" } else { "failed" };
+        self.webhook_deliveries
+            .get_or_create(&vec![
+                ("webhook", index.to_string()),
+                ("outcome", outcome.into()),
+            ])
+            .inc();
+    }
+
     /// Registers the counters (shared, not copied) into a scrape's registry.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -114,6 +136,16 @@ impl Counters {
             "guardian_ghosts_reaped",
             "Ghost tasks the reaper handled",
             self.ghosts.clone(),
+        );
+        registry.register(
+            "guardian_webhook_dropped",
+            "Events a webhook dropped (oldest first) because its queue was full or it fell behind",
+            self.webhook_dropped.clone(),
+        );
+        registry.register(
+            "guardian_webhook_deliveries",
+            "Webhook deliveries by outcome (sent, or failed after every retry)",
+            self.webhook_deliveries.clone(),
         );
     }
 

@@ -98,6 +98,30 @@ pub enum Event {
 }
 
 impl Event {
+    /// How much the event asks for attention (webhooks' `min_level`).
+    pub fn severity(&self) -> crate::config::Severity {
+        use crate::config::Severity;
+        use crate::policy::Pressure;
+        match self {
+            Event::DiskPressure { level, .. } => match level {
+                PressureLevel::Warning => Severity::Warning,
+                PressureLevel::Critical => Severity::Critical,
+            },
+            Event::ThresholdCrossed { to, .. } => match to {
+                Pressure::Ok => Severity::Info,
+                Pressure::Pressure => Severity::Warning,
+                Pressure::Critical => Severity::Critical,
+            },
+            Event::CleanupFinished { summary, .. } if !summary.reached_target => Severity::Warning,
+            Event::Action { record } if matches!(record.outcome.as_str(), "failed" | "refused") => {
+                Severity::Warning
+            }
+            Event::GhostReaped { .. } => Severity::Warning,
+            Event::SourceChanged { degraded, .. } if degraded.is_some() => Severity::Warning,
+            _ => Severity::Info,
+        }
+    }
+
     /// The `type` tag.
     pub fn kind(&self) -> &'static str {
         match self {

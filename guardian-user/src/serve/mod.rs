@@ -13,6 +13,7 @@
 mod scrape;
 mod stream;
 pub mod token;
+pub mod webhooks;
 
 use crate::config::ServeConfig;
 use crate::publish::Hub;
@@ -141,11 +142,12 @@ async fn serve(
 ) {
     let app = router(state.clone());
     let stopped = wake.notified();
+    let hooks = webhooks::run_all(config.webhooks.clone(), state.hub.clone());
     let tcp = serve_tcp(config.clone(), app.clone(), state.hub.clone(), stop.clone());
     let unix = serve_unix(config.unix.clone(), app, state.hub.clone(), stop.clone());
     tokio::select! {
         _ = stopped => {}
-        _ = async { tokio::join!(tcp, unix) } => {}
+        _ = async { tokio::join!(tcp, unix, hooks) } => {}
     }
 }
 
