@@ -110,15 +110,25 @@ impl Webhook {
                 self.url
             ));
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("`{}`: `{p}` is not a port", self.url))?,
-            ),
-            _ => (authority, 80),
+        let bad_port = |p: &str| format!("`{}`: `{p}` is not a port", self.url);
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{}`: an unclosed `[`", self.url))?;
+            let port = match after {
+                "" => 80,
+                p => p
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .ok_or_else(|| bad_port(p))?,
+            };
+            (host, port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad_port(p))?),
+                None => (authority, 80),
+            }
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!("`{}`: no host", self.url));
         }
