@@ -693,7 +693,7 @@ impl Guardian {
         if let Some(why) = &self.refusing {
             problems.push(format!("refusing to delete: {why}"));
         }
-        problems.extend(self.hub.problem());
+        problems.extend(self.hub.problems());
         let mut state = DaemonState {
             forecast: Some(ForecastState {
                 enabled: self.config.forecast.enabled,

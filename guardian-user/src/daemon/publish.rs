@@ -38,7 +38,7 @@ impl Guardian {
             Ok(server) => self.server = server,
             Err(e) => {
                 crate::warn_quiet!("serve.start", error = %e, "cannot serve /metrics, /status, /events; guarding goes on");
-                self.hub.set_problem(Some(e.to_string()));
+                self.hub.set_problem("start", Some(e.to_string()));
             }
         }
     }

@@ -166,8 +166,8 @@ pub struct Hub {
     status: Arc<watch::Sender<Arc<str>>>,
     events: broadcast::Sender<Arc<Published>>,
     pub counters: Arc<metrics::Counters>,
-    /// What the server wants the status to show (a port it cannot bind), while so.
-    problem: Arc<Mutex<Option<String>>>,
+    /// What the server wants the status to show (a port it cannot bind), by what has it.
+    problems: Arc<Mutex<std::collections::BTreeMap<&'static str, String>>>,
 }
 
 impl Default for Hub {
@@ -184,7 +184,7 @@ impl Hub {
             status: Arc::new(status),
             events,
             counters: Arc::new(metrics::Counters::new()),
-            problem: Arc::new(Mutex::new(None)),
+            problems: Arc::new(Mutex::new(std::collections::BTreeMap::new())),
         }
     }
 
@@ -232,16 +232,24 @@ impl Hub {
         .unwrap_or_default()
     }
 
-    /// Sets or clears the server's problem (shown in the status).
-    pub fn set_problem(&self, problem: Option<String>) {
-        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+    /// Sets or clears the problem of one part of the server (`what`: `tcp`, `unix`, …), shown
+    /// in the status.
+    pub fn set_problem(&self, what: &'static str, problem: Option<String>) {
+        let mut map = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        match problem {
+            Some(p) => map.insert(what, p),
+            None => map.remove(what),
+        };
     }
 
-    pub fn problem(&self) -> Option<String> {
-        self.problem
+    /// The server's problems now.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .values()
+            .cloned()
+            .collect()
     }
 }
 

@@ -108,9 +108,10 @@ pub fn spawn(config: &ServeConfig, hub: Hub) -> Result<Option<Server>, ServeErro
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    state
-                        .hub
-                        .set_problem(Some(format!("serve: cannot start its runtime: {e}")));
+                    state.hub.set_problem(
+                        "start",
+                        Some(format!("serve: cannot start its runtime: {e}")),
+                    );
                     return;
                 }
             };
@@ -155,14 +156,14 @@ async fn serve_tcp(config: ServeConfig, app: Router, hub: Hub, stop: Arc<AtomicB
     let addr = match config.listen_addr() {
         Ok(a) => a,
         Err(e) => {
-            hub.set_problem(Some(format!("serve.listen: {e}")));
+            hub.set_problem("tcp", Some(format!("serve.listen: {e}")));
             return;
         }
     };
     loop {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
-                hub.set_problem(None);
+                hub.set_problem("tcp", None);
                 crate::quiet::clear("serve.bind");
                 tracing::info!(%addr, "serving /metrics, /status, /events");
                 if let Err(e) = axum::serve(listener, app.clone()).await {
@@ -172,7 +173,7 @@ async fn serve_tcp(config: ServeConfig, app: Router, hub: Hub, stop: Arc<AtomicB
             Err(e) => {
                 let why = format!("serve: cannot listen on {addr}: {e} (retried every {BIND_RETRY:?}; guarding goes on)");
                 crate::warn_quiet!("serve.bind", error = %e, %addr, "cannot listen; guarding goes on");
-                hub.set_problem(Some(why));
+                hub.set_problem("tcp", Some(why));
             }
         }
         if stop.load(Ordering::Relaxed) {
@@ -194,6 +195,8 @@ async fn serve_unix(
     loop {
         match token::bind_unix(&path) {
             Ok(listener) => {
+                hub.set_problem("unix", None);
+                crate::quiet::clear("serve.unix");
                 tracing::info!(socket = %crate::textpath::shown(&path), "serving on a Unix socket");
                 if let Err(e) = axum::serve(listener, app.clone()).await {
                     crate::warn_quiet!("serve.unix.run", error = %e, "the Unix socket server stopped; restarting");
@@ -201,10 +204,13 @@ async fn serve_unix(
             }
             Err(e) => {
                 crate::warn_quiet!("serve.unix", error = %e, "cannot listen on the Unix socket; guarding goes on");
-                hub.set_problem(Some(format!(
-                    "serve: cannot listen on {}: {e}",
-                    crate::textpath::escape(&path)
-                )));
+                hub.set_problem(
+                    "unix",
+                    Some(format!(
+                        "serve: cannot listen on {}: {e}",
+                        crate::textpath::escape(&path)
+                    )),
+                );
             }
         }
         if stop.load(Ordering::Relaxed) {
