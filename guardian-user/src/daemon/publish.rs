@@ -211,3 +211,48 @@ fn usage_event(config: &crate::config::Config, record: &AuditRecord) -> Option<E
         limit: limit.map_or(0, |b| b.0),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn record(scope: &str, outcome: &str, bytes: u64) -> AuditRecord {
+        AuditRecord {
+            bytes_estimated: bytes,
+            ..AuditRecord::event(
+                "usage_pressure",
+                scope.into(),
+                "usage_limit",
+                0,
+                String::new(),
+                false,
+                outcome,
+            )
+        }
+    }
+
+    #[test]
+    fn a_usage_level_change_is_disk_pressure_with_the_limit_of_its_level() {
+        let config = Config::parse(
+            "[[workspaces]]\npath = \"/srv/ci\"\n\n[tasks]\ntotal_usage_warning = \"3GiB\"\n\
+             total_usage_critical = \"4GiB\"\n\n[[tasks.usage_limits]]\nworkspace = \"/srv/ci\"\n\
+             warning = \"1GiB\"\ncritical = \"2GiB\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let json = |e: Option<Event>| serde_json::to_value(e.unwrap()).unwrap();
+        let e = json(usage_event(&config, &record("/srv/ci", "critical", 5)));
+        assert_eq!(e["type"], "disk_pressure");
+        assert_eq!(e["level"], "critical");
+        assert_eq!(e["scope"], "workspace");
+        assert_eq!(e["path"], "/srv/ci");
+        assert_eq!(e["used"], 5);
+        assert_eq!(e["limit"], 2u64 << 30);
+        let e = json(usage_event(&config, &record("total", "warning", 7)));
+        assert_eq!(e["scope"], "total");
+        assert_eq!(e["limit"], 3u64 << 30);
+        assert!(e.get("path").is_none());
+        assert!(usage_event(&config, &record("total", "cleared", 1)).is_none());
+    }
+}
