@@ -209,7 +209,14 @@ pub fn wait_out_activity() {
 }
 
 /// Writes a config for a workspace at `workspace`, with the audit log and state under `state`.
+/// The HTTP server is off unless `extra` has a `[serve]` table: daemons of tests running in
+/// parallel would otherwise contend for its default port (and report that as a problem).
 pub fn write_config(path: &Path, workspace: &Path, state: &Path, poll: &str, extra: &str) {
+    let serve = if extra.contains("[serve]") {
+        ""
+    } else {
+        "\n[serve]\nenabled = false\n"
+    };
     let text = format!(
         r#"[daemon]
 poll_interval = "{poll}"
@@ -236,7 +243,7 @@ name = "old-logs"
 phase = 1
 globs = ["*.log"]
 older_than = "1h"
-{extra}"#,
+{extra}{serve}"#,
         poll = poll,
         state = state.display(),
         ws = workspace.display(),

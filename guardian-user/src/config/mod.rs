@@ -13,6 +13,7 @@ pub mod ranges;
 mod read;
 pub mod retention;
 mod rules;
+mod serve;
 mod tasks;
 mod units;
 
@@ -25,6 +26,7 @@ pub use git::GitConfig;
 pub use retention::{Order, RetentionRule};
 use rules::check_glob;
 pub use rules::{CompiledRule, Rule};
+pub use serve::{ServeConfig, Severity, Webhook};
 
 pub use tasks::{
     named_params, AreaKind, GhostConfig, NaiveTimes, TasksConfig, UsageLimit, QUERY_PARAMS,
@@ -68,6 +70,9 @@ pub struct Config {
     /// Git maintenance in phase 1 (`[git]`).
     #[serde(default)]
     pub git: GitConfig,
+    /// The HTTP endpoints: metrics, status, event stream (`[serve]`).
+    #[serde(default)]
+    pub serve: ServeConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -358,6 +363,7 @@ impl Config {
         self.tasks.validate(&self.workspaces)?;
         retention::validate(&self.retention, &self.workspaces)?;
         self.git.validate()?;
+        self.serve.validate()?;
         Ok(())
     }
 

@@ -16,6 +16,7 @@
 
 pub mod cycle;
 pub mod forecast;
+mod publish;
 pub mod state;
 
 pub use cycle::{plan_now, CycleKind, FsPlan};
@@ -123,6 +124,12 @@ pub struct Guardian {
     started: Instant,
     /// Each guarded filesystem's last `statvfs` and limits, by device (project forecasts).
     spaces: HashMap<u64, (FsSpace, Limits)>,
+    /// Where events and the status go for `serve` (and the server thread, when it runs).
+    hub: crate::publish::Hub,
+    server: Option<crate::serve::Server>,
+    /// What the outside was last told: each filesystem's pressure, the source, the state's
+    /// `updated` stamp, the running cycle's start and kind.
+    told: publish::Told,
 }
 
 impl Guardian {
@@ -210,6 +217,9 @@ impl Guardian {
             problems: Vec::new(),
             refusing: None,
             stalled: HashMap::new(),
+            hub: crate::publish::Hub::new(),
+            server: None,
+            told: publish::Told::default(),
         })
     }
 
@@ -227,6 +237,9 @@ impl Guardian {
         );
         self.cleaner.submit(Job::Recover);
         let reports = self.cleaner.reports().clone();
+        if !once {
+            self.start_server();
+        }
         if once {
             self.run_once(&reports);
             return Ok(());
@@ -299,6 +312,7 @@ impl Guardian {
         if source.degraded.is_some() {
             self.problems.push(format!("write source: {source}"));
         }
+        self.tell_source(&source);
         self.problems.extend(source.problems);
         self.filesystems = guarded_filesystems(&self.config.workspaces);
         self.guard();
@@ -371,6 +385,7 @@ impl Guardian {
             Report::Done(summary) => {
                 let fs = self.cycle_fs.take();
                 if let (Some(summary), Some(fs)) = (summary, fs) {
+                    self.tell_cycle_finished(&summary);
                     self.cycle_finished(&fs, summary);
                 }
                 self.publish_state();
@@ -489,6 +504,7 @@ impl Guardian {
             };
             let now = self.clock();
             self.forecasts.observe_fs(fs.dev, now, &space);
+            self.tell_pressure(&fs, &space);
             match self.cycle_due(&fs, now, &space) {
                 Some(kind) if !self.recently_stalled(fs.dev, &space) => self.start_cycle(&fs, kind),
                 Some(_) => {}
@@ -545,6 +561,7 @@ impl Guardian {
             }
         }
         self.cycle_fs = Some(fs.clone());
+        self.tell_cycle_started(fs, &kind);
         self.cleaner.submit(Job::Cycle(Box::new(cycle::CycleJob {
             fs: fs.clone(),
             kind,
@@ -655,6 +672,7 @@ impl Guardian {
             error = record.error.as_deref().unwrap_or(""),
             "action"
         );
+        self.tell_action(&record);
         self.recent.push_back(record);
         while self.recent.len() > RECENT_ACTIONS {
             self.recent.pop_front();
@@ -675,6 +693,7 @@ impl Guardian {
         if let Some(why) = &self.refusing {
             problems.push(format!("refusing to delete: {why}"));
         }
+        problems.extend(self.hub.problems());
         let mut state = DaemonState {
             forecast: Some(ForecastState {
                 enabled: self.config.forecast.enabled,
@@ -700,6 +719,7 @@ impl Guardian {
         };
         let now = crate::cleanup::audit::timestamp(SystemTime::now());
         self.state.submit(&mut state, &now);
+        self.tell_status(&mut state);
     }
 }
 

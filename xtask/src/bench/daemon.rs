@@ -92,10 +92,15 @@ impl Daemon {
     /// the daemon with its log (`GUARDIAN_LOG=info`) in `state/daemon.log`, waits until it is
     /// ready and checks that it runs the configured source rather than a fallback.
     pub fn start(guardian: &Path, config: &DaemonConfig<'_>) -> Result<Daemon> {
+        Daemon::start_with(guardian, config, "")
+    }
+
+    /// [`start`](Daemon::start) with `extra` TOML appended to the config (e.g. a `[serve]`).
+    pub fn start_with(guardian: &Path, config: &DaemonConfig<'_>, extra: &str) -> Result<Daemon> {
         let _ = std::fs::remove_dir_all(config.state);
         std::fs::create_dir_all(config.state)?;
         let config_path = config.state.join("guardian.toml");
-        std::fs::write(&config_path, config.toml())?;
+        std::fs::write(&config_path, config.toml() + extra)?;
         let log = config.state.join("daemon.log");
         let log_file = std::fs::File::create(&log)?;
         let child = Command::new(guardian)

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: measures Guardian's scanner against `du -sx` and its cleanup executor
 //! against `rm -rf` on generated `node_modules`-like trees (warm cache), what each write source
-//! costs a small-write workload (`dd bs=4k`/`64k`), and how fast the daemon reacts to a
-//! threshold crossing; release build. `--only` picks sections.
+//! costs a small-write workload (`dd bs=4k`/`64k`), how fast the daemon reacts to a
+//! threshold crossing, and how fast the crossing reaches an `/events` client and whether 1,000
+//! connected clients slow a cycle (`serve`); release build. `--only` picks sections.
 //!
 //! `cargo xtask` builds xtask in dev mode, so `bench` only builds `guardian` and xtask in
 //! release and re-runs itself from the release build as the hidden `bench-inner`, which does the
@@ -13,6 +14,7 @@ mod daemon;
 mod reaction;
 pub(crate) mod report;
 mod scratch;
+mod serve;
 mod sources;
 mod tree;
 
@@ -53,14 +55,17 @@ pub enum Section {
     Sources,
     /// Threshold crossing → first audit line, per source.
     Reaction,
+    /// Crossing → `threshold_crossed` on `/events`; cycle time with 1,000 idle clients.
+    Serve,
 }
 
 impl Section {
-    const ALL: [Section; 4] = [
+    const ALL: [Section; 5] = [
         Section::Scan,
         Section::Delete,
         Section::Sources,
         Section::Reaction,
+        Section::Serve,
     ];
 
     fn name(self) -> &'static str {
@@ -69,6 +74,7 @@ impl Section {
             Section::Delete => "delete",
             Section::Sources => "sources",
             Section::Reaction => "reaction",
+            Section::Serve => "serve",
         }
     }
 }
@@ -101,7 +107,8 @@ pub struct BenchArgs {
     /// Also measure the sources on a loop-mounted ext4 (besides the tmpfs).
     #[arg(long)]
     pub sources_ext4: bool,
-    /// Trials per source in the reaction section.
+    /// Trials per source in the reaction section (and per source and load in the serve
+    /// section).
     #[arg(long, default_value_t = DEFAULT_REACTION_TRIALS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub reaction_trials: u32,
@@ -353,6 +360,12 @@ pub fn run_inner(args: &BenchArgs, guardian_bin: &Path) -> Result<ExitCode> {
         reaction.print();
         write("reaction", reaction.markdown(&machine, &run))?;
         verdicts.push(("reaction", reaction.verdict()));
+    }
+    if args.runs_section(Section::Serve) {
+        let serve = serve::run(args.reaction_trials, guardian_bin, &cancel)?;
+        serve.print();
+        write("serve", serve.markdown(&machine, &run))?;
+        verdicts.push(("serve", serve.verdict()));
     }
 
     println!(

@@ -1,0 +1,225 @@
+//! `GET /metrics`: OpenMetrics text (`prometheus-client`). Gauges come from the newest status
+//! snapshot, counters from [`Counters`](crate::publish::metrics::Counters); filesystem series
+//! carry node_exporter's labels (`mountpoint`, `device`, `fstype`) so they join with
+//! `node_filesystem_*`. No `quantile` label (reserved by Prometheus): forecasts are labelled
+//! `estimate="p50|p90"`.
+//!
+//! Invariants: bounded series — projects are the [`TOP_PROJECTS`] largest writers by name and
+//! the rest under `project="other"`; a time to a threshold is absent when the filesystem is
+//! not filling.
+
+use super::AppState;
+use crate::daemon::state::DaemonState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+
+/// Projects labelled by name in `guardian_project_written_bytes_total`.
+pub const TOP_PROJECTS: usize = 20;
+
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+type FGauge = Gauge<f64, AtomicU64>;
+
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    let status = state.hub.status();
+    let parsed: Option<DaemonState> = serde_json::from_str(&status).ok();
+    match render(parsed.as_ref(), &state.hub, state.version) {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// The whole exposition for `status` (none before the first poll) and the hub's counters.
+pub fn render(
+    status: Option<&DaemonState>,
+    hub: &crate::publish::Hub,
+    version: &str,
+) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    let size = Family::<Labels, FGauge>::default();
+    let avail = Family::<Labels, FGauge>::default();
+    let threshold = Family::<Labels, FGauge>::default();
+    let eta = Family::<Labels, FGauge>::default();
+    let written = Family::<Labels, Counter>::default();
+    if let Some(s) = status {
+        let mounts = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+        for fs in &s.filesystems {
+            let (device, fstype) = mount_source(&mounts, &fs.mount);
+            let base: Labels = vec![
+                ("mountpoint", crate::textpath::escape(&fs.mount)),
+                ("device", device),
+                ("fstype", fstype),
+            ];
+            let with = |extra: &[(&'static str, &str)]| {
+                let mut l = base.clone();
+                l.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+                l
+            };
+            size.get_or_create(&base).set(fs.space.total_bytes as f64);
+            avail.get_or_create(&base).set(fs.space.avail_bytes as f64);
+            for (level, bytes) in [
+                ("cleanup", fs.limits.cleanup_bytes),
+                ("critical", fs.limits.critical_bytes),
+                ("target", fs.limits.target_bytes),
+                ("min", fs.limits.min_free_bytes),
+            ] {
+                threshold
+                    .get_or_create(&with(&[("level", level)]))
+                    .set(bytes as f64);
+            }
+            for e in fs.forecast.iter().flat_map(|f| &f.forecast.eta) {
+                for (estimate, seconds) in [("p50", e.p50_s), ("p90", e.p90_s)] {
+                    if let Some(seconds) = seconds.filter(|s| s.is_finite() && *s >= 0.0) {
+                        let name = e.name.trim_end_matches("_free");
+                        eta.get_or_create(&with(&[("threshold", name), ("estimate", estimate)]))
+                            .set(seconds);
+                    }
+                }
+            }
+        }
+        let mut other = 0u64;
+        let mut projects: Vec<_> = s.projects.iter().collect();
+        projects.sort_by_key(|p| std::cmp::Reverse(p.total_bytes));
+        for (i, p) in projects.iter().enumerate() {
+            let bytes = u64::try_from(p.total_bytes).unwrap_or(0);
+            if i < TOP_PROJECTS {
+                written
+                    .get_or_create(&vec![("project", crate::textpath::escape(&p.path))])
+                    .inc_by(bytes);
+            } else {
+                other = other.saturating_add(bytes);
+            }
+        }
+        if projects.len() > TOP_PROJECTS {
+            written
+                .get_or_create(&vec![("project", "other".into())])
+                .inc_by(other);
+        }
+        registry.register(
+            "guardian_source",
+            "The write source running now",
+            Info::new(vec![("source", s.source.clone())]),
+        );
+    }
+    registry.register(
+        "guardian_filesystem_size_bytes",
+        "Size of each guarded filesystem (statvfs)",
+        size,
+    );
+    registry.register(
+        "guardian_filesystem_avail_bytes",
+        "Bytes available to unprivileged users on each guarded filesystem (statvfs)",
+        avail,
+    );
+    registry.register(
+        "guardian_filesystem_threshold_bytes",
+        "Free bytes at each threshold: cleanup, critical, target, min",
+        threshold,
+    );
+    registry.register(
+        "guardian_filesystem_time_to_threshold_seconds",
+        "Forecast time until free space falls to a threshold (absent when not filling)",
+        eta,
+    );
+    registry.register(
+        "guardian_project_written_bytes",
+        "Bytes written into each project since the daemon started (largest writers, rest as other)",
+        written,
+    );
+    hub.counters.register(&mut registry);
+    registry.register(
+        "guardian_build",
+        "Guardian's version",
+        Info::new(vec![("version", version.to_string())]),
+    );
+    let mut out = String::new();
+    encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// The mount source (`device`) and filesystem type of the mount at `mount`, from mountinfo
+/// (the last mount there wins: it is the one seen); empty when unknown.
+fn mount_source(mountinfo: &[u8], mount: &Path) -> (String, String) {
+    use std::os::unix::ffi::OsStrExt;
+    let want = mount.as_os_str().as_bytes();
+    let mut found = (String::new(), String::new());
+    for line in mountinfo.split(|b| *b == b'\n') {
+        let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+        let Some(point) = fields.get(4) else {
+            continue;
+        };
+        if crate::fsys::unescape_mountinfo(point) != want {
+            continue;
+        }
+        // After the optional fields, `-` separates: fstype, source, super options.
+        let Some(dash) = fields.iter().position(|f| *f == b"-") else {
+            continue;
+        };
+        let text = |i: usize| {
+            fields
+                .get(i)
+                .map(|f| crate::textpath::escape_bytes(&crate::fsys::unescape_mountinfo(f)))
+                .unwrap_or_default()
+        };
+        found = (text(dash + 2), text(dash + 1));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_gives_device_and_fstype_of_the_last_mount_at_a_point() {
+        let info = b"22 1 0:21 / /proc rw shared:12 - proc proc rw\n\
+            30 1 8:1 / /w\\040x rw shared:1 - ext4 /dev/sda1 rw\n\
+            31 30 0:50 / /w\\040x rw - tmpfs guardian-test rw,size=1024k\n";
+        assert_eq!(
+            mount_source(info, Path::new("/w x")),
+            ("guardian-test".into(), "tmpfs".into())
+        );
+        assert_eq!(
+            mount_source(info, Path::new("/nope")),
+            (String::new(), String::new())
+        );
+    }
+
+    #[test]
+    fn metric_names_are_as_the_issue_spells_them_without_quantile() {
+        let hub = crate::publish::Hub::new();
+        let mut record = crate::cleanup::AuditRecord::event(
+            "delete",
+            "/w/p/node_modules".into(),
+            "regenerable",
+            1,
+            String::new(),
+            false,
+            "deleted",
+        );
+        record.bytes_freed = 4096;
+        hub.publish(crate::publish::Event::Action { record });
+        let text = render(None, &hub, "0.1.0").unwrap();
+        for name in [
+            "guardian_cleanup_freed_bytes_total{rule=\"regenerable\",phase=\"1\"} 4096",
+            "guardian_cleanup_actions_total{rule=\"regenerable\",phase=\"1\",outcome=\"deleted\"} 1",
+            "guardian_cleanup_cycle_duration_seconds",
+            "guardian_ghosts_reaped_total",
+            "guardian_build_info{version=\"0.1.0\"} 1",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+        assert!(!text.contains("quantile"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,337 @@
+//! `--only serve`: the event stream under load. Per trial: a fresh tmpfs with a generated
+//! workspace, the real daemon serving on a free port of 127.0.0.1, a WebSocket client on
+//! `/events` that stamps each message with the wall clock as it arrives, and a writer that
+//! crosses `cleanup_free` (as in the reaction section). Measured: crossing → `threshold_crossed`
+//! on the socket (per source; goal p99 < 1 s with ebpf and fanotify), and the cycle's duration
+//! (`cleanup_finished.seconds`) with no other client and with 1,000 idle WebSocket clients plus
+//! one that never reads (their trials interleaved).
+
+use super::daemon::{seconds_between, Daemon, DaemonConfig};
+use super::report::{machine_table, median, percentile, wrap, Machine, RunInfo};
+use super::scratch::{TempBase, Tmpfs};
+use super::{check_cancel, thousands, tree};
+use anyhow::{bail, Context, Result};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+const GOAL_P99: f64 = 1.0;
+const TMPFS_SIZE: u64 = 256 << 20;
+const CLEANUP_FREE: u64 = 64 << 20;
+const CHUNK: usize = 1 << 20;
+const WORKSPACE_ENTRIES: u64 = 4_000;
+const SEED: u64 = 0x7365_7276_6520_7773;
+const IDLE_CLIENTS: usize = 1000;
+const SOURCES: [&str; 2] = ["ebpf", "fanotify"];
+
+type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+#[derive(Default)]
+struct Trials {
+    /// Crossing → `threshold_crossed` received, seconds.
+    latency: Vec<f64>,
+    /// `cleanup_finished.seconds` without / with the idle clients.
+    cycle_alone: Vec<f64>,
+    cycle_loaded: Vec<f64>,
+}
+
+pub struct ServeReport {
+    background: String,
+    trials: u32,
+    sources: Vec<(&'static str, Trials)>,
+    workspace: String,
+}
+
+pub fn run(trials: u32, guardian_bin: &Path, cancel: &AtomicBool) -> Result<ServeReport> {
+    raise_fd_limit();
+    let cpu = super::report::CpuUse::now();
+    let base = TempBase::create("serve")?;
+    let mut results: Vec<Trials> = SOURCES.iter().map(|_| Trials::default()).collect();
+    let mut workspace = String::new();
+    eprintln!(
+        "bench: serve: {trials} trials × {} sources × (alone, {IDLE_CLIENTS} idle clients)",
+        SOURCES.len()
+    );
+    for trial in 0..trials as usize {
+        for (i, source) in SOURCES.iter().enumerate() {
+            for loaded in [trial % 2 == 1, trial % 2 == 0] {
+                check_cancel(cancel)?;
+                let (latency, cycle) = one_trial(
+                    &base.path,
+                    source,
+                    loaded,
+                    SEED ^ trial as u64,
+                    guardian_bin,
+                    cancel,
+                    &mut workspace,
+                )
+                .with_context(|| format!("serve trial {trial} with {source}"))?;
+                eprintln!(
+                    "bench: serve: {source:<8} trial {trial:>2} {}: event after {:>6.1} ms, \
+                     cycle {:>6.1} ms",
+                    if loaded { "loaded" } else { "alone " },
+                    latency * 1e3,
+                    cycle * 1e3
+                );
+                let r = &mut results[i];
+                r.latency.push(latency);
+                if loaded {
+                    r.cycle_loaded.push(cycle);
+                } else {
+                    r.cycle_alone.push(cycle);
+                }
+            }
+        }
+    }
+    Ok(ServeReport {
+        background: cpu.describe_since(),
+        trials,
+        sources: SOURCES.iter().copied().zip(results).collect(),
+        workspace,
+    })
+}
+
+/// Lifts the open-file limit to the hard limit (the idle clients need the fds).
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A WebSocket client whose messages arrive on the channel with their arrival time.
+fn listen(port: u16) -> Result<mpsc::Receiver<(SystemTime, serde_json::Value)>> {
+    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/events"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(msg) = ws.read() {
+            let at = SystemTime::now();
+            if let tungstenite::Message::Text(t) = msg {
+                let Ok(v) = serde_json::from_str(t.as_str()) else {
+                    continue;
+                };
+                if tx.send((at, v)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Waits for the first message of `kind`.
+fn wait_for(
+    rx: &mpsc::Receiver<(SystemTime, serde_json::Value)>,
+    kind: &str,
+) -> Result<(SystemTime, serde_json::Value)> {
+    loop {
+        let (at, v) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .with_context(|| format!("no {kind} event within 30 s"))?;
+        if v["type"] == kind {
+            return Ok((at, v));
+        }
+    }
+}
+
+fn one_trial(
+    base: &Path,
+    source: &'static str,
+    loaded: bool,
+    seed: u64,
+    guardian_bin: &Path,
+    cancel: &AtomicBool,
+    workspace: &mut String,
+) -> Result<(f64, f64)> {
+    let tmpfs = Tmpfs::mount(&base.join("mnt"), TMPFS_SIZE)?;
+    let ws = tmpfs.root.join("ws");
+    let stats = tree::generate(&ws, WORKSPACE_ENTRIES, seed, cancel)?;
+    let writer_dir = ws.join("writer");
+    std::fs::create_dir(&writer_dir)?;
+    if workspace.is_empty() {
+        *workspace = format!(
+            "{}; one workspace: {} projects with `node_modules` ({} entries, {:.1} MiB, \
+             generated afresh per trial) and the writer's project",
+            tmpfs.describe(),
+            std::fs::read_dir(&ws)?.count() - 1,
+            thousands(stats.entries),
+            stats.bytes as f64 / (1 << 20) as f64
+        );
+    }
+    let state = base.join("state");
+    let cleanup_text = format!("{}MiB", CLEANUP_FREE >> 20);
+    let config = DaemonConfig {
+        source,
+        workspace: &ws,
+        state: &state,
+        poll_interval: "30s",
+        sample_interval: "250ms",
+        cleanup_free: &cleanup_text,
+        critical_free: "8MiB",
+        target_free: &cleanup_text,
+    };
+    let port = free_port()?;
+    let daemon = Daemon::start_with(
+        guardian_bin,
+        &config,
+        &format!("\n[serve]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )?;
+    let rx = listen(port)?;
+    wait_for(&rx, "status")?;
+    let mut idle: Vec<Ws> = Vec::new();
+    if loaded {
+        // The one that never reads, then the idle ones (each gets the status and every event).
+        for _ in 0..=IDLE_CLIENTS {
+            idle.push(tungstenite::connect(format!("ws://127.0.0.1:{port}/events"))?.0);
+        }
+    }
+    super::report::wait_quiet(Duration::from_secs(2));
+    let mut file = std::fs::File::create(writer_dir.join("fill.bin"))?;
+    let chunk = vec![0x5au8; CHUNK];
+    let mut written = 0u64;
+    let crossing = loop {
+        file.write_all(&chunk).context("writer")?;
+        written += CHUNK as u64;
+        if guardian::fsys::fs_space(&ws)?.avail_bytes < CLEANUP_FREE {
+            break SystemTime::now();
+        }
+        if written > TMPFS_SIZE {
+            bail!("wrote {written} bytes without crossing cleanup_free");
+        }
+    };
+    let (at, _) = wait_for(&rx, "threshold_crossed")
+        .with_context(|| format!("daemon log: {}", daemon.log_tail()))?;
+    let (_, finished) = wait_for(&rx, "cleanup_finished")?;
+    let cycle = finished["seconds"]
+        .as_f64()
+        .context("cleanup_finished.seconds")?;
+    drop(idle);
+    daemon.stop()?;
+    drop(file);
+    drop(tmpfs);
+    Ok((seconds_between(crossing, at), cycle))
+}
+
+impl ServeReport {
+    fn passed(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|(_, t)| percentile(&t.latency, 99.0) < GOAL_P99)
+    }
+
+    pub fn verdict(&self) -> &'static str {
+        if self.passed() {
+            "pass"
+        } else {
+            "MISS"
+        }
+    }
+
+    pub fn print(&self) {
+        println!("== Serve: crossing → threshold_crossed on a WebSocket; cycle time under load ==");
+        println!("other CPU use: {}", self.background);
+        for (source, t) in &self.sources {
+            println!(
+                "  {source:<9} event p50 {:>6.1} ms  p99 {:>6.1} ms   cycle p50 alone {:>6.1} ms  \
+                 with {IDLE_CLIENTS}+1 clients {:>6.1} ms",
+                percentile(&t.latency, 50.0) * 1e3,
+                percentile(&t.latency, 99.0) * 1e3,
+                median(&t.cycle_alone) * 1e3,
+                median(&t.cycle_loaded) * 1e3,
+            );
+        }
+        println!(
+            "  goal: event p99 < {GOAL_P99} s with ebpf and fanotify: {}",
+            self.verdict()
+        );
+    }
+
+    pub fn markdown(&self, machine: &Machine, run: &RunInfo) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "## Serve: the crossing on the event stream, and cycles with 1,000 clients connected\n"
+        );
+        let method = format!(
+            "Per trial: a fresh {} MiB tmpfs with a generated workspace, the real \
+             `target/release/guardian run` with `cleanup_free = \"{}MiB\"`, `sample_interval = \
+             \"250ms\"`, `poll_interval = \"30s\"`, `[forecast] enabled = false` and `[serve] \
+             listen` on a free port of 127.0.0.1. A WebSocket client on `/events` stamps every \
+             message with the wall clock as it arrives. A writer in the bench process writes \
+             1 MiB chunks and calls `statvfs` after each; the crossing is the wall-clock time \
+             right after the first `statvfs` under `cleanup_free`. Event latency: arrival of \
+             `threshold_crossed` minus the crossing, over all trials of the source. Cycle time: `cleanup_finished.seconds` \
+             (hand-over to the cleanup thread → end of the cycle), in trials alone and in \
+             trials with {IDLE_CLIENTS} idle WebSocket clients plus one that never reads, \
+             connected before the crossing (alternating which comes first). {} trials per \
+             source and load. Percentiles are nearest-rank.",
+            TMPFS_SIZE >> 20,
+            CLEANUP_FREE >> 20,
+            self.trials
+        );
+        let _ = writeln!(s, "{}\n", wrap(&method, "", 100));
+        s += &machine_table(
+            machine,
+            &[
+                ("Filesystem", self.workspace.clone()),
+                ("Other CPU use", self.background.clone()),
+            ],
+            run,
+        );
+        let _ = writeln!(
+            s,
+            "| Source | Event p50 | Event p99 | Event max | Cycle p50 alone | Cycle p50 with \
+             {IDLE_CLIENTS}+1 clients | Ratio |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        for (source, t) in &self.sources {
+            let (alone, loaded) = (median(&t.cycle_alone), median(&t.cycle_loaded));
+            let _ = writeln!(
+                s,
+                "| {source} | {} | {} | {} | {} | {} | {:.2} |",
+                ms(percentile(&t.latency, 50.0)),
+                ms(percentile(&t.latency, 99.0)),
+                ms(percentile(&t.latency, 100.0)),
+                ms(alone),
+                ms(loaded),
+                loaded / alone
+            );
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(s, "| Goal | Measured | Result |");
+        let _ = writeln!(s, "|---|---:|---|");
+        for (source, t) in &self.sources {
+            let p99 = percentile(&t.latency, 99.0);
+            let _ = writeln!(
+                s,
+                "| {source}: event p99 < {GOAL_P99} s | {} | {} |",
+                ms(p99),
+                if p99 < GOAL_P99 { "pass" } else { "MISS" }
+            );
+        }
+        s
+    }
+}
+
+fn ms(seconds: f64) -> String {
+    if seconds.is_nan() {
+        "—".into()
+    } else {
+        format!("{:.0} ms", seconds * 1e3)
+    }
+}
