@@ -5,29 +5,11 @@
 //! metrics Guardian exports. promtool missing is a loud skip, a failure under
 //! `GUARDIAN_REQUIRE_PRIVILEGED_TESTS=1` (CI installs it: `.ci/run`).
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// The metric names Guardian's `/metrics` exports (issue 14, item 2), plus the series a
-/// histogram expands to. Rules and dashboard may name no other `guardian_*` metric.
-const EXPORTED: &[&str] = &[
-    "guardian_filesystem_size_bytes",
-    "guardian_filesystem_avail_bytes",
-    "guardian_filesystem_threshold_bytes",
-    "guardian_filesystem_time_to_threshold_seconds",
-    "guardian_project_written_bytes_total",
-    "guardian_cleanup_freed_bytes_total",
-    "guardian_cleanup_actions_total",
-    "guardian_cleanup_cycles_total",
-    "guardian_cleanup_cycle_duration_seconds",
-    "guardian_cleanup_cycle_duration_seconds_bucket",
-    "guardian_cleanup_cycle_duration_seconds_sum",
-    "guardian_cleanup_cycle_duration_seconds_count",
-    "guardian_ghosts_reaped_total",
-    "guardian_source_info",
-    "guardian_build_info",
-];
 
 fn deploy(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -295,7 +277,7 @@ fn rules_and_dashboard_name_only_metrics_guardian_exports() {
     let rules = read("prometheus/guardian-rules.yml");
     let tests = read("prometheus/guardian-rules.test.yml");
     let dash = read("grafana/guardian-dashboard.json");
-    let exported: BTreeSet<&str> = EXPORTED.iter().copied().collect();
+    let exported: BTreeSet<&str> = support::EXPORTED_METRICS.iter().copied().collect();
     for (file, text) in [
         ("guardian-rules.yml", &rules),
         ("guardian-rules.test.yml", &tests),

@@ -332,6 +332,24 @@ fn metrics_status_and_both_streams_follow_a_crossing_of_cleanup_free() {
         "avail never matched statvfs"
     );
     let m = node.metrics();
+    // Every family the fleet files may name is in a real scrape (tests/fleet.rs checks the
+    // files name no other). A forecast time is absent while nothing fills: the unit test
+    // `a_filling_filesystem_exports_its_time_to_each_threshold` covers it.
+    let (_, raw) = get(node.port, "/metrics", None).unwrap();
+    for family in EXPORTED_METRICS
+        .iter()
+        .filter(|f| **f != "guardian_filesystem_time_to_threshold_seconds")
+    {
+        let declared = raw.lines().any(|l| {
+            l.strip_prefix("# TYPE ")
+                .and_then(|t| t.split_whitespace().next())
+                .is_some_and(|name| *family == name || family.strip_suffix("_total") == Some(name))
+        });
+        assert!(
+            declared || m.keys().any(|k| k.starts_with(family)),
+            "{family} is not exported:\n{raw}"
+        );
+    }
     assert_eq!(
         sum_of(&m, "guardian_cleanup_freed_bytes_total"),
         freed as f64
@@ -356,8 +374,9 @@ fn metrics_status_and_both_streams_follow_a_crossing_of_cleanup_free() {
     assert!((size("cleanup") - total as f64 * 0.20).abs() <= 1.0);
     assert!((size("target") - total as f64 * 0.30).abs() <= 1.0);
     assert!(m.contains_key(&format!(
-        "guardian_build_info{{version=\"{}\"}}",
-        env!("CARGO_PKG_VERSION")
+        "guardian_build_info{{version=\"{}\",os=\"{}\"}}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS
     )));
     assert!(m
         .keys()

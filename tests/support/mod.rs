@@ -322,3 +322,24 @@ pub fn wait_for_cwd(pid: i32, dir: &Path) {
         dir.display()
     );
 }
+
+/// Every metric family `/metrics` exports (the names the fleet files in deploy/ may use;
+/// tests/serve.rs checks a real scrape has each of them, tests/fleet.rs that the files name
+/// no other).
+pub const EXPORTED_METRICS: &[&str] = &[
+    "guardian_filesystem_size_bytes",
+    "guardian_filesystem_avail_bytes",
+    "guardian_filesystem_threshold_bytes",
+    "guardian_filesystem_time_to_threshold_seconds",
+    "guardian_project_written_bytes_total",
+    "guardian_cleanup_freed_bytes_total",
+    "guardian_cleanup_actions_total",
+    "guardian_cleanup_cycles_total",
+    "guardian_cleanup_cycle_duration_seconds",
+    "guardian_cleanup_cycle_duration_seconds_bucket",
+    "guardian_cleanup_cycle_duration_seconds_sum",
+    "guardian_cleanup_cycle_duration_seconds_count",
+    "guardian_ghosts_reaped_total",
+    "guardian_source_info",
+    "guardian_build_info",
+];

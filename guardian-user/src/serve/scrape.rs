@@ -139,8 +139,12 @@ pub fn render(
     hub.counters.register(&mut registry);
     registry.register(
         "guardian_build",
-        "Guardian's version",
-        Info::new(vec![("version", version.to_string())]),
+        "Guardian's version and OS (the fleet rules tell a macOS worker, which polls by design, \
+         from a Linux node degraded to polling)",
+        Info::new(vec![
+            ("version", version.to_string()),
+            ("os", std::env::consts::OS.to_string()),
+        ]),
     );
     let mut out = String::new();
     encode(&mut out, &registry)?;
@@ -215,11 +219,88 @@ mod tests {
             "guardian_cleanup_actions_total{rule=\"regenerable\",phase=\"1\",outcome=\"deleted\"} 1",
             "guardian_cleanup_cycle_duration_seconds",
             "guardian_ghosts_reaped_total",
-            "guardian_build_info{version=\"0.1.0\"} 1",
+            "guardian_build_info{version=\"0.1.0\",os=\"linux\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
         assert!(!text.contains("quantile"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// A filling filesystem exports its P50/P90 time to each threshold, named as the level
+    /// labels of `guardian_filesystem_threshold_bytes`; one not filling exports none.
+    #[test]
+    fn a_filling_filesystem_exports_its_time_to_each_threshold() {
+        use crate::daemon::forecast::{ForecastView, FsForecastView, Lead, ThresholdEta};
+        use crate::daemon::state::{DaemonState, FsState};
+        let fs: FsState = serde_json::from_value(serde_json::json!({
+            "mount": "/srv",
+            "workspaces": ["/srv/ws"],
+            "space": {"total_bytes": 1000, "avail_bytes": 400, "free_bytes": 400,
+                      "total_inodes": 10, "avail_inodes": 5},
+            "limits": {"cleanup_bytes": 200, "critical_bytes": 100, "target_bytes": 300,
+                       "min_free_bytes": 0, "cleanup_inodes": 1, "critical_inodes": 1,
+                       "target_inodes": 1},
+            "pressure": "ok",
+            "reason": ""
+        }))
+        .unwrap();
+        let eta = |name: &str, p50: Option<f64>, p90: Option<f64>| ThresholdEta {
+            name: name.into(),
+            threshold: 0,
+            p50_s: p50,
+            p90_s: p90,
+        };
+        let filling = FsState {
+            forecast: Some(FsForecastView {
+                forecast: ForecastView {
+                    rate_bps: 10.0,
+                    samples: 100,
+                    eta: vec![
+                        eta("cleanup_free", Some(20.0), Some(12.0)),
+                        eta("critical_free", Some(30.0), Some(f64::INFINITY)),
+                    ],
+                    next: String::new(),
+                    trigger: None,
+                },
+                enabled: true,
+                floor_free: 400,
+                lead: Lead::default(),
+            }),
+            ..fs
+        };
+        let status: DaemonState = serde_json::from_value(serde_json::json!({
+            "updated": "", "pid": 1, "source": "poll", "projects": [], "dry_run": false,
+            "poll_interval_ms": 5000, "filesystems": [], "last_cycle": null,
+            "recent_actions": [], "problems": []
+        }))
+        .unwrap();
+        let status = DaemonState {
+            filesystems: vec![filling],
+            ..status
+        };
+        let hub = crate::publish::Hub::new();
+        let text = render(Some(&status), &hub, "0.1.0").unwrap();
+        let line = |threshold: &str, estimate: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("guardian_filesystem_time_to_threshold_seconds{")
+                        && l.contains(&format!("threshold=\"{threshold}\""))
+                        && l.contains(&format!("estimate=\"{estimate}\""))
+                })
+                .map(str::to_string)
+        };
+        assert!(
+            line("cleanup", "p90").is_some_and(|l| l.ends_with(" 12.0")),
+            "{text}"
+        );
+        assert!(
+            line("cleanup", "p50").is_some_and(|l| l.ends_with(" 20.0")),
+            "{text}"
+        );
+        assert!(line("critical", "p50").is_some(), "{text}");
+        // Not finite: absent, never a sample an alert could compare.
+        assert!(line("critical", "p90").is_none(), "{text}");
+        assert!(text.contains("level=\"critical\""), "{text}");
     }
 }
