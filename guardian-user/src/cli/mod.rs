@@ -5,6 +5,7 @@ mod demo;
 mod output;
 mod retention;
 mod tasks;
+mod top;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -116,6 +117,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the running daemon (its /status and /events): filesystems, forecasts,
+    /// projects, writing cgroups, actions; `p` shows the next plan. `q` quits.
+    Top {
+        /// The daemon's address (`[serve] listen`).
+        #[arg(long, default_value = top::DEFAULT_URL)]
+        url: String,
+        /// A file holding the bearer token (`[serve] token_file`) when the daemon wants one.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +209,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             json,
         } => retention::retention(config.as_deref(), dry_run, json),
+        Command::Top { url, token_file } => top::top(&url, token_file.as_deref()),
     }
 }
 
