@@ -5,6 +5,7 @@ mod demo;
 mod output;
 mod retention;
 mod tasks;
+mod top;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -116,6 +117,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the running daemon (its /status and /events): filesystems, forecasts,
+    /// projects, writing cgroups, actions; `p` shows the next plan. `q` quits.
+    Top {
+        /// The daemon's address; default: `[serve] listen` of `--config` (127.0.0.1:9867).
+        #[arg(long)]
+        url: Option<String>,
+        /// A file holding the bearer token; default: `[serve] token_file` of `--config`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Read the address and the token file from this config's `[serve]`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +212,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             json,
         } => retention::retention(config.as_deref(), dry_run, json),
+        Command::Top {
+            url,
+            token_file,
+            config,
+        } => {
+            let serve = match &config {
+                Some(path) => Some(load_config(Some(path))?.serve),
+                None => None,
+            };
+            let url = url
+                .or_else(|| serve.as_ref().map(|s| format!("http://{}", s.listen)))
+                .unwrap_or_else(|| top::DEFAULT_URL.to_string());
+            let token_file = token_file.or_else(|| serve.and_then(|s| s.token_file));
+            top::top(&url, token_file.as_deref())
+        }
     }
 }
 

@@ -34,7 +34,12 @@ impl Guardian {
 
     /// Starts the `serve` thread; a failure is a problem in the status, never a stop.
     pub(super) fn start_server(&mut self) {
-        match crate::serve::spawn(&self.config.serve, self.hub.clone()) {
+        let config = self.config.clone();
+        let planner: crate::serve::Planner = std::sync::Arc::new(move || {
+            serde_json::to_value(super::plan_now(&config))
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+        });
+        match crate::serve::spawn(&self.config.serve, self.hub.clone(), Some(planner)) {
             Ok(server) => self.server = server,
             Err(e) => {
                 crate::warn_quiet!("serve.start", error = %e, "cannot serve /metrics, /status, /events; guarding goes on");

@@ -48,7 +48,17 @@ struct AppState {
     token: Option<Arc<str>>,
     streams: Arc<AtomicUsize>,
     version: &'static str,
+    planner: Option<Planner>,
+    /// One plan at a time: a plan walks the workspaces under pressure.
+    planning: Arc<tokio::sync::Semaphore>,
 }
+
+/// Makes the plan `GET /plan` returns (what `guardian plan --json` prints). It runs on a
+/// blocking thread of the server's runtime, never on the daemon's loop.
+pub type Planner = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Longest a `/plan` request waits for its plan.
+const PLAN_LIMIT: Duration = Duration::from_secs(120);
 
 /// The running server thread; stops when dropped (or when `cancel` is set).
 pub struct Server {
@@ -77,7 +87,11 @@ impl Drop for Server {
 
 /// Starts the server thread for `config` (nothing when disabled). The token is read now; a
 /// token file that cannot be trusted is an error (the caller reports it and guards on).
-pub fn spawn(config: &ServeConfig, hub: Hub) -> Result<Option<Server>, ServeError> {
+pub fn spawn(
+    config: &ServeConfig,
+    hub: Hub,
+    planner: Option<Planner>,
+) -> Result<Option<Server>, ServeError> {
     if !config.enabled {
         return Ok(None);
     }
@@ -94,6 +108,8 @@ pub fn spawn(config: &ServeConfig, hub: Hub) -> Result<Option<Server>, ServeErro
         token,
         streams: Arc::new(AtomicUsize::new(0)),
         version: env!("CARGO_PKG_VERSION"),
+        planner,
+        planning: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     let config = config.clone();
     let stopping = stop.clone();
@@ -130,6 +146,7 @@ fn router(state: AppState) -> Router {
         .route("/metrics", get(scrape::metrics))
         .route("/status", get(status))
         .route("/events", get(stream::events))
+        .route("/plan", get(plan))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
 }
@@ -261,6 +278,35 @@ async fn status(State(state): State<AppState>) -> Response {
         state.hub.status().to_string(),
     )
         .into_response()
+}
+
+/// `GET /plan`: what a cleanup cycle would do now, with why each entry stays (the JSON of
+/// `guardian plan --json`). One at a time (429 while one is being made), within
+/// [`PLAN_LIMIT`] (504 past it).
+async fn plan(State(state): State<AppState>) -> Response {
+    let Some(planner) = state.planner.clone() else {
+        return (StatusCode::NOT_FOUND, "this server makes no plans\n").into_response();
+    };
+    let Ok(_permit) = state.planning.clone().try_acquire_owned() else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "a plan is being made; ask again\n",
+        )
+            .into_response();
+    };
+    match tokio::time::timeout(PLAN_LIMIT, tokio::task::spawn_blocking(move || planner())).await {
+        Ok(Ok(plan)) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            plan.to_string(),
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the plan failed: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "the plan took too long\n").into_response(),
+    }
 }
 
 #[cfg(test)]
