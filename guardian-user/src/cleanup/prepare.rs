@@ -6,10 +6,11 @@
 
 use super::{now_secs, own, Executor, Outcome, Prepared, Stop};
 use crate::config::Workspace;
-use crate::fsys::{self, Boundary, EntryKind};
+use crate::fsys::{self, Boundary, EntryKind, EntryStat};
 use crate::policy::PlannedAction;
 use crate::protect;
-use rustix::fd::AsFd;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
@@ -64,41 +65,16 @@ impl Executor {
         let (last, dirs) = names
             .split_last()
             .ok_or_else(|| refuse("empty path".into()))?;
-        let mut current = root;
-        let mut shown = workspace.path.clone();
-        for part in dirs {
-            shown.push(part);
-            let name = fsys::c_name(part).map_err(|_| refuse("a NUL byte in the path".into()))?;
-            let st = fsys::stat_entry(current.as_fd(), &name).map_err(|e| {
-                Stop(
-                    Outcome::Skipped,
-                    format!("{} is gone: {e}", crate::textpath::escape(&shown)),
-                )
-            })?;
-            if !boundary.admits(current.as_fd(), &name, &st) {
-                return Err(refuse(format!(
-                    "{} is a mount point or on another filesystem",
-                    crate::textpath::escape(&shown)
-                )));
-            }
-            let next = fsys::open_child_dir(current.as_fd(), &name).map_err(|e| {
-                refuse(format!(
-                    "cannot open {} without following symlinks: {e}",
-                    crate::textpath::escape(&shown)
-                ))
-            })?;
-            let opened = fsys::stat_fd(next.as_fd()).map_err(|e| refuse(e.to_string()))?;
-            if (opened.dev, opened.ino) != (st.dev, st.ino) {
-                return Err(refuse(format!(
-                    "{} changed while it was opened",
-                    crate::textpath::escape(&shown)
-                )));
-            }
-            if let Some(p) = protect::check_open_dir(next.as_fd(), &opened, &shown, &procs) {
-                return Err(refuse(p.to_string()));
-            }
-            current = next;
-        }
+        let (current, _) = descend(
+            root,
+            &workspace.path,
+            dirs,
+            &boundary,
+            |fd, opened, shown| match protect::check_open_dir(fd, opened, shown, &procs) {
+                Some(p) => Err(refuse(p.to_string())),
+                None => Ok(()),
+            },
+        )?;
         let name = fsys::c_name(last).map_err(|_| refuse("a NUL byte in the path".into()))?;
         let st = match fsys::stat_entry(current.as_fd(), &name) {
             Ok(st) => st,
@@ -231,4 +207,52 @@ pub(super) fn cutoff(action: &PlannedAction) -> Option<i64> {
     action
         .min_idle_secs
         .map(|s| now_secs().saturating_sub(i64::try_from(s).unwrap_or(i64::MAX)))
+}
+
+/// Opens every directory of `dirs` down from the open workspace root `root` (shown as `base`):
+/// one component at a time without following a symlink, each checked against the mount
+/// `boundary` and re-identified once open, then handed to `check` (protection, keep markers).
+/// Returns the deepest directory opened and its path.
+pub(super) fn descend(
+    root: OwnedFd,
+    base: &Path,
+    dirs: &[OsString],
+    boundary: &Boundary,
+    mut check: impl FnMut(BorrowedFd<'_>, &EntryStat, &Path) -> Result<(), Stop>,
+) -> Result<(OwnedFd, PathBuf), Stop> {
+    let refuse = |why: String| Stop(Outcome::Refused, why);
+    let mut current = root;
+    let mut shown = base.to_path_buf();
+    for part in dirs {
+        shown.push(part);
+        let name = fsys::c_name(part).map_err(|_| refuse("a NUL byte in the path".into()))?;
+        let st = fsys::stat_entry(current.as_fd(), &name).map_err(|e| {
+            Stop(
+                Outcome::Skipped,
+                format!("{} is gone: {e}", crate::textpath::escape(&shown)),
+            )
+        })?;
+        if !boundary.admits(current.as_fd(), &name, &st) {
+            return Err(refuse(format!(
+                "{} is a mount point or on another filesystem",
+                crate::textpath::escape(&shown)
+            )));
+        }
+        let next = fsys::open_child_dir(current.as_fd(), &name).map_err(|e| {
+            refuse(format!(
+                "cannot open {} without following symlinks: {e}",
+                crate::textpath::escape(&shown)
+            ))
+        })?;
+        let opened = fsys::stat_fd(next.as_fd()).map_err(|e| refuse(e.to_string()))?;
+        if (opened.dev, opened.ino) != (st.dev, st.ino) {
+            return Err(refuse(format!(
+                "{} changed while it was opened",
+                crate::textpath::escape(&shown)
+            )));
+        }
+        check(next.as_fd(), &opened, &shown)?;
+        current = next;
+    }
+    Ok((current, shown))
 }

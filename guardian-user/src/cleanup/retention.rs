@@ -209,40 +209,16 @@ impl Executor {
                 "process table unreadable: cannot prove the entry is unused".into(),
             ));
         }
-        let mut current = root;
-        let mut shown = workspace.path.clone();
-        for part in dirs {
-            shown.push(part);
-            let name = fsys::c_name(part).map_err(|_| refuse("a NUL byte in the path".into()))?;
-            let st = fsys::stat_entry(current.as_fd(), &name)
-                .map_err(|e| skip(format!("{} is gone: {e}", crate::textpath::escape(&shown))))?;
-            if !boundary.admits(current.as_fd(), &name, &st) {
-                return Err(refuse(format!(
-                    "{} is a mount point or on another filesystem",
-                    crate::textpath::escape(&shown)
-                )));
-            }
-            let next = fsys::open_child_dir(current.as_fd(), &name).map_err(|e| {
-                refuse(format!(
-                    "cannot open {} without following symlinks: {e}",
-                    crate::textpath::escape(&shown)
-                ))
+        let (current, shown) =
+            super::prepare::descend(root, &workspace.path, dirs, &boundary, |fd, _, shown| {
+                match has_keep_marker(fd) {
+                    true => Err(refuse(format!(
+                        "kept: {} exists",
+                        crate::textpath::shown(&shown.join(crate::scan::KEEP_MARKER))
+                    ))),
+                    false => Ok(()),
+                }
             })?;
-            let opened = fsys::stat_fd(next.as_fd()).map_err(|e| refuse(e.to_string()))?;
-            if (opened.dev, opened.ino) != (st.dev, st.ino) {
-                return Err(refuse(format!(
-                    "{} changed while it was opened",
-                    crate::textpath::escape(&shown)
-                )));
-            }
-            if has_keep_marker(next.as_fd()) {
-                return Err(refuse(format!(
-                    "kept: {} exists",
-                    crate::textpath::shown(&shown.join(crate::scan::KEEP_MARKER))
-                )));
-            }
-            current = next;
-        }
         let name = fsys::c_name(last).map_err(|_| refuse("a NUL byte in the path".into()))?;
         let st = match fsys::stat_entry(current.as_fd(), &name) {
             Ok(st) => st,
