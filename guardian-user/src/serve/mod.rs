@@ -117,6 +117,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("guardian-serve".into())
         .spawn(move || {
+            lower_priority();
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .enable_time()
@@ -139,6 +140,20 @@ pub fn spawn(
         stop,
         wake,
     }))
+}
+
+/// The server yields the CPU to the core: its thread (and the threads it starts, which inherit
+/// it) runs at nice 10, so a thousand clients never take CPU a cleanup cycle needs. Linux sets
+/// nice per thread; elsewhere the thread keeps the process's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take and return plain integers about the calling thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid);
+        if let Ok(tid) = libc::id_t::try_from(tid) {
+            libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        }
+    }
 }
 
 fn router(state: AppState) -> Router {
