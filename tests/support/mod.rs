@@ -342,4 +342,5 @@ pub const EXPORTED_METRICS: &[&str] = &[
     "guardian_ghosts_reaped_total",
     "guardian_source_info",
     "guardian_build_info",
+    "guardian_refusing",
 ];

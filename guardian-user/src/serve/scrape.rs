@@ -51,6 +51,14 @@ pub fn render(
     let threshold = Family::<Labels, FGauge>::default();
     let eta = Family::<Labels, FGauge>::default();
     let written = Family::<Labels, Counter>::default();
+    // 1 while the daemon refuses to delete (its audit log cannot be written); /status says why.
+    let refusing = Gauge::<i64>::default();
+    refusing.set(i64::from(status.is_some_and(|s| s.refusing.is_some())));
+    registry.register(
+        "guardian_refusing",
+        "1 while Guardian deletes nothing because its audit log cannot be written (see /status)",
+        refusing,
+    );
     if let Some(s) = status {
         let mounts = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
         for fs in &s.filesystems {
@@ -302,5 +310,26 @@ mod tests {
         // Not finite: absent, never a sample an alert could compare.
         assert!(line("critical", "p90").is_none(), "{text}");
         assert!(text.contains("level=\"critical\""), "{text}");
+    }
+
+    /// An unwritable audit log is a refusing state: a metric says so (issue 12).
+    #[test]
+    fn a_refusing_daemon_says_so_in_a_metric() {
+        let status: DaemonState = serde_json::from_value(serde_json::json!({
+            "updated": "", "pid": 1, "source": "poll", "projects": [], "dry_run": false,
+            "poll_interval_ms": 5000, "filesystems": [], "last_cycle": null,
+            "recent_actions": [], "problems": [],
+            "refusing": "audit log unwritable: EROFS"
+        }))
+        .unwrap();
+        let hub = crate::publish::Hub::new();
+        let text = render(Some(&status), &hub, "0.1.0").unwrap();
+        assert!(text.lines().any(|l| l == "guardian_refusing 1"), "{text}");
+        let fine = DaemonState {
+            refusing: None,
+            ..status
+        };
+        let text = render(Some(&fine), &hub, "0.1.0").unwrap();
+        assert!(text.lines().any(|l| l == "guardian_refusing 0"), "{text}");
     }
 }
