@@ -210,17 +210,42 @@ impl Executor {
                     pid: std::process::id(),
                     pid_start: audit::process_start(std::process::id()).unwrap_or(0),
                 });
-                if let Err(source) = self.audit.record(&intent) {
-                    record.outcome = Outcome::Refused.as_str().into();
-                    record.error = Some(format!("audit log unwritable, nothing deleted: {source}"));
-                    return Err(self.audit_failed(source, Outcome::Refused, record));
-                }
+                self.record_intent(&intent, &mut record)?;
                 let (outcome, stats) = self.remove(action, p);
                 let error = summarize_problems(&stats);
                 (outcome, stats, error)
             }
         };
-        let after = fsys::fs_space(&probe);
+        self.record_outcome(record, outcome, &stats, error, &probe, before)
+    }
+
+    /// Writes an intent line (fsync'd) before anything is unlinked; when it cannot be written,
+    /// `record` becomes the refusal and nothing may be deleted.
+    fn record_intent(
+        &self,
+        intent: &AuditRecord,
+        record: &mut AuditRecord,
+    ) -> Result<(), AuditFailed> {
+        if let Err(source) = self.audit.record(intent) {
+            record.outcome = Outcome::Refused.as_str().into();
+            record.error = Some(format!("audit log unwritable, nothing deleted: {source}"));
+            return Err(self.audit_failed(source, Outcome::Refused, record.clone()));
+        }
+        Ok(())
+    }
+
+    /// Completes `record` with what the removal did and what `statvfs` of `probe` shows was
+    /// freed since `before`, and writes it: the action's outcome line.
+    fn record_outcome(
+        &self,
+        mut record: AuditRecord,
+        outcome: Outcome,
+        stats: &RemoveStats,
+        error: Option<String>,
+        probe: &Path,
+        before: io::Result<fsys::FsSpace>,
+    ) -> Result<ActionReport, AuditFailed> {
+        let after = fsys::fs_space(probe);
         record.ts = audit::timestamp(SystemTime::now());
         record.bytes_freed = match (before, after) {
             (Ok(b), Ok(a)) => a.avail_bytes.saturating_sub(b.avail_bytes),

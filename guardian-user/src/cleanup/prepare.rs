@@ -19,6 +19,30 @@ impl Executor {
     /// every directory down to the target opened without following symlinks or crossing a
     /// mount, the target still the entry the survey measured and idle as its rule requires, and
     /// protection read again now.
+    /// The workspace root opened without following a link, its mount boundary, and a complete
+    /// process table — what every deletion starts from.
+    pub(super) fn open_root(
+        &self,
+        workspace: &Workspace,
+    ) -> Result<(OwnedFd, Boundary, std::sync::Arc<protect::ProcSnapshot>), Stop> {
+        let refuse = |why: String| Stop(Outcome::Refused, why);
+        let root = fsys::open_dir_nofollow(&workspace.path).map_err(|e| {
+            refuse(format!(
+                "cannot open workspace {} without following symlinks: {e}",
+                crate::textpath::escape(&workspace.path)
+            ))
+        })?;
+        let boundary = Boundary::of(root.as_fd(), &workspace.path)
+            .map_err(|e| refuse(format!("{e}: refusing to delete")))?;
+        let procs = self.process_table();
+        if !procs.complete {
+            return Err(refuse(
+                "process table unreadable: cannot prove the entry is unused".into(),
+            ));
+        }
+        Ok((root, boundary, procs))
+    }
+
     pub(super) fn prepare(&self, action: &PlannedAction) -> Result<Prepared, Stop> {
         let refuse = |why: String| Stop(Outcome::Refused, why);
         let (workspace, rel) = self.locate(&action.path).map_err(refuse)?;
@@ -45,20 +69,7 @@ impl Executor {
                 crate::textpath::escape(&project_path)
             )));
         }
-        let root = fsys::open_dir_nofollow(&workspace.path).map_err(|e| {
-            refuse(format!(
-                "cannot open workspace {} without following symlinks: {e}",
-                crate::textpath::escape(&workspace.path)
-            ))
-        })?;
-        let boundary = Boundary::of(root.as_fd(), &workspace.path)
-            .map_err(|e| refuse(format!("{e}: refusing to delete")))?;
-        let procs = self.process_table();
-        if !procs.complete {
-            return Err(refuse(
-                "process table unreadable: cannot prove the dir is unused".into(),
-            ));
-        }
+        let (root, boundary, procs) = self.open_root(workspace)?;
         // Down from the workspace root, each directory opened, checked against the boundary,
         // and — from the project on — against protection.
         let names: Vec<_> = rel.components().map(|c| c.as_os_str().to_owned()).collect();

@@ -15,12 +15,11 @@ use super::{
     audit, summarize_problems, ActionReport, AuditFailed, AuditRecord, Executor, Intent, Outcome,
     Prepared, Stop,
 };
-use crate::fsys::{self, Boundary, EntryKind};
+use crate::fsys::{self, EntryKind};
 use crate::protect;
 use rustix::fd::{AsFd, BorrowedFd};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 /// One entry a retention rule decided to remove.
 #[derive(Clone, Debug)]
@@ -142,32 +141,14 @@ impl Executor {
                         pid: std::process::id(),
                         pid_start: audit::process_start(std::process::id()).unwrap_or(0),
                     });
-                    if let Err(source) = self.audit.record(&intent) {
-                        record.outcome = Outcome::Refused.as_str().into();
-                        record.error =
-                            Some(format!("audit log unwritable, nothing deleted: {source}"));
-                        return Err(self.audit_failed(source, Outcome::Refused, record));
-                    }
+                    self.record_intent(&intent, &mut record)?;
                     let (outcome, stats) = self.remove_prepared(&action.path, p, unchanged_since);
                     let error = summarize_problems(&stats);
                     (outcome, stats, error)
                 }
             },
         };
-        let after = fsys::fs_space(&probe);
-        record.ts = audit::timestamp(SystemTime::now());
-        record.bytes_freed = match (before, after) {
-            (Ok(b), Ok(a)) => a.avail_bytes.saturating_sub(b.avail_bytes),
-            _ => 0,
-        };
-        record.bytes_unlinked = stats.bytes_unlinked;
-        record.entries_removed = stats.entries_removed;
-        record.outcome = outcome.as_str().into();
-        record.error = error;
-        if let Err(source) = self.audit.record(&record) {
-            return Err(self.audit_failed(source, outcome, record));
-        }
-        Ok(ActionReport { outcome, record })
+        self.record_outcome(record, outcome, &stats, error, &probe, before)
     }
 
     /// Every check of a retention deletion; the prepared entry and its project dir.
@@ -195,20 +176,7 @@ impl Executor {
             )));
         }
         let project = workspace.path.join(project_name);
-        let root = fsys::open_dir_nofollow(&workspace.path).map_err(|e| {
-            refuse(format!(
-                "cannot open workspace {} without following symlinks: {e}",
-                crate::textpath::escape(&workspace.path)
-            ))
-        })?;
-        let boundary = Boundary::of(root.as_fd(), &workspace.path)
-            .map_err(|e| refuse(format!("{e}: refusing to delete")))?;
-        let procs = self.process_table();
-        if !procs.complete {
-            return Err(refuse(
-                "process table unreadable: cannot prove the entry is unused".into(),
-            ));
-        }
+        let (root, boundary, procs) = self.open_root(workspace)?;
         let (current, shown) =
             super::prepare::descend(root, &workspace.path, dirs, &boundary, |fd, _, shown| {
                 match has_keep_marker(fd) {
