@@ -289,6 +289,25 @@ fn metrics_status_and_both_streams_follow_a_crossing_of_cleanup_free() {
     assert_eq!(sum_of(&m, "guardian_cleanup_actions_total"), 0.0);
     assert!(m.keys().all(|k| !k.contains("quantile")));
 
+    // Bytes written into a project count under its name (once the daemon watches it).
+    let writer = node.ws.join("delta");
+    std::fs::create_dir(&writer).unwrap();
+    let key = format!(
+        "guardian_project_written_bytes_total{{project=\"{}\"}}",
+        writer.display()
+    );
+    let mut out = std::fs::File::create(writer.join("log")).unwrap();
+    let mut written = 0u64;
+    let counted = wait_until(Duration::from_secs(10), || {
+        if written < 8 << 20 {
+            std::io::Write::write_all(&mut out, &[7u8; 256 << 10]).unwrap();
+            written += 256 << 10;
+        }
+        node.metrics().get(&key).copied().unwrap_or(0.0) > 0.0
+    });
+    assert!(counted, "no series {key} after writing {written} bytes");
+    assert!(node.metrics()[&key] <= written as f64);
+
     fill_at_once(&node.mount.dir, &node.mount.path("filler.bin"), 82.0);
     let ws_events = until_finished(&ws);
     let sse_events = until_finished(&sse);

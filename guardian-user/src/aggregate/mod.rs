@@ -108,6 +108,11 @@ impl Aggregator {
             .collect()
     }
 
+    /// The path of project `id`, while it exists.
+    pub fn path_of(&self, id: u32) -> Option<&Path> {
+        self.activity.get(&id).map(|a| a.path.as_path())
+    }
+
     /// Projects known.
     pub fn len(&self) -> usize {
         self.activity.len()

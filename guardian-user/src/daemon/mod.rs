@@ -342,6 +342,7 @@ impl Guardian {
             // The supervising source logs its own notes (once a minute per cause).
             Ok(sample) => {
                 self.aggregator.absorb(&sample, seconds);
+                self.tell_writes(&sample);
                 self.feed_project_forecasts(&sample);
                 self.note_writes(&sample);
             }
@@ -442,6 +443,7 @@ impl Guardian {
             let alive: std::collections::HashSet<PathBuf> =
                 dirs.iter().map(|d| d.0.clone()).collect();
             self.aggregator.retain_paths(&|p| alive.contains(p));
+            self.hub.counters.written.retain(&|p| alive.contains(p));
             self.last_write.retain(|p, _| alive.contains(p));
             if let Err(e) = self.source.watch(&projects) {
                 crate::warn_quiet!("source.watch", error = %e, "write source cannot watch the projects");

@@ -130,6 +130,20 @@ impl Guardian {
         });
     }
 
+    /// Bytes the source saw written into each project (`guardian_project_written_bytes_total`);
+    /// only the projects in the sample are touched.
+    pub(super) fn tell_writes(&mut self, sample: &crate::sources::Sample) {
+        let now = std::time::Instant::now();
+        for (id, bytes) in &sample.growth {
+            let Ok(bytes) = u64::try_from(*bytes) else {
+                continue; // shrinking (fanotify/inotify) is not writing
+            };
+            if let Some(path) = self.aggregator.path_of(*id) {
+                self.hub.counters.written.add(path, bytes, now);
+            }
+        }
+    }
+
     /// Every audit outcome line; a ghost handled is also `ghost_reaped`, a usage level change
     /// also `disk_pressure` (scope `workspace` or `total`).
     pub(super) fn tell_action(&mut self, record: &AuditRecord) {

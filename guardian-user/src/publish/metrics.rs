@@ -1,6 +1,7 @@
 //! The counters `/metrics` serves, kept from the events the core publishes (one place, updated
 //! on the publishing thread with atomics, so no event is missed by a slow reader): freed bytes
-//! and actions by rule/phase(/outcome), cycles by trigger, cycle durations, ghosts reaped.
+//! and actions by rule/phase(/outcome), cycles by trigger, cycle durations, ghosts reaped; and
+//! bytes written per project ([`written`](super::written)), fed by the daemon's samples.
 //!
 //! Invariants: bounded label sets — rules are configured names (a label is cut to
 //! [`MAX_LABEL`] bytes and at most [`MAX_SERIES`] rule/phase pairs are kept, the rest counted
@@ -34,6 +35,8 @@ pub struct Counters {
     ghosts: Counter,
     webhook_dropped: Family<Labels, Counter>,
     webhook_deliveries: Family<Labels, Counter>,
+    /// Bytes written per project (fed by the daemon's samples, not by events).
+    pub written: super::written::ProjectWritten,
     /// The rule/phase pairs labelled so far.
     seen: Mutex<HashSet<(String, u8)>>,
 }
@@ -54,6 +57,7 @@ impl Counters {
             ghosts: Counter::default(),
             webhook_dropped: Family::default(),
             webhook_deliveries: Family::default(),
+            written: Default::default(),
             seen: Mutex::new(HashSet::new()),
         }
     }
@@ -147,6 +151,7 @@ impl Counters {
             "Webhook deliveries by outcome (sent, or failed after every retry)",
             self.webhook_deliveries.clone(),
         );
+        self.written.register(registry);
     }
 
     /// The rule's label: its name (cut to [`MAX_LABEL`]) while fewer than [`MAX_SERIES`]

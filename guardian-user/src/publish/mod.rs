@@ -10,6 +10,7 @@
 //! Paths are written through `crate::textpath`.
 
 pub mod metrics;
+pub mod written;
 
 use crate::cleanup::AuditRecord;
 use crate::daemon::state::CycleSummary;

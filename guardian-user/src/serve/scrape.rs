@@ -4,9 +4,8 @@
 //! `node_filesystem_*`. No `quantile` label (reserved by Prometheus): forecasts are labelled
 //! `estimate="p50|p90"`.
 //!
-//! Invariants: bounded series — projects are the [`TOP_PROJECTS`] largest writers by name and
-//! the rest under `project="other"`; a time to a threshold is absent when the filesystem is
-//! not filling.
+//! Invariants: bounded series (projects: see [`crate::publish::written`]); a time to a
+//! threshold is absent when the filesystem is not filling.
 
 use super::AppState;
 use crate::daemon::state::DaemonState;
@@ -14,16 +13,12 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-
-/// Projects labelled by name in `guardian_project_written_bytes_total`.
-pub const TOP_PROJECTS: usize = 20;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -50,7 +45,6 @@ pub fn render(
     let avail = Family::<Labels, FGauge>::default();
     let threshold = Family::<Labels, FGauge>::default();
     let eta = Family::<Labels, FGauge>::default();
-    let written = Family::<Labels, Counter>::default();
     // 1 while the daemon refuses to delete (its audit log cannot be written); /status says why.
     let refusing = Gauge::<i64>::default();
     refusing.set(i64::from(status.is_some_and(|s| s.refusing.is_some())));
@@ -95,24 +89,6 @@ pub fn render(
                 }
             }
         }
-        let mut other = 0u64;
-        let mut projects: Vec<_> = s.projects.iter().collect();
-        projects.sort_by_key(|p| std::cmp::Reverse(p.total_bytes));
-        for (i, p) in projects.iter().enumerate() {
-            let bytes = u64::try_from(p.total_bytes).unwrap_or(0);
-            if i < TOP_PROJECTS {
-                written
-                    .get_or_create(&vec![("project", crate::textpath::escape(&p.path))])
-                    .inc_by(bytes);
-            } else {
-                other = other.saturating_add(bytes);
-            }
-        }
-        if projects.len() > TOP_PROJECTS {
-            written
-                .get_or_create(&vec![("project", "other".into())])
-                .inc_by(other);
-        }
         registry.register(
             "guardian_source",
             "The write source running now",
@@ -138,11 +114,6 @@ pub fn render(
         "guardian_filesystem_time_to_threshold_seconds",
         "Forecast time until free space falls to a threshold (absent when not filling)",
         eta,
-    );
-    registry.register(
-        "guardian_project_written_bytes",
-        "Bytes written into each project since the daemon started (largest writers, rest as other)",
-        written,
     );
     hub.counters.register(&mut registry);
     registry.register(

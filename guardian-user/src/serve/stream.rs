@@ -43,6 +43,12 @@ struct Feed {
     first: Option<String>,
 }
 
+/// One text to send and its `type` (the SSE `event:` field).
+struct Text {
+    kind: &'static str,
+    json: String,
+}
+
 impl Feed {
     fn new(hub: &crate::publish::Hub) -> Feed {
         // Subscribe before taking the status: nothing falls between the two.
@@ -54,16 +60,49 @@ impl Feed {
         }
     }
 
-    /// The next text to send; `None` when the daemon stops.
-    async fn next(&mut self) -> Option<String> {
+    /// The next text to send, waiting for it; `None` when the daemon stops.
+    async fn next(&mut self) -> Option<Text> {
         if let Some(first) = self.first.take() {
-            return Some(first);
+            return Some(status_text(first));
         }
-        match self.rx.recv().await {
-            Ok(p) => Some(p.json.clone()),
-            Err(RecvError::Lagged(_)) => Some(self.hub.status_event(true)),
+        let received = self.rx.recv().await;
+        self.received(received)
+    }
+
+    /// The next text already queued, without waiting (so a client that wakes for one event
+    /// sends everything queued behind it in one write).
+    fn queued(&mut self) -> Option<Text> {
+        use tokio::sync::broadcast::error::TryRecvError;
+        match self.rx.try_recv() {
+            Ok(p) => Some(text(&p)),
+            Err(TryRecvError::Lagged(_)) => Some(status_text(self.hub.status_event(true))),
+            Err(TryRecvError::Empty | TryRecvError::Closed) => None,
+        }
+    }
+
+    fn received(
+        &self,
+        received: Result<Arc<crate::publish::Published>, RecvError>,
+    ) -> Option<Text> {
+        match received {
+            Ok(p) => Some(text(&p)),
+            Err(RecvError::Lagged(_)) => Some(status_text(self.hub.status_event(true))),
             Err(RecvError::Closed) => None,
         }
+    }
+}
+
+fn text(p: &crate::publish::Published) -> Text {
+    Text {
+        kind: p.event.kind(),
+        json: p.json.clone(),
+    }
+}
+
+fn status_text(json: String) -> Text {
+    Text {
+        kind: "status",
+        json,
     }
 }
 
@@ -93,8 +132,7 @@ pub(super) async fn events(
     let feed = Feed::new(&state.hub);
     let stream = futures_util::stream::unfold((feed, slot), |(mut feed, slot)| async move {
         let text = feed.next().await?;
-        let kind = event_type(&text);
-        let event = SseEvent::default().event(kind).data(text);
+        let event = SseEvent::default().event(text.kind).data(text.json);
         Some((Ok::<_, Infallible>(event), (feed, slot)))
     });
     Sse::new(stream)
@@ -102,20 +140,20 @@ pub(super) async fn events(
         .into_response()
 }
 
-/// The `type` of an event's JSON (for the SSE `event:` field).
-fn event_type(json: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(json)
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
-        .unwrap_or_else(|| "message".into())
-}
-
 async fn websocket(mut socket: WebSocket, mut feed: Feed, _slot: Slot) {
+    use futures_util::SinkExt;
     loop {
         tokio::select! {
             next = feed.next() => {
                 let Some(text) = next else { break };
-                if socket.send(Message::Text(text.into())).await.is_err() {
+                // Everything already queued goes out with it, flushed once: a burst of events
+                // (a cycle's start, its actions) costs each client one write, not one per event.
+                let mut sent = socket.feed(Message::Text(text.json.into())).await;
+                while sent.is_ok() {
+                    let Some(text) = feed.queued() else { break };
+                    sent = socket.feed(Message::Text(text.json.into())).await;
+                }
+                if sent.is_err() || socket.flush().await.is_err() {
                     break;
                 }
             }
@@ -125,5 +163,54 @@ async fn websocket(mut socket: WebSocket, mut feed: Feed, _slot: Slot) {
                 Some(Ok(_)) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::{Event, Hub, EVENT_BUFFER};
+
+    fn changed(i: usize) -> Event {
+        Event::SourceChanged {
+            from: "a".into(),
+            to: format!("{i}"),
+            degraded: None,
+        }
+    }
+
+    #[test]
+    fn a_client_sends_what_is_queued_behind_an_event_in_order_then_waits() {
+        let hub = Hub::new();
+        let mut feed = Feed::new(&hub);
+        for i in 0..3 {
+            hub.publish(changed(i));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let first = rt.block_on(feed.next()).unwrap();
+        assert_eq!(first.kind, "status");
+        let next = rt.block_on(feed.next()).unwrap();
+        assert_eq!(next.kind, "source_changed");
+        assert!(next.json.contains("\"to\":\"0\""), "{}", next.json);
+        let queued: Vec<String> = std::iter::from_fn(|| feed.queued().map(|t| t.json)).collect();
+        assert_eq!(queued.len(), 2);
+        assert!(queued[0].contains("\"to\":\"1\"") && queued[1].contains("\"to\":\"2\""));
+        assert!(feed.queued().is_none());
+    }
+
+    #[test]
+    fn a_client_that_fell_behind_while_draining_gets_the_status_again() {
+        let hub = Hub::new();
+        let mut feed = Feed::new(&hub);
+        feed.first = None;
+        for i in 0..EVENT_BUFFER + 5 {
+            hub.publish(changed(i));
+        }
+        let resync = feed.queued().unwrap();
+        assert_eq!(resync.kind, "status");
+        assert!(resync.json.contains("\"resync\":true"), "{}", resync.json);
+        assert_eq!(feed.queued().unwrap().kind, "source_changed");
     }
 }

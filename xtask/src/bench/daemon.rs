@@ -207,6 +207,32 @@ pub fn proc_cpu_time(pid: u32, children: bool) -> Result<Duration> {
     Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
 }
 
+/// Time on a CPU, in nanoseconds (`/proc/PID/task/TID/schedstat`, first field), of the threads
+/// of process `pid` whose name (`comm`) starts with `name`, summed.
+pub fn thread_cpu_time(pid: u32, name: &str) -> Result<Duration> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(&tasks).with_context(|| format!("cannot list {tasks}"))? {
+        let dir = entry?.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread ended
+        };
+        if !comm.trim_end().starts_with(name) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("schedstat")) else {
+            continue;
+        };
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("cannot parse {}/schedstat", dir.display()))?;
+        total += ns;
+    }
+    Ok(Duration::from_nanos(total))
+}
+
 /// The CPU ticks of a `/proc/PID/stat` line: utime + stime, or cutime + cstime.
 fn parse_stat_cpu(text: &str, children: bool) -> Option<u64> {
     // The command name (field 2) is in parentheses and may hold spaces and parentheses.
