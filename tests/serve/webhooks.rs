@@ -1,5 +1,6 @@
 //! `[[serve.webhooks]]` against a local receiver on 127.0.0.1: Alertmanager v4 payloads, a
-//! retry after a failed delivery, `min_level` respected, the delivery counters.
+//! retry after a failed delivery, `min_level` respected, the delivery counters; https:// with
+//! the receiver's certificate verified against a webhook's `ca_file`.
 
 use super::*;
 
@@ -14,18 +15,9 @@ fn receiver() -> (u16, mpsc::Receiver<serde_json::Value>) {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
             let mut r = BufReader::new(conn);
-            let mut length = 0usize;
-            let mut line = String::new();
-            let mut request_line = String::new();
-            r.read_line(&mut request_line).unwrap();
-            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                line.clear();
-            }
-            let mut body = vec![0; length];
-            r.read_exact(&mut body).unwrap();
+            let Some((request_line, body)) = read_request(&mut r) else {
+                continue;
+            };
             let code = if first {
                 "500 Internal Server Error"
             } else {
@@ -91,4 +83,125 @@ fn webhooks_post_alertmanager_payloads_and_retry_a_failed_delivery() {
         f64::from(sent)
     );
     assert_eq!(sum_of(&m, "guardian_webhook_dropped_total"), 0.0);
+}
+
+/// The request line and body of one HTTP/1.1 request, or `None` when the peer went away (a
+/// TLS handshake it refused, say).
+fn read_request(r: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
+    let mut request_line = String::new();
+    r.read_line(&mut request_line).ok()?;
+    let mut length = 0usize;
+    let mut line = String::new();
+    while r.read_line(&mut line).ok()? > 0 && line != "\r\n" {
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+        line.clear();
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).ok()?;
+    Some((request_line, body))
+}
+
+/// An https:// receiver on 127.0.0.1 with a fresh self-signed certificate for `127.0.0.1`;
+/// answers 200 and sends on (request line, body). Returns the port and the certificate (PEM).
+fn tls_receiver() -> (u16, String, mpsc::Receiver<(String, serde_json::Value)>) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    #[allow(deprecated)] // ring: see serve/tls.rs
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![key.cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der())),
+        )
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let tls = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut r = BufReader::new(rustls::StreamOwned::new(tls, conn));
+            let Some((request_line, body)) = read_request(&mut r) else {
+                continue; // a client that did not trust us
+            };
+            let mut stream = r.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+            let Ok(body) = serde_json::from_slice(&body) else {
+                continue;
+            };
+            if tx.send((request_line, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (port, key.cert.pem(), rx)
+}
+
+#[test]
+fn https_webhooks_verify_the_receiver_and_a_ca_file_that_cannot_be_used_is_a_status_problem() {
+    if !require_root(
+        "https_webhooks_verify_the_receiver_and_a_ca_file_that_cannot_be_used_is_a_status_problem",
+    ) {
+        return;
+    }
+    let (port, cert, bodies) = tls_receiver();
+    let certs = tempfile::tempdir().unwrap();
+    let trusted = certs.path().join("receiver.pem");
+    std::fs::write(&trusted, &cert).unwrap();
+    // Another self-signed certificate: the receiver's is not signed by it.
+    let stranger = certs.path().join("stranger.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    std::fs::write(&stranger, other.cert.pem()).unwrap();
+    let junk = certs.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let hook = |path: &str, ca: &std::path::Path| {
+        format!(
+            "\n[[serve.webhooks]]\nurl = \"https://127.0.0.1:{port}/{path}\"\nca_file = \"{}\"\n\
+             events = [\"threshold_crossed\"]\n",
+            ca.display()
+        )
+    };
+    let node = Node::new(&format!(
+        "{}{}{}",
+        hook("trusted", &trusted),
+        hook("stranger", &stranger),
+        hook("junk", &junk)
+    ));
+    let _daemon = node.spawn();
+    let status_names_junk = wait_until(Duration::from_secs(10), || {
+        get(node.port, "/status", None).is_some_and(|(_, body)| {
+            body.contains("junk.pem holds no certificate") && body.contains("/junk")
+        })
+    });
+    assert!(
+        status_names_junk,
+        "the unusable ca_file is not a status problem"
+    );
+    fill_at_once(&node.mount.dir, &node.mount.path("filler.bin"), 82.0);
+    let (request_line, body) = bodies.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(request_line.starts_with("POST /trusted "), "{request_line}");
+    assert_eq!(
+        body["alerts"][0]["labels"]["alertname"],
+        "GuardianThresholdCrossed"
+    );
+    // The webhook trusting another CA never completes a request; the junk one sends nothing.
+    while let Ok((request_line, _)) = bodies.recv_timeout(Duration::from_secs(3)) {
+        assert!(request_line.starts_with("POST /trusted "), "{request_line}");
+    }
+    let m = node.metrics();
+    assert!(!m.contains_key("guardian_webhook_deliveries_total{webhook=\"1\",outcome=\"sent\"}"));
+    assert!(!m.contains_key("guardian_webhook_deliveries_total{webhook=\"2\",outcome=\"sent\"}"));
 }

@@ -26,7 +26,7 @@ pub use git::GitConfig;
 pub use retention::{Order, RetentionRule};
 use rules::check_glob;
 pub use rules::{CompiledRule, Rule};
-pub use serve::{ServeConfig, Severity, Webhook};
+pub use serve::{ServeConfig, Severity, Target, Webhook, MAX_WEBHOOKS};
 
 pub use tasks::{
     named_params, AreaKind, GhostConfig, NaiveTimes, TasksConfig, UsageLimit, QUERY_PARAMS,

@@ -46,8 +46,13 @@ pub const EVENT_TYPES: [&str; 8] = [
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
-    /// `http://host:port/path` (plain HTTP: put a local relay in front for TLS).
+    /// `http://host:port/path` or `https://…` (TLS checked against the system's CA store, or
+    /// `ca_file` when given).
     pub url: String,
+    /// PEM file of the CA certificates that sign an `https://` receiver's certificate, trusted
+    /// instead of the system's store (an internal CA).
+    #[serde(default, with = "crate::textpath::option")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// The event types sent.
     #[serde(default = "default_webhook_events")]
     pub events: Vec<String>,
@@ -91,15 +96,30 @@ fn default_min_level() -> Severity {
     Severity::Warning
 }
 
+/// Where a webhook POSTs: `url` taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path and query.
+    pub path: String,
+}
+
 impl Webhook {
-    /// (host, port, path and query) of `url`, which must be `http://`.
-    pub fn target(&self) -> Result<(String, u16, String), String> {
-        let rest = self.url.strip_prefix("http://").ok_or_else(|| {
-            format!(
-                "`{}`: only http:// URLs are supported (for https, relay through a local proxy)",
+    /// `url` taken apart; it must be `http://` or `https://`.
+    pub fn target(&self) -> Result<Target, String> {
+        let (tls, rest) = if let Some(rest) = self.url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = self.url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "`{}`: a webhook URL starts with http:// or https://",
                 self.url
-            )
-        })?;
+            ));
+        };
+        let default_port = if tls { 443 } else { 80 };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -116,7 +136,7 @@ impl Webhook {
                 .split_once(']')
                 .ok_or_else(|| format!("`{}`: an unclosed `[`", self.url))?;
             let port = match after {
-                "" => 80,
+                "" => default_port,
                 p => p
                     .strip_prefix(':')
                     .and_then(|p| p.parse::<u16>().ok())
@@ -126,7 +146,7 @@ impl Webhook {
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad_port(p))?),
-                None => (authority, 80),
+                None => (authority, default_port),
             }
         };
         if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic()) {
@@ -135,7 +155,12 @@ impl Webhook {
         if !path.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!("`{}`: the path must be printable ASCII", self.url));
         }
-        Ok((host.to_string(), port, path.to_string()))
+        Ok(Target {
+            tls,
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
     }
 }
 
@@ -196,7 +221,22 @@ impl ServeConfig {
                     k.to_string(),
                 ]
             };
-            hook.target().map_err(|m| (at("url"), m))?;
+            let target = hook.target().map_err(|m| (at("url"), m))?;
+            if target.tls && !cfg!(target_os = "linux") {
+                return Err((
+                    at("url"),
+                    "https:// webhooks are built on Linux only; use http:// to a local relay"
+                        .into(),
+                ));
+            }
+            if let Some(ca) = &hook.ca_file {
+                if !target.tls {
+                    return Err((at("ca_file"), "is for https:// URLs only".into()));
+                }
+                if !ca.is_absolute() {
+                    return Err((at("ca_file"), "must be an absolute path".into()));
+                }
+            }
             if hook.events.is_empty() {
                 return Err((at("events"), "lists no event type".into()));
             }
@@ -257,18 +297,30 @@ mod tests {
         let c = hook("url = \"http://127.0.0.1:9093/hook\"").unwrap();
         let w = &c.serve.webhooks[0];
         assert_eq!(w.min_level, super::Severity::Warning);
-        assert_eq!(
-            w.target().unwrap(),
-            ("127.0.0.1".into(), 9093, "/hook".into())
-        );
-        assert_eq!(
-            hook("url = \"http://[::1]/\"").unwrap().serve.webhooks[0]
+        let t = |tls: bool, host: &str, port: u16, path: &str| super::Target {
+            tls,
+            host: host.into(),
+            port,
+            path: path.into(),
+        };
+        assert_eq!(w.target().unwrap(), t(false, "127.0.0.1", 9093, "/hook"));
+        let target = |url: &str| {
+            hook(&format!("url = \"{url}\"")).unwrap().serve.webhooks[0]
                 .target()
-                .unwrap(),
-            ("::1".into(), 80, "/".into())
+                .unwrap()
+        };
+        assert_eq!(target("http://[::1]/"), t(false, "::1", 80, "/"));
+        assert_eq!(
+            target("https://hooks.example/a?b=c"),
+            t(true, "hooks.example", 443, "/a?b=c")
         );
-        let e = hook("url = \"https://x/\"").unwrap_err();
+        assert_eq!(target("https://[::1]:8443"), t(true, "::1", 8443, "/"));
+        let e = hook("url = \"ftp://x/\"").unwrap_err();
         assert!(e.contains("serve.webhooks.0.url"), "{e}");
+        let e = hook("url = \"http://x/\"\nca_file = \"/etc/ca.pem\"").unwrap_err();
+        assert!(e.contains("serve.webhooks.0.ca_file"), "{e}");
+        let e = hook("url = \"https://x/\"\nca_file = \"ca.pem\"").unwrap_err();
+        assert!(e.contains("serve.webhooks.0.ca_file"), "{e}");
         let e = hook("url = \"http://x:99999/\"").unwrap_err();
         assert!(e.contains("serve.webhooks.0.url"), "{e}");
         let e = hook("url = \"http://x/\"\nevents = [\"disk_full\"]").unwrap_err();

@@ -12,6 +12,8 @@
 
 mod scrape;
 mod stream;
+#[cfg(target_os = "linux")]
+mod tls;
 pub mod token;
 pub mod webhooks;
 

@@ -8,7 +8,7 @@
 //! a webhook that falls behind loses events and counts them); queues are bounded; a receiver
 //! that is down costs log lines at most once a minute per webhook.
 
-use crate::config::Webhook;
+use crate::config::{Target, Webhook};
 use crate::publish::{Event, Hub, Published};
 use axum::body::Bytes;
 use http_body_util::Full;
@@ -57,6 +57,21 @@ async fn run_one(index: usize, hook: Webhook, hub: Hub, node: String) {
     let Ok(target) = hook.target() else {
         return; // refused at config load
     };
+    let tls = if target.tls {
+        match tls_for(&hook, &target) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                // An explicit choice that cannot be honoured: the webhook sends nothing and
+                // the status says why (no fall back to other roots or to plain HTTP).
+                let what = PROBLEM_KEYS.get(index).copied().unwrap_or("webhook");
+                hub.set_problem(what, Some(format!("webhook {}: {e}", hook.url)));
+                crate::warn_quiet!(&format!("serve.webhook.{index}"), url = %hook.url, error = %e, "webhook cannot verify TLS: disabled");
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let queue: RefCell<VecDeque<Arc<Published>>> = RefCell::new(VecDeque::new());
     let ready = Notify::new();
     let mut rx = hub.subscribe();
@@ -91,7 +106,7 @@ async fn run_one(index: usize, hook: Webhook, hub: Hub, node: String) {
             let mut wait = FIRST_BACKOFF;
             let mut sent = false;
             for attempt in 1..=ATTEMPTS {
-                match tokio::time::timeout(TRY_LIMIT, post(&target, &body)).await {
+                match tokio::time::timeout(TRY_LIMIT, post(&target, tls.as_ref(), &body)).await {
                     Ok(Ok(())) => {
                         sent = true;
                         break;
@@ -114,11 +129,73 @@ async fn run_one(index: usize, hook: Webhook, hub: Hub, node: String) {
     tokio::join!(collect, send);
 }
 
-/// One POST; `Ok` on a 2xx answer.
-async fn post((host, port, path): &(String, u16, String), body: &str) -> Result<(), String> {
-    let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+/// The status problem keys of webhooks by index (at most `MAX_WEBHOOKS`).
+const PROBLEM_KEYS: [&str; crate::config::MAX_WEBHOOKS] = [
+    "webhook.0",
+    "webhook.1",
+    "webhook.2",
+    "webhook.3",
+    "webhook.4",
+    "webhook.5",
+    "webhook.6",
+    "webhook.7",
+    "webhook.8",
+    "webhook.9",
+    "webhook.10",
+    "webhook.11",
+    "webhook.12",
+    "webhook.13",
+    "webhook.14",
+    "webhook.15",
+];
+
+#[cfg(target_os = "linux")]
+type Tls = (
+    tokio_rustls::TlsConnector,
+    tokio_rustls::rustls::pki_types::ServerName<'static>,
+);
+/// No TLS in this build: `https://` is refused at config load.
+#[cfg(not(target_os = "linux"))]
+type Tls = std::convert::Infallible;
+
+#[cfg(target_os = "linux")]
+fn tls_for(hook: &Webhook, target: &Target) -> Result<Tls, String> {
+    let connector = super::tls::connector(hook.ca_file.as_deref())?;
+    Ok((connector, super::tls::server_name(&target.host)?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn tls_for(_: &Webhook, _: &Target) -> Result<Tls, String> {
+    Err("https:// webhooks are not built on this platform".into())
+}
+
+/// One POST; `Ok` on a 2xx answer. Over TLS when `tls` is given (the receiver's certificate
+/// verified for the URL's host).
+async fn post(target: &Target, tls: Option<&Tls>, body: &str) -> Result<(), String> {
+    let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    match tls {
+        #[cfg(target_os = "linux")]
+        Some((connector, name)) => {
+            let stream = connector
+                .connect(name.clone(), stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            exchange(stream, target, body).await
+        }
+        #[cfg(not(target_os = "linux"))]
+        Some(never) => match *never {},
+        None => exchange(stream, target, body).await,
+    }
+}
+
+/// The HTTP/1.1 request and its answer over a connected stream.
+async fn exchange<IO>(stream: IO, target: &Target, body: &str) -> Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (host, port, path) = (&target.host, target.port, &target.path);
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
