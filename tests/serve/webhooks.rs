@@ -205,3 +205,25 @@ fn https_webhooks_verify_the_receiver_and_a_ca_file_that_cannot_be_used_is_a_sta
     assert!(!m.contains_key("guardian_webhook_deliveries_total{webhook=\"1\",outcome=\"sent\"}"));
     assert!(!m.contains_key("guardian_webhook_deliveries_total{webhook=\"2\",outcome=\"sent\"}"));
 }
+
+#[test]
+fn a_node_already_over_its_threshold_at_start_sends_the_first_crossing() {
+    if !require_root("a_node_already_over_its_threshold_at_start_sends_the_first_crossing") {
+        return;
+    }
+    let (hook_port, bodies) = receiver();
+    let node = Node::new(&format!(
+        "\n[[serve.webhooks]]\nurl = \"http://127.0.0.1:{hook_port}/alerts\"\n\
+         events = [\"threshold_crossed\"]\n"
+    ));
+    // Full before the daemon starts: its very first poll publishes the crossing, before the
+    // server's thread may have started.
+    fill_at_once(&node.mount.dir, &node.mount.path("filler.bin"), 82.0);
+    let _daemon = node.spawn();
+    let first = bodies.recv_timeout(Duration::from_secs(20)).unwrap();
+    let alert = &first["alerts"][0];
+    assert_eq!(
+        alert["labels"]["alertname"], "GuardianThresholdCrossed",
+        "{first:#}"
+    );
+}

@@ -105,6 +105,9 @@ pub fn spawn(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(tokio::sync::Notify::new());
+    // Webhooks subscribe here, on the caller's thread: every event published after `spawn`
+    // returns reaches them, even before the server's thread has started.
+    let hooks = webhooks::subscribe(&config.webhooks, &hub);
     let state = AppState {
         hub,
         token,
@@ -134,7 +137,7 @@ pub fn spawn(
                     return;
                 }
             };
-            runtime.block_on(serve(config, state, stopping, woken));
+            runtime.block_on(serve(config, state, hooks, stopping, woken));
         })
         .map_err(ServeError::Thread)?;
     Ok(Some(Server {
@@ -172,12 +175,13 @@ fn router(state: AppState) -> Router {
 async fn serve(
     config: ServeConfig,
     state: AppState,
+    hooks: Vec<webhooks::Subscribed>,
     stop: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
 ) {
     let app = router(state.clone());
     let stopped = wake.notified();
-    let hooks = webhooks::run_all(config.webhooks.clone(), state.hub.clone());
+    let hooks = webhooks::run_all(hooks, state.hub.clone());
     let tcp = serve_tcp(config.clone(), app.clone(), state.hub.clone(), stop.clone());
     let unix = serve_unix(config.unix.clone(), app, state.hub.clone(), stop.clone());
     tokio::select! {

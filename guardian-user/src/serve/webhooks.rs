@@ -29,8 +29,25 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Time limit of one try (connect, send, response head).
 const TRY_LIMIT: Duration = Duration::from_secs(10);
 
+/// A webhook and its receiver of events, subscribed when the server is spawned.
+pub struct Subscribed {
+    hook: Webhook,
+    rx: tokio::sync::broadcast::Receiver<Arc<Published>>,
+}
+
+/// Subscribes every webhook to the hub now (no runtime needed).
+pub fn subscribe(hooks: &[Webhook], hub: &Hub) -> Vec<Subscribed> {
+    hooks
+        .iter()
+        .map(|hook| Subscribed {
+            hook: hook.clone(),
+            rx: hub.subscribe(),
+        })
+        .collect()
+}
+
 /// Runs every webhook until the runtime stops.
-pub(super) async fn run_all(hooks: Vec<Webhook>, hub: Hub) {
+pub(super) async fn run_all(hooks: Vec<Subscribed>, hub: Hub) {
     let node = rustix::system::uname()
         .nodename()
         .to_string_lossy()
@@ -38,7 +55,7 @@ pub(super) async fn run_all(hooks: Vec<Webhook>, hub: Hub) {
     let runs = hooks
         .into_iter()
         .enumerate()
-        .map(|(i, hook)| run_one(i, hook, hub.clone(), node.clone()));
+        .map(|(i, s)| run_one(i, s, hub.clone(), node.clone()));
     futures_util::future::join_all(runs).await;
 }
 
@@ -53,7 +70,8 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, limit: usize) -> u64 {
     dropped
 }
 
-async fn run_one(index: usize, hook: Webhook, hub: Hub, node: String) {
+async fn run_one(index: usize, subscribed: Subscribed, hub: Hub, node: String) {
+    let Subscribed { hook, mut rx } = subscribed;
     let Ok(target) = hook.target() else {
         return; // refused at config load
     };
@@ -74,7 +92,6 @@ async fn run_one(index: usize, hook: Webhook, hub: Hub, node: String) {
     };
     let queue: RefCell<VecDeque<Arc<Published>>> = RefCell::new(VecDeque::new());
     let ready = Notify::new();
-    let mut rx = hub.subscribe();
     let counters = hub.counters.clone();
     let collect = async {
         loop {
