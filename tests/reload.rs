@@ -278,6 +278,79 @@ fn under_systemd_log_lines_carry_a_priority_and_no_timestamp() {
     assert!(!started.starts_with('<'), "{started}");
 }
 
+/// The write rate `status` reports for the project at `path` (0 when not listed).
+fn rate_of(config: &Path, path: &Path) -> f64 {
+    status_json(config)["projects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["path"].as_str() == path.to_str())
+        .and_then(|p| p["rate_bps"].as_f64())
+        .unwrap_or(0.0)
+}
+
+/// Writes 1 MiB into `dir` every 200 ms until `status` shows a write rate for it (true) or
+/// `limit` passes (false).
+fn write_until_rated(config: &Path, dir: &Path, limit: Duration) -> bool {
+    let began = Instant::now();
+    let mut n = 0;
+    while began.elapsed() < limit {
+        write_file(&dir.join(format!("chunk{n}")), MIB);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(200));
+        if rate_of(config, dir) > 0.0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// `source = "poll"` with a 100 ms sample interval, into `config`.
+fn with_poll_source(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "[thresholds]",
+        "source = \"poll\"\nsample_interval = \"100ms\"\npoll_cpu_budget = \"2%\"\n\n[thresholds]",
+    );
+    std::fs::write(config, text).unwrap();
+}
+
+#[test]
+fn sighup_adding_a_workspace_makes_the_source_watch_its_projects() {
+    if !require_root("sighup_adding_a_workspace_makes_the_source_watch_its_projects") {
+        return;
+    }
+    let mount = TestMount::tmpfs(256 * MIB);
+    let first = mount.path("dispatch");
+    let second = mount.path("scratch");
+    std::fs::create_dir_all(first.join("a")).unwrap();
+    std::fs::create_dir_all(second.join("b")).unwrap();
+    let state = mount.path("state");
+    let config = mount.path("guardian.toml");
+    write_config(&config, &first, &state, "200ms", "");
+    with_poll_source(&config);
+    let mut daemon = start(&config);
+    assert!(wait_until(Duration::from_secs(10), || state
+        .join("state/state.json")
+        .exists()));
+    // Not a workspace yet: written, but nobody watches it.
+    write_file(&second.join("b/before"), 4 * MIB);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(rate_of(&config, &second.join("b")), 0.0);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[[workspaces]]\npath = \"{}\"\n", second.display()),
+    )
+    .unwrap();
+    signal(daemon.pid(), "HUP");
+    assert!(
+        write_until_rated(&config, &second.join("b"), Duration::from_secs(30)),
+        "a workspace added by reload is not watched: {}",
+        status_json(&config)
+    );
+    assert!(alive(&mut daemon));
+}
+
 #[test]
 fn poll_source_reports_a_projects_write_rate_within_its_cpu_budget() {
     if !require_root("poll_source_reports_a_projects_write_rate_within_its_cpu_budget") {
@@ -293,38 +366,17 @@ fn poll_source_reports_a_projects_write_rate_within_its_cpu_budget() {
     let state = mount.path("state");
     let config = mount.path("guardian.toml");
     write_config(&config, &ws, &state, "500ms", "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[thresholds]",
-        "source = \"poll\"\nsample_interval = \"100ms\"\npoll_cpu_budget = \"2%\"\n\n[thresholds]",
-    );
-    std::fs::write(&config, text).unwrap();
+    with_poll_source(&config);
     let _daemon = start(&config);
     assert!(wait_until(Duration::from_secs(10), || state
         .join("state/state.json")
         .exists()));
     assert_eq!(status_json(&config)["source"], "poll");
     // A writer adds 1 MiB every 200 ms into `busy`.
-    let busy = ws.join("busy");
-    let began = Instant::now();
-    let mut rate = 0.0;
-    let mut n = 0;
-    while began.elapsed() < Duration::from_secs(30) {
-        write_file(&busy.join(format!("chunk{n}")), MIB);
-        n += 1;
-        std::thread::sleep(Duration::from_millis(200));
-        let status = status_json(&config);
-        rate = status["projects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["path"].as_str().is_some_and(|s| s.ends_with("/busy")))
-            .and_then(|p| p["rate_bps"].as_f64())
-            .unwrap_or(0.0);
-        if rate > 0.0 {
-            break;
-        }
-    }
-    assert!(rate > 0.0, "no write rate for `busy` in polling mode");
+    assert!(
+        write_until_rated(&config, &ws.join("busy"), Duration::from_secs(30)),
+        "no write rate for `busy` in polling mode"
+    );
     // The budget, from the source's own accounting.
     let mut sampling = serde_json::Value::Null;
     assert!(wait_until(Duration::from_secs(20), || {

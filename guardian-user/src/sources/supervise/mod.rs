@@ -280,6 +280,9 @@ impl Supervisor {
             });
         }
         self.active = Box::new(PollSource::new());
+        // The fallback samples the sizes of the projects the failed source watched (polling
+        // never refuses a watch).
+        let _ = self.active.watch(&self.projects);
         self.active_kind = SourceKind::Poll;
         self.switches += 1;
         self.logged_problems.clear();
