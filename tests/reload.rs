@@ -216,6 +216,91 @@ fn sigterm_mid_cycle_exits_zero_within_the_bound_with_every_intent_audited() {
     );
 }
 
+/// The pids of `parent`'s children named `comm`.
+fn children_named(parent: i32, comm: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map(|(_, n)| n).unwrap_or("");
+        let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if name == comm && ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn sigterm_kills_a_running_child_and_exits_within_the_bound() {
+    if !require_root("sigterm_kills_a_running_child_and_exits_within_the_bound") {
+        return;
+    }
+    // Nothing to delete under pressure: the cycle runs the journal vacuum, here a `sleep 300`.
+    let mount = TestMount::tmpfs(64 * MIB);
+    let ws = mount.path("dispatch");
+    std::fs::create_dir_all(ws.join("empty")).unwrap();
+    let state = mount.path("state");
+    let config = mount.path("guardian.toml");
+    write_config(&config, &ws, &state, "200ms", "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[thresholds]",
+        &format!(
+            "journal_vacuum = [\"sleep\", \"300\"]\njournal_dir = \"{}\"\n\n[thresholds]",
+            mount.dir.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    fill_to_used(&mount.dir, &mount.path("filler"), 85.0);
+    let mut daemon = start(&config);
+    let pid = daemon.pid();
+    let mut sleeping = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            sleeping = children_named(pid, "sleep");
+            !sleeping.is_empty()
+        }),
+        "the journal vacuum never ran"
+    );
+    let stopped = Instant::now();
+    signal(pid, "TERM");
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < guardian::daemon::SHUTDOWN_BOUND + Duration::from_secs(5),
+            "still running {:?} after SIGTERM",
+            stopped.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("exited {:?} after SIGTERM: {status}", stopped.elapsed());
+    assert!(status.success(), "{status}");
+    for child in sleeping {
+        assert!(
+            !Path::new(&format!("/proc/{child}")).exists(),
+            "the vacuum (pid {child}) outlived the daemon"
+        );
+    }
+    let vacuum = audit_lines(&state.join("audit.jsonl"))
+        .into_iter()
+        .find(|l| l["action"] == "journal_vacuum")
+        .expect("the killed vacuum is audited");
+    assert!(
+        vacuum["error"].as_str().unwrap_or("").contains("stopping"),
+        "{vacuum}"
+    );
+}
+
 /// Runs `guardian run --once` with stderr into a file; with `journal`, `JOURNAL_STREAM` names
 /// that file as systemd would.
 fn once_log(journal: bool) -> String {
