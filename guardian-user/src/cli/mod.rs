@@ -290,7 +290,7 @@ fn run_daemon(path: Option<&Path>, once: bool, dry_run: bool) -> anyhow::Result<
 }
 
 /// SIGINT/SIGTERM set `cancel` (which stops a deletion between two entries) and wake the loop
-/// to stop within `daemon::SHUTDOWN_BOUND`; SIGHUP asks for a reload of the config (a storm of
+/// to stop; past `daemon::SHUTDOWN_BOUND` this thread ends the process whatever still runs; SIGHUP asks for a reload of the config (a storm of
 /// them is coalesced into one).
 fn spawn_signal_thread(
     cancel: Arc<AtomicBool>,
@@ -306,16 +306,20 @@ fn spawn_signal_thread(
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut stopping = false;
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    if !stopping {
-                        reloads.request(&tx);
-                    }
-                } else if !stopping {
-                    stopping = true;
+                    reloads.request(&tx);
+                } else {
                     tracing::info!(signal, "shutdown requested");
                     let _ = tx.send(Event::Shutdown);
+                    // The backstop of the stop bound: the main thread normally returns (and
+                    // the process exits) well before this.
+                    std::thread::sleep(daemon::SHUTDOWN_BOUND);
+                    tracing::error!(
+                        "shutdown took longer than {:?}: exiting now (the next start finishes any deletion left without its outcome)",
+                        daemon::SHUTDOWN_BOUND
+                    );
+                    std::process::exit(0);
                 }
             }
         })

@@ -236,14 +236,13 @@ impl Guardian {
 
     /// After SIGTERM/SIGINT: the entry being deleted stops and is audited (the executor sees
     /// `cancel`), a child process is killed at [`CHILD_KILL_AFTER`], the cleanup thread's last
-    /// report is taken until [`CLEANER_WAIT`], the state file written; a backstop ends the
-    /// process at [`SHUTDOWN_BOUND`] whatever still runs (the next start finishes a deletion
-    /// left without its outcome).
+    /// report is taken until [`CLEANER_WAIT`], the state file written. (The binary's signal
+    /// thread ends the process at [`SHUTDOWN_BOUND`] whatever still runs; the next start
+    /// finishes a deletion left without its outcome.)
     pub(super) fn stop(&mut self, reports: &crossbeam_channel::Receiver<super::cycle::Report>) {
         let began = Instant::now();
         self.cancel.store(true, Ordering::SeqCst);
         crate::child::stop_all_by(began + CHILD_KILL_AFTER);
-        spawn_backstop(began + SHUTDOWN_BOUND);
         while self.cleaner.busy() {
             let left = (began + CLEANER_WAIT).saturating_duration_since(Instant::now());
             match reports.recv_timeout(left) {
@@ -262,22 +261,6 @@ impl Guardian {
     /// What the state file gets after [`stop`](Guardian::stop).
     pub(super) fn state_flush_limit() -> Duration {
         STATE_FLUSH
-    }
-}
-
-/// Ends the process at `deadline` if it is still running then.
-fn spawn_backstop(deadline: Instant) {
-    let spawned = std::thread::Builder::new()
-        .name("guardian-stop".into())
-        .spawn(move || {
-            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-            tracing::error!(
-                "shutdown took longer than {SHUTDOWN_BOUND:?}: exiting now (the next start finishes any deletion left without its outcome)"
-            );
-            std::process::exit(0);
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the shutdown backstop thread");
     }
 }
 
