@@ -152,6 +152,55 @@ fn sighup_with_a_raised_threshold_starts_a_cleanup_the_old_one_would_not() {
 }
 
 #[test]
+fn sighup_with_a_lowered_threshold_keeps_a_cleanup_from_starting() {
+    if !require_root("sighup_with_a_lowered_threshold_keeps_a_cleanup_from_starting") {
+        return;
+    }
+    let mount = TestMount::tmpfs(100 * MIB);
+    let (config, state, ws) = setup(&mount, "200ms");
+    // No forecast: a fast drop of free space would start a preemptive phase 1 whatever the
+    // thresholds say.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[forecast]\nenabled = false\n")).unwrap();
+    let log = mount.path("daemon.log");
+    let _daemon = Reaped::spawn(
+        Command::new(guardian_bin())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("GUARDIAN_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    assert!(wait_until(Duration::from_secs(10), || state
+        .join("state/state.json")
+        .exists()));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("cleanup_free = \"20%\"", "cleanup_free = \"10%\"")
+            .replace("critical_free = \"10%\"", "critical_free = \"5%\""),
+    )
+    .unwrap();
+    signal(_daemon.pid(), "HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("config reloaded")),
+        "no reload in the log"
+    );
+    // 17% free: under the old 20%, above the new 10%.
+    write_file(&mount.path("filler2"), 8 * MIB);
+    let free = free_percent(&mount.dir);
+    assert!((10.0..20.0).contains(&free), "{free}");
+    // Ten polls and more.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        ws.join("old/node_modules").exists(),
+        "a cleanup started under the threshold the reload replaced: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(audit_intents(&state.join("audit.jsonl")).is_empty());
+}
+
+#[test]
 fn sigterm_mid_cycle_exits_zero_within_the_bound_with_every_intent_audited() {
     if !require_root("sigterm_mid_cycle_exits_zero_within_the_bound_with_every_intent_audited") {
         return;
