@@ -4,10 +4,26 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Most bytes of stderr kept for the message.
 const STDERR_KEPT: usize = 2048;
+
+/// When every running child is killed, whatever its own limit: set on shutdown so a `git gc`
+/// never outlives the daemon's stop bound.
+static STOP_ALL_BY: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Kills every child running at `deadline` (and any started after it at once).
+pub fn stop_all_by(deadline: Instant) {
+    if let Ok(mut at) = STOP_ALL_BY.lock() {
+        *at = Some(at.map_or(deadline, |known| known.min(deadline)));
+    }
+}
+
+fn stop_all_at() -> Option<Instant> {
+    STOP_ALL_BY.lock().ok().and_then(|at| *at)
+}
 
 /// Runs `argv` (no shell) and waits at most `limit`. `Err` says why it failed: not started,
 /// killed after the limit, or a non-zero exit with the start of its stderr.
@@ -56,6 +72,11 @@ pub fn run_command_with_limit(
                 let _ = child.kill();
                 let _ = child.wait();
                 break Err(format!("{program} did not finish within {limit:?}: killed"));
+            }
+            Ok(None) if stop_all_at().is_some_and(|at| Instant::now() >= at) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("{program} killed: Guardian is stopping"));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => break Err(format!("cannot wait for {program}: {e}")),

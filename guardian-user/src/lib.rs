@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod fsys;
 pub mod git;
+pub mod logfmt;
 pub mod policy;
 pub mod predict;
 pub mod protect;

@@ -1,21 +1,14 @@
-//! The `guardian` binary: sets up logging, parses the command line and hands over to the CLI
+//! The `guardian` binary: sets up logging (`guardian::logfmt`: the journal's format under
+//! systemd), parses the command line and hands over to the CLI
 //! module; maps errors to exit codes (1 runtime failure, 2 usage or config error).
 
 mod cli;
 
 use clap::Parser;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GUARDIAN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    guardian::logfmt::init();
     let parsed = cli::Cli::parse();
     if !parsed.is_service() {
         // `guardian status | head`: a reader that went away ends a report command quietly, as

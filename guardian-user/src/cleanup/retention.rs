@@ -72,6 +72,7 @@ impl Executor {
                     &p.name,
                     &p.st,
                     &action.path,
+                    &self.cancel,
                 )?;
                 Ok(Some(format!(
                     "compressed to {} ({} allocated, from a {}-byte stream)",

@@ -264,39 +264,63 @@ fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_daemon(config: Option<&Path>, once: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let mut config = load_config(config)?;
+fn run_daemon(path: Option<&Path>, once: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(path)?;
     config.daemon.dry_run |= dry_run;
     raise_fd_limit();
     let cancel = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::unbounded();
-    spawn_signal_thread(cancel.clone(), tx)?;
+    let reloads = daemon::ReloadRequests::default();
+    spawn_signal_thread(cancel.clone(), reloads.clone(), tx)?;
     let no_extra: ExtraProtection = Arc::new(|_: &Path| None);
-    let guardian = Guardian::new(config, cancel, no_extra).map_err(|e| match e {
-        daemon::DaemonError::Source(_) => anyhow::Error::from(UsageError(e.to_string())),
-        e => e.into(),
-    })?;
+    let guardian = Guardian::new(config, cancel, no_extra)
+        .map_err(|e| match e {
+            daemon::DaemonError::Source(_) => anyhow::Error::from(UsageError(e.to_string())),
+            e => e.into(),
+        })?
+        .reload_from(
+            daemon::ReloadFrom {
+                path: path.map(Path::to_path_buf),
+                dry_run,
+            },
+            reloads,
+        );
     guardian.run(rx, once)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGINT/SIGTERM set `cancel` (which stops a deletion between two entries) and wake the loop.
+/// SIGINT/SIGTERM set `cancel` (which stops a deletion between two entries) and wake the loop
+/// to stop; past `daemon::SHUTDOWN_BOUND` this thread ends the process whatever still runs; SIGHUP asks for a reload of the config (a storm of
+/// them is coalesced into one).
 fn spawn_signal_thread(
     cancel: Arc<AtomicBool>,
+    reloads: daemon::ReloadRequests,
     tx: crossbeam_channel::Sender<Event>,
 ) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     signal_hook::flag::register(SIGINT, cancel.clone()).context("installing the SIGINT handler")?;
     signal_hook::flag::register(SIGTERM, cancel.clone())
         .context("installing the SIGTERM handler")?;
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                tracing::info!(signal, "shutdown requested");
-                let _ = tx.send(Event::Shutdown);
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reloads.request(&tx);
+                } else {
+                    tracing::info!(signal, "shutdown requested");
+                    let _ = tx.send(Event::Shutdown);
+                    // The backstop of the stop bound: the main thread normally returns (and
+                    // the process exits) well before this.
+                    std::thread::sleep(daemon::SHUTDOWN_BOUND);
+                    tracing::error!(
+                        "shutdown took longer than {:?}: exiting now (the next start finishes any deletion left without its outcome)",
+                        daemon::SHUTDOWN_BOUND
+                    );
+                    std::process::exit(0);
+                }
             }
         })
         .context("starting the signal thread")?;

@@ -33,7 +33,9 @@ pub use tasks::{
     UPDATE_PARAMS,
 };
 
-pub use units::{human_bytes, ByteSize, FreeAmount, FreeBytes, FreeInodes, HumanDuration};
+pub use units::{
+    human_bytes, ByteSize, CpuShare, FreeAmount, FreeBytes, FreeInodes, HumanDuration,
+};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -104,6 +106,10 @@ pub struct DaemonConfig {
     /// holds this directory.
     #[serde(default = "default_journal_dir")]
     pub journal_dir: PathBuf,
+    /// With `source = "poll"`: the share of one core the per-project size sampling may use
+    /// (its walks' own CPU time over the interval between them), `"2%"` by default.
+    #[serde(default)]
+    pub poll_cpu_budget: CpuShare,
 }
 
 /// The `daemon.source` setting.
@@ -152,6 +158,7 @@ impl Default for DaemonConfig {
             sample_interval: default_sample_interval(),
             active_within: default_active_within(),
             journal_dir: default_journal_dir(),
+            poll_cpu_budget: CpuShare::default(),
         }
     }
 }

@@ -319,3 +319,76 @@ mod tests {
         assert!(HumanDuration::parse("soon").is_err());
     }
 }
+
+/// A share of one CPU core, written `"2%"` (`daemon.poll_cpu_budget`): from 0.1% to 50%.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuShare(f64);
+
+impl CpuShare {
+    /// Smallest and largest share allowed, in percent.
+    pub const MIN_PERCENT: f64 = 0.1;
+    pub const MAX_PERCENT: f64 = 50.0;
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let percent: f64 = text
+            .trim()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| {
+                format!("`{text}` is not a share of a CPU core: expected e.g. \"2%\"")
+            })?;
+        if !(Self::MIN_PERCENT..=Self::MAX_PERCENT).contains(&percent) {
+            return Err(format!(
+                "`{text}` is outside the allowed range {}%..{}% of one core",
+                Self::MIN_PERCENT,
+                Self::MAX_PERCENT
+            ));
+        }
+        Ok(CpuShare(percent / 100.0))
+    }
+
+    /// The share as a fraction of one core (0.02 for 2%).
+    pub fn fraction(self) -> f64 {
+        self.0
+    }
+}
+
+impl Default for CpuShare {
+    fn default() -> Self {
+        CpuShare(0.02)
+    }
+}
+
+impl fmt::Display for CpuShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.0 * 100.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuShare {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected a share of a core such as \"2%\""))?;
+        CpuShare::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for CpuShare {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod cpu_share_tests {
+    use super::CpuShare;
+
+    #[test]
+    fn cpu_share_parses_percent_within_range() {
+        assert_eq!(CpuShare::parse("2%").unwrap().fraction(), 0.02);
+        assert_eq!(CpuShare::parse(" 0.5 %").unwrap().fraction(), 0.005);
+        for bad in ["2", "0%", "0.01%", "51%", "-1%", "NaN%", "inf%", "x%"] {
+            assert!(CpuShare::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -76,6 +76,16 @@ pub enum Job {
     Cycle(Box<CycleJob>),
     /// The named `[[retention]]` rules, due on their schedule.
     Retention(Vec<String>),
+    /// A reloaded config: taken between jobs, so a cycle runs on one config from its start to
+    /// its end. Answered with no report (the thread is not busy with it).
+    Reconfigure(Box<Reconfigured>),
+}
+
+/// What a reload hands the cleanup thread.
+pub struct Reconfigured {
+    pub config: Arc<Config>,
+    pub rules: Arc<Vec<CompiledRule>>,
+    pub executor: Arc<Executor>,
 }
 
 /// One cleanup cycle to run.
@@ -132,8 +142,15 @@ impl Cleaner {
         std::thread::Builder::new()
             .name("guardian-cleanup".into())
             .spawn(move || {
+                let mut ctx = ctx;
                 for job in job_rx {
                     let done = match job {
+                        Job::Reconfigure(new) => {
+                            ctx.config = new.config;
+                            ctx.rules = new.rules;
+                            ctx.executor = new.executor;
+                            continue;
+                        }
                         Job::Recover => {
                             recover(&ctx, &report_tx);
                             None
@@ -164,6 +181,12 @@ impl Cleaner {
         if self.jobs.send(job).is_ok() {
             self.busy = true;
         }
+    }
+
+    /// Hands the thread a reloaded config for its next job (the running one finishes on the
+    /// config it started with).
+    pub fn reconfigure(&self, new: Reconfigured) {
+        let _ = self.jobs.send(Job::Reconfigure(Box::new(new)));
     }
 
     /// True between a submitted job and its `Done`.

@@ -17,9 +17,11 @@
 pub mod cycle;
 pub mod forecast;
 mod publish;
+pub mod reload;
 pub mod state;
 
 pub use cycle::{plan_now, CycleKind, FsPlan};
+pub use reload::{ReloadFrom, ReloadRequests, SHUTDOWN_BOUND};
 
 use crate::aggregate::Aggregator;
 use crate::cleanup::{AuditLog, AuditRecord, Executor, ExtraProtection, Outcome};
@@ -56,6 +58,8 @@ pub enum Event {
     Sample,
     /// What the cleanup thread did.
     Cleanup(Report),
+    /// SIGHUP: re-read the config ([`reload`]).
+    Reload,
     /// SIGINT/SIGTERM: stop.
     Shutdown,
 }
@@ -130,6 +134,13 @@ pub struct Guardian {
     /// What the outside was last told: each filesystem's pressure, the source, the state's
     /// `updated` stamp, the running cycle's start and kind.
     told: publish::Told,
+    /// Where reloads come from, and how the last one went.
+    reload: reload::ReloadState,
+    /// The executor's protection (the caller's and the task DB's), for the executor a reload
+    /// builds.
+    protection: ExtraProtection,
+    /// The config `/plan` plans with (a reload replaces it).
+    planner_config: Arc<std::sync::Mutex<Arc<Config>>>,
 }
 
 impl Guardian {
@@ -157,6 +168,7 @@ impl Guardian {
             )
             .with_rules(&config.compiled_rules()),
         );
+        crate::sources::poll::set_cpu_budget(config.daemon.poll_cpu_budget.fraction());
         let recent = crate::cleanup::audit::read_tail(&config.daemon.audit_log, 1 << 20)
             .map(|records| {
                 let skip = records.len().saturating_sub(RECENT_ACTIONS);
@@ -174,6 +186,7 @@ impl Guardian {
         let source_skipped = source.skipped().to_vec();
         let forecasts = Forecasts::new(&config.forecast, config.daemon.sample_interval.0);
         let config = Arc::new(config);
+        let planner_config = Arc::new(std::sync::Mutex::new(config.clone()));
         let cleaner = Cleaner::spawn(cycle::Context {
             config: config.clone(),
             rules: Arc::new(config.compiled_rules()),
@@ -220,6 +233,9 @@ impl Guardian {
             hub: crate::publish::Hub::new(),
             server: None,
             told: publish::Told::default(),
+            reload: reload::ReloadState::default(),
+            protection,
+            planner_config,
         })
     }
 
@@ -244,8 +260,8 @@ impl Guardian {
             self.run_once(&reports);
             return Ok(());
         }
-        let poll = crossbeam_channel::tick(interval);
-        let sample = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
+        let mut poll = crossbeam_channel::tick(interval);
+        let mut sample = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
         self.poll();
         loop {
             let event = select! {
@@ -258,14 +274,31 @@ impl Guardian {
                 Event::Poll => self.poll(),
                 Event::Sample => self.sample(),
                 Event::Cleanup(report) => self.on_cleanup(report),
+                Event::Reload => {
+                    let intervals = (
+                        self.config.daemon.poll_interval.0,
+                        self.config.daemon.sample_interval.0,
+                    );
+                    if self.reload() {
+                        let daemon = &self.config.daemon;
+                        if intervals != (daemon.poll_interval.0, daemon.sample_interval.0) {
+                            poll = crossbeam_channel::tick(daemon.poll_interval.0);
+                            sample = crossbeam_channel::tick(daemon.sample_interval.0);
+                        }
+                        // The new thresholds and workspaces are checked now, not a poll later.
+                        self.poll();
+                    }
+                }
                 Event::Shutdown => break,
             }
             if self.cancel.load(Ordering::Relaxed) {
                 break;
             }
         }
+        tracing::info!("stopping");
+        self.stop(&reports);
         tracing::info!("guardian stopped");
-        self.state.flush(Duration::from_secs(2));
+        self.state.flush(Self::state_flush_limit());
         Ok(())
     }
 
@@ -454,12 +487,9 @@ impl Guardian {
         }
     }
 
-    /// Feeds each project's growth from a counting source into its forecast (the poll source
-    /// counts nothing: its projects are fed scan sizes).
+    /// Feeds each project's growth from the source (counted, or sampled sizes with polling)
+    /// into its forecast.
     fn feed_project_forecasts(&mut self, sample: &sources::Sample) {
-        if self.source.name() == "poll" {
-            return;
-        }
         let growth: HashMap<PathBuf, i64> = self
             .watched
             .iter()
@@ -696,6 +726,7 @@ impl Guardian {
             problems.push(format!("refusing to delete: {why}"));
         }
         problems.extend(self.hub.problems());
+        problems.extend(self.reload.problems());
         let mut state = DaemonState {
             forecast: Some(ForecastState {
                 enabled: self.config.forecast.enabled,

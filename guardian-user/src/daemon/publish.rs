@@ -34,8 +34,13 @@ impl Guardian {
 
     /// Starts the `serve` thread; a failure is a problem in the status, never a stop.
     pub(super) fn start_server(&mut self) {
-        let config = self.config.clone();
+        let config = self.planner_config.clone();
         let planner: crate::serve::Planner = std::sync::Arc::new(move || {
+            // The config as of now (a reload replaces it), not held while planning.
+            let config = match config.lock() {
+                Ok(c) => c.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
             serde_json::to_value(super::plan_now(&config))
                 .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
         });

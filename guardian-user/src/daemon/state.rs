@@ -266,6 +266,13 @@ fn without_measurements(state: &DaemonState) -> DaemonState {
         }
     }
     s.projects_omitted_rate_bps = coarse_rate(s.projects_omitted_rate_bps);
+    // The poll source's accounting moves with every walk: its walk count to two digits.
+    if let Some(sampling) = s.source_status.as_mut().and_then(|st| st.sampling.as_mut()) {
+        sampling.walks = two_digits(sampling.walks as f64) as u64;
+        sampling.walk_cpu_s = 0.0;
+        sampling.wall_s = 0.0;
+        sampling.interval_s = two_digits(sampling.interval_s);
+    }
     s
 }
 

@@ -188,15 +188,15 @@ pub fn stat_entry<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<EntryStat> {
 #[cfg(not(target_os = "linux"))]
 fn stat_to_entry(st: &rustix::fs::Stat) -> EntryStat {
     EntryStat {
-        kind: EntryKind::from_mode(st.st_mode as u32),
-        dev: st.st_dev as u64,
-        ino: st.st_ino as u64,
-        nlink: st.st_nlink as u64,
-        size: st.st_size as u64,
-        allocated: st.st_blocks as u64 * 512,
-        mtime: st.st_mtime as i64,
-        ctime: st.st_ctime as i64,
-        ctime_nsec: st.st_ctime_nsec as u32,
+        kind: EntryKind::from_mode(u32::from(st.st_mode)),
+        dev: stat_identity(st).0,
+        ino: stat_identity(st).1,
+        nlink: u64::from(st.st_nlink),
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        allocated: u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512),
+        mtime: st.st_mtime,
+        ctime: st.st_ctime,
+        ctime_nsec: u32::try_from(st.st_ctime_nsec).unwrap_or(0),
         mnt_id: None,
     }
 }

@@ -18,6 +18,7 @@ use std::hash::Hasher;
 use std::io::{self, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// zstd level: a good ratio at a speed that keeps up with a disk.
 const LEVEL: i32 = 3;
@@ -47,11 +48,14 @@ pub fn archive_name(name: &OsStr, kind: EntryKind) -> OsString {
 }
 
 /// Archives the entry `name` of `parent` (stated as `st`, shown as `shown`) next to it.
+/// Stops (an error, the temp file removed) as soon as `cancel` is set: a large archive never
+/// holds up the daemon's stop.
 pub fn archive(
     parent: BorrowedFd<'_>,
     name: &CStr,
     st: &EntryStat,
     shown: &Path,
+    cancel: &AtomicBool,
 ) -> Result<Archived, String> {
     if !matches!(st.kind, EntryKind::File | EntryKind::Dir) {
         return Err("only files and directories are compressed".into());
@@ -65,25 +69,26 @@ pub fn archive(
         ));
     }
     let (temp_name, temp) = create_temp(parent)?;
-    let result = write_and_verify(parent, name, st, shown, &temp).and_then(|stream_bytes| {
-        rustix::fs::renameat_with(
-            parent,
-            temp_name.as_c_str(),
-            parent,
-            final_c.as_c_str(),
-            rustix::fs::RenameFlags::NOREPLACE,
-        )
-        .map_err(|e| format!("cannot rename the archive into place: {e}"))?;
-        let _ = rustix::fs::fsync(parent);
-        let allocated = fsys::stat_entry(parent, &final_c)
-            .map(|s| s.allocated)
-            .unwrap_or(0);
-        Ok(Archived {
-            name: final_name,
-            allocated,
-            stream_bytes,
-        })
-    });
+    let result =
+        write_and_verify(parent, name, st, shown, &temp, cancel).and_then(|stream_bytes| {
+            rustix::fs::renameat_with(
+                parent,
+                temp_name.as_c_str(),
+                parent,
+                final_c.as_c_str(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|e| format!("cannot rename the archive into place: {e}"))?;
+            let _ = rustix::fs::fsync(parent);
+            let allocated = fsys::stat_entry(parent, &final_c)
+                .map(|s| s.allocated)
+                .unwrap_or(0);
+            Ok(Archived {
+                name: final_name,
+                allocated,
+                stream_bytes,
+            })
+        });
     if result.is_err() {
         // Our own temp file, created O_EXCL above: nothing else can be at that name.
         let _ = rustix::fs::unlinkat(parent, temp_name.as_c_str(), rustix::fs::AtFlags::empty());
@@ -147,24 +152,37 @@ fn getrandom(buf: &mut [u8]) {
 }
 
 /// Counts and hashes what passes through.
-struct Tap<W> {
+struct Tap<'c, W> {
     inner: W,
     bytes: u64,
     hash: std::collections::hash_map::DefaultHasher,
+    /// Set on shutdown: the next write fails.
+    cancel: Option<&'c AtomicBool>,
 }
 
-impl<W> Tap<W> {
-    fn new(inner: W) -> Tap<W> {
+impl<'c, W> Tap<'c, W> {
+    fn new(inner: W) -> Tap<'c, W> {
         Tap {
             inner,
             bytes: 0,
             hash: std::collections::hash_map::DefaultHasher::new(),
+            cancel: None,
         }
+    }
+
+    /// Fails every write once `cancel` is set.
+    fn stopping_on(mut self, cancel: &'c AtomicBool) -> Tap<'c, W> {
+        self.cancel = Some(cancel);
+        self
     }
 }
 
-impl<W: Write> Write for Tap<W> {
+impl<W: Write> Write for Tap<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            // Not `Interrupted`: `io::copy` would retry that.
+            return Err(io::Error::other("Guardian is stopping"));
+        }
         let n = self.inner.write(buf)?;
         let done = buf.get(..n).unwrap_or(buf);
         self.hash.write(done);
@@ -186,9 +204,10 @@ fn write_and_verify(
     st: &EntryStat,
     shown: &Path,
     temp: &File,
+    cancel: &AtomicBool,
 ) -> Result<u64, String> {
     let encoder = zstd::stream::write::Encoder::new(temp, LEVEL).map_err(|e| e.to_string())?;
-    let mut tap = Tap::new(encoder);
+    let mut tap = Tap::new(encoder).stopping_on(cancel);
     let owner = if st.kind == EntryKind::Dir {
         let dir = fsys::open_child_dir(parent, name).map_err(|e| e.to_string())?;
         same(&dir, st)?;
@@ -343,8 +362,28 @@ fn append_dir<W: Write>(
 mod tests {
     use super::*;
 
+    static NOT_STOPPING: AtomicBool = AtomicBool::new(false);
+
     fn decompress(path: &Path) -> Vec<u8> {
         zstd::stream::decode_all(File::open(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_archive_under_way_stops_on_shutdown_and_leaves_no_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("big.log"), vec![1u8; 1 << 20]).unwrap();
+        let parent = fsys::open_dir_path(dir).unwrap();
+        let c = fsys::c_name(OsStr::new("big.log")).unwrap();
+        let st = fsys::stat_entry(parent.as_fd(), &c).unwrap();
+        let stopping = AtomicBool::new(true);
+        let e = archive(parent.as_fd(), &c, &st, &dir.join("big.log"), &stopping).unwrap_err();
+        assert!(e.contains("stopping"), "{e}");
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![OsString::from("big.log")]);
     }
 
     #[test]
@@ -359,7 +398,7 @@ mod tests {
         for name in ["a.log", "v1"] {
             let c = fsys::c_name(OsStr::new(name)).unwrap();
             let st = fsys::stat_entry(parent.as_fd(), &c).unwrap();
-            let done = archive(parent.as_fd(), &c, &st, &dir.join(name)).unwrap();
+            let done = archive(parent.as_fd(), &c, &st, &dir.join(name), &NOT_STOPPING).unwrap();
             assert!(done.stream_bytes > 0);
             assert!(dir.join(&done.name).exists());
         }
@@ -395,7 +434,7 @@ mod tests {
         // A second archive of the same entry never replaces the first.
         let c = fsys::c_name(OsStr::new("a.log")).unwrap();
         let st = fsys::stat_entry(parent.as_fd(), &c).unwrap();
-        let e = archive(parent.as_fd(), &c, &st, &dir.join("a.log")).unwrap_err();
+        let e = archive(parent.as_fd(), &c, &st, &dir.join("a.log"), &NOT_STOPPING).unwrap_err();
         assert!(e.contains("already exists"), "{e}");
     }
 
@@ -415,7 +454,7 @@ mod tests {
         let parent = fsys::open_dir_path(dir).unwrap();
         let c = fsys::c_name(OsStr::new("v1")).unwrap();
         let st = fsys::stat_entry(parent.as_fd(), &c).unwrap();
-        let e = archive(parent.as_fd(), &c, &st, &dir.join("v1")).unwrap_err();
+        let e = archive(parent.as_fd(), &c, &st, &dir.join("v1"), &NOT_STOPPING).unwrap_err();
         assert!(e.contains("FIFO"), "{e}");
         let names: Vec<_> = std::fs::read_dir(dir)
             .unwrap()

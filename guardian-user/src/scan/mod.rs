@@ -204,6 +204,14 @@ pub fn scan_path(path: &Path) -> io::Result<Walked> {
     }
 }
 
+/// Sizes the directory at `path` as [`scan_path`] does, but on the calling thread, one entry
+/// after another: for the poll source's sampler, whose CPU time is measured on its own thread
+/// and must count exactly its walks.
+pub fn size_dir_here(path: &Path) -> io::Result<Walked> {
+    let fd = fsys::open_dir_path(path)?;
+    walk_tree_on(fd.as_fd(), path, &NoRules, false)
+}
+
 /// Walks the open directory `dir` (displayed as `root`, its absolute path), sizing it and
 /// collecting the entries `classify` names. Runs on the walk pool ([`fsys::on_walk_pool`]).
 pub fn walk_tree<C: Classify>(
@@ -211,9 +219,19 @@ pub fn walk_tree<C: Classify>(
     root: &Path,
     classify: &C,
 ) -> io::Result<Walked> {
+    walk_tree_on(dir, root, classify, true)
+}
+
+/// [`walk_tree`], on the walk pool when `pool`, else on the calling thread.
+fn walk_tree_on<C: Classify>(
+    dir: BorrowedFd<'_>,
+    root: &Path,
+    classify: &C,
+    pool: bool,
+) -> io::Result<Walked> {
     let root_stat = fsys::stat_fd(dir)?;
     let (boundary, unsure) = Boundary::lenient(dir, root)?;
-    let mut walked = fsys::on_walk_pool(|parallel| {
+    let walk = |parallel| {
         let walk = Walk {
             classify,
             boundary: &boundary,
@@ -221,7 +239,12 @@ pub fn walk_tree<C: Classify>(
             parallel,
         };
         walk.dir(dir, Path::new(""), 0)
-    });
+    };
+    let mut walked = if pool {
+        fsys::on_walk_pool(walk)
+    } else {
+        walk(false)
+    };
     if let Some(why) = unsure {
         walked.errors.push(WalkError {
             path: root.to_path_buf(),

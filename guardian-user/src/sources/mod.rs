@@ -1,7 +1,7 @@
 //! Write sources: what tells Guardian, per project directory, how many bytes are being written.
 //! Best first: the eBPF probe (bytes counted in the kernel), fanotify (whole filesystem, changed
-//! files → size deltas), inotify (recursive watches → size deltas), polling (`statvfs` only; the
-//! macOS path). Each source is a [`Source`]; [`open`] returns a [`Supervisor`] that runs the
+//! files → size deltas), inotify (recursive watches → size deltas), polling (`statvfs`, and
+//! per-project sizes sampled within a CPU budget; the macOS path). Each source is a [`Source`]; [`open`] returns a [`Supervisor`] that runs the
 //! configured one, falls back to the next when it fails and retries the better one with
 //! back-off (`supervise.rs`). The daemon drains it on a short cadence. Sources only observe: none
 //! of them deletes or changes anything on disk.
@@ -161,6 +161,10 @@ pub trait Source: Send {
     fn problems(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The polling source's sampling accounting (none for the others).
+    fn sampling(&self) -> Option<poll::Sampling> {
+        None
+    }
     /// Which source runs and why (the [`Supervisor`] says more: fallbacks and retries).
     fn status(&self) -> SourceStatus {
         SourceStatus::running(self.name(), self.problems())
@@ -203,7 +207,7 @@ pub(crate) fn open_one(
         SourceKind::Ebpf => Box::new(ebpf::EbpfSource::load()?),
         SourceKind::Fanotify => Box::new(fanotify::open_for(workspaces)?),
         SourceKind::Inotify => Box::new(inotify::open()?),
-        SourceKind::Poll | SourceKind::Auto => Box::new(poll::PollSource),
+        SourceKind::Poll | SourceKind::Auto => Box::new(poll::PollSource::new()),
     })
 }
 
@@ -214,7 +218,7 @@ pub(crate) fn open_one(
 ) -> Result<Box<dyn Source>, SourceError> {
     use crate::config::SourceKind;
     match kind {
-        SourceKind::Poll | SourceKind::Auto => Ok(Box::new(poll::PollSource)),
+        SourceKind::Poll | SourceKind::Auto => Ok(Box::new(poll::PollSource::new())),
         other => Err(SourceError::Unavailable {
             source_name: kind_name(other),
             reason: "Linux only".into(),

@@ -48,6 +48,9 @@ pub struct SourceStatus {
     /// How often the running source changed since start (fallbacks and restorations).
     #[serde(default)]
     pub switches: u64,
+    /// The polling source's size sampling: its CPU budget, what its walks cost, their interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<super::poll::Sampling>,
 }
 
 /// A source that failed and waits for its retry.
@@ -191,7 +194,10 @@ impl Supervisor {
         let mut started = None;
         for candidate in &candidates {
             if *candidate == SourceKind::Poll {
-                started = Some((SourceKind::Poll, Box::new(PollSource) as Box<dyn Source>));
+                started = Some((
+                    SourceKind::Poll,
+                    Box::new(PollSource::new()) as Box<dyn Source>,
+                ));
                 break;
             }
             match opener(*candidate, &workspaces) {
@@ -207,8 +213,10 @@ impl Supervisor {
                 }
             }
         }
-        let (active_kind, active) =
-            started.unwrap_or((SourceKind::Poll, Box::new(PollSource) as Box<dyn Source>));
+        let (active_kind, active) = started.unwrap_or((
+            SourceKind::Poll,
+            Box::new(PollSource::new()) as Box<dyn Source>,
+        ));
         tracing::info!(source = kind_name(active_kind), "write source selected");
         let chain = candidates
             .iter()
@@ -271,7 +279,10 @@ impl Supervisor {
                 retry_at: now + self.backoff,
             });
         }
-        self.active = Box::new(PollSource);
+        self.active = Box::new(PollSource::new());
+        // The fallback samples the sizes of the projects the failed source watched (polling
+        // never refuses a watch).
+        let _ = self.active.watch(&self.projects);
         self.active_kind = SourceKind::Poll;
         self.switches += 1;
         self.logged_problems.clear();
@@ -517,6 +528,10 @@ impl Source for Supervisor {
         Ok(sample)
     }
 
+    fn sampling(&self) -> Option<super::poll::Sampling> {
+        self.active.sampling()
+    }
+
     fn problems(&self) -> Vec<String> {
         self.active.problems()
     }
@@ -542,6 +557,7 @@ impl Source for Supervisor {
             }),
             problems: self.active.problems(),
             switches: self.switches,
+            sampling: self.active.sampling(),
         }
     }
 }
