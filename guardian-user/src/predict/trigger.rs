@@ -40,6 +40,17 @@ impl TriggerRule {
             .eta
             .iter()
             .filter(|e| e.threshold < forecast.free_bytes)
+            // A crossing the learned transient pattern undoes (its teeth's peaks stay above
+            // the threshold) is no reason to clean.
+            .filter(|e| {
+                !forecast.pattern.as_ref().is_some_and(|p| {
+                    p.holds(
+                        forecast.free_bytes as f64,
+                        e.threshold as f64,
+                        self.lead_time_s,
+                    )
+                })
+            })
             .filter_map(|e| e.p90_s.map(|p90| (e, p90)))
             .filter(|(_, p90)| *p90 < self.lead_time_s)
             .min_by(|a, b| a.1.total_cmp(&b.1))
