@@ -143,7 +143,7 @@ impl Teeth {
             self.plateau = (t, y);
         }
         let quiet = (3.0 * self.dt_typical).max(self.rise_max());
-        if t - self.plateau.0 >= quiet && y > self.low + min_step {
+        if t - self.plateau.0 >= quiet && y > self.low {
             self.restart(t, y);
         }
         if y > self.low + min_step && self.left_at.is_none() {
@@ -227,7 +227,7 @@ impl Teeth {
 
 impl Pattern {
     /// Whether a projected crossing of `threshold` (free bytes), with `free` bytes free now on
-    /// a filesystem, is the pattern's own: the tooth under way is no larger and no longer than
+    /// a filesystem, is the pattern's own: its teeth rise within `lead_s`, the tooth under way is no larger and no longer than
     /// the teeth seen, and a tooth's peak (P90 amplitude above the base, the base moved by the
     /// drift over `lead_s`) stays above the threshold.
     pub fn holds(&self, free: f64, threshold: f64, lead_s: f64) -> bool {
@@ -235,7 +235,14 @@ impl Pattern {
             && self.excursion_s <= RISE_SLACK * self.rise_max_s + 2.0 * self.sample_s;
         let free_at_base = free + self.excursion;
         let peak_free = free_at_base - self.drift_bps * lead_s.max(0.0) - self.amplitude_p90;
-        within && peak_free > threshold
+        // A tooth whose drop does not come (a cron job that died) is seen once its rise has
+        // lasted `RISE_SLACK` times the longest; it must not cross before a cleanup can run
+        // after that: teeth that rise within the lead time (a writer that goes on at a tooth's
+        // speed is the reactive path's case), or a peak far enough above the threshold.
+        let rate = self.amplitude_p90 / self.rise_max_s.max(self.sample_s).max(1e-9);
+        let noticed = lead_s.max(0.0) + (RISE_SLACK - 1.0) * self.rise_max_s;
+        let safe = self.rise_max_s <= lead_s || peak_free - threshold >= rate * noticed;
+        within && safe && peak_free > threshold
     }
 }
 
@@ -376,6 +383,10 @@ mod tests {
         let mut long = p.clone();
         long.excursion_s = 6.0;
         assert!(!long.holds(305.0 * MB, 100.0 * MB, 8.0));
+        // Teeth rising for longer than the lead time are trusted only with room for a drop
+        // that does not come: 40 MB/s × (2 s + half the 3 s rise) = 140 MB above the peak.
+        assert!(!p.holds(305.0 * MB, 215.0 * MB, 2.0));
+        assert!(p.holds(305.0 * MB, 100.0 * MB, 2.0));
         // Drift over the lead time counts.
         let mut drifting = p;
         drifting.drift_bps = 5.0 * MB;

@@ -259,10 +259,29 @@ fn human_seconds_picks_a_readable_unit() {
 /// 120 MB written over 3 s, deleted, 5 s rest, for `seconds`; returns the times the trigger
 /// fired.
 fn sawtooth_triggers(f: &mut Forecasts, t: &mut f64, free_base: f64, seconds: f64) -> Vec<f64> {
+    sawtooth_with_step(f, t, free_base, seconds, None)
+}
+
+/// The same with `bytes` kept as tooth `after` ends (the teeth that follow peak higher).
+fn sawtooth_with_step(
+    f: &mut Forecasts,
+    t: &mut f64,
+    free_base: f64,
+    seconds: f64,
+    step: Option<(usize, f64)>,
+) -> Vec<f64> {
     let mut fired = Vec::new();
     let start = *t;
     while *t < start + seconds {
         let phase = (*t - start) % 8.25;
+        let tooth = ((*t - start) / 8.25).floor() as usize;
+        let kept = match step {
+            // Written as the tooth's files are deleted: 7 MB in the drop's sample, the rest
+            // in the next.
+            Some((after, _)) if tooth == after && (3.25..3.5).contains(&phase) => 7e6,
+            Some((after, bytes)) if tooth == after && phase >= 3.5 || tooth > after => bytes,
+            _ => 0.0,
+        };
         let written = if phase < 3.0 {
             10e6 * (phase / 0.25).floor()
         } else if phase < 3.25 {
@@ -270,7 +289,7 @@ fn sawtooth_triggers(f: &mut Forecasts, t: &mut f64, free_base: f64, seconds: f6
         } else {
             0.0
         };
-        let s = space((free_base - written) as u64);
+        let s = space((free_base - written - kept) as u64);
         f.observe_fs(DEV, *t, &s);
         if f.check(DEV, *t, &s, &limits(&s)).is_some() {
             fired.push(*t - start);
