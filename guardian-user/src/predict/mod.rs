@@ -325,7 +325,7 @@ impl Forecaster {
         }
         if self.params.transients {
             let min_step = self.params.jump_min_bytes + 2.0 * self.spread;
-            self.teeth.push(t, y, min_step);
+            self.teeth.push(t, y, min_step, self.reset_pending);
         }
         let Some((t0, y0)) = self.last else {
             self.first = (t, y);

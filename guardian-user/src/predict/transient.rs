@@ -30,6 +30,9 @@ const STALE_PERIODS: f64 = 4.0;
 /// longest rise seen (plus two sampling intervals).
 const RISE_SLACK: f64 = 1.5;
 
+/// Largest relative deviation from the median interval of the intervals between the teeth
+/// that lock the pattern.
+const REGULAR: f64 = 0.5;
 /// A tooth under way may exceed the largest seen by this share (sampling) and stay within.
 const SIZE_SLACK: f64 = 0.05;
 
@@ -92,8 +95,10 @@ pub struct Pattern {
 }
 
 impl Teeth {
-    /// A sample: level `y` at `t`; `min_step` is the smallest change told apart from noise.
-    pub fn push(&mut self, t: f64, y: f64, min_step: f64) {
+    /// A sample: level `y` at `t`; `min_step` is the smallest change told apart from noise;
+    /// `own`: a drop since the last sample is Guardian's own cleanup (never a tooth's end: a
+    /// pattern learnt from our cleanups would forecast them away).
+    pub fn push(&mut self, t: f64, y: f64, min_step: f64, own: bool) {
         let Some((t0, y0)) = self.last else {
             self.last = Some((t, y));
             self.restart(t, y);
@@ -110,6 +115,12 @@ impl Teeth {
             dt
         };
         self.last = Some((t, y));
+        if own && y < y0 {
+            self.falling_from = None;
+            self.restart(t, y);
+            self.plateau = (t, y);
+            return;
+        }
         if y < y0 {
             // A drop (over one sample or several): judged when it ends.
             self.falling_from.get_or_insert(y0);
@@ -187,6 +198,16 @@ impl Teeth {
         if lock
             .windows(2)
             .any(|w| w[1].after - w[0].after > NET_MAX * w[1].amplitude)
+        {
+            return None;
+        }
+        // A cycle: the last teeth come at regular intervals (irregular temporary files are
+        // the burst ledger's business, and no reason to hold back a trigger).
+        let lock_intervals = lock.windows(2).map(|w| w[1].start - w[0].start);
+        if period <= 0.0
+            || lock_intervals
+                .clone()
+                .any(|i| (i - period).abs() > REGULAR * period)
         {
             return None;
         }
@@ -294,7 +315,7 @@ mod tests {
             } else {
                 base
             };
-            d.push(t, y, MB);
+            d.push(t, y, MB, false);
             t += dt;
         }
         t
@@ -365,7 +386,7 @@ mod tests {
         // Mid-tooth: 60 MB up after 1.5 s.
         let mut t = end;
         for k in 0..=6 {
-            d.push(t, 500.0 * MB + 10.0 * MB * k as f64, MB);
+            d.push(t, 500.0 * MB + 10.0 * MB * k as f64, MB, false);
             t += 0.25;
         }
         let p = d.pattern(t).expect("locked");
@@ -401,19 +422,49 @@ mod tests {
         let mut base = 0.0;
         for _ in 0..6 {
             for k in 0..12 {
-                d.push(t, base + 10.0 * MB * k as f64, MB);
+                d.push(t, base + 10.0 * MB * k as f64, MB, false);
                 t += 1.0;
             }
             base += 80.0 * MB;
-            d.push(t, base, MB);
+            d.push(t, base, MB, false);
             t += 1.0;
         }
         assert!(d.pattern(t).is_none());
         let mut d = Teeth::default();
         for k in 0..1000 {
-            d.push(k as f64, 20.0 * MB * k as f64, MB);
+            d.push(k as f64, 20.0 * MB * k as f64, MB, false);
         }
         assert!(d.pattern(1000.0).is_none());
+    }
+
+    #[test]
+    fn irregular_teeth_are_no_pattern() {
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        for rest in [5.0, 60.0, 2.0, 30.0] {
+            t = sawtooth(&mut d, t, 0.25, 500.0 * MB, &Shape { rest, ..TOOTH }, 1);
+        }
+        assert!(d.pattern(t).is_none());
+    }
+
+    #[test]
+    fn our_own_cleanups_are_no_teeth() {
+        // A fill, then Guardian's cleanup, five times: no pattern.
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        for _ in 0..5 {
+            for k in 0..12 {
+                d.push(t, 500.0 * MB + 10.0 * MB * k as f64, MB, false);
+                t += 0.25;
+            }
+            d.push(t, 500.0 * MB, MB, true);
+            t += 0.25;
+            for _ in 0..20 {
+                d.push(t, 500.0 * MB, MB, false);
+                t += 0.25;
+            }
+        }
+        assert!(d.pattern(t).is_none());
     }
 
     #[test]
@@ -422,8 +473,8 @@ mod tests {
         let end = sawtooth(&mut d, 0.0, 0.25, 500.0 * MB, &TOOTH, 4);
         // 19 MB kept, then the level rests: the next tooth starts from there.
         let mut t = end;
-        for _ in 0..20 {
-            d.push(t, 519.0 * MB, MB);
+        for _ in 0..14 {
+            d.push(t, 519.0 * MB, MB, false);
             t += 0.25;
         }
         let end = sawtooth(&mut d, t, 0.25, 519.0 * MB, &TOOTH, 2);
