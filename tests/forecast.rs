@@ -407,3 +407,6 @@ fn growth_far_from_the_thresholds_triggers_nothing() {
         s.deletions()
     );
 }
+
+#[path = "forecast/sawtooth.rs"]
+mod sawtooth;

@@ -59,6 +59,7 @@ mod scale;
 mod skill;
 #[cfg(test)]
 mod tests;
+mod transient;
 mod trigger;
 
 use bursts::{Ledger, Passage, Window};
@@ -67,6 +68,8 @@ use passage::{eta, first_of, t_quantile, Trend};
 use scale::{Fit, Scale};
 use serde::{Deserialize, Serialize};
 use skill::Skill;
+pub use transient::Pattern;
+use transient::Teeth;
 pub use trigger::{Trigger, TriggerRule};
 
 /// Scales in the bank, at most.
@@ -119,6 +122,9 @@ pub struct Params {
     /// of each size of that window landing at the rate they did (not with a regular cycle,
     /// whose copies the cycle foresees).
     pub burst_passage: bool,
+    /// Learn writes that undo themselves (teeth: a rise a later drop takes back) and let the
+    /// trigger leave alone a crossing the learned pattern undoes (`transient.rs`).
+    pub transients: bool,
 }
 
 impl Default for Params {
@@ -142,6 +148,7 @@ impl Default for Params {
             max_eta_s: 30.0 * 86_400.0,
             burst_window: 2.0,
             burst_passage: true,
+            transients: true,
         }
     }
 }
@@ -180,6 +187,9 @@ pub struct Forecast {
     pub samples: u64,
     /// Period of the regular external drops the forecast expects, seconds.
     pub cycle_s: Option<f64>,
+    /// The learned pattern of writes that undo themselves, when locked on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<Pattern>,
 }
 
 impl Forecast {
@@ -244,6 +254,7 @@ pub struct Forecaster {
     ledger: Ledger,
     events: Events,
     cycles: Cycles,
+    teeth: Teeth,
 }
 
 impl Default for Forecaster {
@@ -277,6 +288,7 @@ impl Forecaster {
             ledger: Ledger::default(),
             events: Events::default(),
             cycles: Cycles::default(),
+            teeth: Teeth::default(),
         }
     }
 
@@ -310,6 +322,10 @@ impl Forecaster {
     fn observe_f64(&mut self, t: f64, y: f64) {
         if !t.is_finite() || !y.is_finite() {
             return;
+        }
+        if self.params.transients {
+            let min_step = self.params.jump_min_bytes + 2.0 * self.spread;
+            self.teeth.push(t, y, min_step, self.reset_pending);
         }
         let Some((t0, y0)) = self.last else {
             self.first = (t, y);
@@ -491,6 +507,11 @@ impl Forecaster {
             eta,
             samples: self.samples,
             cycle_s: cycle.map(|c| c.period),
+            pattern: if self.params.transients {
+                self.teeth.pattern(now)
+            } else {
+                None
+            },
         }
     }
 

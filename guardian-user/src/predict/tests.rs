@@ -425,6 +425,7 @@ fn the_trigger_needs_the_floor_and_the_lead_time() {
         }],
         samples: 100,
         cycle_s: None,
+        pattern: None,
     };
     let rule = TriggerRule {
         lead_time_s: 60.0,

@@ -26,6 +26,9 @@ pub struct Trigger {
     pub floor_free: u64,
     pub lead_time_s: f64,
     pub at: f64,
+    /// The learned transient pattern, when one is locked (it did not hold for this crossing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<super::Pattern>,
 }
 
 impl TriggerRule {
@@ -40,6 +43,17 @@ impl TriggerRule {
             .eta
             .iter()
             .filter(|e| e.threshold < forecast.free_bytes)
+            // A crossing the learned transient pattern undoes (its teeth's peaks stay above
+            // the threshold) is no reason to clean.
+            .filter(|e| {
+                !forecast.pattern.as_ref().is_some_and(|p| {
+                    p.holds(
+                        forecast.free_bytes as f64,
+                        e.threshold as f64,
+                        self.lead_time_s,
+                    )
+                })
+            })
             .filter_map(|e| e.p90_s.map(|p90| (e, p90)))
             .filter(|(_, p90)| *p90 < self.lead_time_s)
             .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -52,6 +66,7 @@ impl TriggerRule {
                 floor_free: self.floor_free,
                 lead_time_s: self.lead_time_s,
                 at: forecast.at,
+                pattern: forecast.pattern.clone(),
             })
     }
 }
@@ -63,9 +78,23 @@ impl Trigger {
             .p50_s
             .map(|s| format!("{s:.0}s"))
             .unwrap_or_else(|| "none".into());
+        let pattern = self.pattern.as_ref().map_or(String::new(), |p| {
+            format!(
+                " (beyond the transient pattern: {} teeth every {:.0}s, P90 {:.0} B, largest \
+                 {:.0} B rising {:.0}s, drift {:.0} B/s; now {:.0} B over {:.0}s)",
+                p.teeth,
+                p.period_s,
+                p.amplitude_p90,
+                p.amplitude_max,
+                p.rise_max_s,
+                p.drift_bps,
+                p.excursion,
+                p.excursion_s
+            )
+        });
         format!(
             "forecast: free {} B under floor {} B, P90 {:.0}s (P50 {p50}) to {} B at {:.0} B/s, \
-             lead time {:.0}s",
+             lead time {:.0}s{pattern}",
             self.free_bytes,
             self.floor_free,
             self.p90_s,

@@ -41,15 +41,19 @@ pub enum Kind {
     LinearLead,
     /// Plain Holt (level + trend, no event handling), ETA < lead time AND under the floor.
     Holt,
+    /// `guardian::predict` as issue 4 left it (no transient patterns), with `TriggerRule`:
+    /// today's model, the baseline of issue 17.
+    Today,
     /// `guardian::predict` with `TriggerRule`.
     Guardian,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::NodeExporter,
         Kind::LinearLead,
         Kind::Holt,
+        Kind::Today,
         Kind::Guardian,
     ];
 
@@ -58,6 +62,7 @@ impl Kind {
             Kind::NodeExporter => "node_exporter (6h fit, 24h, for 1h)",
             Kind::LinearLead => "6h fit, ETA < lead",
             Kind::Holt => "Holt, ETA < lead",
+            Kind::Today => "Guardian, issue 4 model",
             Kind::Guardian => "Guardian predict",
         }
     }
@@ -67,6 +72,7 @@ impl Kind {
             Kind::NodeExporter => "node_exporter",
             Kind::LinearLead => "linear-lead",
             Kind::Holt => "holt",
+            Kind::Today => "issue4",
             Kind::Guardian => "guardian",
         }
     }
@@ -76,6 +82,13 @@ impl Kind {
             Kind::NodeExporter => Box::new(Linear::new(setup, true)),
             Kind::LinearLead => Box::new(Linear::new(setup, false)),
             Kind::Holt => Box::new(Holt::new(setup)),
+            Kind::Today => Box::new(Guardian::new(
+                setup,
+                Params {
+                    transients: false,
+                    ..params.clone()
+                },
+            )),
             Kind::Guardian => Box::new(Guardian::new(setup, params.clone())),
         }
     }

@@ -32,16 +32,18 @@ pub enum Family {
     CronSawtooth,
     LogRotation,
     WeekendBurst,
+    FastSawtooth,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Steady,
         Family::Accelerating,
         Family::Bursty,
         Family::CronSawtooth,
         Family::LogRotation,
         Family::WeekendBurst,
+        Family::FastSawtooth,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +54,7 @@ impl Family {
             Family::CronSawtooth => "cron-sawtooth",
             Family::LogRotation => "log-rotation",
             Family::WeekendBurst => "weekend-burst",
+            Family::FastSawtooth => "fast-sawtooth",
         }
     }
 }
@@ -166,6 +169,11 @@ pub fn generate(family: Family, i: u32, seed: u64) -> Trace {
     ));
     let capacity = [256.0, 512.0, 1024.0, 2048.0][(i % 4) as usize] * GIB;
     let cross = crossing_instance(i);
+    if family == Family::FastSawtooth {
+        let mut sim = Sim::with(capacity, FAST_INTERVAL, FAST_LENGTH, &mut rng);
+        fast(&mut sim, &mut rng, i, cross);
+        return sim.finish(format!("{}-{i}", family.name()), family, &mut rng);
+    }
     let mut sim = Sim::new(capacity, &mut rng);
     match family {
         Family::Steady => steady(&mut sim, &mut rng, cross),
@@ -174,6 +182,7 @@ pub fn generate(family: Family, i: u32, seed: u64) -> Trace {
         Family::CronSawtooth => cron(&mut sim, &mut rng, i, cross),
         Family::LogRotation => logs(&mut sim, &mut rng, cross),
         Family::WeekendBurst => weekend(&mut sim, &mut rng, cross),
+        Family::FastSawtooth => unreachable!("generated above"),
     }
     sim.finish(format!("{}-{i}", family.name()), family, &mut rng)
 }
@@ -183,6 +192,7 @@ pub fn generate(family: Family, i: u32, seed: u64) -> Trace {
 /// (temporary files and build dirs that come and go).
 struct Sim {
     capacity: f64,
+    interval: f64,
     /// Bytes of the rest of the filesystem.
     base: f64,
     t: Vec<f64>,
@@ -195,16 +205,21 @@ struct Sim {
 
 impl Sim {
     fn new(capacity: f64, rng: &mut Rng) -> Sim {
-        let n = (LENGTH / INTERVAL) as usize + 1;
+        Sim::with(capacity, INTERVAL, LENGTH, rng)
+    }
+
+    fn with(capacity: f64, interval: f64, length: f64, rng: &mut Rng) -> Sim {
+        let n = (length / interval) as usize + 1;
         Sim {
             capacity,
+            interval,
             base: 0.0,
-            t: (0..n).map(|k| k as f64 * INTERVAL).collect(),
+            t: (0..n).map(|k| k as f64 * interval).collect(),
             names: Vec::new(),
             sizes: Vec::new(),
             white: rng.range(0.00005, 0.0005) * capacity,
             ar_sd: rng.range(0.0005, 0.003) * capacity,
-            ar_phi: (-INTERVAL / (rng.range(20.0, 120.0) * MINUTE)).exp(),
+            ar_phi: (-interval / (rng.range(20.0, 120.0) * MINUTE)).exp(),
         }
     }
 
@@ -246,7 +261,7 @@ impl Sim {
             name,
             family_name: family.name().to_string(),
             capacity: self.capacity,
-            interval_s: INTERVAL,
+            interval_s: self.interval,
             t: self.t,
             free,
             projects: self
@@ -482,5 +497,67 @@ fn weekend(sim: &mut Sim, rng: &mut Rng, cross: bool) {
         };
         used += rate * INTERVAL;
         sim.sizes[ci][k] = used;
+    }
+}
+
+/// Sampling and length of the fast sawtooth traces (the daemon samples every 250 ms).
+const FAST_INTERVAL: f64 = 1.0;
+const FAST_LENGTH: f64 = 4.0 * HOUR;
+
+/// A build-like writer: temporary files written over 40 % of a period of 5 s to 5 min and
+/// deleted, teeth whose peaks come 1–4 pp above the threshold from a base 25–36 % free.
+/// Crossing instances: after 1–3 h a steady fill (crossing 10–60 min later) joins the teeth,
+/// or the teeth start to leave part of their files behind.
+fn fast(sim: &mut Sim, rng: &mut Rng, i: u32, cross: bool) {
+    sim.quiet(0.05);
+    let c = sim.capacity;
+    let period = [5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 180.0, 300.0][(i % 8) as usize];
+    let peak_free = THRESHOLD + rng.range(0.01, 0.04);
+    let base_free = rng.range((peak_free + 0.03).max(0.25), 0.36);
+    sim.start_free(base_free);
+    let amp = (base_free - peak_free) * c;
+    let rise = 0.4 * period;
+    let starts_at = rng.range(1.0, 3.0) * HOUR;
+    let fills = cross && (i & 1) == 0;
+    let fill_rate = if fills {
+        (peak_free - THRESHOLD + 0.5 * (base_free - peak_free)) * c
+            / (rng.range(10.0, 60.0) * MINUTE)
+    } else {
+        0.0
+    };
+    // Leaving a share behind: the base reaches the threshold in 20–60 min.
+    let keep = if cross && !fills {
+        (base_free - THRESHOLD) * c / (rng.range(20.0, 60.0) * MINUTE / period)
+    } else {
+        0.0
+    };
+    let (scratch, kept) = (sim.project("scratch"), sim.project("kept"));
+    let mut next = period * rng.range(0.0, 1.0);
+    let mut tooth_start = f64::NEG_INFINITY;
+    let mut left = 0.0;
+    for k in 1..sim.n() {
+        let t = sim.t[k];
+        if t >= next {
+            tooth_start = t;
+            next += period * (1.0 + 0.1 * rng.normal()).max(0.5);
+            if t >= starts_at {
+                left += keep;
+            }
+        }
+        let phase = t - tooth_start;
+        let size = if phase < rise {
+            amp * (phase / rise).min(1.0)
+        } else if phase < rise + sim.interval {
+            amp
+        } else {
+            0.0
+        };
+        sim.sizes[scratch][k] = size;
+        let filled = if t >= starts_at {
+            fill_rate * (t - starts_at)
+        } else {
+            0.0
+        };
+        sim.sizes[kept][k] = left + filled;
     }
 }

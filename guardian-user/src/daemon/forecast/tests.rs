@@ -254,3 +254,93 @@ fn human_seconds_picks_a_readable_unit() {
     assert_eq!(human_seconds(5.0 * 3600.0), "5.0 h");
     assert_eq!(human_seconds(3.0 * 86400.0), "3.0 days");
 }
+
+/// Issue 17's sawtooth as the daemon samples it (statvfs every 250 ms): from `free_base`,
+/// 120 MB written over 3 s, deleted, 5 s rest, for `seconds`; returns the times the trigger
+/// fired.
+fn sawtooth_triggers(f: &mut Forecasts, t: &mut f64, free_base: f64, seconds: f64) -> Vec<f64> {
+    sawtooth_with_step(f, t, free_base, seconds, None)
+}
+
+/// The same with `bytes` kept as tooth `after` ends (the teeth that follow peak higher).
+fn sawtooth_with_step(
+    f: &mut Forecasts,
+    t: &mut f64,
+    free_base: f64,
+    seconds: f64,
+    step: Option<(usize, f64)>,
+) -> Vec<f64> {
+    let mut fired = Vec::new();
+    let start = *t;
+    while *t < start + seconds {
+        let phase = (*t - start) % 8.25;
+        let tooth = ((*t - start) / 8.25).floor() as usize;
+        let kept = match step {
+            // Written as the tooth's files are deleted: 7 MB in the drop's sample, the rest
+            // in the next.
+            Some((after, _)) if tooth == after && (3.25..3.5).contains(&phase) => 7e6,
+            Some((after, bytes)) if tooth == after && phase >= 3.5 || tooth > after => bytes,
+            _ => 0.0,
+        };
+        let written = if phase < 3.0 {
+            10e6 * (phase / 0.25).floor()
+        } else if phase < 3.25 {
+            120e6
+        } else {
+            0.0
+        };
+        let s = space((free_base - written - kept) as u64);
+        f.observe_fs(DEV, *t, &s);
+        if f.check(DEV, *t, &s, &limits(&s)).is_some() {
+            fired.push(*t - start);
+        }
+        *t += 0.25;
+    }
+    fired
+}
+
+#[test]
+fn a_sawtooth_at_34_percent_free_stops_triggering_after_three_teeth() {
+    // 34 % free (peaks at 22.8 %), and peaks 1 pp above cleanup_free.
+    for peak_percent in [22.8, 21.0] {
+        let mut f = Forecasts::new(&config(), Duration::from_millis(250));
+        let base = peak_percent / 100.0 * GIB as f64 + 120e6;
+        let (mut t, mut avail) = (0.0, base);
+        run(&mut f, &mut t, &mut avail, 5.0, 0.0);
+        let fired = sawtooth_triggers(&mut f, &mut t, base, 90.0);
+        let late: Vec<&f64> = fired.iter().filter(|s| **s > 3.0 * 8.25).collect();
+        assert!(
+            late.is_empty(),
+            "peaks at {peak_percent} %: fired at {fired:?}"
+        );
+    }
+}
+
+#[test]
+fn a_steady_fill_after_a_sawtooth_still_triggers_before_the_crossing() {
+    let mut f = Forecasts::new(&config(), Duration::from_millis(250));
+    let (mut t, mut avail) = (0.0, 0.34 * GIB as f64);
+    run(&mut f, &mut t, &mut avail, 5.0, 0.0);
+    sawtooth_triggers(&mut f, &mut t, avail, 50.0);
+    let (_, at, free) = run(&mut f, &mut t, &mut avail, 20.0, 20e6).expect("20 MB/s triggers");
+    let s = space(free);
+    let l = limits(&s);
+    assert!(free > l.cleanup_bytes, "before the crossing ({at})");
+}
+
+#[test]
+fn a_new_steady_writer_from_34_percent_free_triggers_before_the_crossing() {
+    let mut f = Forecasts::new(&config(), Duration::from_millis(250));
+    let (mut t, mut avail) = (0.0, 0.34 * GIB as f64);
+    run(&mut f, &mut t, &mut avail, 10.0, 0.0);
+    let began = t;
+    let (_, at, free) = run(&mut f, &mut t, &mut avail, 20.0, 20e6).expect("20 MB/s triggers");
+    let s = space(free);
+    let l = limits(&s);
+    let ahead = (free - l.cleanup_bytes) as f64 / 20e6;
+    eprintln!(
+        "fired {:.2} s after the writer started, {ahead:.2} s before the crossing",
+        at - began
+    );
+    assert!(free > l.cleanup_bytes, "before the crossing");
+}

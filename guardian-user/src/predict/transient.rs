@@ -1,0 +1,485 @@
+//! Writes that undo themselves: a *tooth* is a rise of the level that a later drop takes back
+//! (a build's temporary files, a test run's scratch data, a package cache unpacked and
+//! removed, a checkpoint writer keeping the last N). Teeth are found on the level itself, at any
+//! sampling interval and any period (seconds to a day): a tooth opens when the level leaves its
+//! low point, peaks, and closes when a drop takes back at least half of the rise. Once three
+//! teeth have been seen recently ([`LOCK_TEETH`]), the pattern is *locked*: its P90 amplitude,
+//! its longest rise, and the drift of the levels the teeth leave behind (net growth per second)
+//! let the trigger ask whether a projected crossing survives the pattern ([`Pattern::holds`]):
+//! when the tooth under way is no larger and no longer than the teeth seen, and a tooth's peak
+//! plus the P90 amplitude (drift added over the lead time) stays above the threshold, the
+//! crossing the trend projects is the tooth's, which its drop will undo. A rise larger or longer
+//! than any tooth seen is danger again.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Teeth kept (their amplitudes, rises and the levels they left).
+const KEPT: usize = 16;
+/// Teeth that lock the pattern on.
+pub const LOCK_TEETH: usize = 3;
+/// A drop closes a tooth when it takes back at least this share of the rise.
+const TAKEN_BACK: f64 = 0.5;
+/// A tooth's net growth may be at most this share of its amplitude (else it is growth that
+/// came with some cleanup, not a transient).
+const NET_MAX: f64 = 0.5;
+/// The pattern is forgotten when no tooth has closed for this many of its periods (or of its
+/// longest rise, whichever is longer).
+const STALE_PERIODS: f64 = 4.0;
+/// A tooth under way is within the pattern while its rise lasts at most this many times the
+/// longest rise seen (plus two sampling intervals).
+const RISE_SLACK: f64 = 1.5;
+
+/// Largest relative deviation from the median interval of the intervals between the teeth
+/// that lock the pattern.
+const REGULAR: f64 = 0.5;
+/// A tooth under way may exceed the largest seen by this share (sampling) and stay within.
+const SIZE_SLACK: f64 = 0.05;
+
+/// One closed tooth.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Tooth {
+    /// When the rise began, when the drop ended.
+    start: f64,
+    end: f64,
+    /// What the drop took back of the rise (peak − level after, at most peak − low before),
+    /// bytes.
+    amplitude: f64,
+    /// Level after the drop.
+    after: f64,
+    /// Rise duration, seconds.
+    rise_s: f64,
+}
+
+/// The detector: fed every sample of a level.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Teeth {
+    done: VecDeque<Tooth>,
+    /// The tooth under way: the level it started from (and when), when the level left it,
+    /// its highest point (and when).
+    low: f64,
+    low_at: f64,
+    left_at: Option<f64>,
+    peak: f64,
+    peak_at: f64,
+    /// Where the level has stayed (within half a step) since when.
+    plateau: (f64, f64),
+    /// Previous sample, and the level a drop under way started from.
+    last: Option<(f64, f64)>,
+    falling_from: Option<f64>,
+    dt_typical: f64,
+}
+
+/// A locked pattern, as the trigger sees it (part of a [`super::Forecast`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pattern {
+    /// Teeth seen recently (at least [`LOCK_TEETH`]).
+    pub teeth: usize,
+    /// Median time between teeth, seconds.
+    pub period_s: f64,
+    /// P90 of the teeth's rises (nearest rank: the largest with fewer than ten), and the
+    /// largest, bytes.
+    pub amplitude_p90: f64,
+    pub amplitude_max: f64,
+    /// The longest rise, seconds.
+    pub rise_max_s: f64,
+    /// Net growth of the levels the teeth leave behind, bytes per second (0 unless it rises).
+    pub drift_bps: f64,
+    /// The level the tooth under way started from (used bytes), how far above it the level is
+    /// now, and for how long it has been rising.
+    pub base: f64,
+    pub excursion: f64,
+    pub excursion_s: f64,
+    /// Typical sampling interval, seconds.
+    pub sample_s: f64,
+}
+
+impl Teeth {
+    /// A sample: level `y` at `t`; `min_step` is the smallest change told apart from noise;
+    /// `own`: a drop since the last sample is Guardian's own cleanup (never a tooth's end: a
+    /// pattern learnt from our cleanups would forecast them away).
+    pub fn push(&mut self, t: f64, y: f64, min_step: f64, own: bool) {
+        let Some((t0, y0)) = self.last else {
+            self.last = Some((t, y));
+            self.restart(t, y);
+            self.plateau = (t, y);
+            return;
+        };
+        let dt = t - t0;
+        if dt <= 0.0 || !y.is_finite() {
+            return;
+        }
+        self.dt_typical = if self.dt_typical > 0.0 {
+            0.9 * self.dt_typical + 0.1 * dt
+        } else {
+            dt
+        };
+        self.last = Some((t, y));
+        if own && y < y0 {
+            self.falling_from = None;
+            self.restart(t, y);
+            self.plateau = (t, y);
+            return;
+        }
+        if y < y0 {
+            // A drop (over one sample or several): judged when it ends.
+            self.falling_from.get_or_insert(y0);
+            return;
+        }
+        if let Some(from) = self.falling_from.take() {
+            // The drop ended at `y0`: a tooth when it takes back at least half the rise.
+            let rise = self.peak - self.low;
+            let taken = self.peak - y0;
+            if rise > min_step && from - y0 > min_step && taken >= TAKEN_BACK * rise {
+                let start = self.left_at.unwrap_or(self.low_at);
+                self.done.push_back(Tooth {
+                    start,
+                    end: t0,
+                    // What the drop took back: a file kept with the tooth is net growth.
+                    amplitude: taken.min(rise),
+                    after: y0,
+                    rise_s: (self.peak_at - start).max(0.0),
+                });
+                if self.done.len() > KEPT {
+                    self.done.pop_front();
+                }
+                self.restart(t0, y0);
+            } else if y0 < self.low {
+                self.restart(t0, y0);
+            }
+        }
+        // A level that stays put for as long as the longest rise seen (at least a few
+        // samples) is the base the next tooth starts from (a file kept between teeth).
+        if (y - self.plateau.1).abs() > 0.5 * min_step {
+            self.plateau = (t, y);
+        }
+        let quiet = (3.0 * self.dt_typical).max(self.rise_max());
+        if t - self.plateau.0 >= quiet && y > self.low {
+            self.restart(t, y);
+        }
+        if y > self.low + min_step && self.left_at.is_none() {
+            self.left_at = Some(t0);
+        }
+        if y > self.peak {
+            self.peak = y;
+            self.peak_at = t;
+        }
+    }
+
+    /// The next tooth starts from `y` at `t`.
+    fn restart(&mut self, t: f64, y: f64) {
+        self.low = y;
+        self.low_at = t;
+        self.peak = y;
+        self.peak_at = t;
+        self.left_at = None;
+    }
+
+    fn rise_max(&self) -> f64 {
+        self.done.iter().map(|t| t.rise_s).fold(0.0, f64::max)
+    }
+
+    /// The locked pattern at `now`, if any.
+    pub fn pattern(&self, now: f64) -> Option<Pattern> {
+        let recent: Vec<&Tooth> = self.done.iter().collect();
+        if recent.len() < LOCK_TEETH {
+            return None;
+        }
+        let last = recent[recent.len() - 1];
+        let mut intervals: Vec<f64> = recent.windows(2).map(|w| w[1].start - w[0].start).collect();
+        let period = median(&mut intervals);
+        let rise_max_s = self.rise_max();
+        if now - last.end > STALE_PERIODS * period.max(rise_max_s).max(self.dt_typical) {
+            return None;
+        }
+        // Transient only while the last teeth each took back (nearly) all they wrote: the
+        // level each left, less the one the previous left, is a small share of its rise.
+        let lock = &recent[recent.len() - LOCK_TEETH..];
+        if lock
+            .windows(2)
+            .any(|w| w[1].after - w[0].after > NET_MAX * w[1].amplitude)
+        {
+            return None;
+        }
+        // A cycle: the last teeth come at regular intervals (irregular temporary files are
+        // the burst ledger's business, and no reason to hold back a trigger).
+        let lock_intervals = lock.windows(2).map(|w| w[1].start - w[0].start);
+        if period <= 0.0
+            || lock_intervals
+                .clone()
+                .any(|i| (i - period).abs() > REGULAR * period)
+        {
+            return None;
+        }
+        let mut amps: Vec<f64> = recent.iter().map(|t| t.amplitude).collect();
+        amps.sort_by(f64::total_cmp);
+        let amplitude_max = amps[amps.len() - 1];
+        // Nearest rank: the largest with fewer than ten teeth.
+        let rank = ((0.9 * amps.len() as f64).ceil() as usize).clamp(1, amps.len());
+        let amplitude_p90 = amps[rank - 1];
+        let first = recent[0];
+        let span = last.end - first.end;
+        let drift_bps = if span > 0.0 {
+            ((last.after - first.after) / span).max(0.0)
+        } else {
+            0.0
+        };
+        let (excursion, excursion_s) = match self.last {
+            Some((t, y)) => (
+                (y - self.low).max(0.0),
+                self.left_at.map_or(0.0, |l| (t - l).max(0.0)),
+            ),
+            None => (0.0, 0.0),
+        };
+        Some(Pattern {
+            teeth: recent.len(),
+            period_s: period,
+            amplitude_p90,
+            amplitude_max,
+            rise_max_s,
+            drift_bps,
+            base: self.low,
+            excursion,
+            excursion_s,
+            sample_s: self.dt_typical,
+        })
+    }
+}
+
+impl Pattern {
+    /// Whether a projected crossing of `threshold` (free bytes), with `free` bytes free now on
+    /// a filesystem, is the pattern's own: its teeth rise within `lead_s`, the tooth under way is no larger and no longer than
+    /// the teeth seen, and a tooth's peak (P90 amplitude above the base, the base moved by the
+    /// drift over `lead_s`) stays above the threshold.
+    pub fn holds(&self, free: f64, threshold: f64, lead_s: f64) -> bool {
+        let within = self.excursion <= self.amplitude_max * (1.0 + SIZE_SLACK)
+            && self.excursion_s <= RISE_SLACK * self.rise_max_s + 2.0 * self.sample_s;
+        let free_at_base = free + self.excursion;
+        let peak_free = free_at_base - self.drift_bps * lead_s.max(0.0) - self.amplitude_p90;
+        // A tooth whose drop does not come (a cron job that died) is seen once its rise has
+        // lasted `RISE_SLACK` times the longest; it must not cross before a cleanup can run
+        // after that: teeth that rise within the lead time (a writer that goes on at a tooth's
+        // speed is the reactive path's case), or a peak far enough above the threshold.
+        let rate = self.amplitude_p90 / self.rise_max_s.max(self.sample_s).max(1e-9);
+        let noticed = lead_s.max(0.0) + (RISE_SLACK - 1.0) * self.rise_max_s;
+        let safe = self.rise_max_s <= lead_s || peak_free - threshold >= rate * noticed;
+        within && safe && peak_free > threshold
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: f64 = 1e6;
+    /// Issue 17's tooth.
+    const TOOTH: Shape = Shape {
+        amp: 120.0 * MB,
+        rise: 3.0,
+        rest: 5.0,
+    };
+
+    /// A sawtooth sampled every `dt`: from `base`, `amp` written over `rise` seconds, deleted
+    /// at once, then `rest` seconds flat; `teeth` of them from `t0`. Returns the end time.
+    /// Shape of a sawtooth: `amp` written over `rise` seconds, deleted at once, then `rest`
+    /// seconds flat.
+    #[derive(Clone, Copy)]
+    struct Shape {
+        amp: f64,
+        rise: f64,
+        rest: f64,
+    }
+
+    fn sawtooth(d: &mut Teeth, t0: f64, dt: f64, base: f64, shape: &Shape, teeth: usize) -> f64 {
+        let Shape { amp, rise, rest } = *shape;
+        let period = rise + dt + rest;
+        let mut t = t0;
+        while t < t0 + period * teeth as f64 {
+            let phase = (t - t0) % period;
+            let y = if phase < rise {
+                base + amp * phase / rise
+            } else if phase < rise + dt {
+                base + amp
+            } else {
+                base
+            };
+            d.push(t, y, MB, false);
+            t += dt;
+        }
+        t
+    }
+
+    #[test]
+    fn locks_on_within_three_periods_at_any_period() {
+        // 0.25 s samples with 8 s teeth, up to a minute's samples with daily teeth.
+        for (dt, rise, rest) in [
+            (0.25, 3.0, 5.0),
+            (1.0, 20.0, 40.0),
+            (10.0, 600.0, 3000.0),
+            (60.0, 6.0 * 3600.0, 18.0 * 3600.0),
+        ] {
+            let mut d = Teeth::default();
+            let end = sawtooth(
+                &mut d,
+                0.0,
+                dt,
+                500.0 * MB,
+                &Shape {
+                    amp: 120.0 * MB,
+                    rise,
+                    rest,
+                },
+                2,
+            );
+            assert!(
+                d.pattern(end).is_none(),
+                "two teeth are no pattern yet ({dt})"
+            );
+            let end = sawtooth(
+                &mut d,
+                end,
+                dt,
+                500.0 * MB,
+                &Shape {
+                    amp: 120.0 * MB,
+                    rise,
+                    rest,
+                },
+                1,
+            );
+            let p = d
+                .pattern(end)
+                .unwrap_or_else(|| panic!("locked after three ({dt}, {rise})"));
+            assert_eq!(p.teeth, 3);
+            let period = rise + dt + rest;
+            assert!((p.period_s - period).abs() <= 2.0 * dt, "{p:?}");
+            assert!(
+                (p.amplitude_p90 - 120.0 * MB).abs() <= 120.0 * MB * dt / rise + 1.0,
+                "{p:?}"
+            );
+            assert!(
+                (p.rise_max_s - rise).abs() <= 2.0 * dt + 0.02 * rise,
+                "{p:?}"
+            );
+            assert_eq!(p.drift_bps, 0.0);
+            // Stale after a few periods without a tooth.
+            assert!(d.pattern(end + 5.0 * period).is_none());
+        }
+    }
+
+    #[test]
+    fn the_pattern_holds_while_a_peak_stays_above_the_threshold() {
+        let mut d = Teeth::default();
+        let end = sawtooth(&mut d, 0.0, 0.25, 500.0 * MB, &TOOTH, 4);
+        // Mid-tooth: 60 MB up after 1.5 s.
+        let mut t = end;
+        for k in 0..=6 {
+            d.push(t, 500.0 * MB + 10.0 * MB * k as f64, MB, false);
+            t += 0.25;
+        }
+        let p = d.pattern(t).expect("locked");
+        assert!((p.excursion - 60.0 * MB).abs() < 1.0, "{p:?}");
+        // 365 MB free at the base, 305 now: a peak leaves 245 MB; threshold 215 MB holds,
+        // 250 MB does not.
+        assert!(p.holds(305.0 * MB, 215.0 * MB, 8.0));
+        assert!(p.holds(305.0 * MB, 244.0 * MB, 8.0));
+        assert!(!p.holds(305.0 * MB, 250.0 * MB, 8.0));
+        // A rise larger than any tooth: danger.
+        let mut big = p.clone();
+        big.excursion = 130.0 * MB;
+        assert!(!big.holds(235.0 * MB, 100.0 * MB, 8.0));
+        // A rise longer than any tooth's (a steady fill): danger.
+        let mut long = p.clone();
+        long.excursion_s = 6.0;
+        assert!(!long.holds(305.0 * MB, 100.0 * MB, 8.0));
+        // Teeth rising for longer than the lead time are trusted only with room for a drop
+        // that does not come: 40 MB/s × (2 s + half the 3 s rise) = 140 MB above the peak.
+        assert!(!p.holds(305.0 * MB, 215.0 * MB, 2.0));
+        assert!(p.holds(305.0 * MB, 100.0 * MB, 2.0));
+        // Drift over the lead time counts.
+        let mut drifting = p;
+        drifting.drift_bps = 5.0 * MB;
+        assert!(!drifting.holds(305.0 * MB, 215.0 * MB, 8.0));
+    }
+
+    #[test]
+    fn growth_with_drops_is_not_transient_and_a_steady_fill_makes_no_tooth() {
+        // Each drop takes back only a third: growth, not a pattern.
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        let mut base = 0.0;
+        for _ in 0..6 {
+            for k in 0..12 {
+                d.push(t, base + 10.0 * MB * k as f64, MB, false);
+                t += 1.0;
+            }
+            base += 80.0 * MB;
+            d.push(t, base, MB, false);
+            t += 1.0;
+        }
+        assert!(d.pattern(t).is_none());
+        let mut d = Teeth::default();
+        for k in 0..1000 {
+            d.push(k as f64, 20.0 * MB * k as f64, MB, false);
+        }
+        assert!(d.pattern(1000.0).is_none());
+    }
+
+    #[test]
+    fn irregular_teeth_are_no_pattern() {
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        for rest in [5.0, 60.0, 2.0, 30.0] {
+            t = sawtooth(&mut d, t, 0.25, 500.0 * MB, &Shape { rest, ..TOOTH }, 1);
+        }
+        assert!(d.pattern(t).is_none());
+    }
+
+    #[test]
+    fn our_own_cleanups_are_no_teeth() {
+        // A fill, then Guardian's cleanup, five times: no pattern.
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        for _ in 0..5 {
+            for k in 0..12 {
+                d.push(t, 500.0 * MB + 10.0 * MB * k as f64, MB, false);
+                t += 0.25;
+            }
+            d.push(t, 500.0 * MB, MB, true);
+            t += 0.25;
+            for _ in 0..20 {
+                d.push(t, 500.0 * MB, MB, false);
+                t += 0.25;
+            }
+        }
+        assert!(d.pattern(t).is_none());
+    }
+
+    #[test]
+    fn a_file_kept_between_teeth_moves_the_base() {
+        let mut d = Teeth::default();
+        let end = sawtooth(&mut d, 0.0, 0.25, 500.0 * MB, &TOOTH, 4);
+        // 19 MB kept, then the level rests: the next tooth starts from there.
+        let mut t = end;
+        for _ in 0..14 {
+            d.push(t, 519.0 * MB, MB, false);
+            t += 0.25;
+        }
+        let end = sawtooth(&mut d, t, 0.25, 519.0 * MB, &TOOTH, 2);
+        let p = d.pattern(end).expect("still locked");
+        assert!((p.amplitude_max - 120.0 * MB).abs() < 1.0, "{p:?}");
+        assert!((p.base - 519.0 * MB).abs() < 1.0, "{p:?}");
+    }
+}
