@@ -16,6 +16,7 @@
 
 pub mod cycle;
 pub mod forecast;
+pub mod notify;
 mod publish;
 pub mod state;
 
@@ -130,6 +131,8 @@ pub struct Guardian {
     /// What the outside was last told: each filesystem's pressure, the source, the state's
     /// `updated` stamp, the running cycle's start and kind.
     told: publish::Told,
+    /// systemd's end (`Type=notify`): ready, watchdog pings from the loop, stopping.
+    notify: notify::Notifier,
 }
 
 impl Guardian {
@@ -220,6 +223,7 @@ impl Guardian {
             hub: crate::publish::Hub::new(),
             server: None,
             told: publish::Told::default(),
+            notify: notify::Notifier::from_env(),
         })
     }
 
@@ -247,6 +251,7 @@ impl Guardian {
         let poll = crossbeam_channel::tick(interval);
         let sample = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
         self.poll();
+        self.notify.ready();
         loop {
             let event = select! {
                 recv(poll) -> _ => Event::Poll,
@@ -254,16 +259,21 @@ impl Guardian {
                 recv(reports) -> r => r.map(Event::Cleanup).unwrap_or(Event::Shutdown),
                 recv(events) -> e => e.unwrap_or(Event::Shutdown),
             };
+            let progress = matches!(event, Event::Poll | Event::Sample);
             match event {
                 Event::Poll => self.poll(),
                 Event::Sample => self.sample(),
                 Event::Cleanup(report) => self.on_cleanup(report),
                 Event::Shutdown => break,
             }
+            if progress {
+                self.notify.progress();
+            }
             if self.cancel.load(Ordering::Relaxed) {
                 break;
             }
         }
+        self.notify.stopping();
         tracing::info!("guardian stopped");
         self.state.flush(Duration::from_secs(2));
         Ok(())
