@@ -328,9 +328,10 @@ fn write_service_file(dir: &Path, path: &Path, text: &str) -> anyhow::Result<()>
 /// A new file `.guardian-install-<random>` in `dir`, mode 0644, created `O_EXCL`.
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut random = [0u8; 8];
-    rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty())?;
-    let name = format!(".guardian-install-{:016x}", u64::from_le_bytes(random));
+    let name = format!(
+        ".guardian-install-{}",
+        guardian::fsys::files::random_suffix()?
+    );
     let path = dir.join(name);
     let file = std::fs::OpenOptions::new()
         .write(true)
