@@ -2,6 +2,7 @@
 
 mod bench;
 mod build_ebpf;
+mod dist;
 mod forecast;
 mod soak;
 
@@ -57,12 +58,24 @@ enum Task {
     /// daemon cleans a tmpfs kept at ~95% used; everything outside policy must stay
     /// byte-identical (root). `--write-doc` writes the figures to docs/benchmarks.md.
     SoakAttacks(soak::SoakArgs),
+    /// Build the release binary (probe embedded) and pack it as a .deb (dpkg-deb) and an .rpm
+    /// (the `rpm` crate) into target/dist: the unit installed but disabled, the default config
+    /// as a conffile, docs, man pages and shell completions (docs/service.md).
+    Dist(dist::DistArgs),
+    /// `systemd-analyze verify` and `security --offline=yes` of deploy/systemd/guardian.service;
+    /// the exposure figure in docs/service.md must match (`--write-doc` writes it).
+    UnitCheck(dist::UnitCheckArgs),
     /// A child process of soak / soak-attacks (churn writer, hostile process).
     #[command(hide = true)]
     SoakChild {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// The workspace root (xtask's parent).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -84,5 +97,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Task::Soak(args) => soak::run_soak(&args),
         Task::SoakAttacks(args) => soak::run_attacks(&args),
         Task::SoakChild { args } => soak::run_child(&args),
+        Task::Dist(args) => dist::run(&workspace(), &args),
+        Task::UnitCheck(args) => dist::unit_check(&workspace(), &args),
     }
 }

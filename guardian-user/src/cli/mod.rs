@@ -4,11 +4,12 @@
 mod demo;
 mod output;
 mod retention;
+mod service;
 mod tasks;
 mod top;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use guardian::cleanup::ExtraProtection;
 use guardian::config::Config;
 use guardian::daemon::{self, Event, Guardian};
@@ -130,6 +131,28 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Write the service file (systemd unit, or launchd plist on macOS) for CONFIG with the
+    /// workspaces writable, and print the commands that enable it. Never enables or starts it.
+    InstallService {
+        /// The config the service runs with [default: /etc/guardian/guardian.toml].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// systemd unit or launchd plist [default: the one of this OS].
+        #[arg(long, value_enum)]
+        kind: Option<service::Kind>,
+        /// Where the file goes [default: /etc/systemd/system or /Library/LaunchDaemons].
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        /// The binary the service runs [default: this one].
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+    /// Write the man pages and shell completions (bash, zsh, fish) into DIR (for packages).
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -227,6 +250,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let token_file = token_file.or_else(|| serve.and_then(|s| s.token_file));
             top::top(&url, token_file.as_deref())
         }
+        Command::InstallService {
+            config,
+            dry_run,
+            kind,
+            output_dir,
+            binary,
+        } => service::install_service(service::InstallArgs {
+            config,
+            dry_run,
+            kind: kind.unwrap_or_else(service::Kind::native),
+            output_dir,
+            binary,
+        }),
+        Command::GenerateAssets { dir } => service::generate_assets(Cli::command(), &dir),
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod cycle;
 pub mod forecast;
+pub mod notify;
 mod publish;
 pub mod reload;
 pub mod state;
@@ -141,6 +142,8 @@ pub struct Guardian {
     protection: ExtraProtection,
     /// The config `/plan` plans with (a reload replaces it).
     planner_config: Arc<std::sync::Mutex<Arc<Config>>>,
+    /// systemd's end (`Type=notify`): ready, watchdog pings from the loop, stopping.
+    notify: notify::Notifier,
 }
 
 impl Guardian {
@@ -236,6 +239,7 @@ impl Guardian {
             reload: reload::ReloadState::default(),
             protection,
             planner_config,
+            notify: notify::Notifier::from_env(),
         })
     }
 
@@ -263,6 +267,7 @@ impl Guardian {
         let mut poll = crossbeam_channel::tick(interval);
         let mut sample = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
         self.poll();
+        self.notify.ready();
         loop {
             let event = select! {
                 recv(poll) -> _ => Event::Poll,
@@ -270,6 +275,7 @@ impl Guardian {
                 recv(reports) -> r => r.map(Event::Cleanup).unwrap_or(Event::Shutdown),
                 recv(events) -> e => e.unwrap_or(Event::Shutdown),
             };
+            let progress = matches!(event, Event::Poll | Event::Sample);
             match event {
                 Event::Poll => self.poll(),
                 Event::Sample => self.sample(),
@@ -279,7 +285,11 @@ impl Guardian {
                         self.config.daemon.poll_interval.0,
                         self.config.daemon.sample_interval.0,
                     );
-                    if self.reload() {
+                    // systemd's `reload` waits for READY=1 after RELOADING=1 (either outcome).
+                    self.notify.reloading();
+                    let reloaded = self.reload();
+                    self.notify.ready();
+                    if reloaded {
                         let daemon = &self.config.daemon;
                         if intervals != (daemon.poll_interval.0, daemon.sample_interval.0) {
                             poll = crossbeam_channel::tick(daemon.poll_interval.0);
@@ -291,10 +301,14 @@ impl Guardian {
                 }
                 Event::Shutdown => break,
             }
+            if progress {
+                self.notify.progress();
+            }
             if self.cancel.load(Ordering::Relaxed) {
                 break;
             }
         }
+        self.notify.stopping();
         tracing::info!("stopping");
         self.stop(&reports);
         tracing::info!("guardian stopped");

@@ -296,7 +296,7 @@ pub fn make_private_dir(parent: &Path, prefix: &str) -> io::Result<PathBuf> {
 }
 
 /// 16 random hex digits from the kernel.
-fn random_suffix() -> io::Result<String> {
+pub fn random_suffix() -> io::Result<String> {
     let mut buf = [0u8; 8];
     #[cfg(target_os = "linux")]
     rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty())?;
