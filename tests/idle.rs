@@ -75,8 +75,20 @@ fn idle_daemon_writes_nothing_to_disk_and_keeps_its_state_file() {
         !state.join("state/state.json").exists(),
         "the state file is in the runtime dir, not in state_dir"
     );
-    // Start-up settles (the source's baseline, the first forecasts): wait until the state file
-    // has been still for 3 s — a daemon that rewrites it while idle never gets there.
+    // Start-up settles: the file shows the filesystem's forecast with all the samples it needs
+    // (until then each poll's sample count is news, written at most every 30 s), and has been
+    // still for 3 s since — a daemon that rewrites it while idle never gets there.
+    let warm = || {
+        std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["filesystems"][0]["forecast"]["samples"].as_u64())
+            .is_some_and(|n| n >= 10)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), warm),
+        "the state file never showed a warm forecast"
+    );
     let inode = || std::fs::metadata(&file).map(|m| m.ino()).ok();
     let mut still = (inode(), Instant::now());
     assert!(

@@ -34,7 +34,9 @@ struct ProjectModel {
     dev: u64,
     /// Its bytes as far as the source tells (counters since start, or the last scan size).
     level: u64,
-    forecaster: Forecaster,
+    /// None while at rest: a flat forecast needs no model of its own (thousands of idle
+    /// projects hold none).
+    forecaster: Option<Box<Forecaster>>,
     /// Bytes Guardian deleted here that the source may still report as shrinkage, and when.
     own_drop: Option<(u64, f64)>,
     /// When the forecaster last saw a sample.
@@ -64,12 +66,18 @@ impl ProjectModel {
         ProjectModel {
             dev,
             level,
-            forecaster: Forecaster::new(Params::default()),
+            forecaster: None,
             own_drop: None,
             observed_at: f64::NEG_INFINITY,
             created_at: now,
             changed_at: now,
         }
+    }
+
+    /// Its model, made when first needed.
+    fn model(&mut self) -> &mut Forecaster {
+        self.forecaster
+            .get_or_insert_with(|| Box::new(Forecaster::new(Params::default())))
     }
 
     /// A resting project moves at `t` (the drain before was at `previous`): its model is told
@@ -78,7 +86,8 @@ impl ProjectModel {
     fn wake(&mut self, previous: f64, t: f64) {
         for at in [self.created_at, previous] {
             if at.is_finite() && at < t && at > self.observed_at {
-                self.forecaster.observe(at, self.level);
+                let level = self.level;
+                self.model().observe(at, level);
                 self.observed_at = at;
             }
         }
@@ -98,7 +107,8 @@ impl ProjectModel {
             self.own_drop = (left > 0 && t - since < OWN_DROP_WINDOW_S).then_some((left, since));
         }
         self.level = self.level.saturating_add_signed(growth);
-        self.forecaster.observe(t, self.level);
+        let level = self.level;
+        self.model().observe(t, level);
     }
 
     /// Guardian deleted `bytes` here: a level reset.
@@ -106,7 +116,8 @@ impl ProjectModel {
         self.level = self.level.saturating_sub(bytes);
         let pending = self.own_drop.map_or(0, |(b, _)| b);
         self.own_drop = Some((pending + bytes, t));
-        self.forecaster.reset(t, self.level);
+        let level = self.level;
+        self.model().reset(t, level);
     }
 }
 
@@ -270,6 +281,8 @@ pub struct Forecasts {
     resting: BTreeSet<PathBuf>,
     /// The time of the last drain.
     last_t: f64,
+    /// The model of a project at rest (never fed).
+    blank: Forecaster,
     pub lead: LeadEstimator,
 }
 
@@ -282,6 +295,7 @@ impl Forecasts {
             moving: HashSet::new(),
             resting: BTreeSet::new(),
             last_t: f64::NEG_INFINITY,
+            blank: Forecaster::new(Params::default()),
             lead: LeadEstimator::new(config, sample_interval),
         }
     }
@@ -361,7 +375,7 @@ impl Forecasts {
     pub fn observe_project_size(&mut self, path: &Path, t: f64, bytes: u64) {
         if let Some(model) = self.projects.get_mut(path) {
             model.level = bytes;
-            model.forecaster.observe(t, bytes);
+            model.model().observe(t, bytes);
             self.mark_moving(path);
         }
     }
@@ -389,7 +403,10 @@ impl Forecasts {
         self.projects
             .iter()
             .filter(|(_, m)| m.dev == dev)
-            .map(|(path, m)| (path.clone(), m.forecaster.rate_bps(free)))
+            .map(|(path, m)| {
+                let rate = m.forecaster.as_ref().map_or(0.0, |f| f.rate_bps(free));
+                (path.clone(), rate)
+            })
             .collect()
     }
 
@@ -481,7 +498,13 @@ impl Forecasts {
                 let rule = self.rule(space, limits);
                 Some(ProjectForecastView {
                     path: path.clone(),
-                    forecast: self.view(&m.forecaster, t, space, limits, &rule),
+                    forecast: self.view(
+                        m.forecaster.as_deref().unwrap_or(&self.blank),
+                        t,
+                        space,
+                        limits,
+                        &rule,
+                    ),
                 })
             })
             .collect();

@@ -777,7 +777,7 @@ impl Guardian {
 }
 
 /// Polls after start-up (and after the project set changed) that give freed heap back.
-const TRIM_POLLS: u32 = 12;
+const TRIM_POLLS: u32 = 6;
 
 /// Returns the heap's free memory to the OS (glibc keeps what start-up freed — BTF parsing, the
 /// baseline walk — in its arenas otherwise). A few milliseconds at most; elsewhere a no-op.

@@ -270,7 +270,10 @@ fn idle_projects_cost_nothing_per_drain_and_wake_up_when_written() {
         t += 0.25;
     }
     assert!(f.moving.is_empty(), "no idle project is updated per drain");
-    assert!(f.projects.values().all(|m| m.forecaster.samples() == 0));
+    assert!(
+        f.projects.values().all(|m| m.forecaster.is_none()),
+        "no model at rest"
+    );
     let s = space(GIB / 2);
     let spaces: HashMap<u64, (FsSpace, Limits)> = [(DEV, (s, limits(&s)))].into_iter().collect();
     let views = f.project_views(t, &spaces, 100);
@@ -289,7 +292,7 @@ fn idle_projects_cost_nothing_per_drain_and_wake_up_when_written() {
         t += 0.25;
     }
     assert_eq!(f.moving.len(), 1);
-    assert!(f.projects[&busy].forecaster.samples() >= 80);
+    assert!(f.projects[&busy].forecaster.as_ref().unwrap().samples() >= 80);
     let views = f.project_views(t, &spaces, 100);
     assert_eq!(views.len(), 100);
     assert_eq!(views[0].path, busy, "the growing project first");
