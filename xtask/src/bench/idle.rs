@@ -6,7 +6,7 @@
 //! (`/proc/PID/io` `syscw`), bytes towards storage (`write_bytes`), state-file replacements
 //! (its inode), then CPU (utime + stime) and memory (`VmRSS`, `VmHWM`).
 
-use super::daemon::{proc_cpu_time, Daemon, DaemonConfig};
+use super::daemon::{Daemon, DaemonConfig};
 use super::report::{machine_table, wrap, Machine, RunInfo};
 use super::scratch::{TempBase, Tmpfs};
 use super::{check_cancel, thousands};
@@ -188,10 +188,16 @@ impl IdleReport {
 
     /// Whether every count goal holds (CPU and memory are reported against their goals, not
     /// judged: the shared machine makes them noisy).
-    pub fn verdict(&self) -> bool {
-        self.rows
+    pub fn verdict(&self) -> &'static str {
+        if self
+            .rows
             .iter()
             .all(|r| r.write_bytes == 0 && r.state_writes == 0)
+        {
+            "pass"
+        } else {
+            "MISS"
+        }
     }
 
     /// RSS above the ebpf daemon's with the same projects, per tracked file.
