@@ -305,6 +305,14 @@ impl Forecasts {
         self.fs_model(dev).observe(t, used(space));
     }
 
+    /// Whether the model of filesystem `dev` has the samples a forecast needs (until then
+    /// every reading is worth feeding it, changed or not).
+    pub fn fs_warm(&self, dev: u64) -> bool {
+        self.filesystems
+            .get(&dev)
+            .is_some_and(|f| f.samples() >= f.params().min_samples)
+    }
+
     /// Guardian freed space on `dev`; `space` is measured after it.
     pub fn fs_cleaned(&mut self, dev: u64, t: f64, space: &FsSpace) {
         self.fs_model(dev).reset(t, used(space));

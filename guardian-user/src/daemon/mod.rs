@@ -509,8 +509,9 @@ impl Guardian {
     /// Checks every guarded filesystem: a cycle where a threshold is crossed, a preemptive one
     /// where the forecast fires; the `statvfs` reading feeds the filesystem's forecast. With
     /// `every` false (a sample) a filesystem whose reading is exactly the last one, with the
-    /// cleanup thread as busy as then, costs its `statvfs` only: nothing it decides could
-    /// differ but with the clock, and the next poll (`every`) looks again in full.
+    /// cleanup thread as busy as then and a forecast that has its first samples, costs its
+    /// `statvfs` only: nothing it decides could differ but with the clock, and the next poll
+    /// (`every`) looks again in full.
     fn guard(&mut self, every: bool) {
         let busy = self.cleaner.busy();
         for fs in self.filesystems.clone() {
@@ -532,7 +533,7 @@ impl Guardian {
                 .spaces
                 .get(&fs.dev)
                 .is_some_and(|(last, _)| *last == space);
-            if !every && same && self.guarded_busy == Some(busy) {
+            if !every && same && self.guarded_busy == Some(busy) && self.forecasts.fs_warm(fs.dev) {
                 continue;
             }
             let now = self.clock();
