@@ -10,7 +10,7 @@
 
 use crate::sources::{CgroupBytes, ProjectDir, Sample};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Weight of the newest sample in the smoothed rates (per sample interval).
@@ -48,7 +48,8 @@ pub struct CgroupRate {
 /// Project ids, rates and per-cgroup rates.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    ids: HashMap<PathBuf, u32>,
+    /// Ids by path, in path order (the resting projects a report lists come first by path).
+    ids: BTreeMap<PathBuf, u32>,
     /// Ids freed by vanished projects, reused smallest first.
     free: BTreeSet<u32>,
     next_id: u32,
@@ -106,11 +107,6 @@ impl Aggregator {
                 ino: *ino,
             })
             .collect()
-    }
-
-    /// The path of project `id`, while it exists.
-    pub fn path_of(&self, id: u32) -> Option<&Path> {
-        self.activity.get(&id).map(|a| a.path.as_path())
     }
 
     /// Projects known.
@@ -184,54 +180,108 @@ impl Aggregator {
         self.report_top(usize::MAX, name_cgroup)
     }
 
+    /// The path of the project with id `id`.
+    pub fn path_of(&self, id: u32) -> Option<&Path> {
+        self.activity.get(&id).map(|a| a.path.as_path())
+    }
+
     /// The `limit` busiest projects' activity, busiest first (by rate, then path); only their
-    /// entries are copied.
+    /// entries are copied. The work is bounded by the moving projects and `limit`, not by the
+    /// projects known: resting ones (rate zero) are taken in path order.
     pub fn report_top(
         &self,
         limit: usize,
         name_cgroup: &mut dyn FnMut(u64) -> Option<PathBuf>,
     ) -> Vec<ProjectActivity> {
-        let order = |x: &&ProjectActivity, y: &&ProjectActivity| {
-            y.rate_bps.total_cmp(&x.rate_bps).then(x.path.cmp(&y.path))
+        self.top(limit)
+            .into_iter()
+            .map(|(id, a)| self.with_cgroups(id, a, name_cgroup))
+            .collect()
+    }
+
+    /// [`report_top`](Aggregator::report_top), and the number and summed rate of the projects
+    /// it leaves out.
+    pub fn report_summary(
+        &self,
+        limit: usize,
+        name_cgroup: &mut dyn FnMut(u64) -> Option<PathBuf>,
+    ) -> (Vec<ProjectActivity>, usize, f64) {
+        let listed = self.report_top(limit, name_cgroup);
+        let omitted = self.activity.len().saturating_sub(listed.len());
+        let moving: f64 = self
+            .moving
+            .iter()
+            .filter_map(|id| self.activity.get(id))
+            .map(|a| a.rate_bps)
+            .sum();
+        let shown: f64 = listed.iter().map(|a| a.rate_bps).sum();
+        let rest = if omitted == 0 { 0.0 } else { moving - shown };
+        (listed, omitted, rest)
+    }
+
+    /// The `limit` first projects by rate (descending), then path: the moving ones sorted, the
+    /// resting ones (rate zero) in path order where they belong.
+    fn top(&self, limit: usize) -> Vec<(u32, &ProjectActivity)> {
+        let order = |x: &(u32, &ProjectActivity), y: &(u32, &ProjectActivity)| {
+            y.1.rate_bps
+                .total_cmp(&x.1.rate_bps)
+                .then(x.1.path.cmp(&y.1.path))
         };
-        let mut chosen: Vec<(&u32, &ProjectActivity)> = self.activity.iter().collect();
+        let mut chosen: Vec<(u32, &ProjectActivity)> = self
+            .moving
+            .iter()
+            .filter_map(|id| Some((*id, self.activity.get(id)?)))
+            .collect();
+        // Resting projects have a rate of exactly zero: the first `limit` of them by path are
+        // the only ones that can make the list.
+        chosen.extend(
+            self.ids
+                .values()
+                .filter(|id| !self.moving.contains(id))
+                .filter_map(|id| Some((*id, self.activity.get(id)?)))
+                .take(limit),
+        );
         if limit < chosen.len() {
-            chosen.select_nth_unstable_by(limit, |x, y| order(&x.1, &y.1));
+            chosen.select_nth_unstable_by(limit, order);
             chosen.truncate(limit);
         }
-        chosen.sort_by(|x, y| order(&x.1, &y.1));
+        chosen.sort_by(order);
         chosen
-            .into_iter()
-            .map(|(id, a)| {
-                let mut top: Vec<CgroupRate> = self
-                    .cgroup_rates
-                    .get(id)
-                    .map(|rates| {
-                        rates
-                            .iter()
-                            .map(|(cgroup, rate)| CgroupRate {
-                                cgroup: *cgroup,
-                                path: None,
-                                rate_bps: *rate,
-                            })
-                            .collect()
+    }
+
+    fn with_cgroups(
+        &self,
+        id: u32,
+        a: &ProjectActivity,
+        name_cgroup: &mut dyn FnMut(u64) -> Option<PathBuf>,
+    ) -> ProjectActivity {
+        let mut top: Vec<CgroupRate> = self
+            .cgroup_rates
+            .get(&id)
+            .map(|rates| {
+                rates
+                    .iter()
+                    .map(|(cgroup, rate)| CgroupRate {
+                        cgroup: *cgroup,
+                        path: None,
+                        rate_bps: *rate,
                     })
-                    .unwrap_or_default();
-                top.sort_by(|x, y| {
-                    y.rate_bps
-                        .total_cmp(&x.rate_bps)
-                        .then(x.cgroup.cmp(&y.cgroup))
-                });
-                top.truncate(TOP_CGROUPS);
-                for c in &mut top {
-                    c.path = name_cgroup(c.cgroup);
-                }
-                ProjectActivity {
-                    top_cgroups: top,
-                    ..a.clone()
-                }
+                    .collect()
             })
-            .collect()
+            .unwrap_or_default();
+        top.sort_by(|x, y| {
+            y.rate_bps
+                .total_cmp(&x.rate_bps)
+                .then(x.cgroup.cmp(&y.cgroup))
+        });
+        top.truncate(TOP_CGROUPS);
+        for c in &mut top {
+            c.path = name_cgroup(c.cgroup);
+        }
+        ProjectActivity {
+            top_cgroups: top,
+            ..a.clone()
+        }
     }
 
     /// Forgets projects that no longer exist; their ids become free.
@@ -327,6 +377,31 @@ mod tests {
         }
         assert!(agg.moving.is_empty(), "a quiet project comes to rest");
         assert_eq!(agg.report(&mut |_| None).len(), 10_000);
+    }
+
+    /// The short list equals the full report's head, whatever mix of moving, resting and
+    /// shrinking projects there is, and the summary accounts for the rest.
+    #[test]
+    fn the_top_of_the_report_is_the_head_of_the_full_report() {
+        let mut agg = Aggregator::new();
+        let ids: Vec<u32> = (0..50)
+            .map(|i| agg.id_for(Path::new(&format!("/w/p{:02}", (i * 37) % 50))))
+            .collect();
+        let growth: Vec<(u32, i64)> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(i, id)| (*id, (i as i64 - 20) * 1000))
+            .collect();
+        agg.absorb(&sample(&growth, &[]), 1.0);
+        let full = agg.report(&mut |_| None);
+        for limit in [0, 1, 5, 17, 30, 49, 50, 80] {
+            let (top, omitted, rest) = agg.report_summary(limit, &mut |_| None);
+            assert_eq!(top, full[..limit.min(50)].to_vec(), "limit {limit}");
+            assert_eq!(omitted, 50 - limit.min(50));
+            let expected: f64 = full[limit.min(50)..].iter().map(|a| a.rate_bps).sum();
+            assert!((rest - expected).abs() < 1e-6, "{rest} vs {expected}");
+        }
     }
 
     #[test]

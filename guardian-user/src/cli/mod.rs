@@ -392,12 +392,12 @@ fn plan(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
 
 fn status(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     let config = load_config(config)?;
-    let state = daemon::state::read_state(&config.daemon.state_dir);
+    let state = daemon::state::read_state_of(&config.daemon);
     if json {
         let value = match &state {
             Ok(s) => serde_json::to_value(s)?,
             Err(e) => serde_json::json!({
-                "error": format!("no state in {}: {e}", shown(&config.daemon.state_dir)),
+                "error": format!("no state in {}: {e}", shown(&config.daemon.runtime_dir())),
                 "filesystems": output::live_filesystems(&config),
             }),
         };

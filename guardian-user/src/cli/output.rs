@@ -88,7 +88,7 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
         Err(e) => {
             println!(
                 "no daemon state in {} ({e}): is `guardian run` running with this config?",
-                shown(&config.daemon.state_dir)
+                shown(&config.daemon.runtime_dir())
             );
             println!("live view:");
             for fs in guarded_filesystems(&config.workspaces) {

@@ -86,6 +86,10 @@ pub struct DaemonConfig {
     pub audit_log: PathBuf,
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Where `state.json` lives (see [`DaemonConfig::runtime_dir`]); unset: `/run/guardian` on
+    /// Linux with the default `state_dir`, else `state_dir`.
+    #[serde(default)]
+    pub runtime_dir: Option<PathBuf>,
     #[serde(default)]
     pub dry_run: bool,
     /// Command (argv, no shell) run once per phase-1 cycle, e.g. `journalctl --vacuum-size=200M`.
@@ -146,12 +150,34 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/guardian")
 }
 
+/// The runtime dir a default config uses on Linux: a tmpfs, so an idle node writes nothing to
+/// its disks.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/guardian";
+
+impl DaemonConfig {
+    /// Where the daemon keeps `state.json`: `runtime_dir` when set; unset, `/run/guardian` on
+    /// Linux while `state_dir` is the default one (a tmpfs: an idle node writes nothing to its
+    /// disks), else `state_dir` (a config that moves its state elsewhere keeps `state.json`
+    /// next to it unless it names a runtime dir too). The same for every user, so `guardian
+    /// status` run by anyone finds the file the root daemon wrote.
+    pub fn runtime_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.runtime_dir {
+            return dir.clone();
+        }
+        if cfg!(target_os = "linux") && self.state_dir == default_state_dir() {
+            return PathBuf::from(DEFAULT_RUNTIME_DIR);
+        }
+        self.state_dir.clone()
+    }
+}
+
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             poll_interval: default_poll_interval(),
             audit_log: default_audit_log(),
             state_dir: default_state_dir(),
+            runtime_dir: None,
             dry_run: false,
             journal_vacuum: Vec::new(),
             source: SourceKind::Auto,

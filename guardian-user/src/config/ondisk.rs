@@ -263,6 +263,13 @@ impl Config {
             .map_err(|m| (key("daemon.audit_log"), m))?;
         let state = look(&self.daemon.state_dir, true, &mounts)
             .map_err(|m| (key("daemon.state_dir"), m))?;
+        let runtime = match &self.daemon.runtime_dir {
+            Some(dir) => Some((
+                dir,
+                look(dir, true, &mounts).map_err(|m| (key("daemon.runtime_dir"), m))?,
+            )),
+            None => None,
+        };
         let system = system_ids();
         let mut seen: Vec<(String, &Path, OnDisk)> = Vec::new();
         for (i, ws) in self.workspaces.iter().enumerate() {
@@ -307,8 +314,27 @@ impl Config {
             if state.own.is_some_and(|s| here.chain.contains(&s)) {
                 return Err((
                     key(&ws_key),
-                    workspace_in_state_message(&ws.path, &self.daemon.state_dir, true),
+                    workspace_in_state_message(
+                        &ws.path,
+                        &self.daemon.state_dir,
+                        "daemon.state_dir",
+                        true,
+                    ),
                 ));
+            }
+            if let Some((dir, runtime)) = &runtime {
+                if here.own.is_some_and(|own| runtime.chain.contains(&own)) {
+                    return Err((
+                        key("daemon.runtime_dir"),
+                        inside_workspace_message("runtime dir", dir, &ws_key, &ws.path, true),
+                    ));
+                }
+                if runtime.own.is_some_and(|r| here.chain.contains(&r)) {
+                    return Err((
+                        key(&ws_key),
+                        workspace_in_state_message(&ws.path, dir, "daemon.runtime_dir", true),
+                    ));
+                }
             }
             for (earlier_key, earlier_path, earlier) in &seen {
                 let how = match (here.own, earlier.own) {

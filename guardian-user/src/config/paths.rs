@@ -202,6 +202,9 @@ impl Config {
         };
         fix(&mut self.daemon.audit_log, key("daemon.audit_log"))?;
         fix(&mut self.daemon.state_dir, key("daemon.state_dir"))?;
+        if let Some(dir) = &mut self.daemon.runtime_dir {
+            fix(dir, key("daemon.runtime_dir"))?;
+        }
         fix(&mut self.daemon.journal_dir, key("daemon.journal_dir"))?;
         for (i, ws) in self.workspaces.iter_mut().enumerate() {
             fix(&mut ws.path, key(&format!("workspaces.{i}.path")))?;
@@ -229,22 +232,27 @@ impl Config {
     /// The lexical path rules (paths already normalized).
     pub(super) fn validate_paths(&self) -> Result<(), KeyError> {
         let audit = &self.daemon.audit_log;
-        let state = &self.daemon.state_dir;
         if audit == Path::new("/") || SYSTEM_DIRS.contains(&audit.to_str().unwrap_or_default()) {
             return Err((
                 key("daemon.audit_log"),
                 format!("`{}` is a directory, not a log file", shown(audit)),
             ));
         }
-        if SYSTEM_DIRS.contains(&state.to_str().unwrap_or_default()) {
-            return Err((
-                key("daemon.state_dir"),
-                format!(
-                    "`{}` is a system directory: give Guardian a directory of its own, e.g. \
-                     /var/lib/guardian",
-                    shown(state)
-                ),
-            ));
+        let mut own = vec![(&self.daemon.state_dir, "daemon.state_dir")];
+        if let Some(runtime) = &self.daemon.runtime_dir {
+            own.push((runtime, "daemon.runtime_dir"));
+        }
+        for (dir, at) in &own {
+            if SYSTEM_DIRS.contains(&dir.to_str().unwrap_or_default()) {
+                return Err((
+                    key(at),
+                    format!(
+                        "`{}` is a system directory: give Guardian a directory of its own, e.g. \
+                         /var/lib/guardian",
+                        shown(dir)
+                    ),
+                ));
+            }
         }
         for (i, ws) in self.workspaces.iter().enumerate() {
             let at = || key(&format!("workspaces.{i}.path"));
@@ -274,17 +282,19 @@ impl Config {
                     inside_workspace_message("audit log", audit, &ws_key, &ws.path, false),
                 ));
             }
-            if state.starts_with(&ws.path) {
-                return Err((
-                    key("daemon.state_dir"),
-                    inside_workspace_message("state dir", state, &ws_key, &ws.path, false),
-                ));
-            }
-            if ws.path.starts_with(state) {
-                return Err((
-                    key(&ws_key),
-                    workspace_in_state_message(&ws.path, state, false),
-                ));
+            for (dir, at) in &own {
+                if dir.starts_with(&ws.path) {
+                    return Err((
+                        key(at),
+                        inside_workspace_message("state dir", dir, &ws_key, &ws.path, false),
+                    ));
+                }
+                if ws.path.starts_with(dir) {
+                    return Err((
+                        key(&ws_key),
+                        workspace_in_state_message(&ws.path, dir, at, false),
+                    ));
+                }
             }
         }
         Ok(())
@@ -313,14 +323,14 @@ pub fn inside_workspace_message(
 }
 
 /// The message for a workspace inside (or equal to) the state dir.
-pub fn workspace_in_state_message(ws: &Path, state: &Path, by_identity: bool) -> String {
+pub fn workspace_in_state_message(ws: &Path, state: &Path, at: &str, by_identity: bool) -> String {
     let identity = if by_identity {
         " (by device and inode)"
     } else {
         ""
     };
     format!(
-        "`{}` is inside daemon.state_dir (`{}`){identity}: Guardian would clean its own state",
+        "`{}` is inside {at} (`{}`){identity}: Guardian would clean its own state",
         shown(ws),
         shown(state)
     )

@@ -11,7 +11,7 @@ use crate::policy::{Limits, Preemptive};
 use crate::predict::{Forecast, Forecaster, Params, Trigger, TriggerRule};
 use crate::sources::ProjectDir;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,18 +34,65 @@ struct ProjectModel {
     dev: u64,
     /// Its bytes as far as the source tells (counters since start, or the last scan size).
     level: u64,
-    forecaster: Forecaster,
+    /// None while at rest: a flat forecast needs no model of its own (thousands of idle
+    /// projects hold none).
+    forecaster: Option<Box<Forecaster>>,
     /// Bytes Guardian deleted here that the source may still report as shrinkage, and when.
     own_drop: Option<(u64, f64)>,
     /// When the forecaster last saw a sample.
     observed_at: f64,
+    /// When the model was created (the daemon's last sample then; -inf before the first).
+    created_at: f64,
+    /// When the source last reported a change of its level.
+    changed_at: f64,
 }
+
+/// A project whose level has not moved for this long gets a fresh model (at rest, costing
+/// nothing per drain): its slowest scale (~9 h) has long forgotten the growth it saw.
+const REST_AFTER_S: f64 = 12.0 * 3600.0;
 
 /// A project whose source reports no change is sampled this often (every drain while it
 /// changes): thousands of idle projects cost next to nothing per drain.
 const IDLE_OBSERVE_S: f64 = 5.0;
 
 impl ProjectModel {
+    /// A new model at rest at level 0.
+    fn new(dev: u64, now: f64) -> ProjectModel {
+        ProjectModel::resting_at(dev, 0, now)
+    }
+
+    /// A fresh model at rest at `level` since `now`.
+    fn resting_at(dev: u64, level: u64, now: f64) -> ProjectModel {
+        ProjectModel {
+            dev,
+            level,
+            forecaster: None,
+            own_drop: None,
+            observed_at: f64::NEG_INFINITY,
+            created_at: now,
+            changed_at: now,
+        }
+    }
+
+    /// Its model, made when first needed.
+    fn model(&mut self) -> &mut Forecaster {
+        self.forecaster
+            .get_or_insert_with(|| Box::new(Forecaster::new(Params::default())))
+    }
+
+    /// A resting project moves at `t` (the drain before was at `previous`): its model is told
+    /// the flat stretch since it was created first, as the samples every [`IDLE_OBSERVE_S`]
+    /// would have told it.
+    fn wake(&mut self, previous: f64, t: f64) {
+        for at in [self.created_at, previous] {
+            if at.is_finite() && at < t && at > self.observed_at {
+                let level = self.level;
+                self.model().observe(at, level);
+                self.observed_at = at;
+            }
+        }
+    }
+
     /// Adds the source's growth, leaving out shrinkage Guardian's own deletions explain.
     fn absorb(&mut self, t: f64, growth: i64) {
         if growth == 0 && self.own_drop.is_none() && t - self.observed_at < IDLE_OBSERVE_S {
@@ -60,7 +107,8 @@ impl ProjectModel {
             self.own_drop = (left > 0 && t - since < OWN_DROP_WINDOW_S).then_some((left, since));
         }
         self.level = self.level.saturating_add_signed(growth);
-        self.forecaster.observe(t, self.level);
+        let level = self.level;
+        self.model().observe(t, level);
     }
 
     /// Guardian deleted `bytes` here: a level reset.
@@ -68,7 +116,8 @@ impl ProjectModel {
         self.level = self.level.saturating_sub(bytes);
         let pending = self.own_drop.map_or(0, |(b, _)| b);
         self.own_drop = Some((pending + bytes, t));
-        self.forecaster.reset(t, self.level);
+        let level = self.level;
+        self.model().reset(t, level);
     }
 }
 
@@ -225,6 +274,15 @@ pub struct Forecasts {
     config: ForecastConfig,
     filesystems: HashMap<u64, Forecaster>,
     projects: HashMap<PathBuf, ProjectModel>,
+    /// Projects whose level moved since their model started: the only ones a drain updates.
+    moving: HashSet<PathBuf>,
+    /// The others, at rest at their starting level (every forecast of theirs is flat), in path
+    /// order: thousands of idle projects cost nothing per drain nor per status.
+    resting: BTreeSet<PathBuf>,
+    /// The time of the last drain.
+    last_t: f64,
+    /// The model of a project at rest (never fed).
+    blank: Forecaster,
     pub lead: LeadEstimator,
 }
 
@@ -234,6 +292,10 @@ impl Forecasts {
             config: config.clone(),
             filesystems: HashMap::new(),
             projects: HashMap::new(),
+            moving: HashSet::new(),
+            resting: BTreeSet::new(),
+            last_t: f64::NEG_INFINITY,
+            blank: Forecaster::new(Params::default()),
             lead: LeadEstimator::new(config, sample_interval),
         }
     }
@@ -241,6 +303,14 @@ impl Forecasts {
     /// A `statvfs` sample of the filesystem `dev`.
     pub fn observe_fs(&mut self, dev: u64, t: f64, space: &FsSpace) {
         self.fs_model(dev).observe(t, used(space));
+    }
+
+    /// Whether the model of filesystem `dev` has the samples a forecast needs (until then
+    /// every reading is worth feeding it, changed or not).
+    pub fn fs_warm(&self, dev: u64) -> bool {
+        self.filesystems
+            .get(&dev)
+            .is_some_and(|f| f.samples() >= f.params().min_samples)
     }
 
     /// Guardian freed space on `dev`; `space` is measured after it.
@@ -254,46 +324,85 @@ impl Forecasts {
             .or_insert_with(|| Forecaster::new(Params::default()))
     }
 
-    /// Keeps one model per current project dir (new ones start empty). Linear in the number
-    /// of projects: it runs on the main loop whenever the set of project dirs changes.
+    /// Keeps one model per current project dir (new ones start empty, at rest). Linear in the
+    /// number of projects: it runs on the main loop whenever the set of project dirs changes.
     pub fn retain_projects(&mut self, projects: &[ProjectDir]) {
-        let current: std::collections::HashSet<&Path> =
-            projects.iter().map(|p| p.path.as_path()).collect();
+        let current: HashSet<&Path> = projects.iter().map(|p| p.path.as_path()).collect();
         self.projects
             .retain(|path, _| current.contains(path.as_path()));
+        self.moving.retain(|path| current.contains(path.as_path()));
+        self.resting.retain(|path| current.contains(path.as_path()));
         for p in projects {
+            if self.projects.contains_key(&p.path) {
+                continue;
+            }
             self.projects
-                .entry(p.path.clone())
-                .or_insert_with(|| ProjectModel {
-                    dev: p.dev,
-                    level: 0,
-                    forecaster: Forecaster::new(Params::default()),
-                    own_drop: None,
-                    observed_at: f64::NEG_INFINITY,
-                });
+                .insert(p.path.clone(), ProjectModel::new(p.dev, self.last_t));
+            self.resting.insert(p.path.clone());
         }
     }
 
     /// One drain of a counting source: every project's growth since the last one (absent:
-    /// none).
+    /// none). Updates only the projects that grew now or since their model started: a
+    /// project at rest stays at rest (its flat stretch is handed to its model when it grows),
+    /// and one quiet for [`REST_AFTER_S`] comes to rest again.
     pub fn absorb_growth(&mut self, t: f64, growth: &HashMap<PathBuf, i64>) {
-        for (path, model) in self.projects.iter_mut() {
-            model.absorb(t, growth.get(path).copied().unwrap_or(0));
+        let previous = self.last_t;
+        self.last_t = self.last_t.max(t);
+        for (path, g) in growth {
+            if *g == 0 || !self.resting.remove(path) {
+                continue;
+            }
+            if let Some(model) = self.projects.get_mut(path) {
+                model.wake(previous, t);
+                self.moving.insert(path.clone());
+            }
         }
+        let projects = &mut self.projects;
+        let mut quiet = Vec::new();
+        self.moving.retain(|path| {
+            let Some(model) = projects.get_mut(path) else {
+                return false;
+            };
+            let g = growth.get(path).copied().unwrap_or(0);
+            model.absorb(t, g);
+            if g != 0 {
+                model.changed_at = t;
+            }
+            let moves = t - model.changed_at < REST_AFTER_S || model.own_drop.is_some();
+            if !moves {
+                *model = ProjectModel::resting_at(model.dev, model.level, t);
+                quiet.push(path.clone());
+            }
+            moves
+        });
+        self.resting.extend(quiet);
     }
 
     /// A project's size as a survey measured it (the poll source has no counters).
     pub fn observe_project_size(&mut self, path: &Path, t: f64, bytes: u64) {
         if let Some(model) = self.projects.get_mut(path) {
             model.level = bytes;
-            model.forecaster.observe(t, bytes);
+            model.model().observe(t, bytes);
+            self.mark_moving(path);
         }
     }
 
     /// Guardian deleted `bytes` inside `project`.
     pub fn project_cleaned(&mut self, project: &Path, t: f64, bytes: u64) {
         if let Some(model) = self.projects.get_mut(project) {
+            if self.resting.contains(project) {
+                model.wake(self.last_t, t);
+            }
             model.cleaned(t, bytes);
+            model.changed_at = t;
+            self.mark_moving(project);
+        }
+    }
+
+    fn mark_moving(&mut self, path: &Path) {
+        if self.resting.remove(path) {
+            self.moving.insert(path.to_path_buf());
         }
     }
 
@@ -302,7 +411,10 @@ impl Forecasts {
         self.projects
             .iter()
             .filter(|(_, m)| m.dev == dev)
-            .map(|(path, m)| (path.clone(), m.forecaster.rate_bps(free)))
+            .map(|(path, m)| {
+                let rate = m.forecaster.as_ref().map_or(0.0, |f| f.rate_bps(free));
+                (path.clone(), rate)
+            })
             .collect()
     }
 
@@ -366,20 +478,41 @@ impl Forecasts {
 
     /// Every project's forecast against its filesystem (`spaces` by device), fastest growing
     /// first.
+    ///
+    /// At most `limit`, computed for the moving projects and the first `limit` resting ones
+    /// by path (a resting project's rate is zero: no other could make the list).
     pub fn project_views(
         &self,
         t: f64,
         spaces: &HashMap<u64, (FsSpace, Limits)>,
+        limit: usize,
     ) -> Vec<ProjectForecastView> {
-        let mut out: Vec<ProjectForecastView> = self
-            .projects
+        let resting = self
+            .resting
             .iter()
+            .filter(|path| {
+                self.projects
+                    .get(*path)
+                    .is_some_and(|m| spaces.contains_key(&m.dev))
+            })
+            .take(limit);
+        let mut out: Vec<ProjectForecastView> = self
+            .moving
+            .iter()
+            .chain(resting)
+            .filter_map(|path| Some((path, self.projects.get(path)?)))
             .filter_map(|(path, m)| {
                 let (space, limits) = spaces.get(&m.dev)?;
                 let rule = self.rule(space, limits);
                 Some(ProjectForecastView {
                     path: path.clone(),
-                    forecast: self.view(&m.forecaster, t, space, limits, &rule),
+                    forecast: self.view(
+                        m.forecaster.as_deref().unwrap_or(&self.blank),
+                        t,
+                        space,
+                        limits,
+                        &rule,
+                    ),
                 })
             })
             .collect();
@@ -389,6 +522,7 @@ impl Forecasts {
                 .total_cmp(&a.forecast.rate_bps)
                 .then(a.path.cmp(&b.path))
         });
+        out.truncate(limit);
         out
     }
 

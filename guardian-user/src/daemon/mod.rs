@@ -112,6 +112,11 @@ pub struct Guardian {
     aggregator: Aggregator,
     /// The project dirs the source currently watches.
     watched: Vec<ProjectDir>,
+    /// The workspace dirs as of the last listing of their project dirs.
+    listed: Option<Listed>,
+    /// Polls left that end by giving freed heap back to the OS (start-up, a new project set:
+    /// the source's baseline walk and the probe's BTF parsing free what they needed).
+    trims_left: u32,
     /// The last write the source saw into each watched project (seconds since the epoch).
     last_write: HashMap<PathBuf, i64>,
     last_sample: Instant,
@@ -119,8 +124,8 @@ pub struct Guardian {
     /// The guarded filesystems as of the last poll (workspaces grouped by device, mount points
     /// from mountinfo); the sampler reuses it instead of re-reading mountinfo.
     filesystems: Vec<GuardedFs>,
-    /// Each guarded filesystem as last assessed, for the state file.
-    fs_states: Vec<FsState>,
+    /// Whether the cleanup thread was busy at the last [`guard`](Guardian::guard).
+    guarded_busy: Option<bool>,
     /// Task DB side: running-task protection, task/scratch sweeps, usage limits, ghost reaper.
     tasks: crate::tasks::TaskService,
     /// Growth models per filesystem and project, the lead time, the preemptive trigger.
@@ -202,11 +207,12 @@ impl Guardian {
             what: "cleanup",
             source,
         })?;
-        let state =
-            StateWriter::spawn(&config.daemon.state_dir).map_err(|source| DaemonError::Thread {
+        let state = StateWriter::spawn(&config.daemon.runtime_dir()).map_err(|source| {
+            DaemonError::Thread {
                 what: "state writer",
                 source,
-            })?;
+            }
+        })?;
         Ok(Guardian {
             forecasts,
             started: Instant::now(),
@@ -215,11 +221,13 @@ impl Guardian {
             source_skipped,
             aggregator: Aggregator::new(),
             watched: Vec::new(),
+            listed: None,
+            trims_left: TRIM_POLLS,
             last_write: HashMap::new(),
             last_sample: Instant::now(),
             cgroup_names: sources::CgroupNames::new(),
             filesystems: Vec::new(),
-            fs_states: Vec::new(),
+            guarded_busy: None,
             tasks,
             config,
             executor,
@@ -362,7 +370,7 @@ impl Guardian {
         self.tell_source(&source);
         self.problems.extend(source.problems);
         self.filesystems = guarded_filesystems(&self.config.workspaces);
-        self.guard();
+        self.guard(true);
         if !self.cleaner.busy() {
             let due = self.retention.due(Instant::now(), &self.config.retention);
             if !due.is_empty() {
@@ -378,6 +386,10 @@ impl Guardian {
             }
         }
         self.publish_state();
+        if self.trims_left > 0 {
+            self.trims_left -= 1;
+            give_back_memory();
+        }
     }
 
     /// One sample: drain the write source into the rates; with a reactive source, re-read free
@@ -399,7 +411,7 @@ impl Guardian {
             return;
         }
         let was_busy = self.cleaner.busy();
-        self.guard();
+        self.guard(false);
         if self.cleaner.busy() != was_busy {
             self.publish_state();
         }
@@ -467,9 +479,15 @@ impl Guardian {
     }
 
     /// Lists the project dirs of every workspace and re-registers them with the source when
-    /// the set changed.
+    /// the set changed. Skipped while no workspace dir changed since the last listing (see
+    /// [`Listed`]): an idle node does not `lstat` every project every poll.
     fn refresh_projects(&mut self) {
         use std::os::unix::fs::MetadataExt;
+        let seen = Listed::now(&self.config.workspaces);
+        if self.listed.as_ref().is_some_and(|l| l.still(&seen)) {
+            return;
+        }
+        self.listed = Some(seen);
         let mut dirs = Vec::new();
         for ws in &self.config.workspaces {
             let Ok(entries) = std::fs::read_dir(&ws.path) else {
@@ -498,16 +516,17 @@ impl Guardian {
             }
             self.forecasts.retain_projects(&projects);
             self.watched = projects;
+            self.trims_left = TRIM_POLLS;
         }
     }
 
     /// Feeds each project's growth from the source (counted, or sampled sizes with polling)
     /// into its forecast.
     fn feed_project_forecasts(&mut self, sample: &sources::Sample) {
-        let growth: HashMap<PathBuf, i64> = self
-            .watched
+        let growth: HashMap<PathBuf, i64> = sample
+            .growth
             .iter()
-            .filter_map(|p| sample.growth.get(&p.id).map(|g| (p.path.clone(), *g)))
+            .filter_map(|(id, g)| Some((self.aggregator.path_of(*id)?.to_path_buf(), *g)))
             .collect();
         let now = self.clock();
         self.forecasts.absorb_growth(now, &growth);
@@ -517,10 +536,13 @@ impl Guardian {
     /// within `active_within` is active (never deleted whole).
     fn note_writes(&mut self, sample: &sources::Sample) {
         let now = crate::tasks::clock::now_secs();
-        for p in &self.watched {
-            if sample.growth.get(&p.id).is_some_and(|g| *g > 0) {
-                self.last_write.insert(p.path.clone(), now);
-                self.tasks.note_write(&p.path, now);
+        for (id, growth) in &sample.growth {
+            if *growth <= 0 {
+                continue;
+            }
+            if let Some(path) = self.aggregator.path_of(*id) {
+                self.last_write.insert(path.to_path_buf(), now);
+                self.tasks.note_write(path, now);
             }
         }
     }
@@ -531,9 +553,13 @@ impl Guardian {
     }
 
     /// Checks every guarded filesystem: a cycle where a threshold is crossed, a preemptive one
-    /// where the forecast fires; every `statvfs` sample feeds the filesystem's forecast.
-    fn guard(&mut self) {
-        let mut states = Vec::new();
+    /// where the forecast fires; the `statvfs` reading feeds the filesystem's forecast. With
+    /// `every` false (a sample) a filesystem whose reading is exactly the last one, with the
+    /// cleanup thread as busy as then and a forecast that has its first samples, costs its
+    /// `statvfs` only: nothing it decides could differ but with the clock, and the next poll
+    /// (`every`) looks again in full.
+    fn guard(&mut self, every: bool) {
+        let busy = self.cleaner.busy();
         for fs in self.filesystems.clone() {
             if self.cancel.load(Ordering::Relaxed) {
                 break;
@@ -545,9 +571,17 @@ impl Guardian {
                         "cannot statvfs {}: {e}",
                         crate::textpath::escape(&fs.probe)
                     ));
+                    self.spaces.remove(&fs.dev);
                     continue;
                 }
             };
+            let same = self
+                .spaces
+                .get(&fs.dev)
+                .is_some_and(|(last, _)| *last == space);
+            if !every && same && self.guarded_busy == Some(busy) && self.forecasts.fs_warm(fs.dev) {
+                continue;
+            }
             let now = self.clock();
             self.forecasts.observe_fs(fs.dev, now, &space);
             self.tell_pressure(&fs, &space);
@@ -560,20 +594,37 @@ impl Guardian {
             }
             let assessment = policy::assess(&space, &self.config.thresholds, false);
             self.spaces.insert(fs.dev, (space, assessment.limits));
-            let forecast = self
-                .forecasts
-                .fs_view(fs.dev, self.clock(), &space, &assessment.limits);
-            states.push(FsState {
-                mount: fs.mount.clone(),
-                workspaces: fs.workspaces.iter().map(|w| w.path.clone()).collect(),
-                space,
-                limits: assessment.limits,
-                pressure: assessment.pressure,
-                reason: assessment.reason,
-                forecast: Some(forecast),
-            });
         }
-        self.fs_states = states;
+        self.guarded_busy = Some(self.cleaner.busy());
+        if every {
+            let devs: std::collections::HashSet<u64> =
+                self.filesystems.iter().map(|f| f.dev).collect();
+            self.spaces.retain(|dev, _| devs.contains(dev));
+        }
+    }
+
+    /// Each guarded filesystem as last read, with its forecast, for the state file.
+    fn fs_states(&self) -> Vec<FsState> {
+        let now = self.clock();
+        self.filesystems
+            .iter()
+            .filter_map(|fs| {
+                let (space, _) = self.spaces.get(&fs.dev)?;
+                let assessment = policy::assess(space, &self.config.thresholds, false);
+                let forecast = self
+                    .forecasts
+                    .fs_view(fs.dev, now, space, &assessment.limits);
+                Some(FsState {
+                    mount: fs.mount.clone(),
+                    workspaces: fs.workspaces.iter().map(|w| w.path.clone()).collect(),
+                    space: *space,
+                    limits: assessment.limits,
+                    pressure: assessment.pressure,
+                    reason: assessment.reason,
+                    forecast: Some(forecast),
+                })
+            })
+            .collect()
     }
 
     /// Hands a cycle to the cleanup thread, unless one runs or the audit log cannot be written
@@ -728,10 +779,12 @@ impl Guardian {
     /// Builds the state (bounded) and hands it to the writer, which writes it when it changed.
     fn publish_state(&mut self) {
         let names = &mut self.cgroup_names;
-        let mut projects = self.aggregator.report(&mut |id| names.name(id));
-        let omitted = projects.split_off(projects.len().min(state::MAX_PROJECTS));
-        let mut forecast_projects = self.forecasts.project_views(self.clock(), &self.spaces);
-        forecast_projects.truncate(state::MAX_PROJECTS);
+        let (projects, omitted, omitted_rate) = self
+            .aggregator
+            .report_summary(state::MAX_PROJECTS, &mut |id| names.name(id));
+        let forecast_projects =
+            self.forecasts
+                .project_views(self.clock(), &self.spaces, state::MAX_PROJECTS);
         let mut problems = self.problems.clone();
         if let Some(why) = self.state.failure() {
             problems.push(why);
@@ -749,8 +802,8 @@ impl Guardian {
             }),
             source_skipped: self.source_skipped.clone(),
             source_status: Some(self.source.status()),
-            projects_omitted: omitted.len(),
-            projects_omitted_rate_bps: omitted.iter().map(|p| p.rate_bps).sum(),
+            projects_omitted: omitted,
+            projects_omitted_rate_bps: omitted_rate,
             projects,
             updated: String::new(),
             pid: std::process::id(),
@@ -758,15 +811,92 @@ impl Guardian {
             dry_run: self.config.daemon.dry_run,
             poll_interval_ms: u64::try_from(self.config.daemon.poll_interval.0.as_millis())
                 .unwrap_or(u64::MAX),
-            filesystems: self.fs_states.clone(),
+            filesystems: self.fs_states(),
             last_cycle: self.last_cycle.clone(),
             recent_actions: self.recent.iter().cloned().collect(),
             refusing: self.refusing.clone(),
             problems,
         };
         let now = crate::cleanup::audit::timestamp(SystemTime::now());
-        self.state.submit(&mut state, &now);
-        self.tell_status(&mut state);
+        if self.state.submit(&mut state, &now) {
+            self.tell_status(&mut state);
+        }
+    }
+}
+
+/// Polls after start-up (and after the project set changed) that give freed heap back.
+const TRIM_POLLS: u32 = 6;
+
+/// Returns the heap's free memory to the OS (glibc keeps what start-up freed — BTF parsing, the
+/// baseline walk — in its arenas otherwise). A few milliseconds at most; elsewhere a no-op.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it takes no pointer.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A listing of the workspace dirs is trusted this long at most.
+const RELIST_EVERY: Duration = Duration::from_secs(60);
+/// A workspace dir changed less than this long before it was listed is listed again (a change
+/// within the same tick of the filesystem's clock would not move its times).
+const RECENT_CHANGE: Duration = Duration::from_secs(2);
+
+/// Each workspace dir's identity and change times when its project dirs were listed: adding,
+/// removing or renaming a project dir changes them, so while they stay the same the listing
+/// holds (re-listed anyway every [`RELIST_EVERY`], and while a change is under
+/// [`RECENT_CHANGE`] old).
+#[derive(Debug)]
+struct Listed {
+    at: Instant,
+    dirs: Vec<Option<DirStamp>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct DirStamp {
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Listed {
+    fn now(workspaces: &[Workspace]) -> Listed {
+        use std::os::unix::fs::MetadataExt;
+        let dirs = workspaces
+            .iter()
+            .map(|ws| {
+                let m = std::fs::symlink_metadata(&ws.path).ok()?;
+                Some(DirStamp {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    ctime: (m.ctime(), m.ctime_nsec()),
+                })
+            })
+            .collect();
+        Listed {
+            at: Instant::now(),
+            dirs,
+        }
+    }
+
+    /// Whether the listing taken at `self` still holds, `now` the workspaces' stamps now.
+    fn still(&self, now: &Listed) -> bool {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let settled = |d: &Option<DirStamp>| {
+            d.as_ref().is_some_and(|d| {
+                let newest = d.mtime.0.max(d.ctime.0);
+                u64::try_from(newest)
+                    .is_ok_and(|n| n.saturating_add(RECENT_CHANGE.as_secs()) < wall)
+            })
+        };
+        now.at.saturating_duration_since(self.at) < RELIST_EVERY
+            && self.dirs == now.dirs
+            && self.dirs.iter().all(settled)
     }
 }
 

@@ -38,6 +38,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "daemon.source",
     "daemon.audit_log",
     "daemon.state_dir",
+    "daemon.runtime_dir",
     "[tasks]",
     "[forecast]",
     "[serve]",
@@ -101,6 +102,10 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     if running.daemon.state_dir != new.daemon.state_dir {
         changed.push("daemon.state_dir");
         new.daemon.state_dir = running.daemon.state_dir.clone();
+    }
+    if running.daemon.runtime_dir != new.daemon.runtime_dir {
+        changed.push("daemon.runtime_dir");
+        new.daemon.runtime_dir = running.daemon.runtime_dir.clone();
     }
     if differs(&running.tasks, &new.tasks) {
         changed.push("[tasks]");

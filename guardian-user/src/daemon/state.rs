@@ -1,5 +1,6 @@
-//! The daemon's state file (`state.json` in `state_dir`): what `guardian status` shows. Bounded
-//! (the busiest projects, the rest summarized), serialized into one buffer, and handed to a
+//! The daemon's state file (`state.json` in the runtime dir, `DaemonConfig::runtime_dir`): what
+//! `guardian status` shows. Bounded (the busiest projects, the rest summarized), serialized into
+//! one buffer, and handed to a
 //! writer thread that replaces the file atomically ([`OwnDir::replace`]) only when its content
 //! changed — a slow or full disk never blocks the main loop, and a failed write is a reported
 //! problem, never a reason to exit.
@@ -118,6 +119,7 @@ pub struct StateWriter {
     /// The same without its measurements, and when the file was last handed over.
     last_significant: Vec<u8>,
     last_at: Option<std::time::Instant>,
+    handed: u64,
 }
 
 impl StateWriter {
@@ -174,22 +176,25 @@ impl StateWriter {
             last: Vec::new(),
             last_significant: Vec::new(),
             last_at: None,
+            handed: 0,
         })
     }
 
     /// Hands `state` to the writer when its content (all but `updated`) changed since the last
     /// call — at once when more than measurements changed, else at most every
     /// [`MEASUREMENTS_EVERY`]; `updated` is then set to `now`. Never blocks: a writer still
-    /// busy gets the newest state when it is done.
-    pub fn submit(&mut self, state: &mut DaemonState, now: &str) {
+    /// busy gets the newest state when it is done. Returns false when the content is what the
+    /// last call saw (the caller need not tell anyone): an idle daemon renders its state once
+    /// per check and writes nothing.
+    pub fn submit(&mut self, state: &mut DaemonState, now: &str) -> bool {
         let stamp = std::mem::take(&mut state.updated);
         let Ok(content) = serde_json::to_vec(state) else {
             state.updated = stamp;
-            return;
+            return true;
         };
         if content == self.last {
             state.updated = stamp;
-            return;
+            return false;
         }
         let significant = serde_json::to_vec(&without_measurements(state)).unwrap_or_default();
         let measurements_only = significant == self.last_significant;
@@ -198,16 +203,14 @@ impl StateWriter {
             .is_some_and(|at| at.elapsed() < MEASUREMENTS_EVERY);
         if measurements_only && recently {
             state.updated = stamp;
-            return;
+            return true;
         }
-        self.last = content;
         self.last_significant = significant;
         self.last_at = Some(std::time::Instant::now());
         state.updated = now.to_string();
-        let Ok(mut bytes) = serde_json::to_vec(state) else {
-            return;
-        };
-        bytes.push(b'\n');
+        let bytes = with_stamp(&content, now);
+        self.last = content;
+        self.handed += 1;
         match self.tx.try_send(bytes) {
             Ok(()) => {}
             Err(crossbeam_channel::TrySendError::Full(bytes)) => {
@@ -218,6 +221,12 @@ impl StateWriter {
             }
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
         }
+        true
+    }
+
+    /// States handed to the writer so far (each one a write of the file).
+    pub fn handed(&self) -> u64 {
+        self.handed
     }
 
     /// Why the state file cannot be written, if it cannot.
@@ -235,6 +244,25 @@ impl StateWriter {
         // The thread ends (closing `done`) once it has written what was pending.
         let _ = done.recv_timeout(limit);
     }
+}
+
+/// The file's bytes: `content` (serialized with an empty `updated`, the first field) with the
+/// stamp `now` put in, and a final newline — without serializing the state a second time.
+fn with_stamp(content: &[u8], now: &str) -> Vec<u8> {
+    const EMPTY: &[u8] = br#"{"updated":"""#;
+    let stamp = serde_json::to_vec(now).unwrap_or_else(|_| b"\"\"".to_vec());
+    let mut bytes = Vec::with_capacity(content.len() + stamp.len() + 1);
+    match content.strip_prefix(EMPTY) {
+        Some(rest) => {
+            bytes.extend_from_slice(br#"{"updated":"#);
+            bytes.extend_from_slice(&stamp);
+            bytes.extend_from_slice(rest);
+        }
+        // Not reached while `updated` is the first field; the content stays valid JSON.
+        None => bytes.extend_from_slice(content),
+    }
+    bytes.push(b'\n');
+    bytes
 }
 
 /// `state` with its measurements coarsened to what a reader would call a change: free space to
@@ -300,6 +328,23 @@ fn two_digits(x: f64) -> f64 {
     }
     let unit = 10f64.powi(x.abs().log10().floor() as i32 - 1);
     (x / unit).round() * unit
+}
+
+/// Reads the state file the daemon of `config` writes: in its runtime dir, or — the runtime
+/// dir left at its default and holding none — in `state_dir`, where daemons before the runtime
+/// dir kept it.
+pub fn read_state_of(config: &crate::config::DaemonConfig) -> io::Result<DaemonState> {
+    let dir = config.runtime_dir();
+    match read_state(&dir) {
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                && config.runtime_dir.is_none()
+                && dir != config.state_dir =>
+        {
+            read_state(&config.state_dir).map_err(|_| e)
+        }
+        other => other,
+    }
 }
 
 /// Reads the state file from `dir` (not following a symlink, at most 16 MiB).

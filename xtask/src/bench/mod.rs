@@ -11,6 +11,7 @@
 //! daemon does, and the eBPF floor is loaded from the release-built library.
 
 mod daemon;
+mod idle;
 mod reaction;
 pub(crate) mod report;
 mod scratch;
@@ -38,6 +39,7 @@ const DEFAULT_RUNS: u32 = 3;
 const DEFAULT_DD_MIB: u64 = 2048;
 const DEFAULT_SOURCES_RUNS: u32 = 7;
 const DEFAULT_REACTION_TRIALS: u32 = 20;
+const DEFAULT_IDLE_SECONDS: u64 = 30;
 const SCAN_SEED: u64 = 0x6775_6172_6469_616e;
 const DELETE_SEED: u64 = 0x726d_2d72_6620_7673;
 /// Goals from the issue: scan at most 0.7× du's wall time, deletion no slower than rm -rf.
@@ -57,15 +59,18 @@ pub enum Section {
     Reaction,
     /// Crossing → `threshold_crossed` on `/events`; cycle time with 1,000 idle clients.
     Serve,
+    /// What an idle daemon costs (write syscalls, bytes to storage, CPU, RSS) per source.
+    Idle,
 }
 
 impl Section {
-    const ALL: [Section; 5] = [
+    const ALL: [Section; 6] = [
         Section::Scan,
         Section::Delete,
         Section::Sources,
         Section::Reaction,
         Section::Serve,
+        Section::Idle,
     ];
 
     fn name(self) -> &'static str {
@@ -75,6 +80,7 @@ impl Section {
             Section::Sources => "sources",
             Section::Reaction => "reaction",
             Section::Serve => "serve",
+            Section::Idle => "idle",
         }
     }
 }
@@ -112,6 +118,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = DEFAULT_REACTION_TRIALS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub reaction_trials: u32,
+    /// Seconds each idle daemon is watched in the idle section (after its start-up).
+    #[arg(long, default_value_t = DEFAULT_IDLE_SECONDS,
+          value_parser = clap::value_parser!(u64).range(5..))]
+    pub idle_seconds: u64,
     /// Rewrite the sections that ran in docs/benchmarks.md with the results.
     #[arg(long)]
     pub write_doc: bool,
@@ -158,6 +168,8 @@ impl BenchArgs {
             self.sources_runs.to_string(),
             "--reaction-trials".into(),
             self.reaction_trials.to_string(),
+            "--idle-seconds".into(),
+            self.idle_seconds.to_string(),
         ]);
         if self.sources_ext4 {
             v.push("--sources-ext4".into());
@@ -194,6 +206,9 @@ impl BenchArgs {
         }
         if self.reaction_trials != DEFAULT_REACTION_TRIALS {
             s += &format!(" --reaction-trials {}", self.reaction_trials);
+        }
+        if self.idle_seconds != DEFAULT_IDLE_SECONDS {
+            s += &format!(" --idle-seconds {}", self.idle_seconds);
         }
         if self.write_doc {
             s += " --write-doc";
@@ -366,6 +381,12 @@ pub fn run_inner(args: &BenchArgs, guardian_bin: &Path) -> Result<ExitCode> {
         serve.print();
         write("serve", serve.markdown(&machine, &run))?;
         verdicts.push(("serve", serve.verdict()));
+    }
+    if args.runs_section(Section::Idle) {
+        let idle = idle::run(args.idle_seconds, guardian_bin, &cancel)?;
+        idle.print();
+        write("idle", idle.markdown(&machine, &run))?;
+        verdicts.push(("idle", idle.verdict()));
     }
 
     println!(

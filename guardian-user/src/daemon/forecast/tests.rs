@@ -241,7 +241,7 @@ fn project_forecasts_rank_growth_and_count_our_deletions_once() {
     assert_eq!(f.projects.len(), 1);
     let s = space(GIB / 2);
     let spaces: HashMap<u64, (FsSpace, Limits)> = [(DEV, (s, limits(&s)))].into_iter().collect();
-    let views = f.project_views(t, &spaces);
+    let views = f.project_views(t, &spaces, 100);
     assert_eq!(views.len(), 1);
     assert_eq!(views[0].path, PathBuf::from("/w/fast"));
 }
@@ -343,4 +343,59 @@ fn a_new_steady_writer_from_34_percent_free_triggers_before_the_crossing() {
         at - began
     );
     assert!(free > l.cleanup_bytes, "before the crossing");
+}
+
+/// Thousands of idle projects: a drain updates none of them, the status lists `limit` of
+/// them, and one that starts growing is forecast from its flat history on.
+#[test]
+fn idle_projects_cost_nothing_per_drain_and_wake_up_when_written() {
+    let mut f = Forecasts::new(&config(), Duration::from_millis(250));
+    let projects: Vec<ProjectDir> = (0..10_000)
+        .map(|i| project(&format!("/w/p{i:05}")))
+        .collect();
+    f.retain_projects(&projects);
+    let mut t = 0.0;
+    for _ in 0..100 {
+        f.absorb_growth(t, &HashMap::new());
+        t += 0.25;
+    }
+    assert!(f.moving.is_empty(), "no idle project is updated per drain");
+    assert!(
+        f.projects.values().all(|m| m.forecaster.is_none()),
+        "no model at rest"
+    );
+    let s = space(GIB / 2);
+    let spaces: HashMap<u64, (FsSpace, Limits)> = [(DEV, (s, limits(&s)))].into_iter().collect();
+    let views = f.project_views(t, &spaces, 100);
+    assert_eq!(views.len(), 100);
+    assert_eq!(
+        views[0].path,
+        PathBuf::from("/w/p00000"),
+        "resting ones by path"
+    );
+    assert!(views.iter().all(|v| v.forecast.rate_bps == 0.0));
+
+    let busy = PathBuf::from("/w/p07777");
+    for _ in 0..80 {
+        let growth: HashMap<PathBuf, i64> = [(busy.clone(), MIB as i64)].into_iter().collect();
+        f.absorb_growth(t, &growth);
+        t += 0.25;
+    }
+    assert_eq!(f.moving.len(), 1);
+    assert!(f.projects[&busy].forecaster.as_ref().unwrap().samples() >= 80);
+    let views = f.project_views(t, &spaces, 100);
+    assert_eq!(views.len(), 100);
+    assert_eq!(views[0].path, busy, "the growing project first");
+    assert!(views[0].forecast.rate_bps > 0.0);
+    let rate = f.growth_rates(DEV, GIB / 2)[&busy];
+    assert!(
+        rate > 2.0 * MIB as f64 && rate < 6.0 * MIB as f64,
+        "about 4 MiB/s: {rate}"
+    );
+
+    // Quiet for longer than REST_AFTER_S: at rest again, at its level.
+    let level = f.projects[&busy].level;
+    f.absorb_growth(t + REST_AFTER_S + 1.0, &HashMap::new());
+    assert!(f.moving.is_empty());
+    assert_eq!(f.projects[&busy].level, level);
 }
