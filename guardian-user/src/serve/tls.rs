@@ -5,8 +5,6 @@
 //! `ca_file` that cannot be read or holds no certificate is an error for that webhook (shown in
 //! the status), never a silent fall back to the system's store or to no verification.
 
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
@@ -69,39 +67,12 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
 /// Reads a CA file: a regular file (no symlink followed, never blocking on a FIFO) of at most
 /// [`MAX_CA_BYTES`], owned by Guardian's user or root, writable by nobody else.
 fn read_ca(path: &Path) -> Result<Vec<u8>, String> {
-    let shown = crate::textpath::escape(path);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| format!("cannot open {shown}: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot stat {shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
-    }
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me && meta.uid() != 0 {
-        return Err(format!(
-            "{shown} is owned by uid {}, not by Guardian's user (uid {me}) or root",
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{shown} has mode {:o}: trusted certificates must not be writable by others",
-            meta.mode() & 0o7777
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_CA_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if bytes.len() as u64 > MAX_CA_BYTES {
-        return Err(format!("{shown} is larger than {MAX_CA_BYTES} bytes"));
-    }
-    Ok(bytes)
+    super::token::read_guarded(
+        path,
+        MAX_CA_BYTES,
+        0o022,
+        "trusted certificates must not be writable by others",
+    )
 }
 
 #[cfg(test)]

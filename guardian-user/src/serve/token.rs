@@ -1,6 +1,6 @@
-//! The files the server reads or makes: the bearer token (read with the care of Guardian's
-//! other files) and the Unix socket (a stale socket of Guardian's own is replaced, anything
-//! else at the path is left alone and reported).
+//! The files the server reads or makes: the bearer token and a webhook's CA file (read with the
+//! care of Guardian's other files: `read_guarded`) and the Unix socket (a stale socket of
+//! Guardian's own is replaced, anything else at the path is left alone and reported).
 
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -19,6 +19,36 @@ pub fn read(path: &Path) -> Result<String, String> {
         crate::fsys::files::OwnDir::open(dir, false)
             .map_err(|e| format!("{shown}: its directory cannot be trusted: {e}"))?;
     }
+    let bytes = read_guarded(
+        path,
+        MAX_TOKEN_BYTES,
+        0o077,
+        "a token must be readable by its owner only (chmod 600)",
+    )?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| format!("{shown} is not text"))?
+        .trim();
+    if text.is_empty() {
+        return Err(format!("{shown} is empty"));
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{shown}: a token is printable ASCII without spaces"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// Reads a small file Guardian trusts: a regular file (no symlink followed, never blocking on a
+/// FIFO) of at most `max_bytes`, owned by Guardian's user or root, with none of the `forbidden`
+/// mode bits (`why` says what they would allow).
+pub(super) fn read_guarded(
+    path: &Path,
+    max_bytes: u64,
+    forbidden: u32,
+    why: &str,
+) -> Result<Vec<u8>, String> {
+    let shown = crate::textpath::escape(path);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -37,31 +67,20 @@ pub fn read(path: &Path) -> Result<String, String> {
             meta.uid()
         ));
     }
-    if meta.mode() & 0o077 != 0 {
+    if meta.mode() & forbidden != 0 {
         return Err(format!(
-            "{shown} has mode {:o}: a token must be readable by its owner only (chmod 600)",
+            "{shown} has mode {:o}: {why}",
             meta.mode() & 0o7777
         ));
     }
     let mut bytes = Vec::new();
-    file.take(MAX_TOKEN_BYTES + 1)
+    file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if bytes.len() as u64 > MAX_TOKEN_BYTES {
-        return Err(format!("{shown} is larger than {MAX_TOKEN_BYTES} bytes"));
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!("{shown} is larger than {max_bytes} bytes"));
     }
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| format!("{shown} is not text"))?
-        .trim();
-    if text.is_empty() {
-        return Err(format!("{shown} is empty"));
-    }
-    if !text.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!(
-            "{shown}: a token is printable ASCII without spaces"
-        ));
-    }
-    Ok(text.to_string())
+    Ok(bytes)
 }
 
 /// Binds the Unix socket at `path`: a leftover socket owned by Guardian's user is replaced;
