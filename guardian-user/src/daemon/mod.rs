@@ -54,6 +54,8 @@ pub enum Event {
     Poll,
     /// Time to drain the write source and re-read free space.
     Sample,
+    /// The write countdown ran out: sample now (`sources::countdown`).
+    Woken(sources::countdown::Wake),
     /// What the cleanup thread did.
     Cleanup(Report),
     /// SIGINT/SIGTERM: stop.
@@ -130,6 +132,8 @@ pub struct Guardian {
     /// What the outside was last told: each filesystem's pressure, the source, the state's
     /// `updated` stamp, the running cycle's start and kind.
     told: publish::Told,
+    /// The countdown wake-up that started the sample under way, if one did.
+    woken: Option<sources::countdown::Wake>,
 }
 
 impl Guardian {
@@ -220,6 +224,7 @@ impl Guardian {
             hub: crate::publish::Hub::new(),
             server: None,
             told: publish::Told::default(),
+            woken: None,
         })
     }
 
@@ -246,17 +251,25 @@ impl Guardian {
         }
         let poll = crossbeam_channel::tick(interval);
         let sample = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
+        let (waker, wakeups) = crossbeam_channel::bounded(1);
+        self.source.set_waker(waker);
         self.poll();
         loop {
             let event = select! {
                 recv(poll) -> _ => Event::Poll,
                 recv(sample) -> _ => Event::Sample,
+                recv(wakeups) -> w => w.map_or(Event::Shutdown, Event::Woken),
                 recv(reports) -> r => r.map(Event::Cleanup).unwrap_or(Event::Shutdown),
                 recv(events) -> e => e.unwrap_or(Event::Shutdown),
             };
             match event {
                 Event::Poll => self.poll(),
                 Event::Sample => self.sample(),
+                Event::Woken(wake) => {
+                    self.woken = Some(wake);
+                    self.sample();
+                    self.woken = None;
+                }
                 Event::Cleanup(report) => self.on_cleanup(report),
                 Event::Shutdown => break,
             }
@@ -488,6 +501,7 @@ impl Guardian {
     /// where the forecast fires; every `statvfs` sample feeds the filesystem's forecast.
     fn guard(&mut self) {
         let mut states = Vec::new();
+        let mut budgets = Vec::new();
         for fs in self.filesystems.clone() {
             if self.cancel.load(Ordering::Relaxed) {
                 break;
@@ -513,6 +527,12 @@ impl Guardian {
                 }
             }
             let assessment = policy::assess(&space, &self.config.thresholds, false);
+            budgets.push(sources::countdown::Budget::after_statvfs(
+                fs.dev,
+                &space,
+                &assessment.limits,
+                &[],
+            ));
             self.spaces.insert(fs.dev, (space, assessment.limits));
             let forecast = self
                 .forecasts
@@ -528,6 +548,7 @@ impl Guardian {
             });
         }
         self.fs_states = states;
+        self.source.arm(&budgets);
     }
 
     /// Hands a cycle to the cleanup thread, unless one runs or the audit log cannot be written
@@ -552,6 +573,12 @@ impl Guardian {
             crate::quiet::clear("audit.unwritable");
             tracing::info!("the audit log can be written again: cleaning resumes");
         }
+        let kind = match (kind, &self.woken) {
+            (CycleKind::Reactive { reason }, Some(wake)) => CycleKind::Reactive {
+                reason: format!("{reason}; {wake}"),
+            },
+            (kind, _) => kind,
+        };
         match &kind {
             CycleKind::Reactive { reason } => {
                 tracing::warn!(mount = %crate::textpath::shown(&fs.mount), reason = %reason, "pressure: starting a cleanup cycle")
