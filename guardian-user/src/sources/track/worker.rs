@@ -427,3 +427,69 @@ fn fail(shared: &Mutex<Shared>, reason: String) {
         s.failure = Some(reason);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::sources::countdown::Budget;
+    use crate::sources::testutil::{project, tempdir, write_with_write};
+    use crate::sources::Source;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
+
+    /// Growth the worker applies is spent from the project's filesystem budget: nothing before
+    /// the budget is reached, one wake-up when it is, none more until re-armed.
+    fn wakes_when_the_budget_is_spent(mut source: Box<dyn Source>, name: &str) {
+        let dir = tempdir();
+        let a = dir.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        source.watch_and_wait(&[project(1, &a)]).unwrap();
+        let (waker, wakeups) = crossbeam_channel::bounded(1);
+        source.set_waker(waker);
+        assert!(source.counts_down());
+        let dev = std::fs::metadata(&a).unwrap().dev();
+        source.arm(&[Budget {
+            dev,
+            bytes: 4 << 20,
+        }]);
+        write_with_write(&a.join("small"), 1 << 20, 64 << 10);
+        assert!(
+            wakeups.recv_timeout(Duration::from_millis(500)).is_err(),
+            "{name}: woken before the budget was spent"
+        );
+        write_with_write(&a.join("big"), 4 << 20, 64 << 10);
+        let wake = wakeups
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{name}: no wake-up after the budget was spent"));
+        assert_eq!((wake.source, wake.dev), (name, dev));
+        assert!(wake.bytes >= 4 << 20, "{wake:?}");
+        write_with_write(&a.join("more"), 8 << 20, 64 << 10);
+        assert!(
+            wakeups.recv_timeout(Duration::from_millis(500)).is_err(),
+            "{name}: one wake-up per arming"
+        );
+        source.arm(&[Budget {
+            dev,
+            bytes: 1 << 20,
+        }]);
+        write_with_write(&a.join("again"), 2 << 20, 64 << 10);
+        assert!(
+            wakeups.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "{name}: re-armed budget never woke"
+        );
+    }
+
+    #[test]
+    fn inotify_growth_counts_down_and_wakes_once_per_budget() {
+        let source = crate::sources::inotify::open().expect("inotify");
+        wakes_when_the_budget_is_spent(Box::new(source), "inotify");
+    }
+
+    #[test]
+    fn fanotify_growth_counts_down_and_wakes_once_per_budget() {
+        if !crate::testkit::require_root("fanotify countdown test") {
+            return;
+        }
+        let source = crate::sources::fanotify::open().expect("fanotify");
+        wakes_when_the_budget_is_spent(Box::new(source), "fanotify");
+    }
+}
