@@ -108,6 +108,48 @@ fn ebpf_source_reacts_within_a_sample_and_names_the_writing_cgroup() {
     );
 }
 
+/// A crossing with a 5 s `sample_interval` and a 1 h poll: the probe's countdown wakes the
+/// daemon, which samples at once. The first budget (headroom less a margin) always runs out
+/// before the crossing, so a cycle whose trigger names the countdown also shows the budget was
+/// re-armed after the statvfs of that wake-up (and of any before it).
+#[test]
+fn a_crossing_is_seen_by_the_probes_countdown_not_at_the_next_sample() {
+    if !require_root("a_crossing_is_seen_by_the_probes_countdown_not_at_the_next_sample") {
+        return;
+    }
+    let mount = TestMount::tmpfs(256 * MIB);
+    let (config, state) = setup(&mount, "ebpf");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("sample_interval = \"100ms\"", "sample_interval = \"5s\"");
+    std::fs::write(&config, text).unwrap();
+    let _daemon = Reaped::spawn(
+        Command::new(guardian_bin())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("GUARDIAN_LOG", "info"),
+    );
+    assert!(wait_until(Duration::from_secs(10), || state
+        .join("state/state.json")
+        .exists()));
+    assert_eq!(status_json(&config)["source"], "ebpf");
+    let (total, avail) = space(&mount.dir);
+    let to_write = avail - (total as f64 * 0.18) as u64;
+    dd(&mount.path("dispatch/busy/checkpoint.bin"), to_write);
+    let cleaned = wait_until(Duration::from_secs(20), || {
+        status_json(&config)["last_cycle"]["trigger"].is_string()
+    });
+    assert!(cleaned, "no cleanup cycle finished");
+    let trigger = status_json(&config)["last_cycle"]["trigger"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        trigger.contains("cleanup_free") && trigger.contains("woken by the ebpf write countdown"),
+        "the cycle must start from the countdown's wake-up, not from a sample tick: {trigger}"
+    );
+    assert!(!audit_lines(&state.join("audit.jsonl")).is_empty());
+}
+
 #[test]
 fn auto_falls_back_when_the_probe_fails_and_still_guards() {
     if !require_root("auto_falls_back_when_the_probe_fails_and_still_guards") {

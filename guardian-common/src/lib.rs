@@ -94,8 +94,13 @@ pub struct WriteSlot {
     /// the slot was filled is `WriteCache::cgroups` at the same index.
     pub css_set: u64,
     pub generation: u32,
-    /// Project id, 0 for "in no project" (such slots count nothing).
-    pub project: u32,
+    /// Project id, 0 for "in no project" (such slots count nothing into projects), below
+    /// [`MAX_PROJECTS`].
+    pub project: u16,
+    /// The countdown's filesystem index of the written file (`ProbeSettings::budgets`), 0 when
+    /// its filesystem is not armed. Set when the slot is filled; userspace bumps the epoch when
+    /// it gives an index to another filesystem.
+    pub fs: u16,
     /// `ProbeSettings::epoch` when the slot was filled; an older one is refilled.
     pub epoch: u32,
     /// The generation of the project index when the slot was filled (`GENS[project]`). Userspace
@@ -146,6 +151,50 @@ pub struct WriteCache {
     /// cgroup v2 id of each slot's `css_set` when the slot was filled.
     pub cgroups: [u64; WRITE_SLOTS],
     pub slots: [WriteSlot; WRITE_SLOTS],
+    /// This CPU's spending of each filesystem's armed budget (the probe's own; userspace only
+    /// reads it).
+    pub spent: [FsSpent; MAX_FS],
+}
+
+/// Filesystems the write countdown arms at once; index 0 is unused ("not armed").
+pub const MAX_FS: usize = 16;
+
+/// The write countdown of one filesystem, as userspace armed it (`ProbeSettings::budgets`): each
+/// CPU may count `per_cpu` bytes written on the filesystem before it wakes userspace through the
+/// `WAKE` ring buffer, once per arming. The shares of all CPUs add up to at most the budget, so
+/// whichever way writes spread over CPUs, the wake-up comes no later than the budget.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsBudget {
+    /// The kernel's `s_dev` of the filesystem (0: entry unused).
+    pub dev: u32,
+    /// Bumped by userspace each time it arms this budget; 0: disarmed (nothing is sent).
+    pub gen: u32,
+    /// Bytes each CPU may count before it wakes userspace.
+    pub per_cpu: u64,
+}
+
+/// One CPU's spending of one filesystem's budget: reset when the budget's `gen` changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsSpent {
+    pub spent: u64,
+    /// The `FsBudget::gen` this spending counts against.
+    pub gen: u32,
+    /// 1 once this CPU sent its wake-up for `gen`.
+    pub fired: u32,
+}
+
+/// The ring-buffer record a CPU sends when it spent its share of a filesystem's budget.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WakeRecord {
+    /// The kernel's `s_dev` of the filesystem.
+    pub dev: u32,
+    /// The `FsBudget::gen` that ran out.
+    pub gen: u32,
+    /// Bytes this CPU counted against it.
+    pub spent: u64,
 }
 
 /// Settings shared by userspace and the probe: the probe's `SETTINGS` global, in the object's
@@ -160,6 +209,8 @@ pub struct ProbeSettings {
     /// from an older epoch are resolved again.
     pub epoch: u32,
     pub _pad: u32,
+    /// The write countdown, per filesystem index (index 0 unused).
+    pub budgets: [FsBudget; MAX_FS],
 }
 
 /// Helper number the probe calls in place of the `bpf_rdonly_cast` kfunc. aya cannot relocate
@@ -232,6 +283,9 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::MovedLog {}
     unsafe impl aya::Pod for super::ProbeCounters {}
+    unsafe impl aya::Pod for super::FsBudget {}
+    unsafe impl aya::Pod for super::FsSpent {}
+    unsafe impl aya::Pod for super::WakeRecord {}
 }
 
 #[cfg(test)]
@@ -245,11 +299,18 @@ mod tests {
         assert_eq!(core::mem::size_of::<CgroupKey>(), 16);
         assert_eq!(core::mem::size_of::<FileKey>(), 16);
         assert_eq!(core::mem::size_of::<WriteSlot>(), 64, "one cache line");
-        assert_eq!(core::mem::size_of::<ProbeSettings>(), 16);
+        assert_eq!(core::mem::size_of::<ProbeSettings>(), 16 + 16 * MAX_FS);
+        assert_eq!(core::mem::size_of::<FsBudget>(), 16);
+        assert_eq!(core::mem::size_of::<FsSpent>(), 16);
+        assert_eq!(core::mem::size_of::<WakeRecord>(), 16);
+        assert!(MAX_PROJECTS <= u16::MAX as u32 && MAX_FS <= u16::MAX as usize);
         assert_eq!(core::mem::size_of::<Resolution>(), 8);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 25 * 8 + 16);
         assert!(WRITE_SLOTS.is_power_of_two());
-        assert_eq!(core::mem::size_of::<WriteCache>(), WRITE_SLOTS * (8 + 64));
+        assert_eq!(
+            core::mem::size_of::<WriteCache>(),
+            WRITE_SLOTS * (8 + 64) + 16 * MAX_FS
+        );
         assert_eq!(core::mem::size_of::<MovedLog>(), 16 + 4 * MOVED_RING);
         assert_eq!(core::mem::size_of::<ProbeCounters>(), 24);
         assert!(MOVED_RING.is_power_of_two());

@@ -25,6 +25,12 @@
 //! never counted for the index's next project. Every index bytes are moved to is logged per CPU
 //! (`MOVED`), so userspace reads only those counters; what the probe cannot store (a full
 //! per-cgroup map) is counted in `COUNTERS` and reported.
+//!
+//! The write countdown: userspace arms, per guarded filesystem, a budget of bytes (its headroom
+//! to the next threshold, less a margin) split in equal per-CPU shares (`SETTINGS.budgets`).
+//! Every counted write on the filesystem spends from this CPU's share (`WriteCache::spent`, next
+//! to the slots), and the write that exhausts it sends one record to userspace through the
+//! `WAKE` ring buffer — once per arming and CPU, never per write.
 #![no_std]
 #![no_main]
 
@@ -34,14 +40,15 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{fexit, map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FExitContext, TracePointContext},
     EbpfContext,
 };
 use guardian_common::{
-    CgroupKey, FileKey, InodeKey, KernelOffsets, MovedLog, ProbeCounters, ProbeSettings,
-    ProjectStats, Resolution, WriteCache, WriteSlot, KIND_COPY, KIND_FALLOCATE, KIND_WRITE,
-    MAX_PROJECTS, MAX_WALK_DEPTH, MOVED_RING, RDONLY_CAST_PLACEHOLDER, WRITE_SLOTS,
+    CgroupKey, FileKey, FsBudget, FsSpent, InodeKey, KernelOffsets, MovedLog, ProbeCounters,
+    ProbeSettings, ProjectStats, Resolution, WakeRecord, WriteCache, WriteSlot, KIND_COPY,
+    KIND_FALLOCATE, KIND_WRITE, MAX_FS, MAX_PROJECTS, MAX_WALK_DEPTH, MOVED_RING,
+    RDONLY_CAST_PLACEHOLDER, WRITE_SLOTS,
 };
 
 /// Offsets of the running kernel, set by userspace before load (`.rodata`: frozen, so the
@@ -92,7 +99,17 @@ static mut SETTINGS: ProbeSettings = ProbeSettings {
     regs_delta: 0,
     epoch: 0,
     _pad: 0,
+    budgets: [FsBudget {
+        dev: 0,
+        gen: 0,
+        per_cpu: 0,
+    }; MAX_FS],
 };
+
+/// Wake-ups of the write countdown (one `WakeRecord` per exhausted per-CPU share); userspace
+/// blocks on it in a thread of its own.
+#[map]
+static WAKE: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 /// Per-CPU write cache (see `WriteSlot`).
 #[map]
@@ -318,14 +335,19 @@ fn account<const TYPED: bool>(w: Written, index: Option<usize>, settings: &Probe
         && slot.epoch == epoch;
     if !hit {
         move_out(slot, *cgroup);
-        let project = resolve(w.file, inode, ino, generation, epoch).unwrap_or(0);
+        let dev = dev_of(inode).unwrap_or(0);
+        let mut project = resolve(w.file, dev, ino, generation, epoch).unwrap_or(0);
+        if project >= MAX_PROJECTS {
+            project = 0;
+        }
         *cgroup = cgroup_of(css_set);
         slot.inode = inode;
         slot.ino = ino;
         slot.generation = generation;
         slot.css_set = css_set;
         slot.epoch = epoch;
-        slot.project = project;
+        slot.project = project as u16;
+        slot.fs = fs_index(settings, dev);
         slot.owner_gen = gen_of(project);
     }
     if slot.project != 0 {
@@ -334,6 +356,59 @@ fn account<const TYPED: bool>(w: Written, index: Option<usize>, settings: &Probe
             KIND_COPY => slot.copied += w.bytes,
             _ => slot.allocated += w.bytes,
         }
+    }
+    let fs = slot.fs as usize;
+    if fs != 0 {
+        count_down(&mut cache.spent, fs, w.bytes, settings);
+    }
+}
+
+/// The kernel's `s_dev` of an inode's filesystem.
+#[inline(always)]
+fn dev_of(inode: u64) -> Result<u32, i64> {
+    let sb: u64 = read(inode + off!(inode_i_sb))?;
+    read(sb + off!(super_block_s_dev))
+}
+
+/// The countdown index of filesystem `dev` (0: not armed).
+#[inline(always)]
+fn fs_index(settings: &ProbeSettings, dev: u32) -> u16 {
+    if dev == 0 {
+        return 0;
+    }
+    for i in 1..MAX_FS {
+        if let Some(budget) = settings.budgets.get(i) {
+            if budget.dev == dev {
+                return i as u16;
+            }
+        }
+    }
+    0
+}
+
+/// Spends `bytes` of this CPU's share of filesystem `fs`'s budget; the write that exhausts the
+/// share wakes userspace (once per arming: `fired`).
+#[inline(always)]
+fn count_down(spent: &mut [FsSpent; MAX_FS], fs: usize, bytes: u64, settings: &ProbeSettings) {
+    let (Some(budget), Some(mine)) = (settings.budgets.get(fs), spent.get_mut(fs)) else {
+        return;
+    };
+    // SAFETY: a field of our own global, which userspace rewrites while the probe runs.
+    let gen = unsafe { core::ptr::read_volatile(&budget.gen) };
+    if mine.gen != gen {
+        mine.gen = gen;
+        mine.spent = 0;
+        mine.fired = 0;
+    }
+    mine.spent += bytes;
+    if mine.fired == 0 && gen != 0 && mine.spent >= budget.per_cpu {
+        mine.fired = 1;
+        let wake = WakeRecord {
+            dev: budget.dev,
+            gen,
+            spent: mine.spent,
+        };
+        let _ = WAKE.output::<WakeRecord>(wake, 0);
     }
 }
 
@@ -382,7 +457,8 @@ fn log_moved(project: u32) {
 fn move_out(slot: &mut WriteSlot, cgroup: u64) {
     let (written, copied, allocated) = (slot.written, slot.copied, slot.allocated);
     let total = written + copied + allocated;
-    if total == 0 || slot.project == 0 || slot.project >= MAX_PROJECTS {
+    let project = slot.project as u32;
+    if total == 0 || project == 0 || project >= MAX_PROJECTS {
         return;
     }
     // SAFETY: fields of this CPU's slot.
@@ -391,12 +467,12 @@ fn move_out(slot: &mut WriteSlot, cgroup: u64) {
         core::ptr::write_volatile(&mut slot.copied, 0);
         core::ptr::write_volatile(&mut slot.allocated, 0);
     }
-    if gen_of(slot.project) != slot.owner_gen {
+    if gen_of(project) != slot.owner_gen {
         count_problem(|c| c.stale_bytes_dropped += total);
         return;
     }
-    log_moved(slot.project);
-    if let Some(stats) = STATS.get_ptr_mut(slot.project) {
+    log_moved(project);
+    if let Some(stats) = STATS.get_ptr_mut(project) {
         // SAFETY: this CPU's counters.
         let stats = unsafe { &mut *stats };
         stats.written += written;
@@ -405,7 +481,7 @@ fn move_out(slot: &mut WriteSlot, cgroup: u64) {
     }
     let key = CgroupKey {
         cgroup,
-        project: slot.project,
+        project,
         _pad: 0,
     };
     match CGROUP_BYTES.get_ptr_mut(&key) {
@@ -425,9 +501,7 @@ fn move_out(slot: &mut WriteSlot, cgroup: u64) {
 /// The project of an inode: from the LRU of resolved inodes (this epoch's), else by walking
 /// `d_parent` from the file's dentry.
 #[inline(always)]
-fn resolve(file: u64, inode: u64, ino: u64, generation: u32, epoch: u32) -> Result<u32, i64> {
-    let sb: u64 = read(inode + off!(inode_i_sb))?;
-    let dev: u32 = read(sb + off!(super_block_s_dev))?;
+fn resolve(file: u64, dev: u32, ino: u64, generation: u32, epoch: u32) -> Result<u32, i64> {
     let key = FileKey {
         ino,
         dev,

@@ -57,6 +57,8 @@ pub enum Event {
     Poll,
     /// Time to drain the write source and re-read free space.
     Sample,
+    /// The write countdown ran out: sample now (`sources::countdown`).
+    Woken(sources::countdown::Wake),
     /// What the cleanup thread did.
     Cleanup(Report),
     /// SIGHUP: re-read the config ([`reload`]).
@@ -149,6 +151,8 @@ pub struct Guardian {
     planner_config: Arc<std::sync::Mutex<Arc<Config>>>,
     /// systemd's end (`Type=notify`): ready, watchdog pings from the loop, stopping.
     notify: notify::Notifier,
+    /// The countdown wake-up that started the sample under way, if one did.
+    woken: Option<sources::countdown::Wake>,
 }
 
 impl Guardian {
@@ -248,6 +252,7 @@ impl Guardian {
             protection,
             planner_config,
             notify: notify::Notifier::from_env(),
+            woken: None,
         })
     }
 
@@ -274,12 +279,15 @@ impl Guardian {
         }
         let mut poll = crossbeam_channel::tick(interval);
         let mut sample = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
+        let (waker, wakeups) = crossbeam_channel::bounded(1);
+        self.source.set_waker(waker);
         self.poll();
         self.notify.ready();
         loop {
             let event = select! {
                 recv(poll) -> _ => Event::Poll,
                 recv(sample) -> _ => Event::Sample,
+                recv(wakeups) -> w => w.map_or(Event::Shutdown, Event::Woken),
                 recv(reports) -> r => r.map(Event::Cleanup).unwrap_or(Event::Shutdown),
                 recv(events) -> e => e.unwrap_or(Event::Shutdown),
             };
@@ -287,6 +295,11 @@ impl Guardian {
             match event {
                 Event::Poll => self.poll(),
                 Event::Sample => self.sample(),
+                Event::Woken(wake) => {
+                    self.woken = Some(wake);
+                    self.sample();
+                    self.woken = None;
+                }
                 Event::Cleanup(report) => self.on_cleanup(report),
                 Event::Reload => {
                     let intervals = (
@@ -560,6 +573,7 @@ impl Guardian {
     /// (`every`) looks again in full.
     fn guard(&mut self, every: bool) {
         let busy = self.cleaner.busy();
+        let mut budgets = Vec::new();
         for fs in self.filesystems.clone() {
             if self.cancel.load(Ordering::Relaxed) {
                 break;
@@ -580,6 +594,16 @@ impl Guardian {
                 .get(&fs.dev)
                 .is_some_and(|(last, _)| *last == space);
             if !every && same && self.guarded_busy == Some(busy) && self.forecasts.fs_warm(fs.dev) {
+                // Nothing to decide, but the countdown is armed again (a share spent on
+                // overwrites in place starts over).
+                if let Some((space, limits)) = self.spaces.get(&fs.dev) {
+                    budgets.push(sources::countdown::Budget::after_statvfs(
+                        fs.dev,
+                        space,
+                        limits,
+                        &[],
+                    ));
+                }
                 continue;
             }
             let now = self.clock();
@@ -593,8 +617,15 @@ impl Guardian {
                 }
             }
             let assessment = policy::assess(&space, &self.config.thresholds, false);
+            budgets.push(sources::countdown::Budget::after_statvfs(
+                fs.dev,
+                &space,
+                &assessment.limits,
+                &[],
+            ));
             self.spaces.insert(fs.dev, (space, assessment.limits));
         }
+        self.source.arm(&budgets);
         self.guarded_busy = Some(self.cleaner.busy());
         if every {
             let devs: std::collections::HashSet<u64> =
@@ -649,6 +680,12 @@ impl Guardian {
             crate::quiet::clear("audit.unwritable");
             tracing::info!("the audit log can be written again: cleaning resumes");
         }
+        let kind = match (kind, &self.woken) {
+            (CycleKind::Reactive { reason }, Some(wake)) => CycleKind::Reactive {
+                reason: format!("{reason}; {wake}"),
+            },
+            (kind, _) => kind,
+        };
         match &kind {
             CycleKind::Reactive { reason } => {
                 tracing::warn!(mount = %crate::textpath::shown(&fs.mount), reason = %reason, "pressure: starting a cleanup cycle")

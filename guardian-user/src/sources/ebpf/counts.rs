@@ -293,15 +293,16 @@ impl EbpfSource {
                     .written
                     .saturating_add(slot.copied)
                     .saturating_add(slot.allocated);
-                if slot.project == 0
+                let project = u32::from(slot.project);
+                if project == 0
                     || bytes == 0
-                    || self.index.owner(slot.project).is_none()
-                    || slot.owner_gen != self.index.gen(slot.project)
+                    || self.index.owner(project).is_none()
+                    || slot.owner_gen != self.index.gen(project)
                 {
                     continue;
                 }
-                *in_slots.entry(slot.project).or_default() += bytes;
-                *cgroup_slots.entry((cgroup, slot.project)).or_default() += bytes;
+                *in_slots.entry(project).or_default() += bytes;
+                *cgroup_slots.entry((cgroup, project)).or_default() += bytes;
             }
         }
         // 4. Growth: per index above the highest total reported.

@@ -6,17 +6,23 @@
 //! Tries fexit on the VFS write functions first and falls back to the syscalls' exit
 //! tracepoints where the kernel refuses BPF trampolines.
 //!
+//! The write countdown (`wake.rs`): the daemon arms a budget per guarded filesystem after each
+//! `statvfs`; the probe spends it per CPU on every write there and wakes the daemon through a
+//! ring buffer when a share runs out, so a crossing does not wait for the next sample.
+//!
 //! What it does not see: stores through `mmap`, io_uring writes, writes by kernel threads (NFS
 //! server, loop devices), and data that never reaches the page cache as a syscall. `statvfs`
 //! remains the ground truth for free space; this source says *who* is writing *where*.
 
 mod counts;
 mod index;
+mod wake;
 
 use super::btf::KernelBtf;
+use super::countdown::{Budget, Waker};
 use super::kfunc::{self, AlignedObject, CastCall};
 use super::{ProjectDir, Sample, Source, SourceError};
-use aya::maps::Array;
+use aya::maps::{Array, RingBuf};
 use aya::programs::{FExit, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use counts::Counts;
@@ -90,6 +96,8 @@ pub struct EbpfSource {
     index: IndexTable,
     /// What was read from the probe's maps and reported.
     counts: Counts,
+    /// The write countdown's budgets and its ring-buffer thread.
+    countdown: wake::Countdown,
 }
 
 fn unavailable(reason: impl Into<String>) -> SourceError {
@@ -148,7 +156,16 @@ impl EbpfSource {
         if let Some(reason) = &fexit_refused {
             tracing::info!(%reason, "ebpf: fexit refused by this kernel, using syscall tracepoints");
         }
+        let ring = ebpf
+            .take_map("WAKE")
+            .ok_or_else(|| unavailable("map WAKE missing from the object"))?;
+        let ring = RingBuf::try_from(ring).map_err(|e| unavailable(format!("map WAKE: {e}")))?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| unavailable(format!("cannot count CPUs ({what}): {e}")))?;
+        let countdown = wake::Countdown::start(ring, u64::try_from(cpus).unwrap_or(u64::MAX))
+            .map_err(|e| unavailable(format!("cannot start the countdown's thread: {e}")))?;
         Ok(EbpfSource {
+            countdown,
             ebpf,
             mode,
             file_access: probe.access,
@@ -182,17 +199,34 @@ impl EbpfSource {
     /// Starts a new project epoch: the probe resolves every written file again (cached
     /// resolutions may name projects that moved, or miss files that now sit in a project).
     fn new_epoch(&mut self) -> Result<(), SourceError> {
-        let mut settings: Array<_, ProbeSettings> =
-            Array::try_from(map_mut(&mut self.ebpf, ".bss")?)
-                .map_err(|e| failed(format!("map .bss (SETTINGS): {e}")))?;
-        let mut current = settings
-            .get(&0, 0)
-            .map_err(|e| failed(format!("reading SETTINGS: {e}")))?;
-        current.epoch = current.epoch.wrapping_add(1);
-        settings
-            .set(0, current, 0)
-            .map_err(|e| failed(format!("writing SETTINGS: {e}")))
+        update_settings(&mut self.ebpf, |s| {
+            s.epoch = s.epoch.wrapping_add(1);
+            true
+        })
     }
+
+    /// Records the probe sent through the countdown's ring buffer since it was loaded.
+    pub fn wake_records(&self) -> u64 {
+        self.countdown.records()
+    }
+}
+
+/// Reads the probe's `SETTINGS` and writes them back when `change` says it changed them.
+fn update_settings(
+    ebpf: &mut Ebpf,
+    change: impl FnOnce(&mut ProbeSettings) -> bool,
+) -> Result<(), SourceError> {
+    let mut settings: Array<_, ProbeSettings> = Array::try_from(map_mut(ebpf, ".bss")?)
+        .map_err(|e| failed(format!("map .bss (SETTINGS): {e}")))?;
+    let mut current = settings
+        .get(&0, 0)
+        .map_err(|e| failed(format!("reading SETTINGS: {e}")))?;
+    if !change(&mut current) {
+        return Ok(());
+    }
+    settings
+        .set(0, current, 0)
+        .map_err(|e| failed(format!("writing SETTINGS: {e}")))
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map, SourceError> {
@@ -223,7 +257,36 @@ impl Source for EbpfSource {
     }
 
     fn problems(&self) -> Vec<String> {
-        self.counts_problems()
+        let mut problems = self.counts_problems();
+        if self.countdown.unarmed > 0 {
+            problems.push(format!(
+                "ebpf: {} guarded filesystem(s) beyond the probe's {} countdown entries: their \
+                 crossings wait for the next sample",
+                self.countdown.unarmed,
+                guardian_common::MAX_FS - 1
+            ));
+        }
+        problems
+    }
+
+    fn counts_down(&self) -> bool {
+        true
+    }
+
+    fn set_waker(&mut self, waker: Waker) {
+        self.countdown.set_waker(waker);
+    }
+
+    /// Arms the probe's per-CPU shares; a map that cannot be written leaves the countdown as it
+    /// was (crossings then wait for the next sample) and says so once a minute.
+    fn arm(&mut self, budgets: &[Budget]) {
+        if self.countdown.unchanged(budgets) {
+            return;
+        }
+        let countdown = &mut self.countdown;
+        if let Err(e) = update_settings(&mut self.ebpf, |s| countdown.arm(s, budgets)) {
+            crate::warn_quiet!("ebpf.arm", error = %e, "ebpf: cannot arm the write countdown");
+        }
     }
 }
 

@@ -431,3 +431,106 @@ fn rewrites_every_cast_placeholder_of_the_probe_and_nothing_else() {
     }
     assert_eq!(moved.bytes().len(), PROBE.len());
 }
+
+/// Pins the calling thread to one CPU, so every write spends that CPU's share of a budget.
+fn pin_to_one_cpu() {
+    // SAFETY: a zeroed cpu_set_t is an empty set; the calls only read and write it.
+    let rc = unsafe {
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut one);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one)
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+}
+
+/// Writes `bytes` into `f` in 4 KiB writes.
+fn write_4k(f: &mut std::fs::File, bytes: u64) {
+    let block = [0x5au8; 4096];
+    for _ in 0..bytes / 4096 {
+        f.write_all(&block).unwrap();
+    }
+}
+
+/// Waits (bounded) until the source's ring-buffer thread has read `want` records.
+fn wait_for_records(source: &EbpfSource, want: u64) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while source.wake_records() < want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    source.wake_records()
+}
+
+#[test]
+fn the_countdown_wakes_once_per_budget_not_per_write_and_again_once_re_armed() {
+    use crate::sources::countdown::Budget;
+    if !crate::testkit::require_root("ebpf countdown test") {
+        return;
+    }
+    let _knobs = crate::sources::testutil::knobs();
+    let mut source = EbpfSource::load().expect("the probe must load on this kernel");
+    let armed_fs = crate::sources::testutil::Tmpfs::mount().unwrap();
+    let other_fs = crate::sources::testutil::Tmpfs::mount().unwrap();
+    let dev = std::fs::metadata(&armed_fs.path).unwrap().dev();
+    let (waker, wakeups) = crossbeam_channel::bounded(1);
+    source.set_waker(waker);
+    pin_to_one_cpu();
+    let cpus = u64::try_from(aya::util::nr_cpus().unwrap()).unwrap();
+    let budget = 8 << 20;
+    let share = budget / cpus;
+    // The written file lies in no project: every write on the filesystem counts down.
+    let mut f = std::fs::File::create(armed_fs.path.join("storm.bin")).unwrap();
+    let mut elsewhere = std::fs::File::create(other_fs.path.join("other.bin")).unwrap();
+    source.arm(&[Budget { dev, bytes: budget }]);
+    assert!(
+        source.countdown.unchanged(&[Budget { dev, bytes: budget }]),
+        "arming the same budgets again with nothing spent must not touch the probe"
+    );
+
+    // Short of the share, and any amount on a filesystem that is not armed: no wake-up.
+    write_4k(&mut f, share - 4096);
+    write_4k(&mut elsewhere, 4 * budget);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(source.wake_records(), 0, "woken before the share was spent");
+    assert!(wakeups.try_recv().is_err());
+
+    // The write that spends the share wakes; a storm of thousands more writes sends nothing more.
+    write_4k(&mut f, 4096);
+    assert_eq!(
+        wait_for_records(&source, 1),
+        1,
+        "the budget ran out: one record"
+    );
+    let wake = wakeups
+        .try_recv()
+        .expect("the daemon's waker got the wake-up");
+    assert_eq!((wake.source, wake.dev), ("ebpf", dev));
+    assert!(wake.bytes >= share, "{wake:?}");
+    write_4k(&mut f, 64 << 20);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        source.wake_records(),
+        1,
+        "16,384 writes after the budget ran out must not send a record each"
+    );
+
+    // Re-armed after the daemon's statvfs (same budget: a share was spent, so it starts over).
+    assert!(!source.countdown.unchanged(&[Budget { dev, bytes: budget }]));
+    source.arm(&[Budget { dev, bytes: budget }]);
+    write_4k(&mut f, share - 4096);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(source.wake_records(), 1, "the new budget starts from zero");
+    write_4k(&mut f, 64 << 20);
+    assert_eq!(
+        wait_for_records(&source, 2),
+        2,
+        "one record for the new budget"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(source.wake_records(), 2);
+
+    // Disarmed (the filesystem is no longer guarded): writes wake nobody.
+    source.arm(&[]);
+    write_4k(&mut f, 2 * budget);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(source.wake_records(), 2);
+}

@@ -8,6 +8,7 @@
 //! with a count); [`SourceStatus`] says what runs, what failed, when, why, and when the next
 //! retry is.
 
+use super::countdown::{Budget, Waker};
 use super::{kind_name, poll::PollSource, ProjectDir, Sample, Source, SourceError};
 use crate::config::SourceKind;
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -159,6 +160,10 @@ pub struct Supervisor {
     /// The active source's problems as last logged (digits left out, so a growing count is the
     /// same problem).
     logged_problems: Vec<String>,
+    /// Where the write countdown wakes the daemon, and the budgets last armed: handed to each
+    /// source that becomes active.
+    waker: Option<Waker>,
+    budgets: Vec<Budget>,
 }
 
 fn order(kind: SourceKind) -> Vec<SourceKind> {
@@ -241,6 +246,8 @@ impl Supervisor {
             switches: 0,
             failures: 0,
             logged_problems: Vec::new(),
+            waker: None,
+            budgets: Vec::new(),
         })
     }
 
@@ -375,6 +382,14 @@ impl Supervisor {
         self.start_pending();
     }
 
+    /// Gives the active source the daemon's waker and the budgets armed last.
+    fn hand_countdown(&mut self) {
+        if let Some(waker) = &self.waker {
+            self.active.set_waker(waker.clone());
+            self.active.arm(&self.budgets);
+        }
+    }
+
     fn rank(&self, kind: SourceKind) -> usize {
         self.chain
             .iter()
@@ -389,6 +404,7 @@ impl Supervisor {
                 let was = self.active_kind;
                 self.active = source;
                 self.active_kind = kind;
+                self.hand_countdown();
                 self.switches += 1;
                 self.logged_problems.clear();
                 if kind == self.preferred {
@@ -534,6 +550,20 @@ impl Source for Supervisor {
 
     fn problems(&self) -> Vec<String> {
         self.active.problems()
+    }
+
+    fn counts_down(&self) -> bool {
+        self.active.counts_down()
+    }
+
+    fn set_waker(&mut self, waker: Waker) {
+        self.waker = Some(waker);
+        self.hand_countdown();
+    }
+
+    fn arm(&mut self, budgets: &[Budget]) {
+        self.budgets = budgets.to_vec();
+        self.active.arm(budgets);
     }
 
     fn status(&self) -> SourceStatus {

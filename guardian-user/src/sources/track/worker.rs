@@ -2,9 +2,12 @@
 //! the size table (a [`Backend`]), polls the queue fd and an eventfd that wakes it for commands
 //! (a closed [`Command`] enum: `Watch`, `Shutdown`, the latter sent on drop), and accumulates
 //! growth in a mutex-protected [`Sample`] that `drain()` swaps out, so `drain()` never waits for
-//! event processing. When the thread stops (an error reading the queue, a panic), `drain()`
+//! event processing. Growth it sees is also spent from the write countdown of the project's
+//! filesystem (`sources::countdown::Tally`), which wakes the daemon when a budget runs out.
+//! When the thread stops (an error reading the queue, a panic), `drain()`
 //! reports why and the supervisor (`sources::supervise`) falls back.
 
+use crate::sources::countdown::{self, Budget, Tally, Waker};
 use crate::sources::{ProjectDir, Sample, SourceError};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rustix::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -87,6 +90,9 @@ struct Shared {
     sample: Sample,
     failure: Option<String>,
     problems: Vec<String>,
+    /// The write countdown, armed by the daemon after each `statvfs`.
+    tally: Tally,
+    waker: Option<Waker>,
 }
 
 /// A worker thread running a [`Backend`], stopped and joined on drop.
@@ -119,7 +125,7 @@ impl Worker {
             .spawn({
                 let wake = wake.clone();
                 let shared = shared.clone();
-                move || run(backend, inbox, wake, shared, fail_at)
+                move || run(name, backend, inbox, wake, shared, fail_at)
             })
             .map_err(|e| failed(format!("cannot start the worker thread: {e}")))?;
         Ok(Worker {
@@ -214,6 +220,22 @@ impl crate::sources::Source for Worker {
             .map(|s| s.problems.clone())
             .unwrap_or_default()
     }
+
+    fn counts_down(&self) -> bool {
+        true
+    }
+
+    fn set_waker(&mut self, waker: Waker) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.waker = Some(waker);
+        }
+    }
+
+    fn arm(&mut self, budgets: &[Budget]) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.tally.arm(budgets);
+        }
+    }
 }
 
 impl Drop for Worker {
@@ -251,6 +273,7 @@ fn millis(d: Duration) -> libc::c_int {
 }
 
 fn run<B: Backend>(
+    name: &'static str,
     mut backend: B,
     inbox: Receiver<Command>,
     wake: Arc<OwnedFd>,
@@ -367,6 +390,7 @@ fn run<B: Backend>(
         match shared.lock() {
             Ok(mut s) => {
                 if sample != Sample::default() {
+                    spend_growth(name, &mut s, &sample, &watched);
                     s.sample.absorb(sample);
                 }
                 if s.problems != problems {
@@ -378,9 +402,94 @@ fn run<B: Backend>(
     }
 }
 
+/// Spends the growth of `sample` from the countdown of each project's filesystem (shrinking
+/// counts nothing: only a `statvfs` says what was freed), waking the daemon when a budget runs
+/// out.
+fn spend_growth(
+    name: &'static str,
+    shared: &mut Shared,
+    sample: &Sample,
+    watched: &HashMap<u32, ProjectDir>,
+) {
+    for (id, growth) in &sample.growth {
+        let (Ok(bytes), Some(project)) = (u64::try_from(*growth), watched.get(id)) else {
+            continue;
+        };
+        if let Some(wake) = shared.tally.spend(name, project.dev, bytes) {
+            countdown::wake(shared.waker.as_ref(), wake);
+        }
+    }
+}
+
 fn fail(shared: &Mutex<Shared>, reason: String) {
     tracing::debug!(%reason, "write source worker stopped");
     if let Ok(mut s) = shared.lock() {
         s.failure = Some(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sources::countdown::Budget;
+    use crate::sources::testutil::{project, tempdir, write_with_write};
+    use crate::sources::Source;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
+
+    /// Growth the worker applies is spent from the project's filesystem budget: nothing before
+    /// the budget is reached, one wake-up when it is, none more until re-armed.
+    fn wakes_when_the_budget_is_spent(mut source: Box<dyn Source>, name: &str) {
+        let dir = tempdir();
+        let a = dir.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        source.watch_and_wait(&[project(1, &a)]).unwrap();
+        let (waker, wakeups) = crossbeam_channel::bounded(1);
+        source.set_waker(waker);
+        assert!(source.counts_down());
+        let dev = std::fs::metadata(&a).unwrap().dev();
+        source.arm(&[Budget {
+            dev,
+            bytes: 4 << 20,
+        }]);
+        write_with_write(&a.join("small"), 1 << 20, 64 << 10);
+        assert!(
+            wakeups.recv_timeout(Duration::from_millis(500)).is_err(),
+            "{name}: woken before the budget was spent"
+        );
+        write_with_write(&a.join("big"), 4 << 20, 64 << 10);
+        let wake = wakeups
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{name}: no wake-up after the budget was spent"));
+        assert_eq!((wake.source, wake.dev), (name, dev));
+        assert!(wake.bytes >= 4 << 20, "{wake:?}");
+        write_with_write(&a.join("more"), 8 << 20, 64 << 10);
+        assert!(
+            wakeups.recv_timeout(Duration::from_millis(500)).is_err(),
+            "{name}: one wake-up per arming"
+        );
+        source.arm(&[Budget {
+            dev,
+            bytes: 1 << 20,
+        }]);
+        write_with_write(&a.join("again"), 2 << 20, 64 << 10);
+        assert!(
+            wakeups.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "{name}: re-armed budget never woke"
+        );
+    }
+
+    #[test]
+    fn inotify_growth_counts_down_and_wakes_once_per_budget() {
+        let source = crate::sources::inotify::open().expect("inotify");
+        wakes_when_the_budget_is_spent(Box::new(source), "inotify");
+    }
+
+    #[test]
+    fn fanotify_growth_counts_down_and_wakes_once_per_budget() {
+        if !crate::testkit::require_root("fanotify countdown test") {
+            return;
+        }
+        let source = crate::sources::fanotify::open().expect("fanotify");
+        wakes_when_the_budget_is_spent(Box::new(source), "fanotify");
     }
 }

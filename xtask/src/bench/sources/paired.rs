@@ -1,7 +1,8 @@
 //! The probe alone against the empty floor, in paired rounds. Each round runs dd three times back
 //! to back: with no BPF program, with the empty floor and with Guardian's real probe. The probe is
 //! loaded in this process with `EbpfSource::load()`, the project registered and its maps drained
-//! every 250 ms as the daemon does. The order rotates from round to round. The figures are
+//! every 250 ms as the daemon does, with the write countdown armed on the filesystem (a budget
+//! larger than the run, so every write pays for the countdown and none wakes). The order rotates from round to round. The figures are
 //! medians of per-round differences, so the machine's drift between rounds (the daemon rounds
 //! are minutes apart) cancels out. Each run also checks that the probe counted exactly the bytes
 //! dd wrote.
@@ -146,6 +147,11 @@ fn with_probe(dd: &Dd<'_>, project: &Path) -> Result<Measured> {
         dev: meta.dev(),
         ino: meta.ino(),
     }])?;
+    // Armed as the daemon arms it: every write spends from the budget.
+    source.arm(&[guardian::sources::countdown::Budget {
+        dev: meta.dev(),
+        bytes: u64::MAX / 2,
+    }]);
     source.drain()?;
     let done = AtomicBool::new(false);
     let (measured, counted) = std::thread::scope(|scope| {

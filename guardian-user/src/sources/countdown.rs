@@ -1,0 +1,245 @@
+//! The write countdown: after each `statvfs` the daemon arms, per guarded filesystem, a budget of
+//! bytes — its headroom to the next threshold less a safety margin — and a source that sees
+//! writes as they happen (the eBPF probe in the kernel; fanotify and inotify in their worker
+//! thread, with [`Tally`]) spends it and wakes the daemon through a [`Waker`] the moment the
+//! bytes written since reach it, instead of the crossing waiting for the next sample. Waking
+//! early is harmless (the daemon re-reads `statvfs` and re-arms), so every rounding here errs
+//! towards a smaller budget. `statvfs` stays the only ground truth: the countdown only decides
+//! *when* to look.
+
+use crate::fsys::FsSpace;
+use crate::policy::Limits;
+use std::collections::HashMap;
+
+/// The safety margin, as a share of the headroom: a budget is `headroom − headroom /
+/// MARGIN_DIVISOR`. Bytes written are not blocks allocated — block rounding of small files,
+/// inodes, directories, extent trees and the journal take space no write returns as a byte
+/// count, and stores through `mmap`, io_uring and kernel threads (loop devices, NFS) are not seen
+/// at all — so free space can fall faster than the count. An eighth covers metadata overhead
+/// of small-file trees (a 4 KiB block per file of a few hundred bytes is the worst of it, and
+/// falls under [`MIN_MARGIN`] for few files); what the count never sees is left to the
+/// sampler's `sample_interval`, which keeps running.
+pub const MARGIN_DIVISOR: u64 = 8;
+
+/// The smallest margin: a few hundred small files' worth of block rounding and metadata.
+pub const MIN_MARGIN: u64 = 4 << 20;
+
+/// The smallest budget armed, also when the headroom is smaller than the margin or no threshold
+/// is left below free space: under a threshold the daemon keeps sampling anyway, and a budget
+/// this size bounds the wake-ups near a threshold to one per MiB written (per CPU for the probe).
+pub const MIN_BUDGET: u64 = 1 << 20;
+
+/// The budget of one filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// `st_dev` of the filesystem as userspace sees it.
+    pub dev: u64,
+    /// Bytes that may be written before the source wakes the daemon.
+    pub bytes: u64,
+}
+
+impl Budget {
+    /// The budget after a `statvfs`: the headroom of available bytes above the next byte
+    /// threshold below them (`cleanup_free`, `min_free`, `critical_free`, and any `floors` such
+    /// as a forecast's), less the margin, at least [`MIN_BUDGET`].
+    pub fn after_statvfs(dev: u64, space: &FsSpace, limits: &Limits, floors: &[u64]) -> Budget {
+        let levels = [
+            limits.cleanup_bytes,
+            limits.min_free_bytes,
+            limits.critical_bytes,
+        ];
+        let headroom = headroom(space.avail_bytes, levels.iter().chain(floors).copied());
+        Budget {
+            dev,
+            bytes: budget_for(headroom),
+        }
+    }
+}
+
+/// Bytes that can go before available space drops below the highest level at or under it
+/// (`None`: it is below every level already). A crossing is `avail < level`.
+pub fn headroom(avail: u64, levels: impl IntoIterator<Item = u64>) -> Option<u64> {
+    levels
+        .into_iter()
+        .filter(|level| *level <= avail)
+        .max()
+        .map(|level| avail - level)
+}
+
+/// The budget armed for a headroom: less the margin, at least [`MIN_BUDGET`].
+pub fn budget_for(headroom: Option<u64>) -> u64 {
+    let Some(headroom) = headroom else {
+        return MIN_BUDGET;
+    };
+    let margin = (headroom / MARGIN_DIVISOR).max(MIN_MARGIN);
+    headroom.saturating_sub(margin).max(MIN_BUDGET)
+}
+
+/// A budget ran out: the source saw at least `bytes` written on filesystem `dev` since it was
+/// armed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wake {
+    /// The source that counted (`ebpf`, `fanotify`, `inotify`).
+    pub source: &'static str,
+    /// `st_dev` of the filesystem (for the probe: as the kernel reported it, converted).
+    pub dev: u64,
+    /// Bytes counted against the budget (by the CPU that sent it, for the probe).
+    pub bytes: u64,
+}
+
+impl std::fmt::Display for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "woken by the {} write countdown ({} written on device {}:{} since the last statvfs)",
+            self.source,
+            crate::config::human_bytes(self.bytes),
+            dev_major(self.dev),
+            dev_minor(self.dev)
+        )
+    }
+}
+
+fn dev_major(dev: u64) -> u64 {
+    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)
+}
+
+fn dev_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xffff_ff00) | (dev & 0xff)
+}
+
+/// Where a source sends its wake-ups: a channel of one, so wake-ups that pile up while the
+/// daemon is busy are one wake-up (the daemon re-reads every filesystem anyway). Sending never
+/// blocks.
+pub type Waker = crossbeam_channel::Sender<Wake>;
+
+/// Sends a wake-up unless one is already waiting.
+pub fn wake(waker: Option<&Waker>, wake: Wake) -> bool {
+    waker.is_some_and(|w| w.try_send(wake).is_ok())
+}
+
+/// The countdown kept in userspace by the fanotify and inotify workers: growth they see is spent
+/// from the budget of the project's filesystem; the first spend that reaches it returns the
+/// wake-up, once per arming.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// By `st_dev`: (budget, spent, fired).
+    armed: HashMap<u64, (u64, u64, bool)>,
+}
+
+impl Tally {
+    /// Arms the budgets anew (spending starts over; filesystems not listed are disarmed).
+    pub fn arm(&mut self, budgets: &[Budget]) {
+        self.armed = budgets
+            .iter()
+            .map(|b| (b.dev, (b.bytes, 0, false)))
+            .collect();
+    }
+
+    /// Spends `bytes` written on `dev`; the wake-up when this spend exhausts its budget.
+    pub fn spend(&mut self, source: &'static str, dev: u64, bytes: u64) -> Option<Wake> {
+        let (budget, spent, fired) = self.armed.get_mut(&dev)?;
+        *spent = spent.saturating_add(bytes);
+        if *fired || *spent < *budget {
+            return None;
+        }
+        *fired = true;
+        Some(Wake {
+            source,
+            dev,
+            bytes: *spent,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn headroom_is_to_the_highest_level_at_or_under_free_space() {
+        assert_eq!(headroom(100, [20, 10, 0]), Some(80));
+        // Under cleanup_free: the next one is critical_free.
+        assert_eq!(headroom(15, [20, 10, 0]), Some(5));
+        assert_eq!(headroom(20, [20, 10]), Some(0));
+        assert_eq!(headroom(5, [20, 10]), None);
+    }
+
+    #[test]
+    fn budget_keeps_a_margin_and_a_floor() {
+        // 1 GiB of headroom: an eighth held back.
+        assert_eq!(budget_for(Some(1024 * MIB)), 896 * MIB);
+        // 10 MiB: the 4 MiB minimum margin.
+        assert_eq!(budget_for(Some(10 * MIB)), 6 * MIB);
+        // Less than the margin, or no threshold left: the smallest budget.
+        assert_eq!(budget_for(Some(2 * MIB)), MIN_BUDGET);
+        assert_eq!(budget_for(None), MIN_BUDGET);
+        // Never more than the headroom once it exceeds the smallest budget.
+        for h in [MIN_BUDGET, 5 * MIB, 77 * MIB, u64::MAX] {
+            assert!(budget_for(Some(h)) <= h);
+        }
+    }
+
+    #[test]
+    fn a_budget_after_statvfs_counts_down_to_cleanup_free() {
+        let space = FsSpace {
+            total_bytes: 1000 * MIB,
+            avail_bytes: 300 * MIB,
+            free_bytes: 300 * MIB,
+            total_inodes: 0,
+            avail_inodes: 0,
+        };
+        let limits = Limits {
+            cleanup_bytes: 200 * MIB,
+            critical_bytes: 100 * MIB,
+            target_bytes: 300 * MIB,
+            min_free_bytes: 0,
+            cleanup_inodes: 0,
+            critical_inodes: 0,
+            target_inodes: 0,
+        };
+        let b = Budget::after_statvfs(7, &space, &limits, &[]);
+        assert_eq!(
+            b,
+            Budget {
+                dev: 7,
+                bytes: 100 * MIB - 100 * MIB / 8
+            }
+        );
+        // A forecast floor above cleanup_free comes first.
+        let b = Budget::after_statvfs(7, &space, &limits, &[260 * MIB]);
+        assert_eq!(b.bytes, 35 * MIB);
+    }
+
+    #[test]
+    fn a_tally_wakes_once_per_arming() {
+        let mut t = Tally::default();
+        assert_eq!(t.spend("inotify", 1, 10), None, "nothing armed");
+        t.arm(&[Budget { dev: 1, bytes: 100 }]);
+        assert_eq!(t.spend("inotify", 1, 60), None);
+        assert_eq!(t.spend("inotify", 2, 1000), None, "another filesystem");
+        let w = t.spend("inotify", 1, 60).expect("budget reached");
+        assert_eq!(w.bytes, 120);
+        assert_eq!(t.spend("inotify", 1, 1000), None, "once per arming");
+        t.arm(&[Budget { dev: 1, bytes: 100 }]);
+        assert!(t.spend("inotify", 1, 100).is_some(), "re-armed");
+    }
+
+    #[test]
+    fn a_waker_holds_one_wake_up() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let w = Wake {
+            source: "ebpf",
+            dev: 0x2d,
+            bytes: 3 * MIB,
+        };
+        assert!(wake(Some(&tx), w));
+        assert!(!wake(Some(&tx), w), "coalesced");
+        assert!(!wake(None, w));
+        let got = rx.try_recv().unwrap();
+        assert!(got.to_string().contains("ebpf write countdown"), "{got}");
+        assert!(got.to_string().contains("device 0:45"), "{got}");
+    }
+}
