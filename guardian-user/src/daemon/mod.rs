@@ -684,6 +684,10 @@ impl Guardian {
             (CycleKind::Reactive { reason }, Some(wake)) => CycleKind::Reactive {
                 reason: format!("{reason}; {wake}"),
             },
+            (CycleKind::Preemptive { mut plan, growth }, Some(wake)) => {
+                plan.trigger = format!("{}; {wake}", plan.trigger);
+                CycleKind::Preemptive { plan, growth }
+            }
             (kind, _) => kind,
         };
         match &kind {
