@@ -136,7 +136,17 @@ fn free_port() -> Result<u16> {
 
 /// A WebSocket client whose messages arrive on the channel with their arrival time.
 fn listen(port: u16) -> Result<mpsc::Receiver<(SystemTime, serde_json::Value)>> {
-    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/events"))?;
+    // The daemon binds its port on the server's thread, maybe after the state file appeared.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (mut ws, _) = loop {
+        match tungstenite::connect(format!("ws://127.0.0.1:{port}/events")) {
+            Ok(ws) => break ws,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => return Err(e).context("the daemon's /events"),
+        }
+    };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         while let Ok(msg) = ws.read() {
