@@ -57,6 +57,10 @@ enum Task {
     /// daemon cleans a tmpfs kept at ~95% used; everything outside policy must stay
     /// byte-identical (root). `--write-doc` writes the figures to docs/benchmarks.md.
     SoakAttacks(soak::SoakArgs),
+    /// The survey index's churn soak (issue 16): random creates, growth, truncation, renames
+    /// across projects, deletions and hard links on a tmpfs while the index refreshes; every
+    /// project it serves must agree with a fresh walk (root; runs the lib test in release).
+    SoakIndex(soak::SoakArgs),
     /// A child process of soak / soak-attacks (churn writer, hostile process).
     #[command(hide = true)]
     SoakChild {
@@ -83,6 +87,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Task::ForecastEval(args) => forecast::run(&args),
         Task::Soak(args) => soak::run_soak(&args),
         Task::SoakAttacks(args) => soak::run_attacks(&args),
+        Task::SoakIndex(args) => soak::run_index(&args),
         Task::SoakChild { args } => soak::run_child(&args),
     }
 }

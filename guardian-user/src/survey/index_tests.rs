@@ -472,3 +472,66 @@ fn pending_writes_are_bounded_and_overflow_makes_everything_stale() {
     assert!(index.stale_before > before);
     assert!(pause_after(Duration::from_millis(10)) >= Duration::from_millis(500));
 }
+
+/// Not a test: the time from a crossing to a ready plan (survey + candidates + policy; the
+/// executor's first action follows it the same way in both) with a warm index and with a full
+/// walk, on ~100k entries on tmpfs. Run in release:
+/// `cargo test --release -p guardian-user --lib survey::index::tests::measure_plan_time -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_plan_time() {
+    if !crate::testkit::require_root("measure_plan_time") {
+        return;
+    }
+    let f = fixture(NODE_MODULES);
+    let projects = 100;
+    for p in 0..projects {
+        let base = f.ws.join(format!("p{p}/node_modules"));
+        for d in 0..10 {
+            let dir = base.join(format!("pkg{d}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..99 {
+                std::fs::File::create(dir.join(format!("f{i}.js"))).unwrap();
+            }
+        }
+        write(&base.join("big.bin"), 4096);
+    }
+    let (pending, mut index) = trusted_index();
+    let warming = std::time::Instant::now();
+    warm(&mut index, &f);
+    let cpu = {
+        let began = cpu_time();
+        plan(&f, &mut index, false);
+        cpu_time().saturating_sub(began)
+    };
+    eprintln!(
+        "{projects} projects, ~{} entries; refresh of all (unpaced) {:?}, one full walk {:?} CPU",
+        projects * 1001,
+        warming.elapsed(),
+        cpu
+    );
+    let mut with_index = Vec::new();
+    let mut full = Vec::new();
+    for round in 0..9 {
+        // As at a real crossing: the writer's project was written since it was measured.
+        pending.written([f.ws.join(format!("p{round}")).as_path()]);
+        let began = std::time::Instant::now();
+        let planned = plan(&f, &mut index, true);
+        with_index.push(began.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(planned.projects_walked, 1);
+        assert!(!planned.plan.actions.is_empty());
+        let began = std::time::Instant::now();
+        let planned = plan(&f, &mut index, false);
+        full.push(began.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(planned.projects_walked, projects);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "crossing → plan ready, median of 9: warm index {:.1} ms, full walk {:.1} ms (all: {with_index:.1?} / {full:.1?})",
+        median(&mut with_index),
+        median(&mut full)
+    );
+}
