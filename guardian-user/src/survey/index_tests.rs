@@ -319,8 +319,8 @@ fn agreeing(p: &ProjectSurvey) -> Agreeing {
 /// links), each change reported for the projects a watching source sees it in, with the
 /// background refresh running; at every check each project the index serves must agree with a
 /// fresh walk, and once the churn stops the refresh brings every project back. Returns the
-/// number of checks.
-pub fn churn_agrees(seconds: u64, seed: u64) -> usize {
+/// number of checks and of projects served and compared.
+pub fn churn_agrees(seconds: u64, seed: u64) -> (usize, usize) {
     let f = fixture(NODE_MODULES);
     let rules = f.config.compiled_rules();
     let ws = &f.config.workspaces[0];
@@ -341,7 +341,7 @@ pub fn churn_agrees(seconds: u64, seed: u64) -> usize {
         (p.clone(), p.join(d).join(name))
     };
     while began.elapsed() < Duration::from_secs(seconds) {
-        for _ in 0..20 {
+        for _ in 0..1 + rng.below(3) {
             let (project, path) = pick(&mut rng);
             let (other, target) = pick(&mut rng);
             let touched: Vec<&Path> = match rng.below(7) {
@@ -395,7 +395,7 @@ pub fn churn_agrees(seconds: u64, seed: u64) -> usize {
             pending.written(touched);
         }
         // The background refresh, a step at a time.
-        for _ in 0..rng.below(3) {
+        for _ in 0..rng.below(4) {
             index.refresh_one(&f.config.workspaces, &rules);
         }
         index.sync();
@@ -436,7 +436,7 @@ pub fn churn_agrees(seconds: u64, seed: u64) -> usize {
         served > 0,
         "the index served nothing: the test tested nothing"
     );
-    checks
+    (checks, served)
 }
 
 #[test]
@@ -452,8 +452,8 @@ fn index_and_a_fresh_walk_agree_after_random_churn() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_1dec);
-    let checks = churn_agrees(seconds, seed);
-    eprintln!("{checks} checks");
+    let (checks, served) = churn_agrees(seconds, seed);
+    eprintln!("{checks} checks, {served} served projects compared, seed {seed}");
 }
 
 #[test]
