@@ -65,6 +65,10 @@ enum Task {
     /// `systemd-analyze verify` and `security --offline=yes` of deploy/systemd/guardian.service;
     /// the exposure figure in docs/service.md must match (`--write-doc` writes it).
     UnitCheck(dist::UnitCheckArgs),
+    /// The survey index's churn soak (issue 16): random creates, growth, truncation, renames
+    /// across projects, deletions and hard links on a tmpfs while the index refreshes; every
+    /// project it serves must agree with a fresh walk (root; runs the lib test in release).
+    SoakIndex(soak::SoakArgs),
     /// A child process of soak / soak-attacks (churn writer, hostile process).
     #[command(hide = true)]
     SoakChild {
@@ -96,6 +100,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Task::ForecastEval(args) => forecast::run(&args),
         Task::Soak(args) => soak::run_soak(&args),
         Task::SoakAttacks(args) => soak::run_attacks(&args),
+        Task::SoakIndex(args) => soak::run_index(&args),
         Task::SoakChild { args } => soak::run_child(&args),
         Task::Dist(args) => dist::run(&workspace(), &args),
         Task::UnitCheck(args) => dist::unit_check(&workspace(), &args),

@@ -4,7 +4,9 @@
 //! below `critical_free`; the journal vacuum once per cycle on the filesystem that holds the
 //! journal; git maintenance once per cycle, before the first deletion, on the `.git` dirs the
 //! first plan meets (`git::maintenance`). The main loop keeps sampling while a cycle walks trees: it hands the worker a
-//! [`Job`] and hears back through [`Report`]s.
+//! [`Job`] and hears back through [`Report`]s. Between jobs the thread keeps the survey index
+//! (`survey::index`) fresh at a CPU budget; a cycle's first round walks only the projects the
+//! index has no fresh entry for, later rounds walk everything (and refresh the index).
 //!
 //! Invariants: the worker deletes only through the executor; a cycle never plans a path it
 //! already attempted; an audit log that cannot be written ends the cycle (nothing more is tried)
@@ -17,9 +19,9 @@ use crate::config::{human_bytes, CompiledRule, Config};
 use crate::fsys::{self, FsSpace};
 use crate::policy::{self, Plan, PlanInput, Preemptive, Pressure};
 use crate::protect::ProcSnapshot;
-use crate::survey;
+use crate::survey::{self, index::Index, index::Pending};
 use crate::tasks::TaskSnapshot;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +32,8 @@ use std::time::{Duration, Instant, SystemTime};
 const MAX_ROUNDS: u32 = 6;
 /// The journal vacuum is killed after this long.
 const VACUUM_LIMIT: Duration = Duration::from_secs(120);
+/// How often an idle cleanup thread looks whether the index needs a refresh.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Why a cleanup cycle runs.
 #[derive(Clone, Debug)]
@@ -104,10 +108,13 @@ pub enum Report {
         report: Box<ActionReport>,
         seconds: f64,
     },
-    /// A survey walked the workspaces of a filesystem: how long it took, each project's bytes.
+    /// A survey walked the workspaces of a filesystem: how long it took, each project's bytes,
+    /// how many projects it walked and how many it took from the index.
     Surveyed {
         seconds: f64,
         project_bytes: Vec<(PathBuf, u64)>,
+        walked: usize,
+        cached: usize,
     },
     /// The audit log cannot be written: nothing is deleted until it can.
     AuditFailed(String),
@@ -132,6 +139,7 @@ pub struct Cleaner {
     jobs: Sender<Job>,
     reports: Receiver<Report>,
     busy: bool,
+    pending: Arc<Pending>,
 }
 
 impl Cleaner {
@@ -139,25 +147,43 @@ impl Cleaner {
     pub fn spawn(ctx: Context) -> std::io::Result<Cleaner> {
         let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
         let (report_tx, reports) = crossbeam_channel::unbounded();
+        let pending = Pending::new();
+        let mut index = Index::new(pending.clone());
         std::thread::Builder::new()
             .name("guardian-cleanup".into())
             .spawn(move || {
                 let mut ctx = ctx;
-                for job in job_rx {
+                let mut wait = IDLE_TICK;
+                loop {
+                    let job = match job_rx.recv_timeout(wait) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => {
+                            wait = refresh_index(&ctx, &mut index);
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
                     let done = match job {
                         Job::Reconfigure(new) => {
                             ctx.config = new.config;
                             ctx.rules = new.rules;
                             ctx.executor = new.executor;
+                            // Cached matches were made with the old rules and workspaces.
+                            index.clear();
                             continue;
                         }
                         Job::Recover => {
                             recover(&ctx, &report_tx);
                             None
                         }
-                        Job::Cycle(job) => {
-                            Some(cycle(&ctx, &job.fs, &job.kind, &job.last_write, &report_tx))
-                        }
+                        Job::Cycle(job) => Some(cycle(
+                            &ctx,
+                            &mut index,
+                            &job.fs,
+                            &job.kind,
+                            &job.last_write,
+                            &report_tx,
+                        )),
                         Job::Retention(names) => {
                             // An audit failure was reported as `AuditFailed`.
                             let _ = retention(&ctx, &|r| names.contains(&r.name), None, &report_tx);
@@ -173,7 +199,15 @@ impl Cleaner {
             jobs,
             reports,
             busy: false,
+            pending,
         })
+    }
+
+    /// Tells the index which write source runs (`poll` reports no writes: nothing is served)
+    /// and the projects it saw written, shrinking or re-walked since the last call.
+    pub fn note_writes<'a>(&self, source: &str, projects: impl IntoIterator<Item = &'a Path>) {
+        self.pending.trust(source);
+        self.pending.written(projects);
     }
 
     /// Hands over a job; the thread is busy until its `Done` report is taken.
@@ -209,6 +243,17 @@ impl Cleaner {
 /// Applies the retention rules `due` picks (over the dirs on filesystem `dev` when given); each
 /// action is reported like a cycle's. Returns how many actions ran, or the audit failure that
 /// stopped it.
+/// One step of the index's background refresh; returns how long to wait before the next.
+fn refresh_index(ctx: &Context, index: &mut Index) -> Duration {
+    if ctx.cancel.load(Ordering::Relaxed) {
+        return IDLE_TICK;
+    }
+    match index.refresh_one(&ctx.config.workspaces, &ctx.rules) {
+        Some(cpu) => survey::index::pause_after(cpu),
+        None => IDLE_TICK,
+    }
+}
+
 fn retention(
     ctx: &Context,
     due: &dyn Fn(&crate::config::RetentionRule) -> bool,
@@ -271,6 +316,7 @@ fn recover(ctx: &Context, out: &Sender<Report>) {
 /// phase 2 once phase 1 is exhausted below `critical_free`.
 fn cycle(
     ctx: &Context,
+    index: &mut Index,
     fs: &GuardedFs,
     kind: &CycleKind,
     last_write: &HashMap<PathBuf, i64>,
@@ -299,6 +345,8 @@ fn cycle(
         let began = Instant::now();
         let tasks = (ctx.tasks)();
         let protection = |p: &Path| (ctx.extra)(p).or_else(|| tasks.check(p));
+        // The first round plans from the index; later ones walk everything, so what the index
+        // did not see (a rename no write source reports) is found by the second round.
         let planned = plan_filesystem(
             fs,
             config,
@@ -307,11 +355,24 @@ fn cycle(
             &attempted,
             &protection,
             &lookup,
+            Some(IndexUse {
+                index: &mut *index,
+                reuse: rounds == 0,
+            }),
         );
         if planned.surveyed {
+            tracing::info!(
+                mount = %crate::textpath::shown(&fs.mount),
+                walked = planned.projects_walked,
+                cached = planned.projects_cached,
+                seconds = began.elapsed().as_secs_f64(),
+                "surveyed"
+            );
             let _ = out.send(Report::Surveyed {
                 seconds: began.elapsed().as_secs_f64(),
                 project_bytes: planned.project_bytes,
+                walked: planned.projects_walked,
+                cached: planned.projects_cached,
             });
         }
         let plan = planned.plan;
@@ -511,6 +572,18 @@ pub struct FsPlan {
     /// Each surveyed project's allocated bytes.
     #[serde(skip)]
     pub project_bytes: Vec<(PathBuf, u64)>,
+    /// Projects the survey walked.
+    #[serde(skip)]
+    pub projects_walked: usize,
+    /// Projects the survey took from the index instead.
+    #[serde(skip)]
+    pub projects_cached: usize,
+}
+
+/// The index a survey keeps up to date, and whether it may take fresh entries from it.
+pub struct IndexUse<'a> {
+    pub index: &'a mut Index,
+    pub reuse: bool,
 }
 
 /// What a cycle would do on each guarded filesystem right now (nothing is deleted).
@@ -528,12 +601,15 @@ pub fn plan_now(config: &Config) -> Vec<FsPlan> {
                 &HashSet::new(),
                 &*running,
                 &|_| None,
+                None,
             )
         })
         .collect()
 }
 
-/// Survey + candidates + policy for one filesystem.
+/// Survey + candidates + policy for one filesystem; with `index`, the survey takes the projects
+/// it has fresh entries for from it (when `reuse`) and keeps what it walked there.
+#[allow(clippy::too_many_arguments)] // each is one of the plan's independent inputs
 pub fn plan_filesystem(
     fs: &GuardedFs,
     config: &Config,
@@ -542,6 +618,7 @@ pub fn plan_filesystem(
     attempted: &HashSet<PathBuf>,
     extra_protection: &dyn Fn(&Path) -> Option<String>,
     last_write: &dyn Fn(&Path) -> Option<i64>,
+    index: Option<IndexUse<'_>>,
 ) -> FsPlan {
     let space = fsys::fs_space(&fs.probe).unwrap_or(FsSpace {
         total_bytes: 0,
@@ -559,13 +636,48 @@ pub fn plan_filesystem(
             survey_errors: Vec::new(),
             surveyed: false,
             project_bytes: Vec::new(),
+            projects_walked: 0,
+            projects_cached: 0,
         };
     }
-    let surveys: Vec<_> = fs
-        .workspaces
+    let surveys: Vec<_> = match index {
+        Some(IndexUse { index, reuse }) => {
+            let ticket = index.sync();
+            let reuse = reuse && index.trusted();
+            let shared: &Index = index;
+            let lookup = |p: &Path, st: &crate::fsys::EntryStat| {
+                reuse.then(|| shared.lookup(p, st)).flatten()
+            };
+            let surveys: Vec<_> = fs
+                .workspaces
+                .iter()
+                .map(|ws| survey::survey_workspace_with(ws, rules, &lookup))
+                .collect();
+            if index.trusted() {
+                for s in &surveys {
+                    let alive = s.projects.iter().map(|p| p.path.clone()).collect();
+                    if s.errors.iter().all(|e| e.path != s.path) {
+                        index.prune(&s.path, &alive);
+                    }
+                    for p in &s.projects {
+                        index.store(ticket, p);
+                    }
+                }
+            }
+            surveys
+        }
+        None => fs
+            .workspaces
+            .iter()
+            .map(|ws| survey::survey_workspace(ws, rules))
+            .collect(),
+    };
+    let projects_cached = surveys
         .iter()
-        .map(|ws| survey::survey_workspace(ws, rules))
-        .collect();
+        .flat_map(|s| &s.projects)
+        .filter(|p| p.cached)
+        .count();
+    let projects_walked = surveys.iter().map(|s| s.projects.len()).sum::<usize>() - projects_cached;
     let procs = ProcSnapshot::capture();
     let activity = survey::Activity {
         now: crate::tasks::clock::now_secs(),
@@ -586,5 +698,7 @@ pub fn plan_filesystem(
         survey_errors: surveys.into_iter().flat_map(|s| s.errors).collect(),
         surveyed: true,
         project_bytes,
+        projects_walked,
+        projects_cached,
     }
 }

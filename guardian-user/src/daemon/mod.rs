@@ -417,6 +417,15 @@ impl Guardian {
                 self.tell_writes(&sample);
                 self.feed_project_forecasts(&sample);
                 self.note_writes(&sample);
+                let written = self
+                    .watched
+                    .iter()
+                    .filter(|p| sample.growth.get(&p.id).is_some_and(|g| *g != 0));
+                let rescanned = sample.rescan.iter().map(PathBuf::as_path);
+                self.cleaner.note_writes(
+                    self.source.name(),
+                    written.map(|p| p.path.as_path()).chain(rescanned),
+                );
             }
             Err(e) => crate::warn_quiet!("source.drain", error = %e, "write source"),
         }
@@ -442,6 +451,7 @@ impl Guardian {
             Report::Surveyed {
                 seconds,
                 project_bytes,
+                ..
             } => {
                 self.forecasts.lead.observe_scan(seconds);
                 if self.source.name() == "poll" {

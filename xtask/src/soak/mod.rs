@@ -242,6 +242,39 @@ pub fn run_child(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cargo xtask soak-index`: the index churn test of guardian-user
+/// (`survey::index::tests::index_and_a_fresh_walk_agree_after_random_churn`, 20 s in
+/// `cargo test`) for the whole duration, in release.
+pub fn run_index(args: &SoakArgs) -> Result<ExitCode> {
+    let seed = args.seed();
+    eprintln!(
+        "soak-index: {} of churn, seed {seed}",
+        humantime_short(args.duration)
+    );
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "guardian-user",
+            "--lib",
+            "survey::index::tests::index_and_a_fresh_walk_agree_after_random_churn",
+            "--",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(
+            "GUARDIAN_INDEX_SOAK_SECS",
+            args.duration.as_secs().to_string(),
+        )
+        .env("GUARDIAN_INDEX_SOAK_SEED", seed.to_string())
+        .env("GUARDIAN_REQUIRE_PRIVILEGED_TESTS", "1")
+        .status()
+        .context("running cargo test")?;
+    ensure!(status.success(), "soak-index failed (seed {seed})");
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::stress::logscan::{parse_line, summarize};

@@ -1,6 +1,9 @@
 //! The survey: walks each workspace's projects once, measuring each project and finding the
 //! entries the cleanup rules name, then turns that into policy candidates with their protection
-//! status. Reads only; it never deletes.
+//! status. Reads only; it never deletes. `index.rs`: the per-project survey cache a cycle plans
+//! from without walking the projects nothing was written into.
+
+pub mod index;
 
 use crate::config::{CompiledRule, Workspace};
 use crate::fsys::{self, EntryKind, EntryStat};
@@ -41,7 +44,7 @@ impl Classify for RuleClassifier<'_> {
 }
 
 /// One project (a child of a workspace) as surveyed.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ProjectSurvey {
     #[serde(with = "crate::textpath")]
     pub path: PathBuf,
@@ -57,6 +60,15 @@ pub struct ProjectSurvey {
     pub contains_keep: bool,
     #[serde(skip)]
     pub matches: Vec<RuleMatch>,
+    /// The project entry as stat'ed right before it was walked (`None` when it was not).
+    #[serde(skip)]
+    pub root: Option<EntryStat>,
+    /// Walked without errors and without skipping a mount: what the index may keep.
+    #[serde(skip)]
+    pub complete: bool,
+    /// Taken from the index instead of walked in this survey.
+    #[serde(skip)]
+    pub cached: bool,
 }
 
 impl ProjectSurvey {
@@ -77,10 +89,24 @@ pub struct WorkspaceSurvey {
     pub mounts_skipped: Vec<PathBuf>,
 }
 
+/// What a survey may take instead of walking a project: given the project's path and its entry
+/// as stat'ed now, a survey still true of it (the index's fresh entry), or `None` to walk it.
+pub type Reuse<'a> = &'a (dyn Fn(&Path, &EntryStat) -> Option<ProjectSurvey> + Sync);
+
 /// Surveys one workspace: its projects are walked in parallel on the walk pool (one pool, no
 /// nested `install`: see [`fsys::on_walk_pool`]). A missing or unreadable workspace is reported
 /// in `errors`.
 pub fn survey_workspace(ws: &Workspace, rules: &[CompiledRule]) -> WorkspaceSurvey {
+    survey_workspace_with(ws, rules, &|_, _| None)
+}
+
+/// [`survey_workspace`], taking from `reuse` each project it has a survey for (marked
+/// `cached`) and walking only the others.
+pub fn survey_workspace_with(
+    ws: &Workspace,
+    rules: &[CompiledRule],
+    reuse: Reuse<'_>,
+) -> WorkspaceSurvey {
     let mut survey = WorkspaceSurvey {
         path: ws.path.clone(),
         projects: Vec::new(),
@@ -123,8 +149,9 @@ pub fn survey_workspace(ws: &Workspace, rules: &[CompiledRule]) -> WorkspaceSurv
             return survey;
         }
     };
-    let one =
-        |entry: &fsys::Listed| survey_project(root.as_fd(), entry, ws, &classifier, &boundary);
+    let one = |entry: &fsys::Listed| {
+        survey_project(root.as_fd(), entry, ws, &classifier, &boundary, reuse)
+    };
     let results: Vec<_> = fsys::on_walk_pool(|parallel| {
         if parallel {
             listed.par_iter().map(one).collect()
@@ -142,12 +169,30 @@ pub fn survey_workspace(ws: &Workspace, rules: &[CompiledRule]) -> WorkspaceSurv
     survey
 }
 
+/// Walks the one project `name` of workspace `ws` (the index's background refresh). `None` when
+/// the workspace cannot be opened or the project vanished.
+pub fn survey_one(ws: &Workspace, rules: &[CompiledRule], name: &OsStr) -> Option<ProjectSurvey> {
+    use std::os::unix::ffi::OsStrExt;
+    let root = fsys::open_dir_nofollow(&ws.path).ok()?;
+    let boundary = fsys::Boundary::lenient(root.as_fd(), &ws.path).ok()?.0;
+    let entry = fsys::Listed {
+        name: std::ffi::CString::new(name.as_bytes()).ok()?,
+        kind_hint: None,
+    };
+    let classifier = RuleClassifier { rules };
+    survey_project(root.as_fd(), &entry, ws, &classifier, &boundary, &|_, _| {
+        None
+    })
+    .map(|p| p.0)
+}
+
 fn survey_project(
     root: rustix::fd::BorrowedFd<'_>,
     entry: &fsys::Listed,
     ws: &Workspace,
     classifier: &RuleClassifier<'_>,
     boundary: &fsys::Boundary,
+    reuse: Reuse<'_>,
 ) -> Option<(ProjectSurvey, scan::Walked)> {
     let name = entry.os_name();
     let path = ws.path.join(name);
@@ -162,6 +207,11 @@ fn survey_project(
         let mut p = empty_project(path, false, protected_name);
         p.identity = (st.dev, st.ino);
         return Some((p, walked));
+    }
+    if let Some(mut cached) = reuse(&path, &st) {
+        cached.protected_name = protected_name;
+        cached.cached = true;
+        return Some((cached, walked));
     }
     if st.kind == EntryKind::Dir {
         walked = match fsys::open_child_dir(root, &entry.name) {
@@ -212,6 +262,9 @@ fn survey_project(
         protected_name,
         contains_keep: walked.contains_keep,
         matches: std::mem::take(&mut walked.matches),
+        root: Some(st),
+        complete: walked.errors.is_empty() && walked.mounts_skipped.is_empty(),
+        cached: false,
     };
     Some((project, walked))
 }
@@ -226,6 +279,9 @@ fn empty_project(path: PathBuf, is_dir: bool, protected_name: bool) -> ProjectSu
         protected_name,
         contains_keep: false,
         matches: Vec::new(),
+        root: None,
+        complete: false,
+        cached: false,
     }
 }
 
@@ -371,6 +427,9 @@ mod tests {
             protected_name: false,
             contains_keep: false,
             matches: Vec::new(),
+            root: None,
+            complete: false,
+            cached: false,
         }
     }
 

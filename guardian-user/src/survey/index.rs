@@ -1,0 +1,352 @@
+//! The survey index: each project's last survey (its rule matches with their sizes and
+//! identities, its usage and newest change), kept by the cleanup thread so that a cycle walks
+//! only the projects written into since they were measured. Writes come from the daemon's write
+//! source through [`Pending`]; a slow background refresh ([`Index::refresh_one`], paced by a CPU
+//! budget) re-walks what they made stale.
+//!
+//! Invariants: an entry is served only while no write was reported into its project since the
+//! walk that measured it began, the project entry is the same (dev, ino) with the same mtime and
+//! ctime, and every cached match is still the (dev, ino) it was; otherwise the project is walked.
+//! A project that shares an inode with anything outside it (a hard link), was walked with errors
+//! or across a mount is never kept.
+//! With a source that reports no writes (poll) nothing is served, and once writes may have been
+//! missed (the source fell back, the pending set overflowed) every entry is stale. The index only
+//! saves walks: the executor re-checks every target on disk right before deleting it. Bounded:
+//! [`MAX_PROJECTS`] entries, [`MAX_MATCHES`] matches per project and [`MAX_TOTAL_MATCHES`] in all,
+//! [`MAX_PENDING`] written paths between two syncs.
+
+use super::ProjectSurvey;
+use crate::config::{CompiledRule, Workspace};
+use crate::fsys::{self, EntryStat};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Most projects the index keeps.
+pub const MAX_PROJECTS: usize = 100_000;
+/// A project with more rule matches than this is walked at every cycle instead.
+pub const MAX_MATCHES: usize = 4096;
+/// Most rule matches kept over all projects.
+pub const MAX_TOTAL_MATCHES: usize = 1_000_000;
+/// Most written project paths held between two syncs; beyond, every entry counts as stale.
+pub const MAX_PENDING: usize = 8192;
+/// The background refresh's CPU budget: its walks take at most this share of one core.
+pub const CPU_SHARE: f64 = 0.02;
+
+/// What the daemon tells the cleanup thread between cycles, shared under a lock: the projects
+/// the write source saw written and whether the source reports writes at all.
+#[derive(Default)]
+pub struct Pending {
+    inner: Mutex<PendingInner>,
+}
+
+#[derive(Default)]
+struct PendingInner {
+    written: HashSet<PathBuf>,
+    overflow: bool,
+    trusted: bool,
+    /// The write source's name: any change (a fall back, a retried source) may have lost writes.
+    source: String,
+    /// Trust was (re)gained since the last sync: writes before it may have been missed.
+    regained: bool,
+}
+
+impl Pending {
+    pub fn new() -> Arc<Pending> {
+        Arc::new(Pending::default())
+    }
+
+    /// Notes writes (or shrinking, or a rescan) the source saw in these projects.
+    pub fn written<'a>(&self, paths: impl IntoIterator<Item = &'a Path>) {
+        let Ok(mut p) = self.inner.lock() else { return };
+        for path in paths {
+            if p.written.len() >= MAX_PENDING {
+                p.overflow = true;
+                p.written.clear();
+            }
+            if !p.overflow && !p.written.contains(path) {
+                p.written.insert(path.to_path_buf());
+            }
+        }
+    }
+
+    /// Which write source runs: every one but `poll` reports writes. A change of source makes
+    /// every entry stale (writes around the switch may not have been seen).
+    pub fn trust(&self, source: &str) {
+        let Ok(mut p) = self.inner.lock() else { return };
+        if p.source != source {
+            p.regained = true;
+            p.source = source.to_string();
+        }
+        p.trusted = source != "poll";
+    }
+}
+
+/// The project entry's own state when it was walked: a change to it (a rename in or out of the
+/// project's top, the project replaced) makes the entry stale.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct RootStamp {
+    dev: u64,
+    ino: u64,
+    mtime: i64,
+    ctime: i64,
+    ctime_nsec: u32,
+}
+
+impl RootStamp {
+    fn of(st: &EntryStat) -> RootStamp {
+        RootStamp {
+            dev: st.dev,
+            ino: st.ino,
+            mtime: st.mtime,
+            ctime: st.ctime,
+            ctime_nsec: st.ctime_nsec,
+        }
+    }
+}
+
+struct Entry {
+    /// `None` for a project walked but never served (see [`Index::store`]): the refresh does not
+    /// walk it again until it is written.
+    survey: Option<ProjectSurvey>,
+    root: RootStamp,
+    /// The sync count when the walk that measured it began.
+    walked_at: u64,
+}
+
+/// The index itself, owned by the cleanup thread.
+pub struct Index {
+    pending: Arc<Pending>,
+    entries: HashMap<PathBuf, Entry>,
+    /// The sync count at which each project was last reported written.
+    written_at: HashMap<PathBuf, u64>,
+    /// Entries walked before this sync count are stale (writes may have been missed).
+    stale_before: u64,
+    clock: u64,
+    trusted: bool,
+    matches: usize,
+    /// Something may need a refresh (writes arrived, or the index is not known to be complete).
+    dirty: bool,
+}
+
+impl Index {
+    pub fn new(pending: Arc<Pending>) -> Index {
+        Index {
+            pending,
+            entries: HashMap::new(),
+            written_at: HashMap::new(),
+            stale_before: 1,
+            clock: 0,
+            trusted: false,
+            matches: 0,
+            dirty: true,
+        }
+    }
+
+    /// Takes in what the daemon reported since the last sync; returns the sync count, the
+    /// ticket a walk beginning now stores its result under.
+    pub fn sync(&mut self) -> u64 {
+        self.clock += 1;
+        let (written, overflow, trusted, regained) = match self.pending.inner.lock() {
+            Ok(mut p) => (
+                std::mem::take(&mut p.written),
+                std::mem::take(&mut p.overflow),
+                p.trusted,
+                std::mem::take(&mut p.regained),
+            ),
+            Err(_) => (HashSet::new(), true, false, false),
+        };
+        self.trusted = trusted;
+        if overflow || regained || !trusted {
+            self.forget_writes();
+        }
+        if !written.is_empty() {
+            self.dirty = true;
+        }
+        for path in written {
+            if self.written_at.len() >= MAX_PROJECTS {
+                self.forget_writes();
+            }
+            self.written_at.insert(path, self.clock);
+        }
+        self.clock
+    }
+
+    /// Every entry walked before now is stale.
+    fn forget_writes(&mut self) {
+        self.written_at.clear();
+        self.stale_before = self.clock;
+        self.dirty = true;
+    }
+
+    /// Drops every entry: what they matched was decided by rules that no longer hold (a reload).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.matches = 0;
+        self.forget_writes();
+    }
+
+    /// Whether entries may be served (the write source reports writes).
+    pub fn trusted(&self) -> bool {
+        self.trusted
+    }
+
+    /// How many projects the index holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether the entry for `path` was measured after the last write reported into it.
+    fn fresh(&self, path: &Path, entry: &Entry) -> bool {
+        entry.walked_at >= self.stale_before
+            && self
+                .written_at
+                .get(path)
+                .is_none_or(|w| *w <= entry.walked_at)
+    }
+
+    /// The cached survey of the project at `path`, whose entry is `st` now, if it is still
+    /// true of it (see the module's invariants). Stats each cached match (read-only).
+    pub fn lookup(&self, path: &Path, st: &EntryStat) -> Option<ProjectSurvey> {
+        if !self.trusted {
+            return None;
+        }
+        let entry = self.entries.get(path)?;
+        let survey = entry.survey.as_ref()?;
+        if !self.fresh(path, entry) || entry.root != RootStamp::of(st) {
+            return None;
+        }
+        let unchanged = survey.matches.iter().all(|m| {
+            m.rel_path.as_os_str().is_empty()
+                || fsys::identity_of(&path.join(&m.rel_path)).is_ok_and(|id| id == m.identity)
+        });
+        unchanged.then(|| survey.clone())
+    }
+
+    /// Keeps a project walked under `ticket` (from [`sync`](Index::sync) before the walk began),
+    /// unless it was taken from the index, its walk was incomplete, or a bound is reached.
+    pub fn store(&mut self, ticket: u64, survey: &ProjectSurvey) {
+        let Some(root) = survey.root else { return };
+        if survey.cached {
+            return;
+        }
+        self.remove(&survey.path);
+        // A project sharing an inode with anything outside it (a hard link) changes when the
+        // file is written through the other link, which the source attributes elsewhere.
+        let shares_inodes = survey.freeable.inodes != survey.usage.inodes;
+        if self.entries.len() >= MAX_PROJECTS {
+            return;
+        }
+        let servable = survey.complete
+            && !shares_inodes
+            && survey.matches.len() <= MAX_MATCHES
+            && self.matches + survey.matches.len() <= MAX_TOTAL_MATCHES;
+        if servable {
+            self.matches += survey.matches.len();
+        }
+        self.entries.insert(
+            survey.path.clone(),
+            Entry {
+                survey: servable.then(|| survey.clone()),
+                root: RootStamp::of(&root),
+                walked_at: ticket,
+            },
+        );
+    }
+
+    fn remove(&mut self, path: &Path) {
+        if let Some(old) = self.entries.remove(path) {
+            let n = old.survey.map_or(0, |s| s.matches.len());
+            self.matches = self.matches.saturating_sub(n);
+        }
+    }
+
+    /// Drops the projects of `workspace` that are not in `alive` (they vanished).
+    pub fn prune(&mut self, workspace: &Path, alive: &HashSet<PathBuf>) {
+        let gone: Vec<PathBuf> = self
+            .entries
+            .keys()
+            .filter(|p| p.parent() == Some(workspace) && !alive.contains(*p))
+            .cloned()
+            .collect();
+        for p in gone {
+            self.remove(&p);
+        }
+        self.written_at
+            .retain(|p, _| p.parent() != Some(workspace) || alive.contains(p));
+    }
+
+    /// Background refresh: walks the first project of `workspaces` that has no fresh entry and
+    /// keeps it. Returns the CPU time the walk took (to pace the next one), or `None` when
+    /// nothing needed a walk (then nothing is listed again until a write is reported).
+    pub fn refresh_one(
+        &mut self,
+        workspaces: &[Workspace],
+        rules: &[CompiledRule],
+    ) -> Option<Duration> {
+        let ticket = self.sync();
+        if !self.trusted || !self.dirty {
+            return None;
+        }
+        for ws in workspaces {
+            let Ok(listed) = std::fs::read_dir(&ws.path) else {
+                continue;
+            };
+            let mut alive = HashSet::new();
+            let mut todo = None;
+            for entry in listed.flatten() {
+                let path = entry.path();
+                let fresh = self
+                    .entries
+                    .get(&path)
+                    .is_some_and(|e| self.fresh(&path, e));
+                if !fresh && todo.is_none() {
+                    todo = Some(entry.file_name());
+                }
+                alive.insert(path);
+            }
+            self.prune(&ws.path, &alive);
+            if let Some(name) = todo {
+                let began = cpu_time();
+                if let Some(survey) = super::survey_one(ws, rules, &name) {
+                    self.store(ticket, &survey);
+                }
+                return Some(cpu_time().saturating_sub(began));
+            }
+        }
+        self.dirty = false;
+        None
+    }
+}
+
+/// The process's CPU time (user + system, all threads: the walk runs on the walk pool's).
+/// Counting other threads' time too only slows the refresh down.
+pub fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs(u64::try_from(ts.tv_sec).unwrap_or(0))
+        + Duration::from_nanos(u64::try_from(ts.tv_nsec).unwrap_or(0))
+}
+
+/// How long the refresh waits after a walk that took `cpu` so that its walks stay within
+/// [`CPU_SHARE`] of a core.
+pub fn pause_after(cpu: Duration) -> Duration {
+    cpu.div_f64(CPU_SHARE)
+        .clamp(Duration::from_millis(20), Duration::from_secs(60))
+}
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod tests;
