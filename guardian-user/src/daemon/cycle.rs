@@ -3,7 +3,8 @@
 //! goal is reached, nothing is left, or `MAX_ROUNDS` passed; phase 2 once phase 1 is exhausted
 //! below `critical_free`; the journal vacuum once per cycle on the filesystem that holds the
 //! journal; git maintenance once per cycle, before the first deletion, on the `.git` dirs the
-//! first plan meets (`git::maintenance`). The main loop keeps sampling while a cycle walks trees: it hands the worker a
+//! first plan meets (`git::maintenance`); one round's plan is `plan.rs`. The main loop keeps
+//! sampling while a cycle walks trees: it hands the worker a
 //! [`Job`] and hears back through [`Report`]s. Between jobs the thread keeps the survey index
 //! (`survey::index`) fresh at a CPU budget; a cycle's first round walks only the projects the
 //! index has no fresh entry for, later rounds walk everything (and refresh the index).
@@ -12,13 +13,13 @@
 //! already attempted; an audit log that cannot be written ends the cycle (nothing more is tried)
 //! and is reported, never a reason for the daemon to exit.
 
+pub use super::plan::{plan_filesystem, plan_now, FsPlan, IndexUse};
 use super::state::CycleSummary;
 use super::GuardedFs;
 use crate::cleanup::{ActionReport, Executor, ExtraProtection, Outcome};
 use crate::config::{human_bytes, CompiledRule, Config};
-use crate::fsys::{self, FsSpace};
+use crate::fsys;
 use crate::policy::{self, Plan, PlanInput, Preemptive, Pressure};
-use crate::protect::ProcSnapshot;
 use crate::survey::{self, index::Index, index::Pending};
 use crate::tasks::TaskSnapshot;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -556,149 +557,4 @@ fn target_reached(config: &Config, fs: &GuardedFs, kind: &CycleKind) -> bool {
             policy::assess_with(&s, &config.thresholds, &kind.input()).pressure == Pressure::Ok
         })
         .unwrap_or(false)
-}
-
-/// One filesystem's plan, for `guardian plan`.
-#[derive(Debug, serde::Serialize)]
-pub struct FsPlan {
-    #[serde(with = "crate::textpath")]
-    pub mount: PathBuf,
-    pub space: FsSpace,
-    pub plan: Plan,
-    pub survey_errors: Vec<crate::scan::WalkError>,
-    /// Whether the workspaces were walked (only under pressure or for a forecast).
-    #[serde(skip)]
-    pub surveyed: bool,
-    /// Each surveyed project's allocated bytes.
-    #[serde(skip)]
-    pub project_bytes: Vec<(PathBuf, u64)>,
-    /// Projects the survey walked.
-    #[serde(skip)]
-    pub projects_walked: usize,
-    /// Projects the survey took from the index instead.
-    #[serde(skip)]
-    pub projects_cached: usize,
-}
-
-/// The index a survey keeps up to date, and whether it may take fresh entries from it.
-pub struct IndexUse<'a> {
-    pub index: &'a mut Index,
-    pub reuse: bool,
-}
-
-/// What a cycle would do on each guarded filesystem right now (nothing is deleted).
-pub fn plan_now(config: &Config) -> Vec<FsPlan> {
-    let rules = config.compiled_rules();
-    let running = crate::tasks::running_protection(config, None);
-    super::guarded_filesystems(&config.workspaces)
-        .iter()
-        .map(|fs| {
-            plan_filesystem(
-                fs,
-                config,
-                &rules,
-                &PlanInput::default(),
-                &HashSet::new(),
-                &*running,
-                &|_| None,
-                None,
-            )
-        })
-        .collect()
-}
-
-/// Survey + candidates + policy for one filesystem; with `index`, the survey takes the projects
-/// it has fresh entries for from it (when `reuse`) and keeps what it walked there.
-#[allow(clippy::too_many_arguments)] // each is one of the plan's independent inputs
-pub fn plan_filesystem(
-    fs: &GuardedFs,
-    config: &Config,
-    rules: &[CompiledRule],
-    input: &PlanInput<'_>,
-    attempted: &HashSet<PathBuf>,
-    extra_protection: &dyn Fn(&Path) -> Option<String>,
-    last_write: &dyn Fn(&Path) -> Option<i64>,
-    index: Option<IndexUse<'_>>,
-) -> FsPlan {
-    let space = fsys::fs_space(&fs.probe).unwrap_or(FsSpace {
-        total_bytes: 0,
-        avail_bytes: 0,
-        free_bytes: 0,
-        total_inodes: 0,
-        avail_inodes: 0,
-    });
-    let assessment = policy::assess_with(&space, &config.thresholds, input);
-    if assessment.pressure == Pressure::Ok {
-        return FsPlan {
-            mount: fs.mount.clone(),
-            space,
-            plan: policy::plan_with(&space, &config.thresholds, &[], input),
-            survey_errors: Vec::new(),
-            surveyed: false,
-            project_bytes: Vec::new(),
-            projects_walked: 0,
-            projects_cached: 0,
-        };
-    }
-    let surveys: Vec<_> = match index {
-        Some(IndexUse { index, reuse }) => {
-            let ticket = index.sync();
-            let reuse = reuse && index.trusted();
-            let shared: &Index = index;
-            let lookup = |p: &Path, st: &crate::fsys::EntryStat| {
-                reuse.then(|| shared.lookup(p, st)).flatten()
-            };
-            let surveys: Vec<_> = fs
-                .workspaces
-                .iter()
-                .map(|ws| survey::survey_workspace_with(ws, rules, &lookup))
-                .collect();
-            if index.trusted() {
-                for s in &surveys {
-                    let alive = s.projects.iter().map(|p| p.path.clone()).collect();
-                    if s.errors.iter().all(|e| e.path != s.path) {
-                        index.prune(&s.path, &alive);
-                    }
-                    for p in &s.projects {
-                        index.store(ticket, p);
-                    }
-                }
-            }
-            surveys
-        }
-        None => fs
-            .workspaces
-            .iter()
-            .map(|ws| survey::survey_workspace(ws, rules))
-            .collect(),
-    };
-    let projects_cached = surveys
-        .iter()
-        .flat_map(|s| &s.projects)
-        .filter(|p| p.cached)
-        .count();
-    let projects_walked = surveys.iter().map(|s| s.projects.len()).sum::<usize>() - projects_cached;
-    let procs = ProcSnapshot::capture();
-    let activity = survey::Activity {
-        now: crate::tasks::clock::now_secs(),
-        active_within: config.daemon.active_within.0.as_secs(),
-        last_write,
-    };
-    let mut candidates = survey::candidates(&surveys, rules, &procs, extra_protection, &activity);
-    candidates.retain(|c| !attempted.contains(&c.path));
-    let project_bytes = surveys
-        .iter()
-        .flat_map(|s| &s.projects)
-        .map(|p| (p.path.clone(), p.usage.allocated))
-        .collect();
-    FsPlan {
-        mount: fs.mount.clone(),
-        space,
-        plan: policy::plan_with(&space, &config.thresholds, &candidates, input),
-        survey_errors: surveys.into_iter().flat_map(|s| s.errors).collect(),
-        surveyed: true,
-        project_bytes,
-        projects_walked,
-        projects_cached,
-    }
 }

@@ -16,24 +16,29 @@
 
 pub mod cycle;
 pub mod forecast;
+mod guard;
 pub mod notify;
+mod plan;
+mod projects;
 mod publish;
 pub mod reload;
 pub mod state;
 
 pub use cycle::{plan_now, CycleKind, FsPlan};
+pub use projects::guarded_filesystems;
 pub use reload::{ReloadFrom, ReloadRequests, SHUTDOWN_BOUND};
 
 use crate::aggregate::Aggregator;
 use crate::cleanup::{AuditLog, AuditRecord, Executor, ExtraProtection, Outcome};
 use crate::config::{Config, Workspace};
 use crate::fsys::{self, FsSpace};
-use crate::policy::{self, Limits, Pressure};
+use crate::policy::Limits;
 use crate::sources::{self, ProjectDir, Source};
 use crossbeam_channel::{select, Receiver};
 use cycle::{Cleaner, Job, Report};
-use forecast::{Forecasts, Named};
-use state::{CycleSummary, DaemonState, ForecastState, FsState, StateWriter};
+use forecast::Forecasts;
+use projects::Listed;
+use state::{CycleSummary, DaemonState, ForecastState, StateWriter};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -501,48 +506,6 @@ impl Guardian {
         self.last_cycle = Some(summary);
     }
 
-    /// Lists the project dirs of every workspace and re-registers them with the source when
-    /// the set changed. Skipped while no workspace dir changed since the last listing (see
-    /// [`Listed`]): an idle node does not `lstat` every project every poll.
-    fn refresh_projects(&mut self) {
-        use std::os::unix::fs::MetadataExt;
-        let seen = Listed::now(&self.config.workspaces);
-        if self.listed.as_ref().is_some_and(|l| l.still(&seen)) {
-            return;
-        }
-        self.listed = Some(seen);
-        let mut dirs = Vec::new();
-        for ws in &self.config.workspaces {
-            let Ok(entries) = std::fs::read_dir(&ws.path) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.path().symlink_metadata() else {
-                    continue;
-                };
-                if meta.is_dir() {
-                    dirs.push((entry.path(), meta.dev(), meta.ino()));
-                }
-            }
-        }
-        dirs.sort();
-        let projects = self.aggregator.project_dirs(&dirs);
-        if projects != self.watched {
-            let alive: std::collections::HashSet<PathBuf> =
-                dirs.iter().map(|d| d.0.clone()).collect();
-            self.aggregator.retain_paths(&|p| alive.contains(p));
-            self.hub.counters.written.retain(&|p| alive.contains(p));
-            self.last_write.retain(|p, _| alive.contains(p));
-            if let Err(e) = self.source.watch(&projects) {
-                crate::warn_quiet!("source.watch", error = %e, "write source cannot watch the projects");
-                self.problems.push(e.to_string());
-            }
-            self.forecasts.retain_projects(&projects);
-            self.watched = projects;
-            self.trims_left = TRIM_POLLS;
-        }
-    }
-
     /// Feeds each project's growth from the source (counted, or sampled sizes with polling)
     /// into its forecast.
     fn feed_project_forecasts(&mut self, sample: &sources::Sample) {
@@ -573,189 +536,6 @@ impl Guardian {
     /// Seconds since the daemon started: the forecasts' clock.
     fn clock(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
-    }
-
-    /// Checks every guarded filesystem: a cycle where a threshold is crossed, a preemptive one
-    /// where the forecast fires; the `statvfs` reading feeds the filesystem's forecast. With
-    /// `every` false (a sample) a filesystem whose reading is exactly the last one, with the
-    /// cleanup thread as busy as then and a forecast that has its first samples, costs its
-    /// `statvfs` only: nothing it decides could differ but with the clock, and the next poll
-    /// (`every`) looks again in full.
-    fn guard(&mut self, every: bool) {
-        let busy = self.cleaner.busy();
-        let mut budgets = Vec::new();
-        for fs in self.filesystems.clone() {
-            if self.cancel.load(Ordering::Relaxed) {
-                break;
-            }
-            let space = match fsys::fs_space(&fs.probe) {
-                Ok(space) => space,
-                Err(e) => {
-                    self.problems.push(format!(
-                        "cannot statvfs {}: {e}",
-                        crate::textpath::escape(&fs.probe)
-                    ));
-                    self.spaces.remove(&fs.dev);
-                    continue;
-                }
-            };
-            let same = self
-                .spaces
-                .get(&fs.dev)
-                .is_some_and(|(last, _)| *last == space);
-            if !every && same && self.guarded_busy == Some(busy) && self.forecasts.fs_warm(fs.dev) {
-                // Nothing to decide, but the countdown is armed again (a share spent on
-                // overwrites in place starts over).
-                if let Some((space, limits)) = self.spaces.get(&fs.dev) {
-                    budgets.push(sources::countdown::Budget::after_statvfs(
-                        fs.dev,
-                        space,
-                        limits,
-                        &[],
-                    ));
-                }
-                continue;
-            }
-            let now = self.clock();
-            self.forecasts.observe_fs(fs.dev, now, &space);
-            self.tell_pressure(&fs, &space);
-            match self.cycle_due(&fs, now, &space) {
-                Some(kind) if !self.recently_stalled(fs.dev, &space) => self.start_cycle(&fs, kind),
-                Some(_) => {}
-                None => {
-                    self.stalled.remove(&fs.dev);
-                }
-            }
-            let assessment = policy::assess(&space, &self.config.thresholds, false);
-            budgets.push(sources::countdown::Budget::after_statvfs(
-                fs.dev,
-                &space,
-                &assessment.limits,
-                &[],
-            ));
-            self.spaces.insert(fs.dev, (space, assessment.limits));
-        }
-        self.source.arm(&budgets);
-        self.guarded_busy = Some(self.cleaner.busy());
-        if every {
-            let devs: std::collections::HashSet<u64> =
-                self.filesystems.iter().map(|f| f.dev).collect();
-            self.spaces.retain(|dev, _| devs.contains(dev));
-        }
-    }
-
-    /// Each guarded filesystem as last read, with its forecast, for the state file.
-    fn fs_states(&self) -> Vec<FsState> {
-        let now = self.clock();
-        self.filesystems
-            .iter()
-            .filter_map(|fs| {
-                let (space, _) = self.spaces.get(&fs.dev)?;
-                let assessment = policy::assess(space, &self.config.thresholds, false);
-                let forecast = self
-                    .forecasts
-                    .fs_view(fs.dev, now, space, &assessment.limits);
-                Some(FsState {
-                    mount: fs.mount.clone(),
-                    workspaces: fs.workspaces.iter().map(|w| w.path.clone()).collect(),
-                    space: *space,
-                    limits: assessment.limits,
-                    pressure: assessment.pressure,
-                    reason: assessment.reason,
-                    forecast: Some(forecast),
-                })
-            })
-            .collect()
-    }
-
-    /// Hands a cycle to the cleanup thread, unless one runs or the audit log cannot be written
-    /// (then Guardian refuses to delete, says why, and tries again at the next check).
-    fn start_cycle(&mut self, fs: &GuardedFs, kind: CycleKind) {
-        if self.cleaner.busy() {
-            return;
-        }
-        // While refusing, a write failed (or the log could not be opened): try again once the
-        // log can be opened and has room to spare, not on every poll into the same failure.
-        let audit = if self.refusing.is_some() {
-            self.executor.audit_writable()
-        } else {
-            self.executor.audit_health()
-        };
-        if let Err(why) = audit {
-            crate::warn_quiet!("audit.unwritable", error = %why, "refusing to delete: the audit log cannot be written");
-            self.refusing = Some(why);
-            return;
-        }
-        if self.refusing.take().is_some() {
-            crate::quiet::clear("audit.unwritable");
-            tracing::info!("the audit log can be written again: cleaning resumes");
-        }
-        let kind = match (kind, &self.woken) {
-            (CycleKind::Reactive { reason }, Some(wake)) => CycleKind::Reactive {
-                reason: format!("{reason}; {wake}"),
-            },
-            (CycleKind::Preemptive { mut plan, growth }, Some(wake)) => {
-                plan.trigger = format!("{}; {wake}", plan.trigger);
-                CycleKind::Preemptive { plan, growth }
-            }
-            (kind, _) => kind,
-        };
-        match &kind {
-            CycleKind::Reactive { reason } => {
-                tracing::warn!(mount = %crate::textpath::shown(&fs.mount), reason = %reason, "pressure: starting a cleanup cycle")
-            }
-            CycleKind::Preemptive { plan, .. } => {
-                tracing::warn!(mount = %crate::textpath::shown(&fs.mount), trigger = %plan.trigger, "forecast: starting a preemptive phase 1")
-            }
-        }
-        self.cycle_fs = Some(fs.clone());
-        self.tell_cycle_started(fs, &kind);
-        self.cleaner.submit(Job::Cycle(Box::new(cycle::CycleJob {
-            fs: fs.clone(),
-            kind,
-            last_write: self.last_write.clone(),
-        })));
-    }
-
-    /// The cycle a filesystem needs now: reactive under a threshold, preemptive when its
-    /// forecast fires above them, none otherwise.
-    fn cycle_due(&self, fs: &GuardedFs, now: f64, space: &FsSpace) -> Option<CycleKind> {
-        let assessment = policy::assess(space, &self.config.thresholds, false);
-        if assessment.pressure != Pressure::Ok {
-            return Some(CycleKind::Reactive {
-                reason: assessment.reason,
-            });
-        }
-        let trigger = self
-            .forecasts
-            .check(fs.dev, now, space, &assessment.limits)?;
-        self.preemptive_kind(fs, &trigger, space, &assessment.limits)
-    }
-
-    /// The preemptive cycle a fired trigger asks for; none when its goal is already met (a
-    /// config whose `target_free` equals `cleanup_free` leaves a forecast nothing to do).
-    fn preemptive_kind(
-        &self,
-        fs: &GuardedFs,
-        trigger: &Named,
-        space: &FsSpace,
-        limits: &Limits,
-    ) -> Option<CycleKind> {
-        let plan = self.forecasts.preemptive(trigger, limits);
-        (plan.goal_free > space.avail_bytes).then(|| CycleKind::Preemptive {
-            plan,
-            growth: self.forecasts.growth_rates(fs.dev, space.avail_bytes),
-        })
-    }
-
-    /// True while a filesystem whose last cycle found nothing left is within its back-off and
-    /// its free space has not dropped noticeably since.
-    fn recently_stalled(&self, dev: u64, space: &FsSpace) -> bool {
-        let Some(&(avail_then, when)) = self.stalled.get(&dev) else {
-            return false;
-        };
-        let drop_allowed = (space.total_bytes as f64 * STALL_DROP_FRACTION) as u64;
-        when.elapsed() < RETRY_AFTER_NOTHING_LEFT && space.avail_bytes + drop_allowed >= avail_then
     }
 
     /// Feeds a real deletion's speed into the lead-time estimate.
@@ -888,69 +668,6 @@ fn give_back_memory() {
     }
 }
 
-/// A listing of the workspace dirs is trusted this long at most.
-const RELIST_EVERY: Duration = Duration::from_secs(60);
-/// A workspace dir changed less than this long before it was listed is listed again (a change
-/// within the same tick of the filesystem's clock would not move its times).
-const RECENT_CHANGE: Duration = Duration::from_secs(2);
-
-/// Each workspace dir's identity and change times when its project dirs were listed: adding,
-/// removing or renaming a project dir changes them, so while they stay the same the listing
-/// holds (re-listed anyway every [`RELIST_EVERY`], and while a change is under
-/// [`RECENT_CHANGE`] old).
-#[derive(Debug)]
-struct Listed {
-    at: Instant,
-    dirs: Vec<Option<DirStamp>>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct DirStamp {
-    dev: u64,
-    ino: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Listed {
-    fn now(workspaces: &[Workspace]) -> Listed {
-        use std::os::unix::fs::MetadataExt;
-        let dirs = workspaces
-            .iter()
-            .map(|ws| {
-                let m = std::fs::symlink_metadata(&ws.path).ok()?;
-                Some(DirStamp {
-                    dev: m.dev(),
-                    ino: m.ino(),
-                    mtime: (m.mtime(), m.mtime_nsec()),
-                    ctime: (m.ctime(), m.ctime_nsec()),
-                })
-            })
-            .collect();
-        Listed {
-            at: Instant::now(),
-            dirs,
-        }
-    }
-
-    /// Whether the listing taken at `self` still holds, `now` the workspaces' stamps now.
-    fn still(&self, now: &Listed) -> bool {
-        let wall = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let settled = |d: &Option<DirStamp>| {
-            d.as_ref().is_some_and(|d| {
-                let newest = d.mtime.0.max(d.ctime.0);
-                u64::try_from(newest)
-                    .is_ok_and(|n| n.saturating_add(RECENT_CHANGE.as_secs()) < wall)
-            })
-        };
-        now.at.saturating_duration_since(self.at) < RELIST_EVERY
-            && self.dirs == now.dirs
-            && self.dirs.iter().all(settled)
-    }
-}
-
 /// Whether a cycle that ended short of its target makes its filesystem wait
 /// `RETRY_AFTER_NOTHING_LEFT` for the next one: only when it found nothing left to delete (or
 /// was a dry run's single round) — walking the trees again at once would find nothing new. One
@@ -959,29 +676,6 @@ impl Listed {
 /// that refill the disk as fast as it is cleaned, a minute of waiting is a minute of a full disk.
 fn backs_off(summary: &CycleSummary, refusing: bool, cancelled: bool) -> bool {
     !summary.reached_target && !refusing && !cancelled && summary.shortfall.is_some()
-}
-
-/// Groups the workspaces by the filesystem they are on (a missing workspace by its nearest
-/// existing ancestor's).
-pub fn guarded_filesystems(workspaces: &[Workspace]) -> Vec<GuardedFs> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out: Vec<GuardedFs> = Vec::new();
-    for ws in workspaces {
-        let probe = fsys::nearest_existing(&ws.path).to_path_buf();
-        let Ok(meta) = std::fs::metadata(&probe) else {
-            continue;
-        };
-        match out.iter_mut().find(|fs| fs.dev == meta.dev()) {
-            Some(fs) => fs.workspaces.push(ws.clone()),
-            None => out.push(GuardedFs {
-                dev: meta.dev(),
-                mount: fsys::mount_point_of(&probe).unwrap_or_else(|| probe.clone()),
-                probe,
-                workspaces: vec![ws.clone()],
-            }),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
