@@ -33,6 +33,8 @@ pub const MAX_TOTAL_MATCHES: usize = 1_000_000;
 pub const MAX_PENDING: usize = 8192;
 /// The background refresh's CPU budget: its walks take at most this share of one core.
 pub const CPU_SHARE: f64 = 0.02;
+/// Stale projects walked per refresh round (one listing of the workspace pays for them all).
+pub const REFRESH_BATCH: usize = 64;
 
 /// What the daemon tells the cleanup thread between cycles, shared under a lock: the projects
 /// the write source saw written and whether the source reports writes at all.
@@ -281,9 +283,10 @@ impl Index {
             .retain(|p, _| p.parent() != Some(workspace) || alive.contains(p));
     }
 
-    /// Background refresh: walks the first project of `workspaces` that has no fresh entry and
-    /// keeps it. Returns the CPU time the walk took (to pace the next one), or `None` when
-    /// nothing needed a walk (then nothing is listed again until a write is reported).
+    /// Background refresh: walks the first [`REFRESH_BATCH`] projects of a workspace that have
+    /// no fresh entry and keeps them. Returns the CPU time the listing and the walks took (to
+    /// pace the next round), or `None` when nothing needed a walk (then nothing is listed again
+    /// until a write is reported).
     pub fn refresh_one(
         &mut self,
         workspaces: &[Workspace],
@@ -293,28 +296,32 @@ impl Index {
         if !self.trusted || !self.dirty {
             return None;
         }
+        // The listing is paid from the budget too: with 10,000 projects it costs more than the
+        // walk of one small project, so each round walks a batch of stale ones.
+        let began = cpu_time();
         for ws in workspaces {
             let Ok(listed) = std::fs::read_dir(&ws.path) else {
                 continue;
             };
             let mut alive = HashSet::new();
-            let mut todo = None;
+            let mut todo = Vec::new();
             for entry in listed.flatten() {
                 let path = entry.path();
                 let fresh = self
                     .entries
                     .get(&path)
                     .is_some_and(|e| self.fresh(&path, e));
-                if !fresh && todo.is_none() {
-                    todo = Some(entry.file_name());
+                if !fresh && todo.len() < REFRESH_BATCH {
+                    todo.push(entry.file_name());
                 }
                 alive.insert(path);
             }
             self.prune(&ws.path, &alive);
-            if let Some(name) = todo {
-                let began = cpu_time();
-                if let Some(survey) = super::survey_one(ws, rules, &name) {
-                    self.store(ticket, &survey);
+            if !todo.is_empty() {
+                for name in todo {
+                    if let Some(survey) = super::survey_one(ws, rules, &name) {
+                        self.store(ticket, &survey);
+                    }
                 }
                 return Some(cpu_time().saturating_sub(began));
             }
