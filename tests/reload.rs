@@ -228,21 +228,7 @@ fn sigterm_mid_cycle_exits_zero_within_the_bound_with_every_intent_audited() {
             .is_empty()),
         "no cleanup started"
     );
-    let stopped = Instant::now();
-    signal(daemon.pid(), "TERM");
-    let status = loop {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopped.elapsed() < guardian::daemon::SHUTDOWN_BOUND + Duration::from_secs(5),
-            "still running {:?} after SIGTERM",
-            stopped.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    eprintln!("exited {:?} after SIGTERM: {status}", stopped.elapsed());
-    assert!(status.success(), "{status}");
+    terminate_within_bound(&mut daemon);
     let lines = all_audit_lines(&audit);
     let outcomes: HashSet<&str> = lines
         .iter()
@@ -319,21 +305,7 @@ fn sigterm_kills_a_running_child_and_exits_within_the_bound() {
         }),
         "the journal vacuum never ran"
     );
-    let stopped = Instant::now();
-    signal(pid, "TERM");
-    let status = loop {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopped.elapsed() < guardian::daemon::SHUTDOWN_BOUND + Duration::from_secs(5),
-            "still running {:?} after SIGTERM",
-            stopped.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    eprintln!("exited {:?} after SIGTERM: {status}", stopped.elapsed());
-    assert!(status.success(), "{status}");
+    terminate_within_bound(&mut daemon);
     for child in sleeping {
         assert!(
             !Path::new(&format!("/proc/{child}")).exists(),
@@ -528,4 +500,24 @@ fn poll_source_reports_a_projects_write_rate_within_its_cpu_budget() {
         cpu <= 0.02 * (wall + interval),
         "walks used {cpu} s of CPU in {wall} s: over 2%: {sampling}"
     );
+}
+
+/// Sends SIGTERM and waits for the daemon to exit 0 within `SHUTDOWN_BOUND` (plus 5 s slack for
+/// a loaded test machine).
+fn terminate_within_bound(daemon: &mut Reaped) {
+    let stopped = Instant::now();
+    signal(daemon.pid(), "TERM");
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < guardian::daemon::SHUTDOWN_BOUND + Duration::from_secs(5),
+            "still running {:?} after SIGTERM",
+            stopped.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("exited {:?} after SIGTERM: {status}", stopped.elapsed());
+    assert!(status.success(), "{status}");
 }
