@@ -156,15 +156,46 @@ impl ProcSnapshot {
         links
     }
 
-    /// Every open file under `base/fd`.
+    /// Every open file under `base/fd`. The directory is opened once and its links read
+    /// relative to it into one buffer; only links to paths (not `socket:[…]`, `pipe:[…]`,
+    /// `anon_inode:…`) go further. A process whose fds cannot be read (`EACCES`: not
+    /// ptrace-readable, e.g. another user namespace's init) is given up before its fd table is
+    /// listed: its `cwd` link fails with `EACCES` under the same per-task check as every fd link.
     fn hold_fds(&mut self, pid: u32, comm: &str, base: &Path, root: Option<&rustix::fd::OwnedFd>) {
-        if let Ok(fds) = fs::read_dir(base.join("fd")) {
-            for fd in fds.flatten() {
-                self.hold_file(pid, comm, HoldKind::OpenFile, &fd.path(), root);
+        use rustix::fs::{Mode, OFlags};
+        if let Err(e) = fs::read_link(base.join("cwd")) {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return;
             }
         }
+        let fd_dir = base.join("fd");
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let Ok(dir) = rustix::fs::open(&fd_dir, flags, Mode::empty()) else {
+            return;
+        };
+        let Ok(entries) = crate::fsys::list_dir(&dir) else {
+            return;
+        };
+        let mut buf = Vec::with_capacity(256);
+        for entry in entries {
+            let target = match rustix::fs::readlinkat(&dir, entry.name.as_c_str(), buf) {
+                Ok(target) => target.into_bytes(),
+                Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => return,
+                // Closed meanwhile.
+                Err(_) => {
+                    buf = Vec::with_capacity(256);
+                    continue;
+                }
+            };
+            if target.first() == Some(&b'/') {
+                let link = fd_dir.join(entry.os_name());
+                let target = PathBuf::from(OsStr::from_bytes(&target));
+                self.hold_target(pid, comm, HoldKind::OpenFile, &link, target, root);
+            }
+            buf = target;
+            buf.clear();
+        }
     }
-
     fn push(&mut self, pid: u32, comm: &str, how: HoldKind, path: PathBuf) -> usize {
         self.holders.push(Holder {
             pid,
@@ -190,9 +221,21 @@ impl ProcSnapshot {
             return;
         };
         // Sockets, pipes, anon inodes: `socket:[123]`, not a path.
-        if !target.is_absolute() {
-            return;
+        if target.is_absolute() {
+            self.hold_target(pid, comm, how, link, target, root);
         }
+    }
+
+    /// What [`Self::hold_file`] does once the link's `target` (a path) is read.
+    fn hold_target(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        how: HoldKind,
+        link: &Path,
+        target: PathBuf,
+        root: Option<&rustix::fd::OwnedFd>,
+    ) {
         let Ok(st) = rustix::fs::stat(link) else {
             return;
         };

@@ -4,7 +4,8 @@
 //! crosses `cleanup_free` (as in the reaction section). Measured: crossing → `threshold_crossed`
 //! on the socket (per source; goal p99 < 1 s with ebpf and fanotify), and the cycle's duration
 //! (`cleanup_finished.seconds`) with no other client and with 1,000 idle WebSocket clients plus
-//! one that never reads (their trials interleaved).
+//! one that never reads (their trials interleaved). Without clients the bench holds as many
+//! plain sockets instead, so both arms leave the same number of fds for the daemon's /proc scan.
 
 use super::daemon::{seconds_between, thread_cpu_time, Daemon, DaemonConfig};
 use super::report::{machine_table, median, percentile, wrap, Machine, RunInfo};
@@ -224,10 +225,18 @@ fn one_trial(
     let rx = listen(port)?;
     wait_for(&rx, "status")?;
     let mut idle: Vec<Ws> = Vec::new();
+    // Without clients this process holds as many sockets, not connected to the daemon: the
+    // cleanup thread reads every process's fds from /proc before deleting (~8 µs per fd), and
+    // that cost of sockets anywhere on the node is not what serving the clients costs.
+    let mut stand_ins: Vec<std::net::UdpSocket> = Vec::new();
     if loaded {
         // The one that never reads, then the idle ones (each gets the status and every event).
         for _ in 0..=IDLE_CLIENTS {
             idle.push(tungstenite::connect(format!("ws://127.0.0.1:{port}/events"))?.0);
+        }
+    } else {
+        for _ in 0..=IDLE_CLIENTS {
+            stand_ins.push(std::net::UdpSocket::bind("127.0.0.1:0").context("a stand-in socket")?);
         }
     }
     super::report::wait_quiet(Duration::from_secs(2));
@@ -263,6 +272,7 @@ fn one_trial(
         .context("cleanup_finished.seconds")?;
     let (server1, cleaner1) = (cpu(SERVER)?, cpu(CLEANER)?);
     drop(idle);
+    drop(stand_ins);
     daemon.stop()?;
     drop(file);
     drop(tmpfs);
@@ -330,12 +340,13 @@ impl ServeReport {
              `threshold_crossed` minus the crossing, over all trials of the source. Cycle time: `cleanup_finished.seconds` \
              (hand-over to the cleanup thread → end of the cycle), in trials alone and in \
              trials with {IDLE_CLIENTS} idle WebSocket clients plus one that never reads, \
-             connected before the crossing (alternating which comes first). CPU: time on a CPU \
+             connected before the crossing (alternating which comes first); in trials alone              the bench process holds {} plain UDP sockets instead, because the cleanup thread              reads every process's fds from `/proc` before it deletes (a cost of sockets              anywhere on the node, not of serving them). CPU: time on a CPU \
              (`/proc/PID/task/TID/schedstat`) from the crossing to `cleanup_finished` of the \
              cleanup thread with the walk pool, and of the server thread (which runs at nice \
              10). {} trials per source and load. Percentiles are nearest-rank.",
             TMPFS_SIZE >> 20,
             CLEANUP_FREE >> 20,
+            IDLE_CLIENTS + 1,
             self.trials
         );
         let _ = writeln!(s, "{}\n", wrap(&method, "", 100));
