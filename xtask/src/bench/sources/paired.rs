@@ -7,7 +7,9 @@
 //! are minutes apart) cancels out. Each run also checks that the probe counted exactly the bytes
 //! dd wrote.
 
-use super::{check_cancel, median, report, Dd, Measured};
+use super::runner::{Dd, Measured};
+use crate::bench::check_cancel;
+use crate::bench::report::{self, median};
 use anyhow::{bail, Context, Result};
 use guardian::sources::ebpf::{load_empty_floor, EbpfSource};
 use guardian::sources::{ProjectDir, Source};
