@@ -165,7 +165,7 @@ fn pointer_and_pin_changed_after_the_decision_are_rechecked_at_delete_time() {
     );
     assert_eq!(outcome(6).0, Refused);
     assert!(outcome(6).1.contains("pinned"), "{:?}", outcome(6));
-    assert_eq!(outcome(7).0, Refused);
+    assert_eq!(outcome(7).0, Refused, "{:?}", outcome(7));
     assert!(outcome(7).1.contains(".guardian-keep"), "{:?}", outcome(7));
     for i in [1, 3, 4, 8] {
         assert_eq!(outcome(i).0, Deleted, "{}", release(i));

@@ -202,13 +202,6 @@ impl Executor {
                 st.dev, st.ino, action.identity.0, action.identity.1
             )));
         }
-        if st.changed() > action.changed && st.kind != EntryKind::Symlink {
-            return Err(skip(format!(
-                "changed since it was decided on ({} > {})",
-                st.changed(),
-                action.changed
-            )));
-        }
         if !boundary.admits(current.as_fd(), &name, &st) {
             return Err(refuse("is a mount point or on another filesystem".into()));
         }
@@ -240,6 +233,15 @@ impl Executor {
         };
         if let Some(p) = protection {
             return Err(refuse(p.to_string()));
+        }
+        // After the protections: a keep marker put inside the entry since the decision changes
+        // it too, and is the lasting reason (refused), not a passing one (skipped).
+        if st.changed() > action.changed && st.kind != EntryKind::Symlink {
+            return Err(skip(format!(
+                "changed since it was decided on ({} > {})",
+                st.changed(),
+                action.changed
+            )));
         }
         Ok((
             Prepared {
