@@ -38,6 +38,10 @@ pub struct ProjectActivity {
     pub net_bps: f64,
     /// Growth seen since the daemon started (bytes).
     pub total_bytes: i64,
+    /// Bytes others freed since the daemon started (eBPF; 0 with the other sources, whose
+    /// growth already shrinks with deletions).
+    #[serde(default)]
+    pub freed_bytes: u64,
     /// The cgroups writing most into the project: (cgroup id, smoothed bytes per second).
     pub top_cgroups: Vec<CgroupRate>,
 }
@@ -134,6 +138,8 @@ impl Aggregator {
             if let Some(activity) = self.activity.get_mut(&id) {
                 let bytes = sample.growth.get(&id).copied().unwrap_or(0);
                 activity.total_bytes = activity.total_bytes.saturating_add(bytes);
+                let freed = sample.freed.get(&id).copied().unwrap_or(0);
+                activity.freed_bytes = activity.freed_bytes.saturating_add(freed);
                 self.moving.insert(id);
             }
         }
@@ -473,6 +479,8 @@ mod tests {
             "{churn_a:?}"
         );
         assert!((grower_a.net_bps - grower_a.rate_bps).abs() < 1.0);
+        assert_eq!(churn_a.total_bytes, 80 * (4 << 20));
+        assert_eq!(churn_a.freed_bytes, 40 * (8 << 20));
         let only_freed = Sample {
             freed: [(churn, 1 << 20)].into_iter().collect(),
             ..Default::default()

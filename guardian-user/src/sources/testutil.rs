@@ -242,6 +242,32 @@ fn settle_within(
     }
 }
 
+/// [`write_then_delete`] for a source whose growth is a change of sizes (fanotify, inotify):
+/// the deletion is −50 MiB of growth (net ≈ 0), the truncations −15 MiB; `freed` stays empty.
+pub fn net_of_sizes(source: &mut dyn Source, base: &Path, label: &str) {
+    let dir = base.join("churn");
+    fs::create_dir(&dir).expect("project dir");
+    source.watch_and_wait(&[project(1, &dir)]).expect("watch");
+    source.drain().expect("drain");
+    let (written, truncated) = write_then_delete(source, &dir, 1);
+    eprintln!(
+        "{label}: net {} after 50 MiB written and deleted; {} after 16 MiB written and 15 MiB \
+         truncated",
+        written.net(1),
+        truncated.net(1)
+    );
+    let mib = MIB as i64;
+    assert!(
+        written.net(1).abs() <= mib / 2,
+        "{label}: net ≈ 0 after the deletion: {written:?}"
+    );
+    assert!(
+        (truncated.net(1) - mib).abs() <= mib / 2,
+        "{label}: 1 MiB left after the truncations: {truncated:?}"
+    );
+    assert!(written.freed.is_empty() && truncated.freed.is_empty());
+}
+
 pub fn write_with_write(path: &Path, bytes: u64, chunk: usize) {
     let mut f = OpenOptions::new()
         .create(true)
