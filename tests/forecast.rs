@@ -410,3 +410,6 @@ fn growth_far_from_the_thresholds_triggers_nothing() {
 
 #[path = "forecast/sawtooth.rs"]
 mod sawtooth;
+
+#[path = "forecast/netgrowth.rs"]
+mod netgrowth;

@@ -41,6 +41,11 @@ pub struct ProjectStats {
     pub copied: u64,
     /// Bytes reserved by successful fallocate calls.
     pub allocated: u64,
+    /// Bytes freed by others (not the process that loaded the probe): page-cache pages of a
+    /// written file removed because its last link went (unlink, rename over it) or because it
+    /// was truncated below them (truncate, ftruncate, `O_TRUNC`). Counted straight here, not
+    /// through the write slots.
+    pub freed: u64,
 }
 
 /// Key of the per-cgroup counters: who wrote into which project.
@@ -65,12 +70,19 @@ pub struct FileKey {
 }
 
 /// Value of the probe's resolution cache: the project a `FileKey` resolved to (0: none) in the
-/// epoch it was resolved in; an entry from an older epoch is resolved again.
+/// epoch it was resolved in; a write finding an entry from an older epoch resolves it again.
+/// The free path cannot resolve (the file's dentry is gone when its pages go): it takes an
+/// entry of any epoch whose project index still has the generation it had then (`gen`), so a
+/// file written before the project set last changed still has its frees counted, and never
+/// for a later owner of the index.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Resolution {
     pub project: u32,
     pub epoch: u32,
+    /// `GENS[project]` when resolved.
+    pub gen: u32,
+    pub _pad: u32,
 }
 
 /// Slots per CPU of the probe's write cache (a power of two).
@@ -254,6 +266,20 @@ pub struct KernelOffsets {
     pub css_set_dfl_cgrp: u64,
     pub cgroup_kn: u64,
     pub kernfs_node_id: u64,
+    /// The free path (`mm_filemap_delete_from_page_cache`): `folio.flags`, `folio.mapping`,
+    /// `folio.index`, `folio._flags_1` (the order of a large folio in its low byte),
+    /// `address_space.host`, `inode.i_nlink`, `inode.i_size`; the `PG_head` bit of the flags
+    /// and the page shift. `page_shift` is 0 where the kernel lacks one of them: then the probe
+    /// counts no frees and userspace does not attach that program.
+    pub folio_flags: u64,
+    pub folio_mapping: u64,
+    pub folio_index: u64,
+    pub folio_flags_1: u64,
+    pub address_space_host: u64,
+    pub inode_i_nlink: u64,
+    pub inode_i_size: u64,
+    pub pg_head: u64,
+    pub page_shift: u64,
     /// 1 once userspace filled the offsets; the probe counts nothing while 0.
     pub ready: u32,
     /// BTF id of a struct whose first member is a `struct file *` (`kiocb`), to view an fd-table
@@ -295,7 +321,7 @@ mod tests {
     #[test]
     fn shared_types_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<InodeKey>(), 16);
-        assert_eq!(core::mem::size_of::<ProjectStats>(), 24);
+        assert_eq!(core::mem::size_of::<ProjectStats>(), 32);
         assert_eq!(core::mem::size_of::<CgroupKey>(), 16);
         assert_eq!(core::mem::size_of::<FileKey>(), 16);
         assert_eq!(core::mem::size_of::<WriteSlot>(), 64, "one cache line");
@@ -304,8 +330,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<FsSpent>(), 16);
         assert_eq!(core::mem::size_of::<WakeRecord>(), 16);
         assert!(MAX_PROJECTS <= u16::MAX as u32 && MAX_FS <= u16::MAX as usize);
-        assert_eq!(core::mem::size_of::<Resolution>(), 8);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 25 * 8 + 16);
+        assert_eq!(core::mem::size_of::<Resolution>(), 16);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 34 * 8 + 16);
         assert!(WRITE_SLOTS.is_power_of_two());
         assert_eq!(
             core::mem::size_of::<WriteCache>(),

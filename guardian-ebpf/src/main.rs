@@ -31,17 +31,26 @@
 //! Every counted write on the filesystem spends from this CPU's share (`WriteCache::spent`, next
 //! to the slots), and the write that exhausts it sends one record to userspace through the
 //! `WAKE` ring buffer — once per arming and CPU, never per write.
+//!
+//! Frees, apart from the write path: a BTF tracepoint on `mm_filemap_delete_from_page_cache`
+//! sees each page-cache folio leave a file. A folio counts as freed when its file has no link
+//! left (unlink, rename over it: the inode is being torn down) or lies wholly beyond the file's
+//! end (truncate, ftruncate, `O_TRUNC` set the size before they drop the pages); reclaim and an
+//! inode evicted from memory with its file kept meet neither. The file's project comes from the
+//! resolution cache the writes filled (its dentry is gone by then), so what is counted is the
+//! freeing of files written while the probe watched; the process that loaded the probe
+//! (Guardian, whose own deletions are level resets) is left out.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     helpers::{
-        bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
-    macros::{fexit, map, tracepoint},
+    macros::{btf_tracepoint, fexit, map, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{FExitContext, TracePointContext},
+    programs::{BtfTracePointContext, FExitContext, TracePointContext},
     EbpfContext,
 };
 use guardian_common::{
@@ -77,11 +86,25 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     css_set_dfl_cgrp: 0,
     cgroup_kn: 0,
     kernfs_node_id: 0,
+    folio_flags: 0,
+    folio_mapping: 0,
+    folio_index: 0,
+    folio_flags_1: 0,
+    address_space_host: 0,
+    inode_i_nlink: 0,
+    inode_i_size: 0,
+    pg_head: 0,
+    page_shift: 0,
     ready: 0,
     file_ref_btf_id: 0,
     pt_regs_btf_id: 0,
     _pad: 0,
 };
+
+/// The tgid of the process that loaded the probe (Guardian), whose frees are not counted; set
+/// by userspace before load (`.rodata`), 0: every process counts.
+#[no_mangle]
+static OWN_TGID: u32 = 0;
 
 /// Registered project dirs: (dev, ino) → project id (1..MAX_PROJECTS).
 #[map]
@@ -514,7 +537,13 @@ fn resolve(file: u64, dev: u32, ino: u64, generation: u32, epoch: u32) -> Result
         }
     }
     let project = walk_to_project(file, dev as u64)?;
-    let _ = INODE_PROJECT.insert(&key, &Resolution { project, epoch }, 0);
+    let resolution = Resolution {
+        project,
+        epoch,
+        gen: gen_of(project),
+        _pad: 0,
+    };
+    let _ = INODE_PROJECT.insert(&key, &resolution, 0);
     Ok(project)
 }
 
@@ -725,6 +754,83 @@ pub fn fexit_vfs_write(ctx: FExitContext) -> i32 {
 pub fn fexit_vfs_writev(ctx: FExitContext) -> i32 {
     fexit_account(ctx.arg(0), ctx.arg(5));
     0
+}
+
+/// `filemap/mm_filemap_delete_from_page_cache(struct folio *)`: counts a folio leaving a
+/// written file as freed in the file's project when the file is going (no link left) or was
+/// truncated below the folio (see the crate doc).
+#[btf_tracepoint(function = "mm_filemap_delete_from_page_cache")]
+pub fn folio_deleted(ctx: BtfTracePointContext) -> i32 {
+    count_freed(ctx.arg(0));
+    0
+}
+
+/// Largest folio order counted (a 4 GiB folio with 4 KiB pages): bounds the shift.
+const MAX_FOLIO_ORDER: u64 = 20;
+
+/// The free path's body; `folio` is a BTF pointer, so every load is typed.
+#[inline(always)]
+fn count_freed(folio: u64) {
+    let shift = off!(page_shift);
+    if folio == 0 || off!(ready) == 0 || shift == 0 || shift > 16 {
+        return;
+    }
+    let mapping: u64 = load(folio, off!(folio_mapping));
+    if mapping == 0 {
+        return;
+    }
+    let inode: u64 = load(mapping, off!(address_space_host));
+    if inode == 0 {
+        return;
+    }
+    let nlink: u32 = load(inode, off!(inode_i_nlink));
+    if nlink != 0 {
+        let index: u64 = load(folio, off!(folio_index));
+        let size: i64 = load(inode, off!(inode_i_size));
+        // Reclaim takes pages within the file; a truncation, those past its new end.
+        if size < 0 || index << shift < size as u64 {
+            return;
+        }
+    }
+    // SAFETY: our own read-only global, volatile as `off!`.
+    let own = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(OWN_TGID)) };
+    if own != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 == own {
+        return;
+    }
+    let ino: u64 = load(inode, off!(inode_i_ino));
+    let generation: u32 = load(inode, off!(inode_i_generation));
+    let sb: u64 = load(inode, off!(inode_i_sb));
+    if sb == 0 {
+        return;
+    }
+    let dev: u32 = load(sb, off!(super_block_s_dev));
+    let key = FileKey {
+        ino,
+        dev,
+        generation,
+    };
+    // SAFETY: map values are plain integers; a concurrent update is a benign race.
+    let Some(known) = (unsafe { INODE_PROJECT.get(&key) }).copied() else {
+        return;
+    };
+    let project = known.project;
+    if project == 0 || project >= MAX_PROJECTS || gen_of(project) != known.gen {
+        return;
+    }
+    let flags: u64 = load(folio, off!(folio_flags));
+    let mut order = 0;
+    if flags & (1 << (off!(pg_head) & 63)) != 0 {
+        order = load::<u64>(folio, off!(folio_flags_1)) & 0xff;
+        if order > MAX_FOLIO_ORDER {
+            order = MAX_FOLIO_ORDER;
+        }
+    }
+    let bytes = 1u64 << (shift + order);
+    log_moved(project);
+    if let Some(stats) = STATS.get_ptr_mut(project) {
+        // SAFETY: this CPU's counters.
+        unsafe { (*stats).freed += bytes };
+    }
 }
 
 #[cfg(not(test))]

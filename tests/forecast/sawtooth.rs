@@ -12,13 +12,13 @@ use super::*;
 const TOOTH_FILES: usize = 12;
 const TOOTH_FILE: u64 = 10_000_000;
 const TOOTH_EVERY: Duration = Duration::from_millis(250);
-const TOOTH_REST: Duration = Duration::from_secs(5);
+pub(super) const TOOTH_REST: Duration = Duration::from_secs(5);
 
-struct Tmpfs {
-    mount: TestMount,
-    ws: PathBuf,
-    state: PathBuf,
-    config: PathBuf,
+pub(super) struct Tmpfs {
+    pub(super) mount: TestMount,
+    pub(super) ws: PathBuf,
+    pub(super) state: PathBuf,
+    pub(super) config: PathBuf,
 }
 
 impl Tmpfs {
@@ -26,7 +26,7 @@ impl Tmpfs {
     /// would plan to delete), a `build` project the writer works in, and a filler outside the
     /// workspace bringing free space to `free_percent`; the daemon in dry run with the eBPF
     /// source.
-    fn new(free_percent: f64) -> Tmpfs {
+    pub(super) fn new(free_percent: f64) -> Tmpfs {
         let mount = TestMount::tmpfs(1024 * MIB);
         let ws = mount.path("dispatch");
         for i in 0..3 {
@@ -55,7 +55,7 @@ impl Tmpfs {
         }
     }
 
-    fn start_daemon(&self) -> Reaped {
+    pub(super) fn start_daemon(&self) -> Reaped {
         let daemon = Reaped::spawn(
             Command::new(guardian_bin())
                 .args(["run", "--config", self.config.to_str().unwrap()])
@@ -107,7 +107,7 @@ impl Tmpfs {
 }
 
 /// Writes one tooth into `dir` and deletes it; returns the lowest free space seen.
-fn tooth(dir: &Path, mount: &Path) -> u64 {
+pub(super) fn tooth(dir: &Path, mount: &Path) -> u64 {
     let data = vec![0x5au8; TOOTH_FILE as usize];
     let began = Instant::now();
     let mut lowest = u64::MAX;

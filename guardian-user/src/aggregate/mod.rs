@@ -28,10 +28,20 @@ const CGROUP_REST_BPS: f64 = 1.0;
 pub struct ProjectActivity {
     #[serde(with = "crate::textpath")]
     pub path: PathBuf,
-    /// Smoothed growth, bytes per second (negative when the project shrinks).
+    /// Smoothed growth, bytes per second (negative when the project shrinks): bytes written
+    /// with the eBPF source, the change of sizes with the others.
     pub rate_bps: f64,
+    /// Smoothed net growth, bytes per second: growth less what others deleted or truncated
+    /// (`Sample::net`). Equal to `rate_bps` with sources whose growth is already a change of
+    /// sizes; near zero for a project that deletes what it writes.
+    #[serde(default)]
+    pub net_bps: f64,
     /// Growth seen since the daemon started (bytes).
     pub total_bytes: i64,
+    /// Bytes others freed since the daemon started (eBPF; 0 with the other sources, whose
+    /// growth already shrinks with deletions).
+    #[serde(default)]
+    pub freed_bytes: u64,
     /// The cgroups writing most into the project: (cgroup id, smoothed bytes per second).
     pub top_cgroups: Vec<CgroupRate>,
 }
@@ -124,10 +134,13 @@ impl Aggregator {
         if seconds <= 0.0 || !seconds.is_finite() {
             return;
         }
-        for (id, bytes) in &sample.growth {
-            if let Some(activity) = self.activity.get_mut(id) {
-                activity.total_bytes = activity.total_bytes.saturating_add(*bytes);
-                self.moving.insert(*id);
+        for id in sample.projects() {
+            if let Some(activity) = self.activity.get_mut(&id) {
+                let bytes = sample.growth.get(&id).copied().unwrap_or(0);
+                activity.total_bytes = activity.total_bytes.saturating_add(bytes);
+                let freed = sample.freed.get(&id).copied().unwrap_or(0);
+                activity.freed_bytes = activity.freed_bytes.saturating_add(freed);
+                self.moving.insert(id);
             }
         }
         let activity = &mut self.activity;
@@ -136,9 +149,12 @@ impl Aggregator {
                 return false;
             };
             let bytes = sample.growth.get(id).copied().unwrap_or(0);
+            let net = sample.net(*id);
             a.rate_bps = smooth(a.rate_bps, bytes as f64 / seconds);
-            if bytes == 0 && a.rate_bps.abs() < REST_BPS {
+            a.net_bps = smooth(a.net_bps, net as f64 / seconds);
+            if bytes == 0 && net == 0 && a.rate_bps.abs() < REST_BPS && a.net_bps.abs() < REST_BPS {
                 a.rate_bps = 0.0;
+                a.net_bps = 0.0;
                 return false;
             }
             true
@@ -437,5 +453,54 @@ mod tests {
             agg.absorb(&Sample::default(), 0.25);
         }
         assert!(agg.report(&mut |_| None)[0].rate_bps < 1000.0);
+    }
+
+    /// A project that deletes what it writes: its write rate stays, its net rate is near zero;
+    /// a sample with only frees still updates it (and a quiet one comes to rest).
+    #[test]
+    fn frees_by_others_make_the_net_rate_not_the_write_rate() {
+        let mut agg = Aggregator::new();
+        let churn = agg.id_for(Path::new("/w/churn"));
+        let grower = agg.id_for(Path::new("/w/grower"));
+        for tick in 0..80 {
+            // churn: 4 MiB written per 0.25 s, and every other tick the last 8 MiB deleted.
+            let mut s = sample(&[(churn, 4 << 20), (grower, 1 << 20)], &[]);
+            if tick % 2 == 1 {
+                s.freed.insert(churn, 8 << 20);
+            }
+            agg.absorb(&s, 0.25);
+        }
+        let report = agg.report(&mut |_| None);
+        let churn_a = report.iter().find(|a| a.path.ends_with("churn")).unwrap();
+        let grower_a = report.iter().find(|a| a.path.ends_with("grower")).unwrap();
+        assert!(churn_a.rate_bps > 15e6, "{churn_a:?}");
+        assert!(
+            churn_a.net_bps.abs() < 0.25 * churn_a.rate_bps,
+            "{churn_a:?}"
+        );
+        assert!((grower_a.net_bps - grower_a.rate_bps).abs() < 1.0);
+        assert_eq!(churn_a.total_bytes, 80 * (4 << 20));
+        assert_eq!(churn_a.freed_bytes, 40 * (8 << 20));
+        let only_freed = Sample {
+            freed: [(churn, 1 << 20)].into_iter().collect(),
+            ..Default::default()
+        };
+        let before = agg.report(&mut |_| None);
+        agg.absorb(&only_freed, 0.25);
+        let after = agg.report(&mut |_| None);
+        let net = |r: &[ProjectActivity]| {
+            r.iter()
+                .find(|a| a.path.ends_with("churn"))
+                .unwrap()
+                .net_bps
+        };
+        assert!(
+            net(&after) < net(&before),
+            "a sample of frees alone moves the net rate"
+        );
+        for _ in 0..400 {
+            agg.absorb(&Sample::default(), 0.25);
+        }
+        assert!(agg.moving.is_empty());
     }
 }

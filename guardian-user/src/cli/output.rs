@@ -155,12 +155,12 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
     let active: Vec<_> = state
         .projects
         .iter()
-        .filter(|p| p.rate_bps.abs() >= 1.0)
+        .filter(|p| p.rate_bps.abs() >= 1.0 || p.net_bps.abs() >= 1.0)
         .collect();
     if !active.is_empty() {
         println!(
-            "{:<48} {:>12} {:>12}  TOP WRITERS (cgroup)",
-            "PROJECT", "RATE/s", "SINCE START"
+            "{:<48} {:>12} {:>12} {:>12}  TOP WRITERS (cgroup)",
+            "PROJECT", "RATE/s", "NET/s", "SINCE START"
         );
         for p in active.iter().take(15) {
             let writers: Vec<String> = p
@@ -178,9 +178,10 @@ pub fn print_status(config: &Config, state: Result<&DaemonState, &std::io::Error
                 })
                 .collect();
             println!(
-                "{:<48} {:>12} {:>12}  {}",
+                "{:<48} {:>12} {:>12} {:>12}  {}",
                 shown(&p.path),
                 signed_bytes(p.rate_bps as i64),
+                signed_bytes(p.net_bps as i64),
                 signed_bytes(p.total_bytes),
                 writers.join(", ")
             );

@@ -1,5 +1,7 @@
 //! Forecasts in the daemon: one growth model per guarded filesystem (fed every `statvfs`) and
-//! one per project (fed the write source's counters, or scan sizes with the poll source),
+//! one per project (fed the write source's net growth — written less freed by others — or scan
+//! sizes with the poll source; a drop of a project is files deleted, net growth going down,
+//! never a jump to leave out: see [`project_params`]),
 //! Guardian's own deletions taken as level resets, the lead time a preemptive phase 1 needs
 //! (measured scan and deletion speed), the trigger, and what `guardian status` shows of it all.
 //! Pure: no IO, no clock; the daemon passes timestamps (seconds since it started) and
@@ -47,6 +49,17 @@ struct ProjectModel {
     changed_at: f64,
 }
 
+/// The model of a project: the filesystem's, but every drop the source reports is growth going
+/// down (files others deleted or truncated: net growth), never an event to leave out of the
+/// trend — a project that deletes what it writes grows by nothing, whatever it writes. Guardian's
+/// own deletions stay level resets (`Forecaster::reset`, which needs no detection).
+pub fn project_params() -> Params {
+    Params {
+        warmup_samples: u64::MAX,
+        ..Params::default()
+    }
+}
+
 /// A project whose level has not moved for this long gets a fresh model (at rest, costing
 /// nothing per drain): its slowest scale (~9 h) has long forgotten the growth it saw.
 const REST_AFTER_S: f64 = 12.0 * 3600.0;
@@ -77,7 +90,7 @@ impl ProjectModel {
     /// Its model, made when first needed.
     fn model(&mut self) -> &mut Forecaster {
         self.forecaster
-            .get_or_insert_with(|| Box::new(Forecaster::new(Params::default())))
+            .get_or_insert_with(|| Box::new(Forecaster::new(project_params())))
     }
 
     /// A resting project moves at `t` (the drain before was at `previous`): its model is told
@@ -111,11 +124,14 @@ impl ProjectModel {
         self.model().observe(t, level);
     }
 
-    /// Guardian deleted `bytes` here: a level reset.
-    fn cleaned(&mut self, t: f64, bytes: u64) {
+    /// Guardian deleted `bytes` here: a level reset. `reported`: the source will report the
+    /// shrinkage too (fanotify, inotify), which must then not count twice.
+    fn cleaned(&mut self, t: f64, bytes: u64, reported: bool) {
         self.level = self.level.saturating_sub(bytes);
-        let pending = self.own_drop.map_or(0, |(b, _)| b);
-        self.own_drop = Some((pending + bytes, t));
+        if reported {
+            let pending = self.own_drop.map_or(0, |(b, _)| b);
+            self.own_drop = Some((pending + bytes, t));
+        }
         let level = self.level;
         self.model().reset(t, level);
     }
@@ -295,7 +311,7 @@ impl Forecasts {
             moving: HashSet::new(),
             resting: BTreeSet::new(),
             last_t: f64::NEG_INFINITY,
-            blank: Forecaster::new(Params::default()),
+            blank: Forecaster::new(project_params()),
             lead: LeadEstimator::new(config, sample_interval),
         }
     }
@@ -342,7 +358,7 @@ impl Forecasts {
         }
     }
 
-    /// One drain of a counting source: every project's growth since the last one (absent:
+    /// One drain of a counting source: every project's net growth since the last one (absent:
     /// none). Updates only the projects that grew now or since their model started: a
     /// project at rest stays at rest (its flat stretch is handed to its model when it grows),
     /// and one quiet for [`REST_AFTER_S`] comes to rest again.
@@ -388,13 +404,14 @@ impl Forecasts {
         }
     }
 
-    /// Guardian deleted `bytes` inside `project`.
-    pub fn project_cleaned(&mut self, project: &Path, t: f64, bytes: u64) {
+    /// Guardian deleted `bytes` inside `project`; `reported`: the source reports that
+    /// shrinkage too (fanotify, inotify: sizes; the eBPF probe leaves Guardian's frees out).
+    pub fn project_cleaned(&mut self, project: &Path, t: f64, bytes: u64, reported: bool) {
         if let Some(model) = self.projects.get_mut(project) {
             if self.resting.contains(project) {
                 model.wake(self.last_t, t);
             }
-            model.cleaned(t, bytes);
+            model.cleaned(t, bytes, reported);
             model.changed_at = t;
             self.mark_moving(project);
         }

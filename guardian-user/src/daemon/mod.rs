@@ -422,10 +422,10 @@ impl Guardian {
                 self.tell_writes(&sample);
                 self.feed_project_forecasts(&sample);
                 self.note_writes(&sample);
-                let written = self
-                    .watched
-                    .iter()
-                    .filter(|p| sample.growth.get(&p.id).is_some_and(|g| *g != 0));
+                let written = self.watched.iter().filter(|p| {
+                    sample.growth.get(&p.id).is_some_and(|g| *g != 0)
+                        || sample.freed.contains_key(&p.id)
+                });
                 let rescanned = sample.rescan.iter().map(PathBuf::as_path);
                 self.cleaner.note_writes(
                     self.source.name(),
@@ -506,13 +506,12 @@ impl Guardian {
         self.last_cycle = Some(summary);
     }
 
-    /// Feeds each project's growth from the source (counted, or sampled sizes with polling)
-    /// into its forecast.
+    /// Feeds each project's net growth from the source (written less freed by others) into its
+    /// forecast.
     fn feed_project_forecasts(&mut self, sample: &sources::Sample) {
         let growth: HashMap<PathBuf, i64> = sample
-            .growth
-            .iter()
-            .filter_map(|(id, g)| Some((self.aggregator.path_of(*id)?.to_path_buf(), *g)))
+            .projects()
+            .filter_map(|id| Some((self.aggregator.path_of(id)?.to_path_buf(), sample.net(id))))
             .collect();
         let now = self.clock();
         self.forecasts.absorb_growth(now, &growth);
@@ -570,8 +569,10 @@ impl Guardian {
         if let Ok(space) = fsys::fs_space(&fs.probe) {
             self.forecasts.fs_cleaned(fs.dev, now, &space);
         }
+        // The probe leaves the daemon's own frees out; the size-tracking sources see them.
+        let reported = self.source.name() != "ebpf";
         self.forecasts
-            .project_cleaned(&project, now, record.bytes_unlinked);
+            .project_cleaned(&project, now, record.bytes_unlinked, reported);
     }
 
     /// The guarded filesystem and the project dir (a workspace's child) holding `path`: the

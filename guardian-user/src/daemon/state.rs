@@ -288,7 +288,9 @@ fn without_measurements(state: &DaemonState) -> DaemonState {
     }
     for p in &mut s.projects {
         p.rate_bps = coarse_rate(p.rate_bps);
+        p.net_bps = coarse_rate(p.net_bps);
         p.total_bytes >>= 20;
+        p.freed_bytes >>= 20;
         for c in &mut p.top_cgroups {
             c.rate_bps = coarse_rate(c.rate_bps);
         }

@@ -2,7 +2,7 @@
 //! member offsets the probe needs. Offsets are looked up by path, so anonymous unions and nested
 //! members resolve the same way on every kernel.
 
-use btfparse::{ErrorKind, Offset, Readable, TypeInformation, TypeVariant};
+use btfparse::{ErrorKind, Integer32Value, Offset, Readable, TypeInformation, TypeVariant};
 use std::path::Path;
 
 /// BTF bytes as a `btfparse` reader.
@@ -74,6 +74,31 @@ impl KernelBtf {
         }
     }
 
+    /// The value of `name` in `enum ty` (e.g. `PG_head` of `pageflags`).
+    pub fn enum_value(&self, ty: &str, name: &str) -> Result<u32, String> {
+        let values = self
+            .types
+            .get()
+            .values()
+            .find_map(|t| match t {
+                TypeVariant::Enum(e) if e.name().as_deref() == Some(ty) => {
+                    Some(e.named_value_list())
+                }
+                _ => None,
+            })
+            .ok_or_else(|| format!("no enum named {ty}"))?;
+        let value = values
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| format!("enum {ty} has no {name}"))?;
+        match value.value {
+            Integer32Value::Unsigned(v) => Ok(v),
+            Integer32Value::Signed(v) => {
+                u32::try_from(v).map_err(|_| format!("{ty}::{name} is negative ({v})"))
+            }
+        }
+    }
+
     /// BTF id of `struct ty`.
     pub fn struct_id(&self, ty: &str) -> Result<u32, String> {
         self.types
@@ -140,6 +165,9 @@ mod tests {
         }
         assert_eq!(btf.offset_of("path", "mnt").unwrap(), 0);
         assert!(btf.offset_of("dentry", "no_such_member").is_err());
+        // The free path's flag bit: PG_head is a small bit number on every kernel.
+        assert!(btf.enum_value("pageflags", "PG_head").unwrap() < 32);
+        assert!(btf.enum_value("pageflags", "no_such_flag").is_err());
         assert!(btf.offset_of("no_such_struct", "x").is_err());
     }
 }

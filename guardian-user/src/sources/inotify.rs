@@ -447,6 +447,15 @@ mod tests {
         accuracy(&mut source, &tmpfs.path, "inotify/tmpfs");
     }
 
+    /// Issue 17: 50 MiB written then deleted by another process is net growth ≈ 0, and
+    /// truncations shrink it.
+    #[test]
+    fn inotify_net_growth_of_a_writer_that_deletes_is_zero() {
+        let mut source = source();
+        let dir = tempdir();
+        net_of_sizes(&mut source, dir.path(), "inotify/ext4");
+    }
+
     /// A queue of 8 events overflows under a burst of thousands of files in new dirs; the
     /// rescan keeps the totals exact.
     #[test]

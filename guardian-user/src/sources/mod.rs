@@ -73,6 +73,10 @@ pub struct Sample {
     /// Growth per project id in bytes: bytes written (eBPF) or the change of tracked file sizes
     /// (fanotify, inotify; may be negative when files shrink or vanish).
     pub growth: HashMap<u32, i64>,
+    /// Bytes others (not Guardian) freed per project id, where `growth` counts writes and leaves
+    /// frees out (eBPF: files deleted or truncated). Sources whose `growth` is already a change
+    /// of sizes (fanotify, inotify, polling) leave it empty. [`Sample::net`] is growth − freed.
+    pub freed: HashMap<u32, u64>,
     /// Who wrote (eBPF only).
     pub by_cgroup: Vec<CgroupBytes>,
     /// Project paths whose events may have been lost (queue overflow, watch limits) and that
@@ -101,11 +105,29 @@ impl std::fmt::Display for Note {
 }
 
 impl Sample {
+    /// Net growth of project `id`: what was written (or grew) less what others freed.
+    pub fn net(&self, id: u32) -> i64 {
+        let grown = self.growth.get(&id).copied().unwrap_or(0);
+        let freed = self.freed.get(&id).copied().unwrap_or(0);
+        grown.saturating_sub(i64::try_from(freed).unwrap_or(i64::MAX))
+    }
+
+    /// Every project the sample says something about (grown or freed), once each.
+    pub fn projects(&self) -> impl Iterator<Item = u32> + '_ {
+        let freed_only = self.freed.keys().filter(|id| !self.growth.contains_key(id));
+        self.growth.keys().chain(freed_only).copied()
+    }
+
     /// Adds another sample into this one. What it holds stays bounded: growth per project,
     /// `rescan` up to [`MAX_RESCAN_PATHS`], one note per cause (the latest).
     pub fn absorb(&mut self, other: Sample) {
         for (id, bytes) in other.growth {
-            *self.growth.entry(id).or_default() += bytes;
+            let sum = self.growth.entry(id).or_default();
+            *sum = sum.saturating_add(bytes);
+        }
+        for (id, bytes) in other.freed {
+            let sum = self.freed.entry(id).or_default();
+            *sum = sum.saturating_add(bytes);
         }
         self.by_cgroup.extend(other.by_cgroup);
         for path in other.rescan {

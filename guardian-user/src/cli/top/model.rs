@@ -60,6 +60,8 @@ pub struct LogLine {
 pub struct ProjectRow {
     pub path: PathBuf,
     pub rate_bps: f64,
+    /// Net growth rate: writes less what others deleted (the eBPF source counts both).
+    pub net_bps: f64,
     pub written: i64,
     /// P90 seconds to the soonest threshold if only this project grew.
     pub eta_p90_s: Option<f64>,
@@ -218,6 +220,7 @@ impl Model {
             .map(|p| ProjectRow {
                 path: p.path.clone(),
                 rate_bps: p.rate_bps,
+                net_bps: p.net_bps,
                 written: p.total_bytes,
                 eta_p90_s: etas.get(&p.path).copied(),
                 idle_s: self.last_write.get(&p.path).map(|t| self.now - t),

@@ -198,6 +198,7 @@ fn draw_projects(f: &mut Frame, area: Rect, m: &Model) {
     let header = Row::new([
         "project",
         "write rate",
+        "net rate",
         "written",
         "P90 to threshold",
         "idle",
@@ -208,6 +209,7 @@ fn draw_projects(f: &mut Frame, area: Rect, m: &Model) {
         Row::new(vec![
             Cell::from(shown(&r.path).to_string()),
             Cell::from(format!("{}/s", human_bytes(r.rate_bps.max(0.0) as u64))),
+            Cell::from(format!("{}/s", signed_rate(r.net_bps))),
             Cell::from(human_bytes(r.written.max(0) as u64)),
             Cell::from(r.eta_p90_s.map_or("—".into(), human_seconds)),
             Cell::from(r.idle_s.map_or("—".into(), human_seconds)),
@@ -227,7 +229,8 @@ fn draw_projects(f: &mut Frame, area: Rect, m: &Model) {
         Table::new(
             body,
             [
-                Constraint::Percentage(34),
+                Constraint::Percentage(30),
+                Constraint::Length(11),
                 Constraint::Length(11),
                 Constraint::Length(10),
                 Constraint::Length(17),
@@ -239,6 +242,16 @@ fn draw_projects(f: &mut Frame, area: Rect, m: &Model) {
         .block(Block::default().borders(Borders::ALL).title(title)),
         area,
     );
+}
+
+/// A rate that may be negative: `-3.1 MiB`.
+fn signed_rate(bps: f64) -> String {
+    let magnitude = human_bytes(bps.abs() as u64);
+    if bps <= -1.0 {
+        format!("-{magnitude}")
+    } else {
+        magnitude
+    }
 }
 
 fn draw_cgroups(f: &mut Frame, area: Rect, m: &Model) {

@@ -3,8 +3,10 @@
 //! counter is read again every [`FULL_SWEEP`] and whenever a CPU's log overflowed); the write
 //! slots are one read; the per-(cgroup, project) map is pruned of vanished projects' entries and
 //! of entries idle for [`PRUNE_IDLE`], so it neither fills nor costs more each drain. What the
-//! probe could not store (a full per-cgroup map) becomes a problem, not a silent loss. Also
-//! applies index changes (`index.rs`) to the kernel maps.
+//! probe could not store (a full per-cgroup map) becomes a problem, not a silent loss. Bytes
+//! freed by others (`ProjectStats::freed`, counted straight into `STATS`, logged in `MOVED`
+//! like the writes) are reported apart as `Sample::freed`. Also applies index changes
+//! (`index.rs`) to the kernel maps.
 
 use super::index::Changes;
 use super::{failed, map_mut, user_dev_to_kernel, EbpfSource};
@@ -39,6 +41,9 @@ pub(super) struct Counts {
     stats: Vec<u64>,
     /// Highest total (stats + bytes still in write slots) reported per index.
     reported: Vec<u64>,
+    /// `STATS[index].freed` (all CPUs) as last read, and the highest reported.
+    freed: Vec<u64>,
+    freed_reported: Vec<u64>,
     /// Each CPU's `MovedLog::count` as last read.
     moved_seen: Vec<u64>,
     last_sweep: Option<Instant>,
@@ -55,6 +60,8 @@ impl Counts {
         Counts {
             stats: vec![0; MAX_PROJECTS as usize],
             reported: vec![0; MAX_PROJECTS as usize],
+            freed: vec![0; MAX_PROJECTS as usize],
+            freed_reported: vec![0; MAX_PROJECTS as usize],
             moved_seen: Vec::new(),
             last_sweep: None,
             cgroups: HashMap::new(),
@@ -63,6 +70,15 @@ impl Counts {
             refused: Vec::new(),
         }
     }
+}
+
+/// One project index's counters summed over CPUs.
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    /// Written, copied in and allocated.
+    added: u64,
+    /// Freed by others.
+    freed: u64,
 }
 
 /// Which project counters to read.
@@ -161,11 +177,16 @@ impl EbpfSource {
         }
         let assigned: Vec<u32> = changes.assigned.iter().map(|(i, _, _)| *i).collect();
         for (index, total) in self.read_stats_of(&assigned)? {
-            if let Some(slot) = self.counts.stats.get_mut(index as usize) {
-                *slot = total;
-            }
-            if let Some(slot) = self.counts.reported.get_mut(index as usize) {
-                *slot = total;
+            let counts = &mut self.counts;
+            for (list, value) in [
+                (&mut counts.stats, total.added),
+                (&mut counts.reported, total.added),
+                (&mut counts.freed, total.freed),
+                (&mut counts.freed_reported, total.freed),
+            ] {
+                if let Some(slot) = list.get_mut(index as usize) {
+                    *slot = value;
+                }
             }
         }
         self.counts.refused = refused.into_iter().map(|(_, why)| why).collect();
@@ -182,17 +203,20 @@ impl EbpfSource {
     }
 
     /// `STATS[index]` summed over CPUs, for each of `indices`.
-    fn read_stats_of(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>, SourceError> {
+    fn read_stats_of(&self, indices: &[u32]) -> Result<Vec<(u32, Totals)>, SourceError> {
         let stats: PerCpuArray<_, ProjectStats> =
             PerCpuArray::try_from(self.map("STATS")?).map_err(map_err("map STATS"))?;
         indices
             .iter()
             .map(|index| {
                 let per_cpu = stats.get(index, 0).map_err(map_err("reading STATS"))?;
-                let total = per_cpu.iter().fold(0u64, |a, s| {
-                    a.saturating_add(s.written)
+                let total = per_cpu.iter().fold(Totals::default(), |a, s| Totals {
+                    added: a
+                        .added
+                        .saturating_add(s.written)
                         .saturating_add(s.copied)
-                        .saturating_add(s.allocated)
+                        .saturating_add(s.allocated),
+                    freed: a.freed.saturating_add(s.freed),
                 });
                 Ok((*index, total))
             })
@@ -254,7 +278,10 @@ impl EbpfSource {
         };
         for (index, total) in self.read_stats_of(&indices)? {
             if let Some(slot) = self.counts.stats.get_mut(index as usize) {
-                *slot = (*slot).max(total);
+                *slot = (*slot).max(total.added);
+            }
+            if let Some(slot) = self.counts.freed.get_mut(index as usize) {
+                *slot = (*slot).max(total.freed);
             }
         }
         // 2. The per-(cgroup, project) map: entries of indices no project has are removed.
@@ -326,6 +353,16 @@ impl EbpfSource {
                 sample
                     .growth
                     .insert(id, i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            let (Some(freed), Some(reported)) = (
+                self.counts.freed.get(index as usize).copied(),
+                self.counts.freed_reported.get_mut(index as usize),
+            ) else {
+                continue;
+            };
+            if freed > *reported {
+                sample.freed.insert(id, freed - *reported);
+                *reported = freed;
             }
         }
         let mut keys: HashSet<(u64, u32)> = cgroup_map.keys().copied().collect();

@@ -10,6 +10,12 @@
 //! `statvfs`; the probe spends it per CPU on every write there and wakes the daemon through a
 //! ring buffer when a share runs out, so a crossing does not wait for the next sample.
 //!
+//! Frees (`Sample::freed`): a BTF tracepoint on `mm_filemap_delete_from_page_cache` counts the
+//! page-cache pages of a written file that go because its last link went or it was truncated,
+//! into the file's project, leaving out this process's own deletions (Guardian's cleanups are
+//! level resets of their own). Where the kernel refuses that program the source runs without
+//! it and says so (`frees_refused`).
+//!
 //! What it does not see: stores through `mmap`, io_uring writes, writes by kernel threads (NFS
 //! server, loop devices), and data that never reaches the page cache as a syscall. `statvfs`
 //! remains the ground truth for free space; this source says *who* is writing *where*.
@@ -23,7 +29,7 @@ use super::countdown::{Budget, Waker};
 use super::kfunc::{self, AlignedObject, CastCall};
 use super::{ProjectDir, Sample, Source, SourceError};
 use aya::maps::{Array, RingBuf};
-use aya::programs::{FExit, TracePoint};
+use aya::programs::{BtfTracePoint, FExit, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use counts::Counts;
 use guardian_common::{kernel_dev, KernelOffsets, ProbeSettings, MAX_PROJECTS};
@@ -92,6 +98,8 @@ pub struct EbpfSource {
     file_access: FileAccess,
     /// Why fexit was not used, when it was not.
     fexit_refused: Option<String>,
+    /// Why frees are not counted, when they are not.
+    frees_refused: Option<String>,
     /// Which project counts into which probe index.
     index: IndexTable,
     /// What was read from the probe's maps and reported.
@@ -156,6 +164,13 @@ impl EbpfSource {
         if let Some(reason) = &fexit_refused {
             tracing::info!(%reason, "ebpf: fexit refused by this kernel, using syscall tracepoints");
         }
+        let frees_refused = match &probe.frees {
+            Ok(()) => attach_frees(&mut ebpf).err(),
+            Err(why) => Some(why.clone()),
+        };
+        if let Some(reason) = &frees_refused {
+            tracing::info!(%reason, "ebpf: bytes freed are not counted (growth is bytes written)");
+        }
         let ring = ebpf
             .take_map("WAKE")
             .ok_or_else(|| unavailable("map WAKE missing from the object"))?;
@@ -170,6 +185,7 @@ impl EbpfSource {
             mode,
             file_access: probe.access,
             fexit_refused,
+            frees_refused,
             index: IndexTable::new(MAX_PROJECTS),
             counts: Counts::new(),
         })
@@ -188,6 +204,12 @@ impl EbpfSource {
     /// Why the fexit path was not used.
     pub fn fexit_refused(&self) -> Option<&str> {
         self.fexit_refused.as_deref()
+    }
+
+    /// Why bytes freed are not counted, when they are not (then `Sample::freed` stays empty
+    /// and a project's net growth is what it writes).
+    pub fn frees_refused(&self) -> Option<&str> {
+        self.frees_refused.as_deref()
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map, SourceError> {
@@ -335,6 +357,25 @@ fn attach_fexit(ebpf: &mut Ebpf) -> Result<(), String> {
     Ok(())
 }
 
+/// The tracepoint the free path attaches to, and its program.
+const FREE_TRACEPOINT: (&str, &str) = ("folio_deleted", "mm_filemap_delete_from_page_cache");
+
+/// Attaches the free path (a BTF tracepoint: no trampoline, so also where fexit is refused).
+fn attach_frees(ebpf: &mut Ebpf) -> Result<(), String> {
+    let (program, tracepoint) = FREE_TRACEPOINT;
+    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?
+        .try_into()
+        .map_err(|e| format!("{program}: {e}"))?;
+    prog.load(tracepoint, &btf)
+        .map_err(|e| format!("tp_btf {tracepoint}: {e}"))?;
+    prog.attach()
+        .map_err(|e| format!("tp_btf {tracepoint}: {e}"))?;
+    Ok(())
+}
+
 fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, event: &str) -> Result<(), SourceError> {
     let prog: &mut TracePoint = ebpf
         .program_mut(program)
@@ -374,12 +415,15 @@ struct FittedProbe {
     object: AlignedObject,
     offsets: KernelOffsets,
     access: FileAccess,
+    /// Whether the kernel's BTF has what the free path reads (else why not).
+    frees: Result<(), String>,
 }
 
 impl FittedProbe {
     fn for_running_kernel(wanted: FileAccess) -> Result<FittedProbe, SourceError> {
         let btf = KernelBtf::open().map_err(|e| unavailable(format!("kernel BTF: {e}")))?;
         let mut offsets = kernel_offsets(&btf)?;
+        let frees = free_offsets(&btf, &mut offsets);
         let typed = match wanted {
             FileAccess::Typed => typed_file_access(&btf)
                 .inspect_err(|why| tracing::info!(%why, "ebpf: no typed loads, using probe reads"))
@@ -399,12 +443,14 @@ impl FittedProbe {
             object,
             offsets,
             access,
+            frees,
         })
     }
 
     fn open(&self) -> Result<Ebpf, SourceError> {
         EbpfLoader::new()
             .override_global("OFFSETS", &self.offsets, true)
+            .override_global("OWN_TGID", &std::process::id(), true)
             .load(self.object.bytes())
             .map_err(|e| unavailable(format!("loading the probe: {e}")))
     }
@@ -464,10 +510,36 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets, SourceError> {
         cgroup_kn: get("cgroup", "kn")?,
         kernfs_node_id: get("kernfs_node", "id")?,
         ready: 1,
-        file_ref_btf_id: 0,
-        pt_regs_btf_id: 0,
-        _pad: 0,
+        ..KernelOffsets::default()
     })
+}
+
+/// Fills what the free path reads (see `KernelOffsets::page_shift`); leaves it off (and says
+/// why) where the kernel's BTF lacks a piece, e.g. a kernel from before folios.
+pub fn free_offsets(btf: &KernelBtf, offsets: &mut KernelOffsets) -> Result<(), String> {
+    let get = |ty: &str, path: &str| {
+        btf.offset_of(ty, path)
+            .map_err(|e| format!("kernel BTF has no {ty}.{path}: {e}"))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page_size = u64::try_from(page_size).map_err(|_| format!("page size: {page_size}"))?;
+    if !page_size.is_power_of_two() {
+        return Err(format!("page size {page_size} is not a power of two"));
+    }
+    *offsets = KernelOffsets {
+        folio_flags: get("folio", "flags")?,
+        folio_mapping: get("folio", "mapping")?,
+        folio_index: get("folio", "index")?,
+        folio_flags_1: get("folio", "_flags_1")?,
+        address_space_host: get("address_space", "host")?,
+        inode_i_nlink: get("inode", "i_nlink")?,
+        inode_i_size: get("inode", "i_size")?,
+        pg_head: u64::from(btf.enum_value("pageflags", "PG_head")?),
+        page_shift: u64::from(page_size.trailing_zeros()),
+        ..*offsets
+    };
+    Ok(())
 }
 
 /// Offsets in `struct pt_regs` of the first four syscall arguments as saved at syscall entry.

@@ -534,3 +534,73 @@ fn the_countdown_wakes_once_per_budget_not_per_write_and_again_once_re_armed() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(source.wake_records(), 2);
 }
+
+/// Issue 17: frees by others, per project, on tmpfs and ext4. A project that writes 50 MiB and
+/// has it deleted by another process reports 50 MiB written and ~50 MiB freed (net ≈ 0); a
+/// truncation to 1 MiB and an `O_TRUNC` of two 8 MiB files report 15 MiB freed. What this
+/// process (the loader: Guardian) deletes, and pages dropped from the cache of a file that
+/// stays (`POSIX_FADV_DONTNEED`, as reclaim does), count nothing.
+#[test]
+fn frees_by_others_are_counted_per_project_and_our_own_are_not() {
+    use crate::sources::testutil::{self, write_then_delete, Seen, MIB};
+    if !crate::testkit::require_root("frees_by_others_are_counted_per_project_and_our_own_are_not")
+    {
+        return;
+    }
+    let mut source = EbpfSource::load().expect("the probe must load on this kernel");
+    if let Some(why) = source.frees_refused() {
+        panic!("this kernel (Linux 6.18 here) allows the free path's tp_btf program: {why}");
+    }
+    let tmpfs = testutil::Tmpfs::mount().expect("tmpfs");
+    let ext4 = testutil::tempdir();
+    for (name, base) in [("tmpfs", tmpfs.path.as_path()), ("ext4", ext4.path())] {
+        let (a, b) = (base.join("a"), base.join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir(d).unwrap();
+        }
+        source.watch(&[project(1, &a), project(2, &b)]).unwrap();
+        source.drain().unwrap();
+        let (written, truncated) = write_then_delete(&mut source, &a, 1);
+        eprintln!(
+            "{name}: written {} freed {} net {}; truncations: written {} freed {}",
+            written.get(1),
+            written.freed(1),
+            written.net(1),
+            truncated.get(1),
+            truncated.freed(1)
+        );
+        let mib = MIB as i64;
+        assert_eq!(written.get(1), 50 * mib, "{name}: growth is bytes written");
+        assert!(
+            (written.freed(1) - 50 * mib).abs() <= mib / 2,
+            "{name}: ~50 MiB freed: {written:?}"
+        );
+        assert!(written.net(1).abs() <= mib / 2, "{name}: net ≈ 0");
+        assert_eq!(truncated.get(1), 16 * mib, "{name}");
+        assert!(
+            (truncated.freed(1) - 15 * mib).abs() <= mib / 2,
+            "{name}: the truncations freed 15 MiB: {truncated:?}"
+        );
+        assert!(
+            !written.freed.contains_key(&2) && !truncated.freed.contains_key(&2),
+            "{name}: nothing freed in the other project"
+        );
+        // Our own deletion, and a cache drop of a file that stays: nothing freed.
+        let own = b.join("own");
+        testutil::write_with_write(&own, 4 * MIB, 1 << 20);
+        let kept = b.join("kept");
+        testutil::write_with_write(&kept, 4 * MIB, 1 << 20);
+        let f = std::fs::File::open(&kept).unwrap();
+        f.sync_all().unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        std::fs::remove_file(&own).unwrap();
+        let mut after = Seen::default();
+        testutil::settle(&mut source, &mut after, &[(2, 8 * mib)]);
+        assert_eq!(after.get(2), 8 * mib, "{name}");
+        assert_eq!(
+            after.freed(2),
+            0,
+            "{name}: our own deletion or a cache drop was counted"
+        );
+    }
+}

@@ -34,6 +34,18 @@ fn fanotify_accuracy_tmpfs() {
     accuracy(&mut source, &tmpfs.path, "fanotify/tmpfs");
 }
 
+/// Issue 17: 50 MiB written then deleted by another process is net growth ≈ 0 (sizes shrink
+/// back), and truncations shrink it.
+#[test]
+fn fanotify_net_growth_of_a_writer_that_deletes_is_zero() {
+    let Some(mut source) = source_or_skip("fanotify_net_growth_of_a_writer_that_deletes_is_zero")
+    else {
+        return;
+    };
+    let tmpfs = Tmpfs::mount().expect("mount tmpfs");
+    net_of_sizes(&mut source, &tmpfs.path, "fanotify/tmpfs");
+}
+
 /// Both filesystems in one source: one mark each, attribution per project.
 #[test]
 fn fanotify_two_filesystems() {
