@@ -222,6 +222,7 @@ pub fn run(args: &ForecastArgs) -> Result<ExitCode> {
             command: &command(args),
             seed: args.seed,
             instances: args.instances,
+            recorded_instances: instances(Family::RecCargo, args.instances),
             traces: traces.len(),
             lead_time_h: args.lead_time / HOUR,
             elapsed_s: elapsed,
