@@ -253,3 +253,42 @@ fn kernel() -> String {
         uname.release().to_string_lossy().trim().to_owned()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sampler on a real tmpfs: a 20 MB file written and removed shows up in the used bytes,
+    /// and the samples come at the interval.
+    #[test]
+    fn sampler_sees_a_file_written_and_removed_on_a_fresh_tmpfs() {
+        if !guardian::testkit::require_root("sampler_sees_a_file_written_and_removed") {
+            return;
+        }
+        let mount = Tmpfs::mount(64).unwrap();
+        let stop = AtomicBool::new(false);
+        let file = mount.dir.join("blob");
+        let samples = std::thread::scope(|scope| {
+            let sampler = scope.spawn(|| sample(&mount.dir, Duration::from_millis(100), &stop));
+            std::thread::sleep(Duration::from_millis(400));
+            std::fs::write(&file, vec![7u8; 20_000_000]).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            std::fs::remove_file(&file).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            stop.store(true, Ordering::Relaxed);
+            sampler.join().unwrap().unwrap()
+        });
+        assert_eq!(samples.size, 64 << 20);
+        let first = samples.used[0];
+        let peak = samples.used.iter().copied().max().unwrap();
+        let last = *samples.used.last().unwrap();
+        assert!(peak - first >= 20_000_000, "peak {peak}, first {first}");
+        assert!(
+            last.abs_diff(first) < 1_000_000,
+            "first {first}, last {last}"
+        );
+        assert!(samples.t_ms.len() >= 8, "{} samples", samples.t_ms.len());
+        assert!(samples.t_ms.windows(2).all(|w| w[1] > w[0]));
+        drop(mount);
+    }
+}
