@@ -48,6 +48,9 @@ enum Task {
     /// Evaluate Guardian's forecaster against predict_linear baselines on synthetic traces
     /// (docs/forecast.md).
     ForecastEval(forecast::ForecastArgs),
+    /// Record a real tool's write pattern (cargo build, npm install + tests, logrotate, a
+    /// checkpoint writer) on a fresh tmpfs as a trace for forecast-eval (root).
+    ForecastRecord(forecast::record::RecordArgs),
     /// The soak (issue 12): the release daemon guards a 512 MiB tmpfs while churn writers fill
     /// and empty it, cleanups every ~20 s; checks RSS and fds stay flat, no log message more
     /// than once a minute, no ENOSPC while reclaimable bytes existed, protected dirs
@@ -98,6 +101,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Task::Bench(args) => bench::run(&args),
         Task::BenchInner { args, guardian } => bench::run_inner(&args, &guardian),
         Task::ForecastEval(args) => forecast::run(&args),
+        Task::ForecastRecord(args) => forecast::record::run(&args),
         Task::Soak(args) => soak::run_soak(&args),
         Task::SoakAttacks(args) => soak::run_attacks(&args),
         Task::SoakIndex(args) => soak::run_index(&args),

@@ -32,6 +32,8 @@ pub struct Run<'a> {
     pub command: &'a str,
     pub seed: u64,
     pub instances: u32,
+    /// Placements per recorded family.
+    pub recorded_instances: u32,
     pub traces: usize,
     pub lead_time_h: f64,
     pub elapsed_s: f64,
@@ -52,9 +54,12 @@ pub fn bench_section(
     let intro = format!(
         "Written by `cargo xtask forecast-eval --write-doc` (xtask/src/forecast/); \
          docs/forecast.md has the method, the trace families and the full table, with two more \
-         baselines. {} generated traces, {} per family, 7 days each at one sample a minute, each \
-         fed to every method sample by sample up to its first crossing of `cleanup_free` (20 % \
-         of the size free). node_exporter: predict_linear over the last 6 h, alarm when the line \
+         baselines. {} traces: {} per synthetic family, 7 days each at one sample a minute \
+         (fast-sawtooth: 4 h at one a second), and {} placements per replay of a recording of a \
+         real tool (rec-*: an hour at 4 samples a second), each fed to every method sample by \
+         sample up to its first crossing of `cleanup_free` (20 % of the size free); the traces \
+         sampled faster than a minute have a lead time of 10 s, an ETA window of 2 min and a \
+         false-alarm horizon of 4 min. node_exporter: predict_linear over the last 6 h, alarm when the line \
          24 h ahead is under the threshold and free space under 40 % of the size, `for: 1h`. \
          Guardian: `predict::Forecaster` with its defaults and `TriggerRule`: P90 time to the \
          threshold under the lead time ({:.1} h) and free space under the same 40 % floor. ETA \
@@ -67,6 +72,7 @@ pub fn bench_section(
          ({} build).",
         run.traces,
         run.instances,
+        run.recorded_instances,
         run.lead_time_h,
         run.elapsed_s,
         if cfg!(debug_assertions) {
@@ -80,11 +86,14 @@ pub fn bench_section(
         "## Forecast: Guardian's `predict` vs node_exporter's predict_linear rule\n\n{}\n",
         report::wrap(&intro, "", 100)
     );
+    let recorded = order.iter().filter(|f| f.starts_with("rec-")).count();
     let traces = format!(
-        "{} generated ({} families × {}), seed {}",
+        "{} ({} synthetic families × {}, {} recorded × {}), seed {}",
         run.traces,
-        order.len(),
+        order.len() - recorded,
         run.instances,
+        recorded,
+        run.recorded_instances,
         run.seed
     );
     let info = RunInfo {

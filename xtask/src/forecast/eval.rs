@@ -3,9 +3,11 @@
 use super::methods::{Method, Setup};
 use super::traces::{Trace, HOUR};
 
-/// ETA error is measured at the samples whose true time to the crossing is at most this.
+/// ETA error is measured at the samples whose true time to the crossing is at most this
+/// (traces sampled every minute; `Setup::eta_window`).
 pub const ETA_WINDOW: f64 = 12.0 * HOUR;
-/// An alarm is false when no crossing follows within this (node_exporter's horizon).
+/// An alarm is false when no crossing follows within this (node_exporter's horizon; traces
+/// sampled every minute, `Setup::false_alarm_horizon`).
 pub const FALSE_ALARM_HORIZON: f64 = 24.0 * HOUR;
 
 /// The score of one method on one trace.
@@ -48,7 +50,7 @@ pub fn score(trace: &Trace, setup: Setup, method: &mut dyn Method) -> Score {
         }
         let out = method.step(t, trace.free[k]);
         let truth = end - t;
-        if truth <= ETA_WINDOW {
+        if truth <= setup.eta_window {
             let ape = out
                 .eta50
                 .map(|e| ((e - truth).abs() / truth).min(1.0))
@@ -58,11 +60,11 @@ pub fn score(trace: &Trace, setup: Setup, method: &mut dyn Method) -> Score {
             s.p50_early += out.eta50.is_some_and(|e| e <= truth) as u64;
             s.p90_early += out.eta90.is_some_and(|e| e <= truth) as u64;
         }
-        if out.alarm && !raised && truth > FALSE_ALARM_HORIZON {
+        if out.alarm && !raised && truth > setup.false_alarm_horizon {
             s.false_alarms += 1;
             s.false_alarm_at.push(t);
         }
-        if out.alarm && truth <= FALSE_ALARM_HORIZON {
+        if out.alarm && truth <= setup.false_alarm_horizon {
             s.warning.get_or_insert(truth);
             if truth >= setup.lead_time {
                 warned_in_time = true;

@@ -14,6 +14,10 @@ pub struct Setup {
     pub floor: f64,
     /// Time needed to clean before the threshold, seconds.
     pub lead_time: f64,
+    /// The ETA error is measured this close to a crossing, seconds.
+    pub eta_window: f64,
+    /// An alarm not followed by a crossing within this is false, seconds.
+    pub false_alarm_horizon: f64,
 }
 
 /// A method's answer after one sample.

@@ -1,15 +1,19 @@
 //! `cargo xtask forecast-eval`: Guardian's forecaster (`guardian::predict`) against
-//! predict_linear-style baselines on deterministic synthetic traces of six families (steady,
-//! accelerating, bursty, cron fill-and-clean sawtooth, log rotation, idle weekend then a
-//! burst). Reports, per family and method, the ETA error (MAPE) before real crossings, false
-//! alarms and missed crossings; `--write-doc` puts the table into docs/forecast.md (between the
-//! `<!-- forecast:results -->` markers) and Guardian against the node_exporter baseline into
-//! docs/benchmarks.md (between `<!-- bench:forecast -->` and `<!-- /bench:forecast -->`). Pure
-//! computation: runs in seconds.
+//! predict_linear-style baselines on deterministic traces: synthetic families (steady,
+//! accelerating, bursty, cron fill-and-clean sawtooth, log rotation, idle weekend then a burst,
+//! fast sawtooth) and replays of recordings of real tools (xtask/traces/, `forecast-record`).
+//! Reports, per family and method, the ETA error (MAPE) before real crossings, false alarms
+//! (and per hour), missed crossings and the warning time; `--write-doc` puts the tables into
+//! docs/forecast.md (between the `<!-- forecast:results -->` markers) and Guardian against the
+//! node_exporter baseline into docs/benchmarks.md (between `<!-- bench:forecast -->` and
+//! `<!-- /bench:forecast -->`). Pure computation.
 
 mod doc;
 mod eval;
 mod methods;
+pub mod record;
+mod recorded;
+mod results;
 mod rng;
 mod traces;
 
@@ -39,6 +43,10 @@ pub struct ForecastArgs {
     /// Seed of the generators.
     #[arg(long, default_value_t = SEED)]
     seed: u64,
+    /// Only these families (names, or `synthetic` / `recorded` for each group), e.g.
+    /// `--families recorded,fast-sawtooth`.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    families: Vec<String>,
     /// Lead time Guardian needs before the threshold, seconds.
     #[arg(long, default_value_t = LEAD_TIME)]
     lead_time: f64,
@@ -81,14 +89,18 @@ fn params(args: &ForecastArgs) -> Result<guardian::predict::Params> {
 pub fn run(args: &ForecastArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let params = params(args)?;
-    if args.write_doc && !args.trace.is_empty() {
-        bail!("--write-doc documents the generated traces; drop --trace");
+    if args.write_doc && (!args.trace.is_empty() || !args.families.is_empty()) {
+        bail!("--write-doc documents every generated family; drop --trace and --families");
     }
     let traces: Vec<Trace> = if args.trace.is_empty() {
-        Family::ALL
-            .iter()
-            .flat_map(|&f| (0..args.instances).map(move |i| traces::generate(f, i, args.seed)))
-            .collect()
+        let families = families(&args.families)?;
+        let mut traces = Vec::new();
+        for f in families {
+            for i in 0..instances(f, args.instances) {
+                traces.push(traces::generate(f, i, args.seed)?);
+            }
+        }
+        traces
     } else {
         args.trace
             .iter()
@@ -170,7 +182,7 @@ pub fn run(args: &ForecastArgs) -> Result<ExitCode> {
                 s.missed,
                 s.false_alarms,
                 mape,
-                s.warning.map(hours).unwrap_or_else(|| "-".into())
+                s.warning.map(results::span).unwrap_or_else(|| "-".into())
             );
             if !s.false_alarm_at.is_empty() {
                 let at: Vec<String> = s
@@ -184,13 +196,20 @@ pub fn run(args: &ForecastArgs) -> Result<ExitCode> {
         row[m].add(s);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    // Hours of trace per family (for false alarms per hour).
+    // Hours of trace scored per family (each up to its first crossing), for false alarms per
+    // hour.
     let mut watched: BTreeMap<String, f64> = BTreeMap::new();
     for t in &traces {
-        let span = t.t.last().copied().unwrap_or(0.0) - t.t.first().copied().unwrap_or(0.0);
+        let threshold = setup_for(t, args).threshold;
+        let end = t
+            .free
+            .iter()
+            .position(|&f| f < threshold)
+            .map_or(t.t.last(), |k| t.t.get(k));
+        let span = end.copied().unwrap_or(0.0) - t.t.first().copied().unwrap_or(0.0);
         *watched.entry(t.family_name.clone()).or_default() += span / HOUR;
     }
-    let results = render(args, &order, &table, &watched, traces.len(), elapsed);
+    let results = results::render(args, &order, &table, &watched, traces.len(), elapsed);
     println!("{results}");
     if args.write_doc {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -203,6 +222,7 @@ pub fn run(args: &ForecastArgs) -> Result<ExitCode> {
             command: &command(args),
             seed: args.seed,
             instances: args.instances,
+            recorded_instances: instances(Family::RecCargo, args.instances),
             traces: traces.len(),
             lead_time_h: args.lead_time / HOUR,
             elapsed_s: elapsed,
@@ -216,7 +236,7 @@ pub fn run(args: &ForecastArgs) -> Result<ExitCode> {
 }
 
 /// The command line that reproduces this run (the options that change the results).
-fn command(args: &ForecastArgs) -> String {
+pub fn command(args: &ForecastArgs) -> String {
     let mut c = String::from("cargo xtask forecast-eval");
     if args.write_doc {
         c += " --write-doc";
@@ -236,216 +256,74 @@ fn command(args: &ForecastArgs) -> String {
     c
 }
 
-fn hours(s: f64) -> String {
-    format!("{:.1} h", s / HOUR)
-}
-
-fn pct(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.1} %")).unwrap_or_else(|| "–".into())
-}
-
-fn render(
-    args: &ForecastArgs,
-    order: &[String],
-    table: &BTreeMap<String, Vec<Summary>>,
-    watched: &BTreeMap<String, f64>,
-    n_traces: usize,
-    elapsed: f64,
-) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "## Results\n");
-    let source = if args.trace.is_empty() {
-        format!(
-            "`{}`: seed {}, {} instances per family, {} generated traces of 7 days sampled \
-             every minute (fast-sawtooth: 4 h sampled every second, lead time {:.0} s)",
-            command(args),
-            args.seed,
-            args.instances,
-            n_traces,
-            FAST_LEAD_TIME
-        )
-    } else {
-        format!("{n_traces} traces from files")
-    };
-    let _ = writeln!(
-        out,
-        "{source}; lead time {}; threshold (cleanup_free) 20 % of the size, floor 40 %; {:.1} s.\n",
-        hours(args.lead_time),
-        elapsed
-    );
-    let _ = writeln!(
-        out,
-        "- **ETA MAPE**: mean absolute percentage error of the P50 time to the threshold, at \
-         every sample whose true time to the crossing is at most {}; each error capped at 100 % \
-         (no ETA counts 100 %).\n\
-         - **P50 / P90 early**: share of those samples where the forecast is not later than the \
-         truth (a calibrated P50 is near 50 %, P90 near 90 %).\n\
-         - **False alarms**: alarm episodes (rising edges) with no crossing within the next {}; \
-         in parentheses, the instances with at least one.\n\
-         - **Missed**: crossings with no alarm raised at least the lead time before.\n\
-         - **Warning**: median time between the first alarm (within {} before) and the \
-         crossing.\n",
-        hours(ETA_WINDOW),
-        hours(FALSE_ALARM_HORIZON),
-        hours(FALSE_ALARM_HORIZON)
-    );
-    let _ = writeln!(
-        out,
-        "| Family (crossing/instances) | Method | ETA MAPE | P50 early | P90 early | False alarms | Missed | Warning |"
-    );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
-    let mut total = vec![Summary::default(); Kind::ALL.len()];
-    let mut goal_lines = Vec::new();
-    let mut issue17 = Vec::new();
-    for family in order {
-        let row = &table[family];
-        for (m, kind) in Kind::ALL.iter().enumerate() {
-            total[m].merge(&row[m]);
-            let label = if m == 0 {
-                format!("{family} ({}/{})", row[m].crossings, row[m].instances)
-            } else {
-                String::new()
-            };
-            line(&mut out, &label, *kind, &row[m]);
-        }
-        goal_lines.push(goal(family, row));
-        issue17.push(goal17(
-            family,
-            row,
-            watched.get(family).copied().unwrap_or(0.0),
-        ));
-    }
-    let all = format!("**all** ({}/{})", total[0].crossings, total[0].instances);
-    for (m, kind) in Kind::ALL.iter().enumerate() {
-        line(&mut out, if m == 0 { &all } else { "" }, *kind, &total[m]);
-    }
-    let _ = writeln!(
-        out,
-        "\nGoal (issue 4): fewer false alarms and a lower ETA error than the baseline \
-         (node_exporter's rule) on every family. Guardian vs the baseline:\n"
-    );
-    for g in goal_lines {
-        let _ = writeln!(out, "- {g}");
-    }
-    let _ = writeln!(
-        out,
-        "\nGoal (issue 17): fewer false alarms than the issue 4 model on every family and no \
-         more missed crossings. Guardian vs the issue 4 model (false alarms per hour of trace):\n"
-    );
-    for g in issue17 {
-        let _ = writeln!(out, "- {g}");
-    }
-    out
-}
-
-fn goal17(family: &str, row: &[Summary], hours: f64) -> String {
-    let of = |kind: Kind| &row[Kind::ALL.iter().position(|k| *k == kind).expect("kind")];
-    let (g, old) = (of(Kind::Guardian), of(Kind::Today));
-    let per_hour = |n: u64| {
-        if hours > 0.0 {
-            format!("{:.3}/h", n as f64 / hours)
-        } else {
-            "–".into()
-        }
-    };
-    let fewer = g.false_alarms < old.false_alarms;
-    let same = g.false_alarms == old.false_alarms;
-    let verdict = if fewer {
-        "fewer"
-    } else if same {
-        "**the same**"
-    } else {
-        "**more**"
-    };
-    let missed = if g.missed <= old.missed {
-        "no more"
-    } else {
-        "**more**"
-    };
-    format!(
-        "{family}: false alarms {} ({}) vs {} ({}): {verdict}; missed {}/{} vs {}/{}: {missed}; \
-         ETA error {} vs {}; warning {} vs {}.",
-        g.false_alarms,
-        per_hour(g.false_alarms),
-        old.false_alarms,
-        per_hour(old.false_alarms),
-        g.missed,
-        g.crossings,
-        old.missed,
-        old.crossings,
-        pct(g.mape()),
-        pct(old.mape()),
-        g.median_warning()
-            .map(self::hours)
-            .unwrap_or_else(|| "–".into()),
-        old.median_warning()
-            .map(self::hours)
-            .unwrap_or_else(|| "–".into()),
-    )
-}
-
-fn line(out: &mut String, label: &str, kind: Kind, s: &Summary) {
-    let _ = writeln!(
-        out,
-        "| {label} | {} | {} | {} | {} | {} ({}) | {}/{} | {} |",
-        kind.name(),
-        pct(s.mape()),
-        pct(s.share(s.p50_early)),
-        pct(s.share(s.p90_early)),
-        s.false_alarms,
-        s.falsely_alarmed,
-        s.missed,
-        s.crossings,
-        s.median_warning().map(hours).unwrap_or_else(|| "–".into())
-    );
-}
-
-fn goal(family: &str, row: &[Summary]) -> String {
-    let of = |kind: Kind| &row[Kind::ALL.iter().position(|k| *k == kind).expect("kind")];
-    let (g, ne, ll) = (
-        of(Kind::Guardian),
-        of(Kind::NodeExporter),
-        of(Kind::LinearLead),
-    );
-    let fewer = g.false_alarms < ne.false_alarms || (g.false_alarms == 0 && ne.false_alarms == 0);
-    let lower = g.mape().unwrap_or(100.0) < ne.mape().unwrap_or(100.0);
-    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
-    format!(
-        "{family}: ETA error {} vs {} ({}); false alarms {} vs {} ({}); missed {}/{} vs {}/{}. \
-         The same 6 h fit with Guardian's trigger: false alarms {}, missed {}/{}.",
-        pct(g.mape()),
-        pct(ne.mape()),
-        verdict(lower),
-        g.false_alarms,
-        ne.false_alarms,
-        verdict(fewer),
-        g.missed,
-        g.crossings,
-        ne.missed,
-        ne.crossings,
-        ll.false_alarms,
-        ll.missed,
-        ll.crossings
-    )
-}
-
 fn setup_for(trace: &Trace, args: &ForecastArgs) -> Setup {
+    // Traces sampled faster than a minute are the daemon's scale: its lead time, and the ETA
+    // window and false-alarm horizon in the same ratio to it as 12 h and 24 h to an hour.
+    let fast = trace.interval_s > 0.0 && trace.interval_s < 60.0;
     Setup {
         capacity: trace.capacity,
         threshold: THRESHOLD * trace.capacity,
         floor: 0.40 * trace.capacity,
-        // Traces sampled faster than a minute are the daemon's scale: its lead time.
-        lead_time: if trace.interval_s > 0.0 && trace.interval_s < 60.0 {
-            FAST_LEAD_TIME
+        lead_time: if fast { FAST_LEAD_TIME } else { args.lead_time },
+        eta_window: if fast { FAST_ETA_WINDOW } else { ETA_WINDOW },
+        false_alarm_horizon: if fast {
+            FAST_FALSE_ALARM_HORIZON
         } else {
-            args.lead_time
+            FALSE_ALARM_HORIZON
         },
+    }
+}
+
+/// The families `--families` names (all when empty).
+fn families(names: &[String]) -> Result<Vec<Family>> {
+    if names.is_empty() {
+        return Ok(Family::ALL.to_vec());
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let picked: Vec<Family> = match name.as_str() {
+            "synthetic" => Family::ALL
+                .into_iter()
+                .filter(|f| f.recording().is_none())
+                .collect(),
+            "recorded" => Family::ALL
+                .into_iter()
+                .filter(|f| f.recording().is_some())
+                .collect(),
+            _ => match Family::ALL.into_iter().find(|f| f.name() == name) {
+                Some(f) => vec![f],
+                None => bail!(
+                    "--families: no family {name} (families: {}; or synthetic, recorded)",
+                    Family::ALL.map(Family::name).join(", ")
+                ),
+            },
+        };
+        for f in picked {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Instances of a family: `--instances`, halved for the recorded families (an hour at 4
+/// samples a second each; 8 placements of the threshold with the default 16).
+fn instances(family: Family, instances: u32) -> u32 {
+    if family.recording().is_some() {
+        instances.div_ceil(2)
+    } else {
+        instances
     }
 }
 
 /// Lead time for traces sampled faster than a minute, seconds (the daemon's auto lead time on
 /// a test disk is about 8 s).
-const FAST_LEAD_TIME: f64 = 10.0;
+pub const FAST_LEAD_TIME: f64 = 10.0;
+/// ETA window and false-alarm horizon of those traces: 12 and 24 lead times (2 and 4 min), as
+/// 12 h and 24 h are for the minute traces' 1 h.
+pub const FAST_ETA_WINDOW: f64 = 12.0 * FAST_LEAD_TIME;
+pub const FAST_FALSE_ALARM_HORIZON: f64 = 24.0 * FAST_LEAD_TIME;
 
 fn inspect(trace: &Trace, args: &ForecastArgs, params: &guardian::predict::Params) {
     let setup = setup_for(trace, args);

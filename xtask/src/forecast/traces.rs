@@ -1,4 +1,5 @@
-//! Traces: the format (JSON lines) and the deterministic generators of the six families.
+//! Traces: the format (JSON lines) and the deterministic generators of the synthetic families;
+//! the recorded families are replayed by `recorded.rs`.
 //!
 //! Format, one JSON object per line:
 //!
@@ -13,6 +14,7 @@
 //! (what Guardian's per-project forecasters would be fed). What is neither a project nor free is
 //! the rest of the filesystem (system files, and the churn of temporary files: the noise).
 
+use super::recorded::{self, Recorded};
 use super::rng::Rng;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -33,10 +35,15 @@ pub enum Family {
     LogRotation,
     WeekendBurst,
     FastSawtooth,
+    /// Replays of the recordings in xtask/traces/ (`recorded.rs`).
+    RecCargo,
+    RecNpm,
+    RecLogrotate,
+    RecCheckpoint,
 }
 
 impl Family {
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 11] = [
         Family::Steady,
         Family::Accelerating,
         Family::Bursty,
@@ -44,6 +51,10 @@ impl Family {
         Family::LogRotation,
         Family::WeekendBurst,
         Family::FastSawtooth,
+        Family::RecCargo,
+        Family::RecNpm,
+        Family::RecLogrotate,
+        Family::RecCheckpoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,7 +66,25 @@ impl Family {
             Family::LogRotation => "log-rotation",
             Family::WeekendBurst => "weekend-burst",
             Family::FastSawtooth => "fast-sawtooth",
+            Family::RecCargo => "rec-cargo",
+            Family::RecNpm => "rec-npm",
+            Family::RecLogrotate => "rec-logrotate",
+            Family::RecCheckpoint => "rec-checkpoint",
         }
+    }
+
+    /// The recording a recorded family replays: (file name under xtask/traces/, its text).
+    pub fn recording(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Family::RecCargo => ("cargo.csv", include_str!("../../traces/cargo.csv")),
+            Family::RecNpm => ("npm.csv", include_str!("../../traces/npm.csv")),
+            Family::RecLogrotate => ("logrotate.csv", include_str!("../../traces/logrotate.csv")),
+            Family::RecCheckpoint => (
+                "checkpoint.csv",
+                include_str!("../../traces/checkpoint.csv"),
+            ),
+            _ => return None,
+        })
     }
 }
 
@@ -95,9 +124,26 @@ impl Trace {
         out
     }
 
+    /// Reads a trace file: JSON lines, or a recording (`.csv`, `recorded.rs`) as it was
+    /// recorded (its tmpfs, no placement).
     pub fn read(path: &Path) -> Result<Trace> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        if path.extension().is_some_and(|e| e == "csv") {
+            let rec = Recorded::parse(&path.display().to_string(), &text)?;
+            let capacity = rec.size_bytes as f64;
+            return Ok(Trace {
+                name: path
+                    .file_stem()
+                    .map_or_else(|| rec.tool.clone(), |s| s.to_string_lossy().into_owned()),
+                family_name: format!("file-{}", rec.tool),
+                capacity,
+                interval_s: rec.interval_ms as f64 / 1000.0,
+                t: rec.t_ms.iter().map(|&ms| ms as f64 / 1000.0).collect(),
+                free: rec.used.iter().map(|&u| capacity - u as f64).collect(),
+                projects: Vec::new(),
+            });
+        }
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let header: Value =
             serde_json::from_str(lines.next().context("empty trace")?).context("trace header")?;
@@ -162,7 +208,11 @@ const LENGTH: f64 = 7.0 * DAY;
 /// The threshold the generators aim at (cleanup_free), as a fraction of the capacity.
 pub const THRESHOLD: f64 = 0.20;
 
-pub fn generate(family: Family, i: u32, seed: u64) -> Trace {
+pub fn generate(family: Family, i: u32, seed: u64) -> Result<Trace> {
+    if let Some((file, text)) = family.recording() {
+        let rec = Recorded::parse(&format!("xtask/traces/{file}"), text)?;
+        return Ok(recorded::replay(&rec, family.name(), i, seed));
+    }
     let mut rng = Rng::new(Rng::seed_of(
         &[family.name()],
         seed.wrapping_mul(1000) + i as u64,
@@ -172,7 +222,7 @@ pub fn generate(family: Family, i: u32, seed: u64) -> Trace {
     if family == Family::FastSawtooth {
         let mut sim = Sim::with(capacity, FAST_INTERVAL, FAST_LENGTH, &mut rng);
         fast(&mut sim, &mut rng, i, cross);
-        return sim.finish(format!("{}-{i}", family.name()), family, &mut rng);
+        return Ok(sim.finish(format!("{}-{i}", family.name()), family, &mut rng));
     }
     let mut sim = Sim::new(capacity, &mut rng);
     match family {
@@ -182,9 +232,13 @@ pub fn generate(family: Family, i: u32, seed: u64) -> Trace {
         Family::CronSawtooth => cron(&mut sim, &mut rng, i, cross),
         Family::LogRotation => logs(&mut sim, &mut rng, cross),
         Family::WeekendBurst => weekend(&mut sim, &mut rng, cross),
-        Family::FastSawtooth => unreachable!("generated above"),
+        Family::FastSawtooth
+        | Family::RecCargo
+        | Family::RecNpm
+        | Family::RecLogrotate
+        | Family::RecCheckpoint => unreachable!("generated above"),
     }
-    sim.finish(format!("{}-{i}", family.name()), family, &mut rng)
+    Ok(sim.finish(format!("{}-{i}", family.name()), family, &mut rng))
 }
 
 /// Minute-by-minute simulation: project sizes are set by the generator; free = capacity − base
