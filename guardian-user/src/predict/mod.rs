@@ -57,6 +57,7 @@ mod cycle;
 mod passage;
 mod scale;
 mod skill;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod transient;

@@ -11,6 +11,7 @@
 //! crossing the trend projects is the tooth's, which its drop will undo. A rise larger or longer
 //! than any tooth seen is danger again.
 
+use super::stats;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -187,7 +188,7 @@ impl Teeth {
         }
         let last = recent[recent.len() - 1];
         let mut intervals: Vec<f64> = recent.windows(2).map(|w| w[1].start - w[0].start).collect();
-        let period = median(&mut intervals);
+        let period = stats::median(&mut intervals);
         let rise_max_s = self.rise_max();
         if now - last.end > STALE_PERIODS * period.max(rise_max_s).max(self.dt_typical) {
             return None;
@@ -203,20 +204,14 @@ impl Teeth {
         }
         // A cycle: the last teeth come at regular intervals (irregular temporary files are
         // the burst ledger's business, and no reason to hold back a trigger).
-        let lock_intervals = lock.windows(2).map(|w| w[1].start - w[0].start);
-        if period <= 0.0
-            || lock_intervals
-                .clone()
-                .any(|i| (i - period).abs() > REGULAR * period)
-        {
+        let lock_intervals: Vec<f64> = lock.windows(2).map(|w| w[1].start - w[0].start).collect();
+        if !stats::regular(&lock_intervals, period, REGULAR) {
             return None;
         }
         let mut amps: Vec<f64> = recent.iter().map(|t| t.amplitude).collect();
-        amps.sort_by(f64::total_cmp);
-        let amplitude_max = amps[amps.len() - 1];
+        let amplitude_max = amps.iter().copied().fold(0.0, f64::max);
         // Nearest rank: the largest with fewer than ten teeth.
-        let rank = ((0.9 * amps.len() as f64).ceil() as usize).clamp(1, amps.len());
-        let amplitude_p90 = amps[rank - 1];
+        let amplitude_p90 = stats::nearest_rank(&mut amps, 0.9);
         let first = recent[0];
         let span = last.end - first.end;
         let drift_bps = if span > 0.0 {
@@ -264,18 +259,6 @@ impl Pattern {
         let noticed = lead_s.max(0.0) + (RISE_SLACK - 1.0) * self.rise_max_s;
         let safe = self.rise_max_s <= lead_s || peak_free - threshold >= rate * noticed;
         within && safe && peak_free > threshold
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
     }
 }
 
