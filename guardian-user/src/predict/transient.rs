@@ -180,6 +180,34 @@ impl Teeth {
         self.done.iter().map(|t| t.rise_s).fold(0.0, f64::max)
     }
 
+    /// Whether the rise under way at `now` looks like a tooth seen lately, locked pattern or
+    /// not: one closed within [`STALE_PERIODS`] of its own length (rise to drop, at least a
+    /// few samples), and the rise no larger and no longer than the teeth seen.
+    pub fn resembles(&self, now: f64) -> bool {
+        let Some(last) = self.done.back() else {
+            return false;
+        };
+        let length = (last.end - last.start).max(3.0 * self.dt_typical);
+        if now - last.end > STALE_PERIODS * length {
+            return false;
+        }
+        let largest = self.done.iter().map(|t| t.amplitude).fold(0.0, f64::max);
+        let (excursion, excursion_s) = self.excursion();
+        excursion <= largest * (1.0 + SIZE_SLACK)
+            && excursion_s <= RISE_SLACK * self.rise_max() + 2.0 * self.dt_typical
+    }
+
+    /// How far above the base the level is now, and for how long it has been rising.
+    fn excursion(&self) -> (f64, f64) {
+        match self.last {
+            Some((t, y)) => (
+                (y - self.low).max(0.0),
+                self.left_at.map_or(0.0, |l| (t - l).max(0.0)),
+            ),
+            None => (0.0, 0.0),
+        }
+    }
+
     /// The locked pattern at `now`, if any.
     pub fn pattern(&self, now: f64) -> Option<Pattern> {
         let recent: Vec<&Tooth> = self.done.iter().collect();
@@ -219,13 +247,7 @@ impl Teeth {
         } else {
             0.0
         };
-        let (excursion, excursion_s) = match self.last {
-            Some((t, y)) => (
-                (y - self.low).max(0.0),
-                self.left_at.map_or(0.0, |l| (t - l).max(0.0)),
-            ),
-            None => (0.0, 0.0),
-        };
+        let (excursion, excursion_s) = self.excursion();
         Some(Pattern {
             teeth: recent.len(),
             period_s: period,
@@ -242,13 +264,19 @@ impl Teeth {
 }
 
 impl Pattern {
+    /// Whether the rise under way is no larger (`SIZE_SLACK`) and no longer (`RISE_SLACK`
+    /// times the longest rise, plus two samples) than the teeth seen: one of them so far.
+    pub fn within(&self) -> bool {
+        self.excursion <= self.amplitude_max * (1.0 + SIZE_SLACK)
+            && self.excursion_s <= RISE_SLACK * self.rise_max_s + 2.0 * self.sample_s
+    }
+
     /// Whether a projected crossing of `threshold` (free bytes), with `free` bytes free now on
     /// a filesystem, is the pattern's own: its teeth rise within `lead_s`, the tooth under way is no larger and no longer than
     /// the teeth seen, and a tooth's peak (P90 amplitude above the base, the base moved by the
     /// drift over `lead_s`) stays above the threshold.
     pub fn holds(&self, free: f64, threshold: f64, lead_s: f64) -> bool {
-        let within = self.excursion <= self.amplitude_max * (1.0 + SIZE_SLACK)
-            && self.excursion_s <= RISE_SLACK * self.rise_max_s + 2.0 * self.sample_s;
+        let within = self.within();
         let free_at_base = free + self.excursion;
         let peak_free = free_at_base - self.drift_bps * lead_s.max(0.0) - self.amplitude_p90;
         // A tooth whose drop does not come (a cron job that died) is seen once its rise has
