@@ -180,9 +180,10 @@ impl Teeth {
         self.done.iter().map(|t| t.rise_s).fold(0.0, f64::max)
     }
 
-    /// Whether the rise under way at `now` looks like a tooth seen lately, locked pattern or
-    /// not: one closed within [`STALE_PERIODS`] of its own length (rise to drop, at least a
-    /// few samples), and the rise no larger and no longer than the teeth seen.
+    /// Whether the rise under way at `now` may be a tooth like those seen lately, locked
+    /// pattern or not: one closed within [`STALE_PERIODS`] of its own length (rise to drop,
+    /// at least a few samples), and the rise so far no larger than the teeth seen (however
+    /// long it takes: a writer slowed down is still the same writer).
     pub fn resembles(&self, now: f64) -> bool {
         let Some(last) = self.done.back() else {
             return false;
@@ -192,9 +193,7 @@ impl Teeth {
             return false;
         }
         let largest = self.done.iter().map(|t| t.amplitude).fold(0.0, f64::max);
-        let (excursion, excursion_s) = self.excursion();
-        excursion <= largest * (1.0 + SIZE_SLACK)
-            && excursion_s <= RISE_SLACK * self.rise_max() + 2.0 * self.dt_typical
+        self.excursion().0 <= largest * (1.0 + SIZE_SLACK)
     }
 
     /// How far above the base the level is now, and for how long it has been rising.
