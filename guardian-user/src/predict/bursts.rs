@@ -80,6 +80,19 @@ impl Ledger {
         }
     }
 
+    /// `bytes` of the latest burst were growth after all (a new writer's first samples): they
+    /// leave the ledger, and the burst with them once nothing is left of it.
+    pub fn retract(&mut self, bytes: f64) {
+        let Some(b) = self.bursts.back_mut() else {
+            return;
+        };
+        b.bytes -= bytes;
+        b.kept = b.kept.min(b.bytes);
+        if b.bytes <= 0.0 {
+            self.bursts.pop_back();
+        }
+    }
+
     /// A drop of `bytes`: takes back the bursts it removes, at most its size; returns the
     /// bytes taken back.
     pub fn drop_bytes(&mut self, bytes: f64) -> f64 {

@@ -7,6 +7,7 @@
 //! copytruncate's copy, truncate and gzip) whose net effect is a drop. Three or more episodes
 //! whose intervals agree within `REGULAR` of their median make a cycle.
 
+use super::stats;
 use std::collections::VecDeque;
 
 /// Episodes kept, and the last big ones the cycle is judged on (the intervals between them).
@@ -112,20 +113,12 @@ impl Cycles {
             return None;
         }
         let intervals: Vec<f64> = eps.windows(2).map(|w| w[1].start - w[0].start).collect();
-        let period = median(&mut intervals.clone());
-        if period <= 0.0 {
+        let period = stats::median(&mut intervals.clone());
+        if !stats::regular(&intervals, period, REGULAR) {
             return None;
         }
-        let deviation = intervals
-            .iter()
-            .map(|i| (i - period).abs())
-            .fold(0.0, f64::max);
-        if deviation > REGULAR * period {
-            return None;
-        }
-        let jitter = (intervals.iter().map(|i| (i - period).powi(2)).sum::<f64>()
-            / intervals.len() as f64)
-            .sqrt();
+        let deviation = stats::max_deviation(&intervals, period);
+        let jitter = stats::rms_deviation(&intervals, period);
         let last = eps[eps.len() - 1];
         // Episodes after the last big one (small drops since) do not move the schedule.
         let next = last.start + period;
@@ -162,7 +155,7 @@ impl Cycles {
         // The level the last drop left, on that line.
         let base = ym + slope * (last.start - xm);
         let mut over: Vec<f64> = eps.iter().map(|e| e.peak - e.before).collect();
-        let overshoot = median(&mut over).max(0.0);
+        let overshoot = stats::median(&mut over).max(0.0);
         Some(Cycle {
             period,
             next,
@@ -178,18 +171,6 @@ impl Cycles {
 impl Episode {
     fn drop(&self) -> f64 {
         self.before - self.after
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
     }
 }
 

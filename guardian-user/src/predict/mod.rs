@@ -11,7 +11,9 @@
 //!    log truncation, or an explicit [`Forecaster::reset`]) is a level reset, never negative
 //!    growth. A rise (burst) goes into a ledger (`bursts.rs`; a burst written over consecutive
 //!    samples is one burst), and a later drop takes back the burst it removes (a temporary
-//!    file): what stays is growth that comes in jumps. Bursts are rare, so their rate is
+//!    file): what stays is growth that comes in jumps. A rise over `fill_samples` consecutive samples at a
+//!    steady rate is a new writer, not a burst: growth from its first sample on, and P90 is
+//!    never later than its crossing at its own rate (`fill.rs`). Bursts are rare, so their rate is
 //!    measured over a window matched to the forecast's horizon `h` (the last `burst_window × h`,
 //!    at least the longest window of the bank), the largest burst of the window counted only
 //!    as much as the second largest: one burst alone moves no rate.
@@ -54,9 +56,11 @@
 
 mod bursts;
 mod cycle;
+mod fill;
 mod passage;
 mod scale;
 mod skill;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod transient;
@@ -64,6 +68,7 @@ mod trigger;
 
 use bursts::{Ledger, Passage, Window};
 use cycle::{Cycle, Cycles};
+use fill::{Fill, Run};
 use passage::{eta, first_of, t_quantile, Trend};
 use scale::{Fit, Scale};
 use serde::{Deserialize, Serialize};
@@ -125,6 +130,10 @@ pub struct Params {
     /// Learn writes that undo themselves (teeth: a rise a later drop takes back) and let the
     /// trigger leave alone a crossing the learned pattern undoes (`transient.rs`).
     pub transients: bool,
+    /// A rise over this many consecutive samples whose rates are within a factor of two of
+    /// their median is a new writer, not a burst: taken as growth from its first sample on
+    /// (0: off; the spread then widens over tens of samples until the rise is growth).
+    pub fill_samples: u64,
 }
 
 impl Default for Params {
@@ -149,6 +158,7 @@ impl Default for Params {
             burst_window: 2.0,
             burst_passage: true,
             transients: true,
+            fill_samples: 4,
         }
     }
 }
@@ -250,6 +260,11 @@ pub struct Forecaster {
     reset_pending: bool,
     /// The previous sample was a burst.
     in_burst: bool,
+    /// Consecutive burst samples so far, and the bank before them: a run that proves steady
+    /// is a new writer (`fill_samples`).
+    run: Option<Run>,
+    /// The new writer a sustained rise revealed, while it goes on at its rate.
+    fill: Option<Fill>,
     /// The bursts, and what later drops have left of each.
     ledger: Ledger,
     events: Events,
@@ -285,6 +300,8 @@ impl Forecaster {
             growth: 0.0,
             reset_pending: false,
             in_burst: false,
+            run: None,
+            fill: None,
             ledger: Ledger::default(),
             events: Events::default(),
             cycles: Cycles::default(),
@@ -364,8 +381,15 @@ impl Forecaster {
         // A burst written over several samples stays one: after a burst, half the limit.
         let continued = self.in_burst;
         let burst_limit = if continued { 0.5 * limit } else { limit };
-        let is_burst = !is_reset && detecting && departure > burst_limit;
+        let mut is_burst = !is_reset && detecting && departure > burst_limit;
+        if is_burst && self.sustained_rise(t, continued, dt, dy, departure) {
+            // A new writer, not a burst: its rise so far is growth (the bank learns it now,
+            // not once the spread has widened over tens of samples).
+            is_burst = false;
+        }
         self.in_burst = is_burst;
+        self.follow_fill(t, dy, explicit);
+        let p = &self.params;
         if p.cycles {
             // Our own cleanups are no cycle: counting on them would forecast them away.
             let gap = 3.0 * self.dt_typical;
@@ -479,12 +503,23 @@ impl Forecaster {
             None
         };
         let used_now = self.last.map(|(_, y)| y).unwrap_or(0.0);
+        let pattern = if self.params.transients {
+            self.teeth.pattern(now)
+        } else {
+            None
+        };
+        // A rise one of the learned teeth would make is the pattern's business, not a new
+        // writer's.
+        let fill = self
+            .fill
+            .filter(|_| !pattern.as_ref().is_some_and(Pattern::within));
         let eta: Vec<Eta> = thresholds
             .iter()
             .map(|&threshold| {
                 let margin = free - threshold as f64;
                 let rates = self.rates_for(margin.max(0.0));
-                self.eta(&rates, threshold, margin, cycle.map(|c| (c, now, used_now)))
+                let cycle = cycle.map(|c| (c, now, used_now));
+                self.eta(&rates, threshold, margin, cycle, fill)
             })
             .collect();
         let nearest = thresholds
@@ -507,11 +542,7 @@ impl Forecaster {
             eta,
             samples: self.samples,
             cycle_s: cycle.map(|c| c.period),
-            pattern: if self.params.transients {
-                self.teeth.pattern(now)
-            } else {
-                None
-            },
+            pattern,
         }
     }
 
@@ -642,6 +673,7 @@ impl Forecaster {
         threshold: u64,
         margin: f64,
         cycle: Option<(Cycle, f64, f64)>,
+        fill: Option<Fill>,
     ) -> Eta {
         let p = &self.params;
         let crossed = (margin <= 0.0).then_some(0.0);
@@ -734,6 +766,14 @@ impl Forecaster {
         for s in rates.iter().flatten() {
             let e = eta(m90, s.r90);
             if p.horizon_ratio * s.fit.window >= e.min(reference) && e.is_finite() {
+                p90 = Some(p90.map_or(e, |x| x.min(e)));
+            }
+        }
+        // …nor than the new writer's crossing at its own rate, once it has written for long
+        // enough to vouch for that far (the reach rule of the scales).
+        if let Some(fill) = fill {
+            let e = eta(m90, fill.rate());
+            if e.is_finite() && p.horizon_ratio * (fill.until - fill.start) >= e {
                 p90 = Some(p90.map_or(e, |x| x.min(e)));
             }
         }

@@ -11,6 +11,7 @@
 //! crossing the trend projects is the tooth's, which its drop will undo. A rise larger or longer
 //! than any tooth seen is danger again.
 
+use super::stats;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -179,6 +180,33 @@ impl Teeth {
         self.done.iter().map(|t| t.rise_s).fold(0.0, f64::max)
     }
 
+    /// Whether the rise under way at `now` may be a tooth like those seen lately, locked
+    /// pattern or not: one closed within [`STALE_PERIODS`] of its own length (rise to drop,
+    /// at least a few samples), and the rise so far no larger than the teeth seen (however
+    /// long it takes: a writer slowed down is still the same writer).
+    pub fn resembles(&self, now: f64) -> bool {
+        let Some(last) = self.done.back() else {
+            return false;
+        };
+        let length = (last.end - last.start).max(3.0 * self.dt_typical);
+        if now - last.end > STALE_PERIODS * length {
+            return false;
+        }
+        let largest = self.done.iter().map(|t| t.amplitude).fold(0.0, f64::max);
+        self.excursion().0 <= largest * (1.0 + SIZE_SLACK)
+    }
+
+    /// How far above the base the level is now, and for how long it has been rising.
+    fn excursion(&self) -> (f64, f64) {
+        match self.last {
+            Some((t, y)) => (
+                (y - self.low).max(0.0),
+                self.left_at.map_or(0.0, |l| (t - l).max(0.0)),
+            ),
+            None => (0.0, 0.0),
+        }
+    }
+
     /// The locked pattern at `now`, if any.
     pub fn pattern(&self, now: f64) -> Option<Pattern> {
         let recent: Vec<&Tooth> = self.done.iter().collect();
@@ -187,7 +215,7 @@ impl Teeth {
         }
         let last = recent[recent.len() - 1];
         let mut intervals: Vec<f64> = recent.windows(2).map(|w| w[1].start - w[0].start).collect();
-        let period = median(&mut intervals);
+        let period = stats::median(&mut intervals);
         let rise_max_s = self.rise_max();
         if now - last.end > STALE_PERIODS * period.max(rise_max_s).max(self.dt_typical) {
             return None;
@@ -203,20 +231,14 @@ impl Teeth {
         }
         // A cycle: the last teeth come at regular intervals (irregular temporary files are
         // the burst ledger's business, and no reason to hold back a trigger).
-        let lock_intervals = lock.windows(2).map(|w| w[1].start - w[0].start);
-        if period <= 0.0
-            || lock_intervals
-                .clone()
-                .any(|i| (i - period).abs() > REGULAR * period)
-        {
+        let lock_intervals: Vec<f64> = lock.windows(2).map(|w| w[1].start - w[0].start).collect();
+        if !stats::regular(&lock_intervals, period, REGULAR) {
             return None;
         }
         let mut amps: Vec<f64> = recent.iter().map(|t| t.amplitude).collect();
-        amps.sort_by(f64::total_cmp);
-        let amplitude_max = amps[amps.len() - 1];
+        let amplitude_max = amps.iter().copied().fold(0.0, f64::max);
         // Nearest rank: the largest with fewer than ten teeth.
-        let rank = ((0.9 * amps.len() as f64).ceil() as usize).clamp(1, amps.len());
-        let amplitude_p90 = amps[rank - 1];
+        let amplitude_p90 = stats::nearest_rank(&mut amps, 0.9);
         let first = recent[0];
         let span = last.end - first.end;
         let drift_bps = if span > 0.0 {
@@ -224,13 +246,7 @@ impl Teeth {
         } else {
             0.0
         };
-        let (excursion, excursion_s) = match self.last {
-            Some((t, y)) => (
-                (y - self.low).max(0.0),
-                self.left_at.map_or(0.0, |l| (t - l).max(0.0)),
-            ),
-            None => (0.0, 0.0),
-        };
+        let (excursion, excursion_s) = self.excursion();
         Some(Pattern {
             teeth: recent.len(),
             period_s: period,
@@ -247,13 +263,19 @@ impl Teeth {
 }
 
 impl Pattern {
+    /// Whether the rise under way is no larger (`SIZE_SLACK`) and no longer (`RISE_SLACK`
+    /// times the longest rise, plus two samples) than the teeth seen: one of them so far.
+    pub fn within(&self) -> bool {
+        self.excursion <= self.amplitude_max * (1.0 + SIZE_SLACK)
+            && self.excursion_s <= RISE_SLACK * self.rise_max_s + 2.0 * self.sample_s
+    }
+
     /// Whether a projected crossing of `threshold` (free bytes), with `free` bytes free now on
     /// a filesystem, is the pattern's own: its teeth rise within `lead_s`, the tooth under way is no larger and no longer than
     /// the teeth seen, and a tooth's peak (P90 amplitude above the base, the base moved by the
     /// drift over `lead_s`) stays above the threshold.
     pub fn holds(&self, free: f64, threshold: f64, lead_s: f64) -> bool {
-        let within = self.excursion <= self.amplitude_max * (1.0 + SIZE_SLACK)
-            && self.excursion_s <= RISE_SLACK * self.rise_max_s + 2.0 * self.sample_s;
+        let within = self.within();
         let free_at_base = free + self.excursion;
         let peak_free = free_at_base - self.drift_bps * lead_s.max(0.0) - self.amplitude_p90;
         // A tooth whose drop does not come (a cron job that died) is seen once its rise has
@@ -264,18 +286,6 @@ impl Pattern {
         let noticed = lead_s.max(0.0) + (RISE_SLACK - 1.0) * self.rise_max_s;
         let safe = self.rise_max_s <= lead_s || peak_free - threshold >= rate * noticed;
         within && safe && peak_free > threshold
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
     }
 }
 

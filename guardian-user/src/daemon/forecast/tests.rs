@@ -329,7 +329,7 @@ fn a_steady_fill_after_a_sawtooth_still_triggers_before_the_crossing() {
 }
 
 #[test]
-fn a_new_steady_writer_from_34_percent_free_triggers_before_the_crossing() {
+fn a_new_steady_writer_from_34_percent_free_triggers_within_two_seconds() {
     let mut f = Forecasts::new(&config(), Duration::from_millis(250));
     let (mut t, mut avail) = (0.0, 0.34 * GIB as f64);
     run(&mut f, &mut t, &mut avail, 10.0, 0.0);
@@ -338,11 +338,13 @@ fn a_new_steady_writer_from_34_percent_free_triggers_before_the_crossing() {
     let s = space(free);
     let l = limits(&s);
     let ahead = (free - l.cleanup_bytes) as f64 / 20e6;
-    eprintln!(
+    // Learnt within a few samples (before issue 17's item 3: 5.75 s after the start, 1.5 s
+    // before the crossing).
+    assert!(
+        at - began <= 2.0 && ahead >= 5.0,
         "fired {:.2} s after the writer started, {ahead:.2} s before the crossing",
         at - began
     );
-    assert!(free > l.cleanup_bytes, "before the crossing");
 }
 
 /// Thousands of idle projects: a drain updates none of them, the status lists `limit` of
