@@ -48,6 +48,7 @@ fn drop_binary_pages() {
 /// The (start, end) of each mapping in `smaps` (the text of `/proc/self/smaps`) of the file
 /// `exe` that is read-only (`r--p`/`r-xp`) and holds no anonymous (copied-on-write) page: the
 /// executable's code and constants, not its relocated or writable data.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 pub fn unshared_ranges(smaps: &str, exe: &[u8]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut current: Option<(u64, u64)> = None;
@@ -72,6 +73,7 @@ pub fn unshared_ranges(smaps: &str, exe: &[u8]) -> Vec<(u64, u64)> {
 /// For a mapping header line (`start-end perms offset dev inode path`): `Some(range)` when it
 /// is a read-only private mapping of `exe`, `Some(None)` for any other mapping; `None` when the
 /// line is not a header.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 fn mapping_of(line: &str, exe: &[u8]) -> Option<Option<(u64, u64)>> {
     let mut fields = line.split_ascii_whitespace();
     let range = fields.next()?;
