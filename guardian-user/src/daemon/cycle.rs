@@ -155,11 +155,18 @@ impl Cleaner {
             .spawn(move || {
                 let mut ctx = ctx;
                 let mut wait = IDLE_TICK;
+                let mut refreshing = false;
                 loop {
                     let job = match job_rx.recv_timeout(wait) {
                         Ok(job) => job,
                         Err(RecvTimeoutError::Timeout) => {
-                            wait = refresh_index(&ctx, &mut index);
+                            let walked;
+                            (wait, walked) = refresh_index(&ctx, &mut index);
+                            if refreshing && !walked {
+                                // The index filled: its walks' garbage goes back.
+                                super::memory::give_back();
+                            }
+                            refreshing = walked;
                             continue;
                         }
                         Err(RecvTimeoutError::Disconnected) => break,
@@ -191,8 +198,13 @@ impl Cleaner {
                             None
                         }
                     };
+                    let cycled = done.is_some();
                     if report_tx.send(Report::Done(done)).is_err() {
                         break;
+                    }
+                    if cycled {
+                        // A cycle's surveys and plans are garbage now.
+                        super::memory::give_back();
                     }
                 }
             })?;
@@ -244,14 +256,15 @@ impl Cleaner {
 /// Applies the retention rules `due` picks (over the dirs on filesystem `dev` when given); each
 /// action is reported like a cycle's. Returns how many actions ran, or the audit failure that
 /// stopped it.
-/// One step of the index's background refresh; returns how long to wait before the next.
-fn refresh_index(ctx: &Context, index: &mut Index) -> Duration {
+/// One step of the index's background refresh; returns how long to wait before the next, and
+/// whether it walked anything.
+fn refresh_index(ctx: &Context, index: &mut Index) -> (Duration, bool) {
     if ctx.cancel.load(Ordering::Relaxed) {
-        return IDLE_TICK;
+        return (IDLE_TICK, false);
     }
     match index.refresh_one(&ctx.config.workspaces, &ctx.rules) {
-        Some(cpu) => survey::index::pause_after(cpu),
-        None => IDLE_TICK,
+        Some(cpu) => (survey::index::pause_after(cpu), true),
+        None => (IDLE_TICK, false),
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod cycle;
 pub mod forecast;
 mod guard;
+mod memory;
 pub mod notify;
 mod plan;
 mod projects;
@@ -406,7 +407,7 @@ impl Guardian {
         self.publish_state();
         if self.trims_left > 0 {
             self.trims_left -= 1;
-            give_back_memory();
+            memory::give_back();
         }
     }
 
@@ -658,16 +659,6 @@ impl Guardian {
 
 /// Polls after start-up (and after the project set changed) that give freed heap back.
 const TRIM_POLLS: u32 = 6;
-
-/// Returns the heap's free memory to the OS (glibc keeps what start-up freed — BTF parsing, the
-/// baseline walk — in its arenas otherwise). A few milliseconds at most; elsewhere a no-op.
-fn give_back_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own arenas; it takes no pointer.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
 
 /// Whether a cycle that ended short of its target makes its filesystem wait
 /// `RETRY_AFTER_NOTHING_LEFT` for the next one: only when it found nothing left to delete (or

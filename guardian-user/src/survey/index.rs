@@ -18,6 +18,7 @@
 use super::ProjectSurvey;
 use crate::config::{CompiledRule, Workspace};
 use crate::fsys::{self, EntryStat};
+use crate::scan::{RuleMatch, Usage};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -108,10 +109,54 @@ impl RootStamp {
     }
 }
 
+/// What a served entry keeps of its survey: the rest (its path, its entry's stat) is the
+/// table's key and the lookup's own stat. Boxed: the table holds 10,000s of entries, most of
+/// them small.
+struct Kept {
+    identity: (u64, u64),
+    usage: Usage,
+    freeable: Usage,
+    is_dir: bool,
+    protected_name: bool,
+    contains_keep: bool,
+    matches: Box<[RuleMatch]>,
+}
+
+impl Kept {
+    fn of(survey: &ProjectSurvey) -> Kept {
+        Kept {
+            identity: survey.identity,
+            usage: survey.usage,
+            freeable: survey.freeable,
+            is_dir: survey.is_dir,
+            protected_name: survey.protected_name,
+            contains_keep: survey.contains_keep,
+            matches: survey.matches.clone().into_boxed_slice(),
+        }
+    }
+
+    /// The survey of the project at `path`, whose entry is `root` now.
+    fn survey(&self, path: &Path, root: &EntryStat) -> ProjectSurvey {
+        ProjectSurvey {
+            path: path.to_path_buf(),
+            identity: self.identity,
+            usage: self.usage,
+            freeable: self.freeable,
+            is_dir: self.is_dir,
+            protected_name: self.protected_name,
+            contains_keep: self.contains_keep,
+            matches: self.matches.to_vec(),
+            root: Some(*root),
+            complete: true,
+            cached: false,
+        }
+    }
+}
+
 struct Entry {
     /// `None` for a project walked but never served (see [`Index::store`]): the refresh does not
     /// walk it again until it is written.
-    survey: Option<ProjectSurvey>,
+    kept: Option<Box<Kept>>,
     root: RootStamp,
     /// The sync count when the walk that measured it began.
     walked_at: u64,
@@ -120,7 +165,8 @@ struct Entry {
 /// The index itself, owned by the cleanup thread.
 pub struct Index {
     pending: Arc<Pending>,
-    entries: HashMap<PathBuf, Entry>,
+    /// Keyed by the project's path, boxed (no spare capacity).
+    entries: HashMap<Box<Path>, Entry>,
     /// The sync count at which each project was last reported written.
     written_at: HashMap<PathBuf, u64>,
     /// Entries walked before this sync count are stale (writes may have been missed).
@@ -219,15 +265,15 @@ impl Index {
             return None;
         }
         let entry = self.entries.get(path)?;
-        let survey = entry.survey.as_ref()?;
+        let kept = entry.kept.as_ref()?;
         if !self.fresh(path, entry) || entry.root != RootStamp::of(st) {
             return None;
         }
-        let unchanged = survey.matches.iter().all(|m| {
+        let unchanged = kept.matches.iter().all(|m| {
             m.rel_path.as_os_str().is_empty()
                 || fsys::identity_of(&path.join(&m.rel_path)).is_ok_and(|id| id == m.identity)
         });
-        unchanged.then(|| survey.clone())
+        unchanged.then(|| kept.survey(path, st))
     }
 
     /// Keeps a project walked under `ticket` (from [`sync`](Index::sync) before the walk began),
@@ -252,9 +298,9 @@ impl Index {
             self.matches += survey.matches.len();
         }
         self.entries.insert(
-            survey.path.clone(),
+            survey.path.clone().into_boxed_path(),
             Entry {
-                survey: servable.then(|| survey.clone()),
+                kept: servable.then(|| Box::new(Kept::of(survey))),
                 root: RootStamp::of(&root),
                 walked_at: ticket,
             },
@@ -263,7 +309,7 @@ impl Index {
 
     fn remove(&mut self, path: &Path) {
         if let Some(old) = self.entries.remove(path) {
-            let n = old.survey.map_or(0, |s| s.matches.len());
+            let n = old.kept.map_or(0, |k| k.matches.len());
             self.matches = self.matches.saturating_sub(n);
         }
     }
@@ -273,8 +319,8 @@ impl Index {
         let gone: Vec<PathBuf> = self
             .entries
             .keys()
-            .filter(|p| p.parent() == Some(workspace) && !alive.contains(*p))
-            .cloned()
+            .filter(|p| p.parent() == Some(workspace) && !alive.contains(&***p))
+            .map(|p| p.to_path_buf())
             .collect();
         for p in gone {
             self.remove(&p);
@@ -309,7 +355,7 @@ impl Index {
                 let path = entry.path();
                 let fresh = self
                     .entries
-                    .get(&path)
+                    .get(path.as_path())
                     .is_some_and(|e| self.fresh(&path, e));
                 if !fresh && todo.len() < REFRESH_BATCH {
                     todo.push(entry.file_name());

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod row;
 pub mod service;
 pub mod sessions;
+mod state_file;
 pub mod sweep;
 pub mod watch;
 
@@ -31,7 +32,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Guardian's task status file in `state_dir`.
+/// Guardian's task status file in the runtime dir (`DaemonConfig::runtime_dir`).
 pub const TASKS_STATE_FILE: &str = "tasks.json";
 
 /// Stop flags a long call watches (the daemon's shutdown flag, a service's own stop flag):

@@ -8,16 +8,16 @@
 //! sweep between deletions).
 
 use super::completion;
-use super::ghosts::{self, GhostReport};
+use super::ghosts;
 use super::protection::{RunningProtection, TaskSnapshot, FRESH_WAIT};
 use super::sessions::{Level, UsageView};
+use super::state_file::{TasksState, TasksStateFile};
 use super::sweep::{self, Inputs, SweepResult};
-use super::{clock, Cancel, Recorder, TASKS_STATE_FILE};
+use super::{clock, Cancel, Recorder};
 use crate::cleanup::{AuditLog, AuditRecord, Executor, ExtraProtection};
 use crate::config::Config;
 use crate::textpath;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -74,19 +74,6 @@ impl WriteLog {
             .get(project)
             .copied()
     }
-}
-
-/// `tasks.json` in `state_dir`.
-#[derive(Debug, Default, Serialize)]
-struct TasksState {
-    updated: String,
-    node: String,
-    task_state_unknown: Option<String>,
-    usage: Vec<UsageView>,
-    last_sweep: Option<String>,
-    #[serde(with = "crate::textpath::list")]
-    last_sweep_deleted: Vec<PathBuf>,
-    last_ghosts: Option<GhostReport>,
 }
 
 enum Job {
@@ -289,6 +276,7 @@ impl TaskService {
                 node: self.config.tasks.node_name(),
                 ..Default::default()
             },
+            file: TasksStateFile::new(&self.config.daemon.runtime_dir()),
         };
         let thread = std::thread::Builder::new()
             .name("task-worker".into())
@@ -346,6 +334,8 @@ struct Worker {
     sweep_problems: Vec<String>,
     ghost_problems: Vec<String>,
     state: TasksState,
+    /// `tasks.json` in the runtime dir.
+    file: TasksStateFile,
 }
 
 impl Worker {
@@ -460,18 +450,13 @@ impl Worker {
         Ok(retry)
     }
 
+    /// Writes `tasks.json` when its content changed (see [`super::state_file`]).
     fn write_state(&mut self) {
-        self.state.updated = crate::cleanup::audit::timestamp(SystemTime::now());
-        let dir = &self.config.daemon.state_dir;
-        let write = || -> io::Result<()> {
-            let own = crate::fsys::files::OwnDir::open(dir, true).map_err(io::Error::other)?;
-            let text = serde_json::to_vec_pretty(&self.state).map_err(io::Error::other)?;
-            own.replace(TASKS_STATE_FILE, &text)
-        };
-        if let Err(e) = write() {
+        let now = crate::cleanup::audit::timestamp(SystemTime::now());
+        if let Err(e) = self.file.write(&mut self.state, &now) {
             crate::warn_quiet!(
                 "tasks-json",
-                dir = %textpath::shown(dir),
+                dir = %textpath::shown(self.file.dir()),
                 error = %e,
                 "cannot write tasks.json"
             );

@@ -1,6 +1,8 @@
 //! Reading the probe's counters on each drain, with a cost bounded by what changed: the per-CPU
 //! `MOVED` log says which project counters the probe touched, so only those are read (every
-//! counter is read again every [`FULL_SWEEP`] and whenever a CPU's log overflowed); the write
+//! counter is read again whenever a CPU's log overflowed, and at most every [`FULL_SWEEP`] while
+//! the log moved since the last such read — an idle probe costs nothing that grows with the
+//! projects, see [`sweep_due`]); the write
 //! slots are one read; the per-(cgroup, project) map is pruned of vanished projects' entries and
 //! of entries idle for [`PRUNE_IDLE`], so it neither fills nor costs more each drain. What the
 //! probe could not store (a full per-cgroup map) becomes a problem, not a silent loss. Bytes
@@ -19,7 +21,8 @@ use guardian_common::{
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// Every project counter is read at least this often (a safety net under the `MOVED` log).
+/// Every project counter is read at least this often while the probe moved bytes (a safety net
+/// under the `MOVED` log).
 const FULL_SWEEP: Duration = Duration::from_secs(30);
 /// A per-cgroup entry that did not change for this long is removed from the kernel map.
 const PRUNE_IDLE: Duration = Duration::from_secs(300);
@@ -46,7 +49,8 @@ pub(super) struct Counts {
     freed_reported: Vec<u64>,
     /// Each CPU's `MovedLog::count` as last read.
     moved_seen: Vec<u64>,
-    last_sweep: Option<Instant>,
+    /// When every counter was last read, and each CPU's `MovedLog::count` then.
+    last_sweep: Option<(Instant, Vec<u64>)>,
     cgroups: HashMap<(u64, u32), CgroupSeen>,
     /// `COUNTERS` summed over CPUs as last read.
     counters: ProbeCounters,
@@ -118,6 +122,23 @@ pub(super) fn touched(logs: &[MovedLog], seen: &mut Vec<u64>) -> Touched {
     }
 }
 
+/// Whether every counter should be read now: first, then every [`FULL_SWEEP`] — but only when
+/// some CPU's log moved since the last full read. A counter changes only after its index was
+/// logged (a move to the index logged last is not logged again, and that entry is read at every
+/// drain): a log that did not move since a full read means no counter moved that the drains do
+/// not read, so the sweep would find nothing. An idle node reads no counter but the last ones.
+pub(super) fn sweep_due(
+    last: Option<&(Instant, Vec<u64>)>,
+    logs: &[MovedLog],
+    now: Instant,
+) -> bool {
+    let Some((at, counts)) = last else {
+        return true;
+    };
+    let moved = counts.len() != logs.len() || logs.iter().zip(counts).any(|(l, c)| l.count != *c);
+    moved && now.saturating_duration_since(*at) >= FULL_SWEEP
+}
+
 fn map_err(what: &'static str) -> impl Fn(MapError) -> SourceError {
     move |e| failed(format!("{what}: {e}"))
 }
@@ -154,7 +175,7 @@ impl EbpfSource {
                 let key = InodeKey::new(user_dev_to_kernel(dir.dev), dir.ino);
                 if let Err(e) = projects.insert(key, *index, 0) {
                     refused.push((
-                        dir.id,
+                        dir.clone(),
                         format!(
                             "ebpf: cannot register project {}: {e}",
                             crate::textpath::shown(&dir.path)
@@ -165,7 +186,7 @@ impl EbpfSource {
         }
         let unassigned: Vec<(u32, u32)> = refused
             .iter()
-            .filter_map(|(id, _)| self.index.unassign(*id).map(|(i, _, g)| (i, g)))
+            .filter_map(|(dir, _)| self.index.unassign(dir).map(|(i, _, g)| (i, g)))
             .collect();
         self.set_gens(unassigned.into_iter())?;
         let freed: HashSet<u32> = changes.freed.iter().map(|(i, _, _)| *i).collect();
@@ -259,16 +280,12 @@ impl EbpfSource {
                 .collect()
         };
         let mut touched = touched(&logs, &mut self.counts.moved_seen);
-        if self
-            .counts
-            .last_sweep
-            .is_none_or(|t| now.saturating_duration_since(t) >= FULL_SWEEP)
-        {
+        if sweep_due(self.counts.last_sweep.as_ref(), &logs, now) {
             touched = Touched::All;
         }
         let indices: Vec<u32> = match touched {
             Touched::All => {
-                self.counts.last_sweep = Some(now);
+                self.counts.last_sweep = Some((now, logs.iter().map(|l| l.count).collect()));
                 self.index.indices().collect()
             }
             Touched::Some(set) => set
@@ -525,5 +542,27 @@ mod tests {
         // A CPU whose log wrapped: everything.
         let wrapped = [log(2 + MOVED_RING as u64 + 1, &[]), log(1, &[(0, 9)])];
         assert_eq!(touched(&wrapped, &mut seen), Touched::All);
+    }
+
+    #[test]
+    fn the_safety_sweep_runs_only_after_the_log_moved_never_while_idle() {
+        let t0 = Instant::now();
+        let logs = [log(4, &[]), log(7, &[])];
+        assert!(
+            sweep_due(None, &logs, t0),
+            "the first drain reads everything"
+        );
+        let last = (t0, vec![4, 7]);
+        // Idle: the logs did not move since the full read, however long ago it was.
+        for later in [FULL_SWEEP, FULL_SWEEP * 100] {
+            assert!(!sweep_due(Some(&last), &logs, t0 + later));
+        }
+        // One CPU logged a move: the next full read comes FULL_SWEEP after the last one.
+        let moved = [log(4, &[]), log(8, &[])];
+        assert!(!sweep_due(Some(&last), &moved, t0 + FULL_SWEEP / 2));
+        assert!(sweep_due(Some(&last), &moved, t0 + FULL_SWEEP));
+        // A CPU more (hot-plugged): everything once.
+        let more = [log(4, &[]), log(7, &[]), log(0, &[])];
+        assert!(sweep_due(Some(&last), &more, t0 + FULL_SWEEP));
     }
 }

@@ -9,11 +9,30 @@
 use crate::sources::ProjectDir;
 use std::collections::{BTreeSet, HashMap};
 
+/// A project as registered in the probe's `PROJECTS` map: its id and its dir's (dev, ino) —
+/// no path (the table holds up to 8,191 of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Registered {
+    pub(crate) id: u32,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+}
+
+impl Registered {
+    fn of(dir: &ProjectDir) -> Registered {
+        Registered {
+            id: dir.id,
+            dev: dir.dev,
+            ino: dir.ino,
+        }
+    }
+}
+
 /// What the kernel maps need after an update.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Changes {
     /// Indices given up: (index, the project that had it, its new generation).
-    pub(crate) freed: Vec<(u32, ProjectDir, u32)>,
+    pub(crate) freed: Vec<(u32, Registered, u32)>,
     /// Indices given to projects: (index, project, its new generation).
     pub(crate) assigned: Vec<(u32, ProjectDir, u32)>,
 }
@@ -26,10 +45,10 @@ impl Changes {
 
 #[derive(Debug)]
 pub(crate) struct IndexTable {
-    /// Project id → (index, the project as registered).
-    by_id: HashMap<u32, (u32, ProjectDir)>,
-    /// Index → project id.
-    owner: HashMap<u32, u32>,
+    /// Project id → its index.
+    by_id: HashMap<u32, u32>,
+    /// Per index, the project registered there (`slots[0]` unused).
+    slots: Vec<Option<Registered>>,
     /// Generation per index (`gens[0]` unused).
     gens: Vec<u32>,
     /// Indices ready for a new project, smallest first.
@@ -45,7 +64,7 @@ impl IndexTable {
     pub(crate) fn new(capacity: u32) -> IndexTable {
         IndexTable {
             by_id: HashMap::new(),
-            owner: HashMap::new(),
+            slots: vec![None; capacity as usize],
             gens: vec![0; capacity as usize],
             free: (1..capacity).collect(),
             quarantine: Vec::new(),
@@ -61,7 +80,10 @@ impl IndexTable {
         let mut gone: Vec<u32> = self
             .by_id
             .iter()
-            .filter(|(id, (_, dir))| wanted.get(id).is_none_or(|w| *w != dir))
+            .filter(|(id, index)| {
+                let now = wanted.get(id).map(|w| Registered::of(w));
+                now.is_none() || now != self.registered(**index)
+            })
             .map(|(id, _)| *id)
             .collect();
         gone.sort_unstable();
@@ -75,15 +97,21 @@ impl IndexTable {
             .filter(|p| !self.by_id.contains_key(&p.id))
             .cloned()
             .collect();
+        self.waiting.shrink_to_fit();
         changes.assigned = self.assign_waiting();
+        self.by_id.shrink_to_fit();
         changes
+    }
+
+    fn registered(&self, index: u32) -> Option<Registered> {
+        self.slots.get(index as usize).copied().flatten()
     }
 
     /// Gives up the index of project `id` (into quarantine); returns (index, project, new
     /// generation).
-    pub(crate) fn release(&mut self, id: u32) -> Option<(u32, ProjectDir, u32)> {
-        let (index, dir) = self.by_id.remove(&id)?;
-        self.owner.remove(&index);
+    pub(crate) fn release(&mut self, id: u32) -> Option<(u32, Registered, u32)> {
+        let index = self.by_id.remove(&id)?;
+        let dir = self.slots.get_mut(index as usize)?.take()?;
         let gen = self.gens.get_mut(index as usize)?;
         *gen = gen.wrapping_add(1);
         self.quarantine.push(index);
@@ -91,9 +119,9 @@ impl IndexTable {
     }
 
     /// A project whose registration failed goes back to waiting.
-    pub(crate) fn unassign(&mut self, id: u32) -> Option<(u32, ProjectDir, u32)> {
-        let released = self.release(id)?;
-        self.waiting.push(released.1.clone());
+    pub(crate) fn unassign(&mut self, dir: &ProjectDir) -> Option<(u32, Registered, u32)> {
+        let released = self.release(dir.id)?;
+        self.waiting.push(dir.clone());
         Some(released)
     }
 
@@ -102,15 +130,26 @@ impl IndexTable {
         let mut still = Vec::new();
         for dir in std::mem::take(&mut self.waiting) {
             let next = self.free.pop_first();
-            match next.and_then(|index| Some((index, self.gens.get_mut(index as usize)?))) {
-                Some((index, gen)) => {
+            let slot = next.and_then(|index| {
+                let gen = self.gens.get_mut(index as usize)?;
+                let slot = self.slots.get_mut(index as usize)?;
+                Some((index, gen, slot))
+            });
+            match slot {
+                Some((index, gen, slot)) => {
                     *gen = gen.wrapping_add(1);
+                    *slot = Some(Registered::of(&dir));
                     let gen = *gen;
-                    self.by_id.insert(dir.id, (index, dir.clone()));
-                    self.owner.insert(index, dir.id);
+                    self.by_id.insert(dir.id, index);
                     assigned.push((index, dir, gen));
                 }
-                None => still.push(dir),
+                None => {
+                    // No index (or one beyond the table, which cannot be): back where it was.
+                    if let Some(index) = next {
+                        self.free.insert(index);
+                    }
+                    still.push(dir);
+                }
             }
         }
         self.waiting = still;
@@ -132,7 +171,7 @@ impl IndexTable {
 
     /// The project id counting into `index`.
     pub(crate) fn owner(&self, index: u32) -> Option<u32> {
-        self.owner.get(&index).copied()
+        self.registered(index).map(|r| r.id)
     }
 
     /// The generation of `index`.
@@ -142,7 +181,7 @@ impl IndexTable {
 
     /// Every index in use.
     pub(crate) fn indices(&self) -> impl Iterator<Item = u32> + '_ {
-        self.owner.keys().copied()
+        self.by_id.values().copied()
     }
 
     /// Projects without an index (beyond the table).
@@ -179,7 +218,7 @@ mod tests {
         // b vanishes, c and d come: c gets 3, d waits (2 is in quarantine).
         let c = t.update(&[dir(10, "a"), dir(12, "c"), dir(13, "d")]);
         assert_eq!(c.freed.len(), 1);
-        let (index, gone, gen) = c.freed[0].clone();
+        let (index, gone, gen) = c.freed[0];
         assert_eq!(
             (index, gone.id, gen),
             (2, 11, 2),
