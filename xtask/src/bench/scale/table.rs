@@ -291,7 +291,7 @@ fn spread(ms: &[f64]) -> String {
     if ms.is_empty() {
         return "—".into();
     }
-    let (lo, hi) = super::super::report::min_max(ms);
+    let (lo, hi) = crate::bench::report::min_max(ms);
     if ms.len() == 1 {
         format!("{:.0} ms", ms[0])
     } else {
