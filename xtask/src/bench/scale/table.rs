@@ -28,8 +28,13 @@ impl ScaleReport {
 
     fn goals(&self) -> Vec<Goal> {
         let mut goals = Vec::new();
-        let mut sources: Vec<&str> = self.rows.iter().map(|r| r.source.as_str()).collect();
-        sources.dedup();
+        // Each source once, in the order measured (rows go size by size).
+        let mut sources: Vec<&str> = Vec::new();
+        for r in &self.rows {
+            if !sources.contains(&r.source.as_str()) {
+                sources.push(&r.source);
+            }
+        }
         for source in &sources {
             let mut ext4: Vec<(Size, f64)> = self
                 .rows
