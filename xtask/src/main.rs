@@ -34,7 +34,9 @@ enum Task {
     /// generated trees (release build, warm cache; needs root for the loop-mounted ext4
     /// scratch filesystem, falls back to a directory on the root filesystem), what each write
     /// source costs a `dd` workload, and the reaction to a threshold crossing (root, tmpfs,
-    /// eBPF). `--only scan,delete,sources,reaction` picks sections.
+    /// eBPF), and how reaction and idle cost scale with the workspace (`scale`: 10k–5M entries on
+    /// loop ext4 images cached in /var/tmp/guardian-bench/scale). `--only
+    /// scan,delete,sources,reaction,serve,idle,scale` picks sections.
     Bench(bench::BenchArgs),
     /// The measuring half of `bench`, run by it from a release build of xtask.
     #[command(hide = true)]

@@ -176,6 +176,9 @@ pub struct Index {
     matches: usize,
     /// Something may need a refresh (writes arrived, or the index is not known to be complete).
     dirty: bool,
+    /// The refresh found the index complete since the start or the last [`clear`](Index::clear)
+    /// (logged once then: `survey index warm`).
+    warm: bool,
 }
 
 impl Index {
@@ -189,6 +192,7 @@ impl Index {
             trusted: false,
             matches: 0,
             dirty: true,
+            warm: false,
         }
     }
 
@@ -232,6 +236,7 @@ impl Index {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.matches = 0;
+        self.warm = false;
         self.forget_writes();
     }
 
@@ -373,6 +378,16 @@ impl Index {
             }
         }
         self.dirty = false;
+        if !self.warm {
+            // Once per start and reload, not per refresh: `cargo xtask bench --only scale`
+            // waits for it before a crossing.
+            self.warm = true;
+            tracing::info!(
+                projects = self.entries.len(),
+                matches = self.matches,
+                "survey index warm"
+            );
+        }
         None
     }
 }

@@ -97,10 +97,22 @@ impl Daemon {
 
     /// [`start`](Daemon::start) with `extra` TOML appended to the config (e.g. a `[serve]`).
     pub fn start_with(guardian: &Path, config: &DaemonConfig<'_>, extra: &str) -> Result<Daemon> {
+        Daemon::start_toml(guardian, config, &(config.toml() + extra), READY_TIMEOUT)
+    }
+
+    /// [`start`](Daemon::start) with the whole config text `toml` (made from `config`, which
+    /// names the state dir and the source) and a longer wait for the daemon to become ready
+    /// (a large tree's baseline walk).
+    pub fn start_toml(
+        guardian: &Path,
+        config: &DaemonConfig<'_>,
+        toml: &str,
+        ready_timeout: Duration,
+    ) -> Result<Daemon> {
         let _ = std::fs::remove_dir_all(config.state);
         std::fs::create_dir_all(config.state)?;
         let config_path = config.state.join("guardian.toml");
-        std::fs::write(&config_path, config.toml() + extra)?;
+        std::fs::write(&config_path, toml)?;
         let log = config.state.join("daemon.log");
         let log_file = std::fs::File::create(&log)?;
         let child = Command::new(guardian)
@@ -127,9 +139,9 @@ impl Daemon {
                     daemon.log_tail()
                 );
             }
-            if start.elapsed() > READY_TIMEOUT {
+            if start.elapsed() > ready_timeout {
                 bail!(
-                    "guardian run not ready after {READY_TIMEOUT:?}: {}",
+                    "guardian run not ready after {ready_timeout:?}: {}",
                     daemon.log_tail()
                 );
             }

@@ -158,7 +158,7 @@ fn proc_io(pid: u32) -> Result<(u64, u64)> {
 }
 
 /// `VmRSS` and `VmHWM` of `/proc/PID/status`, KiB.
-fn proc_memory(pid: u32) -> Result<(u64, u64)> {
+pub(super) fn proc_memory(pid: u32) -> Result<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> Result<u64> {
         text.lines()

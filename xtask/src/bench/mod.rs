@@ -14,6 +14,7 @@ mod daemon;
 mod idle;
 mod reaction;
 pub(crate) mod report;
+mod scale;
 mod scratch;
 mod serve;
 mod sources;
@@ -40,6 +41,8 @@ const DEFAULT_DD_MIB: u64 = 2048;
 const DEFAULT_SOURCES_RUNS: u32 = 7;
 const DEFAULT_REACTION_TRIALS: u32 = 20;
 const DEFAULT_IDLE_SECONDS: u64 = 30;
+const DEFAULT_SCALE_TRIALS: u32 = 3;
+const DEFAULT_SCALE_IDLE_SECONDS: u64 = 30;
 const SCAN_SEED: u64 = 0x6775_6172_6469_616e;
 const DELETE_SEED: u64 = 0x726d_2d72_6620_7673;
 /// Goals from the issue: scan at most 0.7× du's wall time, deletion no slower than rm -rf.
@@ -61,16 +64,20 @@ pub enum Section {
     Serve,
     /// What an idle daemon costs (write syscalls, bytes to storage, CPU, RSS) per source.
     Idle,
+    /// Crossing → first action, cycle time, idle CPU and RSS per source on workspaces of 10k to
+    /// 5M entries (ext4 images built once in /var/tmp/guardian-bench/scale and reused).
+    Scale,
 }
 
 impl Section {
-    const ALL: [Section; 6] = [
+    const ALL: [Section; 7] = [
         Section::Scan,
         Section::Delete,
         Section::Sources,
         Section::Reaction,
         Section::Serve,
         Section::Idle,
+        Section::Scale,
     ];
 
     fn name(self) -> &'static str {
@@ -81,6 +88,7 @@ impl Section {
             Section::Reaction => "reaction",
             Section::Serve => "serve",
             Section::Idle => "idle",
+            Section::Scale => "scale",
         }
     }
 }
@@ -122,6 +130,23 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = DEFAULT_IDLE_SECONDS,
           value_parser = clap::value_parser!(u64).range(5..))]
     pub idle_seconds: u64,
+    /// Workspace sizes of the scale section (entries; `k`/`M` suffixes; `@tmpfs` for a fresh
+    /// tmpfs instead of a cached loop ext4 image), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = scale::DEFAULT_SIZES,
+          value_parser = scale::parse_size)]
+    pub scale_sizes: Vec<scale::Size>,
+    /// Write sources of the scale section, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "ebpf,fanotify,inotify",
+          value_parser = clap::builder::PossibleValuesParser::new(scale::SOURCES))]
+    pub scale_sources: Vec<String>,
+    /// Crossings per size and source in the scale section.
+    #[arg(long, default_value_t = DEFAULT_SCALE_TRIALS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub scale_trials: u32,
+    /// Seconds each daemon of the scale section is watched idle (once its index is warm).
+    #[arg(long, default_value_t = DEFAULT_SCALE_IDLE_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub scale_idle_seconds: u64,
     /// Rewrite the sections that ran in docs/benchmarks.md with the results.
     #[arg(long)]
     pub write_doc: bool,
@@ -150,6 +175,14 @@ impl BenchArgs {
         })
     }
 
+    fn scale_sizes_list(&self) -> String {
+        self.scale_sizes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     fn to_cli(&self) -> Vec<String> {
         let mut v = Vec::new();
         if let Some(only) = self.only_list() {
@@ -170,6 +203,14 @@ impl BenchArgs {
             self.reaction_trials.to_string(),
             "--idle-seconds".into(),
             self.idle_seconds.to_string(),
+            "--scale-sizes".into(),
+            self.scale_sizes_list(),
+            "--scale-sources".into(),
+            self.scale_sources.join(","),
+            "--scale-trials".into(),
+            self.scale_trials.to_string(),
+            "--scale-idle-seconds".into(),
+            self.scale_idle_seconds.to_string(),
         ]);
         if self.sources_ext4 {
             v.push("--sources-ext4".into());
@@ -209,6 +250,18 @@ impl BenchArgs {
         }
         if self.idle_seconds != DEFAULT_IDLE_SECONDS {
             s += &format!(" --idle-seconds {}", self.idle_seconds);
+        }
+        if self.scale_sizes_list() != scale::DEFAULT_SIZES {
+            s += &format!(" --scale-sizes {}", self.scale_sizes_list());
+        }
+        if self.scale_sources != scale::SOURCES {
+            s += &format!(" --scale-sources {}", self.scale_sources.join(","));
+        }
+        if self.scale_trials != DEFAULT_SCALE_TRIALS {
+            s += &format!(" --scale-trials {}", self.scale_trials);
+        }
+        if self.scale_idle_seconds != DEFAULT_SCALE_IDLE_SECONDS {
+            s += &format!(" --scale-idle-seconds {}", self.scale_idle_seconds);
         }
         if self.write_doc {
             s += " --write-doc";
@@ -387,6 +440,20 @@ pub fn run_inner(args: &BenchArgs, guardian_bin: &Path) -> Result<ExitCode> {
         idle.print();
         write("idle", idle.markdown(&machine, &run))?;
         verdicts.push(("idle", idle.verdict()));
+    }
+    if args.runs_section(Section::Scale) {
+        let params = scale::Params {
+            sizes: args.scale_sizes.clone(),
+            sources: args.scale_sources.clone(),
+            trials: args.scale_trials,
+            idle_seconds: args.scale_idle_seconds,
+        };
+        let scale = scale::run(&params, guardian_bin, &cancel)?;
+        scale.print();
+        write("scale", scale.markdown(&machine, &run))?;
+        verdicts.push(("scale", scale.verdict()));
+        // A daemon that could not be measured fails the run (a missed goal does not).
+        invalid |= scale.incomplete();
     }
 
     println!(

@@ -112,7 +112,7 @@ impl Drop for Scratch {
 }
 
 /// Unmounts `path`, retrying for 2 s while it is busy, then detaching it lazily.
-fn unmount_retrying(path: &Path) {
+pub(super) fn unmount_retrying(path: &Path) {
     for _ in 0..20 {
         match rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty()) {
             Ok(()) => return,
@@ -192,7 +192,7 @@ impl Drop for Tmpfs {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(super) fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
