@@ -5,6 +5,9 @@
 //! kernel queue (`worker.rs`).
 
 mod change;
+mod entries;
+mod links;
+mod names;
 mod projects;
 mod rewalk;
 mod tree;
@@ -15,3 +18,6 @@ pub(crate) use change::Change;
 pub(crate) use tree::{key_of, At, Hooks, Key, NoHooks, Tree};
 pub(crate) use worker::{Backend, TICK};
 pub use worker::{Worker, FORCE_WORKER_FAILURE_ENV};
+
+#[cfg(test)]
+mod tests;
