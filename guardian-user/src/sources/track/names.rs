@@ -12,6 +12,15 @@ use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::io;
 
+/// The names in the directory open as `at`; an `O_PATH` handle (what fanotify's file handles
+/// open) cannot be read, so the directory itself is opened through it then.
+fn listing(at: At<'_>) -> io::Result<Vec<fsys::Listed>> {
+    match fsys::list_dir(at.fd) {
+        Ok(listed) => Ok(listed),
+        Err(_) => fsys::list_dir(fsys::open_child_dir(at.fd, c".")?),
+    }
+}
+
 /// Directories of at most this many entries are listed when a name's hash does not say for
 /// sure which file it held; larger ones trust a single match (see `reconcile_file`).
 const LISTED_TO_BE_SURE: usize = 1024;
@@ -122,7 +131,7 @@ impl Tree {
         let Some(project) = self.project_of(dir) else {
             return;
         };
-        let Ok(listed) = fsys::list_dir(at.fd) else {
+        let Ok(listed) = listing(at) else {
             self.lost(dir);
             return;
         };
@@ -167,7 +176,7 @@ impl Tree {
             .filter(|d| d.parent == Some(dir))
             .map(|d| d.name.clone())
             .collect();
-        let Ok(listed) = fsys::list_dir(at.fd) else {
+        let Ok(listed) = listing(at) else {
             self.lost(dir);
             return;
         };

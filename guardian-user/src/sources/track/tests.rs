@@ -398,3 +398,35 @@ fn hard_links_are_counted_once_through_every_name() {
     let (_fd, key, _) = open(&a);
     assert!(fresh.has_dir(key));
 }
+
+/// fanotify hands the table directories opened from file handles with `O_PATH`, which cannot
+/// be listed: a deletion in a small directory (re-read from a listing) must still be resolved
+/// there and then, not by a re-walk of the whole project.
+#[test]
+fn a_deletion_seen_through_a_path_handle_is_resolved_without_a_rewalk() {
+    let base = tempdir();
+    let a = base.path().join("A");
+    fs::create_dir_all(a.join("d")).unwrap();
+    for f in 0..5 {
+        fs::write(a.join(format!("d/f{f}")), vec![0u8; 100]).unwrap();
+    }
+    let mut tree = Tree::default();
+    tree.set_projects(&[project(1, &a)], &mut NoHooks);
+    assert_eq!(tree.total(1), 500);
+    fs::remove_file(a.join("d/f3")).unwrap();
+    let handle = rustix::fs::open(
+        a.join("d"),
+        fsys::handle_flags() | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let st = fsys::stat_fd(&handle).unwrap();
+    let at = At {
+        fd: handle.as_fd(),
+        mnt: st.mnt_id,
+    };
+    assert!(tree.reconcile(key_of(&st), at, c"f3", deleted(), &mut NoHooks));
+    tree.finalize(&mut NoHooks);
+    assert_eq!(tree.total(1), 400);
+    assert!(!tree.walks_pending(), "the deletion asked for a re-walk");
+}
