@@ -1,10 +1,16 @@
 //! What the fanotify and inotify sources share: the size table that mirrors the project trees
-//! (`tree.rs`, with its project set in `projects.rs` and the event summary it decides by in
+//! (`tree.rs`: per directory a packed list of 16-byte entries in `entries.rs`, no name or map
+//! entry per file; hard links counted once in `links.rs`; one changed name re-read in
+//! `names.rs`; its project set in `projects.rs` and the event summary it decides by in
 //! `change.rs`), walking directories into it (`walk.rs`), the schedule of re-walks that repairs
 //! lost events and drift at a CPU budget (`rewalk.rs`), and the worker thread that owns the
 //! kernel queue (`worker.rs`).
 
 mod change;
+mod cost;
+mod entries;
+mod links;
+mod names;
 mod projects;
 mod rewalk;
 mod tree;
@@ -15,3 +21,6 @@ pub(crate) use change::Change;
 pub(crate) use tree::{key_of, At, Hooks, Key, NoHooks, Tree};
 pub(crate) use worker::{Backend, TICK};
 pub use worker::{Worker, FORCE_WORKER_FAILURE_ENV};
+
+#[cfg(test)]
+mod tests;

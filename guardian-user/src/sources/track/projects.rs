@@ -26,17 +26,13 @@ impl Tree {
                 self.drop_project(id, hooks);
             }
         }
+        let mut added = Vec::new();
         for project in projects {
             if self.roots.contains_key(&project.id) {
                 continue;
             }
             match self.add_project(project, hooks) {
-                Ok(()) => {
-                    let total = self.totals.get(&project.id).copied().unwrap_or(0);
-                    self.reported.insert(project.id, total);
-                    self.dirty.remove(&project.id);
-                    self.walks.added(project.id, Instant::now());
-                }
+                Ok(()) => added.push(project.id),
                 Err(e) => self.note(
                     "cannot-watch",
                     format!(
@@ -46,6 +42,21 @@ impl Tree {
                 ),
             }
         }
+        // Hard links among the new trees (and to the old ones) are counted once before the
+        // baselines are taken.
+        self.resolve_twins();
+        for id in added {
+            let total = self.totals.get(&id).copied().unwrap_or(0);
+            self.reported.insert(id, total);
+            self.dirty.remove(&id);
+            self.walks.added(id, Instant::now());
+        }
+        tracing::debug!(
+            projects = self.roots.len(),
+            files = self.tracked_files(),
+            heap_bytes = self.heap_bytes(),
+            "size table watched"
+        );
     }
 
     fn add_project(&mut self, project: &ProjectDir, hooks: &mut dyn Hooks) -> io::Result<()> {
@@ -93,14 +104,11 @@ impl Tree {
         };
         let project = node.project;
         if let Some(parent) = node.parent {
-            let name = node.name.clone();
-            if let Some(p) = self.dirs.get_mut(&parent) {
-                p.children.remove(&name);
-            }
+            let hash = self.name_hash(&node.name);
+            self.unlist_dir(parent, hash, key);
         }
         let before = self.totals.get(&project).copied().unwrap_or(0);
         self.drop_subtree(key, hooks);
-        self.finalize_files();
         let change = self.totals.get(&project).copied().unwrap_or(0) - before;
         *self.reported.entry(project).or_default() += change;
     }
@@ -111,7 +119,6 @@ impl Tree {
         };
         self.root_keys.remove(&root.key);
         self.drop_subtree(root.key, hooks);
-        self.finalize_files();
         self.totals.remove(&id);
         self.reported.remove(&id);
         self.dirty.remove(&id);

@@ -1,24 +1,40 @@
 //! The size table shared by the fanotify and inotify sources: a mirror of the project trees
-//! (directories with their entries, regular files with their last seen apparent size), brought
-//! in line with the disk one changed name at a time. Growth of a project is the change of the sum
-//! of its tracked sizes. Walking directories into the table (baselines, re-walks, polling) is in
-//! `walk.rs`; when to re-walk is `rewalk.rs`. The table only reads the disk.
+//! (directories with their names and packed entry lists, regular files with their last seen
+//! apparent size), brought in line with the disk one changed name at a time. Growth of a project
+//! is the change of the sum of its tracked sizes. Walking directories into the table (baselines,
+//! re-walks, polling) is in `walk.rs`; when to re-walk is `rewalk.rs`; hard links are
+//! `links.rs`. The table only reads the disk.
 //!
-//! Exactness rests on two rules. Every update re-reads the current state of one name, so
-//! repeated, reordered or stale events converge. And a directory is only taken for one already
+//! Layout (what a tracked file costs): a file is one 16-byte [`Entry`] in its directory's
+//! packed list (`entries.rs`: inode number, size in 32 bits, a 32-bit hash of its name keyed per
+//! process), plus its bit share of the hard-link filter (`links.rs`, ~1.6 bytes): about 18 bytes,
+//! no name and no map entry of its own. Directories keep their name, parent and project in a
+//! map keyed by `(st_dev, st_ino)` (~150 bytes each, their names included), and are entries of
+//! their parent's list too. A file with several tracked names or 4 GiB or more moves to the
+//! wide table (`links.rs`). [`Tree::heap_bytes`] adds it all up from the capacities.
+//!
+//! Exactness rests on three rules. Every update re-reads the current state of one name, so
+//! repeated, reordered or stale events converge. A directory is only taken for one already
 //! known when an event says it was moved there: filesystems reuse inode numbers (ext4 hands a
-//! deleted directory's number to the next `mkdir` in the same group), and a `rm -rf out; mkdir out`
-//! must not keep the deleted `out`'s files, whose own deletions could no longer be resolved.
+//! deleted directory's number to the next `mkdir` in the same group), and a `rm -rf out; mkdir
+//! out` must not keep the deleted `out`'s files, whose own deletions could no longer be
+//! resolved. And a file entry is found by its name's hash, checked against the inode the name
+//! has now: when that does not settle it (two names of a directory hashing alike, found when it
+//! is listed; a name holding another inode with no event saying the old one left), the names of
+//! the directory with that hash are listed and re-read ([`Tree::resync_hash`]). Subdirectories
+//! are found by hash and checked by name, exactly.
 
-use super::change::Change;
+use super::entries::{Entry, Slot, DIR, INLINE_MAX, WIDE};
+use super::links::{Bloom, Twin, Wide};
 use super::rewalk::Rewalks;
-use crate::fsys::{self, EntryKind, EntryStat};
+use crate::fsys::{EntryKind, EntryStat};
 use crate::scan::MAX_DEPTH;
 use crate::sources::{Note, ProjectDir, Sample};
 use rustix::fd::BorrowedFd;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
-use std::io;
+use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -27,6 +43,11 @@ pub(crate) type Key = (u64, u64);
 
 pub(crate) fn key_of(st: &EntryStat) -> Key {
     (st.dev, st.ino)
+}
+
+/// A size as a signed delta (sizes above `i64::MAX` do not exist on Linux).
+pub(super) fn signed(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
 }
 
 /// How a source learns which directories joined or left the tracked trees.
@@ -50,26 +71,14 @@ impl Hooks for NoHooks {
     fn dir_dropped(&mut self, _: Key) {}
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Child {
-    pub(super) key: Key,
-    pub(super) dir: bool,
-}
-
 pub(super) struct DirNode {
     pub(super) project: u32,
     /// `None` for a project root, or for a directory moved away whose new place is not known
     /// yet (an orphan, dropped by [`Tree::finalize`] unless adopted before).
     pub(super) parent: Option<Key>,
     pub(super) name: CString,
-    pub(super) children: HashMap<CString, Child>,
-}
-
-pub(super) struct FileNode {
-    pub(super) size: u64,
-    pub(super) project: u32,
-    /// Names of it the tree knows; 0 = orphan until adopted or finalized.
-    pub(super) links: u32,
+    /// Its files and subdirectories (see `entries.rs`).
+    pub(super) entries: super::entries::Entries,
 }
 
 pub(super) struct Root {
@@ -83,9 +92,16 @@ pub(crate) struct Tree {
     pub(super) roots: HashMap<u32, Root>,
     pub(super) root_keys: HashMap<Key, u32>,
     pub(super) dirs: HashMap<Key, DirNode>,
-    pub(super) files: HashMap<Key, FileNode>,
+    /// Files with several tracked names or too large for an entry (`links.rs`).
+    pub(super) wide: HashMap<Key, Wide>,
+    /// Inodes of the inline entries (`links.rs`).
+    pub(super) bloom: Bloom,
+    /// New names of multi-link files to match with their other names at the end of the batch.
+    pub(super) twins: Vec<Twin>,
+    /// Name hashes that two file names of a directory share: its entries with such a hash are
+    /// re-read by listing ([`Tree::resync_hash`]).
+    pub(super) collisions: HashMap<Key, Vec<u32>>,
     pub(super) orphan_dirs: Vec<Key>,
-    pub(super) orphan_files: Vec<Key>,
     /// Sum of tracked sizes per project.
     pub(super) totals: HashMap<u32, i64>,
     /// `totals` as of the last sample (the baseline right after `watch`).
@@ -98,6 +114,10 @@ pub(crate) struct Tree {
     pub(super) rescan: Vec<PathBuf>,
     /// When projects are walked again.
     pub(super) walks: Rewalks,
+    /// Keys the name hash (per process: names cannot be chosen to collide).
+    hasher: RandomState,
+    /// Bits of the name hash kept (all but in tests that force collisions).
+    hash_mask: u32,
 }
 
 impl Default for Tree {
@@ -106,9 +126,11 @@ impl Default for Tree {
             roots: HashMap::new(),
             root_keys: HashMap::new(),
             dirs: HashMap::new(),
-            files: HashMap::new(),
+            wide: HashMap::new(),
+            bloom: Bloom::default(),
+            twins: Vec::new(),
+            collisions: HashMap::new(),
             orphan_dirs: Vec::new(),
-            orphan_files: Vec::new(),
             totals: HashMap::new(),
             reported: HashMap::new(),
             dirty: HashSet::new(),
@@ -116,6 +138,8 @@ impl Default for Tree {
             notes: Vec::new(),
             rescan: Vec::new(),
             walks: Rewalks::new(Instant::now()),
+            hasher: RandomState::new(),
+            hash_mask: u32::MAX,
         }
     }
 }
@@ -140,6 +164,21 @@ pub(super) struct Place {
 }
 
 impl Tree {
+    /// A tree whose name hashes keep only the bits of `mask`, so names collide as often as a
+    /// test wants.
+    #[cfg(test)]
+    pub(crate) fn with_hash_mask(mask: u32) -> Tree {
+        Tree {
+            hash_mask: mask,
+            ..Tree::default()
+        }
+    }
+
+    pub(super) fn name_hash(&self, name: &CStr) -> u32 {
+        let [a, b, c, d, ..] = self.hasher.hash_one(name.to_bytes()).to_le_bytes();
+        u32::from_le_bytes([a, b, c, d]) & self.hash_mask
+    }
+
     pub(crate) fn has_dir(&self, key: Key) -> bool {
         self.dirs.contains_key(&key)
     }
@@ -180,7 +219,7 @@ impl Tree {
         }
     }
 
-    /// Removes a directory subtree from the tree; its files become orphans.
+    /// Removes a directory subtree from the tree with its files.
     pub(super) fn drop_subtree(&mut self, key: Key, hooks: &mut dyn Hooks) {
         let mut stack = vec![key];
         while let Some(k) = stack.pop() {
@@ -189,39 +228,80 @@ impl Tree {
             };
             hooks.dir_dropped(k);
             self.unwatched.remove(&k);
-            for child in node.children.values() {
-                if child.dir {
-                    if !self.root_keys.contains_key(&child.key) {
-                        stack.push(child.key);
+            self.collisions.remove(&k);
+            for e in node.entries.iter() {
+                if e.is_dir() {
+                    if !self.root_keys.contains_key(&(k.0, e.ino)) {
+                        stack.push((k.0, e.ino));
                     }
                 } else {
-                    self.unlink_file(child.key);
+                    self.unlink(node.project, k.0, *e);
                 }
             }
         }
     }
 
-    pub(super) fn unlink_file(&mut self, key: Key) {
-        if let Some(file) = self.files.get_mut(&key) {
-            file.links = file.links.saturating_sub(1);
-            if file.links == 0 {
-                self.orphan_files.push(key);
-            }
+    /// Uncounts a file entry taken out of a directory of `project` on device `dev`.
+    pub(super) fn unlink(&mut self, project: u32, dev: u64, e: Entry) {
+        if e.is_dir() {
+            return;
+        }
+        if e.size != WIDE {
+            self.add(project, -i64::from(e.size));
+            return;
+        }
+        let key = (dev, e.ino);
+        let Some(w) = self.wide.get_mut(&key) else {
+            return;
+        };
+        w.links = w.links.saturating_sub(1);
+        if w.links == 0 {
+            let (project, size) = (w.project, w.size);
+            self.wide.remove(&key);
+            self.add(project, -signed(size));
         }
     }
 
-    pub(super) fn finalize_files(&mut self) {
-        for key in std::mem::take(&mut self.orphan_files) {
-            if self.files.get(&key).is_some_and(|f| f.links == 0) {
-                if let Some(file) = self.files.remove(&key) {
-                    self.add(file.project, -(file.size as i64));
+    /// Removes the file entry at `slot` of `dir` and uncounts it.
+    pub(super) fn remove_file(&mut self, dir: Key, slot: Slot) {
+        let Some(node) = self.dirs.get_mut(&dir) else {
+            return;
+        };
+        let project = node.project;
+        if let Some(e) = node.entries.get(slot).filter(|e| !e.is_dir()) {
+            node.entries.remove(slot);
+            self.unlink(project, dir.0, e);
+        }
+    }
+
+    /// Removes every file entry of `dir` whose name hashes to `hash` (`None`: all of them).
+    pub(super) fn remove_files(&mut self, dir: Key, hash: Option<u32>) {
+        let Some(node) = self.dirs.get_mut(&dir) else {
+            return;
+        };
+        let project = node.project;
+        let gone = match hash {
+            None => node.entries.take_files(),
+            Some(h) => {
+                let mut gone = Vec::new();
+                while let Some(slot) = node
+                    .entries
+                    .with_hash(h)
+                    .into_iter()
+                    .find(|s| node.entries.get(*s).is_some_and(|e| !e.is_dir()))
+                {
+                    gone.extend(node.entries.remove(slot));
                 }
+                gone
             }
+        };
+        for e in gone {
+            self.unlink(project, dir.0, e);
         }
     }
 
-    /// Drops what was moved away and not moved back in: orphaned directories (with their
-    /// subtrees) and files with no known name. Call after every batch of events.
+    /// Drops what was moved away and not moved back in (orphaned directories with their
+    /// subtrees), and counts new names of multi-link files once. Call after every batch.
     pub(crate) fn finalize(&mut self, hooks: &mut dyn Hooks) {
         for key in std::mem::take(&mut self.orphan_dirs) {
             let orphan = self.dirs.get(&key).is_some_and(|d| d.parent.is_none())
@@ -230,7 +310,7 @@ impl Tree {
                 self.drop_subtree(key, hooks);
             }
         }
-        self.finalize_files();
+        self.resolve_twins();
     }
 
     /// Whether `st` is something this project's tree tracks: a regular file or directory on
@@ -246,153 +326,134 @@ impl Tree {
             && !self.root_keys.contains_key(&key_of(st))
     }
 
-    /// Re-reads the entry `name` of the tracked directory `dir` (open as `at`) and brings
-    /// the tree in line with what is there now; `change` is what the events for the name said.
-    /// Returns false when the entry could not be read (the caller may ask for a re-walk).
-    pub(crate) fn reconcile(
-        &mut self,
-        dir: Key,
-        at: At<'_>,
-        name: &CStr,
-        change: Change,
-        hooks: &mut dyn Hooks,
-    ) -> bool {
+    /// The file entries of `dir` whose name hashes to `hash`.
+    pub(super) fn file_slots(&self, dir: Key, hash: u32) -> Vec<(Slot, Entry)> {
         let Some(node) = self.dirs.get(&dir) else {
-            return true;
+            return Vec::new();
+        };
+        node.entries
+            .with_hash(hash)
+            .into_iter()
+            .filter_map(|s| Some((s, node.entries.get(s)?)))
+            .filter(|(_, e)| !e.is_dir())
+            .collect()
+    }
+
+    /// The subdirectory `name` (hashing to `hash`) of `dir`, checked by name.
+    pub(super) fn subdir_named(&self, dir: Key, hash: u32, name: &CStr) -> Option<Key> {
+        let node = self.dirs.get(&dir)?;
+        node.entries
+            .with_hash(hash)
+            .into_iter()
+            .filter_map(|s| node.entries.get(s))
+            .filter(|e| e.is_dir())
+            .map(|e| (dir.0, e.ino))
+            .find(|k| {
+                self.dirs
+                    .get(k)
+                    .is_some_and(|d| d.parent == Some(dir) && d.name.as_c_str() == name)
+            })
+    }
+
+    /// Takes the entry of subdirectory `child` (named with `hash`) out of `parent`'s list.
+    pub(super) fn unlist_dir(&mut self, parent: Key, hash: u32, child: Key) {
+        if let Some(p) = self.dirs.get_mut(&parent) {
+            if let Some(slot) = p.entries.find_dir(hash, child.1) {
+                p.entries.remove(slot);
+            }
+        }
+    }
+
+    /// Sets the size of the file entry at `slot` of `dir`.
+    pub(super) fn set_size(&mut self, dir: Key, slot: Slot, size: u64) {
+        let Some(node) = self.dirs.get_mut(&dir) else {
+            return;
         };
         let project = node.project;
-        let old = node.children.get(name).copied();
-        let now = match fsys::stat_entry(at.fd, name) {
-            Ok(st) => self.accepts(project, &st, at.mnt).then_some(st),
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
-            {
-                None
-            }
-            // Cannot tell what is there: keep what we know, and say so.
-            Err(_) => return false,
-        };
-        match (old, now) {
-            (Some(child), Some(st)) if child.key == key_of(&st) && !child.dir => {
-                self.set_size(child.key, st.size);
-            }
-            (Some(child), Some(st)) if child.key == key_of(&st) && !change.replaced() => {
-                // The same directory.
-            }
-            (old, now) => {
-                if let Some(child) = old {
-                    self.detach(dir, name, child, change, hooks);
-                }
-                if let Some(st) = now {
-                    self.attach(dir, at, name, &st, change, hooks);
-                }
-            }
-        }
-        true
-    }
-
-    /// Reconciles every entry of `dir`: what is listed now and what the tree remembers.
-    pub(crate) fn reconcile_all(&mut self, dir: Key, at: At<'_>, hooks: &mut dyn Hooks) {
-        let Some(node) = self.dirs.get(&dir) else {
+        let Some(e) = node.entries.get(slot).filter(|e| !e.is_dir()) else {
             return;
         };
-        let mut names: Vec<CString> = node.children.keys().cloned().collect();
-        let mut known: HashSet<CString> = names.iter().cloned().collect();
-        if let Ok(listed) = fsys::list_dir(at.fd) {
-            for l in listed {
-                if known.insert(l.name.clone()) {
-                    names.push(l.name);
-                }
+        let key = (dir.0, e.ino);
+        if e.size == WIDE {
+            if let Some(w) = self.wide.get_mut(&key) {
+                let delta = signed(size) - signed(w.size);
+                w.size = size;
+                let owner = w.project;
+                self.add(owner, delta);
+            }
+            return;
+        }
+        let delta = signed(size) - i64::from(e.size);
+        match u32::try_from(size)
+            .ok()
+            .filter(|s| u64::from(*s) <= INLINE_MAX)
+        {
+            Some(small) => node.entries.set_size(slot, small),
+            None => {
+                node.entries.set_size(slot, WIDE);
+                self.wide.insert(
+                    key,
+                    Wide {
+                        size,
+                        project,
+                        links: 1,
+                    },
+                );
             }
         }
-        for name in names {
-            self.reconcile(dir, at, &name, Change::LISTED, hooks);
-        }
+        self.add(project, delta);
     }
 
-    fn set_size(&mut self, key: Key, size: u64) {
-        if let Some(file) = self.files.get_mut(&key) {
-            let delta = size as i64 - file.size as i64;
-            file.size = size;
-            let project = file.project;
-            self.add(project, delta);
-        }
-    }
-
-    /// `name` of `parent` no longer names `child`. A directory deleted there is dropped at
-    /// once; one that may have been moved waits, orphaned, for its new place.
-    fn detach(
-        &mut self,
-        parent: Key,
-        name: &CStr,
-        child: Child,
-        change: Change,
-        hooks: &mut dyn Hooks,
-    ) {
-        if let Some(p) = self.dirs.get_mut(&parent) {
-            p.children.remove(name);
-        }
-        if !child.dir {
-            self.unlink_file(child.key);
-            return;
-        }
-        let attached_here = self
-            .dirs
-            .get(&child.key)
-            .is_some_and(|node| node.parent == Some(parent) && node.name.as_c_str() == name);
-        if !attached_here {
-            return;
-        }
-        if change.known && change.deleted && !change.moved_away {
-            self.drop_subtree(child.key, hooks);
-            return;
-        }
-        if let Some(node) = self.dirs.get_mut(&child.key) {
-            node.parent = None;
-            self.orphan_dirs.push(child.key);
-        }
-    }
-
-    fn attach(
-        &mut self,
-        parent: Key,
-        at: At<'_>,
-        name: &CStr,
-        st: &EntryStat,
-        change: Change,
-        hooks: &mut dyn Hooks,
-    ) {
+    /// Adds the name (hashing to `hash`) of file `st` to `dir` and counts it: once per file,
+    /// however many tracked names it has (`links.rs`).
+    pub(super) fn link_file(&mut self, dir: Key, hash: u32, st: &EntryStat) {
         let key = key_of(st);
-        if st.kind == EntryKind::File {
-            self.link_file(parent, name.to_owned(), st, hooks);
+        let Some(project) = self.dirs.get(&dir).map(|d| d.project) else {
             return;
-        }
-        if self.dirs.contains_key(&key) {
-            if change.may_adopt() {
-                self.adopt_dir(parent, name.to_owned(), key);
-                return;
+        };
+        let size = if let Some(w) = self.wide.get_mut(&key) {
+            w.links = w.links.saturating_add(1);
+            let delta = signed(st.size) - signed(w.size);
+            w.size = st.size;
+            let owner = w.project;
+            self.add(owner, delta);
+            WIDE
+        } else if let Some(small) = u32::try_from(st.size)
+            .ok()
+            .filter(|s| u64::from(*s) <= INLINE_MAX)
+        {
+            if st.nlink > 1 && self.bloom.may_hold(key) {
+                self.twins.push(Twin {
+                    key,
+                    dir,
+                    size: st.size,
+                });
             }
-            // A new directory under an inode number the tree still knows from a deleted one.
-            self.forget_dir(key, hooks);
+            self.bloom.insert(key);
+            self.add(project, i64::from(small));
+            small
+        } else {
+            self.wide.insert(
+                key,
+                Wide {
+                    size: st.size,
+                    project,
+                    links: 1,
+                },
+            );
+            self.add(project, signed(st.size));
+            WIDE
+        };
+        if let Some(node) = self.dirs.get_mut(&dir) {
+            node.entries.push(Entry {
+                ino: st.ino,
+                size,
+                hash,
+            });
         }
-        let Ok(fd) = fsys::open_child_dir(at.fd, name) else {
-            return;
-        };
-        // Swapped between stat and open: the events of the swap will say what is there.
-        if !matches!(fsys::stat_fd(&fd), Ok(s) if key_of(&s) == key) {
-            return;
+        if self.bloom.due() {
+            self.rebuild_bloom();
         }
-        let Some(project) = self.dirs.get(&parent).map(|d| d.project) else {
-            return;
-        };
-        let place = Place {
-            key,
-            parent: Some(parent),
-            name: name.to_owned(),
-            project,
-        };
-        self.scan_new(fd, at.mnt, place, hooks);
     }
 
     /// Drops a directory node the disk no longer has (its number now names another one).
@@ -400,71 +461,14 @@ impl Tree {
         if self.root_keys.contains_key(&key) {
             return;
         }
-        if let Some((parent, name)) = self
+        if let Some((parent, hash)) = self
             .dirs
             .get(&key)
-            .and_then(|n| Some((n.parent?, n.name.clone())))
+            .and_then(|n| Some((n.parent?, self.name_hash(&n.name))))
         {
-            if let Some(p) = self.dirs.get_mut(&parent) {
-                if p.children.get(&name).map(|c| c.key) == Some(key) {
-                    p.children.remove(&name);
-                }
-            }
+            self.unlist_dir(parent, hash, key);
         }
         self.drop_subtree(key, hooks);
-    }
-
-    pub(super) fn link_file(
-        &mut self,
-        parent: Key,
-        name: CString,
-        st: &EntryStat,
-        hooks: &mut dyn Hooks,
-    ) {
-        let key = key_of(st);
-        let Some(dir) = self.dirs.get(&parent) else {
-            return;
-        };
-        let project = dir.project;
-        match dir.children.get(&name).copied() {
-            // Listed twice (a name deleted and made again while its directory was read).
-            Some(child) if child.key == key && !child.dir => {
-                self.set_size(key, st.size);
-                return;
-            }
-            Some(child) if child.dir => self.forget_dir(child.key, hooks),
-            Some(child) => self.unlink_file(child.key),
-            None => {}
-        }
-        if let Some(dir) = self.dirs.get_mut(&parent) {
-            dir.children.insert(name, Child { key, dir: false });
-        }
-        match self.files.get_mut(&key) {
-            Some(file) => {
-                let moved = (file.links == 0 && file.project != project)
-                    .then_some((file.project, file.size as i64));
-                if moved.is_some() {
-                    file.project = project;
-                }
-                file.links += 1;
-                if let Some((from, size)) = moved {
-                    self.add(from, -size);
-                    self.add(project, size);
-                }
-                self.set_size(key, st.size);
-            }
-            None => {
-                self.files.insert(
-                    key,
-                    FileNode {
-                        size: st.size,
-                        project,
-                        links: 1,
-                    },
-                );
-                self.add(project, st.size as i64);
-            }
-        }
     }
 
     /// A known directory (moved within or between projects) gets its new place.
@@ -475,25 +479,23 @@ impl Tree {
         let Some(project) = self.dirs.get(&parent).map(|d| d.project) else {
             return;
         };
+        let hash = self.name_hash(&name);
         let Some(node) = self.dirs.get_mut(&key) else {
             return;
         };
         let old_parent = node.parent.replace(parent);
-        let old_name = std::mem::replace(&mut node.name, name.clone());
+        let old_name = std::mem::replace(&mut node.name, name);
         let old_project = node.project;
         if let Some(op) = old_parent {
-            if let Some(p) = self.dirs.get_mut(&op) {
-                if p.children.get(&old_name).map(|c| c.key) == Some(key) {
-                    p.children.remove(&old_name);
-                }
-            }
+            let old_hash = self.name_hash(&old_name);
+            self.unlist_dir(op, old_hash, key);
         }
         if let Some(p) = self.dirs.get_mut(&parent) {
-            if let Some(replaced) = p.children.insert(name, Child { key, dir: true }) {
-                if replaced.key != key && !replaced.dir {
-                    self.unlink_file(replaced.key);
-                }
-            }
+            p.entries.push(Entry {
+                ino: key.1,
+                size: DIR,
+                hash,
+            });
         }
         if old_project != project {
             self.set_subtree_project(key, project);
@@ -520,18 +522,26 @@ impl Tree {
             if node.project == project {
                 continue;
             }
-            node.project = project;
-            let children: Vec<Child> = node.children.values().copied().collect();
-            for child in children {
-                if child.dir {
-                    stack.push(child.key);
-                } else if let Some(file) = self.files.get_mut(&child.key) {
-                    if file.project != project {
-                        let (from, size) = (file.project, file.size as i64);
-                        file.project = project;
-                        self.add(from, -size);
-                        self.add(project, size);
-                    }
+            let from = std::mem::replace(&mut node.project, project);
+            let mut moved = 0i64;
+            let mut wide = Vec::new();
+            for e in node.entries.iter() {
+                if e.is_dir() {
+                    stack.push((k.0, e.ino));
+                } else if e.size == WIDE {
+                    wide.push((k.0, e.ino));
+                } else {
+                    moved += i64::from(e.size);
+                }
+            }
+            self.add(from, -moved);
+            self.add(project, moved);
+            for key in wide {
+                if let Some(w) = self.wide.get_mut(&key).filter(|w| w.project != project) {
+                    let (owner, size) = (w.project, signed(w.size));
+                    w.project = project;
+                    self.add(owner, -size);
+                    self.add(project, size);
                 }
             }
         }

@@ -4,12 +4,11 @@
 //! only.
 
 use super::rewalk::{Reason, PERIODIC_BUDGET, REPAIR_BUDGET};
-use super::tree::{At, Child, DirNode, Hooks, Key, Place, Tree};
+use super::tree::{At, DirNode, Hooks, Key, Place, Tree};
 use crate::fsys::{self, EntryKind};
 use crate::scan::MAX_DEPTH;
 use crate::textpath;
 use rustix::fd::{AsFd, OwnedFd};
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -43,7 +42,13 @@ impl Tree {
                 break;
             };
             let Some(entry) = top.entries.pop() else {
-                stack.pop();
+                if let Some(done) = stack.pop() {
+                    let at = At {
+                        fd: done.fd.as_fd(),
+                        mnt,
+                    };
+                    self.settle_dir(done.key, at);
+                }
                 continue;
             };
             let dir = top.key;
@@ -53,7 +58,8 @@ impl Tree {
             };
             let key = super::tree::key_of(&st);
             if st.kind == EntryKind::File {
-                self.link_file(dir, entry.name, &st, hooks);
+                let hash = self.name_hash(&entry.name);
+                self.link_file(dir, hash, &st);
                 continue;
             }
             if depth >= MAX_DEPTH {
@@ -91,8 +97,8 @@ impl Tree {
             name,
             project,
         } = place;
-        if let Some(p) = parent.and_then(|p| self.dirs.get_mut(&p)) {
-            p.children.insert(name.clone(), Child { key, dir: true });
+        if let Some(p) = parent {
+            self.list_dir_entry(p, &name, key);
         }
         self.dirs.insert(
             key,
@@ -100,7 +106,7 @@ impl Tree {
                 project,
                 parent,
                 name,
-                children: HashMap::new(),
+                entries: Default::default(),
             },
         );
         // Watch first, then list: whatever appears in between is in the listing or in an
@@ -249,16 +255,16 @@ impl Tree {
                 continue;
             };
             self.unwatched.remove(&k);
+            self.collisions.remove(&k);
             old_dirs.push(k);
-            for child in node.children.values() {
-                if !child.dir {
-                    self.unlink_file(child.key);
-                } else if !self.root_keys.contains_key(&child.key) {
-                    stack.push(child.key);
+            for e in node.entries.iter() {
+                if !e.is_dir() {
+                    self.unlink(node.project, k.0, *e);
+                } else if !self.root_keys.contains_key(&(k.0, e.ino)) {
+                    stack.push((k.0, e.ino));
                 }
             }
         }
-        self.finalize_files();
         let opened = fsys::open_dir_path(&path)
             .ok()
             .and_then(|fd| Some((fsys::stat_fd(&fd).ok()?, fd)));
@@ -289,6 +295,7 @@ impl Tree {
                 hooks.dir_dropped(k);
             }
         }
+        self.resolve_twins();
         found.then_some(path)
     }
 }

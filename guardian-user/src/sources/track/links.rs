@@ -1,0 +1,224 @@
+//! Hard links in the size table: a file is counted once however many tracked names it has.
+//! Entries hold no link count; a file known under several names (or too large for an entry's 32
+//! bits) moves to the wide table, keyed by `(st_dev, st_ino)`, with its size, the project it is
+//! counted in and its number of tracked names. To find the other names of a file that gains
+//! one, every inline entry's inode number is in a Bloom filter (~1.6 bytes per file): a new name
+//! of a file with `st_nlink > 1` that the filter may already hold is a *twin candidate*, counted
+//! as a new file until the end of the batch, when one pass over the table finds its other names
+//! and moves them all to the wide table. Links to files outside every project (a package store)
+//! pass the filter and cost nothing more.
+
+use super::entries::{Entry, WIDE};
+use super::tree::{signed, Key, Tree};
+use std::collections::{HashMap, HashSet};
+
+/// A file in the wide table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Wide {
+    pub(super) size: u64,
+    /// The project its size is counted in (that of the name first known).
+    pub(super) project: u32,
+    /// Tracked names.
+    pub(super) links: u32,
+}
+
+/// A new name of a file with other names somewhere, that may be tracked already.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Twin {
+    pub(super) key: Key,
+    pub(super) dir: Key,
+    pub(super) size: u64,
+}
+
+/// Bits per expected entry; with [`HASHES`] hash functions, about 1% false positives when full.
+const BITS_PER_ENTRY: usize = 10;
+const HASHES: u64 = 6;
+/// Smallest filter, in entries.
+const MIN_ROOM: usize = 1024;
+
+/// Membership filter of the inodes of inline entries (see the module doc). Never forgets:
+/// rebuilt from the table once more inodes were added than it was sized for.
+#[derive(Debug, Default)]
+pub(super) struct Bloom {
+    bits: Vec<u64>,
+    /// Inserts it was sized for, and inserts since it was built.
+    room: usize,
+    added: usize,
+}
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64's finalizer.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Bloom {
+    fn positions(&self, key: Key) -> impl Iterator<Item = usize> + '_ {
+        let h1 = mix(key.1 ^ mix(key.0));
+        let h2 = mix(h1) | 1;
+        let nbits = u64::try_from(self.bits.len())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(64);
+        (0..HASHES).map(move |i| {
+            let h = h1.wrapping_add(i.wrapping_mul(h2));
+            // Lemire's reduction: the high half of h * nbits is below nbits.
+            let pos = (u128::from(h) * u128::from(nbits)) >> 64;
+            usize::try_from(pos).unwrap_or(0)
+        })
+    }
+
+    /// Whether `key` may have been inserted (always true before the first build).
+    pub(super) fn may_hold(&self, key: Key) -> bool {
+        if self.bits.is_empty() {
+            return true;
+        }
+        self.positions(key).all(|p| {
+            self.bits
+                .get(p / 64)
+                .is_some_and(|w| w & (1 << (p % 64)) != 0)
+        })
+    }
+
+    pub(super) fn insert(&mut self, key: Key) {
+        self.added += 1;
+        if self.bits.is_empty() {
+            return;
+        }
+        let positions: Vec<usize> = self.positions(key).collect();
+        for p in positions {
+            if let Some(w) = self.bits.get_mut(p / 64) {
+                *w |= 1 << (p % 64);
+            }
+        }
+    }
+
+    /// Whether it is full and should be rebuilt.
+    pub(super) fn due(&self) -> bool {
+        self.added >= self.room
+    }
+
+    /// A fresh filter sized for `live` inodes and a quarter more.
+    fn sized(live: usize) -> Bloom {
+        let room = (live + live / 4).max(MIN_ROOM);
+        Bloom {
+            bits: vec![0; (room * BITS_PER_ENTRY).div_ceil(64)],
+            room,
+            added: 0,
+        }
+    }
+
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.bits.capacity() * 8
+    }
+}
+
+impl Tree {
+    /// Rebuilds the filter from every inline entry.
+    pub(super) fn rebuild_bloom(&mut self) {
+        let inline = |e: &&Entry| !e.is_dir() && e.size != WIDE;
+        let live: usize = self
+            .dirs
+            .values()
+            .map(|d| d.entries.iter().filter(inline).count())
+            .sum();
+        let mut bloom = Bloom::sized(live);
+        for (key, node) in &self.dirs {
+            for e in node.entries.iter().filter(inline) {
+                bloom.insert((key.0, e.ino));
+            }
+        }
+        self.bloom = bloom;
+    }
+
+    /// Finds the other tracked names of this batch's twin candidates: a file tracked under two
+    /// or more names moves to the wide table, counted once, in the project of a name known
+    /// before the batch (else the first new one).
+    pub(super) fn resolve_twins(&mut self) {
+        if self.twins.is_empty() {
+            return;
+        }
+        let twins = std::mem::take(&mut self.twins);
+        let wanted: HashSet<Key> = twins.iter().map(|t| t.key).collect();
+        let mut found: HashMap<Key, Vec<(Key, Entry)>> = HashMap::new();
+        for (dir, node) in &self.dirs {
+            for e in node.entries.iter() {
+                if !e.is_dir() && e.size != WIDE && wanted.contains(&(dir.0, e.ino)) {
+                    found.entry((dir.0, e.ino)).or_default().push((*dir, *e));
+                }
+            }
+        }
+        for (key, names) in found {
+            if names.len() < 2 || self.wide.contains_key(&key) {
+                continue;
+            }
+            let new_dirs: Vec<Key> = twins
+                .iter()
+                .filter(|t| t.key == key)
+                .map(|t| t.dir)
+                .collect();
+            let owner_dir = names
+                .iter()
+                .find(|(d, _)| !new_dirs.contains(d))
+                .or(names.first())
+                .map(|(d, _)| *d);
+            let Some(owner) = owner_dir.and_then(|d| self.dirs.get(&d)).map(|n| n.project) else {
+                continue;
+            };
+            let size = twins
+                .iter()
+                .rev()
+                .find(|t| t.key == key)
+                .map_or(0, |t| t.size);
+            let mut links = 0u32;
+            for (dir, e) in &names {
+                let Some(node) = self.dirs.get_mut(dir) else {
+                    continue;
+                };
+                let slot = node.entries.with_hash(e.hash).into_iter().find(|s| {
+                    node.entries
+                        .get(*s)
+                        .is_some_and(|x| x.ino == e.ino && !x.is_dir() && x.size != WIDE)
+                });
+                if let Some(slot) = slot {
+                    node.entries.set_size(slot, WIDE);
+                    let project = node.project;
+                    self.add(project, -i64::from(e.size));
+                    links += 1;
+                }
+            }
+            self.wide.insert(
+                key,
+                Wide {
+                    size,
+                    project: owner,
+                    links,
+                },
+            );
+            self.add(owner, signed(size));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_holds_what_was_inserted_and_little_else() {
+        let mut b = Bloom::sized(10_000);
+        for ino in 0..10_000u64 {
+            b.insert((7, ino));
+        }
+        assert!((0..10_000u64).all(|ino| b.may_hold((7, ino))));
+        let false_positives = (10_000..110_000u64)
+            .filter(|ino| b.may_hold((7, *ino)))
+            .count();
+        assert!(false_positives < 2_000, "{false_positives} of 100,000");
+        assert!(!b.due());
+        assert!(
+            Bloom::default().may_hold((1, 1)),
+            "unbuilt: may hold anything"
+        );
+    }
+}
