@@ -247,6 +247,8 @@ impl Ino {
                 }
             }
         }
+        // A listing kept from before this batch may be older than its events.
+        self.tree.end_batch();
         let mut last: Option<(Key, OwnedFd, Option<u64>)> = None;
         for (key, name, change) in items {
             if !self.tree.has_dir(key) {
@@ -274,6 +276,7 @@ impl Ino {
             }
             last = Some((key, fd, mnt));
         }
+        self.tree.end_batch();
         overflow
     }
 

@@ -285,6 +285,8 @@ impl Fan {
     /// cannot be opened for a reason other than being gone (out of descriptors, …) means lost
     /// events: its project, or every project when the directory is not known, is re-walked.
     fn apply(&mut self, items: Vec<Item>) {
+        // A listing kept from before this batch may be older than its events.
+        self.tree.end_batch();
         let mut last: Option<(Key, OwnedFd)> = None;
         for item in items {
             let Some(mark) = self.marks.iter().find(|m| m.fsid == item.fsid) else {
@@ -344,6 +346,7 @@ impl Fan {
             }
             last = Some((key, fd));
         }
+        self.tree.end_batch();
     }
 }
 

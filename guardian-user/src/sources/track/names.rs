@@ -125,22 +125,39 @@ impl Tree {
         }
     }
 
+    /// Ends a batch of events: the listing kept for it is dropped (the next batch's events may
+    /// be newer than it).
+    pub(crate) fn end_batch(&mut self) {
+        self.listing = None;
+    }
+
     /// Re-reads the file names of `dir` whose hash is `hash` from a listing: their entries are
     /// dropped and made again, and whether two names share the hash is remembered.
     pub(crate) fn resync_hash(&mut self, dir: Key, at: At<'_>, hash: u32) {
         let Some(project) = self.project_of(dir) else {
             return;
         };
-        let Ok(listed) = listing(at) else {
-            self.lost(dir);
-            return;
+        let listed = match self.listing.take() {
+            Some((listed_dir, listed)) if listed_dir == dir => listed,
+            _ => match listing(at) {
+                Ok(listed) => {
+                    let mut hashed: Vec<(u32, fsys::Listed)> = listed
+                        .into_iter()
+                        .map(|l| (self.name_hash(&l.name), l))
+                        .collect();
+                    hashed.sort_unstable_by_key(|(h, _)| *h);
+                    hashed
+                }
+                Err(_) => {
+                    self.lost(dir);
+                    return;
+                }
+            },
         };
         self.remove_files(dir, Some(hash));
         let mut files = 0;
-        for l in listed {
-            if self.name_hash(&l.name) != hash {
-                continue;
-            }
+        let first = listed.partition_point(|(h, _)| *h < hash);
+        for (_, l) in listed[first..].iter().take_while(|(h, _)| *h == hash) {
             let Ok(st) = fsys::stat_entry(at.fd, &l.name) else {
                 continue;
             };
@@ -149,6 +166,7 @@ impl Tree {
                 files += 1;
             }
         }
+        self.listing = Some((dir, listed));
         let known = self.collisions.entry(dir).or_default();
         known.retain(|h| *h != hash);
         if files > 1 {
@@ -162,6 +180,8 @@ impl Tree {
     /// Reconciles every entry of `dir`: what is listed now and what the tree remembers. Its
     /// files are read afresh.
     pub(crate) fn reconcile_all(&mut self, dir: Key, at: At<'_>, hooks: &mut dyn Hooks) {
+        // What it lists below is newer than any listing kept.
+        self.end_batch();
         let Some(node) = self.dirs.get(&dir) else {
             return;
         };

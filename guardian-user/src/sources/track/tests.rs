@@ -33,7 +33,10 @@ fn event(tree: &mut Tree, dir: &Path, name: &str, change: Change) {
         mnt: st.mnt_id,
     };
     let name = CString::new(name).unwrap();
+    // One event is one batch here, as a source would see a change made just before it.
+    tree.end_batch();
     assert!(tree.reconcile(key, at, &name, change, &mut NoHooks));
+    tree.end_batch();
 }
 
 const CREATED: Change = Change {

@@ -101,6 +101,11 @@ pub(crate) struct Tree {
     /// Name hashes that two file names of a directory share: its entries with such a hash are
     /// re-read by listing ([`Tree::resync_hash`]).
     pub(super) collisions: HashMap<Key, Vec<u32>>,
+    /// The last directory listed to re-read a hash, kept until the end of the batch of events
+    /// (`Tree::end_batch`): every event of a batch happened before it was read, so one listing
+    /// serves every departed name of an `rm -rf`, instead of one listing per name.
+    /// Its names with their hashes, sorted by hash.
+    pub(super) listing: Option<(Key, Vec<(u32, crate::fsys::Listed)>)>,
     pub(super) orphan_dirs: Vec<Key>,
     /// Sum of tracked sizes per project.
     pub(super) totals: HashMap<u32, i64>,
@@ -130,6 +135,7 @@ impl Default for Tree {
             bloom: Bloom::default(),
             twins: Vec::new(),
             collisions: HashMap::new(),
+            listing: None,
             orphan_dirs: Vec::new(),
             totals: HashMap::new(),
             reported: HashMap::new(),
