@@ -6,7 +6,7 @@
 //! (`/proc/PID/io` `syscw`), bytes towards storage (`write_bytes`), state-file replacements
 //! (its inode), then CPU (utime + stime) and memory (`VmRSS`, `VmHWM`).
 
-use super::daemon::{Daemon, DaemonConfig};
+use super::daemon::{log_line_time, Daemon, DaemonConfig};
 use super::report::{machine_table, wrap, Machine, RunInfo};
 use super::scratch::{TempBase, Tmpfs};
 use super::{check_cancel, thousands};
@@ -23,8 +23,13 @@ const FILES_PER_PROJECT: u64 = 3;
 const TMPFS_SIZE: u64 = 1 << 30;
 /// Start-up before the watch starts: the baseline walk, the forecasts' first ten samples (one
 /// per poll while nothing changes; until then each is news for the state file), the heap given
-/// back over the first six polls.
+/// back over the first six polls. At 10,000 projects the survey index's background walk of every
+/// project can outlast it: the watch also waits for its `survey index warm` line (up to
+/// [`WARM_TIMEOUT`]) and [`AFTER_WARM`] more.
 const SETTLE: Duration = Duration::from_secs(60);
+const INDEX_WARM: &str = "survey index warm";
+const WARM_TIMEOUT: Duration = Duration::from_secs(600);
+const AFTER_WARM: Duration = Duration::from_secs(5);
 /// Goals of issue 16.
 const GOAL_CPU_PERCENT: f64 = 0.1;
 const GOAL_RSS_EBPF_MIB: f64 = 20.0;
@@ -110,7 +115,20 @@ fn one(
         target_free: "2%",
     };
     let daemon = Daemon::start(guardian_bin, &config)?;
-    std::thread::sleep(SETTLE);
+    let started = Instant::now();
+    let mut warm = None;
+    while started.elapsed() < SETTLE || warm.is_none_or(|w: Instant| w.elapsed() < AFTER_WARM) {
+        check_cancel(cancel)?;
+        anyhow::ensure!(
+            started.elapsed() < WARM_TIMEOUT,
+            "no {INDEX_WARM:?} in the daemon's log after {WARM_TIMEOUT:?}: {}",
+            daemon.log_tail()
+        );
+        if warm.is_none() && log_line_time(&daemon.log, INDEX_WARM).is_some() {
+            warm = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let state_file = config.state_dir().join("state.json");
     let inode = || std::fs::metadata(&state_file).map(|m| m.ino()).ok();
     let (cpu0, io0) = (daemon.cpu_time()?, proc_io(daemon.pid)?);
@@ -217,14 +235,16 @@ impl IdleReport {
             "Per source and project count: a fresh tmpfs with one workspace of N projects \
              ({FILES_PER_PROJECT} files of 100 B each in a `src/` dir), the real \
              `target/release/guardian run` with `poll_interval = \"5s\"`, `sample_interval = \
-             \"250ms\"` and thresholds far below the free space; {} s for start-up, then {} s \
-             watched with nothing written. Write syscalls: `syscw` of `/proc/PID/io` (every \
+             \"250ms\"` and thresholds far below the free space; {} s for start-up (and at least \
+             {} s after the daemon's `{INDEX_WARM}` log line: its survey index has walked every \
+             project), then {} s watched with nothing written. Write syscalls: `syscw` of `/proc/PID/io` (every \
              `write`-family call, to any fd); to storage: its `write_bytes`; state writes: \
              replacements of `state.json` (its inode, read every 100 ms); CPU: utime + stime \
              of `/proc/PID/stat` (noisy on a shared machine: the counts are the stable \
              figures); RSS and its peak: `VmRSS`, `VmHWM` at the end. Per file: RSS above the \
              ebpf daemon's with the same projects, divided by the tracked files.",
             SETTLE.as_secs(),
+            AFTER_WARM.as_secs(),
             self.seconds
         );
         let _ = writeln!(s, "{}\n", wrap(&method, "", 100));
