@@ -5,8 +5,10 @@
 
 /// Size of the probe's project index space (the per-CPU stats array); index 0 is unused, so at
 /// most `MAX_PROJECTS - 1` projects are counted at once. Userspace recycles indices of vanished
-/// projects (see [`WriteSlot::owner_gen`]).
-pub const MAX_PROJECTS: u32 = 8192;
+/// projects (see [`WriteSlot::owner_gen`]). 16,383 covers a node of 10,000 project dirs with room
+/// to spare; the per-CPU `STATS` array costs 32 B × this per possible CPU of kernel memory
+/// (512 KiB per CPU), and the index must fit [`WriteSlot::project`]'s `u16`.
+pub const MAX_PROJECTS: u32 = 16384;
 
 /// Deepest `d_parent` walk from a written file to its registered project dir.
 pub const MAX_WALK_DEPTH: u32 = 32;

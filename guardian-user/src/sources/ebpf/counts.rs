@@ -62,10 +62,10 @@ pub(super) struct Counts {
 impl Counts {
     pub(super) fn new() -> Counts {
         Counts {
-            stats: vec![0; MAX_PROJECTS as usize],
-            reported: vec![0; MAX_PROJECTS as usize],
-            freed: vec![0; MAX_PROJECTS as usize],
-            freed_reported: vec![0; MAX_PROJECTS as usize],
+            stats: Vec::new(),
+            reported: Vec::new(),
+            freed: Vec::new(),
+            freed_reported: Vec::new(),
             moved_seen: Vec::new(),
             last_sweep: None,
             cgroups: HashMap::new(),
@@ -74,6 +74,19 @@ impl Counts {
             refused: Vec::new(),
         }
     }
+}
+
+/// `list[index]`, the list grown to cover it: the per-index lists grow with the indices handed
+/// out (the index table's), not with the probe's capacity. `None` beyond the capacity.
+fn at(list: &mut Vec<u64>, index: u32) -> Option<&mut u64> {
+    if index >= MAX_PROJECTS {
+        return None;
+    }
+    let i = usize::try_from(index).ok()?;
+    if i >= list.len() {
+        list.resize(i + 1, 0);
+    }
+    list.get_mut(i)
 }
 
 /// One project index's counters summed over CPUs.
@@ -205,7 +218,7 @@ impl EbpfSource {
                 (&mut counts.freed, total.freed),
                 (&mut counts.freed_reported, total.freed),
             ] {
-                if let Some(slot) = list.get_mut(index as usize) {
+                if let Some(slot) = at(list, index) {
                     *slot = value;
                 }
             }
@@ -294,10 +307,10 @@ impl EbpfSource {
                 .collect(),
         };
         for (index, total) in self.read_stats_of(&indices)? {
-            if let Some(slot) = self.counts.stats.get_mut(index as usize) {
+            if let Some(slot) = at(&mut self.counts.stats, index) {
                 *slot = (*slot).max(total.added);
             }
-            if let Some(slot) = self.counts.freed.get_mut(index as usize) {
+            if let Some(slot) = at(&mut self.counts.freed, index) {
                 *slot = (*slot).max(total.freed);
             }
         }

@@ -10,7 +10,7 @@ use crate::sources::ProjectDir;
 use std::collections::{BTreeSet, HashMap};
 
 /// A project as registered in the probe's `PROJECTS` map: its id and its dir's (dev, ino) —
-/// no path (the table holds up to 8,191 of them).
+/// no path (the table holds up to `MAX_PROJECTS - 1` of them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Registered {
     pub(crate) id: u32,
@@ -47,12 +47,18 @@ impl Changes {
 pub(crate) struct IndexTable {
     /// Project id → its index.
     by_id: HashMap<u32, u32>,
-    /// Per index, the project registered there (`slots[0]` unused).
+    /// Per index, the project registered there (`slots[0]` unused); covers `0..fresh`.
     slots: Vec<Option<Registered>>,
-    /// Generation per index (`gens[0]` unused).
+    /// Generation per index (`gens[0]` unused); covers `0..fresh`.
     gens: Vec<u32>,
-    /// Indices ready for a new project, smallest first.
+    /// Indices given up (and out of quarantine) ready for a new project, smallest first; all
+    /// below `fresh`.
     free: BTreeSet<u32>,
+    /// The smallest index never handed out: the table grows with the projects it has held, not
+    /// with the probe's capacity.
+    fresh: u32,
+    /// Indices are `1..capacity`.
+    capacity: u32,
     /// Indices given up since the last drain.
     quarantine: Vec<u32>,
     /// Projects waiting for an index, in the order they came.
@@ -64,9 +70,11 @@ impl IndexTable {
     pub(crate) fn new(capacity: u32) -> IndexTable {
         IndexTable {
             by_id: HashMap::new(),
-            slots: vec![None; capacity as usize],
-            gens: vec![0; capacity as usize],
-            free: (1..capacity).collect(),
+            slots: vec![None],
+            gens: vec![0],
+            free: BTreeSet::new(),
+            fresh: 1,
+            capacity,
             quarantine: Vec::new(),
             waiting: Vec::new(),
         }
@@ -125,11 +133,27 @@ impl IndexTable {
         Some(released)
     }
 
+    /// The smallest index free for a project: a given-up one, else the next never used (the
+    /// tables grow to cover it), else none (the table is full).
+    fn take_index(&mut self) -> Option<u32> {
+        if let Some(index) = self.free.pop_first() {
+            return Some(index);
+        }
+        if self.fresh >= self.capacity {
+            return None;
+        }
+        let index = self.fresh;
+        self.fresh += 1;
+        self.slots.push(None);
+        self.gens.push(0);
+        Some(index)
+    }
+
     fn assign_waiting(&mut self) -> Vec<(u32, ProjectDir, u32)> {
         let mut assigned = Vec::new();
         let mut still = Vec::new();
         for dir in std::mem::take(&mut self.waiting) {
-            let next = self.free.pop_first();
+            let next = self.take_index();
             let slot = next.and_then(|index| {
                 let gen = self.gens.get_mut(index as usize)?;
                 let slot = self.slots.get_mut(index as usize)?;
@@ -260,7 +284,8 @@ mod tests {
     }
 
     /// 10 rounds of 1,000 projects created and removed, a drain between rounds: every project
-    /// gets an index, and a new one afterwards too (the table has 8,191).
+    /// gets an index, and a new one afterwards too; the table's memory follows the projects it
+    /// held at once (two rounds, one in quarantine), not the probe's capacity.
     #[test]
     fn ten_rounds_of_a_thousand_projects_never_exhaust_the_table() {
         let mut t = IndexTable::new(guardian_common::MAX_PROJECTS);
@@ -275,5 +300,26 @@ mod tests {
         let c = t.update(&[dir(99_999, "new")]);
         assert_eq!(c.assigned.len(), 1);
         assert!(t.waiting().is_empty());
+        assert_eq!(t.fresh, 2001);
+        assert_eq!((t.slots.len(), t.gens.len()), (2001, 2001));
+    }
+
+    /// A node holds 10,000 project dirs: every one gets an index (the probe's table had 8,191,
+    /// and 1,809 of them went uncounted); one more than the table holds waits.
+    #[test]
+    fn ten_thousand_projects_all_get_an_index_and_one_beyond_the_table_waits() {
+        let mut t = IndexTable::new(guardian_common::MAX_PROJECTS);
+        let dirs: Vec<ProjectDir> = (1..=10_000).map(|i| dir(i, &format!("p{i}"))).collect();
+        let c = t.update(&dirs);
+        assert_eq!(c.assigned.len(), 10_000);
+        assert!(t.waiting().is_empty());
+        let full = guardian_common::MAX_PROJECTS - 1;
+        let dirs: Vec<ProjectDir> = (1..=full + 1).map(|i| dir(i, &format!("p{i}"))).collect();
+        t.update(&dirs);
+        assert_eq!(t.waiting().len(), 1);
+        assert_eq!(t.indices().count(), full as usize);
+        assert!(t
+            .indices()
+            .all(|i| (1..guardian_common::MAX_PROJECTS).contains(&i)));
     }
 }
