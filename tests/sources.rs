@@ -445,3 +445,58 @@ fn ebpf_attribution_survives_ten_thousand_project_dirs_created_and_removed() {
         status["problems"]
     );
 }
+
+/// A bind mount over a project dir gives it another identity without touching its workspace
+/// dir's times: the mount table's watch re-lists the projects at the next poll, and the probe
+/// counts what is written through the mount into the project (the listing was trusted for up to
+/// 60 s before, and such a project's bytes went uncounted meanwhile).
+#[test]
+fn a_bind_mount_over_a_project_dir_is_counted_from_the_next_poll() {
+    if !require_root("a_bind_mount_over_a_project_dir_is_counted_from_the_next_poll") {
+        return;
+    }
+    let mount = TestMount::tmpfs(256 * MIB);
+    let (config, state) = setup_polling(&mount, "ebpf", "1s");
+    let ws = mount.path("dispatch");
+    let elsewhere = mount.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let _daemon = Reaped::spawn(
+        Command::new(guardian_bin())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("GUARDIAN_LOG", "warn"),
+    );
+    assert!(wait_until(Duration::from_secs(10), || state
+        .join("state/state.json")
+        .exists()));
+    let total = |config: &Path| {
+        status_json(config)["projects"].as_array().and_then(|ps| {
+            ps.iter()
+                .find(|p| p["path"].as_str().is_some_and(|s| s.ends_with("/busy")))
+                .and_then(|p| p["total_bytes"].as_i64())
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || total(&config).is_some()));
+    // Settled: the listing has been trusted for a few polls.
+    std::thread::sleep(Duration::from_secs(3));
+    let busy = ws.join("busy");
+    run(Command::new("mount")
+        .arg("--bind")
+        .arg(&elsewhere)
+        .arg(&busy));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(busy.clone());
+    // Two polls: the re-listing, then the probe's registration of the mounted dir.
+    std::thread::sleep(Duration::from_secs(3));
+    dd(&busy.join("data.bin"), 8 * MIB);
+    assert!(
+        wait_until(Duration::from_secs(10), || total(&config)
+            .is_some_and(|t| t >= 8 * MIB as i64)),
+        "bytes written through the bind mount: {:?}",
+        total(&config)
+    );
+}

@@ -38,7 +38,7 @@ use crate::sources::{self, ProjectDir, Source};
 use crossbeam_channel::{select, Receiver};
 use cycle::{Cleaner, Job, Report};
 use forecast::Forecasts;
-use projects::Listed;
+use projects::Listing;
 use state::{CycleSummary, DaemonState, ForecastState, StateWriter};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -121,7 +121,7 @@ pub struct Guardian {
     /// The project dirs the source currently watches.
     watched: Vec<ProjectDir>,
     /// The workspace dirs as of the last listing of their project dirs.
-    listed: Option<Listed>,
+    listing: Listing,
     /// Polls left that end by giving freed heap back to the OS (start-up, a new project set:
     /// the source's baseline walk and the probe's BTF parsing free what they needed).
     trims_left: u32,
@@ -231,7 +231,7 @@ impl Guardian {
             source_skipped,
             aggregator: Aggregator::new(),
             watched: Vec::new(),
-            listed: None,
+            listing: Listing::default(),
             trims_left: TRIM_POLLS,
             last_write: HashMap::new(),
             last_sample: Instant::now(),

@@ -16,11 +16,13 @@ impl Guardian {
     /// [`Listed`]): an idle node does not `lstat` every project every poll.
     pub(super) fn refresh_projects(&mut self) {
         use std::os::unix::fs::MetadataExt;
+        // Asked at every refresh, so a mount seen once is not seen again.
+        let mounts_changed = self.listing.mounts.changed();
         let seen = Listed::now(&self.config.workspaces);
-        if self.listed.as_ref().is_some_and(|l| l.still(&seen)) {
+        if !mounts_changed && self.listing.last.as_ref().is_some_and(|l| l.still(&seen)) {
             return;
         }
-        self.listed = Some(seen);
+        self.listing.last = Some(seen);
         let mut dirs = Vec::new();
         for ws in &self.config.workspaces {
             let Ok(entries) = std::fs::read_dir(&ws.path) else {
@@ -54,16 +56,26 @@ impl Guardian {
     }
 }
 
-/// A listing of the workspace dirs is trusted this long at most.
-const RELIST_EVERY: Duration = Duration::from_secs(60);
+/// A listing of the workspace dirs is trusted this long at most (a safety net: what can change
+/// a project dir's identity without changing its workspace dir's times — a mount over it — is
+/// watched; re-listing 10,000 projects costs ~10,000 `statx`).
+const RELIST_EVERY: Duration = Duration::from_secs(600);
+
+/// The last listing of the project dirs, and the mount table's watch: a mount or unmount (a
+/// bind mount over a project dir changes its identity, not its workspace dir's times) re-lists.
+#[derive(Debug, Default)]
+pub(super) struct Listing {
+    last: Option<Listed>,
+    mounts: crate::fsys::MountWatch,
+}
 /// A workspace dir changed less than this long before it was listed is listed again (a change
 /// within the same tick of the filesystem's clock would not move its times).
 const RECENT_CHANGE: Duration = Duration::from_secs(2);
 
 /// Each workspace dir's identity and change times when its project dirs were listed: adding,
-/// removing or renaming a project dir changes them, so while they stay the same the listing
-/// holds (re-listed anyway every [`RELIST_EVERY`], and while a change is under
-/// [`RECENT_CHANGE`] old).
+/// removing or renaming a project dir changes them, so while they stay the same (and no mount
+/// or unmount happened) the listing holds (re-listed anyway every [`RELIST_EVERY`], and while a
+/// change is under [`RECENT_CHANGE`] old).
 #[derive(Debug)]
 pub(super) struct Listed {
     at: Instant,

@@ -6,7 +6,9 @@
 
 pub mod files;
 pub mod mount;
+pub mod mountwatch;
 pub use mount::{force_mount_ids, Boundary, BoundaryError, MountIds};
+pub use mountwatch::MountWatch;
 
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
