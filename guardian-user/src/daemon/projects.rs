@@ -7,7 +7,7 @@
 use super::{GuardedFs, Guardian, TRIM_POLLS};
 use crate::config::Workspace;
 use crate::fsys;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 impl Guardian {
@@ -17,7 +17,13 @@ impl Guardian {
     pub(super) fn refresh_projects(&mut self) {
         use std::os::unix::fs::MetadataExt;
         // Asked at every refresh, so a mount seen once is not seen again.
-        let mounts_changed = self.listing.mounts.changed();
+        let roots: Vec<&Path> = self
+            .config
+            .workspaces
+            .iter()
+            .map(|w| w.path.as_path())
+            .collect();
+        let mounts_changed = self.listing.mounts.changed_below(&roots);
         let seen = Listed::now(&self.config.workspaces);
         if !mounts_changed && self.listing.last.as_ref().is_some_and(|l| l.still(&seen)) {
             return;

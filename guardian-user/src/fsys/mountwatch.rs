@@ -1,15 +1,23 @@
-//! Whether this process's mount table changed: the kernel flags an open `/proc/self/mountinfo`
-//! with `POLLPRI | POLLERR` after any mount or unmount in the namespace, so one `poll(2)` with a
-//! zero timeout answers without reading the table. Used to keep listings that a mount could
-//! invalidate without re-reading them on a timer.
+//! Whether the mounts below some directories changed: the kernel flags an open
+//! `/proc/self/mountinfo` with `POLLPRI | POLLERR` after any mount or unmount in the namespace,
+//! so one `poll(2)` with a zero timeout says whether to look; only then is the table read, and
+//! only mounts below the watched directories count (a node starting containers mounts all the
+//! time elsewhere). Used to keep listings that a mount could invalidate without re-reading them
+//! on a timer.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// A watch on the mount table. Where it cannot be had (no `/proc`, not Linux) every question is
 /// answered "changed", so callers fall back to re-reading.
 #[derive(Debug)]
 pub struct MountWatch {
+    table: PathBuf,
     #[cfg(target_os = "linux")]
     file: Option<std::fs::File>,
-    asked: bool,
+    /// The mounts below the watched dirs when last read: (mount id, mount point).
+    below: Option<Vec<(u64, PathBuf)>>,
 }
 
 impl Default for MountWatch {
@@ -20,27 +28,35 @@ impl Default for MountWatch {
 
 impl MountWatch {
     pub fn new() -> MountWatch {
-        Self::of(std::path::Path::new("/proc/self/mountinfo"))
+        Self::of(Path::new("/proc/self/mountinfo"))
     }
 
     /// A watch on the mount table `mountinfo` (`/proc/thread-self/mountinfo` for a thread in
     /// a mount namespace of its own).
-    pub fn of(mountinfo: &std::path::Path) -> MountWatch {
-        #[cfg(not(target_os = "linux"))]
-        let _ = mountinfo;
+    pub fn of(mountinfo: &Path) -> MountWatch {
         MountWatch {
+            table: mountinfo.to_path_buf(),
             #[cfg(target_os = "linux")]
             file: std::fs::File::open(mountinfo).ok(),
-            asked: false,
+            below: None,
         }
     }
 
-    /// Whether the mount table may have changed since the last call: `true` the first time,
-    /// after a mount or unmount, and whenever the watch cannot tell.
-    pub fn changed(&mut self) -> bool {
-        let first = !std::mem::replace(&mut self.asked, true);
-        // Always polled, so the first call also takes the flag of a change before it.
-        self.flagged() || first
+    /// Whether the mounts below any of `roots` may have changed since the last call: `true` the
+    /// first time, after a mount or unmount below one of them, and whenever the watch cannot
+    /// tell. A mount elsewhere costs one read of the table, not a `true`.
+    pub fn changed_below(&mut self, roots: &[&Path]) -> bool {
+        if self.below.is_some() && !self.flagged() {
+            return false;
+        }
+        let Ok(table) = std::fs::read(&self.table) else {
+            self.below = None;
+            return true;
+        };
+        let now = mounts_below(&table, roots);
+        let changed = self.below.as_ref() != Some(&now);
+        self.below = Some(now);
+        changed
     }
 
     #[cfg(target_os = "linux")]
@@ -69,16 +85,62 @@ impl MountWatch {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::MountWatch;
+/// The mounts of `table` (mountinfo text) whose mount point lies strictly below one of `roots`,
+/// as (mount id, mount point), in the table's order. Pure.
+pub fn mounts_below(table: &[u8], roots: &[&Path]) -> Vec<(u64, PathBuf)> {
+    let mut out = Vec::new();
+    for line in table.split(|b| *b == b'\n') {
+        let mut fields = line.split(|b| *b == b' ');
+        let id = fields
+            .next()
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .and_then(|f| f.parse::<u64>().ok());
+        let (Some(id), Some(point)) = (id, fields.nth(3)) else {
+            continue;
+        };
+        let point = super::unescape_mountinfo(point);
+        let point = Path::new(OsStr::from_bytes(&point));
+        if roots.iter().any(|r| point != *r && point.starts_with(r)) {
+            out.push((id, point.to_path_buf()));
+        }
+    }
+    out
+}
 
-    /// A real tmpfs mounted and unmounted: each is seen once, and nothing in between. Run in a
-    /// thread with a private mount namespace of its own, so the mounts of tests running at the
-    /// same time are not seen.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &[u8] = b"22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+        30 22 0:40 / /work/ws rw shared:2 - tmpfs tmpfs rw\n\
+        31 30 0:41 / /work/ws/p\\040one rw shared:3 - tmpfs tmpfs rw\n\
+        32 22 0:42 /x /work/wsx rw shared:4 - tmpfs tmpfs rw\n\
+        33 31 0:43 / /work/ws/p\\040one/node_modules rw - tmpfs tmpfs rw\n\
+        garbage\n\
+        x 22 0:44 / /work/ws/bad rw - tmpfs tmpfs rw\n";
+
     #[test]
-    fn a_mount_and_an_unmount_are_each_seen_once() {
-        if !crate::testkit::require_root("a_mount_and_an_unmount_are_each_seen_once") {
+    fn only_mounts_strictly_below_a_root_count_with_their_ids_and_unescaped_points() {
+        let below = mounts_below(TABLE, &[Path::new("/work/ws")]);
+        assert_eq!(
+            below,
+            vec![
+                (31, PathBuf::from("/work/ws/p one")),
+                (33, PathBuf::from("/work/ws/p one/node_modules")),
+            ]
+        );
+        assert!(mounts_below(TABLE, &[Path::new("/elsewhere")]).is_empty());
+        assert!(mounts_below(b"", &[Path::new("/work/ws")]).is_empty());
+    }
+
+    /// Real tmpfs mounts: below the watched dir each mount and unmount is seen once; elsewhere
+    /// none is. Run in a thread with a private mount namespace of its own, so the mounts of
+    /// tests running at the same time are not seen.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_mount_below_is_seen_once_and_one_elsewhere_not_at_all() {
+        if !crate::testkit::require_root("a_mount_below_is_seen_once_and_one_elsewhere_not_at_all")
+        {
             return;
         }
         std::thread::spawn(in_a_namespace_of_its_own)
@@ -86,35 +148,41 @@ mod tests {
             .unwrap();
     }
 
+    #[cfg(target_os = "linux")]
     fn in_a_namespace_of_its_own() {
-        // SAFETY: plain syscalls on this thread only (CLONE_NEWNS unshares this thread's
+        use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+        // SAFETY: a plain syscall for this thread only (CLONE_NEWNS unshares this thread's
         // filesystem information and mount namespace).
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0, "unshare");
         rustix::mount::mount_change(
             "/",
-            rustix::mount::MountPropagationFlags::PRIVATE
-                | rustix::mount::MountPropagationFlags::REC,
+            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
         )
         .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut watch = MountWatch::of(std::path::Path::new("/proc/thread-self/mountinfo"));
-        assert!(
-            watch.changed(),
-            "the first question is always answered 'changed'"
-        );
-        assert!(!watch.changed(), "nothing was mounted since");
-        rustix::mount::mount(
-            "tmpfs",
-            dir.path(),
-            "tmpfs",
-            rustix::mount::MountFlags::empty(),
-            Some(c"size=1m"),
-        )
-        .unwrap();
-        assert!(watch.changed(), "the mount is seen");
-        assert!(!watch.changed(), "and only once");
-        rustix::mount::unmount(dir.path(), rustix::mount::UnmountFlags::empty()).unwrap();
-        assert!(watch.changed(), "the unmount is seen");
-        assert!(!watch.changed());
+        let tmp = tempfile::tempdir().unwrap();
+        let (ws, other) = (tmp.path().join("ws"), tmp.path().join("other"));
+        let (project, elsewhere) = (ws.join("p"), other.join("q"));
+        for d in [&project, &elsewhere] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mount = |at: &Path| {
+            rustix::mount::mount("tmpfs", at, "tmpfs", MountFlags::empty(), Some(c"size=1m"))
+                .unwrap()
+        };
+        let unmount = |at: &Path| rustix::mount::unmount(at, UnmountFlags::empty()).unwrap();
+        let mut watch = MountWatch::of(Path::new("/proc/thread-self/mountinfo"));
+        let roots = [ws.as_path()];
+        assert!(watch.changed_below(&roots), "the first question: changed");
+        assert!(!watch.changed_below(&roots), "nothing was mounted since");
+        mount(&project);
+        assert!(watch.changed_below(&roots), "the mount below is seen");
+        assert!(!watch.changed_below(&roots), "and only once");
+        mount(&elsewhere);
+        assert!(!watch.changed_below(&roots), "a mount elsewhere is not");
+        unmount(&elsewhere);
+        assert!(!watch.changed_below(&roots));
+        unmount(&project);
+        assert!(watch.changed_below(&roots), "the unmount below is seen");
+        assert!(!watch.changed_below(&roots));
     }
 }
