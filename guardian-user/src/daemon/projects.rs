@@ -17,12 +17,11 @@ impl Guardian {
     pub(super) fn refresh_projects(&mut self) {
         use std::os::unix::fs::MetadataExt;
         // Asked at every refresh, so a mount seen once is not seen again.
-        let roots: Vec<&Path> = self
-            .config
-            .workspaces
-            .iter()
-            .map(|w| w.path.as_path())
+        // The mount table names real paths: a workspace reached through a symlink is resolved.
+        let roots: Vec<PathBuf> = (self.config.workspaces.iter())
+            .map(|w| std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone()))
             .collect();
+        let roots: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
         let mounts_changed = self.listing.mounts.changed_below(&roots);
         let seen = Listed::now(&self.config.workspaces);
         if !mounts_changed && self.listing.last.as_ref().is_some_and(|l| l.still(&seen)) {
