@@ -6,7 +6,7 @@
 
 mod tally;
 
-pub use tally::{Tally, Usage};
+pub use tally::{SharedInode, Tally, Usage};
 
 use crate::fsys::{self, Boundary, EntryKind, EntryStat};
 use rayon::prelude::*;

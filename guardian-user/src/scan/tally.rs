@@ -24,6 +24,17 @@ pub struct Usage {
     pub newest_change: i64,
 }
 
+/// A hard-linked inode a tree holds only some links of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedInode {
+    /// (dev, ino).
+    pub identity: (u64, u64),
+    /// Its link count when the tree was walked.
+    pub nlink: u64,
+    /// How many of its links the tree holds.
+    pub seen: u64,
+}
+
 /// An inode with more than one link: how many links exist and how many this tally has seen.
 #[derive(Clone, Copy, Debug)]
 struct Linked {
@@ -98,6 +109,24 @@ impl Tally {
     /// links were seen inside the tree.
     pub fn freeable(&self) -> Usage {
         self.sum(|l| l.seen >= l.nlink)
+    }
+
+    /// The hard-linked inodes whose links the tree does not hold exactly (some lie outside it,
+    /// or the count changed while it was walked): what it shares with the rest of the
+    /// filesystem. Sorted by identity.
+    pub fn shared(&self) -> Vec<SharedInode> {
+        let mut out: Vec<SharedInode> = self
+            .linked
+            .iter()
+            .filter(|(_, l)| l.seen != l.nlink)
+            .map(|(&identity, l)| SharedInode {
+                identity,
+                nlink: l.nlink,
+                seen: l.seen,
+            })
+            .collect();
+        out.sort_unstable_by_key(|s| s.identity);
+        out
     }
 
     fn sum(&self, include: impl Fn(&Linked) -> bool) -> Usage {

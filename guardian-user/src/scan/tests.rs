@@ -79,6 +79,28 @@ fn freeable_counts_shared_hard_links_only_when_all_links_inside() {
 }
 
 #[test]
+fn shared_lists_the_inodes_a_tree_holds_only_some_links_of() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    build_tree(&root);
+    let id = |p: &str| crate::fsys::identity_of(&root.join(p)).unwrap();
+    // d holds one of a/f6's two links; a/f5's two links are both under a.
+    let d = scan_path(&root.join("d")).unwrap();
+    assert_eq!(
+        d.tally.shared(),
+        [SharedInode {
+            identity: id("a/f6"),
+            nlink: 2,
+            seen: 1
+        }]
+    );
+    let a = scan_path(&root.join("a")).unwrap();
+    let shared: Vec<_> = a.tally.shared().iter().map(|s| s.identity).collect();
+    assert_eq!(shared, [id("a/f6")]);
+    assert!(scan_path(&root).unwrap().tally.shared().is_empty());
+}
+
+#[test]
 fn unreadable_dir_is_reported_not_fatal() {
     if !crate::testkit::require_root("unreadable_dir_is_reported_not_fatal") {
         return;

@@ -7,14 +7,17 @@
 //! Invariants: an entry is served only while no write was reported into its project since the
 //! walk that measured it began, the project entry is the same (dev, ino) with the same mtime and
 //! ctime, and every cached match is still the (dev, ino) it was; otherwise the project is walked.
-//! A project that shares an inode with anything outside it (a hard link), was walked with errors
-//! or across a mount is never kept.
+//! A project that shares inodes (hard links) with others is served only while the kept projects
+//! hold every link of each, all fresh and none written since its walk began (`links.rs`); one
+//! sharing an inode with anything outside the kept projects, walked with errors or across a
+//! mount, is never served.
 //! With a source that reports no writes (poll) nothing is served, and once writes may have been
 //! missed (the source fell back, the pending set overflowed) every entry is stale. The index only
 //! saves walks: the executor re-checks every target on disk right before deleting it. Bounded:
 //! [`MAX_PROJECTS`] entries, [`MAX_MATCHES`] matches per project and [`MAX_TOTAL_MATCHES`] in all,
 //! [`MAX_PENDING`] written paths between two syncs.
 
+use super::links::{Held, Links};
 use super::ProjectSurvey;
 use crate::config::{CompiledRule, Workspace};
 use crate::fsys::{self, EntryStat};
@@ -135,8 +138,8 @@ impl Kept {
         }
     }
 
-    /// The survey of the project at `path`, whose entry is `root` now.
-    fn survey(&self, path: &Path, root: &EntryStat) -> ProjectSurvey {
+    /// The survey of the project at `path`, whose entry is `root` now and which shares `held`.
+    fn survey(&self, path: &Path, root: &EntryStat, held: &[Held]) -> ProjectSurvey {
         ProjectSurvey {
             path: path.to_path_buf(),
             identity: self.identity,
@@ -146,6 +149,7 @@ impl Kept {
             protected_name: self.protected_name,
             contains_keep: self.contains_keep,
             matches: self.matches.to_vec(),
+            shared: Links::expand(root.dev, held),
             root: Some(*root),
             complete: true,
             cached: false,
@@ -160,6 +164,11 @@ struct Entry {
     root: RootStamp,
     /// The sync count when the walk that measured it began.
     walked_at: u64,
+    /// The inodes it shares with others (on `root.dev`), as counted in the partner table;
+    /// `None` when they could not be kept (then it is never served).
+    links: Option<Box<[Held]>>,
+    /// Counted as a stale holder in the partner table.
+    stale: bool,
 }
 
 /// The index itself, owned by the cleanup thread.
@@ -174,6 +183,8 @@ pub struct Index {
     clock: u64,
     trusted: bool,
     matches: usize,
+    /// Who else holds the inodes the kept projects share.
+    links: Links,
     /// Something may need a refresh (writes arrived, or the index is not known to be complete).
     dirty: bool,
     /// The refresh found the index complete since the start or the last [`clear`](Index::clear)
@@ -191,6 +202,7 @@ impl Index {
             clock: 0,
             trusted: false,
             matches: 0,
+            links: Links::default(),
             dirty: true,
             warm: false,
         }
@@ -220,6 +232,9 @@ impl Index {
             if self.written_at.len() >= MAX_PROJECTS {
                 self.forget_writes();
             }
+            if let Some(entry) = self.entries.get_mut(path.as_path()) {
+                note_written(&mut self.links, entry, self.clock);
+            }
             self.written_at.insert(path, self.clock);
         }
         self.clock
@@ -230,11 +245,15 @@ impl Index {
         self.written_at.clear();
         self.stale_before = self.clock;
         self.dirty = true;
+        for entry in self.entries.values_mut() {
+            note_written(&mut self.links, entry, self.clock);
+        }
     }
 
     /// Drops every entry: what they matched was decided by rules that no longer hold (a reload).
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.entries = HashMap::new();
+        self.links.clear();
         self.matches = 0;
         self.warm = false;
         self.forget_writes();
@@ -256,11 +275,23 @@ impl Index {
 
     /// Whether the entry for `path` was measured after the last write reported into it.
     fn fresh(&self, path: &Path, entry: &Entry) -> bool {
-        entry.walked_at >= self.stale_before
-            && self
-                .written_at
-                .get(path)
-                .is_none_or(|w| *w <= entry.walked_at)
+        self.fresh_since(path, entry.walked_at)
+    }
+
+    /// Whether a walk of `path` that began at sync `walked_at` saw every write reported into it.
+    fn fresh_since(&self, path: &Path, walked_at: u64) -> bool {
+        walked_at >= self.stale_before && self.written_at.get(path).is_none_or(|w| *w <= walked_at)
+    }
+
+    /// Whether the background refresh should walk `path` again: its entry is stale, or a
+    /// project sharing inodes with it was written since its walk.
+    fn needs_walk(&self, path: &Path) -> bool {
+        self.entries.get(path).is_none_or(|e| {
+            !self.fresh(path, e)
+                || e.links
+                    .as_ref()
+                    .is_some_and(|held| self.links.written_since(e.root.dev, held, e.walked_at))
+        })
     }
 
     /// The cached survey of the project at `path`, whose entry is `st` now, if it is still
@@ -271,14 +302,18 @@ impl Index {
         }
         let entry = self.entries.get(path)?;
         let kept = entry.kept.as_ref()?;
-        if !self.fresh(path, entry) || entry.root != RootStamp::of(st) {
+        let held = entry.links.as_deref()?;
+        if !self.fresh(path, entry)
+            || entry.root != RootStamp::of(st)
+            || !self.links.servable(entry.root.dev, held, entry.walked_at)
+        {
             return None;
         }
         let unchanged = kept.matches.iter().all(|m| {
             m.rel_path.as_os_str().is_empty()
                 || fsys::identity_of(&path.join(&m.rel_path)).is_ok_and(|id| id == m.identity)
         });
-        unchanged.then(|| kept.survey(path, st))
+        unchanged.then(|| kept.survey(path, st, held))
     }
 
     /// Keeps a project walked under `ticket` (from [`sync`](Index::sync) before the walk began),
@@ -289,18 +324,26 @@ impl Index {
             return;
         }
         self.remove(&survey.path);
-        // A project sharing an inode with anything outside it (a hard link) changes when the
-        // file is written through the other link, which the source attributes elsewhere.
-        let shares_inodes = survey.freeable.inodes != survey.usage.inodes;
         if self.entries.len() >= MAX_PROJECTS {
             return;
         }
-        let servable = survey.complete
-            && !shares_inodes
+        // What it shares with others (hard links) is served only while they are kept and fresh
+        // too: a write through another link is reported in the other project.
+        let links = survey
+            .complete
+            .then(|| Links::compact(root.dev, &survey.shared))
+            .flatten()
+            .filter(|held| self.links.room(held.len()));
+        let servable = links.is_some()
             && survey.matches.len() <= MAX_MATCHES
             && self.matches + survey.matches.len() <= MAX_TOTAL_MATCHES;
         if servable {
             self.matches += survey.matches.len();
+        }
+        let stale = !self.fresh_since(&survey.path, ticket);
+        if let Some(held) = &links {
+            let written = self.written_at.get(&survey.path).copied();
+            self.links.add(root.dev, held, stale, written);
         }
         self.entries.insert(
             survey.path.clone().into_boxed_path(),
@@ -308,6 +351,8 @@ impl Index {
                 kept: servable.then(|| Box::new(Kept::of(survey))),
                 root: RootStamp::of(&root),
                 walked_at: ticket,
+                links,
+                stale,
             },
         );
     }
@@ -316,6 +361,9 @@ impl Index {
         if let Some(old) = self.entries.remove(path) {
             let n = old.kept.map_or(0, |k| k.matches.len());
             self.matches = self.matches.saturating_sub(n);
+            if let Some(held) = &old.links {
+                self.links.remove(old.root.dev, held, old.stale);
+            }
         }
     }
 
@@ -328,6 +376,19 @@ impl Index {
             .map(|p| p.to_path_buf())
             .collect();
         for p in gone {
+            // Its links went with it: the projects sharing inodes with it count them no more
+            // and are walked again.
+            if let Some(Entry {
+                links: Some(held),
+                root,
+                ..
+            }) = self.entries.get(p.as_path())
+            {
+                if !held.is_empty() {
+                    self.links.written(root.dev, held, self.clock, false);
+                    self.dirty = true;
+                }
+            }
             self.remove(&p);
         }
         self.written_at
@@ -354,23 +415,18 @@ impl Index {
             let Ok(listed) = std::fs::read_dir(&ws.path) else {
                 continue;
             };
-            let mut alive = HashSet::new();
-            let mut todo = Vec::new();
-            for entry in listed.flatten() {
-                let path = entry.path();
-                let fresh = self
-                    .entries
-                    .get(path.as_path())
-                    .is_some_and(|e| self.fresh(&path, e));
-                if !fresh && todo.len() < REFRESH_BATCH {
-                    todo.push(entry.file_name());
-                }
-                alive.insert(path);
-            }
+            let alive: HashSet<PathBuf> = listed.flatten().map(|e| e.path()).collect();
+            // Pruned first: a vanished project's partners need a new walk.
             self.prune(&ws.path, &alive);
+            let todo: Vec<_> = alive
+                .iter()
+                .filter(|p| self.needs_walk(p))
+                .take(REFRESH_BATCH)
+                .filter_map(|p| p.file_name())
+                .collect();
             if !todo.is_empty() {
                 for name in todo {
-                    if let Some(survey) = super::survey_one(ws, rules, &name) {
+                    if let Some(survey) = super::survey_one(ws, rules, name) {
                         self.store(ticket, &survey);
                     }
                 }
@@ -385,10 +441,20 @@ impl Index {
             tracing::info!(
                 projects = self.entries.len(),
                 matches = self.matches,
+                shared_inodes = self.links.len(),
                 "survey index warm"
             );
         }
         None
+    }
+}
+
+/// A kept project was reported written at sync `at` (or may have missed writes): the partner
+/// table learns it for its shared inodes, and it counts as a stale holder until walked again.
+fn note_written(links: &mut Links, entry: &mut Entry, at: u64) {
+    if let Some(held) = &entry.links {
+        links.written(entry.root.dev, held, at, !entry.stale);
+        entry.stale = true;
     }
 }
 

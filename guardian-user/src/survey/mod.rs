@@ -1,15 +1,17 @@
 //! The survey: walks each workspace's projects once, measuring each project and finding the
 //! entries the cleanup rules name, then turns that into policy candidates with their protection
 //! status. Reads only; it never deletes. `index.rs`: the per-project survey cache a cycle plans
-//! from without walking the projects nothing was written into.
+//! from without walking the projects nothing was written into; `links.rs`: its table of the
+//! inodes projects share (hard links), which decides when such a project may be served.
 
 pub mod index;
+mod links;
 
 use crate::config::{CompiledRule, Workspace};
 use crate::fsys::{self, EntryKind, EntryStat};
 use crate::policy::{Candidate, CandidateKind, RebuildCost};
 use crate::protect::{self, ProcSnapshot};
-use crate::scan::{self, Around, Classify, RuleMatch, Usage, WalkError};
+use crate::scan::{self, Around, Classify, RuleMatch, SharedInode, Usage, WalkError};
 use rayon::prelude::*;
 use rustix::fd::AsFd;
 use serde::Serialize;
@@ -60,6 +62,9 @@ pub struct ProjectSurvey {
     pub contains_keep: bool,
     #[serde(skip)]
     pub matches: Vec<RuleMatch>,
+    /// The hard-linked inodes it holds only some links of (the others lie elsewhere).
+    #[serde(skip)]
+    pub shared: Vec<SharedInode>,
     /// The project entry as stat'ed right before it was walked (`None` when it was not).
     #[serde(skip)]
     pub root: Option<EntryStat>,
@@ -262,6 +267,7 @@ fn survey_project(
         protected_name,
         contains_keep: walked.contains_keep,
         matches: std::mem::take(&mut walked.matches),
+        shared: walked.tally.shared(),
         root: Some(st),
         complete: walked.errors.is_empty() && walked.mounts_skipped.is_empty(),
         cached: false,
@@ -279,6 +285,7 @@ fn empty_project(path: PathBuf, is_dir: bool, protected_name: bool) -> ProjectSu
         protected_name,
         contains_keep: false,
         matches: Vec::new(),
+        shared: Vec::new(),
         root: None,
         complete: false,
         cached: false,
@@ -427,6 +434,7 @@ mod tests {
             protected_name: false,
             contains_keep: false,
             matches: Vec::new(),
+            shared: Vec::new(),
             root: None,
             complete: false,
             cached: false,

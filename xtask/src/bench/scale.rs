@@ -152,6 +152,11 @@ pub struct ScaleReport {
 }
 
 pub fn run(params: &Params, guardian_bin: &Path, cancel: &AtomicBool) -> Result<ScaleReport> {
+    let _lock = if params.sizes.iter().any(|s| !s.tmpfs) {
+        Some(image::CacheLock::take(cancel)?)
+    } else {
+        None
+    };
     let cpu = CpuUse::now();
     let base = TempBase::create("scale")?;
     let (mut trees, mut rows) = (Vec::new(), Vec::new());

@@ -134,6 +134,42 @@ impl Tree {
     }
 }
 
+/// Held while a run uses the images of [`CACHE_DIR`]: two runs at once (engineers sharing a
+/// machine, CI) would mount one image twice and corrupt it. Released when dropped.
+pub(super) struct CacheLock(#[allow(dead_code)] std::fs::File);
+
+impl CacheLock {
+    /// Waits (cancellably) for the other run to finish.
+    pub(super) fn take(cancel: &AtomicBool) -> Result<CacheLock> {
+        use rustix::fs::{flock, FlockOperation};
+        std::fs::create_dir_all(CACHE_DIR).with_context(|| format!("cannot create {CACHE_DIR}"))?;
+        let path = Path::new(CACHE_DIR).join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut told = false;
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(CacheLock(file)),
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    if !told {
+                        eprintln!(
+                            "bench: scale: another run uses {CACHE_DIR}; waiting for it to end"
+                        );
+                        told = true;
+                    }
+                    check_cancel(cancel)?;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => bail!("cannot lock {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
 fn mount_image(image: &Path, mnt: &Path) -> Result<()> {
     run_cmd(
         Command::new("mount")

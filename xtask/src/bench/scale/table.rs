@@ -203,7 +203,8 @@ impl ScaleReport {
              round's `surveyed` log line (projects walked at the crossing / taken from the \
              index). Between crossings the fill file is removed and the victim made afresh, \
              then {} s for the index to re-walk those two projects. The ext4 trees are built \
-             once into sparse images in `{CACHE_DIR}` and reused while their stamp matches.",
+             once into sparse images in `{CACHE_DIR}` and reused while their stamp matches (one run \
+             at a time uses them: a second waits for the first's lock).",
             thousands(VICTIM_ENTRIES),
             HEADROOM >> 20,
             self.idle_seconds,
