@@ -163,6 +163,15 @@ impl Executor {
         procs
     }
 
+    /// A reading of the process table taken elsewhere (the plan's, begun at `at`): the next
+    /// checks use it while it is younger than [`PROCS_FRESH`], as they would their own.
+    pub fn offer_process_table(&self, (at, procs): (Instant, Arc<ProcSnapshot>)) {
+        let mut cached = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.as_ref().is_none_or(|(mine, _)| *mine < at) {
+            *cached = Some((at, procs));
+        }
+    }
+
     pub fn audit_path(&self) -> &Path {
         self.audit.path()
     }
@@ -458,5 +467,42 @@ fn more(n: usize) -> String {
         format!(" and {} more", n - 1)
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executor(dir: &Path) -> Executor {
+        Executor::new(
+            Vec::new(),
+            AuditLog::new(&dir.join("audit.log")),
+            true,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(|_: &Path| None),
+        )
+    }
+
+    /// The plan's reading of the process table serves the first checks while it is fresh, never
+    /// replaces a newer reading, and one too old to serve is read again.
+    #[test]
+    fn an_offered_process_table_serves_while_fresh_and_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = executor(dir.path());
+        let plan = Arc::new(ProcSnapshot::default());
+        ex.offer_process_table((Instant::now(), plan.clone()));
+        assert!(Arc::ptr_eq(&ex.process_table(), &plan));
+        let older = Arc::new(ProcSnapshot::default());
+        ex.offer_process_table((Instant::now() - Duration::from_secs(1), older.clone()));
+        assert!(Arc::ptr_eq(&ex.process_table(), &plan), "an older reading was taken");
+
+        let ex = executor(dir.path());
+        let stale = Arc::new(ProcSnapshot::default());
+        ex.offer_process_table((Instant::now() - 2 * PROCS_FRESH, stale.clone()));
+        assert!(
+            !Arc::ptr_eq(&ex.process_table(), &stale),
+            "a reading older than PROCS_FRESH served a check"
+        );
     }
 }

@@ -374,6 +374,10 @@ fn cycle(
                 reuse: rounds == 0,
             }),
         );
+        if let Some(procs) = planned.procs.clone() {
+            // Read while this round's survey ran: the first deletions need no reading of their own.
+            ctx.executor.offer_process_table(procs);
+        }
         if planned.surveyed {
             tracing::info!(
                 mount = %crate::textpath::shown(&fs.mount),

@@ -14,6 +14,8 @@ use crate::protect::ProcSnapshot;
 use crate::survey::{self, index::Index};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// One filesystem's plan, for `guardian plan`.
 #[derive(Debug, serde::Serialize)]
@@ -35,6 +37,10 @@ pub struct FsPlan {
     /// Projects the survey took from the index instead.
     #[serde(skip)]
     pub projects_cached: usize,
+    /// The process table the candidates were checked against, and when its reading began: the
+    /// executor's first protection checks may reuse it ([`crate::cleanup::Executor::offer_process_table`]).
+    #[serde(skip)]
+    pub procs: Option<(Instant, Arc<ProcSnapshot>)>,
 }
 
 /// The index a survey keeps up to date, and whether it may take fresh entries from it.
@@ -95,53 +101,67 @@ pub fn plan_filesystem(
             project_bytes: Vec::new(),
             projects_walked: 0,
             projects_cached: 0,
+            procs: None,
         };
     }
-    let surveys: Vec<_> = match index {
-        Some(IndexUse { index, reuse }) => {
-            let ticket = index.sync();
-            let reuse = reuse && index.trusted();
-            let shared: &Index = index;
-            let lookup = |p: &Path, st: &crate::fsys::EntryStat| {
-                reuse.then(|| shared.lookup(p, st)).flatten()
-            };
-            let surveys: Vec<_> = fs
-                .workspaces
-                .iter()
-                .map(|ws| survey::survey_workspace_with(ws, rules, &lookup))
-                .collect();
-            if index.trusted() {
-                for s in &surveys {
-                    let alive = s.projects.iter().map(|p| p.path.clone()).collect();
-                    if s.errors.iter().all(|e| e.path != s.path) {
-                        index.prune(&s.path, &alive);
-                    }
-                    for p in &s.projects {
-                        index.store(ticket, p);
+    // The process table is read while the survey runs (it costs as much as a survey from the
+    // index: milliseconds per hundred processes), and handed to the executor with the plan.
+    let (surveys, procs) = std::thread::scope(|scope| {
+        let reading = std::thread::Builder::new()
+            .name("guardian-procs".into())
+            .spawn_scoped(scope, || {
+                (Instant::now(), Arc::new(ProcSnapshot::capture()))
+            })
+            .ok();
+        let surveys: Vec<_> = match index {
+            Some(IndexUse { index, reuse }) => {
+                let ticket = index.sync();
+                let reuse = reuse && index.trusted();
+                let shared: &Index = index;
+                let lookup = |p: &Path, st: &crate::fsys::EntryStat| {
+                    reuse.then(|| shared.lookup(p, st)).flatten()
+                };
+                let surveys: Vec<_> = fs
+                    .workspaces
+                    .iter()
+                    .map(|ws| survey::survey_workspace_with(ws, rules, &lookup))
+                    .collect();
+                if index.trusted() {
+                    for s in &surveys {
+                        let alive = s.projects.iter().map(|p| p.path.clone()).collect();
+                        if s.errors.iter().all(|e| e.path != s.path) {
+                            index.prune(&s.path, &alive);
+                        }
+                        for p in &s.projects {
+                            index.store(ticket, p);
+                        }
                     }
                 }
+                surveys
             }
-            surveys
-        }
-        None => fs
-            .workspaces
-            .iter()
-            .map(|ws| survey::survey_workspace(ws, rules))
-            .collect(),
-    };
+            None => fs
+                .workspaces
+                .iter()
+                .map(|ws| survey::survey_workspace(ws, rules))
+                .collect(),
+        };
+        let procs = reading
+            .and_then(|h| h.join().ok())
+            .unwrap_or_else(|| (Instant::now(), Arc::new(ProcSnapshot::capture())));
+        (surveys, procs)
+    });
     let projects_cached = surveys
         .iter()
         .flat_map(|s| &s.projects)
         .filter(|p| p.cached)
         .count();
     let projects_walked = surveys.iter().map(|s| s.projects.len()).sum::<usize>() - projects_cached;
-    let procs = ProcSnapshot::capture();
     let activity = survey::Activity {
         now: crate::tasks::clock::now_secs(),
         active_within: config.daemon.active_within.0.as_secs(),
         last_write,
     };
-    let mut candidates = survey::candidates(&surveys, rules, &procs, extra_protection, &activity);
+    let mut candidates = survey::candidates(&surveys, rules, &procs.1, extra_protection, &activity);
     candidates.retain(|c| !attempted.contains(&c.path));
     let project_bytes = surveys
         .iter()
@@ -157,5 +177,6 @@ pub fn plan_filesystem(
         project_bytes,
         projects_walked,
         projects_cached,
+        procs: Some(procs),
     }
 }
