@@ -36,6 +36,9 @@ const RISE_SLACK: f64 = 1.5;
 const REGULAR: f64 = 0.5;
 /// A tooth under way may exceed the largest seen by this share (sampling) and stay within.
 const SIZE_SLACK: f64 = 0.05;
+/// The drift of the levels the teeth leave and the trend of their heights are also measured
+/// over this many of the last teeth (a fill that joined lately shows there first).
+const RECENT: usize = 6;
 
 /// One closed tooth.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,6 +49,9 @@ struct Tooth {
     /// What the drop took back of the rise (peak − level after, at most peak − low before),
     /// bytes.
     amplitude: f64,
+    /// How far the peak rose above the level the tooth started from, bytes (what the next
+    /// peak is measured against: with growth underneath, more than the drop takes back).
+    height: f64,
     /// Level after the drop.
     after: f64,
     /// Rise duration, seconds.
@@ -84,8 +90,19 @@ pub struct Pattern {
     pub amplitude_max: f64,
     /// The longest rise, seconds.
     pub rise_max_s: f64,
-    /// Net growth of the levels the teeth leave behind, bytes per second (0 unless it rises).
+    /// Net growth of the levels the teeth leave behind, bytes per second (0 unless it rises):
+    /// over all the teeth kept or over the last few, whichever is faster.
     pub drift_bps: f64,
+    /// The largest height of a peak above the level its tooth started from, bytes (with growth
+    /// underneath, more than the drop takes back), and how fast the heights of the last teeth
+    /// grow, bytes per second (0 unless they do).
+    #[serde(default)]
+    pub height_max: f64,
+    #[serde(default)]
+    pub height_growth_bps: f64,
+    /// Height of the last tooth, bytes.
+    #[serde(default)]
+    pub height_last: f64,
     /// The level the tooth under way started from (used bytes), how far above it the level is
     /// now, and for how long it has been rising.
     pub base: f64,
@@ -138,6 +155,7 @@ impl Teeth {
                     end: t0,
                     // What the drop took back: a file kept with the tooth is net growth.
                     amplitude: taken.min(rise),
+                    height: rise,
                     after: y0,
                     rise_s: (self.peak_at - start).max(0.0),
                 });
@@ -239,13 +257,10 @@ impl Teeth {
         let amplitude_max = amps.iter().copied().fold(0.0, f64::max);
         // Nearest rank: the largest with fewer than ten teeth.
         let amplitude_p90 = stats::nearest_rank(&mut amps, 0.9);
-        let first = recent[0];
-        let span = last.end - first.end;
-        let drift_bps = if span > 0.0 {
-            ((last.after - first.after) / span).max(0.0)
-        } else {
-            0.0
-        };
+        let tail = &recent[recent.len().saturating_sub(RECENT)..];
+        let drift_bps = slope(recent[0], last, |t| t.after).max(slope(tail[0], last, |t| t.after));
+        let height_max = recent.iter().map(|t| t.height).fold(0.0, f64::max);
+        let height_growth_bps = least_squares_slope(tail.iter().map(|t| (t.end, t.height)));
         let (excursion, excursion_s) = self.excursion();
         Some(Pattern {
             teeth: recent.len(),
@@ -254,6 +269,9 @@ impl Teeth {
             amplitude_max,
             rise_max_s,
             drift_bps,
+            height_max,
+            height_growth_bps,
+            height_last: last.height,
             base: self.low,
             excursion,
             excursion_s,
@@ -262,29 +280,77 @@ impl Teeth {
     }
 }
 
+/// How fast `value` moved from tooth `a` to tooth `b` (by their ends), per second; 0 unless it
+/// rose.
+fn slope(a: &Tooth, b: &Tooth, value: impl Fn(&Tooth) -> f64) -> f64 {
+    let span = b.end - a.end;
+    if span > 0.0 {
+        ((value(b) - value(a)) / span).max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// The least-squares slope of `(x, y)` points, 0 unless positive (or fewer than three points).
+fn least_squares_slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
+    let n = points.clone().count() as f64;
+    if n < 3.0 {
+        return 0.0;
+    }
+    let (sx, sy) = points
+        .clone()
+        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (sxx, sxy) = points.fold((0.0, 0.0), |(sxx, sxy), (x, y)| {
+        (sxx + (x - mx).powi(2), sxy + (x - mx) * (y - my))
+    });
+    if sxx > 0.0 {
+        (sxy / sxx).max(0.0)
+    } else {
+        0.0
+    }
+}
+
 impl Pattern {
     /// Whether the rise under way is no larger (`SIZE_SLACK`) and no longer (`RISE_SLACK`
     /// times the longest rise, plus two samples) than the teeth seen: one of them so far.
     pub fn within(&self) -> bool {
-        self.excursion <= self.amplitude_max * (1.0 + SIZE_SLACK)
+        self.excursion <= self.largest() * (1.0 + SIZE_SLACK)
             && self.excursion_s <= RISE_SLACK * self.rise_max_s + 2.0 * self.sample_s
     }
 
+    /// The largest tooth seen: its peak's height above its base.
+    fn largest(&self) -> f64 {
+        self.height_max.max(self.amplitude_max)
+    }
+
+    /// How high above its base a peak within the next `lead_s` may rise: the largest seen (a
+    /// tooth larger than any seen is danger, `SIZE_SLACK` aside for sampling), or the last one
+    /// grown at the trend of the heights (teeth that grow each time: a fill underneath).
+    fn next_height(&self, lead_s: f64) -> f64 {
+        let largest = self.largest() * (1.0 + SIZE_SLACK);
+        let grown = self.height_last + self.height_growth_bps * (lead_s + self.period_s);
+        largest.max(grown).max(self.excursion)
+    }
+
     /// Whether a projected crossing of `threshold` (free bytes), with `free` bytes free now on
-    /// a filesystem, is the pattern's own: its teeth rise within `lead_s`, the tooth under way is no larger and no longer than
-    /// the teeth seen, and a tooth's peak (P90 amplitude above the base, the base moved by the
-    /// drift over `lead_s`) stays above the threshold.
+    /// a filesystem, is the pattern's own: the tooth under way is no larger and no longer than
+    /// the teeth seen, and the next peaks stay above the threshold over `lead_s` — the base
+    /// moved by the drift of the levels the teeth leave, the peak as high above it as the
+    /// largest tooth seen or the last one grown at the heights' trend.
     pub fn holds(&self, free: f64, threshold: f64, lead_s: f64) -> bool {
         let within = self.within();
+        let lead = lead_s.max(0.0);
         let free_at_base = free + self.excursion;
-        let peak_free = free_at_base - self.drift_bps * lead_s.max(0.0) - self.amplitude_p90;
+        let height = self.next_height(lead);
+        let peak_free = free_at_base - self.drift_bps * lead - height;
         // A tooth whose drop does not come (a cron job that died) is seen once its rise has
         // lasted `RISE_SLACK` times the longest; it must not cross before a cleanup can run
         // after that: teeth that rise within the lead time (a writer that goes on at a tooth's
         // speed is the reactive path's case), or a peak far enough above the threshold.
-        let rate = self.amplitude_p90 / self.rise_max_s.max(self.sample_s).max(1e-9);
-        let noticed = lead_s.max(0.0) + (RISE_SLACK - 1.0) * self.rise_max_s;
-        let safe = self.rise_max_s <= lead_s || peak_free - threshold >= rate * noticed;
+        let rate = height / self.rise_max_s.max(self.sample_s).max(1e-9);
+        let noticed = lead + (RISE_SLACK - 1.0) * self.rise_max_s;
+        let safe = self.rise_max_s <= lead || peak_free - threshold >= rate * noticed;
         within && safe && peak_free > threshold
     }
 }
@@ -401,11 +467,11 @@ mod tests {
         }
         let p = d.pattern(t).expect("locked");
         assert!((p.excursion - 60.0 * MB).abs() < 1.0, "{p:?}");
-        // 365 MB free at the base, 305 now: a peak leaves 245 MB; threshold 215 MB holds,
-        // 250 MB does not.
+        // 365 MB free at the base, 305 now: a peak as large as the largest seen (5 % more for
+        // sampling) leaves 239 MB; threshold 215 MB holds, 240 MB does not.
         assert!(p.holds(305.0 * MB, 215.0 * MB, 8.0));
-        assert!(p.holds(305.0 * MB, 244.0 * MB, 8.0));
-        assert!(!p.holds(305.0 * MB, 250.0 * MB, 8.0));
+        assert!(p.holds(305.0 * MB, 238.0 * MB, 8.0));
+        assert!(!p.holds(305.0 * MB, 240.0 * MB, 8.0));
         // A rise larger than any tooth: danger.
         let mut big = p.clone();
         big.excursion = 130.0 * MB;
@@ -415,13 +481,57 @@ mod tests {
         long.excursion_s = 6.0;
         assert!(!long.holds(305.0 * MB, 100.0 * MB, 8.0));
         // Teeth rising for longer than the lead time are trusted only with room for a drop
-        // that does not come: 40 MB/s × (2 s + half the 3 s rise) = 140 MB above the peak.
+        // that does not come: 42 MB/s × (2 s + half the 3 s rise) = 147 MB above the peak.
         assert!(!p.holds(305.0 * MB, 215.0 * MB, 2.0));
-        assert!(p.holds(305.0 * MB, 100.0 * MB, 2.0));
+        assert!(p.holds(305.0 * MB, 90.0 * MB, 2.0));
         // Drift over the lead time counts.
         let mut drifting = p;
         drifting.drift_bps = 5.0 * MB;
         assert!(!drifting.holds(305.0 * MB, 215.0 * MB, 8.0));
+    }
+
+    #[test]
+    fn a_tooth_larger_than_the_p90_tooth_is_danger() {
+        // One tooth of 120 MB among fifteen of 100 MB: the nearest-rank P90 is 100 MB, but the
+        // next may be as large as the largest.
+        let mut d = Teeth::default();
+        let mut t = sawtooth(&mut d, 0.0, 0.25, 500.0 * MB, &TOOTH, 1);
+        let small = Shape {
+            amp: 100.0 * MB,
+            ..TOOTH
+        };
+        t = sawtooth(&mut d, t, 0.25, 500.0 * MB, &small, 15);
+        let p = d.pattern(t).expect("locked");
+        assert!((p.amplitude_p90 - 100.0 * MB).abs() < 1.0, "{p:?}");
+        // At rest, 400 MB free: a 120 MB peak leaves 280 MB.
+        assert!(!p.holds(400.0 * MB, 285.0 * MB, 8.0));
+        assert!(p.holds(400.0 * MB, 270.0 * MB, 8.0));
+    }
+
+    #[test]
+    fn teeth_that_grow_each_time_are_danger_before_they_pass_the_largest() {
+        // Teeth of 60, 70 … 120 MB every 8.25 s: the next is ~130 MB, and the one after
+        // ~140 MB, though none larger than 120 MB has been seen.
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        for k in 0..7 {
+            let shape = Shape {
+                amp: (60.0 + 10.0 * f64::from(k)) * MB,
+                ..TOOTH
+            };
+            t = sawtooth(&mut d, t, 0.25, 500.0 * MB, &shape, 1);
+        }
+        let p = d.pattern(t).expect("locked");
+        assert!(p.height_growth_bps > 1.0 * MB, "{p:?}");
+        // 400 MB free at rest: the largest seen (plus 5 %) leaves 274 MB, the grown tooth
+        // ~260 MB.
+        assert!(!p.holds(400.0 * MB, 272.0 * MB, 8.0));
+        assert!(p.holds(400.0 * MB, 250.0 * MB, 8.0));
+        // Equal teeth do not grow.
+        let mut d = Teeth::default();
+        let t = sawtooth(&mut d, 0.0, 0.25, 500.0 * MB, &TOOTH, 7);
+        let p = d.pattern(t).expect("locked");
+        assert!(p.height_growth_bps < 0.01 * MB, "{p:?}");
     }
 
     #[test]
