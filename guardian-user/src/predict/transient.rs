@@ -36,6 +36,10 @@ const RISE_SLACK: f64 = 1.5;
 const REGULAR: f64 = 0.5;
 /// A tooth under way may exceed the largest seen by this share (sampling) and stay within.
 const SIZE_SLACK: f64 = 0.05;
+/// The drift of the levels the teeth leave and the trend of their heights are also measured
+/// (robustly: one kept file is no trend) over this many of the last teeth (a fill that joined lately shows
+/// there first).
+const RECENT: usize = 6;
 
 /// One closed tooth.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,10 +50,15 @@ struct Tooth {
     /// What the drop took back of the rise (peak − level after, at most peak − low before),
     /// bytes.
     amplitude: f64,
+    /// How far the peak rose above the level the tooth started from, bytes (what the next
+    /// peak is measured against: with growth underneath, more than the drop takes back).
+    height: f64,
     /// Level after the drop.
     after: f64,
     /// Rise duration, seconds.
     rise_s: f64,
+    /// It rose with pauses (closed from its origin, not from its last plateau).
+    paused: bool,
 }
 
 /// The detector: fed every sample of a level.
@@ -63,12 +72,26 @@ pub(super) struct Teeth {
     left_at: Option<f64>,
     peak: f64,
     peak_at: f64,
+    /// The tooth as it started after the last one closed (or the level's last low), before
+    /// any plateau moved the base: a rise that pauses on its way up (an install writing
+    /// package after package) is one tooth when its drop takes it all back.
+    origin: Start,
     /// Where the level has stayed (within half a step) since when.
     plateau: (f64, f64),
     /// Previous sample, and the level a drop under way started from.
     last: Option<(f64, f64)>,
     falling_from: Option<f64>,
     dt_typical: f64,
+}
+
+/// Where a tooth started: its low (and when), when the level left it, its peak (and when).
+#[derive(Clone, Copy, Debug, Default)]
+struct Start {
+    low: f64,
+    low_at: f64,
+    left_at: Option<f64>,
+    peak: f64,
+    peak_at: f64,
 }
 
 /// A locked pattern, as the trigger sees it (part of a [`super::Forecast`]).
@@ -84,8 +107,19 @@ pub struct Pattern {
     pub amplitude_max: f64,
     /// The longest rise, seconds.
     pub rise_max_s: f64,
-    /// Net growth of the levels the teeth leave behind, bytes per second (0 unless it rises).
+    /// Net growth of the levels the teeth leave behind, bytes per second (0 unless it rises):
+    /// over all the teeth kept, or the median step of the last few, whichever is faster.
     pub drift_bps: f64,
+    /// The largest height of a peak above the level its tooth started from, bytes (with growth
+    /// underneath, more than the drop takes back), and how fast the heights of the last teeth
+    /// grow, bytes per second (0 unless they do).
+    #[serde(default)]
+    pub height_max: f64,
+    #[serde(default)]
+    pub height_growth_bps: f64,
+    /// Height of the last tooth, bytes.
+    #[serde(default)]
+    pub height_last: f64,
     /// The level the tooth under way started from (used bytes), how far above it the level is
     /// now, and for how long it has been rising.
     pub base: f64,
@@ -128,18 +162,34 @@ impl Teeth {
             return;
         }
         if let Some(from) = self.falling_from.take() {
-            // The drop ended at `y0`: a tooth when it takes back at least half the rise.
-            let rise = self.peak - self.low;
-            let taken = self.peak - y0;
-            if rise > min_step && from - y0 > min_step && taken >= TAKEN_BACK * rise {
-                let start = self.left_at.unwrap_or(self.low_at);
+            // The drop ended at `y0`: a tooth when it takes back at least half the rise —
+            // since the last plateau, or since the origin when the drop went below that
+            // plateau (the rise paused on its way up).
+            let current = Start {
+                low: self.low,
+                low_at: self.low_at,
+                left_at: self.left_at,
+                peak: self.peak,
+                peak_at: self.peak_at,
+            };
+            let closes = |s: &Start| {
+                let rise = s.peak - s.low;
+                rise > min_step && from - y0 > min_step && s.peak - y0 >= TAKEN_BACK * rise
+            };
+            let paused = y0 < current.low - min_step;
+            let start = if paused { self.origin } else { current };
+            if let Some(s) = Some(start).filter(closes) {
+                let rise = s.peak - s.low;
+                let start = s.left_at.unwrap_or(s.low_at);
                 self.done.push_back(Tooth {
                     start,
                     end: t0,
                     // What the drop took back: a file kept with the tooth is net growth.
-                    amplitude: taken.min(rise),
+                    amplitude: (s.peak - y0).min(rise),
+                    height: rise,
                     after: y0,
-                    rise_s: (self.peak_at - start).max(0.0),
+                    rise_s: (s.peak_at - start).max(0.0),
+                    paused,
                 });
                 if self.done.len() > KEPT {
                     self.done.pop_front();
@@ -149,31 +199,61 @@ impl Teeth {
                 self.restart(t0, y0);
             }
         }
-        // A level that stays put for as long as the longest rise seen (at least a few
+        // A level that stays put for as long as the longest plain rise seen (at least a few
         // samples) is the base the next tooth starts from (a file kept between teeth).
         if (y - self.plateau.1).abs() > 0.5 * min_step {
             self.plateau = (t, y);
         }
-        let quiet = (3.0 * self.dt_typical).max(self.rise_max());
+        let quiet = (3.0 * self.dt_typical).max(self.rise_plain());
         if t - self.plateau.0 >= quiet && y > self.low {
-            self.restart(t, y);
+            self.rebase(t, y);
         }
         if y > self.low + min_step && self.left_at.is_none() {
             self.left_at = Some(t0);
+        }
+        if y > self.origin.low + min_step && self.origin.left_at.is_none() {
+            self.origin.left_at = Some(t0);
         }
         if y > self.peak {
             self.peak = y;
             self.peak_at = t;
         }
+        if y > self.origin.peak {
+            self.origin.peak = y;
+            self.origin.peak_at = t;
+        }
     }
 
     /// The next tooth starts from `y` at `t`.
     fn restart(&mut self, t: f64, y: f64) {
+        self.rebase(t, y);
+        self.origin = Start {
+            low: y,
+            low_at: t,
+            left_at: None,
+            peak: y,
+            peak_at: t,
+        };
+    }
+
+    /// A plateau at `y` since `t`: the base of the tooth under way (the origin stays).
+    fn rebase(&mut self, t: f64, y: f64) {
         self.low = y;
         self.low_at = t;
         self.peak = y;
         self.peak_at = t;
         self.left_at = None;
+    }
+
+    /// The longest rise of the teeth that rose without a pause (closed from their plateau): a
+    /// long rise with pauses (a build and its `clean`, an install) does not stretch the plateau
+    /// that moves the base of the short ones.
+    fn rise_plain(&self) -> f64 {
+        self.done
+            .iter()
+            .filter(|t| !t.paused)
+            .map(|t| t.rise_s)
+            .fold(0.0, f64::max)
     }
 
     fn rise_max(&self) -> f64 {
@@ -197,13 +277,25 @@ impl Teeth {
     }
 
     /// How far above the base the level is now, and for how long it has been rising.
+    /// Measured from the base of the tooth under way: its origin when the last tooth rose with
+    /// pauses (its plateaus are no base), else its last plateau.
     fn excursion(&self) -> (f64, f64) {
+        let (low, left_at) = self.base();
         match self.last {
             Some((t, y)) => (
-                (y - self.low).max(0.0),
-                self.left_at.map_or(0.0, |l| (t - l).max(0.0)),
+                (y - low).max(0.0),
+                left_at.map_or(0.0, |l| (t - l).max(0.0)),
             ),
             None => (0.0, 0.0),
+        }
+    }
+
+    /// The level the tooth under way started from, and when it left it.
+    fn base(&self) -> (f64, Option<f64>) {
+        if self.done.back().is_some_and(|t| t.paused) {
+            (self.origin.low, self.origin.left_at)
+        } else {
+            (self.low, self.left_at)
         }
     }
 
@@ -215,9 +307,13 @@ impl Teeth {
         }
         let last = recent[recent.len() - 1];
         let mut intervals: Vec<f64> = recent.windows(2).map(|w| w[1].start - w[0].start).collect();
+        // The pattern decays by its own gaps, not by the clock: forgotten once no tooth has
+        // closed for `STALE_PERIODS` of the longest gap seen between teeth (a tool whose runs
+        // are teeth and whose pauses between runs are minutes keeps its pattern over them).
+        let longest = intervals.iter().copied().fold(0.0, f64::max);
         let period = stats::median(&mut intervals);
         let rise_max_s = self.rise_max();
-        if now - last.end > STALE_PERIODS * period.max(rise_max_s).max(self.dt_typical) {
+        if now - last.end > STALE_PERIODS * longest.max(rise_max_s).max(self.dt_typical) {
             return None;
         }
         // Transient only while the last teeth each took back (nearly) all they wrote: the
@@ -230,22 +326,32 @@ impl Teeth {
             return None;
         }
         // A cycle: the last teeth come at regular intervals (irregular temporary files are
-        // the burst ledger's business, and no reason to hold back a trigger).
+        // the burst ledger's business, and no reason to hold back a trigger) — or, once twice
+        // as many teeth have been seen, no further apart than the gaps seen before them (a
+        // pattern of runs and pauses: a tool's teeth, then a pause as long as a pause before).
         let lock_intervals: Vec<f64> = lock.windows(2).map(|w| w[1].start - w[0].start).collect();
-        if !stats::regular(&lock_intervals, period, REGULAR) {
+        let earlier = &recent[..recent.len() - LOCK_TEETH + 1];
+        let seen_gap = earlier
+            .windows(2)
+            .map(|w| w[1].start - w[0].start)
+            .fold(0.0, f64::max);
+        let familiar = recent.len() >= 2 * LOCK_TEETH
+            && lock_intervals
+                .iter()
+                .all(|i| *i <= (1.0 + REGULAR) * seen_gap);
+        if !stats::regular(&lock_intervals, period, REGULAR) && !familiar {
             return None;
         }
         let mut amps: Vec<f64> = recent.iter().map(|t| t.amplitude).collect();
         let amplitude_max = amps.iter().copied().fold(0.0, f64::max);
         // Nearest rank: the largest with fewer than ten teeth.
         let amplitude_p90 = stats::nearest_rank(&mut amps, 0.9);
-        let first = recent[0];
-        let span = last.end - first.end;
-        let drift_bps = if span > 0.0 {
-            ((last.after - first.after) / span).max(0.0)
-        } else {
-            0.0
-        };
+        let tail = &recent[recent.len().saturating_sub(RECENT)..];
+        // A fill underneath raises every tooth's level a little, a file kept once raises one:
+        // the median of the last teeth's steps is the fill's rate, not the kept file's.
+        let drift_bps = slope(recent[0], last, |t| t.after).max(robust_slope(tail, |t| t.after));
+        let height_max = recent.iter().map(|t| t.height).fold(0.0, f64::max);
+        let height_growth_bps = robust_slope(tail, |t| t.height);
         let (excursion, excursion_s) = self.excursion();
         Some(Pattern {
             teeth: recent.len(),
@@ -254,7 +360,10 @@ impl Teeth {
             amplitude_max,
             rise_max_s,
             drift_bps,
-            base: self.low,
+            height_max,
+            height_growth_bps,
+            height_last: last.height,
+            base: self.base().0,
             excursion,
             excursion_s,
             sample_s: self.dt_typical,
@@ -262,29 +371,78 @@ impl Teeth {
     }
 }
 
+/// How fast `value` moved from tooth `a` to tooth `b` (by their ends), per second; 0 unless it
+/// rose.
+fn slope(a: &Tooth, b: &Tooth, value: impl Fn(&Tooth) -> f64) -> f64 {
+    let span = b.end - a.end;
+    if span > 0.0 {
+        ((value(b) - value(a)) / span).max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// The median of the slopes of `value` from each of `teeth` to the next (by their ends): a
+/// trend every step shares (a fill underneath), not one step (a file kept once); 0 unless
+/// positive, or with fewer than three teeth.
+fn robust_slope(teeth: &[&Tooth], value: impl Fn(&Tooth) -> f64) -> f64 {
+    if teeth.len() < 3 {
+        return 0.0;
+    }
+    let mut slopes: Vec<f64> = teeth
+        .windows(2)
+        .map(|w| {
+            let span = w[1].end - w[0].end;
+            if span > 0.0 {
+                (value(w[1]) - value(w[0])) / span
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    stats::median(&mut slopes).max(0.0)
+}
+
 impl Pattern {
     /// Whether the rise under way is no larger (`SIZE_SLACK`) and no longer (`RISE_SLACK`
     /// times the longest rise, plus two samples) than the teeth seen: one of them so far.
     pub fn within(&self) -> bool {
-        self.excursion <= self.amplitude_max * (1.0 + SIZE_SLACK)
+        self.excursion <= self.largest() * (1.0 + SIZE_SLACK)
             && self.excursion_s <= RISE_SLACK * self.rise_max_s + 2.0 * self.sample_s
     }
 
+    /// The largest tooth seen: its peak's height above its base.
+    fn largest(&self) -> f64 {
+        self.height_max.max(self.amplitude_max)
+    }
+
+    /// How high above its base a peak within the next `lead_s` may rise: the largest seen (a
+    /// tooth larger than any seen is danger, `SIZE_SLACK` aside for sampling), or the last one
+    /// grown at the trend of the heights (teeth that grow each time: a fill underneath).
+    fn next_height(&self, lead_s: f64) -> f64 {
+        let largest = self.largest() * (1.0 + SIZE_SLACK);
+        let grown = self.height_last + self.height_growth_bps * (lead_s + self.period_s);
+        largest.max(grown).max(self.excursion)
+    }
+
     /// Whether a projected crossing of `threshold` (free bytes), with `free` bytes free now on
-    /// a filesystem, is the pattern's own: its teeth rise within `lead_s`, the tooth under way is no larger and no longer than
-    /// the teeth seen, and a tooth's peak (P90 amplitude above the base, the base moved by the
-    /// drift over `lead_s`) stays above the threshold.
+    /// a filesystem, is the pattern's own: the tooth under way is no larger and no longer than
+    /// the teeth seen, and the next peaks stay above the threshold over `lead_s` — the base
+    /// moved by the drift of the levels the teeth leave, the peak as high above it as the
+    /// largest tooth seen or the last one grown at the heights' trend.
     pub fn holds(&self, free: f64, threshold: f64, lead_s: f64) -> bool {
         let within = self.within();
+        let lead = lead_s.max(0.0);
         let free_at_base = free + self.excursion;
-        let peak_free = free_at_base - self.drift_bps * lead_s.max(0.0) - self.amplitude_p90;
-        // A tooth whose drop does not come (a cron job that died) is seen once its rise has
-        // lasted `RISE_SLACK` times the longest; it must not cross before a cleanup can run
-        // after that: teeth that rise within the lead time (a writer that goes on at a tooth's
-        // speed is the reactive path's case), or a peak far enough above the threshold.
-        let rate = self.amplitude_p90 / self.rise_max_s.max(self.sample_s).max(1e-9);
-        let noticed = lead_s.max(0.0) + (RISE_SLACK - 1.0) * self.rise_max_s;
-        let safe = self.rise_max_s <= lead_s || peak_free - threshold >= rate * noticed;
+        let height = self.next_height(lead);
+        let peak_free = free_at_base - self.drift_bps * lead - height;
+        // A tooth whose drop does not come (a writer that goes on) is seen once it is larger
+        // than that peak; it must not cross before a cleanup can run after that: teeth that
+        // rise within the lead time (a writer that goes on at a tooth's speed is the reactive
+        // path's case), or a peak far enough above the threshold for the lead time at the
+        // teeth's rising speed.
+        let rate = height / self.rise_max_s.max(self.sample_s).max(1e-9);
+        let safe = self.rise_max_s <= lead || peak_free - threshold >= rate * lead;
         within && safe && peak_free > threshold
     }
 }
@@ -401,11 +559,11 @@ mod tests {
         }
         let p = d.pattern(t).expect("locked");
         assert!((p.excursion - 60.0 * MB).abs() < 1.0, "{p:?}");
-        // 365 MB free at the base, 305 now: a peak leaves 245 MB; threshold 215 MB holds,
-        // 250 MB does not.
+        // 365 MB free at the base, 305 now: a peak as large as the largest seen (5 % more for
+        // sampling) leaves 239 MB; threshold 215 MB holds, 240 MB does not.
         assert!(p.holds(305.0 * MB, 215.0 * MB, 8.0));
-        assert!(p.holds(305.0 * MB, 244.0 * MB, 8.0));
-        assert!(!p.holds(305.0 * MB, 250.0 * MB, 8.0));
+        assert!(p.holds(305.0 * MB, 238.0 * MB, 8.0));
+        assert!(!p.holds(305.0 * MB, 240.0 * MB, 8.0));
         // A rise larger than any tooth: danger.
         let mut big = p.clone();
         big.excursion = 130.0 * MB;
@@ -415,13 +573,118 @@ mod tests {
         long.excursion_s = 6.0;
         assert!(!long.holds(305.0 * MB, 100.0 * MB, 8.0));
         // Teeth rising for longer than the lead time are trusted only with room for a drop
-        // that does not come: 40 MB/s × (2 s + half the 3 s rise) = 140 MB above the peak.
+        // that does not come: 42 MB/s × (2 s + half the 3 s rise) = 147 MB above the peak.
         assert!(!p.holds(305.0 * MB, 215.0 * MB, 2.0));
-        assert!(p.holds(305.0 * MB, 100.0 * MB, 2.0));
+        assert!(p.holds(305.0 * MB, 90.0 * MB, 2.0));
         // Drift over the lead time counts.
         let mut drifting = p;
         drifting.drift_bps = 5.0 * MB;
         assert!(!drifting.holds(305.0 * MB, 215.0 * MB, 8.0));
+    }
+
+    #[test]
+    fn a_tooth_larger_than_the_p90_tooth_is_danger() {
+        // One tooth of 120 MB among fifteen of 100 MB: the nearest-rank P90 is 100 MB, but the
+        // next may be as large as the largest.
+        let mut d = Teeth::default();
+        let mut t = sawtooth(&mut d, 0.0, 0.25, 500.0 * MB, &TOOTH, 1);
+        let small = Shape {
+            amp: 100.0 * MB,
+            ..TOOTH
+        };
+        t = sawtooth(&mut d, t, 0.25, 500.0 * MB, &small, 15);
+        let p = d.pattern(t).expect("locked");
+        assert!((p.amplitude_p90 - 100.0 * MB).abs() < 1.0, "{p:?}");
+        // At rest, 400 MB free: a 120 MB peak leaves 280 MB.
+        assert!(!p.holds(400.0 * MB, 285.0 * MB, 8.0));
+        assert!(p.holds(400.0 * MB, 270.0 * MB, 8.0));
+    }
+
+    #[test]
+    fn teeth_that_grow_each_time_are_danger_before_they_pass_the_largest() {
+        // Teeth of 60, 70 … 120 MB every 8.25 s: the next is ~130 MB, and the one after
+        // ~140 MB, though none larger than 120 MB has been seen.
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        for k in 0..7 {
+            let shape = Shape {
+                amp: (60.0 + 10.0 * f64::from(k)) * MB,
+                ..TOOTH
+            };
+            t = sawtooth(&mut d, t, 0.25, 500.0 * MB, &shape, 1);
+        }
+        let p = d.pattern(t).expect("locked");
+        assert!(p.height_growth_bps > 1.0 * MB, "{p:?}");
+        // 400 MB free at rest: the largest seen (plus 5 %) leaves 274 MB, the grown tooth
+        // ~260 MB.
+        assert!(!p.holds(400.0 * MB, 272.0 * MB, 8.0));
+        assert!(p.holds(400.0 * MB, 250.0 * MB, 8.0));
+        // Equal teeth do not grow.
+        let mut d = Teeth::default();
+        let t = sawtooth(&mut d, 0.0, 0.25, 500.0 * MB, &TOOTH, 7);
+        let p = d.pattern(t).expect("locked");
+        assert!(p.height_growth_bps < 0.01 * MB, "{p:?}");
+    }
+
+    /// npm ci-like: from `base`, 64 MB written in four steps of 16 MB, each followed by a
+    /// 5 s pause, then deleted; one tooth every 30 s from `t`.
+    fn paused_tooth(d: &mut Teeth, mut t: f64, base: f64) -> f64 {
+        for step in 1..=4 {
+            for _ in 0..20 {
+                d.push(t, base + 16.0 * MB * f64::from(step), MB, false);
+                t += 0.25;
+            }
+        }
+        for _ in 0..40 {
+            d.push(t, base, MB, false);
+            t += 0.25;
+        }
+        t
+    }
+
+    #[test]
+    fn a_rise_that_pauses_on_its_way_up_is_one_tooth() {
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        for _ in 0..4 {
+            t = paused_tooth(&mut d, t, 500.0 * MB);
+        }
+        let p = d.pattern(t).expect("locked");
+        assert!((p.height_max - 64.0 * MB).abs() < 1.0, "{p:?}");
+        // Halfway up the next one, after a pause: within the pattern, measured from its base.
+        for _ in 0..40 {
+            d.push(t, 532.0 * MB, MB, false);
+            t += 0.25;
+        }
+        let p = d.pattern(t).expect("locked");
+        assert!((p.excursion - 32.0 * MB).abs() < 1.0, "{p:?}");
+        assert!(p.within(), "{p:?}");
+    }
+
+    #[test]
+    fn runs_of_teeth_keep_their_pattern_over_pauses_like_those_seen() {
+        // Runs of three teeth 8.25 s apart, 100 s of quiet between runs.
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        for _ in 0..3 {
+            t = sawtooth(&mut d, t, 0.25, 500.0 * MB, &TOOTH, 3);
+            for _ in 0..400 {
+                d.push(t, 500.0 * MB, MB, false);
+                t += 0.25;
+            }
+        }
+        // The first tooth of the fourth run: the pause before it was as long as those seen.
+        t = sawtooth(&mut d, t, 0.25, 500.0 * MB, &TOOTH, 1);
+        assert!(d.pattern(t).is_some(), "forgotten over a familiar pause");
+        // Three teeth with nothing seen before them are no pattern when irregular.
+        let mut d = Teeth::default();
+        let mut t = sawtooth(&mut d, 0.0, 0.25, 500.0 * MB, &TOOTH, 2);
+        for _ in 0..400 {
+            d.push(t, 500.0 * MB, MB, false);
+            t += 0.25;
+        }
+        t = sawtooth(&mut d, t, 0.25, 500.0 * MB, &TOOTH, 1);
+        assert!(d.pattern(t).is_none());
     }
 
     #[test]

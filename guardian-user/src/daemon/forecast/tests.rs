@@ -317,6 +317,21 @@ fn a_sawtooth_at_34_percent_free_stops_triggering_after_three_teeth() {
 }
 
 #[test]
+fn a_file_kept_once_under_a_sawtooth_1pp_above_cleanup_free_is_no_fill() {
+    // As tests/forecast/sawtooth.rs: peaks 1 pp above cleanup_free once a 19 MB file is kept
+    // as the fifth tooth ends. One step of the levels the teeth leave is no fill: the teeth
+    // after it, up to the end, trigger nothing.
+    let mut f = Forecasts::new(&config(), Duration::from_millis(250));
+    let step = 19e6;
+    let base = 0.21 * GIB as f64 + 120e6 + step;
+    let (mut t, mut avail) = (0.0, base);
+    run(&mut f, &mut t, &mut avail, 5.0, 0.0);
+    let fired = sawtooth_with_step(&mut f, &mut t, base, 120.0, Some((4, step)));
+    let late: Vec<&f64> = fired.iter().filter(|s| **s > 3.0 * 8.25).collect();
+    assert!(late.is_empty(), "fired at {fired:?}");
+}
+
+#[test]
 fn a_steady_fill_after_a_sawtooth_still_triggers_before_the_crossing() {
     let mut f = Forecasts::new(&config(), Duration::from_millis(250));
     let (mut t, mut avail) = (0.0, 0.34 * GIB as f64);
