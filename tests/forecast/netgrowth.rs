@@ -85,10 +85,21 @@ fn a_project_that_deletes_what_it_writes_is_not_ranked_as_a_grower() {
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    let st = status(&s);
-    let build_activity = entry(&st["projects"], "/build").expect("build in the status");
-    let written = build_activity["total_bytes"].as_i64().unwrap_or(0);
-    let freed = build_activity["freed_bytes"].as_i64().unwrap_or(0);
+    // The status is the state file, rewritten when its content changed beyond measurement
+    // noise: the last tooth's frees may reach it a few seconds after they happened.
+    let activity = |st: &serde_json::Value| {
+        let build = entry(&st["projects"], "/build").expect("build in the status");
+        let written = build["total_bytes"].as_i64().unwrap_or(0);
+        let freed = build["freed_bytes"].as_i64().unwrap_or(0);
+        (build.clone(), written, freed)
+    };
+    let mut st = status(&s);
+    wait_until(Duration::from_secs(15), || {
+        st = status(&s);
+        let (_, written, freed) = activity(&st);
+        (written - freed).abs() < 10_000_000
+    });
+    let (build_activity, written, freed) = activity(&st);
     eprintln!(
         "build: written {:.0} MB, freed by others {:.0} MB; {} of 6 readings looked like a grower",
         written as f64 / 1e6,

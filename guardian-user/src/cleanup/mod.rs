@@ -495,7 +495,10 @@ mod tests {
         assert!(Arc::ptr_eq(&ex.process_table(), &plan));
         let older = Arc::new(ProcSnapshot::default());
         ex.offer_process_table((Instant::now() - Duration::from_secs(1), older.clone()));
-        assert!(Arc::ptr_eq(&ex.process_table(), &plan), "an older reading was taken");
+        assert!(
+            Arc::ptr_eq(&ex.process_table(), &plan),
+            "an older reading was taken"
+        );
 
         let ex = executor(dir.path());
         let stale = Arc::new(ProcSnapshot::default());
