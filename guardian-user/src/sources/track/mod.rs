@@ -23,4 +23,6 @@ pub(crate) use worker::{Backend, TICK};
 pub use worker::{Worker, FORCE_WORKER_FAILURE_ENV};
 
 #[cfg(test)]
+mod countdown_tests;
+#[cfg(test)]
 mod tests;
