@@ -2,7 +2,9 @@
 //! bytes — its headroom to the next threshold less a safety margin — and a source that sees
 //! writes as they happen (the eBPF probe in the kernel; fanotify and inotify in their worker
 //! thread, with [`Tally`]) spends it and wakes the daemon through a [`Waker`] the moment the
-//! bytes written since reach it, instead of the crossing waiting for the next sample. Waking
+//! bytes written since reach it, instead of the crossing waiting for the next sample (the
+//! workers, which read their queue in batches, cut a batch short when a budget is close:
+//! [`batch_for`]). Waking
 //! early is harmless (the daemon re-reads `statvfs` and re-arms), so every rounding here errs
 //! towards a smaller budget. `statvfs` stays the only ground truth: the countdown only decides
 //! *when* to look.
@@ -10,6 +12,7 @@
 use crate::fsys::FsSpace;
 use crate::policy::Limits;
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// The safety margin, as a share of the headroom: a budget is `headroom − headroom /
 /// MARGIN_DIVISOR`. Bytes written are not blocks allocated — block rounding of small files,
@@ -28,6 +31,32 @@ pub const MIN_MARGIN: u64 = 4 << 20;
 /// is left below free space: under a threshold the daemon keeps sampling anyway, and a budget
 /// this size bounds the wake-ups near a threshold to one per MiB written (per CPU for the probe).
 pub const MIN_BUDGET: u64 = 1 << 20;
+
+/// The fastest a writer is taken to fill a filesystem, in bytes per second, by the sources that
+/// read their events in batches (fanotify, inotify; [`batch_for`]). One process writing to the
+/// page cache runs at 1–3 GiB/s; a faster one is seen late by at most the ratio, and never
+/// later than a whole batch.
+pub const FAST_WRITE: u64 = 2 << 30;
+
+/// The shortest batch [`batch_for`] cuts to: a budget about to run out is read for about every
+/// this often while events keep coming (never when none do), so the read that spends it comes
+/// within a few ms of the write.
+pub const SHORTEST_BATCH: Duration = Duration::from_millis(2);
+
+/// How long a source that reads its events in batches (the kernel merging repeated events on
+/// one file meanwhile) may wait before its next read, when `left` bytes remain of the closest
+/// budget: the time a [`FAST_WRITE`] writer needs to spend them, between [`SHORTEST_BATCH`] and
+/// `longest`. Far from every threshold (or nothing armed: `None`) it is `longest`, so ordinary
+/// bookkeeping keeps its batches; close to one, each read shortens the next until the read
+/// that sees the budget run out follows the write that spent it by about [`SHORTEST_BATCH`].
+pub fn batch_for(left: Option<u64>, longest: Duration) -> Duration {
+    let Some(left) = left else {
+        return longest;
+    };
+    let nanos = u128::from(left) * 1_000_000_000 / u128::from(FAST_WRITE);
+    let wait = u64::try_from(nanos).map_or(longest, Duration::from_nanos);
+    wait.clamp(SHORTEST_BATCH.min(longest), longest)
+}
 
 /// The budget of one filesystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +165,21 @@ impl Tally {
             .collect();
     }
 
+    /// Bytes left of the closest budget not yet spent (`None`: none armed, or each has woken
+    /// the daemon already and waits to be armed again).
+    pub fn left(&self) -> Option<u64> {
+        self.armed
+            .values()
+            .filter(|(_, _, fired)| !fired)
+            .map(|(budget, spent, _)| budget.saturating_sub(*spent))
+            .min()
+    }
+
+    /// The batch a source reading its events in batches may wait now ([`batch_for`]).
+    pub fn batch(&self, longest: Duration) -> Duration {
+        batch_for(self.left(), longest)
+    }
+
     /// Spends `bytes` written on `dev`; the wake-up when this spend exhausts its budget.
     pub fn spend(&mut self, source: &'static str, dev: u64, bytes: u64) -> Option<Wake> {
         let (budget, spent, fired) = self.armed.get_mut(&dev)?;
@@ -225,6 +269,47 @@ mod tests {
         assert_eq!(t.spend("inotify", 1, 1000), None, "once per arming");
         t.arm(&[Budget { dev: 1, bytes: 100 }]);
         assert!(t.spend("inotify", 1, 100).is_some(), "re-armed");
+    }
+
+    #[test]
+    fn a_batch_is_cut_to_what_a_fast_writer_needs_to_spend_the_budget() {
+        let batch = Duration::from_millis(100);
+        assert_eq!(batch_for(None, batch), batch, "nothing armed");
+        // Far from the budget: the whole batch.
+        assert_eq!(batch_for(Some(10 << 30), batch), batch);
+        assert_eq!(batch_for(Some(u64::MAX), batch), batch);
+        // 64 MiB at 2 GiB/s: 31.25 ms.
+        assert_eq!(
+            batch_for(Some(64 * MIB), batch),
+            Duration::from_micros(31_250)
+        );
+        // Nearly spent, or spent: the shortest batch, never zero.
+        assert_eq!(batch_for(Some(MIB), batch), SHORTEST_BATCH);
+        assert_eq!(batch_for(Some(0), batch), SHORTEST_BATCH);
+        // Never longer than asked.
+        assert_eq!(
+            batch_for(Some(0), Duration::from_millis(1)),
+            Duration::from_millis(1)
+        );
+    }
+
+    #[test]
+    fn a_tally_says_what_is_left_of_the_closest_unspent_budget() {
+        let mut t = Tally::default();
+        assert_eq!(t.left(), None);
+        t.arm(&[Budget { dev: 1, bytes: 100 }, Budget { dev: 2, bytes: 500 }]);
+        assert_eq!(t.left(), Some(100));
+        t.spend("fanotify", 2, 450);
+        assert_eq!(t.left(), Some(50));
+        // A budget that woke the daemon no longer counts until armed again.
+        assert!(t.spend("fanotify", 2, 50).is_some());
+        assert_eq!(t.left(), Some(100));
+        assert!(t.spend("fanotify", 1, 100).is_some());
+        assert_eq!(t.left(), None);
+        assert_eq!(
+            t.batch(Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

@@ -18,9 +18,11 @@ mod walk;
 mod worker;
 
 pub(crate) use change::Change;
-pub(crate) use tree::{key_of, At, Hooks, Key, NoHooks, Tree};
+pub(crate) use tree::{key_of, At, Hooks, Key, NoHooks, Tree, Watch};
 pub(crate) use worker::{Backend, TICK};
 pub use worker::{Worker, FORCE_WORKER_FAILURE_ENV};
 
+#[cfg(test)]
+mod countdown_tests;
 #[cfg(test)]
 mod tests;

@@ -433,3 +433,10 @@ fn a_deletion_seen_through_a_path_handle_is_resolved_without_a_rewalk() {
     assert_eq!(tree.total(1), 400);
     assert!(!tree.walks_pending(), "the deletion asked for a re-walk");
 }
+
+/// A directory's watch (inotify's descriptor) lies in what was padding of its node: watching
+/// costs the table nothing per directory.
+#[test]
+fn a_directory_node_holds_its_watch_in_80_bytes() {
+    assert_eq!(std::mem::size_of::<super::tree::DirNode>(), 80);
+}

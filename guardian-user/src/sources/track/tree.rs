@@ -50,29 +50,39 @@ pub(super) fn signed(size: u64) -> i64 {
     i64::try_from(size).unwrap_or(i64::MAX)
 }
 
+/// A source's handle on the watch of one directory, kept in the directory's node (inotify's
+/// watch descriptor; [`NO_WATCH`] for none, and for sources that see whole filesystems).
+pub(crate) type Watch = i32;
+
+/// No watch of its own.
+pub(crate) const NO_WATCH: Watch = -1;
+
 /// How a source learns which directories joined or left the tracked trees.
 pub(crate) trait Hooks {
     /// `dir` (open) joined a project tree: start watching it. Called before the directory
-    /// is listed, so nothing created in it afterwards goes unseen. `false` when it cannot be
+    /// is listed, so nothing created in it afterwards goes unseen. `None` when it cannot be
     /// watched; the tree then polls it.
-    fn dir_added(&mut self, key: Key, dir: BorrowedFd<'_>) -> bool;
-    /// The directory left every project tree.
-    fn dir_dropped(&mut self, key: Key);
+    fn dir_added(&mut self, key: Key, dir: BorrowedFd<'_>) -> Option<Watch>;
+    /// The directory left every project tree; `watch` is what [`Hooks::dir_added`] gave it
+    /// last.
+    fn dir_dropped(&mut self, key: Key, watch: Watch);
 }
 
 /// For sources that see whole filesystems (fanotify): nothing to add or remove.
 pub(crate) struct NoHooks;
 
 impl Hooks for NoHooks {
-    fn dir_added(&mut self, _: Key, _: BorrowedFd<'_>) -> bool {
-        true
+    fn dir_added(&mut self, _: Key, _: BorrowedFd<'_>) -> Option<Watch> {
+        Some(NO_WATCH)
     }
 
-    fn dir_dropped(&mut self, _: Key) {}
+    fn dir_dropped(&mut self, _: Key, _: Watch) {}
 }
 
 pub(super) struct DirNode {
     pub(super) project: u32,
+    /// The source's watch on it (in what would be padding after `project`).
+    pub(super) watch: Watch,
     /// `None` for a project root, or for a directory moved away whose new place is not known
     /// yet (an orphan, dropped by [`Tree::finalize`] unless adopted before).
     pub(super) parent: Option<Key>,
@@ -185,6 +195,11 @@ impl Tree {
         u32::from_le_bytes([a, b, c, d]) & self.hash_mask
     }
 
+    /// The watch the source gave the tracked directory `key`.
+    pub(crate) fn watch_of(&self, key: Key) -> Option<Watch> {
+        self.dirs.get(&key).map(|n| n.watch)
+    }
+
     pub(crate) fn has_dir(&self, key: Key) -> bool {
         self.dirs.contains_key(&key)
     }
@@ -232,7 +247,7 @@ impl Tree {
             let Some(node) = self.dirs.remove(&k) else {
                 continue;
             };
-            hooks.dir_dropped(k);
+            hooks.dir_dropped(k, node.watch);
             self.unwatched.remove(&k);
             self.collisions.remove(&k);
             for e in node.entries.iter() {

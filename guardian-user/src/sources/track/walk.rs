@@ -4,7 +4,7 @@
 //! only.
 
 use super::rewalk::{Reason, PERIODIC_BUDGET, REPAIR_BUDGET};
-use super::tree::{At, DirNode, Hooks, Key, Place, Tree};
+use super::tree::{At, DirNode, Hooks, Key, Place, Tree, NO_WATCH};
 use crate::fsys::{self, EntryKind};
 use crate::scan::MAX_DEPTH;
 use crate::textpath;
@@ -104,6 +104,7 @@ impl Tree {
             key,
             DirNode {
                 project,
+                watch: NO_WATCH,
                 parent,
                 name,
                 entries: Default::default(),
@@ -111,8 +112,15 @@ impl Tree {
         );
         // Watch first, then list: whatever appears in between is in the listing or in an
         // event (notify#124: files written into brand-new subdirectories).
-        if !hooks.dir_added(key, fd.as_fd()) {
-            self.unwatched.insert(key);
+        match hooks.dir_added(key, fd.as_fd()) {
+            Some(watch) => {
+                if let Some(node) = self.dirs.get_mut(&key) {
+                    node.watch = watch;
+                }
+            }
+            None => {
+                self.unwatched.insert(key);
+            }
         }
         let entries = fsys::list_dir(&fd).unwrap_or_default();
         stack.push(Frame { fd, key, entries });
@@ -164,8 +172,11 @@ impl Tree {
             let Some((fd, mnt)) = self.open_dir(key) else {
                 continue;
             };
-            if hooks.dir_added(key, fd.as_fd()) {
+            if let Some(watch) = hooks.dir_added(key, fd.as_fd()) {
                 self.unwatched.remove(&key);
+                if let Some(node) = self.dirs.get_mut(&key) {
+                    node.watch = watch;
+                }
             }
             let at = At {
                 fd: fd.as_fd(),
@@ -256,7 +267,7 @@ impl Tree {
             };
             self.unwatched.remove(&k);
             self.collisions.remove(&k);
-            old_dirs.push(k);
+            old_dirs.push((k, node.watch));
             for e in node.entries.iter() {
                 if !e.is_dir() {
                     self.unlink(node.project, k.0, *e);
@@ -290,9 +301,9 @@ impl Tree {
                 false
             }
         };
-        for k in old_dirs {
+        for (k, watch) in old_dirs {
             if !self.dirs.contains_key(&k) {
-                hooks.dir_dropped(k);
+                hooks.dir_dropped(k, watch);
             }
         }
         self.resolve_twins();

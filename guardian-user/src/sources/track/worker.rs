@@ -3,7 +3,9 @@
 //! (a closed [`Command`] enum: `Watch`, `Shutdown`, the latter sent on drop), and accumulates
 //! growth in a mutex-protected [`Sample`] that `drain()` swaps out, so `drain()` never waits for
 //! event processing. Growth it sees is also spent from the write countdown of the project's
-//! filesystem (`sources::countdown::Tally`), which wakes the daemon when a budget runs out.
+//! filesystem (`sources::countdown::Tally`), which wakes the daemon when a budget runs out; the
+//! queue is read in batches of [`BATCH`], cut short while a budget is close to running out
+//! (`countdown::batch_for`), so the read that spends it does not wait for the batch.
 //! When the thread stops (an error reading the queue, a panic), `drain()`
 //! reports why and the supervisor (`sources::supervise`) falls back.
 
@@ -41,8 +43,8 @@ pub(crate) trait Backend: Send + 'static {
     }
 }
 
-/// Shortest time between two reads of the kernel queue (well under the daemon's sample interval;
-/// see `run`).
+/// Time between two reads of the kernel queue while events keep coming (well under the daemon's
+/// sample interval; see `run`), unless the write countdown cuts it short.
 pub(crate) const BATCH: Duration = Duration::from_millis(100);
 
 /// Period of [`Backend::tick`].
@@ -93,6 +95,21 @@ struct Shared {
     /// The write countdown, armed by the daemon after each `statvfs`.
     tally: Tally,
     waker: Option<Waker>,
+    /// While the worker waits out a batch: (its last read, the batch it waits for), so arming
+    /// a closer budget can cut the wait short.
+    batching: Option<(Instant, Duration)>,
+    /// How the countdown paced the reads, for tests.
+    pace: Pace,
+}
+
+/// How the write countdown paced the worker's reads of the queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Pace {
+    /// Reads made before a whole [`BATCH`] had passed since the previous one, because a budget
+    /// was close to running out.
+    pub(crate) early_reads: u64,
+    /// The batch the worker waited for before the read that woke the daemon last.
+    pub(crate) woken_after: Option<Duration>,
 }
 
 /// A worker thread running a [`Backend`], stopped and joined on drop.
@@ -182,6 +199,12 @@ impl Worker {
             .unwrap_or_else(|| "the worker thread stopped".into())
     }
 
+    /// How the write countdown paced the reads so far.
+    #[cfg(test)]
+    pub(crate) fn pace(&self) -> Pace {
+        self.shared.lock().map(|s| s.pace).unwrap_or_default()
+    }
+
     /// Takes what the worker accumulated; never waits for event processing.
     pub(crate) fn drain(&self) -> Result<Sample, SourceError> {
         let mut shared = self
@@ -232,8 +255,17 @@ impl crate::sources::Source for Worker {
     }
 
     fn arm(&mut self, budgets: &[Budget]) {
-        if let Ok(mut s) = self.shared.lock() {
-            s.tally.arm(budgets);
+        let cut_short = match self.shared.lock() {
+            Ok(mut s) => {
+                s.tally.arm(budgets);
+                // Waiting out a batch longer than the new budgets allow: read sooner.
+                s.batching
+                    .is_some_and(|(_, waiting)| s.tally.batch(BATCH) < waiting)
+            }
+            Err(_) => false,
+        };
+        if cut_short {
+            self.wake();
         }
     }
 }
@@ -292,7 +324,17 @@ fn run<B: Backend>(
     loop {
         // Between two reads of the queue the kernel merges repeated events on the same file, so
         // a writer making many small writes costs one event per batch instead of one per write.
-        let batch_left = BATCH.saturating_sub(last_pump.elapsed());
+        // Close to a countdown budget running out the batch is shorter: the read that spends it
+        // wakes the daemon within a few ms of the write (`countdown::batch_for`).
+        let batch_left = match shared.lock() {
+            Ok(mut s) => {
+                let batch = s.tally.batch(BATCH);
+                let left = batch.saturating_sub(last_pump.elapsed());
+                s.batching = (!left.is_zero()).then_some((last_pump, batch));
+                left
+            }
+            Err(_) => return,
+        };
         let queue_fd = if batch_left.is_zero() {
             backend.raw_fd()
         } else {
@@ -374,7 +416,9 @@ fn run<B: Backend>(
             );
             return;
         }
+        let mut read_after = None;
         if fds[0].revents != 0 {
+            read_after = Some(last_pump.elapsed());
             last_pump = Instant::now();
             if let Err(err) = backend.pump() {
                 fail(&shared, format!("reading events: {err}"));
@@ -389,8 +433,13 @@ fn run<B: Backend>(
         let problems = backend.problems();
         match shared.lock() {
             Ok(mut s) => {
+                if read_after.is_some_and(|after| after < BATCH) {
+                    s.pace.early_reads += 1;
+                }
                 if sample != Sample::default() {
-                    spend_growth(name, &mut s, &sample, &watched);
+                    if spend_growth(name, &mut s, &sample, &watched) {
+                        s.pace.woken_after = read_after;
+                    }
                     s.sample.absorb(sample);
                 }
                 if s.problems != problems {
@@ -404,92 +453,29 @@ fn run<B: Backend>(
 
 /// Spends the growth of `sample` from the countdown of each project's filesystem (shrinking
 /// counts nothing: only a `statvfs` says what was freed), waking the daemon when a budget runs
-/// out.
+/// out; whether one did.
 fn spend_growth(
     name: &'static str,
     shared: &mut Shared,
     sample: &Sample,
     watched: &HashMap<u32, ProjectDir>,
-) {
+) -> bool {
+    let mut woke = false;
     for (id, growth) in &sample.growth {
         let (Ok(bytes), Some(project)) = (u64::try_from(*growth), watched.get(id)) else {
             continue;
         };
         if let Some(wake) = shared.tally.spend(name, project.dev, bytes) {
             countdown::wake(shared.waker.as_ref(), wake);
+            woke = true;
         }
     }
+    woke
 }
 
 fn fail(shared: &Mutex<Shared>, reason: String) {
     tracing::debug!(%reason, "write source worker stopped");
     if let Ok(mut s) = shared.lock() {
         s.failure = Some(reason);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::sources::countdown::Budget;
-    use crate::sources::testutil::{project, tempdir, write_with_write};
-    use crate::sources::Source;
-    use std::os::unix::fs::MetadataExt;
-    use std::time::Duration;
-
-    /// Growth the worker applies is spent from the project's filesystem budget: nothing before
-    /// the budget is reached, one wake-up when it is, none more until re-armed.
-    fn wakes_when_the_budget_is_spent(mut source: Box<dyn Source>, name: &str) {
-        let dir = tempdir();
-        let a = dir.path().join("a");
-        std::fs::create_dir(&a).unwrap();
-        source.watch_and_wait(&[project(1, &a)]).unwrap();
-        let (waker, wakeups) = crossbeam_channel::bounded(1);
-        source.set_waker(waker);
-        assert!(source.counts_down());
-        let dev = std::fs::metadata(&a).unwrap().dev();
-        source.arm(&[Budget {
-            dev,
-            bytes: 4 << 20,
-        }]);
-        write_with_write(&a.join("small"), 1 << 20, 64 << 10);
-        assert!(
-            wakeups.recv_timeout(Duration::from_millis(500)).is_err(),
-            "{name}: woken before the budget was spent"
-        );
-        write_with_write(&a.join("big"), 4 << 20, 64 << 10);
-        let wake = wakeups
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| panic!("{name}: no wake-up after the budget was spent"));
-        assert_eq!((wake.source, wake.dev), (name, dev));
-        assert!(wake.bytes >= 4 << 20, "{wake:?}");
-        write_with_write(&a.join("more"), 8 << 20, 64 << 10);
-        assert!(
-            wakeups.recv_timeout(Duration::from_millis(500)).is_err(),
-            "{name}: one wake-up per arming"
-        );
-        source.arm(&[Budget {
-            dev,
-            bytes: 1 << 20,
-        }]);
-        write_with_write(&a.join("again"), 2 << 20, 64 << 10);
-        assert!(
-            wakeups.recv_timeout(Duration::from_secs(5)).is_ok(),
-            "{name}: re-armed budget never woke"
-        );
-    }
-
-    #[test]
-    fn inotify_growth_counts_down_and_wakes_once_per_budget() {
-        let source = crate::sources::inotify::open().expect("inotify");
-        wakes_when_the_budget_is_spent(Box::new(source), "inotify");
-    }
-
-    #[test]
-    fn fanotify_growth_counts_down_and_wakes_once_per_budget() {
-        if !crate::testkit::require_root("fanotify countdown test") {
-            return;
-        }
-        let source = crate::sources::fanotify::open().expect("fanotify");
-        wakes_when_the_budget_is_spent(Box::new(source), "fanotify");
     }
 }

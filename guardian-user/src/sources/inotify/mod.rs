@@ -15,30 +15,36 @@
 //!   [`Sample::rescan`].
 //! - A directory is always (re)watched when it enters the tree: a new directory under a deleted
 //!   one's inode number gets its own watch, never the dead one's.
+//! - What a watch costs in userspace: its descriptor in the directory's node of the size table,
+//!   and a 16-byte row of the packed descriptor → directory table (`watches.rs`).
 
-use super::track::{At, Backend, Change, Hooks, Key, Tree, Worker, TICK};
+mod watches;
+
+use super::track::{At, Backend, Change, Hooks, Key, Tree, Watch, Worker, TICK};
 use super::{ProjectDir, Sample, SourceError};
-use ::inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use ::inotify::{EventMask, Inotify};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fs::inotify::WatchFlags;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use watches::WatchTable;
 
 const NAME: &str = "inotify";
 
 /// Read buffer for the event queue.
 const READ_BUFFER: usize = 256 * 1024;
 
-fn watch_mask() -> WatchMask {
-    WatchMask::MODIFY
-        | WatchMask::CLOSE_WRITE
-        | WatchMask::CREATE
-        | WatchMask::DELETE
-        | WatchMask::MOVED_FROM
-        | WatchMask::MOVED_TO
-        | WatchMask::DELETE_SELF
-        | WatchMask::ONLYDIR
+fn watch_mask() -> WatchFlags {
+    WatchFlags::MODIFY
+        | WatchFlags::CLOSE_WRITE
+        | WatchFlags::CREATE
+        | WatchFlags::DELETE
+        | WatchFlags::MOVED_FROM
+        | WatchFlags::MOVED_TO
+        | WatchFlags::DELETE_SELF
+        | WatchFlags::ONLYDIR
 }
 
 /// Opens the recursive-watch write source through inotify: creates the inotify instance; `Unavailable` with the reason when that fails (e.g.
@@ -67,10 +73,13 @@ fn build(limit: Option<usize>) -> Result<Worker, SourceError> {
         };
         unavailable(format!("inotify_init1: {e}{hint}"))
     })?;
+    // The watches are added and removed through a second descriptor of the same instance, so
+    // the tree's hooks need no borrow of the reader.
+    let fd = rustix::io::fcntl_dupfd_cloexec(inotify.as_fd(), 0)
+        .map_err(|e| unavailable(format!("duplicating the inotify descriptor: {e}")))?;
     let watcher = Watcher {
-        watches: inotify.watches(),
-        by_wd: HashMap::new(),
-        by_key: HashMap::new(),
+        fd,
+        table: WatchTable::default(),
         limit,
         refused: None,
     };
@@ -93,51 +102,53 @@ fn unavailable(reason: String) -> SourceError {
     }
 }
 
-/// The watches, as the tree's [`Hooks`].
+/// The watches, as the tree's [`Hooks`]. A directory's descriptor is kept in its node of the
+/// size table; the table here says which directory a descriptor stands for now, so a node's
+/// descriptor counts only while the table maps it back to that node's key.
 struct Watcher {
-    watches: Watches,
-    by_wd: HashMap<i32, (Key, WatchDescriptor)>,
-    by_key: HashMap<Key, i32>,
+    /// The inotify instance (a duplicate of the reader's descriptor).
+    fd: OwnedFd,
+    table: WatchTable,
     /// Test knob: refuse watches beyond this many.
     limit: Option<usize>,
     /// Why the last refused watch was refused.
     refused: Option<String>,
 }
 
+impl Watcher {
+    /// Whether the directory `key` has the live watch `watch`.
+    fn watches(&self, key: Key, watch: Watch) -> bool {
+        self.table.get(watch) == Some(key)
+    }
+}
+
 impl Hooks for Watcher {
-    fn dir_added(&mut self, key: Key, dir: BorrowedFd<'_>) -> bool {
+    fn dir_added(&mut self, key: Key, dir: BorrowedFd<'_>) -> Option<Watch> {
         // Always asked: for a directory already watched the kernel returns its watch, for a new
         // one under a reused inode number a new watch.
-        if !self.by_key.contains_key(&key)
-            && self.limit.is_some_and(|limit| self.by_key.len() >= limit)
+        if self
+            .limit
+            .is_some_and(|limit| self.table.len() >= limit && !self.table.holds(key))
         {
             self.refused = Some(format!(
                 "watch limit reached ({}, test limit)",
                 io::Error::from_raw_os_error(libc::ENOSPC)
             ));
-            return false;
+            return None;
         }
         // The exact directory the tree opened; following this magic link is the point, so no
         // IN_DONT_FOLLOW here (ONLYDIR still refuses anything but a directory).
         let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
-        match self.watches.add(&path, watch_mask()) {
+        match rustix::fs::inotify::add_watch(&self.fd, path.as_str(), watch_mask()) {
             Ok(wd) => {
-                let id = wd.get_watch_descriptor_id();
-                // The same inode under another key cannot happen; a stale entry can.
-                if let Some((old, _)) = self.by_wd.insert(id, (key, wd)) {
-                    if old != key {
-                        self.by_key.remove(&old);
-                    }
-                }
-                if let Some(old_id) = self.by_key.insert(key, id) {
-                    if old_id != id {
-                        // The dead directory's watch: its IN_IGNORED finds nothing to undo.
-                        self.by_wd.remove(&old_id);
-                    }
-                }
-                true
+                // The same inode under another key cannot happen; a stale row can (a deleted
+                // directory whose IN_IGNORED is still queued): the new key takes the row, and
+                // the old node's descriptor no longer maps back to it.
+                self.table.insert(wd, key);
+                Some(wd)
             }
             Err(e) => {
+                let e = io::Error::from(e);
                 let why = if e.raw_os_error() == Some(libc::ENOSPC) {
                     let max = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
                         .map(|s| s.trim().to_string())
@@ -147,17 +158,16 @@ impl Hooks for Watcher {
                     format!("inotify_add_watch: {e}")
                 };
                 self.refused = Some(why);
-                false
+                None
             }
         }
     }
 
-    fn dir_dropped(&mut self, key: Key) {
-        if let Some(id) = self.by_key.remove(&key) {
-            if let Some((_, wd)) = self.by_wd.remove(&id) {
-                // Fails harmlessly when the directory is already gone (watch auto-removed).
-                let _ = self.watches.remove(wd);
-            }
+    fn dir_dropped(&mut self, key: Key, watch: Watch) {
+        if self.watches(key, watch) {
+            self.table.remove(watch);
+            // Fails harmlessly when the directory is already gone (watch auto-removed).
+            let _ = rustix::fs::inotify::remove_watch(&self.fd, watch);
         }
     }
 }
@@ -223,27 +233,24 @@ impl Ino {
             }
             if ev.mask.contains(EventMask::IGNORED) {
                 // The watch is gone (directory deleted, or removed by us).
-                if let Some((key, _)) = self.watcher.by_wd.remove(&ev.wd) {
-                    if self.watcher.by_key.get(&key) == Some(&ev.wd) {
-                        self.watcher.by_key.remove(&key);
-                    }
+                if let Some(key) = self.watcher.table.remove(ev.wd) {
                     self.lost.insert(key);
                 }
                 continue;
             }
-            let (Some(name), Some((key, _))) = (ev.name, self.watcher.by_wd.get(&ev.wd)) else {
+            let (Some(name), Some(key)) = (ev.name, self.watcher.table.get(ev.wd)) else {
                 continue;
             };
             let change = change_of(ev.mask);
-            match seen.get(&(*key, name.clone())) {
+            match seen.get(&(key, name.clone())) {
                 Some(&i) => {
                     if let Some(item) = items.get_mut(i) {
                         item.2.merge(change);
                     }
                 }
                 None => {
-                    seen.insert((*key, name.clone()), items.len());
-                    items.push((*key, name, change));
+                    seen.insert((key, name.clone()), items.len());
+                    items.push((key, name, change));
                 }
             }
         }
@@ -316,7 +323,11 @@ impl Ino {
     /// watch otherwise (its filesystem went away under it, …) and is polled from now on.
     fn settle_lost(&mut self) {
         for key in std::mem::take(&mut self.lost) {
-            if !self.tree.has_dir(key) || self.watcher.by_key.contains_key(&key) {
+            let watched = self
+                .tree
+                .watch_of(key)
+                .is_some_and(|w| self.watcher.watches(key, w));
+            if !self.tree.has_dir(key) || watched {
                 continue;
             }
             if self.tree.open_dir(key).is_some() {
@@ -339,6 +350,7 @@ impl Backend for Ino {
 
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
         self.tree.set_projects(projects, &mut self.watcher);
+        self.watcher.table.shrink();
         self.stale.clear();
         Ok(())
     }
