@@ -430,7 +430,7 @@ impl Guardian {
                 let rescanned = sample.rescan.iter().map(PathBuf::as_path);
                 self.cleaner.note_writes(
                     self.source.name(),
-                    written.map(|p| p.path.as_path()).chain(rescanned),
+                    written.map(|p| &*p.path).chain(rescanned),
                 );
             }
             Err(e) => crate::warn_quiet!("source.drain", error = %e, "write source"),

@@ -7,7 +7,7 @@
 use super::{GuardedFs, Guardian, TRIM_POLLS};
 use crate::config::Workspace;
 use crate::fsys;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 impl Guardian {
@@ -38,11 +38,11 @@ impl Guardian {
         dirs.sort();
         let projects = self.aggregator.project_dirs(&dirs);
         if projects != self.watched {
-            let alive: std::collections::HashSet<PathBuf> =
-                dirs.iter().map(|d| d.0.clone()).collect();
+            let alive: std::collections::HashSet<&Path> =
+                dirs.iter().map(|d| d.0.as_path()).collect();
             self.aggregator.retain_paths(&|p| alive.contains(p));
             self.hub.counters.written.retain(&|p| alive.contains(p));
-            self.last_write.retain(|p, _| alive.contains(p));
+            self.last_write.retain(|p, _| alive.contains(p.as_path()));
             if let Err(e) = self.source.watch(&projects) {
                 crate::warn_quiet!("source.watch", error = %e, "write source cannot watch the projects");
                 self.problems.push(e.to_string());
