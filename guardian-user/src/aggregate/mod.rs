@@ -10,7 +10,7 @@
 
 use crate::sources::{CgroupBytes, ProjectDir, Sample};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -59,9 +59,10 @@ pub struct CgroupRate {
 /// Project ids, rates and per-cgroup rates.
 #[derive(Debug)]
 pub struct Aggregator {
-    /// Ids by path, in path order (the resting projects a report lists come first by path).
-    /// The key is the project's one shared path (see [`ProjectDir::path`]).
-    ids: BTreeMap<Arc<Path>, u32>,
+    /// The ids of the known projects in path order (the resting projects a report lists come
+    /// first by path); a path is found by binary search through the slots' paths. 4 bytes per
+    /// project, where a map by path held a copy of the key and a node share.
+    by_path: Vec<u32>,
     /// Ids freed by vanished projects, reused smallest first; all below `slots.len()`.
     free: BTreeSet<u32>,
     /// Slot `id` holds project `id` (`None`: a free id; slot 0 is never used). A table indexed
@@ -106,7 +107,7 @@ impl Default for Aggregator {
 impl Aggregator {
     pub fn new() -> Aggregator {
         Aggregator {
-            ids: BTreeMap::new(),
+            by_path: Vec::new(),
             free: BTreeSet::new(),
             slots: vec![None],
             moving: HashSet::new(),
@@ -123,9 +124,19 @@ impl Aggregator {
     /// [`id_for`](Aggregator::id_for), and the project's shared path: the one allocation of
     /// it every holder of the project list clones.
     fn shared_id_for(&mut self, path: &Path) -> (u32, Arc<Path>) {
-        if let Some((shared, id)) = self.ids.get_key_value(path) {
-            return (*id, shared.clone());
-        }
+        let at = match self.find(path) {
+            Ok(at) => {
+                let known = self
+                    .by_path
+                    .get(at)
+                    .and_then(|id| Some((*id, self.slot(*id)?.path.clone())));
+                if let Some(known) = known {
+                    return known;
+                }
+                at
+            }
+            Err(at) => at,
+        };
         let id = match self.free.pop_first() {
             Some(id) => id,
             None => {
@@ -137,11 +148,18 @@ impl Aggregator {
             }
         };
         let shared: Arc<Path> = Arc::from(path);
-        self.ids.insert(shared.clone(), id);
+        // At the end when projects come in path order (a listing): no shifting.
+        self.by_path.insert(at, id);
         if let Some(slot) = self.slot_entry(id) {
             *slot = Some(Slot::new(shared.clone()));
         }
         (id, shared)
+    }
+
+    /// Where `path` is (`Ok`) or belongs (`Err`) in `by_path`.
+    fn find(&self, path: &Path) -> Result<usize, usize> {
+        self.by_path
+            .binary_search_by(|id| self.path_of(*id).cmp(&Some(path)))
     }
 
     fn slot_entry(&mut self, id: u32) -> Option<&mut Option<Slot>> {
@@ -174,18 +192,19 @@ impl Aggregator {
                 }
             })
             .collect();
-        // The table grew by doubling; a project set changes seldom.
+        // The tables grew by doubling; a project set changes seldom.
         self.slots.shrink_to_fit();
+        self.by_path.shrink_to_fit();
         projects
     }
 
     /// Projects known.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.by_path.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.by_path.is_empty()
     }
 
     /// Folds one sample covering `seconds` into the rates. Projects absent from the sample
@@ -311,8 +330,8 @@ impl Aggregator {
         // Resting projects have a rate of exactly zero: the first `limit` of them by path are
         // the only ones that can make the list.
         chosen.extend(
-            self.ids
-                .values()
+            self.by_path
+                .iter()
                 .filter(|id| !self.moving.contains(id))
                 .filter_map(|id| Some((*id, self.slot(*id)?)))
                 .take(limit),
@@ -368,8 +387,13 @@ impl Aggregator {
     /// the table are dropped with their slots: the table is as long as the highest id in use.
     pub fn retain_paths(&mut self, alive: &dyn Fn(&Path) -> bool) {
         let mut gone = Vec::new();
-        self.ids.retain(|path, id| {
-            let keep = alive(path);
+        let slots = &self.slots;
+        self.by_path.retain(|id| {
+            let path = usize::try_from(*id)
+                .ok()
+                .and_then(|i| slots.get(i)?.as_ref())
+                .map(|s| &*s.path);
+            let keep = path.is_some_and(alive);
             if !keep {
                 gone.push(*id);
             }
@@ -466,8 +490,8 @@ mod tests {
             assert_eq!(a.id, b.id);
             assert!(std::ptr::eq(agg.path_of(a.id).unwrap(), &*a.path));
         }
-        // The aggregator's key and slot, `first` and `again`: nothing else holds it.
-        assert_eq!(Arc::strong_count(&first[7].path), 4);
+        // The aggregator's slot, `first` and `again`: nothing else holds it.
+        assert_eq!(Arc::strong_count(&first[7].path), 3);
         drop(again);
         agg.retain_paths(&|p| p != Path::new("/w/p007"));
         assert_eq!(

@@ -4,10 +4,12 @@
 //! Invariants: an idle node does not `lstat` every project every poll; a listing is trusted at
 //! most `RELIST_EVERY`, and never while a workspace dir changed within `RECENT_CHANGE`.
 
-use super::{GuardedFs, Guardian, TRIM_POLLS};
+use super::{GuardedFs, Guardian};
 use crate::config::Workspace;
 use crate::fsys;
+use crate::sources::ProjectDir;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 impl Guardian {
@@ -36,20 +38,20 @@ impl Guardian {
             }
         }
         dirs.sort();
-        let projects = self.aggregator.project_dirs(&dirs);
+        let projects: Arc<[ProjectDir]> = self.aggregator.project_dirs(&dirs).into();
         if projects != self.watched {
             let alive: std::collections::HashSet<&Path> =
                 dirs.iter().map(|d| d.0.as_path()).collect();
             self.aggregator.retain_paths(&|p| alive.contains(p));
             self.hub.counters.written.retain(&|p| alive.contains(p));
             self.last_write.retain(|p, _| alive.contains(p.as_path()));
-            if let Err(e) = self.source.watch(&projects) {
+            if let Err(e) = self.source.watch_shared(&projects) {
                 crate::warn_quiet!("source.watch", error = %e, "write source cannot watch the projects");
                 self.problems.push(e.to_string());
             }
             self.forecasts.retain_projects(&projects);
             self.watched = projects;
-            self.trims_left = TRIM_POLLS;
+            self.give_back.burst();
         }
     }
 }

@@ -174,6 +174,11 @@ pub trait Source: Send {
     /// the trees (a source that walks them does so on its own thread and reports a failure
     /// through `drain`).
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError>;
+    /// [`watch`](Source::watch) with the caller's shared list: a source that keeps the list
+    /// keeps this one rather than a copy of its own.
+    fn watch_shared(&mut self, projects: &Arc<[ProjectDir]>) -> Result<(), SourceError> {
+        self.watch(projects)
+    }
     /// As [`watch`](Source::watch), but returns only once the new projects are fully watched
     /// (their baseline taken): for threads that may wait (bringing a source up in the
     /// background) and for tests that write right after.
