@@ -39,6 +39,12 @@ impl Schedule {
         self.polls_left = BURST_POLLS;
     }
 
+    /// Work that freed something just ended (a relisting of the project dirs): give back at
+    /// the end of this poll.
+    pub fn soon(&mut self) {
+        self.polls_left = self.polls_left.max(1);
+    }
+
     /// Called at the end of each poll: whether to [`give_back`] now.
     pub fn due(&mut self, now: Instant) -> bool {
         let idle_due = self
@@ -210,6 +216,9 @@ Anonymous:             0 kB
         assert!(!schedule.due(at(206)));
         assert!(!schedule.due(at(264)));
         assert!(schedule.due(at(265)));
+        schedule.soon();
+        assert!(schedule.due(at(266)), "soon: at the end of this poll");
+        assert!(!schedule.due(at(271)), "once");
         // A clock that goes backwards does not make it due.
         assert!(!schedule.due(at(100)));
     }
