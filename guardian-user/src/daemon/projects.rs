@@ -50,6 +50,7 @@ impl Guardian {
             self.aggregator.retain_paths(&|p| alive.contains(p));
             self.hub.counters.written.retain(&|p| alive.contains(p));
             self.last_write.retain(|p, _| alive.contains(p.as_path()));
+            self.tasks.retain_writes(&|p| alive.contains(p));
             if let Err(e) = self.source.watch_shared(&projects) {
                 crate::warn_quiet!("source.watch", error = %e, "write source cannot watch the projects");
                 self.problems.push(e.to_string());
