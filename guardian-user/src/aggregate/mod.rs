@@ -10,8 +10,9 @@
 
 use crate::sources::{CgroupBytes, ProjectDir, Sample};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Weight of the newest sample in the smoothed rates (per sample interval).
 const RATE_ALPHA: f64 = 0.3;
@@ -56,14 +57,17 @@ pub struct CgroupRate {
 }
 
 /// Project ids, rates and per-cgroup rates.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Aggregator {
-    /// Ids by path, in path order (the resting projects a report lists come first by path).
-    ids: BTreeMap<PathBuf, u32>,
-    /// Ids freed by vanished projects, reused smallest first.
+    /// The ids of the known projects in path order (the resting projects a report lists come
+    /// first by path); a path is found by binary search through the slots' paths. 4 bytes per
+    /// project, where a map by path held a copy of the key and a node share.
+    by_path: Vec<u32>,
+    /// Ids freed by vanished projects, reused smallest first; all below `slots.len()`.
     free: BTreeSet<u32>,
-    next_id: u32,
-    activity: HashMap<u32, ProjectActivity>,
+    /// Slot `id` holds project `id` (`None`: a free id; slot 0 is never used). A table indexed
+    /// by id, not a map: 48 bytes per project, no hashing, no per-entry allocation.
+    slots: Vec<Option<Slot>>,
     /// Projects whose rate is not zero: the only ones a sample without their growth updates.
     moving: HashSet<u32>,
     /// Smoothed bytes per second per project and cgroup (only rates of at least
@@ -71,61 +75,136 @@ pub struct Aggregator {
     cgroup_rates: HashMap<u32, HashMap<u64, f64>>,
 }
 
+/// One known project: its shared path and its activity so far ([`ProjectActivity`] without
+/// the cgroups, which are kept apart for the few projects that write).
+#[derive(Debug)]
+struct Slot {
+    path: Arc<Path>,
+    rate_bps: f64,
+    net_bps: f64,
+    total_bytes: i64,
+    freed_bytes: u64,
+}
+
+impl Slot {
+    fn new(path: Arc<Path>) -> Slot {
+        Slot {
+            path,
+            rate_bps: 0.0,
+            net_bps: 0.0,
+            total_bytes: 0,
+            freed_bytes: 0,
+        }
+    }
+}
+
+impl Default for Aggregator {
+    fn default() -> Aggregator {
+        Aggregator::new()
+    }
+}
+
 impl Aggregator {
     pub fn new() -> Aggregator {
         Aggregator {
-            next_id: 1,
-            ..Default::default()
+            by_path: Vec::new(),
+            free: BTreeSet::new(),
+            slots: vec![None],
+            moving: HashSet::new(),
+            cgroup_rates: HashMap::new(),
         }
     }
 
     /// The id of a project path, assigned on first sight and kept while the project exists; a
     /// vanished project's id is given to a later one.
     pub fn id_for(&mut self, path: &Path) -> u32 {
-        if let Some(id) = self.ids.get(path) {
-            return *id;
-        }
+        self.shared_id_for(path).0
+    }
+
+    /// [`id_for`](Aggregator::id_for), and the project's shared path: the one allocation of
+    /// it every holder of the project list clones.
+    fn shared_id_for(&mut self, path: &Path) -> (u32, Arc<Path>) {
+        let at = match self.find(path) {
+            Ok(at) => {
+                let known = self
+                    .by_path
+                    .get(at)
+                    .and_then(|id| Some((*id, self.slot(*id)?.path.clone())));
+                if let Some(known) = known {
+                    return known;
+                }
+                at
+            }
+            Err(at) => at,
+        };
         let id = match self.free.pop_first() {
             Some(id) => id,
             None => {
-                let id = self.next_id;
-                self.next_id = self.next_id.saturating_add(1);
+                // Past u32::MAX projects at once (unreachable: memory runs out first) ids
+                // would repeat; nothing panics.
+                let id = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+                self.slots.push(None);
                 id
             }
         };
-        self.ids.insert(path.to_path_buf(), id);
-        self.activity.insert(
-            id,
-            ProjectActivity {
-                path: path.to_path_buf(),
-                ..Default::default()
-            },
-        );
-        id
+        let shared: Arc<Path> = Arc::from(path);
+        // At the end when projects come in path order (a listing): no shifting.
+        self.by_path.insert(at, id);
+        if let Some(slot) = self.slot_entry(id) {
+            *slot = Some(Slot::new(shared.clone()));
+        }
+        (id, shared)
+    }
+
+    /// Where `path` is (`Ok`) or belongs (`Err`) in `by_path`.
+    fn find(&self, path: &Path) -> Result<usize, usize> {
+        self.by_path
+            .binary_search_by(|id| self.path_of(*id).cmp(&Some(path)))
+    }
+
+    fn slot_entry(&mut self, id: u32) -> Option<&mut Option<Slot>> {
+        self.slots.get_mut(usize::try_from(id).ok()?)
+    }
+
+    fn slot(&self, id: u32) -> Option<&Slot> {
+        self.slots.get(usize::try_from(id).ok()?)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, id: u32) -> Option<&mut Slot> {
+        self.slot_entry(id)?.as_mut()
     }
 
     /// Projects from (path, dev, ino) triples, with their ids. `dirs` is every project there is
-    /// now: the ids of the others are freed first, so they can be given to new ones.
+    /// now: the ids of the others are freed first, so they can be given to new ones. A project
+    /// already known keeps its shared path (the listing's own copy is not kept).
     pub fn project_dirs(&mut self, dirs: &[(PathBuf, u64, u64)]) -> Vec<ProjectDir> {
         let alive: HashSet<&Path> = dirs.iter().map(|d| d.0.as_path()).collect();
         self.retain_paths(&|p| alive.contains(p));
-        dirs.iter()
-            .map(|(path, dev, ino)| ProjectDir {
-                id: self.id_for(path),
-                path: path.clone(),
-                dev: *dev,
-                ino: *ino,
+        let projects: Vec<ProjectDir> = dirs
+            .iter()
+            .map(|(path, dev, ino)| {
+                let (id, path) = self.shared_id_for(path);
+                ProjectDir {
+                    id,
+                    path,
+                    dev: *dev,
+                    ino: *ino,
+                }
             })
-            .collect()
+            .collect();
+        // The tables grew by doubling; a project set changes seldom.
+        self.slots.shrink_to_fit();
+        self.by_path.shrink_to_fit();
+        projects
     }
 
     /// Projects known.
     pub fn len(&self) -> usize {
-        self.activity.len()
+        self.by_path.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.activity.is_empty()
+        self.by_path.is_empty()
     }
 
     /// Folds one sample covering `seconds` into the rates. Projects absent from the sample
@@ -135,17 +214,17 @@ impl Aggregator {
             return;
         }
         for id in sample.projects() {
-            if let Some(activity) = self.activity.get_mut(&id) {
+            if let Some(slot) = self.slot_mut(id) {
                 let bytes = sample.growth.get(&id).copied().unwrap_or(0);
-                activity.total_bytes = activity.total_bytes.saturating_add(bytes);
+                slot.total_bytes = slot.total_bytes.saturating_add(bytes);
                 let freed = sample.freed.get(&id).copied().unwrap_or(0);
-                activity.freed_bytes = activity.freed_bytes.saturating_add(freed);
+                slot.freed_bytes = slot.freed_bytes.saturating_add(freed);
                 self.moving.insert(id);
             }
         }
-        let activity = &mut self.activity;
+        let slots = &mut self.slots;
         self.moving.retain(|id| {
-            let Some(a) = activity.get_mut(id) else {
+            let Some(Some(a)) = usize::try_from(*id).ok().and_then(|i| slots.get_mut(i)) else {
                 return false;
             };
             let bytes = sample.growth.get(id).copied().unwrap_or(0);
@@ -166,7 +245,7 @@ impl Aggregator {
             bytes,
         } in &sample.by_cgroup
         {
-            if self.activity.contains_key(project) {
+            if self.slot(*project).is_some() {
                 let total = fresh.entry((*project, *cgroup)).or_default();
                 *total = total.saturating_add(*bytes);
             }
@@ -198,7 +277,7 @@ impl Aggregator {
 
     /// The path of the project with id `id`.
     pub fn path_of(&self, id: u32) -> Option<&Path> {
-        self.activity.get(&id).map(|a| a.path.as_path())
+        self.slot(id).map(|s| &*s.path)
     }
 
     /// The `limit` busiest projects' activity, busiest first (by rate, then path); only their
@@ -223,11 +302,11 @@ impl Aggregator {
         name_cgroup: &mut dyn FnMut(u64) -> Option<PathBuf>,
     ) -> (Vec<ProjectActivity>, usize, f64) {
         let listed = self.report_top(limit, name_cgroup);
-        let omitted = self.activity.len().saturating_sub(listed.len());
+        let omitted = self.len().saturating_sub(listed.len());
         let moving: f64 = self
             .moving
             .iter()
-            .filter_map(|id| self.activity.get(id))
+            .filter_map(|id| self.slot(*id))
             .map(|a| a.rate_bps)
             .sum();
         let shown: f64 = listed.iter().map(|a| a.rate_bps).sum();
@@ -237,24 +316,24 @@ impl Aggregator {
 
     /// The `limit` first projects by rate (descending), then path: the moving ones sorted, the
     /// resting ones (rate zero) in path order where they belong.
-    fn top(&self, limit: usize) -> Vec<(u32, &ProjectActivity)> {
-        let order = |x: &(u32, &ProjectActivity), y: &(u32, &ProjectActivity)| {
+    fn top(&self, limit: usize) -> Vec<(u32, &Slot)> {
+        let order = |x: &(u32, &Slot), y: &(u32, &Slot)| {
             y.1.rate_bps
                 .total_cmp(&x.1.rate_bps)
                 .then(x.1.path.cmp(&y.1.path))
         };
-        let mut chosen: Vec<(u32, &ProjectActivity)> = self
+        let mut chosen: Vec<(u32, &Slot)> = self
             .moving
             .iter()
-            .filter_map(|id| Some((*id, self.activity.get(id)?)))
+            .filter_map(|id| Some((*id, self.slot(*id)?)))
             .collect();
         // Resting projects have a rate of exactly zero: the first `limit` of them by path are
         // the only ones that can make the list.
         chosen.extend(
-            self.ids
-                .values()
+            self.by_path
+                .iter()
                 .filter(|id| !self.moving.contains(id))
-                .filter_map(|id| Some((*id, self.activity.get(id)?)))
+                .filter_map(|id| Some((*id, self.slot(*id)?)))
                 .take(limit),
         );
         if limit < chosen.len() {
@@ -268,7 +347,7 @@ impl Aggregator {
     fn with_cgroups(
         &self,
         id: u32,
-        a: &ProjectActivity,
+        a: &Slot,
         name_cgroup: &mut dyn FnMut(u64) -> Option<PathBuf>,
     ) -> ProjectActivity {
         let mut top: Vec<CgroupRate> = self
@@ -295,26 +374,44 @@ impl Aggregator {
             c.path = name_cgroup(c.cgroup);
         }
         ProjectActivity {
+            path: a.path.to_path_buf(),
+            rate_bps: a.rate_bps,
+            net_bps: a.net_bps,
+            total_bytes: a.total_bytes,
+            freed_bytes: a.freed_bytes,
             top_cgroups: top,
-            ..a.clone()
         }
     }
 
-    /// Forgets projects that no longer exist; their ids become free.
+    /// Forgets projects that no longer exist; their ids become free. Free ids at the end of
+    /// the table are dropped with their slots: the table is as long as the highest id in use.
     pub fn retain_paths(&mut self, alive: &dyn Fn(&Path) -> bool) {
-        let gone: Vec<u32> = self
-            .activity
-            .iter()
-            .filter(|(_, a)| !alive(&a.path))
-            .map(|(id, _)| *id)
-            .collect();
+        let mut gone = Vec::new();
+        let slots = &self.slots;
+        self.by_path.retain(|id| {
+            let path = usize::try_from(*id)
+                .ok()
+                .and_then(|i| slots.get(i)?.as_ref())
+                .map(|s| &*s.path);
+            let keep = path.is_some_and(alive);
+            if !keep {
+                gone.push(*id);
+            }
+            keep
+        });
         for id in gone {
-            if let Some(a) = self.activity.remove(&id) {
-                self.ids.remove(&a.path);
+            if let Some(slot) = self.slot_entry(id) {
+                *slot = None;
             }
             self.moving.remove(&id);
             self.cgroup_rates.remove(&id);
             self.free.insert(id);
+        }
+        while self.slots.len() > 1 && matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        if let Ok(len) = u32::try_from(self.slots.len()) {
+            self.free.split_off(&len);
         }
     }
 }
@@ -375,6 +472,73 @@ mod tests {
         assert!(highest <= 1000, "{highest}");
         assert_eq!(last[0].id, 1);
         assert_eq!(agg.len(), 1);
+    }
+
+    /// Issue 16 (memory at 10,000 projects): a project's path is allocated once, when it is
+    /// first listed; every later listing hands out that same allocation (the watched set, the
+    /// source, the forecasts clone a pointer), and the listing's own copy is not kept.
+    #[test]
+    fn every_listing_hands_out_the_one_shared_path_of_a_project() {
+        let mut agg = Aggregator::new();
+        let dirs: Vec<(PathBuf, u64, u64)> = (0..100)
+            .map(|i| (PathBuf::from(format!("/w/p{i:03}")), 1, i))
+            .collect();
+        let first = agg.project_dirs(&dirs);
+        let again = agg.project_dirs(&dirs.clone());
+        for (a, b) in first.iter().zip(&again) {
+            assert!(Arc::ptr_eq(&a.path, &b.path), "{}", a.path.display());
+            assert_eq!(a.id, b.id);
+            assert!(std::ptr::eq(agg.path_of(a.id).unwrap(), &*a.path));
+        }
+        // The aggregator's slot, `first` and `again`: nothing else holds it.
+        assert_eq!(Arc::strong_count(&first[7].path), 3);
+        drop(again);
+        agg.retain_paths(&|p| p != Path::new("/w/p007"));
+        assert_eq!(
+            Arc::strong_count(&first[7].path),
+            1,
+            "a vanished project lets go of it"
+        );
+    }
+
+    /// The id table is as long as the highest id in use: after 10,000 projects come and go it
+    /// shrinks back, and its free list holds no id past its end.
+    #[test]
+    fn the_id_table_shrinks_when_the_projects_with_the_highest_ids_vanish() {
+        let mut agg = Aggregator::new();
+        let many: Vec<(PathBuf, u64, u64)> = (0..10_000)
+            .map(|i| (PathBuf::from(format!("/w/p{i:05}")), 1, i))
+            .collect();
+        agg.project_dirs(&many);
+        assert_eq!(agg.slots.len(), 10_001);
+        let few = agg.project_dirs(&many[..3]);
+        assert_eq!(few.iter().map(|p| p.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(agg.slots.len(), 4);
+        assert!(agg.slots.capacity() < 100, "{}", agg.slots.capacity());
+        assert!(agg.free.is_empty(), "{:?}", agg.free.len());
+        // A hole in the middle stays free and is given out first.
+        agg.retain_paths(&|p| p != Path::new("/w/p00001"));
+        assert_eq!(agg.slots.len(), 4);
+        assert_eq!(agg.id_for(Path::new("/w/new")), 2);
+        assert_eq!(agg.id_for(Path::new("/w/newer")), 4);
+        assert_eq!(agg.len(), 4);
+    }
+
+    /// Per-cgroup rates are a cache that grows with the writers seen: once a cgroup stops
+    /// writing its entry goes, so 1,000 short-lived writers leave nothing behind.
+    #[test]
+    fn cgroups_that_stop_writing_are_forgotten() {
+        let mut agg = Aggregator::new();
+        let a = agg.id_for(Path::new("/w/a"));
+        for cgroup in 0..1000u64 {
+            agg.absorb(&sample(&[(a, 1 << 20)], &[(a, cgroup, 1 << 20)]), 0.25);
+        }
+        assert!(agg.cgroup_rates[&a].len() > 10);
+        for _ in 0..200 {
+            agg.absorb(&Sample::default(), 0.25);
+        }
+        assert!(agg.cgroup_rates.is_empty(), "{:?}", agg.cgroup_rates.len());
+        assert!(agg.moving.is_empty());
     }
 
     #[test]

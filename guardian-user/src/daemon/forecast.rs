@@ -15,6 +15,7 @@ use crate::sources::ProjectDir;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Scan and plan time assumed until a survey has been timed, seconds.
@@ -289,12 +290,13 @@ pub struct ProjectForecastView {
 pub struct Forecasts {
     config: ForecastConfig,
     filesystems: HashMap<u64, Forecaster>,
-    projects: HashMap<PathBuf, ProjectModel>,
+    /// Keyed by the project's shared path ([`ProjectDir::path`]): no copy of its own.
+    projects: HashMap<Arc<Path>, ProjectModel>,
     /// Projects whose level moved since their model started: the only ones a drain updates.
-    moving: HashSet<PathBuf>,
+    moving: HashSet<Arc<Path>>,
     /// The others, at rest at their starting level (every forecast of theirs is flat), in path
     /// order: thousands of idle projects cost nothing per drain nor per status.
-    resting: BTreeSet<PathBuf>,
+    resting: BTreeSet<Arc<Path>>,
     /// The time of the last drain.
     last_t: f64,
     /// The model of a project at rest (never fed).
@@ -343,11 +345,10 @@ impl Forecasts {
     /// Keeps one model per current project dir (new ones start empty, at rest). Linear in the
     /// number of projects: it runs on the main loop whenever the set of project dirs changes.
     pub fn retain_projects(&mut self, projects: &[ProjectDir]) {
-        let current: HashSet<&Path> = projects.iter().map(|p| p.path.as_path()).collect();
-        self.projects
-            .retain(|path, _| current.contains(path.as_path()));
-        self.moving.retain(|path| current.contains(path.as_path()));
-        self.resting.retain(|path| current.contains(path.as_path()));
+        let current: HashSet<&Path> = projects.iter().map(|p| &*p.path).collect();
+        self.projects.retain(|path, _| current.contains(&**path));
+        self.moving.retain(|path| current.contains(&**path));
+        self.resting.retain(|path| current.contains(&**path));
         for p in projects {
             if self.projects.contains_key(&p.path) {
                 continue;
@@ -366,12 +367,15 @@ impl Forecasts {
         let previous = self.last_t;
         self.last_t = self.last_t.max(t);
         for (path, g) in growth {
-            if *g == 0 || !self.resting.remove(path) {
+            if *g == 0 {
                 continue;
             }
-            if let Some(model) = self.projects.get_mut(path) {
+            let Some(path) = self.resting.take(path.as_path()) else {
+                continue;
+            };
+            if let Some(model) = self.projects.get_mut(&path) {
                 model.wake(previous, t);
-                self.moving.insert(path.clone());
+                self.moving.insert(path);
             }
         }
         let projects = &mut self.projects;
@@ -380,7 +384,7 @@ impl Forecasts {
             let Some(model) = projects.get_mut(path) else {
                 return false;
             };
-            let g = growth.get(path).copied().unwrap_or(0);
+            let g = growth.get(&**path).copied().unwrap_or(0);
             model.absorb(t, g);
             if g != 0 {
                 model.changed_at = t;
@@ -418,8 +422,8 @@ impl Forecasts {
     }
 
     fn mark_moving(&mut self, path: &Path) {
-        if self.resting.remove(path) {
-            self.moving.insert(path.to_path_buf());
+        if let Some(path) = self.resting.take(path) {
+            self.moving.insert(path);
         }
     }
 
@@ -430,7 +434,7 @@ impl Forecasts {
             .filter(|(_, m)| m.dev == dev)
             .map(|(path, m)| {
                 let rate = m.forecaster.as_ref().map_or(0.0, |f| f.rate_bps(free));
-                (path.clone(), rate)
+                (path.to_path_buf(), rate)
             })
             .collect()
     }
@@ -522,7 +526,7 @@ impl Forecasts {
                 let (space, limits) = spaces.get(&m.dev)?;
                 let rule = self.rule(space, limits);
                 Some(ProjectForecastView {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     forecast: self.view(
                         m.forecaster.as_deref().unwrap_or(&self.blank),
                         t,

@@ -119,12 +119,13 @@ pub struct Guardian {
     source_skipped: Vec<String>,
     aggregator: Aggregator,
     /// The project dirs the source currently watches.
-    watched: Vec<ProjectDir>,
+    watched: Arc<[ProjectDir]>,
     /// The workspace dirs as of the last listing of their project dirs.
     listing: Listing,
-    /// Polls left that end by giving freed heap back to the OS (start-up, a new project set:
-    /// the source's baseline walk and the probe's BTF parsing free what they needed).
-    trims_left: u32,
+    /// When polls end by giving freed heap and touched code pages back to the OS (after
+    /// start-up and a new project set — the source's baseline walk and the probe's BTF parsing
+    /// free what they needed — then once a minute).
+    give_back: memory::Schedule,
     /// The last write the source saw into each watched project (seconds since the epoch).
     last_write: HashMap<PathBuf, i64>,
     last_sample: Instant,
@@ -230,9 +231,9 @@ impl Guardian {
             source: Box::new(source),
             source_skipped,
             aggregator: Aggregator::new(),
-            watched: Vec::new(),
+            watched: Arc::from(Vec::new()),
             listing: Listing::default(),
-            trims_left: TRIM_POLLS,
+            give_back: memory::Schedule::new(),
             last_write: HashMap::new(),
             last_sample: Instant::now(),
             cgroup_names: sources::CgroupNames::new(),
@@ -405,8 +406,7 @@ impl Guardian {
             }
         }
         self.publish_state();
-        if self.trims_left > 0 {
-            self.trims_left -= 1;
+        if self.give_back.due(Instant::now()) {
             memory::give_back();
         }
     }
@@ -430,7 +430,7 @@ impl Guardian {
                 let rescanned = sample.rescan.iter().map(PathBuf::as_path);
                 self.cleaner.note_writes(
                     self.source.name(),
-                    written.map(|p| p.path.as_path()).chain(rescanned),
+                    written.map(|p| &*p.path).chain(rescanned),
                 );
             }
             Err(e) => crate::warn_quiet!("source.drain", error = %e, "write source"),
@@ -656,9 +656,6 @@ impl Guardian {
         }
     }
 }
-
-/// Polls after start-up (and after the project set changed) that give freed heap back.
-const TRIM_POLLS: u32 = 6;
 
 /// Whether a cycle that ended short of its target makes its filesystem wait
 /// `RETRY_AFTER_NOTHING_LEFT` for the next one: only when it found nothing left to delete (or

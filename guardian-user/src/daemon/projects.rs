@@ -4,10 +4,12 @@
 //! Invariants: an idle node does not `lstat` every project every poll; a listing is trusted at
 //! most `RELIST_EVERY`, and never while a workspace dir changed within `RECENT_CHANGE`.
 
-use super::{GuardedFs, Guardian, TRIM_POLLS};
+use super::{GuardedFs, Guardian};
 use crate::config::Workspace;
 use crate::fsys;
+use crate::sources::ProjectDir;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 impl Guardian {
@@ -34,29 +36,35 @@ impl Guardian {
                 continue;
             };
             for entry in entries.flatten() {
-                let Ok(meta) = entry.path().symlink_metadata() else {
+                let path = entry.path();
+                let Ok(meta) = path.symlink_metadata() else {
                     continue;
                 };
                 if meta.is_dir() {
-                    dirs.push((entry.path(), meta.dev(), meta.ino()));
+                    dirs.push((path, meta.dev(), meta.ino()));
                 }
             }
         }
         dirs.sort();
         let projects = self.aggregator.project_dirs(&dirs);
-        if projects != self.watched {
-            let alive: std::collections::HashSet<PathBuf> =
-                dirs.iter().map(|d| d.0.clone()).collect();
+        // What the listing allocated (10,000 paths: ~1 MB) goes back with the next poll's end,
+        // not a minute later.
+        self.give_back.soon();
+        if *projects != *self.watched {
+            let projects: Arc<[ProjectDir]> = projects.into();
+            let alive: std::collections::HashSet<&Path> =
+                dirs.iter().map(|d| d.0.as_path()).collect();
             self.aggregator.retain_paths(&|p| alive.contains(p));
             self.hub.counters.written.retain(&|p| alive.contains(p));
-            self.last_write.retain(|p, _| alive.contains(p));
-            if let Err(e) = self.source.watch(&projects) {
+            self.last_write.retain(|p, _| alive.contains(p.as_path()));
+            self.tasks.retain_writes(&|p| alive.contains(p));
+            if let Err(e) = self.source.watch_shared(&projects) {
                 crate::warn_quiet!("source.watch", error = %e, "write source cannot watch the projects");
                 self.problems.push(e.to_string());
             }
             self.forecasts.retain_projects(&projects);
             self.watched = projects;
-            self.trims_left = TRIM_POLLS;
+            self.give_back.burst();
         }
     }
 }

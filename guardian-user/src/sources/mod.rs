@@ -46,14 +46,17 @@ pub const LONG_VERSION: &str = concat!(
 
 use serde::Serialize;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A project directory a source attributes writes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProjectDir {
     /// Stable id for this run of the daemon (index into the daemon's project table).
     pub id: u32,
-    pub path: PathBuf,
+    /// One allocation per project, shared by every holder of the project list (the
+    /// aggregator, the watched set, the source, the forecasts): cloning it copies a pointer.
+    pub path: Arc<Path>,
     /// `st_dev` of the directory as userspace sees it.
     pub dev: u64,
     pub ino: u64,
@@ -171,6 +174,11 @@ pub trait Source: Send {
     /// the trees (a source that walks them does so on its own thread and reports a failure
     /// through `drain`).
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError>;
+    /// [`watch`](Source::watch) with the caller's shared list: a source that keeps the list
+    /// keeps this one rather than a copy of its own.
+    fn watch_shared(&mut self, projects: &Arc<[ProjectDir]>) -> Result<(), SourceError> {
+        self.watch(projects)
+    }
     /// As [`watch`](Source::watch), but returns only once the new projects are fully watched
     /// (their baseline taken): for threads that may wait (bringing a source up in the
     /// background) and for tests that write right after.

@@ -92,7 +92,7 @@ pub fn project(id: u32, path: &Path) -> ProjectDir {
     let md = fs::symlink_metadata(path).expect("project dir");
     ProjectDir {
         id,
-        path: path.to_path_buf(),
+        path: path.into(),
         dev: md.dev(),
         ino: md.ino(),
     }

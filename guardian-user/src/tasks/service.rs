@@ -66,6 +66,23 @@ impl WriteLog {
         map.insert(project.to_path_buf(), at);
     }
 
+    /// Forgets the projects that no longer exist (called when the project set changes: the
+    /// log holds the projects that exist, not every one the node ever had).
+    pub fn retain(&self, alive: &dyn Fn(&Path) -> bool) {
+        let mut map = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|path, _| alive(path));
+        map.shrink_to_fit();
+    }
+
+    /// Projects remembered.
+    pub fn len(&self) -> usize {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The last write seen into `project`.
     pub fn last(&self, project: &Path) -> Option<i64> {
         self.last
@@ -159,6 +176,11 @@ impl TaskService {
     /// written to is not idle, whatever its files' times say.
     pub fn note_write(&self, project: &Path, at: i64) {
         self.writes.note(project, at);
+    }
+
+    /// Forgets the writes into projects that no longer exist.
+    pub fn retain_writes(&self, alive: &dyn Fn(&Path) -> bool) {
+        self.writes.retain(alive);
     }
 
     /// With `on` (for `run --once`), each periodic call waits for the work it started, at most
@@ -489,6 +511,27 @@ fn pressure_record(u: &UsageView, before: Level, dry_run: bool) -> AuditRecord {
 mod tests {
     use super::*;
     use rusqlite::Connection;
+
+    /// Issue 16 (caches that grow with the node's history): the log of last writes holds at
+    /// most `MAX_WRITES` projects, keeping the newest, and forgets vanished projects when the
+    /// project set changes (it used to keep every project ever written, up to the bound).
+    #[test]
+    fn the_write_log_is_bounded_and_forgets_vanished_projects() {
+        let log = WriteLog::default();
+        let count = i64::try_from(MAX_WRITES).unwrap() + 10;
+        for i in 0..count {
+            log.note(&PathBuf::from(format!("/w/p{i}")), i);
+        }
+        assert!(log.len() <= MAX_WRITES, "{}", log.len());
+        assert_eq!(
+            log.last(Path::new(&format!("/w/p{}", count - 1))),
+            Some(count - 1)
+        );
+        assert_eq!(log.last(Path::new("/w/p0")), None, "the oldest go first");
+        log.retain(&|p| p == Path::new("/w/p65540"));
+        assert_eq!(log.len(), 1);
+        assert_eq!(log.last(Path::new("/w/p65540")), Some(65_540));
+    }
 
     #[test]
     fn periodic_never_waits_on_a_locked_db_and_dropping_the_service_stops_its_threads() {

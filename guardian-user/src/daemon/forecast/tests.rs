@@ -26,7 +26,7 @@ fn limits(space: &FsSpace) -> Limits {
 fn project(path: &str) -> ProjectDir {
     ProjectDir {
         id: 1,
-        path: PathBuf::from(path),
+        path: Path::new(path).into(),
         dev: DEV,
         ino: 1,
     }
@@ -399,7 +399,14 @@ fn idle_projects_cost_nothing_per_drain_and_wake_up_when_written() {
         t += 0.25;
     }
     assert_eq!(f.moving.len(), 1);
-    assert!(f.projects[&busy].forecaster.as_ref().unwrap().samples() >= 80);
+    assert!(
+        f.projects[busy.as_path()]
+            .forecaster
+            .as_ref()
+            .unwrap()
+            .samples()
+            >= 80
+    );
     let views = f.project_views(t, &spaces, 100);
     assert_eq!(views.len(), 100);
     assert_eq!(views[0].path, busy, "the growing project first");
@@ -411,10 +418,10 @@ fn idle_projects_cost_nothing_per_drain_and_wake_up_when_written() {
     );
 
     // Quiet for longer than REST_AFTER_S: at rest again, at its level.
-    let level = f.projects[&busy].level;
+    let level = f.projects[busy.as_path()].level;
     f.absorb_growth(t + REST_AFTER_S + 1.0, &HashMap::new());
     assert!(f.moving.is_empty());
-    assert_eq!(f.projects[&busy].level, level);
+    assert_eq!(f.projects[busy.as_path()].level, level);
 }
 
 /// Issue 17: a project that writes 120 MB per tooth and deletes it (12 × 10 MB over 3 s, then

@@ -222,7 +222,7 @@ mod tests {
     fn dir(id: u32, name: &str) -> ProjectDir {
         ProjectDir {
             id,
-            path: PathBuf::from(format!("/w/{name}")),
+            path: PathBuf::from(format!("/w/{name}")).into(),
             dev: 1,
             ino: u64::from(id) + 1000,
         }

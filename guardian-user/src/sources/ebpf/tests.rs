@@ -6,7 +6,7 @@ fn project(id: u32, path: &Path) -> ProjectDir {
     let meta = std::fs::metadata(path).unwrap();
     ProjectDir {
         id,
-        path: path.to_path_buf(),
+        path: path.into(),
         dev: meta.dev(),
         ino: meta.ino(),
     }

@@ -265,7 +265,7 @@ impl Fan {
                 fsid,
                 mnt_id,
                 mount_fd: fd,
-                path: project.path.clone(),
+                path: project.path.to_path_buf(),
             });
         }
         let wanted: HashSet<u64> = projects.iter().map(|p| p.dev).collect();

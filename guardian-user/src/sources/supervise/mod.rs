@@ -129,7 +129,7 @@ struct Degraded {
 /// A source being opened and given its baseline on a background thread.
 struct BringUp {
     kind: SourceKind,
-    projects: Vec<ProjectDir>,
+    projects: Arc<[ProjectDir]>,
     answer: Receiver<Result<Box<dyn Source>, SourceError>>,
 }
 
@@ -144,8 +144,8 @@ pub struct Supervisor {
     active_kind: SourceKind,
     /// The source that started: retries aim for it.
     preferred: SourceKind,
-    /// The project set of the last `watch`.
-    projects: Vec<ProjectDir>,
+    /// The project set of the last `watch` (the daemon's own list, shared).
+    projects: Arc<[ProjectDir]>,
     skipped: Vec<String>,
     degraded: Option<Degraded>,
     bring_up: Option<BringUp>,
@@ -236,7 +236,7 @@ impl Supervisor {
             active,
             active_kind,
             preferred: active_kind,
-            projects: Vec::new(),
+            projects: Arc::from(Vec::new()),
             skipped,
             degraded: None,
             bring_up: None,
@@ -514,7 +514,13 @@ impl Source for Supervisor {
     /// Always `Ok`: a source that refuses the projects is failed over like one whose `drain`
     /// fails, and [`SourceStatus`] says so.
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError> {
-        self.projects = projects.to_vec();
+        self.watch_shared(&Arc::from(projects))
+    }
+
+    /// Keeps the caller's list (no copy of every project); always `Ok`, as
+    /// [`watch`](Supervisor::watch).
+    fn watch_shared(&mut self, projects: &Arc<[ProjectDir]>) -> Result<(), SourceError> {
+        self.projects = projects.clone();
         if let Err(e) = self.active.watch(projects) {
             self.fail(e);
         }

@@ -132,7 +132,7 @@ impl Tree {
         let mut k = key;
         for _ in 0..MAX_DEPTH {
             if let Some(root) = self.root_keys.get(&k).and_then(|id| self.roots.get(id)) {
-                let mut path = root.project.path.clone();
+                let mut path = root.project.path.to_path_buf();
                 for name in names.iter().rev() {
                     path.push(fsys::name_to_os(name));
                 }
@@ -258,7 +258,7 @@ impl Tree {
     fn rebuild(&mut self, id: u32, hooks: &mut dyn Hooks) -> Option<PathBuf> {
         self.finalize(hooks);
         let root = self.roots.get(&id)?;
-        let (root_key, path) = (root.key, root.project.path.clone());
+        let (root_key, path) = (root.key, root.project.path.to_path_buf());
         let mut old_dirs = Vec::new();
         let mut stack = vec![root_key];
         while let Some(k) = stack.pop() {

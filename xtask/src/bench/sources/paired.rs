@@ -145,7 +145,7 @@ fn with_probe(dd: &Dd<'_>, project: &Path) -> Result<Measured> {
     let meta = std::fs::metadata(project)?;
     source.watch(&[ProjectDir {
         id: 1,
-        path: project.to_path_buf(),
+        path: project.into(),
         dev: meta.dev(),
         ino: meta.ino(),
     }])?;
