@@ -62,6 +62,8 @@ pub struct ProcSnapshot {
     files: HashMap<(u64, u64), usize>,
     /// (dev, ino) of locked inodes → the lock holder pid (0 for OFD locks).
     locks: HashMap<(u64, u64), u32>,
+    /// While capturing: each held inode's holder, labelled `Lock` once `/proc/locks` is in.
+    held: Vec<(usize, (u64, u64))>,
     /// Holds whose directory could not be opened: matched by path as a last resort.
     unresolved: Vec<usize>,
     /// False where processes could not be read (no `/proc`): callers must then treat every
@@ -80,19 +82,35 @@ impl ProcSnapshot {
             complete: true,
             ..Default::default()
         };
-        snapshot.locks = read_locks();
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if pid != own {
-                snapshot.read_process(pid);
+        // Reading `/proc/locks` takes the kernel's file-lock rwsem for writing, which waits out
+        // an RCU grace period (5–20 ms measured here, sleeping): it is read on its own thread
+        // while the processes are read, and the holds on locked inodes are labelled after.
+        let locks = std::thread::scope(|scope| {
+            let locks = std::thread::Builder::new()
+                .name("guardian-locks".into())
+                .spawn_scoped(scope, read_locks)
+                .ok();
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if pid != own {
+                    snapshot.read_process(pid);
+                }
+            }
+            locks.and_then(|h| h.join().ok()).unwrap_or_else(read_locks)
+        });
+        for (idx, key) in std::mem::take(&mut snapshot.held) {
+            if let (true, Some(holder)) = (locks.contains_key(&key), snapshot.holders.get_mut(idx))
+            {
+                holder.how = HoldKind::Lock;
             }
         }
+        snapshot.locks = locks;
         snapshot
     }
 
@@ -240,12 +258,8 @@ impl ProcSnapshot {
             return;
         };
         let key = crate::fsys::stat_identity(&st);
-        let how = if self.locks.contains_key(&key) {
-            HoldKind::Lock
-        } else {
-            how
-        };
         let idx = self.push(pid, comm, how, strip_deleted(target.clone()));
+        self.held.push((idx, key));
         if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
             match open_path_dir(link) {
                 Some(fd) => self.walk_up(fd, idx),
