@@ -10,6 +10,7 @@
 //! line, retried, never a reason for the daemon to stop; with `token_file` every request needs
 //! `Authorization: Bearer <token>` (else 401); at most [`MAX_STREAMS`] event streams at once.
 
+mod relay;
 mod scrape;
 mod stream;
 #[cfg(target_os = "linux")]
@@ -47,6 +48,8 @@ pub enum ServeError {
 #[derive(Clone)]
 struct AppState {
     hub: Hub,
+    /// The event streams' one subscriber of the core.
+    relay: Arc<relay::Relay>,
     token: Option<Arc<str>>,
     streams: Arc<AtomicUsize>,
     version: &'static str,
@@ -108,8 +111,10 @@ pub fn spawn(
     // Webhooks subscribe here, on the caller's thread: every event published after `spawn`
     // returns reaches them, even before the server's thread has started.
     let hooks = webhooks::subscribe(&config.webhooks, &hub);
+    let (relay, from_core) = relay::Relay::new(&hub);
     let state = AppState {
         hub,
+        relay: relay.clone(),
         token,
         streams: Arc::new(AtomicUsize::new(0)),
         version: env!("CARGO_PKG_VERSION"),
@@ -137,7 +142,7 @@ pub fn spawn(
                     return;
                 }
             };
-            runtime.block_on(serve(config, state, hooks, stopping, woken));
+            runtime.block_on(serve(config, state, hooks, from_core, stopping, woken));
         })
         .map_err(ServeError::Thread)?;
     Ok(Some(Server {
@@ -176,17 +181,19 @@ async fn serve(
     config: ServeConfig,
     state: AppState,
     hooks: Vec<webhooks::Subscribed>,
+    from_core: relay::FromCore,
     stop: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
 ) {
     let app = router(state.clone());
     let stopped = wake.notified();
     let hooks = webhooks::run_all(hooks, state.hub.clone());
+    let relayed = relay::run(state.relay.clone(), from_core);
     let tcp = serve_tcp(config.clone(), app.clone(), state.hub.clone(), stop.clone());
     let unix = serve_unix(config.unix.clone(), app, state.hub.clone(), stop.clone());
     tokio::select! {
         _ = stopped => {}
-        _ = async { tokio::join!(tcp, unix, hooks) } => {}
+        _ = async { tokio::join!(tcp, unix, hooks, relayed) } => {}
     }
 }
 
