@@ -10,6 +10,7 @@
 //! line, retried, never a reason for the daemon to stop; with `token_file` every request needs
 //! `Authorization: Bearer <token>` (else 401); at most [`MAX_STREAMS`] event streams at once.
 
+mod batch;
 mod relay;
 mod scrape;
 mod stream;

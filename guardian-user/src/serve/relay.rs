@@ -1,7 +1,9 @@
 //! The event streams' one subscriber of the core: a task on the server's runtime receives each
 //! event from the [`Hub`], wraps its JSON (written once by the publisher) in a shared
 //! WebSocket text, and hands it to every `/events` client through a broadcast of the server's
-//! own runtime; it also keeps the status event texts, made once per status change.
+//! own runtime — the first event after a quiet spell at once, those that follow within
+//! [`HOLD`] together ([`Batch`]), so a burst costs each client one write; it also keeps the
+//! status event texts, made once per status change.
 //!
 //! Why: a `tokio::sync::broadcast::send` wakes every waiting receiver on the sender's thread,
 //! and waking a task of another thread's runtime costs that thread a lock of the runtime's
@@ -13,9 +15,11 @@
 //! loses the oldest events and tells every client to resync); a client that falls behind the
 //! relay's buffer gets the status again (`"resync": true`); nothing is serialized per client.
 
+use super::batch::{Batch, HOLD};
 use crate::publish::{Hub, Published, EVENT_BUFFER};
 use axum::extract::ws::Utf8Bytes;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -90,20 +94,44 @@ impl Relay {
     }
 }
 
-/// Hands every event of the core on to the clients until the hub is gone.
+/// Hands every event of the core on to the clients until the hub is gone: the first after a
+/// quiet spell at once, the ones that follow within [`HOLD`](super::batch::HOLD) together
+/// (see [`Batch`]).
 pub(super) async fn run(relay: Arc<Relay>, from_core: FromCore) {
     let FromCore(mut rx) = from_core;
+    // At most a quarter of the clients' buffer at once, so a client that was up to date never
+    // falls behind by a batch alone.
+    let mut batch = Batch::new(HOLD, EVENT_BUFFER / 4);
     loop {
-        let item = match rx.recv().await {
-            Ok(published) => Item::Event {
-                kind: published.event.kind(),
-                text: Utf8Bytes::from(published.json.as_str()),
+        let received = match batch.deadline() {
+            Some(at) => tokio::select! {
+                received = rx.recv() => Some(received),
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => None,
             },
-            Err(RecvError::Lagged(_)) => Item::Resync,
-            Err(RecvError::Closed) => return,
+            None => Some(rx.recv().await),
         };
-        // An error only says no client listens now.
-        let _ = relay.tx.send(item);
+        let now = Instant::now();
+        let out = match received {
+            None => batch.due(now),
+            Some(Ok(published)) => batch.arrived(
+                Item::Event {
+                    kind: published.event.kind(),
+                    text: Utf8Bytes::from(published.json.as_str()),
+                },
+                now,
+            ),
+            Some(Err(RecvError::Lagged(_))) => batch.arrived(Item::Resync, now),
+            Some(Err(RecvError::Closed)) => {
+                for item in batch.drain() {
+                    let _ = relay.tx.send(item);
+                }
+                return;
+            }
+        };
+        for item in out {
+            // An error only says no client listens now.
+            let _ = relay.tx.send(item);
+        }
     }
 }
 
@@ -122,6 +150,7 @@ mod tests {
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap()
     }
