@@ -2,7 +2,8 @@
 //! event from the [`Hub`], wraps its JSON (written once by the publisher) in a shared
 //! WebSocket text, and hands it to every `/events` client through a broadcast of the server's
 //! own runtime — the first event after a quiet spell at once, those that follow within
-//! [`HOLD`] together ([`Batch`]), so a burst costs each client one write; it also keeps the
+//! [`HOLD`] together, a cycle's end at once ([`Batch`]), so a burst costs each client one
+//! write; it also keeps the
 //! status event texts, made once per status change.
 //!
 //! Why: a `tokio::sync::broadcast::send` wakes every waiting receiver on the sender's thread,
@@ -16,7 +17,7 @@
 //! relay's buffer gets the status again (`"resync": true`); nothing is serialized per client.
 
 use super::batch::{Batch, HOLD};
-use crate::publish::{Hub, Published, EVENT_BUFFER};
+use crate::publish::{Event, Hub, Published, EVENT_BUFFER};
 use axum::extract::ws::Utf8Bytes;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -95,8 +96,8 @@ impl Relay {
 }
 
 /// Hands every event of the core on to the clients until the hub is gone: the first after a
-/// quiet spell at once, the ones that follow within [`HOLD`](super::batch::HOLD) together
-/// (see [`Batch`]).
+/// quiet spell at once, the ones that follow within [`HOLD`](super::batch::HOLD) together, a
+/// cycle's end at once with what was held (see [`Batch`]).
 pub(super) async fn run(relay: Arc<Relay>, from_core: FromCore) {
     let FromCore(mut rx) = from_core;
     // At most a quarter of the clients' buffer at once, so a client that was up to date never
@@ -118,9 +119,10 @@ pub(super) async fn run(relay: Arc<Relay>, from_core: FromCore) {
                     kind: published.event.kind(),
                     text: Utf8Bytes::from(published.json.as_str()),
                 },
+                matches!(published.event, Event::CleanupFinished { .. }),
                 now,
             ),
-            Some(Err(RecvError::Lagged(_))) => batch.arrived(Item::Resync, now),
+            Some(Err(RecvError::Lagged(_))) => batch.arrived(Item::Resync, false, now),
             Some(Err(RecvError::Closed)) => {
                 for item in batch.drain() {
                     let _ = relay.tx.send(item);
@@ -138,7 +140,6 @@ pub(super) async fn run(relay: Arc<Relay>, from_core: FromCore) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::publish::Event;
 
     fn changed(i: usize) -> Event {
         Event::SourceChanged {
