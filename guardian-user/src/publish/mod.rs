@@ -6,7 +6,9 @@
 //! Invariants: publishing needs no runtime and never blocks — the status is a
 //! `tokio::sync::watch` (the newest replaces the last), events go to a bounded
 //! `tokio::sync::broadcast` (a receiver that falls behind loses the oldest and is told so, the
-//! sender never waits); an event with no listener costs one counter update and nothing else.
+//! sender never waits); an event with no listener costs one counter update and nothing else,
+//! and one with listeners is serialized once and wakes each receiver once — the server has one
+//! (its relay, however many clients it has), plus one per webhook.
 //! Paths are written through `crate::textpath`.
 
 pub mod metrics;
@@ -222,15 +224,25 @@ impl Hub {
         self.events.subscribe()
     }
 
+    /// How many receivers the events have (the server's relay and each webhook): what one
+    /// `publish` wakes.
+    pub fn receivers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     /// The current status as an event (`resync` when a client fell behind).
     pub fn status_event(&self, resync: bool) -> String {
-        let status = self.status();
-        let value = serde_json::from_str(&status).unwrap_or(serde_json::Value::Null);
-        serde_json::to_string(&Event::Status {
-            resync,
-            status: value,
-        })
-        .unwrap_or_default()
+        Hub::status_event_of(&self.status(), resync)
+    }
+
+    /// `status` (a status snapshot) as the JSON of [`Event::Status`]: the snapshot is put in as
+    /// written, not parsed into a value and written again; one that is not JSON is `null`.
+    pub fn status_event_of(status: &str, resync: bool) -> String {
+        let status = match serde_json::from_str::<serde::de::IgnoredAny>(status) {
+            Ok(_) => status.trim(),
+            Err(_) => "null",
+        };
+        format!("{{\"type\":\"status\",\"resync\":{resync},\"status\":{status}}}")
     }
 
     /// Sets or clears the problem of one part of the server (`what`: `tcp`, `unix`, …), shown
@@ -276,6 +288,27 @@ mod tests {
         let next = rx.try_recv().unwrap();
         assert_eq!(next.event.kind(), "source_changed");
         assert!(next.json.contains("\"type\":\"source_changed\""));
+    }
+
+    #[test]
+    fn the_status_event_holds_the_snapshot_as_written_and_null_for_what_is_not_json() {
+        let status = "{\"source\":\"ebpf\",\"pid\":1,\"filesystems\":[]}";
+        let json = Hub::status_event_of(status, true);
+        assert_eq!(
+            json,
+            format!("{{\"type\":\"status\",\"resync\":true,\"status\":{status}}}")
+        );
+        let back: Event = serde_json::from_str(&json).unwrap();
+        let Event::Status { resync, status } = back else {
+            panic!("a status event expected");
+        };
+        assert!(resync);
+        assert_eq!(status["source"], "ebpf");
+        for bad in ["", "{", "{} {}", "nul", "{\"a\":1}]"] {
+            let json = Hub::status_event_of(bad, false);
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert!(v["status"].is_null(), "{bad:?} gave {json}");
+        }
     }
 
     #[test]

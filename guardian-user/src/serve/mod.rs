@@ -10,6 +10,8 @@
 //! line, retried, never a reason for the daemon to stop; with `token_file` every request needs
 //! `Authorization: Bearer <token>` (else 401); at most [`MAX_STREAMS`] event streams at once.
 
+mod batch;
+mod relay;
 mod scrape;
 mod stream;
 #[cfg(target_os = "linux")]
@@ -47,6 +49,8 @@ pub enum ServeError {
 #[derive(Clone)]
 struct AppState {
     hub: Hub,
+    /// The event streams' one subscriber of the core.
+    relay: Arc<relay::Relay>,
     token: Option<Arc<str>>,
     streams: Arc<AtomicUsize>,
     version: &'static str,
@@ -108,8 +112,10 @@ pub fn spawn(
     // Webhooks subscribe here, on the caller's thread: every event published after `spawn`
     // returns reaches them, even before the server's thread has started.
     let hooks = webhooks::subscribe(&config.webhooks, &hub);
+    let (relay, from_core) = relay::Relay::new(&hub);
     let state = AppState {
         hub,
+        relay: relay.clone(),
         token,
         streams: Arc::new(AtomicUsize::new(0)),
         version: env!("CARGO_PKG_VERSION"),
@@ -137,7 +143,7 @@ pub fn spawn(
                     return;
                 }
             };
-            runtime.block_on(serve(config, state, hooks, stopping, woken));
+            runtime.block_on(serve(config, state, hooks, from_core, stopping, woken));
         })
         .map_err(ServeError::Thread)?;
     Ok(Some(Server {
@@ -148,12 +154,21 @@ pub fn spawn(
 }
 
 /// The server yields the CPU to the core: its thread (and the threads it starts, which inherit
-/// it) runs at nice 10, so a thousand clients never take CPU a cleanup cycle needs. Linux sets
-/// nice per thread; elsewhere the thread keeps the process's priority.
+/// it) runs under `SCHED_IDLE` — on a CPU only when no other thread wants it, and preempted at
+/// once by any that wakes — so a thousand clients' writes fill the gaps a cleanup cycle leaves
+/// (its waits on the walk pool and the disk) instead of taking a CPU its survey needs. With a
+/// nice value the thread keeps a CPU for its whole time slice once it runs: a walk thread that
+/// woke waited ~3 ms behind it. If `SCHED_IDLE` is refused it runs at nice 10. Linux sets both
+/// per thread; elsewhere the thread keeps the process's priority.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority take and return plain integers about the calling thread.
+    // SAFETY: gettid, sched_setscheduler and setpriority take plain integers (and a pointer to
+    // a local `sched_param`) about the calling thread.
     unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 {
+            return;
+        }
         let tid = libc::syscall(libc::SYS_gettid);
         if let Ok(tid) = libc::id_t::try_from(tid) {
             libc::setpriority(libc::PRIO_PROCESS, tid, 10);
@@ -176,17 +191,19 @@ async fn serve(
     config: ServeConfig,
     state: AppState,
     hooks: Vec<webhooks::Subscribed>,
+    from_core: relay::FromCore,
     stop: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
 ) {
     let app = router(state.clone());
     let stopped = wake.notified();
     let hooks = webhooks::run_all(hooks, state.hub.clone());
+    let relayed = relay::run(state.relay.clone(), from_core);
     let tcp = serve_tcp(config.clone(), app.clone(), state.hub.clone(), stop.clone());
     let unix = serve_unix(config.unix.clone(), app, state.hub.clone(), stop.clone());
     tokio::select! {
         _ = stopped => {}
-        _ = async { tokio::join!(tcp, unix, hooks) } => {}
+        _ = async { tokio::join!(tcp, unix, hooks, relayed) } => {}
     }
 }
 

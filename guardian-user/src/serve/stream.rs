@@ -2,10 +2,13 @@
 //! Server-Sent Events. Every client first gets the current status (`{"type":"status"}`), then
 //! each event as one JSON text; a client that fell more than
 //! [`EVENT_BUFFER`](crate::publish::EVENT_BUFFER) events behind gets the status again
-//! (`"resync": true`) and continues from there — the core never waits for it.
+//! (`"resync": true`) and continues from there — the core never waits for it. Clients read
+//! from the [relay](super::relay), never from the core: an event's text is made once and
+//! shared by every client, and a burst of events queued behind one costs a client one write.
 
+use super::relay::{Item, Relay};
 use super::{AppState, MAX_STREAMS};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -15,6 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+
+/// The read buffer of a WebSocket client, and the largest message it may send: clients only
+/// ping and close (tungstenite's default is 128 KiB a client, allocated at the upgrade).
+const CLIENT_BUFFER: usize = 4096;
 
 /// A slot among [`MAX_STREAMS`]; given back on drop.
 struct Slot(Arc<AtomicUsize>);
@@ -36,27 +43,27 @@ impl Drop for Slot {
     }
 }
 
-/// Where a client stands in the event stream.
+/// Where a client stands in the event stream (the relay's, not the core's).
 struct Feed {
-    rx: tokio::sync::broadcast::Receiver<Arc<crate::publish::Published>>,
-    hub: crate::publish::Hub,
-    first: Option<String>,
+    rx: tokio::sync::broadcast::Receiver<Item>,
+    relay: Arc<Relay>,
+    first: Option<Utf8Bytes>,
 }
 
-/// One text to send and its `type` (the SSE `event:` field).
+/// One text to send and its `type` (the SSE `event:` field); the text is shared, not copied.
 struct Text {
     kind: &'static str,
-    json: String,
+    json: Utf8Bytes,
 }
 
 impl Feed {
-    fn new(hub: &crate::publish::Hub) -> Feed {
+    fn new(relay: &Arc<Relay>) -> Feed {
         // Subscribe before taking the status: nothing falls between the two.
-        let rx = hub.subscribe();
+        let rx = relay.subscribe();
         Feed {
-            first: Some(hub.status_event(false)),
+            first: Some(relay.status_text(false)),
             rx,
-            hub: hub.clone(),
+            relay: relay.clone(),
         }
     }
 
@@ -65,8 +72,11 @@ impl Feed {
         if let Some(first) = self.first.take() {
             return Some(status_text(first));
         }
-        let received = self.rx.recv().await;
-        self.received(received)
+        match self.rx.recv().await {
+            Ok(item) => Some(self.text(item)),
+            Err(RecvError::Lagged(_)) => Some(self.resync()),
+            Err(RecvError::Closed) => None,
+        }
     }
 
     /// The next text already queued, without waiting (so a client that wakes for one event
@@ -74,32 +84,25 @@ impl Feed {
     fn queued(&mut self) -> Option<Text> {
         use tokio::sync::broadcast::error::TryRecvError;
         match self.rx.try_recv() {
-            Ok(p) => Some(text(&p)),
-            Err(TryRecvError::Lagged(_)) => Some(status_text(self.hub.status_event(true))),
+            Ok(item) => Some(self.text(item)),
+            Err(TryRecvError::Lagged(_)) => Some(self.resync()),
             Err(TryRecvError::Empty | TryRecvError::Closed) => None,
         }
     }
 
-    fn received(
-        &self,
-        received: Result<Arc<crate::publish::Published>, RecvError>,
-    ) -> Option<Text> {
-        match received {
-            Ok(p) => Some(text(&p)),
-            Err(RecvError::Lagged(_)) => Some(status_text(self.hub.status_event(true))),
-            Err(RecvError::Closed) => None,
+    fn text(&self, item: Item) -> Text {
+        match item {
+            Item::Event { kind, text } => Text { kind, json: text },
+            Item::Resync => self.resync(),
         }
     }
-}
 
-fn text(p: &crate::publish::Published) -> Text {
-    Text {
-        kind: p.event.kind(),
-        json: p.json.clone(),
+    fn resync(&self) -> Text {
+        status_text(self.relay.status_text(true))
     }
 }
 
-fn status_text(json: String) -> Text {
+fn status_text(json: Utf8Bytes) -> Text {
     Text {
         kind: "status",
         json,
@@ -115,8 +118,12 @@ pub(super) async fn events(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many event streams\n").into_response();
     };
     if let Ok(ws) = ws {
-        let feed = Feed::new(&state.hub);
-        return ws.on_upgrade(move |socket| websocket(socket, feed, slot));
+        let feed = Feed::new(&state.relay);
+        return ws
+            .read_buffer_size(CLIENT_BUFFER)
+            .max_message_size(CLIENT_BUFFER)
+            .max_frame_size(CLIENT_BUFFER)
+            .on_upgrade(move |socket| websocket(socket, feed, slot));
     }
     let wants_sse = headers
         .get(header::ACCEPT)
@@ -129,10 +136,12 @@ pub(super) async fn events(
         )
             .into_response();
     }
-    let feed = Feed::new(&state.hub);
+    let feed = Feed::new(&state.relay);
     let stream = futures_util::stream::unfold((feed, slot), |(mut feed, slot)| async move {
         let text = feed.next().await?;
-        let event = SseEvent::default().event(text.kind).data(text.json);
+        let event = SseEvent::default()
+            .event(text.kind)
+            .data(text.json.as_str());
         Some((Ok::<_, Infallible>(event), (feed, slot)))
     });
     Sse::new(stream)
@@ -148,10 +157,10 @@ async fn websocket(mut socket: WebSocket, mut feed: Feed, _slot: Slot) {
                 let Some(text) = next else { break };
                 // Everything already queued goes out with it, flushed once: a burst of events
                 // (a cycle's start, its actions) costs each client one write, not one per event.
-                let mut sent = socket.feed(Message::Text(text.json.into())).await;
+                let mut sent = socket.feed(Message::Text(text.json)).await;
                 while sent.is_ok() {
                     let Some(text) = feed.queued() else { break };
-                    sent = socket.feed(Message::Text(text.json.into())).await;
+                    sent = socket.feed(Message::Text(text.json)).await;
                 }
                 if sent.is_err() || socket.flush().await.is_err() {
                     break;
@@ -179,38 +188,75 @@ mod tests {
         }
     }
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn a_client_sends_what_is_queued_behind_an_event_in_order_then_waits() {
         let hub = Hub::new();
-        let mut feed = Feed::new(&hub);
+        let (relay, from_core) = Relay::new(&hub);
+        let mut feed = Feed::new(&relay);
         for i in 0..3 {
             hub.publish(changed(i));
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = runtime();
+        rt.spawn(super::super::relay::run(relay.clone(), from_core));
         let first = rt.block_on(feed.next()).unwrap();
         assert_eq!(first.kind, "status");
         let next = rt.block_on(feed.next()).unwrap();
         assert_eq!(next.kind, "source_changed");
-        assert!(next.json.contains("\"to\":\"0\""), "{}", next.json);
-        let queued: Vec<String> = std::iter::from_fn(|| feed.queued().map(|t| t.json)).collect();
-        assert_eq!(queued.len(), 2);
-        assert!(queued[0].contains("\"to\":\"1\"") && queued[1].contains("\"to\":\"2\""));
+        assert!(next.json.contains("\"to\":\"0\""), "{}", next.json.as_str());
+        // The two that followed the first are handed on together when the relay's hold ends:
+        // the client wakes for one and finds the other queued behind it.
+        let after = rt.block_on(feed.next()).unwrap();
+        assert!(
+            after.json.contains("\"to\":\"1\""),
+            "{}",
+            after.json.as_str()
+        );
+        let queued: Vec<Utf8Bytes> = std::iter::from_fn(|| feed.queued().map(|t| t.json)).collect();
+        assert_eq!(queued.len(), 1);
+        assert!(queued[0].contains("\"to\":\"2\""));
         assert!(feed.queued().is_none());
     }
 
     #[test]
     fn a_client_that_fell_behind_while_draining_gets_the_status_again() {
         let hub = Hub::new();
-        let mut feed = Feed::new(&hub);
+        let (relay, from_core) = Relay::new(&hub);
+        let mut feed = Feed::new(&relay);
         feed.first = None;
-        for i in 0..EVENT_BUFFER + 5 {
-            hub.publish(changed(i));
+        let rt = runtime();
+        rt.spawn(super::super::relay::run(relay.clone(), from_core));
+        // Published in steps the relay keeps up with: the client alone falls behind.
+        // (64 at a time: fewer than a task's cooperative budget, so one yield drains them.)
+        for step in 0..(2 * EVENT_BUFFER / 64) {
+            for i in 0..64 {
+                hub.publish(changed(step * 64 + i));
+            }
+            rt.block_on(tokio::task::yield_now());
         }
         let resync = feed.queued().unwrap();
         assert_eq!(resync.kind, "status");
-        assert!(resync.json.contains("\"resync\":true"), "{}", resync.json);
+        assert!(
+            resync.json.contains("\"resync\":true"),
+            "{}",
+            resync.json.as_str()
+        );
         assert_eq!(feed.queued().unwrap().kind, "source_changed");
+    }
+
+    #[test]
+    fn a_thousand_streams_are_one_receiver_of_the_core() {
+        let hub = Hub::new();
+        let (relay, _from_core) = Relay::new(&hub);
+        let feeds: Vec<Feed> = (0..1000).map(|_| Feed::new(&relay)).collect();
+        // What one publish wakes on the core's thread: the relay, not each client.
+        assert_eq!(hub.receivers(), 1);
+        drop(feeds);
     }
 }

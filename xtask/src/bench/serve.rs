@@ -45,6 +45,10 @@ struct Trials {
     server_cpu_loaded: Vec<f64>,
     cleaner_cpu_alone: Vec<f64>,
     cleaner_cpu_loaded: Vec<f64>,
+    /// CPU seconds of the daemon's main thread (the loop that publishes the events) over the
+    /// same span.
+    main_cpu_alone: Vec<f64>,
+    main_cpu_loaded: Vec<f64>,
 }
 
 /// What one trial measured.
@@ -53,6 +57,7 @@ struct Trial {
     cycle: f64,
     server_cpu: f64,
     cleaner_cpu: f64,
+    main_cpu: f64,
 }
 
 pub struct ServeReport {
@@ -88,12 +93,14 @@ pub fn run(trials: u32, guardian_bin: &Path, cancel: &AtomicBool) -> Result<Serv
                 .with_context(|| format!("serve trial {trial} with {source}"))?;
                 eprintln!(
                     "bench: serve: {source:<8} trial {trial:>2} {}: event after {:>6.1} ms, \
-                     cycle {:>6.1} ms (CPU: cleanup thread {:>5.1} ms, server {:>5.1} ms)",
+                     cycle {:>6.1} ms (CPU: cleanup thread {:>5.1} ms, server {:>5.1} ms, \
+                     main loop {:>5.1} ms)",
                     if loaded { "loaded" } else { "alone " },
                     t.latency * 1e3,
                     t.cycle * 1e3,
                     t.cleaner_cpu * 1e3,
                     t.server_cpu * 1e3,
+                    t.main_cpu * 1e3,
                 );
                 let r = &mut results[i];
                 r.latency.push(t.latency);
@@ -101,9 +108,11 @@ pub fn run(trials: u32, guardian_bin: &Path, cancel: &AtomicBool) -> Result<Serv
                     r.cycle_loaded.push(t.cycle);
                     r.server_cpu_loaded.push(t.server_cpu);
                     r.cleaner_cpu_loaded.push(t.cleaner_cpu);
+                    r.main_cpu_loaded.push(t.main_cpu);
                 } else {
                     r.cycle_alone.push(t.cycle);
                     r.cleaner_cpu_alone.push(t.cleaner_cpu);
+                    r.main_cpu_alone.push(t.main_cpu);
                 }
             }
         }
@@ -253,7 +262,7 @@ fn one_trial(
     };
     const SERVER: &[&str] = &["guardian-serve"];
     const CLEANER: &[&str] = &["guardian-cleanu", "guardian-walk"];
-    let (server0, cleaner0) = (cpu(SERVER)?, cpu(CLEANER)?);
+    let (server0, cleaner0, main0) = (cpu(SERVER)?, cpu(CLEANER)?, main_thread_cpu(daemon.pid)?);
     let crossing = loop {
         file.write_all(&chunk).context("writer")?;
         written += CHUNK as u64;
@@ -270,7 +279,7 @@ fn one_trial(
     let cycle = finished["seconds"]
         .as_f64()
         .context("cleanup_finished.seconds")?;
-    let (server1, cleaner1) = (cpu(SERVER)?, cpu(CLEANER)?);
+    let (server1, cleaner1, main1) = (cpu(SERVER)?, cpu(CLEANER)?, main_thread_cpu(daemon.pid)?);
     drop(idle);
     drop(stand_ins);
     daemon.stop()?;
@@ -281,7 +290,21 @@ fn one_trial(
         cycle,
         server_cpu: server1 - server0,
         cleaner_cpu: cleaner1 - cleaner0,
+        main_cpu: main1 - main0,
     })
+}
+
+/// CPU seconds of a process's main thread (its thread id is the process id; the thread names
+/// of `thread_cpu_time` are prefixes, and every thread's name starts with `guardian`).
+fn main_thread_cpu(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/task/{pid}/schedstat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let ns: u64 = stat
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .with_context(|| format!("cannot parse {path}"))?;
+    Ok(Duration::from_nanos(ns).as_secs_f64())
 }
 
 impl ServeReport {
@@ -306,13 +329,15 @@ impl ServeReport {
             println!(
                 "  {source:<9} event p50 {:>6.1} ms  p99 {:>6.1} ms   cycle p50 alone {:>6.1} ms  \
                  with {IDLE_CLIENTS}+1 clients {:>6.1} ms   cleanup CPU {:>5.1} → {:>5.1} ms, \
-                 server CPU {:>5.1} ms",
+                 main loop CPU {:>5.1} → {:>5.1} ms, server CPU {:>5.1} ms",
                 percentile(&t.latency, 50.0) * 1e3,
                 percentile(&t.latency, 99.0) * 1e3,
                 median(&t.cycle_alone) * 1e3,
                 median(&t.cycle_loaded) * 1e3,
                 median(&t.cleaner_cpu_alone) * 1e3,
                 median(&t.cleaner_cpu_loaded) * 1e3,
+                median(&t.main_cpu_alone) * 1e3,
+                median(&t.main_cpu_loaded) * 1e3,
                 median(&t.server_cpu_loaded) * 1e3,
             );
         }
@@ -342,8 +367,8 @@ impl ServeReport {
              trials with {IDLE_CLIENTS} idle WebSocket clients plus one that never reads, \
              connected before the crossing (alternating which comes first); in trials alone              the bench process holds {} plain UDP sockets instead, because the cleanup thread              reads every process's fds from `/proc` before it deletes (a cost of sockets              anywhere on the node, not of serving them). CPU: time on a CPU \
              (`/proc/PID/task/TID/schedstat`) from the crossing to `cleanup_finished` of the \
-             cleanup thread with the walk pool, and of the server thread (which runs at nice \
-             10). {} trials per source and load. Percentiles are nearest-rank.",
+             cleanup thread with the walk pool, of the daemon's main thread (the loop that \
+             publishes the events) and of the server thread (which runs under `SCHED_IDLE`). {} trials per source and load. Percentiles are nearest-rank.",
             TMPFS_SIZE >> 20,
             CLEANUP_FREE >> 20,
             IDLE_CLIENTS + 1,
@@ -361,15 +386,18 @@ impl ServeReport {
         let _ = writeln!(
             s,
             "| Source | Event p50 | Event p99 | Event max | Cycle p50 alone | Cycle p50 with \
-             {IDLE_CLIENTS}+1 clients | Ratio | Cleanup CPU alone | with clients | Server CPU \
-             with clients |"
+             {IDLE_CLIENTS}+1 clients | Ratio | Cleanup CPU alone | with clients | Main loop \
+             CPU alone | with clients | Server CPU with clients |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for (source, t) in &self.sources {
             let (alone, loaded) = (median(&t.cycle_alone), median(&t.cycle_loaded));
             let _ = writeln!(
                 s,
-                "| {source} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} |",
+                "| {source} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} |",
                 ms(percentile(&t.latency, 50.0)),
                 ms(percentile(&t.latency, 99.0)),
                 ms(percentile(&t.latency, 100.0)),
@@ -378,6 +406,8 @@ impl ServeReport {
                 loaded / alone,
                 ms(median(&t.cleaner_cpu_alone)),
                 ms(median(&t.cleaner_cpu_loaded)),
+                ms(median(&t.main_cpu_alone)),
+                ms(median(&t.main_cpu_loaded)),
                 ms(median(&t.server_cpu_loaded)),
             );
         }
