@@ -368,7 +368,7 @@ impl ServeReport {
              connected before the crossing (alternating which comes first); in trials alone              the bench process holds {} plain UDP sockets instead, because the cleanup thread              reads every process's fds from `/proc` before it deletes (a cost of sockets              anywhere on the node, not of serving them). CPU: time on a CPU \
              (`/proc/PID/task/TID/schedstat`) from the crossing to `cleanup_finished` of the \
              cleanup thread with the walk pool, of the daemon's main thread (the loop that \
-             publishes the events) and of the server thread (which runs under `SCHED_IDLE`). {} trials per source and load. Percentiles are nearest-rank.",
+             publishes the events) and of the server thread (which runs at nice 10). {} trials per source and load. Percentiles are nearest-rank.",
             TMPFS_SIZE >> 20,
             CLEANUP_FREE >> 20,
             IDLE_CLIENTS + 1,
