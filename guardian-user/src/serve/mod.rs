@@ -154,21 +154,12 @@ pub fn spawn(
 }
 
 /// The server yields the CPU to the core: its thread (and the threads it starts, which inherit
-/// it) runs under `SCHED_IDLE` — on a CPU only when no other thread wants it, and preempted at
-/// once by any that wakes — so a thousand clients' writes fill the gaps a cleanup cycle leaves
-/// (its waits on the walk pool and the disk) instead of taking a CPU its survey needs. With a
-/// nice value the thread keeps a CPU for its whole time slice once it runs: a walk thread that
-/// woke waited ~3 ms behind it. If `SCHED_IDLE` is refused it runs at nice 10. Linux sets both
-/// per thread; elsewhere the thread keeps the process's priority.
+/// it) runs at nice 10, so a thousand clients never take CPU a cleanup cycle needs. Linux sets
+/// nice per thread; elsewhere the thread keeps the process's priority.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid, sched_setscheduler and setpriority take plain integers (and a pointer to
-    // a local `sched_param`) about the calling thread.
+    // SAFETY: gettid and setpriority take and return plain integers about the calling thread.
     unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 {
-            return;
-        }
         let tid = libc::syscall(libc::SYS_gettid);
         if let Ok(tid) = libc::id_t::try_from(tid) {
             libc::setpriority(libc::PRIO_PROCESS, tid, 10);
