@@ -1,11 +1,11 @@
-//! When the relay hands events on to the clients: the first event after a quiet spell at once
-//! (a crossing reaches every client without delay), whatever follows it within [`HOLD`]
-//! together when the hold ends (then a new hold starts), and an event that ends a burst (a
-//! cycle's `cleanup_finished`) at once with everything held before it, ending the hold. Each
-//! hand-on costs every client one write — a loopback TCP send is most of what the server spends
-//! per client — so while a cleanup cycle runs its clients are written to once, at its start
-//! (and once per [`HOLD`] in a long cycle), and once more when it has ended.
-//! Pure: the caller passes the clock.
+//! When the relay hands events on to the clients: an event after a quiet spell starts a hold of
+//! [`HOLD`], and everything that arrives within it goes out together when it ends (then a new
+//! hold starts); an event that ends a burst (a cycle's `cleanup_finished`) goes at once with
+//! everything held before it, ending the hold. Each hand-on costs every client one write — a
+//! loopback TCP send is most of what the server spends per client — so a cleanup cycle shorter
+//! than [`HOLD`] costs its clients one write, after it has ended, and never competes with it for
+//! a CPU (a longer one: one write per [`HOLD`]). An event reaches the clients at most [`HOLD`]
+//! after it happened (the goal is 1 s). Pure: the caller passes the clock.
 //!
 //! Invariants: order is kept; an item waits at most [`HOLD`] (the caller wakes at
 //! [`Batch::deadline`]); at most `limit` items are held (a full hold is handed on at once).
@@ -52,11 +52,14 @@ impl<T> Batch<T> {
                 Vec::new()
             }
             _ => {
-                // A quiet spell, or a hold that ended before its wake-up came: what was held
-                // goes first.
+                // A quiet spell (or a hold that ended before its wake-up came: what it held goes
+                // now): the item starts a hold.
                 let mut out = std::mem::take(&mut self.held);
-                out.push(item);
+                self.held.push(item);
                 self.until = Some(now + self.hold);
+                if self.held.len() >= self.limit {
+                    out.append(&mut self.held);
+                }
                 out
             }
         }
@@ -100,65 +103,72 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn the_first_event_after_a_quiet_spell_goes_at_once_and_the_rest_of_the_hold_together() {
+    fn an_event_after_a_quiet_spell_starts_a_hold_and_the_hold_goes_out_together() {
         let t0 = Instant::now();
         let mut b = Batch::new(50 * MS, 100);
         assert_eq!(b.deadline(), None);
-        assert_eq!(b.arrived("crossed", false, t0), vec!["crossed"]);
-        assert_eq!(b.deadline(), None, "nothing held yet");
+        assert!(b.arrived("crossed", false, t0).is_empty());
+        assert_eq!(b.deadline(), Some(t0 + 50 * MS));
         assert!(b.arrived("started", false, t0 + MS).is_empty());
         assert!(b.arrived("action", false, t0 + 20 * MS).is_empty());
-        assert_eq!(b.deadline(), Some(t0 + 50 * MS));
         assert!(b.due(t0 + 49 * MS).is_empty(), "the hold has not ended");
-        assert_eq!(b.due(t0 + 50 * MS), vec!["started", "action"]);
+        assert_eq!(b.due(t0 + 50 * MS), vec!["crossed", "started", "action"]);
         // A new hold started at 50 ms: the next event within it waits for its end.
-        assert!(b.arrived("finished", false, t0 + 60 * MS).is_empty());
+        assert!(b.arrived("more", false, t0 + 60 * MS).is_empty());
         assert_eq!(b.deadline(), Some(t0 + 100 * MS));
-        assert_eq!(b.due(t0 + 100 * MS), vec!["finished"]);
-        // A hold that ends holding nothing ends the spell: the next event goes at once.
+        assert_eq!(b.due(t0 + 100 * MS), vec!["more"]);
+        // A hold that ends holding nothing ends the spell: the next event starts a hold.
         assert!(b.due(t0 + 150 * MS).is_empty());
         assert_eq!(b.deadline(), None);
-        assert_eq!(b.arrived("next", false, t0 + 151 * MS), vec!["next"]);
+        assert!(b.arrived("next", false, t0 + 151 * MS).is_empty());
+        assert_eq!(b.due(t0 + 201 * MS), vec!["next"]);
     }
 
+    /// A cycle shorter than the hold costs its clients one write, when it has ended.
     #[test]
     fn the_end_of_a_burst_goes_at_once_with_what_was_held_and_ends_the_hold() {
         let t0 = Instant::now();
         let mut b = Batch::new(250 * MS, 100);
-        assert_eq!(b.arrived("crossed", false, t0), vec!["crossed"]);
+        assert!(b.arrived("crossed", false, t0).is_empty());
         assert!(b.arrived("started", false, t0 + MS).is_empty());
         assert!(b.arrived("action", false, t0 + 20 * MS).is_empty());
         assert_eq!(
             b.arrived("finished", true, t0 + 45 * MS),
-            vec!["started", "action", "finished"]
+            vec!["crossed", "started", "action", "finished"]
         );
         assert_eq!(b.deadline(), None);
-        assert_eq!(b.arrived("ok", false, t0 + 46 * MS), vec!["ok"]);
+        assert!(b.due(t0 + 300 * MS).is_empty());
     }
 
     #[test]
     fn what_a_hold_held_goes_first_when_its_wake_up_comes_late() {
         let t0 = Instant::now();
         let mut b = Batch::new(50 * MS, 100);
-        assert_eq!(b.arrived(1, false, t0), vec![1]);
+        assert!(b.arrived(1, false, t0).is_empty());
         assert!(b.arrived(2, false, t0 + 10 * MS).is_empty());
-        assert_eq!(b.arrived(3, false, t0 + 70 * MS), vec![2, 3]);
-        assert_eq!(b.deadline(), None);
+        assert_eq!(b.arrived(3, false, t0 + 70 * MS), vec![1, 2]);
+        assert_eq!(b.deadline(), Some(t0 + 120 * MS));
+        assert_eq!(b.due(t0 + 120 * MS), vec![3]);
     }
 
     #[test]
     fn a_full_hold_is_handed_on_at_once_in_order() {
         let t0 = Instant::now();
         let mut b = Batch::new(50 * MS, 3);
-        assert_eq!(b.arrived(0, false, t0), vec![0]);
+        assert!(b.arrived(0, false, t0).is_empty());
         assert!(b.arrived(1, false, t0).is_empty());
-        assert!(b.arrived(2, false, t0).is_empty());
-        assert_eq!(b.arrived(3, false, t0), vec![1, 2, 3]);
+        assert_eq!(b.arrived(2, false, t0), vec![0, 1, 2]);
         assert_eq!(b.deadline(), None);
         assert!(
-            b.arrived(4, false, t0 + MS).is_empty(),
+            b.arrived(3, false, t0 + MS).is_empty(),
             "still within the hold"
         );
-        assert_eq!(b.drain(), vec![4]);
+        assert_eq!(b.drain(), vec![3]);
+        let mut one = Batch::new(50 * MS, 1);
+        assert_eq!(
+            one.arrived(7, false, t0),
+            vec![7],
+            "a hold of one is never held"
+        );
     }
 }

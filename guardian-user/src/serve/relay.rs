@@ -95,9 +95,9 @@ impl Relay {
     }
 }
 
-/// Hands every event of the core on to the clients until the hub is gone: the first after a
-/// quiet spell at once, the ones that follow within [`HOLD`](super::batch::HOLD) together, a
-/// cycle's end at once with what was held (see [`Batch`]).
+/// Hands every event of the core on to the clients until the hub is gone: the ones that arrive
+/// within [`HOLD`](super::batch::HOLD) of a quiet spell's first together, a cycle's end at once
+/// with what was held (see [`Batch`]).
 pub(super) async fn run(relay: Arc<Relay>, from_core: FromCore) {
     let FromCore(mut rx) = from_core;
     // At most a quarter of the clients' buffer at once, so a client that was up to date never
