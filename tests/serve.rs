@@ -17,13 +17,26 @@ use std::sync::mpsc;
 use std::time::Duration;
 use support::*;
 
-/// A free TCP port on 127.0.0.1 (bound once by the OS, then released for the daemon).
+/// A free TCP port on 127.0.0.1 below the ephemeral range (checked by binding it, then released
+/// for the daemon): a port the OS handed out for `:0` is one it also hands to the outgoing
+/// connections of tests running at the same time (a thousand WebSocket clients), so the daemon
+/// could find it taken.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut x = u64::from(seed) | 1;
+    for _ in 0..1000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// `GET path` over a fresh connection: (status code, body). `None` while nothing listens.
@@ -179,6 +192,10 @@ impl Node {
     /// A 128 MiB tmpfs with three idle projects holding `node_modules`; the audit log and state
     /// on another filesystem (so only the test's own writes move the tmpfs's free space).
     fn new(serve_extra: &str) -> Node {
+        Node::with_port(serve_extra, free_port())
+    }
+
+    fn with_port(serve_extra: &str, port: u16) -> Node {
         let mount = TestMount::tmpfs(128 * MIB);
         let ws = mount.path("dispatch");
         for (name, mib) in [("alpha", 12), ("beta", 10), ("gamma", 8)] {
@@ -187,7 +204,6 @@ impl Node {
         }
         age_tree(&ws, Duration::from_secs(3 * 86400));
         let state = tempfile::tempdir().unwrap();
-        let port = free_port();
         let config = state.path().join("guardian.toml");
         write_config(
             &config,
@@ -502,8 +518,8 @@ fn a_port_already_taken_is_a_status_problem_and_the_daemon_guards_on() {
     if !require_root("a_port_already_taken_is_a_status_problem_and_the_daemon_guards_on") {
         return;
     }
-    let node = Node::new("");
-    let _taken = std::net::TcpListener::bind(("127.0.0.1", node.port)).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let node = Node::with_port("", taken.local_addr().unwrap().port());
     let _daemon = Reaped::spawn(
         Command::new(guardian_bin())
             .args(["run", "--config", node.config.to_str().unwrap()])
@@ -585,3 +601,24 @@ fn a_thousand_idle_websockets_and_one_that_never_reads_do_not_stop_a_cleanup_cyc
 mod unix;
 #[path = "serve/webhooks.rs"]
 mod webhooks;
+
+/// The daemon's fd table is grown at start, before any thread runs: a thread that opens the fd
+/// past the table's size grows it, and growing a table its threads share waits out an RCU grace
+/// period while every thread that opens a file waits too — a thousand `/events` clients filling
+/// the first 1,024 slots made the cleanup cycle that followed wait 10–20 ms (the serve bench's
+/// fanotify cycle went 28 → 38 ms with the clients, 27 → 27 ms with the table grown at start).
+#[test]
+fn the_daemons_fd_table_is_grown_before_its_threads_start() {
+    if !require_root("the_daemons_fd_table_is_grown_before_its_threads_start") {
+        return;
+    }
+    let node = Node::new("");
+    let daemon = node.spawn();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let slots: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("FDSize in /proc/PID/status");
+    assert!(slots >= 8192, "the daemon's fd table has {slots} slots");
+}
