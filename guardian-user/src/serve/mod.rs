@@ -14,6 +14,8 @@ mod batch;
 mod relay;
 mod scrape;
 mod stream;
+#[cfg(test)]
+mod test_events;
 #[cfg(target_os = "linux")]
 mod tls;
 pub mod token;

@@ -140,21 +140,7 @@ pub(super) async fn run(relay: Arc<Relay>, from_core: FromCore) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn changed(i: usize) -> Event {
-        Event::SourceChanged {
-            from: "a".into(),
-            to: format!("{i}"),
-            degraded: None,
-        }
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-    }
+    use crate::serve::test_events::{changed, runtime};
 
     #[test]
     fn a_thousand_clients_are_one_receiver_of_the_core() {

@@ -178,22 +178,8 @@ async fn websocket(mut socket: WebSocket, mut feed: Feed, _slot: Slot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::publish::{Event, Hub, EVENT_BUFFER};
-
-    fn changed(i: usize) -> Event {
-        Event::SourceChanged {
-            from: "a".into(),
-            to: format!("{i}"),
-            degraded: None,
-        }
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-    }
+    use crate::publish::{Hub, EVENT_BUFFER};
+    use crate::serve::test_events::{changed, runtime};
 
     #[test]
     fn a_client_sends_what_is_queued_behind_an_event_in_order_then_waits() {
