@@ -43,6 +43,15 @@ fn status_json(config: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The bytes the status counts for the project whose path ends with `suffix`.
+fn project_total(config: &Path, suffix: &str) -> Option<i64> {
+    status_json(config)["projects"].as_array().and_then(|ps| {
+        ps.iter()
+            .find(|p| p["path"].as_str().is_some_and(|s| s.ends_with(suffix)))
+            .and_then(|p| p["total_bytes"].as_i64())
+    })
+}
+
 /// Writes `bytes` into `path` with `dd` (a separate process, so it has its own cgroup view).
 fn dd(path: &Path, bytes: u64) {
     let status = Command::new("dd")
@@ -415,17 +424,7 @@ fn ebpf_attribution_survives_ten_thousand_project_dirs_created_and_removed() {
         );
     }
     std::fs::create_dir(ws.join("new-project")).unwrap();
-    let total = |config: &Path| {
-        status_json(config)["projects"].as_array().and_then(|ps| {
-            ps.iter()
-                .find(|p| {
-                    p["path"]
-                        .as_str()
-                        .is_some_and(|s| s.ends_with("/new-project"))
-                })
-                .and_then(|p| p["total_bytes"].as_i64())
-        })
-    };
+    let total = |config: &Path| project_total(config, "/new-project");
     assert!(wait_until(Duration::from_secs(10), || total(&config).is_some()));
     // Watched from the next poll on.
     std::thread::sleep(Duration::from_secs(2));
@@ -468,13 +467,7 @@ fn a_bind_mount_over_a_project_dir_is_counted_from_the_next_poll() {
     assert!(wait_until(Duration::from_secs(10), || state
         .join("state/state.json")
         .exists()));
-    let total = |config: &Path| {
-        status_json(config)["projects"].as_array().and_then(|ps| {
-            ps.iter()
-                .find(|p| p["path"].as_str().is_some_and(|s| s.ends_with("/busy")))
-                .and_then(|p| p["total_bytes"].as_i64())
-        })
-    };
+    let total = |config: &Path| project_total(config, "/busy");
     assert!(wait_until(Duration::from_secs(10), || total(&config).is_some()));
     // Settled: the listing has been trusted for a few polls.
     std::thread::sleep(Duration::from_secs(3));

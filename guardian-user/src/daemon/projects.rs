@@ -8,7 +8,7 @@ use super::{GuardedFs, Guardian};
 use crate::config::Workspace;
 use crate::fsys;
 use crate::sources::ProjectDir;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,12 +19,14 @@ impl Guardian {
     pub(super) fn refresh_projects(&mut self) {
         use std::os::unix::fs::MetadataExt;
         // Asked at every refresh, so a mount seen once is not seen again.
-        // The mount table names real paths: a workspace reached through a symlink is resolved.
-        let roots: Vec<PathBuf> = (self.config.workspaces.iter())
-            .map(|w| std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone()))
-            .collect();
-        let roots: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
-        let mounts_changed = self.listing.mounts.changed_below(&roots);
+        // The mount table names real paths: a workspace reached through a symlink is resolved
+        // (only when the table changed and has to be read).
+        let workspaces = &self.config.workspaces;
+        let mounts_changed = self.listing.mounts.changed_below(|| {
+            (workspaces.iter())
+                .map(|w| std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone()))
+                .collect()
+        });
         let seen = Listed::now(&self.config.workspaces);
         if !mounts_changed && self.listing.last.as_ref().is_some_and(|l| l.still(&seen)) {
             return;

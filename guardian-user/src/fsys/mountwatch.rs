@@ -45,7 +45,8 @@ impl MountWatch {
     /// Whether the mounts below any of `roots` may have changed since the last call: `true` the
     /// first time, after a mount or unmount below one of them, and whenever the watch cannot
     /// tell. A mount elsewhere costs one read of the table, not a `true`.
-    pub fn changed_below(&mut self, roots: &[&Path]) -> bool {
+    /// `roots` is called only when the table has to be read.
+    pub fn changed_below(&mut self, roots: impl FnOnce() -> Vec<PathBuf>) -> bool {
         if self.below.is_some() && !self.flagged() {
             return false;
         }
@@ -53,7 +54,9 @@ impl MountWatch {
             self.below = None;
             return true;
         };
-        let now = mounts_below(&table, roots);
+        let roots = roots();
+        let roots: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
+        let now = mounts_below(&table, &roots);
         let changed = self.below.as_ref() != Some(&now);
         self.below = Some(now);
         changed
@@ -171,18 +174,18 @@ mod tests {
         };
         let unmount = |at: &Path| rustix::mount::unmount(at, UnmountFlags::empty()).unwrap();
         let mut watch = MountWatch::of(Path::new("/proc/thread-self/mountinfo"));
-        let roots = [ws.as_path()];
-        assert!(watch.changed_below(&roots), "the first question: changed");
-        assert!(!watch.changed_below(&roots), "nothing was mounted since");
+        let roots = || vec![ws.clone()];
+        assert!(watch.changed_below(roots), "the first question: changed");
+        assert!(!watch.changed_below(roots), "nothing was mounted since");
         mount(&project);
-        assert!(watch.changed_below(&roots), "the mount below is seen");
-        assert!(!watch.changed_below(&roots), "and only once");
+        assert!(watch.changed_below(roots), "the mount below is seen");
+        assert!(!watch.changed_below(roots), "and only once");
         mount(&elsewhere);
-        assert!(!watch.changed_below(&roots), "a mount elsewhere is not");
+        assert!(!watch.changed_below(roots), "a mount elsewhere is not");
         unmount(&elsewhere);
-        assert!(!watch.changed_below(&roots));
+        assert!(!watch.changed_below(roots));
         unmount(&project);
-        assert!(watch.changed_below(&roots), "the unmount below is seen");
-        assert!(!watch.changed_below(&roots));
+        assert!(watch.changed_below(roots), "the unmount below is seen");
+        assert!(!watch.changed_below(roots));
     }
 }
