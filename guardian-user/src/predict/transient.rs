@@ -76,8 +76,10 @@ pub(super) struct Teeth {
     /// any plateau moved the base: a rise that pauses on its way up (an install writing
     /// package after package) is one tooth when its drop takes it all back.
     origin: Start,
-    /// Where the level has stayed (within half a step) since when.
+    /// Where the level has stayed (within half a step) since when, and whether it has moved the
+    /// base yet (once: a rise whose first steps are within half a step is no plateau's level).
     plateau: (f64, f64),
+    plateau_based: bool,
     /// Previous sample, and the level a drop under way started from.
     last: Option<(f64, f64)>,
     falling_from: Option<f64>,
@@ -203,10 +205,14 @@ impl Teeth {
         // samples) is the base the next tooth starts from (a file kept between teeth).
         if (y - self.plateau.1).abs() > 0.5 * min_step {
             self.plateau = (t, y);
+            self.plateau_based = false;
         }
         let quiet = (3.0 * self.dt_typical).max(self.rise_plain());
-        if t - self.plateau.0 >= quiet && y > self.low {
-            self.rebase(t, y);
+        if t - self.plateau.0 >= quiet && !self.plateau_based {
+            self.plateau_based = true;
+            if y > self.low {
+                self.rebase(t, y);
+            }
         }
         if y > self.low + min_step && self.left_at.is_none() {
             self.left_at = Some(t0);
@@ -348,8 +354,10 @@ impl Teeth {
         let amplitude_p90 = stats::nearest_rank(&mut amps, 0.9);
         let tail = &recent[recent.len().saturating_sub(RECENT)..];
         // A fill underneath raises every tooth's level a little, a file kept once raises one:
-        // the median of the last teeth's steps is the fill's rate, not the kept file's.
-        let drift_bps = slope(recent[0], last, |t| t.after).max(robust_slope(tail, |t| t.after));
+        // the rate over the teeth kept without their largest step, or the median of the last
+        // teeth's steps, is the fill's rate, not the kept file's (which `base` already holds).
+        let drift_bps =
+            slope_but_largest_step(&recent, |t| t.after).max(robust_slope(tail, |t| t.after));
         let height_max = recent.iter().map(|t| t.height).fold(0.0, f64::max);
         let height_growth_bps = robust_slope(tail, |t| t.height);
         let (excursion, excursion_s) = self.excursion();
@@ -371,12 +379,22 @@ impl Teeth {
     }
 }
 
-/// How fast `value` moved from tooth `a` to tooth `b` (by their ends), per second; 0 unless it
-/// rose.
-fn slope(a: &Tooth, b: &Tooth, value: impl Fn(&Tooth) -> f64) -> f64 {
-    let span = b.end - a.end;
+/// How fast `value` moved over `teeth` (by their ends), per second, leaving out the one step
+/// from a tooth to the next that rose most (a file kept once moves the level, it is no rate);
+/// 0 unless it rose.
+fn slope_but_largest_step(teeth: &[&Tooth], value: impl Fn(&Tooth) -> f64) -> f64 {
+    let (mut rise, mut span, mut largest) = (0.0, 0.0, (0.0, 0.0));
+    for w in teeth.windows(2) {
+        let step = (value(w[1]) - value(w[0]), w[1].end - w[0].end);
+        rise += step.0;
+        span += step.1;
+        if step.0 > largest.0 {
+            largest = step;
+        }
+    }
+    let (rise, span) = (rise - largest.0, span - largest.1);
     if span > 0.0 {
-        ((value(b) - value(a)) / span).max(0.0)
+        (rise / span).max(0.0)
     } else {
         0.0
     }
@@ -754,5 +772,60 @@ mod tests {
         let p = d.pattern(end).expect("still locked");
         assert!((p.amplitude_max - 120.0 * MB).abs() < 1.0, "{p:?}");
         assert!((p.base - 519.0 * MB).abs() < 1.0, "{p:?}");
+        // The kept file is in the base, not a rate: the next peak is judged from the base
+        // alone (1 pp of a 1 GiB disk above the threshold holds).
+        assert_eq!(p.drift_bps, 0.0, "{p:?}");
+        let threshold = 215.0 * MB;
+        let free_at_peak = threshold + 10.7 * MB;
+        let free = free_at_peak + 120.0 * MB - p.excursion;
+        assert!(p.holds(free, threshold, 7.0), "{p:?}");
+    }
+
+    #[test]
+    fn a_rise_whose_first_step_is_within_the_noise_starts_from_the_rest_level() {
+        // Steps of 10 MB per sample, under half of a 25 MB noise step: the tooth's first file
+        // is no plateau's level, however long the rest before it was.
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        let rest = 500.0 * MB;
+        for _ in 0..5 {
+            for k in 0..=12 {
+                d.push(t, rest + 10.0 * MB * k as f64, 25.0 * MB, false);
+                t += 0.25;
+            }
+            for _ in 0..20 {
+                d.push(t, rest, 25.0 * MB, false);
+                t += 0.25;
+            }
+        }
+        for k in 0..=5 {
+            d.push(t, rest + 10.0 * MB * k as f64, 25.0 * MB, false);
+            t += 0.25;
+        }
+        let p = d.pattern(t).expect("locked");
+        assert!((p.base - rest).abs() < 1.0, "{p:?}");
+        assert!((p.excursion - 50.0 * MB).abs() < 1.0, "{p:?}");
+        assert!((p.height_max - 120.0 * MB).abs() < 1.0, "{p:?}");
+    }
+
+    #[test]
+    fn a_fill_under_the_teeth_is_a_drift_also_with_a_kept_file_among_its_steps() {
+        // 2 MB kept after every tooth (a fill underneath), and 19 MB once.
+        let mut d = Teeth::default();
+        let mut t = 0.0;
+        let mut base = 500.0 * MB;
+        for k in 0..8 {
+            t = sawtooth(&mut d, t, 0.25, base, &TOOTH, 1);
+            base += if k == 4 { 21.0 * MB } else { 2.0 * MB };
+            for _ in 0..4 {
+                d.push(t, base, MB, false);
+                t += 0.25;
+            }
+        }
+        let p = d.pattern(t).expect("locked");
+        // Each tooth: its shape, one sample at the peak, and the second at the kept level.
+        let period = TOOTH.rise + 0.25 + TOOTH.rest + 1.0;
+        let fill = 2.0 * MB / period;
+        assert!((p.drift_bps - fill).abs() < 0.2 * fill, "{p:?} vs {fill}");
     }
 }
