@@ -240,3 +240,81 @@ fn idle_daemon_with_a_task_db_writes_nothing_to_disk_and_keeps_tasks_json() {
         &[node.run_dir().join("state.json"), tasks],
     );
 }
+
+/// Voluntary context switches of the daemon's main thread (the loop: one per wake-up).
+fn main_thread_wakeups(pid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+/// With nothing written the sampler rests (a sample a second, not every `sample_interval`), and
+/// the first MiB a new writer puts down wakes it through the write countdown — far above every
+/// threshold, where the countdown's budget is otherwise the headroom, hundreds of MiB. Counts,
+/// not timing: the loop's wake-ups over a quiet window, and the wake-up's own log line. With
+/// each source that has a countdown.
+#[test]
+fn an_idle_sampler_rests_and_a_new_writers_first_mib_wakes_it() {
+    if !require_root("an_idle_sampler_rests_and_a_new_writers_first_mib_wakes_it") {
+        return;
+    }
+    for source in ["ebpf", "fanotify", "inotify"] {
+        let mount = TestMount::tmpfs(512 * MIB);
+        let ws = mount.path("dispatch");
+        for i in 0..20 {
+            write_files(&ws.join(format!("p{i:02}/src")), 3, 4096);
+        }
+        let state = mount.path("guardian");
+        let config = mount.path("guardian.toml");
+        write_config(&config, &ws, &state, "1h", "");
+        let text = std::fs::read_to_string(&config).unwrap().replacen(
+            "[daemon]\n",
+            &format!("[daemon]\nsource = \"{source}\"\nsample_interval = \"100ms\"\n"),
+            1,
+        );
+        std::fs::write(&config, text).unwrap();
+        let log = mount.path("daemon.log");
+        let daemon = Reaped::spawn(
+            Command::new(guardian_bin())
+                .args(["run", "--config", config.to_str().unwrap()])
+                .env("GUARDIAN_LOG", "warn,guardian::daemon=debug")
+                .stderr(std::fs::File::create(&log).unwrap()),
+        );
+        assert!(
+            wait_until(Duration::from_secs(20), || state
+                .join("state/state.json")
+                .exists()),
+            "{source}: the daemon never wrote its state"
+        );
+        // Start-up settles (the baseline walk, the first samples).
+        std::thread::sleep(Duration::from_secs(3));
+        let pid = daemon.pid();
+        let before = main_thread_wakeups(pid);
+        std::thread::sleep(Duration::from_secs(5));
+        let wakeups = main_thread_wakeups(pid) - before;
+        eprintln!("{source}: {wakeups} wake-ups of the loop in 5 s of quiet");
+        // At its pace, 50 samples; resting, 5 (and a few others).
+        assert!(
+            wakeups <= 20,
+            "{source}: the loop woke {wakeups} times in 5 s with nothing written"
+        );
+        let wakes = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("sampling: woken by the") && l.contains("resting=true"))
+                .count()
+        };
+        assert_eq!(wakes(), 0, "{source}: woken with nothing written");
+        let mut f = std::fs::File::create(ws.join("p07/src/new.bin")).unwrap();
+        std::io::Write::write_all(&mut f, &vec![7u8; 3 * MIB as usize]).unwrap();
+        drop(f);
+        assert!(
+            wait_until(Duration::from_secs(10), || wakes() >= 1),
+            "{source}: 3 MiB written while resting woke nothing: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}

@@ -21,9 +21,11 @@ impl Guardian {
     /// `every` false (a sample) a filesystem whose reading is exactly the last one, with the
     /// cleanup thread as busy as then and a forecast that has its first samples, costs its
     /// `statvfs` only: nothing it decides could differ but with the clock, and the next poll
-    /// (`every`) looks again in full.
-    pub(super) fn guard(&mut self, every: bool) {
+    /// (`every`) looks again in full. Returns whether every reading was the last one, with the
+    /// cleanup thread as busy as then.
+    pub(super) fn guard(&mut self, every: bool) -> bool {
         let busy = self.cleaner.busy();
+        let mut unchanged = self.guarded_busy == Some(busy);
         let mut budgets = Vec::new();
         for fs in self.filesystems.clone() {
             if self.cancel.load(Ordering::Relaxed) {
@@ -37,6 +39,7 @@ impl Guardian {
                         crate::textpath::escape(&fs.probe)
                     ));
                     self.spaces.remove(&fs.dev);
+                    unchanged = false;
                     continue;
                 }
             };
@@ -44,6 +47,7 @@ impl Guardian {
                 .spaces
                 .get(&fs.dev)
                 .is_some_and(|(last, _)| *last == space);
+            unchanged &= same;
             if !every && same && self.guarded_busy == Some(busy) && self.forecasts.fs_warm(fs.dev) {
                 // Nothing to decide, but the countdown is armed again (a share spent on
                 // overwrites in place starts over).
@@ -76,13 +80,15 @@ impl Guardian {
             ));
             self.spaces.insert(fs.dev, (space, assessment.limits));
         }
-        self.source.arm(&budgets);
+        self.budgets = budgets;
+        self.arm_countdown();
         self.guarded_busy = Some(self.cleaner.busy());
         if every {
             let devs: std::collections::HashSet<u64> =
                 self.filesystems.iter().map(|f| f.dev).collect();
             self.spaces.retain(|dev, _| devs.contains(dev));
         }
+        unchanged
     }
 
     /// Each guarded filesystem as last read, with its forecast, for the state file.

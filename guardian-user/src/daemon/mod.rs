@@ -14,6 +14,7 @@
 //! dir, odd file names) stops the loop: it is reported and waited out; shutdown is honoured
 //! between and during deletions.
 
+mod cadence;
 pub mod cycle;
 pub mod forecast;
 mod guard;
@@ -160,6 +161,11 @@ pub struct Guardian {
     notify: notify::Notifier,
     /// The countdown wake-up that started the sample under way, if one did.
     woken: Option<sources::countdown::Wake>,
+    /// The sampler's pace: resting while nothing happens.
+    cadence: cadence::Cadence,
+    /// The countdown budgets of the last `statvfs` readings, as the thresholds ask for them
+    /// (armed smaller while the sampler rests).
+    budgets: Vec<sources::countdown::Budget>,
 }
 
 impl Guardian {
@@ -224,6 +230,10 @@ impl Guardian {
                 source,
             }
         })?;
+        let cadence = cadence::Cadence::new(
+            config.daemon.sample_interval.0,
+            config.daemon.poll_interval.0,
+        );
         Ok(Guardian {
             forecasts,
             started: Instant::now(),
@@ -260,6 +270,8 @@ impl Guardian {
             planner_config,
             notify: notify::Notifier::from_env(),
             woken: None,
+            cadence,
+            budgets: Vec::new(),
         })
     }
 
@@ -285,12 +297,14 @@ impl Guardian {
             return Ok(());
         }
         let mut poll = crossbeam_channel::tick(interval);
-        let mut sample = crossbeam_channel::tick(self.config.daemon.sample_interval.0);
         let (waker, wakeups) = crossbeam_channel::bounded(1);
         self.source.set_waker(waker);
         self.poll();
         self.notify.ready();
         loop {
+            // The next sample is due one interval (the resting one while nothing happens)
+            // after the last one began.
+            let sample = crossbeam_channel::at(self.last_sample + self.cadence.interval());
             let event = select! {
                 recv(poll) -> _ => Event::Poll,
                 recv(sample) -> _ => Event::Sample,
@@ -303,11 +317,16 @@ impl Guardian {
                 Event::Poll => self.poll(),
                 Event::Sample => self.sample(),
                 Event::Woken(wake) => {
+                    tracing::debug!(resting = self.cadence.resting(), "sampling: {wake}");
+                    self.cadence.stir();
                     self.woken = Some(wake);
                     self.sample();
                     self.woken = None;
                 }
-                Event::Cleanup(report) => self.on_cleanup(report),
+                Event::Cleanup(report) => {
+                    self.cadence.stir();
+                    self.on_cleanup(report);
+                }
                 Event::Reload => {
                     let intervals = (
                         self.config.daemon.poll_interval.0,
@@ -321,7 +340,8 @@ impl Guardian {
                         let daemon = &self.config.daemon;
                         if intervals != (daemon.poll_interval.0, daemon.sample_interval.0) {
                             poll = crossbeam_channel::tick(daemon.poll_interval.0);
-                            sample = crossbeam_channel::tick(daemon.sample_interval.0);
+                            self.cadence
+                                .set_intervals(daemon.sample_interval.0, daemon.poll_interval.0);
                         }
                         // The new thresholds and workspaces are checked now, not a poll later.
                         self.poll();
@@ -389,8 +409,15 @@ impl Guardian {
         }
         self.tell_source(&source);
         self.problems.extend(source.problems);
-        self.filesystems = guarded_filesystems(&self.config.workspaces);
-        self.guard(true);
+        let known = if self.listing.table.changed() {
+            &[][..]
+        } else {
+            &self.filesystems[..]
+        };
+        self.filesystems = projects::guarded_filesystems_knowing(&self.config.workspaces, known);
+        if !self.guard(true) {
+            self.cadence.stir();
+        }
         if !self.cleaner.busy() {
             let due = self.retention.due(Instant::now(), &self.config.retention);
             if !due.is_empty() {
@@ -413,9 +440,11 @@ impl Guardian {
 
     /// One sample: drain the write source into the rates; with a reactive source, re-read free
     /// space now, so a crossing starts a cycle within one sample interval, not at the next poll.
+    /// A sample that finds nothing new counts towards the sampler's rest ([`cadence`]).
     fn sample(&mut self) {
         let seconds = self.last_sample.elapsed().as_secs_f64();
         self.last_sample = Instant::now();
+        let mut wrote = true;
         match self.source.drain() {
             // The supervising source logs its own notes (once a minute per cause).
             Ok(sample) => {
@@ -427,6 +456,9 @@ impl Guardian {
                     sample.growth.get(&p.id).is_some_and(|g| *g != 0)
                         || sample.freed.contains_key(&p.id)
                 });
+                wrote = sample.growth.values().any(|g| *g != 0)
+                    || !sample.freed.is_empty()
+                    || !sample.rescan.is_empty();
                 let rescanned = sample.rescan.iter().map(PathBuf::as_path);
                 self.cleaner.note_writes(
                     self.source.name(),
@@ -436,13 +468,32 @@ impl Guardian {
             Err(e) => crate::warn_quiet!("source.drain", error = %e, "write source"),
         }
         if self.source.name() == "poll" {
+            // No countdown to wake it: the poll source's sampler never rests.
             return;
         }
         let was_busy = self.cleaner.busy();
-        self.guard(false);
+        let unchanged = self.guard(false);
         if self.cleaner.busy() != was_busy {
             self.publish_state();
         }
+        let resting = self.cadence.resting();
+        self.cadence
+            .sampled(!wrote && unchanged && !self.cleaner.busy() && self.woken.is_none());
+        if self.cadence.resting() != resting {
+            self.arm_countdown();
+        }
+    }
+
+    /// Arms the source's write countdown with the last readings' budgets (smaller while the
+    /// sampler rests, so a new writer wakes it).
+    fn arm_countdown(&mut self) {
+        let budgets: Vec<_> = (self.budgets.iter())
+            .map(|b| sources::countdown::Budget {
+                bytes: self.cadence.budget(b.bytes),
+                ..*b
+            })
+            .collect();
+        self.source.arm(&budgets);
     }
 
     /// A report of the cleanup thread.

@@ -82,6 +82,8 @@ const RELIST_EVERY: Duration = Duration::from_secs(600);
 pub(super) struct Listing {
     last: Option<Listed>,
     mounts: crate::fsys::MountWatch,
+    /// Whether the mount table changed at all (the guarded filesystems' mount points).
+    pub(super) table: crate::fsys::MountWatch,
 }
 /// A workspace dir changed less than this long before it was listed is listed again (a change
 /// within the same tick of the filesystem's clock would not move its times).
@@ -147,6 +149,16 @@ impl Listed {
 /// Groups the workspaces by the filesystem they are on (a missing workspace by its nearest
 /// existing ancestor's).
 pub fn guarded_filesystems(workspaces: &[Workspace]) -> Vec<GuardedFs> {
+    guarded_filesystems_knowing(workspaces, &[])
+}
+
+/// [`guarded_filesystems`], taking the mount point of a filesystem from `known` (an earlier
+/// listing, while the mount table has not changed since) when its device and probe path are
+/// the same: a poll then costs a `stat` per workspace, not a read of the mount table.
+pub(super) fn guarded_filesystems_knowing(
+    workspaces: &[Workspace],
+    known: &[GuardedFs],
+) -> Vec<GuardedFs> {
     use std::os::unix::fs::MetadataExt;
     let mut out: Vec<GuardedFs> = Vec::new();
     for ws in workspaces {
@@ -158,7 +170,13 @@ pub fn guarded_filesystems(workspaces: &[Workspace]) -> Vec<GuardedFs> {
             Some(fs) => fs.workspaces.push(ws.clone()),
             None => out.push(GuardedFs {
                 dev: meta.dev(),
-                mount: fsys::mount_point_of(&probe).unwrap_or_else(|| probe.clone()),
+                mount: match known
+                    .iter()
+                    .find(|k| k.dev == meta.dev() && k.probe == probe)
+                {
+                    Some(k) => k.mount.clone(),
+                    None => fsys::mount_point_of(&probe).unwrap_or_else(|| probe.clone()),
+                },
                 probe,
                 workspaces: vec![ws.clone()],
             }),

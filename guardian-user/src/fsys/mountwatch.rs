@@ -18,6 +18,8 @@ pub struct MountWatch {
     file: Option<std::fs::File>,
     /// The mounts below the watched dirs when last read: (mount id, mount point).
     below: Option<Vec<(u64, PathBuf)>>,
+    /// Whether [`MountWatch::changed`] was asked before.
+    asked: bool,
 }
 
 impl Default for MountWatch {
@@ -39,7 +41,17 @@ impl MountWatch {
             #[cfg(target_os = "linux")]
             file: std::fs::File::open(mountinfo).ok(),
             below: None,
+            asked: false,
         }
+    }
+
+    /// Whether anything was mounted or unmounted since the last call: `true` the first time
+    /// and whenever the watch cannot tell. Never reads the table. (One watch answers either
+    /// this or [`MountWatch::changed_below`]: each consumes the kernel's flag.)
+    pub fn changed(&mut self) -> bool {
+        let first = !self.asked;
+        self.asked = true;
+        self.flagged() || first
     }
 
     /// Whether the mounts below any of `roots` may have changed since the last call: `true` the
@@ -187,5 +199,14 @@ mod tests {
         unmount(&project);
         assert!(watch.changed_below(roots), "the unmount below is seen");
         assert!(!watch.changed_below(roots));
+        // Any change at all, for a watch that asks only that.
+        let mut table = MountWatch::of(Path::new("/proc/thread-self/mountinfo"));
+        assert!(table.changed(), "the first question: changed");
+        assert!(!table.changed(), "nothing was mounted since");
+        mount(&elsewhere);
+        assert!(table.changed(), "a mount anywhere is seen");
+        assert!(!table.changed(), "and only once");
+        unmount(&elsewhere);
+        assert!(table.changed(), "so is an unmount");
     }
 }

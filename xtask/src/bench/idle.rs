@@ -4,7 +4,7 @@
 //! [`SETTLE`] to finish its start-up, then watched for `--idle-seconds` while nothing is
 //! written. Counts first (the machine is shared: CPU figures are noisy): write syscalls
 //! (`/proc/PID/io` `syscw`), bytes towards storage (`write_bytes`), state-file replacements
-//! (its inode), then CPU (utime + stime) and memory (`VmRSS`, `VmHWM`).
+//! (its inode), then CPU (each thread's schedstat run time) and memory (`VmRSS`, `VmHWM`).
 
 use super::daemon::{log_line_time, Daemon, DaemonConfig};
 use super::report::{machine_table, wrap, Machine, RunInfo};
@@ -131,7 +131,7 @@ fn one(
     }
     let state_file = config.state_dir().join("state.json");
     let inode = || std::fs::metadata(&state_file).map(|m| m.ino()).ok();
-    let (cpu0, io0) = (daemon.cpu_time()?, proc_io(daemon.pid)?);
+    let (cpu0, io0) = (daemon.cpu_snapshot()?, proc_io(daemon.pid)?);
     let start = Instant::now();
     let mut last = inode();
     let mut state_writes = 0;
@@ -145,7 +145,7 @@ fn one(
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let (cpu1, io1) = (daemon.cpu_time()?, proc_io(daemon.pid)?);
+    let (cpu1, io1) = (daemon.cpu_snapshot()?, proc_io(daemon.pid)?);
     let (rss_kib, hwm_kib) = proc_memory(daemon.pid)?;
     daemon.stop()?;
     drop(tmpfs);
@@ -154,7 +154,7 @@ fn one(
         projects,
         files: projects * FILES_PER_PROJECT,
         seconds: elapsed,
-        cpu_percent: (cpu1 - cpu0).as_secs_f64() / elapsed * 100.0,
+        cpu_percent: cpu0.until(&cpu1).as_secs_f64() / elapsed * 100.0,
         write_syscalls: io1.0.saturating_sub(io0.0),
         write_bytes: io1.1.saturating_sub(io0.1),
         state_writes,
@@ -239,9 +239,9 @@ impl IdleReport {
              {} s after the daemon's `{INDEX_WARM}` log line: its survey index has walked every \
              project), then {} s watched with nothing written. Write syscalls: `syscw` of `/proc/PID/io` (every \
              `write`-family call, to any fd); to storage: its `write_bytes`; state writes: \
-             replacements of `state.json` (its inode, read every 100 ms); CPU: utime + stime \
-             of `/proc/PID/stat` (noisy on a shared machine: the counts are the stable \
-             figures); RSS and its peak: `VmRSS`, `VmHWM` at the end. Per file: RSS above the \
+             replacements of `state.json` (its inode, read every 100 ms); CPU: the daemon's \
+             threads' time on a CPU (`/proc/PID/task/TID/schedstat`, to the ns; utime + stime \
+             ticks of 10 ms if a thread ended in the window); RSS and its peak: `VmRSS`, `VmHWM` at the end. Per file: RSS above the \
              ebpf daemon's with the same projects, divided by the tracked files.",
             SETTLE.as_secs(),
             AFTER_WARM.as_secs(),

@@ -3,7 +3,7 @@
 //! on a tmpfs) and source (ebpf, fanotify, inotify): the real daemon on a generated workspace
 //! (`node_modules`-heavy projects, [`tree::generate`]) plus a bench-made `victim` project and an
 //! empty `writer` project; once its survey index is warm (its `survey index warm` log line), the
-//! idle CPU (utime + stime) and RSS over `--scale-idle-seconds`, then `--scale-trials` crossings:
+//! idle CPU (the threads' schedstat run time) and RSS over `--scale-idle-seconds`, then `--scale-trials` crossings:
 //! a writer fills `writer/fill.bin` past `cleanup_free`, and the first audit line's `ts` minus
 //! the moment `statvfs` showed the crossing is the reaction; the log's cycle start and
 //! `cleanup cycle finished` give the cycle time.
@@ -267,14 +267,15 @@ fn one_source(
     wait_for_log(&daemon, 0, INDEX_WARM, WARM_TIMEOUT, cancel)?;
     let warm = started.elapsed().as_secs_f64();
     wait_quiet(Duration::from_secs(5));
-    let cpu0 = daemon.cpu_time()?;
+    let cpu0 = daemon.cpu_snapshot()?;
     let idle_start = Instant::now();
     while idle_start.elapsed() < Duration::from_secs(params.idle_seconds) {
         check_cancel(cancel)?;
         std::thread::sleep(Duration::from_millis(200));
     }
-    let cpu_percent =
-        (daemon.cpu_time()? - cpu0).as_secs_f64() / idle_start.elapsed().as_secs_f64() * 100.0;
+    let cpu_percent = cpu0.until(&daemon.cpu_snapshot()?).as_secs_f64()
+        / idle_start.elapsed().as_secs_f64()
+        * 100.0;
     let (rss_kib, hwm_kib) = proc_memory(daemon.pid)?;
     eprintln!(
         "bench: scale: {} {source}: index warm after {warm:.1} s; idle cpu {cpu_percent:.3}%, \

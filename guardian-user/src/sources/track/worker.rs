@@ -300,8 +300,11 @@ impl Drop for ExitGuard {
     }
 }
 
+/// A `poll(2)` timeout: whole milliseconds, rounded up (rounded down, the last fraction of a
+/// millisecond before a deadline became a zero timeout, and the loop spun on `poll` until it
+/// passed: ~175 calls a second on an idle node).
 fn millis(d: Duration) -> libc::c_int {
-    libc::c_int::try_from(d.as_millis()).unwrap_or(libc::c_int::MAX)
+    libc::c_int::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
 }
 
 fn run<B: Backend>(
@@ -477,5 +480,20 @@ fn fail(shared: &Mutex<Shared>, reason: String) {
     tracing::debug!(%reason, "write source worker stopped");
     if let Ok(mut s) = shared.lock() {
         s.failure = Some(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_timeout_is_never_rounded_down_to_a_spin() {
+        assert_eq!(millis(Duration::ZERO), 0);
+        assert_eq!(millis(Duration::from_micros(1)), 1);
+        assert_eq!(millis(Duration::from_micros(999)), 1);
+        assert_eq!(millis(Duration::from_millis(2)), 2);
+        assert_eq!(millis(Duration::from_micros(2001)), 3);
+        assert_eq!(millis(Duration::from_secs(u64::MAX)), libc::c_int::MAX);
     }
 }

@@ -192,8 +192,8 @@ impl ScaleReport {
              afresh before every crossing) and an empty `writer` project. `cleanup_free` = \
              `target_free` lie {} MiB below the free space at the start. Ready: the state file \
              written; warm: the daemon's `{INDEX_WARM}` log line (its background refresh has \
-             walked every project, at ≤ 2% of a core). Then {} s idle: CPU is utime + stime of \
-             `/proc/PID/stat`, RSS and its peak `VmRSS`/`VmHWM` at the end; per file: RSS above \
+             walked every project, at ≤ 2% of a core). Then {} s idle: CPU is the threads' time on a \
+             CPU (`/proc/PID/task/TID/schedstat`, to the ns), RSS and its peak `VmRSS`/`VmHWM` at the end; per file: RSS above \
              the ebpf daemon's on the same tree, divided by the tree's regular files. Then {} \
              crossings, each: a writer in the bench writes 1 MiB chunks into `writer/fill.bin` \
              and calls `statvfs` after each; the crossing is the wall-clock time right after \
