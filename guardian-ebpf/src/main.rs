@@ -182,134 +182,8 @@ macro_rules! off {
     };
 }
 
-/// A direct load from a BTF-typed kernel pointer at a constant offset; the verifier checks it
-/// against the kernel's type and turns it into a fault-tolerant load.
-#[inline(always)]
-fn load<T: Copy>(base: u64, offset: u64) -> T {
-    // SAFETY: `base` is a BTF pointer the verifier tracks; a bad address reads as zero.
-    unsafe { core::ptr::read_volatile((base + offset) as *const T) }
-}
-
-/// A checked read of kernel memory at an address the verifier cannot type.
-#[inline(always)]
-fn read<T>(addr: u64) -> Result<T, i64> {
-    // SAFETY: bpf_probe_read_kernel validates the address; a bad pointer is an error, not a fault.
-    unsafe { bpf_probe_read_kernel(addr as *const T).map_err(|e| e as i64) }
-}
-
-/// `bpf_rdonly_cast(addr, btf_id)`: `addr` as an untrusted pointer to BTF type `btf_id`, whose
-/// loads the JIT turns into fault-tolerant ones. Userspace rewrites the placeholder call (see
-/// `RDONLY_CAST_PLACEHOLDER`); the kernel inlines the kfunc into a register move.
-#[inline(always)]
-fn rdonly_cast(addr: u64, btf_id: u32) -> u64 {
-    // SAFETY: a call the loader rewrites into the kfunc; it only retypes `addr`.
-    unsafe {
-        let cast: unsafe extern "C" fn(u64, u32) -> u64 =
-            core::mem::transmute(RDONLY_CAST_PLACEHOLDER as usize);
-        cast(addr, btf_id)
-    }
-}
-
-/// A `T` at `base + offset` of kernel memory: a typed load when `TYPED` (where `base` is a BTF
-/// pointer), else a probe read; 0 when the memory cannot be read.
-#[inline(always)]
-fn kernel_read<const TYPED: bool, T: Copy + Default>(base: u64, offset: u64) -> T {
-    if TYPED {
-        load(base, offset)
-    } else {
-        read(base + offset).unwrap_or_default()
-    }
-}
-
-/// The current task (a trusted BTF pointer).
-#[inline(always)]
-fn current_task() -> u64 {
-    // SAFETY: helper with no preconditions.
-    unsafe { bpf_get_current_task_btf() as u64 }
-}
-
-/// The shared settings.
-#[inline(always)]
-fn settings() -> &'static mut ProbeSettings {
-    // SAFETY: our own global; concurrent writers store the same learned value.
-    unsafe { &mut *core::ptr::addr_of_mut!(SETTINGS) }
-}
-
-/// The registers `task`'s syscall entry saved: at the learned offset from its stack when typed,
-/// else (and once, to learn the offset) from `bpf_task_pt_regs`.
-#[inline(always)]
-fn saved_regs<const TYPED: bool>(task: u64, settings: &mut ProbeSettings) -> u64 {
-    if !TYPED {
-        // SAFETY: helper on the trusted current task.
-        return unsafe { bpf_task_pt_regs(task as *mut _) as u64 };
-    }
-    let stack: u64 = load(task, off!(task_stack));
-    let delta = settings.regs_delta;
-    if delta != 0 && delta < MAX_REGS_DELTA {
-        return rdonly_cast(stack + delta, off!(pt_regs_btf_id));
-    }
-    // SAFETY: as above.
-    let regs = unsafe { bpf_task_pt_regs(task as *mut _) as u64 };
-    settings.regs_delta = regs.wrapping_sub(stack);
-    regs
-}
-
-/// Syscall argument `N` (0..4), from the registers its entry saved.
-#[inline(always)]
-fn syscall_arg<const N: usize>(regs: u64) -> u64 {
-    load::<u64>(regs, off!(regs_args[N]))
-}
-
-/// The `struct file *` behind `fd` in the fd table `files`, or 0.
-#[inline(always)]
-fn file_of_fd<const TYPED: bool>(files: u64, fd: u64) -> u64 {
-    let entry = fd_table_entry(files, fd);
-    if entry == 0 {
-        0
-    } else if TYPED {
-        // The entry viewed as a struct whose first member is the `struct file *`.
-        load(rdonly_cast(entry, off!(file_ref_btf_id)), 0)
-    } else {
-        read::<u64>(entry).unwrap_or(0)
-    }
-}
-
-/// Address of `fd`'s entry in the fd table of `files`, or 0 when `fd` is out of range.
-#[inline(always)]
-fn fd_table_entry(files: u64, fd: u64) -> u64 {
-    let fdt: u64 = load(files, off!(files_fdt));
-    if fd < off!(files_fd_array_len) && fdt == files + off!(files_fdtab) {
-        // The table embedded in `files_struct` (a process with few fds): no need to load
-        // `fdt->fd`, which is `files->fd_array`.
-        return files + off!(files_fd_array) + fd * 8;
-    }
-    if fdt == 0 {
-        return 0;
-    }
-    let max_fds: u32 = load(fdt, off!(fdtable_max_fds));
-    if fd >= max_fds as u64 || fd >= MAX_FD {
-        return 0;
-    }
-    let fd_array: u64 = load(fdt, off!(fdtable_fd));
-    fd_array + fd * 8
-}
-
-/// The cgroup v2 id of a task's `css_set` (as `bpf_get_current_cgroup_id` computes it), or 0.
-#[inline(always)]
-fn cgroup_of(css_set: u64) -> u64 {
-    if css_set == 0 {
-        return 0;
-    }
-    let cgroup: u64 = load(css_set, off!(css_set_dfl_cgrp));
-    if cgroup == 0 {
-        return 0;
-    }
-    let kn: u64 = load(cgroup, off!(cgroup_kn));
-    if kn == 0 {
-        return 0;
-    }
-    load(kn, off!(kernfs_node_id))
-}
+mod kernel;
+use kernel::*;
 
 /// The write-cache slot of (`task` writing through its fd table `files`, `fd`) on this CPU.
 #[inline(always)]
@@ -384,13 +258,6 @@ fn account<const TYPED: bool>(w: Written, index: Option<usize>, settings: &Probe
     if fs != 0 {
         count_down(&mut cache.spent, fs, w.bytes, settings);
     }
-}
-
-/// The kernel's `s_dev` of an inode's filesystem.
-#[inline(always)]
-fn dev_of(inode: u64) -> Result<u32, i64> {
-    let sb: u64 = read(inode + off!(inode_i_sb))?;
-    read(sb + off!(super_block_s_dev))
 }
 
 /// The countdown index of filesystem `dev` (0: not armed).
@@ -567,14 +434,6 @@ fn walk_to_project(file: u64, dev: u64) -> Result<u32, i64> {
         dentry = parent;
     }
     Ok(0)
-}
-
-/// The syscall's return value from a `sys_exit_*` record.
-#[inline(always)]
-fn exit_ret(ctx: &TracePointContext) -> i64 {
-    // SAFETY: `ret` of the sys_exit_* record format (see EXIT_RET); a direct context load,
-    // which the verifier bounds-checks against the record.
-    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(EXIT_RET) as *const i64) }
 }
 
 /// Counts into the file behind argument `FD_ARG` of the current syscall the bytes `bytes`
