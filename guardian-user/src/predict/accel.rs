@@ -126,6 +126,24 @@ mod tests {
         assert_eq!(accel(three(&taus, &f), z), None);
     }
 
+    #[test]
+    fn a_writer_that_started_or_stopped_is_no_acceleration() {
+        // One pair of scales sees a rate step as acceleration: the 2048 s scale has the new
+        // rate, the 8192 s one half of it. The faster pair disagrees (512 s and 2048 s see
+        // the same rate once it has run for a few of their τ; both fall once it has stopped).
+        let z = 1.2816;
+        let taus = [512.0, 2048.0, 8192.0];
+        let noise = |t: f64| 2e5 * (t / 700.0).sin();
+        let started = |t: f64| 1000.0 * (t - 43_200.0).max(0.0) + noise(t);
+        let f = fits(&taus, 60.0, 12 * 60 + 2 * 60, started);
+        let (a, se) = pair(taus[1], &f[1], taus[2], &f[2]).expect("fits");
+        assert!(a > 3.0 * se, "one pair alone: {a} ± {se}");
+        assert_eq!(accel(three(&taus, &f), z), None);
+        let stopped = |t: f64| 1000.0 * t.min(6.0 * 3600.0) + noise(t);
+        let f = fits(&taus, 60.0, 6 * 60 + 60, stopped);
+        assert_eq!(accel(three(&taus, &f), z), None);
+    }
+
     /// How long before the crossing of 20 % free the preemptive rule (1 h lead, 40 % floor)
     /// first fires on the recorded trace `testdata/accelerating-14.txt` (free MiB every
     /// minute of a 1 TiB disk, up to the crossing): the harness's accelerating instance the
