@@ -36,18 +36,19 @@ fn pair(tau_fast: f64, fast: &Fit, tau_slow: f64, slow: &Fit) -> Option<(f64, f6
 
 /// Acceleration from three consecutive scales of the bank (fastest first, `(tau, fit)`): the
 /// slower pair's estimate, taken at its lower bound at the normal quantile `z` (Student's t at
-/// the middle scale's degrees of freedom), when that is positive **and** the faster pair agrees
-/// within the same bound. Growth whose rate stepped (a writer that started or stopped within
-/// the slower scale's window) also parts a pair of slopes, but the faster pair then disagrees:
-/// it sees the new rate flat (or, once the writer stopped, falling) where a ramp shows the
-/// same acceleration at every scale.
+/// the middle scale's degrees of freedom), when that is positive **and** the faster pair shows
+/// no less acceleration (within the same bound). Growth whose rate stepped (a writer that
+/// started or stopped within the slower scale's window) also parts a pair of slopes, but the
+/// faster pair then sees less: the new rate flat (or, once the writer stopped, falling) where a
+/// ramp shows the same acceleration at every scale. More is no objection (the faster pair is
+/// the noisier, and a rate that grows faster lately is acceleration too).
 pub(super) fn accel(scales: [(f64, &Fit); 3], z: f64) -> Option<Accel> {
     let [(t0, f0), (t1, f1), (t2, f2)] = scales;
     let (a_fast, se_fast) = pair(t0, f0, t1, f1)?;
     let (a, se) = pair(t1, f1, t2, f2)?;
     let t = t_quantile(z, f1.dof);
     let lower = a - t * se;
-    let agree = (a_fast - a).abs() <= t * se_fast.hypot(se);
+    let agree = a - a_fast <= t * se_fast.hypot(se);
     if lower.is_nan() || lower <= 0.0 || !agree {
         return None;
     }
@@ -129,7 +130,7 @@ mod tests {
     #[test]
     fn a_writer_that_started_or_stopped_is_no_acceleration() {
         // One pair of scales sees a rate step as acceleration: the 2048 s scale has the new
-        // rate, the 8192 s one half of it. The faster pair disagrees (512 s and 2048 s see
+        // rate, the 8192 s one half of it. The faster pair sees less (512 s and 2048 s see
         // the same rate once it has run for a few of their τ; both fall once it has stopped).
         let z = 1.2816;
         let taus = [512.0, 2048.0, 8192.0];
