@@ -54,6 +54,7 @@
 //! the lead time *and* free space is already under a floor (node_exporter's `avail < 40%`), so
 //! growth far from every threshold triggers nothing.
 
+mod accel;
 mod bursts;
 mod cycle;
 mod fill;
@@ -438,7 +439,7 @@ impl Forecaster {
                 let margin = free - threshold as f64;
                 let rates = self.rates_for(margin.max(0.0));
                 let cycle = cycle.map(|c| (c, now, used_now));
-                self.eta(&rates, threshold, margin, cycle, fill)
+                self.eta(&rates, threshold, margin, cycle, fill, pattern.is_some())
             })
             .collect();
         let nearest = thresholds
@@ -586,6 +587,16 @@ impl Forecaster {
         Some(chosen)
     }
 
+    /// Significant acceleration seen by scale `chosen` and the next slower one (which looks
+    /// back four times as far), confirmed by the next faster one (`accel.rs`).
+    fn acceleration(&self, chosen: usize) -> Option<accel::Accel> {
+        let i = chosen.checked_sub(1)?;
+        let taus = self.params.scales_s.get(i..i.checked_add(3)?)?;
+        let fits = self.fits.get(i..i + 3)?;
+        let scale = |k: usize| Some((*taus.get(k)?, fits.get(k)?.as_ref()?));
+        accel::accel([scale(0)?, scale(1)?, scale(2)?], self.params.z90)
+    }
+
     fn eta(
         &self,
         rates: &[Option<Rate>],
@@ -593,6 +604,7 @@ impl Forecaster {
         margin: f64,
         cycle: Option<(Cycle, f64, f64)>,
         fill: Option<Fill>,
+        teeth: bool,
     ) -> Eta {
         let p = &self.params;
         let crossed = (margin <= 0.0).then_some(0.0);
@@ -653,12 +665,21 @@ impl Forecaster {
         // No crossing in sight while the growth is not told apart from none (at the P90
         // level).
         let significant = r.r50 > t_quantile(p.z90, r.fit.dof) * r.se;
+        // Growth that accelerates (the chosen scale and the next slower one tell it apart
+        // from noise): the trend goes on from the rate now, lag corrected, growing as it has.
+        // Not under a learned transient pattern: its teeth's rises part the slopes without
+        // a ramp.
+        let (rate, accel) = (p.accelerate && !teeth)
+            .then(|| self.acceleration(chosen))
+            .flatten()
+            .map_or((r.r50, 0.0), |a| (a.rate + r.bursts.rate, a.accel));
         let p50 = if m50 <= 0.0 {
             Some(0.0)
         } else {
             let trend = significant.then(|| Trend {
                 margin: m50,
-                rate: r.r50,
+                rate,
+                accel,
                 curve: &curve,
             });
             first_of(trend, passage(m50).as_ref(), 0.5, p.max_eta_s)
@@ -670,7 +691,8 @@ impl Forecaster {
         } else {
             let trend = (!curve.is_empty()).then(|| Trend {
                 margin: m90,
-                rate: r.r50,
+                rate,
+                accel,
                 curve: &curve,
             });
             first_of(trend, passage(m90).as_ref(), 0.1, p.max_eta_s)

@@ -52,6 +52,10 @@ pub struct Params {
     /// Learn writes that undo themselves (teeth: a rise a later drop takes back) and let the
     /// trigger leave alone a crossing the learned pattern undoes (`transient.rs`).
     pub transients: bool,
+    /// Growth whose rate grows: when three consecutive scales of the bank show the same
+    /// significant acceleration, the trend goes on from the lag-corrected rate now, growing as
+    /// it has (`accel.rs`), except under a learned transient pattern.
+    pub accelerate: bool,
     /// A rise over this many consecutive samples whose rates are within a factor of two of
     /// their median is a new writer, not a burst: taken as growth from its first sample on
     /// (0: off; the spread then widens over tens of samples until the rise is growth).
@@ -80,6 +84,7 @@ impl Default for Params {
             burst_window: 2.0,
             burst_passage: true,
             transients: true,
+            accelerate: true,
             fill_samples: 4,
         }
     }

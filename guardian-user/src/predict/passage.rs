@@ -10,13 +10,20 @@ use super::skill;
 pub(super) struct Trend<'a> {
     pub(super) margin: f64,
     pub(super) rate: f64,
+    /// Growth of the rate, bytes per second² (0: a straight line; `accel.rs`).
+    pub(super) accel: f64,
     pub(super) curve: &'a [(f64, f64)],
 }
 
 impl Trend<'_> {
+    /// Where the mean reaches the margin (infinite when it never does).
+    fn median(&self) -> f64 {
+        super::accel::eta(self.margin, self.rate, self.accel)
+    }
+
     /// Probability that the trend has crossed by `t`.
     fn crossed(&self, t: f64) -> f64 {
-        let mean = self.rate * t;
+        let mean = self.rate * t + 0.5 * self.accel * t * t;
         match skill::rmse_at(self.curve, t) {
             Some(sd) if sd > 0.0 => normal_cdf((mean - self.margin) / sd),
             _ => f64::from(mean >= self.margin),
@@ -39,9 +46,7 @@ pub(super) fn first_of(
     };
     if passage.is_none() && p == 0.5 {
         // The trend alone: its median is where it reaches the margin.
-        return (trend.rate > 0.0)
-            .then(|| trend.margin / trend.rate)
-            .filter(|t| *t <= max);
+        return Some(trend.median()).filter(|t| *t <= max);
     }
     let crossed = |t: f64| {
         let burst = passage.map_or(0.0, |b| b.hazard(t));
@@ -49,7 +54,7 @@ pub(super) fn first_of(
     };
     // Bracket: the first crossing is no later than the burst's alone, nor (for p ≤ ½) than
     // the trend's median; else from 1 s, doubling.
-    let median = (trend.rate > 0.0 && p <= 0.5).then(|| trend.margin / trend.rate);
+    let median = Some(trend.median()).filter(|t| t.is_finite() && p <= 0.5);
     let mut hi = match (alone, median) {
         (Some(a), Some(m)) => a.min(m),
         (a, m) => a.or(m).unwrap_or(1.0),

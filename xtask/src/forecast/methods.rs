@@ -45,8 +45,8 @@ pub enum Kind {
     LinearLead,
     /// Plain Holt (level + trend, no event handling), ETA < lead time AND under the floor.
     Holt,
-    /// `guardian::predict` as issue 4 left it (no transient patterns), with `TriggerRule`:
-    /// today's model, the baseline of issue 17.
+    /// `guardian::predict` as issue 4 left it (no transient patterns, no acceleration), with
+    /// `TriggerRule`: today's model, the baseline of issue 17.
     Today,
     /// `guardian::predict` with `TriggerRule`.
     Guardian,
@@ -90,6 +90,7 @@ impl Kind {
                 setup,
                 Params {
                     transients: false,
+                    accelerate: false,
                     ..params.clone()
                 },
             )),
