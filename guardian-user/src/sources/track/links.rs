@@ -46,7 +46,7 @@ pub(super) struct Bloom {
     added: usize,
 }
 
-fn mix(mut x: u64) -> u64 {
+pub(super) fn mix(mut x: u64) -> u64 {
     // splitmix64's finalizer.
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -119,12 +119,12 @@ impl Tree {
         let inline = |e: &&Entry| !e.is_dir() && e.size != WIDE;
         let live: usize = self
             .dirs
-            .values()
-            .map(|d| d.entries.iter().filter(inline).count())
+            .iter()
+            .map(|(_, _, entries)| entries.iter().filter(inline).count())
             .sum();
         let mut bloom = Bloom::sized(live);
-        for (key, node) in &self.dirs {
-            for e in node.entries.iter().filter(inline) {
+        for (key, _, entries) in self.dirs.iter() {
+            for e in entries.iter().filter(inline) {
                 bloom.insert((key.0, e.ino));
             }
         }
@@ -141,10 +141,10 @@ impl Tree {
         let twins = std::mem::take(&mut self.twins);
         let wanted: HashSet<Key> = twins.iter().map(|t| t.key).collect();
         let mut found: HashMap<Key, Vec<(Key, Entry)>> = HashMap::new();
-        for (dir, node) in &self.dirs {
-            for e in node.entries.iter() {
+        for (dir, _, entries) in self.dirs.iter() {
+            for e in entries.iter() {
                 if !e.is_dir() && e.size != WIDE && wanted.contains(&(dir.0, e.ino)) {
-                    found.entry((dir.0, e.ino)).or_default().push((*dir, *e));
+                    found.entry((dir.0, e.ino)).or_default().push((dir, *e));
                 }
             }
         }
@@ -162,7 +162,7 @@ impl Tree {
                 .find(|(d, _)| !new_dirs.contains(d))
                 .or(names.first())
                 .map(|(d, _)| *d);
-            let Some(owner) = owner_dir.and_then(|d| self.dirs.get(&d)).map(|n| n.project) else {
+            let Some(owner) = owner_dir.and_then(|d| self.dirs.project(d)) else {
                 continue;
             };
             let size = twins
@@ -172,17 +172,19 @@ impl Tree {
                 .map_or(0, |t| t.size);
             let mut links = 0u32;
             for (dir, e) in &names {
-                let Some(node) = self.dirs.get_mut(dir) else {
+                let Some(project) = self.dirs.project(*dir) else {
                     continue;
                 };
-                let slot = node.entries.with_hash(e.hash).into_iter().find(|s| {
-                    node.entries
-                        .get(*s)
+                let Some(mut entries) = self.dirs.entries_mut(*dir) else {
+                    continue;
+                };
+                let read = entries.read();
+                let slot = read.with_hash(e.hash).into_iter().find(|s| {
+                    read.get(*s)
                         .is_some_and(|x| x.ino == e.ino && !x.is_dir() && x.size != WIDE)
                 });
                 if let Some(slot) = slot {
-                    node.entries.set_size(slot, WIDE);
-                    let project = node.project;
+                    entries.set_size(slot, WIDE);
                     self.add(project, -i64::from(e.size));
                     links += 1;
                 }

@@ -8,6 +8,7 @@
 
 mod change;
 mod cost;
+mod dirs;
 mod entries;
 mod links;
 mod names;
