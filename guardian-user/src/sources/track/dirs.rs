@@ -257,7 +257,7 @@ impl Dirs {
         let id = *self.index.get(at)?;
         self.index_remove(at);
         let mut rec = *self.rec(id)?;
-        let entries: Vec<Entry> = Entries::of(&rec.seg, &self.pool).iter().copied().collect();
+        let entries: Vec<Entry> = Entries::of(&rec.seg, &self.pool).iter().collect();
         for e in entries.iter().filter(|e| e.is_dir()) {
             if let Some(child) = self.find((key.0, e.ino)) {
                 if let Some(c) = self.recs.get_mut(us(child)).filter(|c| c.parent == id) {

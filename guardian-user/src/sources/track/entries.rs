@@ -1,17 +1,20 @@
-//! The packed entry lists of the tracked directories: 16 bytes per entry (inode number, size or
-//! a marker, 32-bit name hash), no names, every directory's list a segment of one shared pool
-//! (no allocation, header or allocator slack per directory). A segment is sorted by (name hash,
-//! inode) with a short unsorted tail for recent additions; removals leave tombstones that are
-//! swept once they are a quarter of it. A segment that outgrows its room moves to the end of
-//! the pool; the room it left is a hole until the pool is compacted (`dirs.rs`). What the
-//! entries mean (sizes per project, hard links, collisions) is `tree.rs`'s.
+//! The packed entry lists of the tracked directories: 12 bytes per entry (inode number, size or
+//! a marker, 32-bit name hash) while every inode number seen fits in 32 bits (ext4's always do;
+//! tmpfs's unless mounted `inode64`), 16 from the first that does not on (XFS `inode64`, btrfs
+//! after 2^32 creations, overlayfs `xino`: the whole pool is widened once), no names. Every
+//! directory's list is a segment of one shared pool (no allocation, header or allocator slack
+//! per directory), sorted by (name hash, inode) with a short unsorted tail for recent additions;
+//! removals leave tombstones that are swept once they are a quarter of it. A segment that
+//! outgrows its room moves to the end of the pool; the room it left is a hole until the pool is
+//! compacted (`dirs.rs`). What the entries mean (sizes per project, hard links, collisions) is
+//! `tree.rs`'s.
 
 /// `size` of an entry that is a subdirectory (`ino` is the directory's).
 pub(super) const DIR: u32 = u32::MAX;
 /// `size` of a file whose size lives in the tree's wide table (several tracked names, or too
 /// large for 32 bits).
 pub(super) const WIDE: u32 = u32::MAX - 1;
-/// `size` of a removed entry, swept later.
+/// `size` of a removed entry, swept later (and of room no entry holds yet).
 const DEAD: u32 = u32::MAX - 2;
 /// Largest apparent size kept in an entry.
 pub(super) const INLINE_MAX: u64 = (u32::MAX - 3) as u64;
@@ -28,21 +31,74 @@ impl Entry {
     pub(super) fn is_dir(&self) -> bool {
         self.size == DIR
     }
+}
 
+/// An [`Entry`] whose inode number fits in 32 bits, as the pool keeps it then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Narrow {
+    ino: u32,
+    size: u32,
+    hash: u32,
+}
+
+/// What the pool keeps an entry as.
+trait Item: Copy {
+    const PAD: Self;
+    fn entry(&self) -> Entry;
+    fn size(&self) -> u32;
+    fn hash(&self) -> u32;
+    fn set_size(&mut self, size: u32);
     fn is_dead(&self) -> bool {
-        self.size == DEAD
+        self.size() == DEAD
     }
-
     fn order(&self) -> (u32, u64) {
-        (self.hash, self.ino)
+        (self.hash(), self.entry().ino)
     }
 }
 
-const PAD: Entry = Entry {
-    ino: 0,
-    size: DEAD,
-    hash: 0,
-};
+impl Item for Entry {
+    const PAD: Entry = Entry {
+        ino: 0,
+        size: DEAD,
+        hash: 0,
+    };
+    fn entry(&self) -> Entry {
+        *self
+    }
+    fn size(&self) -> u32 {
+        self.size
+    }
+    fn hash(&self) -> u32 {
+        self.hash
+    }
+    fn set_size(&mut self, size: u32) {
+        self.size = size;
+    }
+}
+
+impl Item for Narrow {
+    const PAD: Narrow = Narrow {
+        ino: 0,
+        size: DEAD,
+        hash: 0,
+    };
+    fn entry(&self) -> Entry {
+        Entry {
+            ino: u64::from(self.ino),
+            size: self.size,
+            hash: self.hash,
+        }
+    }
+    fn size(&self) -> u32 {
+        self.size
+    }
+    fn hash(&self) -> u32 {
+        self.hash
+    }
+    fn set_size(&mut self, size: u32) {
+        self.size = size;
+    }
+}
 
 /// Where one directory's list lies in the [`Pool`]: `pool[off..off + len]`, with room up to
 /// `off + cap`.
@@ -51,7 +107,7 @@ pub(super) struct Seg {
     off: u32,
     len: u32,
     cap: u32,
-    /// `[..sorted]` is sorted by [`Entry::order`]; the rest is in insertion order.
+    /// `[..sorted]` is sorted by (hash, inode); the rest is in insertion order.
     sorted: u32,
     /// Tombstones in `[..len]`.
     dead: u32,
@@ -65,21 +121,81 @@ fn u(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// The pool's entries, narrow until an inode number needs 64 bits.
+#[derive(Debug)]
+enum Store {
+    Narrow(Vec<Narrow>),
+    Wide(Vec<Entry>),
+}
+
+/// Runs `$body` with `$v` bound to the store's vector, whichever its width.
+macro_rules! each {
+    ($store:expr, $v:ident => $body:expr) => {
+        match $store {
+            Store::Narrow($v) => $body,
+            Store::Wide($v) => $body,
+        }
+    };
+}
+
 /// The entries of every directory, one segment each (see the module doc).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Pool {
-    list: Vec<Entry>,
-    /// Entries of `list` in no segment's room (left behind by moves and trims).
+    store: Store,
+    /// Entries of the store in no segment's room (left behind by moves and trims).
     holes: usize,
 }
 
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool {
+            store: Store::Narrow(Vec::new()),
+            holes: 0,
+        }
+    }
+}
+
+/// Packs `segs` (read from `old`) into a new list, each with room for its live entries only.
+fn packed<'a, T: Item>(old: &[T], holes: usize, segs: impl Iterator<Item = &'a mut Seg>) -> Vec<T> {
+    let mut list = Vec::with_capacity(old.len().saturating_sub(holes));
+    for seg in segs {
+        let s = *seg;
+        let (off, len) = (us(s.off), us(s.len));
+        let Some(items) = old.get(off..off + len) else {
+            *seg = Seg::default();
+            continue;
+        };
+        let sorted = us(s.sorted).min(len);
+        let head_dead = items[..sorted].iter().filter(|e| e.is_dead()).count();
+        let start = list.len();
+        list.extend(items.iter().filter(|e| !e.is_dead()).copied());
+        *seg = Seg {
+            off: u(start),
+            len: u(list.len() - start),
+            cap: u(list.len() - start),
+            sorted: u(sorted - head_dead),
+            dead: 0,
+        };
+    }
+    list.shrink_to_fit();
+    list
+}
+
 impl Pool {
+    fn len(&self) -> usize {
+        each!(&self.store, v => v.len())
+    }
+
+    fn resize(&mut self, len: usize) {
+        each!(&mut self.store, v => v.resize(len, Item::PAD))
+    }
+
     /// Room for `cap` entries at the end of the pool, `None` past 2^32 entries.
     pub(super) fn alloc(&mut self, cap: usize) -> Option<Seg> {
-        let off = u32::try_from(self.list.len()).ok()?;
-        let end = self.list.len().checked_add(cap)?;
+        let off = u32::try_from(self.len()).ok()?;
+        let end = self.len().checked_add(cap)?;
         u32::try_from(end).ok()?;
-        self.list.resize(end, PAD);
+        self.resize(end);
         Some(Seg {
             off,
             len: 0,
@@ -102,74 +218,66 @@ impl Pool {
         if keep >= cap {
             return;
         }
-        if off + cap == self.list.len() {
-            self.list.truncate(off + keep);
+        if off + cap == self.len() {
+            each!(&mut self.store, v => v.truncate(off + keep));
         } else {
             self.holes += cap - keep;
         }
         seg.cap = u(keep);
     }
 
-    /// Live entries plus holes: whether compacting is worth it.
+    /// Whether compacting is worth it (holes are half of the pool).
     pub(super) fn wasteful(&self) -> bool {
-        self.holes > 4096 && self.holes * 2 > self.list.len()
+        self.holes > 4096 && self.holes * 2 > self.len()
     }
 
     /// Rewrites the pool with the segments in `segs` packed in that order, each with room for
     /// its entries only (tombstones swept); gives the rest back.
     pub(super) fn compact<'a>(&mut self, segs: impl Iterator<Item = &'a mut Seg>) {
-        let mut list = Vec::with_capacity(self.list.len().saturating_sub(self.holes));
-        for seg in segs {
-            let old = *seg;
-            let (off, len) = (us(old.off), us(old.len));
-            let Some(items) = self.list.get(off..off + len) else {
-                *seg = Seg::default();
-                continue;
-            };
-            let head_dead = items
-                .get(..us(old.sorted).min(len))
-                .map_or(0, |h| h.iter().filter(|e| e.is_dead()).count());
-            let start = list.len();
-            list.extend(items.iter().filter(|e| !e.is_dead()).copied());
-            *seg = Seg {
-                off: u(start),
-                len: u(list.len() - start),
-                cap: u(list.len() - start),
-                sorted: u(us(old.sorted).min(len) - head_dead),
-                dead: 0,
-            };
-        }
-        list.shrink_to_fit();
-        self.list = list;
+        let holes = self.holes;
+        self.store = match &self.store {
+            Store::Narrow(v) => Store::Narrow(packed(v, holes, segs)),
+            Store::Wide(v) => Store::Wide(packed(v, holes, segs)),
+        };
         self.holes = 0;
+    }
+
+    /// From now on 16 bytes per entry: an inode number needs 64 bits.
+    fn widen(&mut self) {
+        if let Store::Narrow(v) = &self.store {
+            let wide: Vec<Entry> = v.iter().map(Item::entry).collect();
+            self.store = Store::Wide(wide);
+        }
     }
 
     /// Heap bytes held (from the capacity).
     pub(super) fn heap_bytes(&self) -> usize {
-        self.list.capacity() * std::mem::size_of::<Entry>()
+        each!(&self.store, v => v.capacity() * std::mem::size_of_val(v.first().unwrap_or(&Item::PAD)))
     }
 
     /// Entries in the pool (live, tombstones, room and holes).
     #[cfg(test)]
     pub(super) fn slots(&self) -> usize {
-        self.list.len()
+        self.len()
     }
 
-    fn items(&self, seg: &Seg) -> &[Entry] {
-        let off = us(seg.off);
-        self.list.get(off..off + us(seg.len)).unwrap_or(&[])
+    #[cfg(test)]
+    pub(super) fn is_narrow(&self) -> bool {
+        matches!(self.store, Store::Narrow(_))
     }
+}
 
-    fn items_mut(&mut self, seg: &Seg) -> &mut [Entry] {
-        let off = us(seg.off);
-        self.list.get_mut(off..off + us(seg.len)).unwrap_or(&mut [])
-    }
+/// A segment's entries, whichever their width.
+#[derive(Clone, Copy)]
+enum List<'a> {
+    Narrow(&'a [Narrow]),
+    Wide(&'a [Entry]),
 }
 
 /// The entries of one directory, to read.
 #[derive(Clone, Copy)]
 pub(super) struct Entries<'a> {
-    list: &'a [Entry],
+    list: List<'a>,
     sorted: usize,
     dead: usize,
 }
@@ -184,50 +292,91 @@ pub(super) struct EntriesMut<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Slot(usize);
 
+fn with_hash_in<T: Item>(list: &[T], sorted: usize, hash: u32) -> Vec<Slot> {
+    let head = &list[..sorted];
+    let from = head.partition_point(|e| e.hash() < hash);
+    let mut out: Vec<Slot> = head[from..]
+        .iter()
+        .take_while(|e| e.hash() == hash)
+        .enumerate()
+        .filter(|(_, e)| !e.is_dead())
+        .map(|(i, _)| Slot(from + i))
+        .collect();
+    out.extend(
+        list[sorted..]
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.hash() == hash && !e.is_dead())
+            .map(|(i, _)| Slot(sorted + i)),
+    );
+    out
+}
+
+/// Drops tombstones keeping the order: the live entries and the tombstones that were in the
+/// first `sorted`.
+fn sweep_in<T: Item>(items: &mut [T], sorted: usize) -> (usize, usize) {
+    let dead_in_head = items[..sorted].iter().filter(|e| e.is_dead()).count();
+    let mut kept = 0;
+    for i in 0..items.len() {
+        if !items[i].is_dead() {
+            items[kept] = items[i];
+            kept += 1;
+        }
+    }
+    (kept, dead_in_head)
+}
+
 impl<'a> Entries<'a> {
     pub(super) fn of(seg: &Seg, pool: &'a Pool) -> Entries<'a> {
-        let list = pool.items(seg);
+        let off = us(seg.off);
+        let range = off..off + us(seg.len);
+        let list = match &pool.store {
+            Store::Narrow(v) => List::Narrow(v.get(range).unwrap_or(&[])),
+            Store::Wide(v) => List::Wide(v.get(range).unwrap_or(&[])),
+        };
+        let n = match list {
+            List::Narrow(l) => l.len(),
+            List::Wide(l) => l.len(),
+        };
         Entries {
             list,
-            sorted: us(seg.sorted).min(list.len()),
+            sorted: us(seg.sorted).min(n),
             dead: us(seg.dead),
+        }
+    }
+
+    fn slots(&self) -> usize {
+        match self.list {
+            List::Narrow(l) => l.len(),
+            List::Wide(l) => l.len(),
         }
     }
 
     /// Live entries.
     pub(super) fn len(&self) -> usize {
-        self.list.len().saturating_sub(self.dead)
+        self.slots().saturating_sub(self.dead)
     }
 
-    /// Live entries, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.list.iter().filter(|e| !e.is_dead())
+    /// Live entries, in list order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = Entry> + 'a {
+        let this = *self;
+        (0..self.slots()).filter_map(move |i| this.get(Slot(i)))
     }
 
     /// Slots of the live entries whose name hashes to `hash`.
     pub(super) fn with_hash(&self, hash: u32) -> Vec<Slot> {
-        let sorted = self.sorted;
-        let head = &self.list[..sorted];
-        let from = head.partition_point(|e| e.hash < hash);
-        let mut out: Vec<Slot> = head[from..]
-            .iter()
-            .take_while(|e| e.hash == hash)
-            .enumerate()
-            .filter(|(_, e)| !e.is_dead())
-            .map(|(i, _)| Slot(from + i))
-            .collect();
-        out.extend(
-            self.list[sorted..]
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.hash == hash && !e.is_dead())
-                .map(|(i, _)| Slot(sorted + i)),
-        );
-        out
+        match self.list {
+            List::Narrow(l) => with_hash_in(l, self.sorted, hash),
+            List::Wide(l) => with_hash_in(l, self.sorted, hash),
+        }
     }
 
     pub(super) fn get(&self, slot: Slot) -> Option<Entry> {
-        self.list.get(slot.0).copied().filter(|e| !e.is_dead())
+        let e = match self.list {
+            List::Narrow(l) => l.get(slot.0).map(Item::entry),
+            List::Wide(l) => l.get(slot.0).copied(),
+        };
+        e.filter(|e| !e.is_dead())
     }
 
     /// The slot of the directory entry for inode `ino` named with `hash`.
@@ -241,7 +390,7 @@ impl<'a> Entries<'a> {
     /// of the directory hashing alike, or one name read twice).
     pub(super) fn shared_file_hashes(&self) -> Vec<u32> {
         let mut out: Vec<u32> = Vec::new();
-        let mut files = self.list.iter().filter(|e| !e.is_dead() && !e.is_dir());
+        let mut files = self.iter().filter(|e| !e.is_dir());
         let Some(mut prev) = files.next() else {
             return out;
         };
@@ -267,36 +416,44 @@ impl<'a> EntriesMut<'a> {
         Entries::of(self.seg, self.pool)
     }
 
+    fn range(&self) -> std::ops::Range<usize> {
+        let off = us(self.seg.off);
+        off..off + us(self.seg.len)
+    }
+
     /// Takes every file entry out, keeping the subdirectories.
     pub(super) fn take_files(&mut self) -> Vec<Entry> {
-        let items = self.pool.items_mut(self.seg);
-        let files = items
-            .iter()
-            .filter(|e| !e.is_dead() && !e.is_dir())
-            .copied()
-            .collect();
-        for e in items.iter_mut().filter(|e| !e.is_dir()) {
-            e.size = DEAD;
-        }
-        self.seg.dead = u(items.iter().filter(|e| e.is_dead()).count());
+        let range = self.range();
+        let files: Vec<Entry> = self.read().iter().filter(|e| !e.is_dir()).collect();
+        let dead = each!(&mut self.pool.store, v => {
+            let items = v.get_mut(range).unwrap_or(&mut []);
+            for e in items.iter_mut().filter(|e| e.size() != DIR) {
+                e.set_size(DEAD);
+            }
+            items.iter().filter(|e| e.is_dead()).count()
+        });
+        self.seg.dead = u(dead);
         self.sort();
         files
     }
 
     /// Sets the size (or marker) of a live entry.
     pub(super) fn set_size(&mut self, slot: Slot, size: u32) {
-        let items = self.pool.items_mut(self.seg);
-        if let Some(e) = items.get_mut(slot.0).filter(|e| !e.is_dead()) {
-            e.size = size;
+        let at = us(self.seg.off) + slot.0;
+        if slot.0 >= us(self.seg.len) {
+            return;
         }
+        each!(&mut self.pool.store, v => {
+            if let Some(e) = v.get_mut(at).filter(|e| !e.is_dead()) {
+                e.set_size(size);
+            }
+        })
     }
 
     /// Removes an entry (a tombstone until the next sweep).
     pub(super) fn remove(&mut self, slot: Slot) -> Option<Entry> {
-        let items = self.pool.items_mut(self.seg);
-        let e = items.get_mut(slot.0).filter(|e| !e.is_dead())?;
-        let old = *e;
-        e.size = DEAD;
+        let old = self.read().get(slot)?;
+        self.set_size(slot, DEAD);
         self.seg.dead = self.seg.dead.saturating_add(1);
         if us(self.seg.dead).saturating_mul(4) > us(self.seg.len) {
             self.sweep();
@@ -313,11 +470,23 @@ impl<'a> EntriesMut<'a> {
         if self.seg.len >= self.seg.cap && !self.grow(more) {
             return false;
         }
+        let narrow = u32::try_from(entry.ino).ok().map(|ino| Narrow {
+            ino,
+            size: entry.size,
+            hash: entry.hash,
+        });
+        if narrow.is_none() {
+            self.pool.widen();
+        }
         let at = us(self.seg.off) + us(self.seg.len);
-        let Some(slot) = self.pool.list.get_mut(at) else {
-            return false;
+        let written = match (&mut self.pool.store, narrow) {
+            (Store::Narrow(v), Some(n)) => v.get_mut(at).map(|slot| *slot = n).is_some(),
+            (Store::Wide(v), _) => v.get_mut(at).map(|slot| *slot = entry).is_some(),
+            (Store::Narrow(_), None) => false,
         };
-        *slot = entry;
+        if !written {
+            return false;
+        }
         self.seg.len += 1;
         let len = us(self.seg.len);
         let tail = len - us(self.seg.sorted).min(len);
@@ -336,21 +505,22 @@ impl<'a> EntriesMut<'a> {
     /// `more` entries of room beyond what the segment has.
     fn grow(&mut self, more: usize) -> bool {
         let (off, cap, len) = (us(self.seg.off), us(self.seg.cap), us(self.seg.len));
-        if off + cap == self.pool.list.len() {
+        if off + cap == self.pool.len() {
             let Some(end) = (off + cap)
                 .checked_add(more)
                 .filter(|e| u32::try_from(*e).is_ok())
             else {
                 return false;
             };
-            self.pool.list.resize(end, PAD);
+            self.pool.resize(end);
             self.seg.cap = u(cap + more);
             return true;
         }
         let Some(mut moved) = self.pool.alloc(cap + more) else {
             return false;
         };
-        self.pool.list.copy_within(off..off + len, us(moved.off));
+        let to = us(moved.off);
+        each!(&mut self.pool.store, v => v.copy_within(off..off + len, to));
         self.pool.holes += cap;
         moved.len = self.seg.len;
         moved.sorted = self.seg.sorted;
@@ -362,15 +532,10 @@ impl<'a> EntriesMut<'a> {
     /// Drops tombstones, keeping the order (the sorted head stays sorted).
     fn sweep(&mut self) {
         let sorted = us(self.seg.sorted).min(us(self.seg.len));
-        let items = self.pool.items_mut(self.seg);
-        let dead_in_head = items[..sorted].iter().filter(|e| e.is_dead()).count();
-        let mut kept = 0;
-        for i in 0..items.len() {
-            if !items[i].is_dead() {
-                items[kept] = items[i];
-                kept += 1;
-            }
-        }
+        let range = self.range();
+        let (kept, dead_in_head) = each!(&mut self.pool.store, v => {
+            sweep_in(v.get_mut(range).unwrap_or(&mut []), sorted)
+        });
         self.seg.len = u(kept);
         self.seg.sorted = u(sorted - dead_in_head);
         self.seg.dead = 0;
@@ -384,7 +549,10 @@ impl<'a> EntriesMut<'a> {
         if self.seg.dead > 0 {
             self.sweep();
         }
-        self.pool.items_mut(self.seg).sort_by_key(Entry::order);
+        let range = self.range();
+        each!(&mut self.pool.store, v => {
+            v.get_mut(range).unwrap_or(&mut []).sort_by_key(Item::order)
+        });
         self.seg.sorted = self.seg.len;
     }
 
@@ -404,8 +572,9 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_sixteen_bytes_and_a_segment_twenty() {
+    fn an_entry_is_twelve_bytes_or_sixteen_and_a_segment_twenty() {
         assert_eq!(std::mem::size_of::<Entry>(), 16);
+        assert_eq!(std::mem::size_of::<Narrow>(), 12);
         assert_eq!(std::mem::size_of::<Seg>(), 20);
     }
 
@@ -493,5 +662,50 @@ mod tests {
         assert_eq!(pool.slots(), 100, "the last segment's room is given back");
         pool.free(&mut seg);
         assert_eq!(pool.slots(), 0);
+    }
+
+    /// ext4 inode numbers fit in 32 bits and are kept in 12 bytes; the first that does not
+    /// (XFS `inode64`, btrfs, overlayfs `xino`) widens the whole pool, and every list keeps
+    /// its entries, order and tombstones.
+    #[test]
+    fn an_inode_number_past_32_bits_widens_the_pool_and_keeps_every_entry() {
+        let mut pool = Pool::default();
+        let mut a = pool.alloc(0).unwrap();
+        let mut b = pool.alloc(0).unwrap();
+        for i in 0..100u64 {
+            assert!(EntriesMut::of(&mut a, &mut pool).push(file((i % 7) as u32, i, 1)));
+            assert!(EntriesMut::of(&mut b, &mut pool).push(file((i % 5) as u32, 1000 + i, 2)));
+        }
+        let gone = EntriesMut::of(&mut a, &mut pool).read().with_hash(3)[0];
+        let gone = EntriesMut::of(&mut a, &mut pool).remove(gone).unwrap().ino;
+        assert!(pool.is_narrow());
+        let big = 1u64 << 40;
+        assert!(EntriesMut::of(&mut b, &mut pool).push(file(9, big, DIR)));
+        assert!(!pool.is_narrow());
+        let (ra, rb) = (Entries::of(&a, &pool), Entries::of(&b, &pool));
+        assert_eq!(ra.len(), 99);
+        assert_eq!(rb.len(), 101);
+        for i in 0..100u64 {
+            let found = ra
+                .with_hash((i % 7) as u32)
+                .iter()
+                .any(|s| ra.get(*s).unwrap().ino == i);
+            assert_eq!(found, i != gone, "{i}");
+            assert!(rb
+                .with_hash((i % 5) as u32)
+                .iter()
+                .any(|s| rb.get(*s).unwrap().ino == 1000 + i));
+        }
+        assert_eq!(
+            rb.find_dir(9, big).and_then(|s| rb.get(s)).map(|e| e.ino),
+            Some(big)
+        );
+        pool.compact([&mut a, &mut b].into_iter());
+        assert_eq!(pool.slots(), 200);
+        let rb = Entries::of(&b, &pool);
+        assert_eq!(
+            rb.find_dir(9, big).and_then(|s| rb.get(s)).map(|e| e.ino),
+            Some(big)
+        );
     }
 }

@@ -116,7 +116,7 @@ impl Bloom {
 impl Tree {
     /// Rebuilds the filter from every inline entry.
     pub(super) fn rebuild_bloom(&mut self) {
-        let inline = |e: &&Entry| !e.is_dir() && e.size != WIDE;
+        let inline = |e: &Entry| !e.is_dir() && e.size != WIDE;
         let live: usize = self
             .dirs
             .iter()
@@ -144,7 +144,7 @@ impl Tree {
         for (dir, _, entries) in self.dirs.iter() {
             for e in entries.iter() {
                 if !e.is_dir() && e.size != WIDE && wanted.contains(&(dir.0, e.ino)) {
-                    found.entry((dir.0, e.ino)).or_default().push((dir, *e));
+                    found.entry((dir.0, e.ino)).or_default().push((dir, e));
                 }
             }
         }
