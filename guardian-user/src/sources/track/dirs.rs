@@ -396,7 +396,7 @@ impl Dirs {
     }
 
     /// After a walk filled the table: every list packed with no spare room, and the index
-    /// sized to be 70% full.
+    /// sized to be 75% full.
     pub(super) fn compact(&mut self) {
         self.compact_pool();
         self.compact_names();
@@ -407,7 +407,7 @@ impl Dirs {
         self.free.retain(|id| us(*id) < end);
         self.recs.shrink_to_fit();
         self.free.shrink_to_fit();
-        self.rebuild_index(self.live * 10 / 7 + 1);
+        self.rebuild_index(self.live * 4 / 3 + 1);
     }
 
     /// Heap bytes held (from the capacities).

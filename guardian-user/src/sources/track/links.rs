@@ -2,7 +2,7 @@
 //! Entries hold no link count; a file known under several names (or too large for an entry's 32
 //! bits) moves to the wide table, keyed by `(st_dev, st_ino)`, with its size, the project it is
 //! counted in and its number of tracked names. To find the other names of a file that gains
-//! one, every inline entry's inode number is in a Bloom filter (~1.6 bytes per file): a new name
+//! one, every inline entry's inode number is in a Bloom filter (~1.2 bytes per file): a new name
 //! of a file with `st_nlink > 1` that the filter may already hold is a *twin candidate*, counted
 //! as a new file until the end of the batch, when one pass over the table finds its other names
 //! and moves them all to the wide table. Links to files outside every project (a package store)
@@ -30,8 +30,10 @@ pub(super) struct Twin {
     pub(super) size: u64,
 }
 
-/// Bits per expected entry; with [`HASHES`] hash functions, about 1% false positives when full.
-const BITS_PER_ENTRY: usize = 10;
+/// Bits per expected entry; with [`HASHES`] hash functions, about 2% false positives when full
+/// (a false positive costs one pass over the table at the end of a batch, and only for a new
+/// name of a file with several links).
+const BITS_PER_ENTRY: usize = 8;
 const HASHES: u64 = 6;
 /// Smallest filter, in entries.
 const MIN_ROOM: usize = 1024;
