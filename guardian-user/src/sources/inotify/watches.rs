@@ -1,16 +1,19 @@
-//! Which directory each inotify watch descriptor stands for, packed: 16 bytes per watched
-//! directory (the descriptor, an index into the few device numbers seen, the inode number) in
-//! one list sorted by descriptor, found by binary search. The kernel hands out descriptors in
-//! increasing order (`idr_alloc_cyclic`), so a new watch is appended; a removed one becomes a
-//! tombstone until they are half of the list, then the list is compacted. The way back (a
-//! directory's descriptor) is kept in the size table's directory node (`track::Watch`), not
-//! here. Two hash maps (descriptor → directory, directory → descriptor) cost ~66 bytes per
-//! directory before.
+//! Which directory each inotify watch descriptor stands for, packed: 12 bytes per watched
+//! directory (the descriptor, an index into the few device numbers seen, the inode number in 48
+//! bits) in one list sorted by descriptor, found by binary search; the rare directory whose
+//! inode number needs more than 48 bits (overlayfs `xino`) or whose device is past the 65,535th
+//! is kept whole in a small map beside it. The kernel hands out descriptors in increasing order
+//! (`idr_alloc_cyclic`), so a new watch is appended; a removed one becomes a tombstone until they
+//! are half of the list, then the list is compacted. The way back (a directory's descriptor) is
+//! kept in the size table's directory record (`track::Watch`), not here. Two hash maps
+//! (descriptor → directory, directory → descriptor) cost ~66 bytes per directory before, 16-byte
+//! rows 16.
 
 use crate::sources::track::Key;
+use std::collections::HashMap;
 
 /// Device index of a tombstone.
-const DEAD: u32 = u32::MAX;
+const DEAD: u16 = u16::MAX;
 
 /// Tombstones below this many are never compacted away (a small table is not worth it).
 const COMPACT_MIN: usize = 64;
@@ -18,16 +21,21 @@ const COMPACT_MIN: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Row {
     wd: i32,
+    /// The low 32 bits of the inode number.
+    lo: u32,
     /// Index into [`WatchTable::devs`], or [`DEAD`].
-    dev: u32,
-    ino: u64,
+    dev: u16,
+    /// Bits 32 to 47 of the inode number.
+    hi: u16,
 }
 
 /// Watch descriptor → directory `(st_dev, st_ino)` (see the module doc).
 #[derive(Debug, Default)]
 pub(super) struct WatchTable {
-    /// Sorted by `wd`, each `wd` at most once.
+    /// Sorted by `wd`, each `wd` at most once, and never one of `whole`'s.
     rows: Vec<Row>,
+    /// Descriptors of directories a row cannot hold.
+    whole: HashMap<i32, Key>,
     /// Device numbers seen (a handful: the filesystems the projects are on).
     devs: Vec<u64>,
     dead: usize,
@@ -36,40 +44,50 @@ pub(super) struct WatchTable {
 impl WatchTable {
     /// Live watches.
     pub(super) fn len(&self) -> usize {
-        self.rows.len() - self.dead
+        self.rows.len() - self.dead + self.whole.len()
     }
 
     fn find(&self, wd: i32) -> Result<usize, usize> {
         self.rows.binary_search_by_key(&wd, |r| r.wd)
     }
 
+    fn key_of(&self, row: &Row) -> Option<Key> {
+        let dev = self.devs.get(usize::from(row.dev))?;
+        Some((*dev, u64::from(row.hi) << 32 | u64::from(row.lo)))
+    }
+
     /// The directory of `wd`.
     pub(super) fn get(&self, wd: i32) -> Option<Key> {
-        let row = self.rows.get(self.find(wd).ok()?)?;
-        let dev = self.devs.get(usize::try_from(row.dev).ok()?)?;
-        Some((*dev, row.ino))
+        let row = self.find(wd).ok().and_then(|at| self.rows.get(at));
+        match row.filter(|r| r.dev != DEAD) {
+            Some(r) => self.key_of(r),
+            None => self.whole.get(&wd).copied(),
+        }
     }
 
     /// Whether some descriptor stands for `key` (a scan: for the tests' watch limit only).
     pub(super) fn holds(&self, key: Key) -> bool {
-        self.rows.iter().any(|r| {
-            r.ino == key.1
-                && usize::try_from(r.dev)
-                    .ok()
-                    .and_then(|d| self.devs.get(d))
-                    .is_some_and(|dev| *dev == key.0)
-        })
+        self.rows.iter().any(|r| self.key_of(r) == Some(key))
+            || self.whole.values().any(|k| *k == key)
+    }
+
+    /// The row for `key`, `None` when it does not fit one.
+    fn row(&mut self, wd: i32, key: Key) -> Option<Row> {
+        let hi = u16::try_from(key.1 >> 32).ok()?;
+        let lo = u32::try_from(key.1 & u64::from(u32::MAX)).ok()?;
+        let dev = self.dev_index(key.0)?;
+        Some(Row { wd, lo, dev, hi })
     }
 
     /// Sets the directory of `wd`; the directory it stood for before, if another.
     pub(super) fn insert(&mut self, wd: i32, key: Key) -> Option<Key> {
         let old = self.get(wd).filter(|old| *old != key);
-        let dev = self.dev_index(key.0);
-        let row = Row {
-            wd,
-            dev,
-            ino: key.1,
+        let Some(row) = self.row(wd, key) else {
+            self.remove(wd);
+            self.whole.insert(wd, key);
+            return old;
         };
+        self.whole.remove(&wd);
         match self.find(wd) {
             Ok(at) => {
                 if let Some(r) = self.rows.get_mut(at) {
@@ -89,8 +107,11 @@ impl WatchTable {
 
     /// Forgets `wd`; the directory it stood for.
     pub(super) fn remove(&mut self, wd: i32) -> Option<Key> {
-        let key = self.get(wd)?;
+        if let Some(key) = self.whole.remove(&wd) {
+            return Some(key);
+        }
         let at = self.find(wd).ok()?;
+        let key = self.rows.get(at).and_then(|r| self.key_of(r))?;
         if let Some(r) = self.rows.get_mut(at) {
             r.dev = DEAD;
             self.dead += 1;
@@ -118,18 +139,15 @@ impl WatchTable {
         self.rows.capacity() * std::mem::size_of::<Row>() + self.devs.capacity() * 8
     }
 
-    fn dev_index(&mut self, dev: u64) -> u32 {
+    /// Device numbers are only ever added: a node's filesystems are few. Past 65,535 of them
+    /// the directory is kept whole.
+    fn dev_index(&mut self, dev: u64) -> Option<u16> {
         if let Some(i) = self.devs.iter().position(|d| *d == dev) {
-            return u32::try_from(i).unwrap_or(DEAD);
+            return u16::try_from(i).ok();
         }
-        // Device numbers are only ever added: a node's filesystems are few. A table that
-        // somehow met 2^32 - 1 of them stores the rest as dead rows (their events are lost
-        // and the re-walks repair them), never a wrong device.
-        let i = u32::try_from(self.devs.len()).unwrap_or(DEAD);
-        if i != DEAD {
-            self.devs.push(dev);
-        }
-        i
+        let i = u16::try_from(self.devs.len()).ok().filter(|i| *i != DEAD)?;
+        self.devs.push(dev);
+        Some(i)
     }
 }
 
@@ -140,8 +158,8 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
-    fn a_row_is_16_bytes() {
-        assert_eq!(std::mem::size_of::<Row>(), 16);
+    fn a_row_is_12_bytes() {
+        assert_eq!(std::mem::size_of::<Row>(), 12);
     }
 
     #[test]
@@ -176,7 +194,7 @@ mod tests {
         }
         t.shrink();
         let full = t.heap_bytes();
-        assert!(full <= 10_000 * 16 * 9 / 8 + 64, "{full}");
+        assert!(full <= 10_000 * 12 * 9 / 8 + 64, "{full}");
         for wd in 1..=9_900 {
             assert!(t.remove(wd).is_some());
         }
@@ -191,10 +209,13 @@ mod tests {
     proptest! {
         /// Any sequence of inserts and removes agrees with a plain map.
         #[test]
-        fn agrees_with_a_map(ops in prop::collection::vec((any::<bool>(), 0i32..300, 0u64..3, 0u64..50), 0..600)) {
+        fn agrees_with_a_map(ops in prop::collection::vec((any::<bool>(), 0i32..300, 0u64..3, 0u64..50, 0usize..4), 0..600)) {
             let mut t = WatchTable::default();
             let mut m: HashMap<i32, Key> = HashMap::new();
-            for (add, wd, dev, ino) in ops {
+            // Inode numbers of 32, 48 and 64 bits (the last kept whole).
+            let high = [0, 1 << 32, 0xffff << 32, 1 << 60];
+            for (add, wd, dev, ino, bits) in ops {
+                let ino = ino | high[bits];
                 if add {
                     let before = m.insert(wd, (dev, ino)).filter(|k| *k != (dev, ino));
                     prop_assert_eq!(t.insert(wd, (dev, ino)), before);
