@@ -1,4 +1,4 @@
-//! The tracked directories of the size table, packed: one 48-byte record per directory (inode
+//! The tracked directories of the size table, packed: one 44-byte record per directory (inode
 //! number, an index into the few device numbers seen, its parent's and its name's place, its
 //! project, the source's watch, and where its entries lie in the shared pool of `entries.rs`)
 //! in one list, found by `(st_dev, st_ino)` through an open-addressing table of 4-byte record
@@ -21,7 +21,8 @@ const FREE: u16 = u16::MAX;
 /// One directory (see the module doc).
 #[derive(Clone, Copy, Debug)]
 struct Rec {
-    ino: u64,
+    /// The inode number, in two halves (the record is then 4-byte aligned: 44 bytes, not 48).
+    ino: [u32; 2],
     seg: Seg,
     /// Record number of the parent, or [`NONE`].
     parent: u32,
@@ -72,6 +73,18 @@ fn us(n: u32) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
+fn halves(ino: u64) -> [u32; 2] {
+    let [a, b, c, d, e, f, g, h] = ino.to_le_bytes();
+    [
+        u32::from_le_bytes([a, b, c, d]),
+        u32::from_le_bytes([e, f, g, h]),
+    ]
+}
+
+fn ino_of(halves: [u32; 2]) -> u64 {
+    u64::from(halves[1]) << 32 | u64::from(halves[0])
+}
+
 impl Dirs {
     pub(super) fn len(&self) -> usize {
         self.live
@@ -83,7 +96,7 @@ impl Dirs {
 
     fn key_at(&self, id: u32) -> Option<Key> {
         let rec = self.rec(id)?;
-        Some((*self.devs.get(usize::from(rec.dev))?, rec.ino))
+        Some((*self.devs.get(usize::from(rec.dev))?, ino_of(rec.ino)))
     }
 
     /// The bucket a key is first looked for in.
@@ -228,7 +241,7 @@ impl Dirs {
         };
         let (name_off, name_len) = self.store_name(name)?;
         let rec = Rec {
-            ino: key.1,
+            ino: halves(key.1),
             seg: Seg::default(),
             parent: parent.and_then(|p| self.find(p)).unwrap_or(NONE),
             project,
@@ -356,7 +369,11 @@ impl Dirs {
     pub(super) fn iter(&self) -> impl Iterator<Item = (Key, u32, Entries<'_>)> + '_ {
         self.recs.iter().filter(|r| r.dev != FREE).filter_map(|r| {
             let dev = *self.devs.get(usize::from(r.dev))?;
-            Some(((dev, r.ino), r.project, Entries::of(&r.seg, &self.pool)))
+            Some((
+                (dev, ino_of(r.ino)),
+                r.project,
+                Entries::of(&r.seg, &self.pool),
+            ))
         })
     }
 
@@ -434,8 +451,9 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
-    fn a_directory_record_is_48_bytes() {
-        assert_eq!(std::mem::size_of::<Rec>(), 48);
+    fn a_directory_record_is_44_bytes() {
+        assert_eq!(std::mem::size_of::<Rec>(), 44);
+        assert_eq!(ino_of(halves(0x1234_5678_9abc_def0)), 0x1234_5678_9abc_def0);
     }
 
     fn name(i: u64) -> std::ffi::CString {

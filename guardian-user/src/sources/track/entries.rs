@@ -107,10 +107,21 @@ pub(super) struct Seg {
     off: u32,
     len: u32,
     cap: u32,
-    /// `[..sorted]` is sorted by (hash, inode); the rest is in insertion order.
-    sorted: u32,
-    /// Tombstones in `[..len]`.
-    dead: u32,
+    /// `[..len - tail]` is sorted by (hash, inode); the tail is in insertion order (sorted in
+    /// before it passes `u16::MAX`).
+    tail: u16,
+    /// Tombstones in `[..len]` (swept before they pass `u16::MAX`).
+    dead: u16,
+}
+
+impl Seg {
+    fn sorted(&self) -> usize {
+        us(self.len).saturating_sub(usize::from(self.tail))
+    }
+}
+
+fn u16_of(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
 }
 
 fn us(n: u32) -> usize {
@@ -165,15 +176,16 @@ fn packed<'a, T: Item>(old: &[T], holes: usize, segs: impl Iterator<Item = &'a m
             *seg = Seg::default();
             continue;
         };
-        let sorted = us(s.sorted).min(len);
+        let sorted = s.sorted().min(len);
         let head_dead = items[..sorted].iter().filter(|e| e.is_dead()).count();
         let start = list.len();
         list.extend(items.iter().filter(|e| !e.is_dead()).copied());
+        let kept = list.len() - start;
         *seg = Seg {
             off: u(start),
-            len: u(list.len() - start),
-            cap: u(list.len() - start),
-            sorted: u(sorted - head_dead),
+            len: u(kept),
+            cap: u(kept),
+            tail: u16_of(kept - (sorted - head_dead)),
             dead: 0,
         };
     }
@@ -200,7 +212,7 @@ impl Pool {
             off,
             len: 0,
             cap: u(cap),
-            sorted: 0,
+            tail: 0,
             dead: 0,
         })
     }
@@ -340,8 +352,8 @@ impl<'a> Entries<'a> {
         };
         Entries {
             list,
-            sorted: us(seg.sorted).min(n),
-            dead: us(seg.dead),
+            sorted: seg.sorted().min(n),
+            dead: usize::from(seg.dead),
         }
     }
 
@@ -425,14 +437,13 @@ impl<'a> EntriesMut<'a> {
     pub(super) fn take_files(&mut self) -> Vec<Entry> {
         let range = self.range();
         let files: Vec<Entry> = self.read().iter().filter(|e| !e.is_dir()).collect();
-        let dead = each!(&mut self.pool.store, v => {
+        each!(&mut self.pool.store, v => {
             let items = v.get_mut(range).unwrap_or(&mut []);
             for e in items.iter_mut().filter(|e| e.size() != DIR) {
                 e.set_size(DEAD);
             }
-            items.iter().filter(|e| e.is_dead()).count()
         });
-        self.seg.dead = u(dead);
+        self.sweep();
         self.sort();
         files
     }
@@ -455,7 +466,7 @@ impl<'a> EntriesMut<'a> {
         let old = self.read().get(slot)?;
         self.set_size(slot, DEAD);
         self.seg.dead = self.seg.dead.saturating_add(1);
-        if us(self.seg.dead).saturating_mul(4) > us(self.seg.len) {
+        if usize::from(self.seg.dead) * 4 > us(self.seg.len) || self.seg.dead == u16::MAX {
             self.sweep();
         }
         Some(old)
@@ -488,9 +499,10 @@ impl<'a> EntriesMut<'a> {
             return false;
         }
         self.seg.len += 1;
+        self.seg.tail = self.seg.tail.saturating_add(1);
         let len = us(self.seg.len);
-        let tail = len - us(self.seg.sorted).min(len);
-        if tail > (len / 16).max(32) {
+        let tail = usize::from(self.seg.tail);
+        if tail > (len / 16).max(32) || self.seg.tail == u16::MAX {
             self.sort();
         }
         true
@@ -523,7 +535,7 @@ impl<'a> EntriesMut<'a> {
         each!(&mut self.pool.store, v => v.copy_within(off..off + len, to));
         self.pool.holes += cap;
         moved.len = self.seg.len;
-        moved.sorted = self.seg.sorted;
+        moved.tail = self.seg.tail;
         moved.dead = self.seg.dead;
         *self.seg = moved;
         true
@@ -531,13 +543,13 @@ impl<'a> EntriesMut<'a> {
 
     /// Drops tombstones, keeping the order (the sorted head stays sorted).
     fn sweep(&mut self) {
-        let sorted = us(self.seg.sorted).min(us(self.seg.len));
+        let sorted = self.seg.sorted();
         let range = self.range();
         let (kept, dead_in_head) = each!(&mut self.pool.store, v => {
             sweep_in(v.get_mut(range).unwrap_or(&mut []), sorted)
         });
         self.seg.len = u(kept);
-        self.seg.sorted = u(sorted - dead_in_head);
+        self.seg.tail = u16_of(kept - (sorted - dead_in_head));
         self.seg.dead = 0;
         if us(self.seg.cap) > kept + kept / 4 + 4 {
             self.pool.release_tail(self.seg, kept + kept / 8);
@@ -553,7 +565,7 @@ impl<'a> EntriesMut<'a> {
         each!(&mut self.pool.store, v => {
             v.get_mut(range).unwrap_or(&mut []).sort_by_key(Item::order)
         });
-        self.seg.sorted = self.seg.len;
+        self.seg.tail = 0;
     }
 
     /// Gives back spare room (after a walk filled the list).
@@ -572,10 +584,10 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_twelve_bytes_or_sixteen_and_a_segment_twenty() {
+    fn an_entry_is_twelve_bytes_or_sixteen_and_a_segment_sixteen() {
         assert_eq!(std::mem::size_of::<Entry>(), 16);
         assert_eq!(std::mem::size_of::<Narrow>(), 12);
-        assert_eq!(std::mem::size_of::<Seg>(), 20);
+        assert_eq!(std::mem::size_of::<Seg>(), 16);
     }
 
     #[test]

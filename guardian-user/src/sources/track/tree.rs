@@ -5,13 +5,16 @@
 //! re-walks, polling) is in `walk.rs`; when to re-walk is `rewalk.rs`; hard links are
 //! `links.rs`. The table only reads the disk.
 //!
-//! Layout (what a tracked file costs): a file is one 16-byte [`Entry`] in its directory's
-//! packed list (`entries.rs`: inode number, size in 32 bits, a 32-bit hash of its name keyed per
-//! process), plus its bit share of the hard-link filter (`links.rs`, ~1.6 bytes): about 18 bytes,
-//! no name and no map entry of its own. Directories keep their name, parent and project in a
-//! map keyed by `(st_dev, st_ino)` (~150 bytes each, their names included), and are entries of
-//! their parent's list too. A file with several tracked names or 4 GiB or more moves to the
-//! wide table (`links.rs`). [`Tree::heap_bytes`] adds it all up from the capacities.
+//! Layout (what a tracked file costs): a file is one 12-byte [`Entry`] in its directory's
+//! list, a segment of one shared pool (`entries.rs`: inode number, size in 32 bits, a 32-bit
+//! hash of its name keyed per process; 16 bytes once an inode number needs 64 bits), plus its
+//! bit share of the hard-link filter (`links.rs`, ~1.2 bytes): no name, no map entry and no
+//! allocation of its own. Directories are 44-byte records in one list (`dirs.rs`: name in a
+//! byte arena, parent by record number, project, watch, entries' place in the pool) found by
+//! `(st_dev, st_ino)` through an open-addressing table (~60 bytes each with their names), and
+//! are entries of their parent's list too. A file with several tracked names or 4 GiB or more
+//! moves to the wide table (`links.rs`). [`Tree::heap_bytes`] adds it all up from the
+//! capacities.
 //!
 //! Exactness rests on three rules. Every update re-reads the current state of one name, so
 //! repeated, reordered or stale events converge. A directory is only taken for one already
