@@ -4,8 +4,8 @@
 //! in one list, found by `(st_dev, st_ino)` through an open-addressing table of 4-byte record
 //! numbers (linear probing, at most 80% full). Names live in one byte arena. Nothing is
 //! allocated per directory; what removals and moves leave behind (records, name bytes, pool
-//! room) is reused or compacted away ([`Dirs::compact`], and on its own once it is half of a
-//! list). Before, a directory cost ~150 bytes: a hash map slot of its 80-byte node with the key,
+//! room) is reused or compacted away ([`Dirs::compact`] after a walk, [`Dirs::tidy`] after every
+//! batch once it is half of a list). Before, a directory cost ~150 bytes: a hash map slot of its 80-byte node with the key,
 //! a name allocation, and an allocation (header and slack) for its entry list.
 
 use super::entries::{Entries, EntriesMut, Entry, Pool, Seg};
@@ -291,8 +291,6 @@ impl Dirs {
                 devs: std::mem::take(&mut self.devs),
                 ..Dirs::default()
             };
-        } else {
-            self.tidy();
         }
         Some(Removed {
             project: rec.project,
@@ -350,7 +348,6 @@ impl Dirs {
             r.name_off = off;
             r.name_len = len;
         }
-        self.tidy();
         Ok(())
     }
 
@@ -377,8 +374,9 @@ impl Dirs {
         })
     }
 
-    /// Compacts what is mostly holes.
-    fn tidy(&mut self) {
+    /// Compacts what is mostly holes. Between batches only: compacting sweeps tombstones, so
+    /// no [`super::entries::Slot`] may be held across it.
+    pub(super) fn tidy(&mut self) {
         if self.pool.wasteful() {
             self.compact_pool();
         }

@@ -340,6 +340,8 @@ impl Tree {
             }
         }
         self.resolve_twins();
+        // Holes left by lists that moved or went, once they are half of the pool.
+        self.dirs.tidy();
     }
 
     /// Whether `st` is something this project's tree tracks: a regular file or directory on
