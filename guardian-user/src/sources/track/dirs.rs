@@ -1,6 +1,7 @@
-//! The tracked directories of the size table, packed: one 44-byte record per directory (inode
+//! The tracked directories of the size table, packed: one 40-byte record per directory (inode
 //! number, an index into the few device numbers seen, its parent's and its name's place, its
-//! project, the source's watch, and where its entries lie in the shared pool of `entries.rs`)
+//! project, and where its entries lie in the shared pool of `entries.rs`; the source's watch,
+//! for inotify only, in a list beside it)
 //! in one list, found by `(st_dev, st_ino)` through an open-addressing table of 4-byte record
 //! numbers (linear probing, at most 80% full). Names live in one byte arena. Nothing is
 //! allocated per directory; what removals and moves leave behind (records, name bytes, pool
@@ -21,13 +22,12 @@ const FREE: u16 = u16::MAX;
 /// One directory (see the module doc).
 #[derive(Clone, Copy, Debug)]
 struct Rec {
-    /// The inode number, in two halves (the record is then 4-byte aligned: 44 bytes, not 48).
+    /// The inode number, in two halves (the record is then 4-byte aligned: 40 bytes, not 48).
     ino: [u32; 2],
     seg: Seg,
     /// Record number of the parent, or [`NONE`].
     parent: u32,
     project: u32,
-    watch: Watch,
     /// Its name: `names[name_off..name_off + name_len]` (a name is at most 255 bytes).
     name_off: u32,
     /// Index into [`Dirs::devs`], or [`FREE`].
@@ -67,6 +67,9 @@ pub(super) struct Dirs {
     /// Bytes of `names` no record points at.
     name_holes: usize,
     pool: Pool,
+    /// The source's watch of each record, by record number; empty while no directory has one
+    /// (fanotify: a whole filesystem is marked, nothing per directory).
+    watches: Vec<Watch>,
 }
 
 fn us(n: u32) -> usize {
@@ -135,10 +138,13 @@ impl Dirs {
         self.bucket(key).is_some()
     }
 
-    /// Puts record `id` (whose key is `key`) in the index, growing it to stay 80% full at most.
+    /// Puts record `id` (whose key is `key`, already in `recs` and counted in `live`) in the
+    /// index, growing it to stay 80% full at most: a grown index is rebuilt from `recs`, so it
+    /// holds the record already (putting it in again would leave a bucket behind on removal).
     fn index_insert(&mut self, key: Key, id: u32) {
-        if (self.live + 1) * 5 > self.index.len() * 4 {
-            self.rebuild_index((self.live + 1) * 2);
+        if self.live * 5 > self.index.len() * 4 {
+            self.rebuild_index(self.live * 2);
+            return;
         }
         let n = self.index.len();
         let mut i = self.home(key);
@@ -245,7 +251,6 @@ impl Dirs {
             seg: Seg::default(),
             parent: parent.and_then(|p| self.find(p)).unwrap_or(NONE),
             project,
-            watch: NO_WATCH,
             name_off,
             dev,
             name_len,
@@ -256,6 +261,9 @@ impl Dirs {
                 *slot = rec;
             }
             None => self.recs.push(rec),
+        }
+        if let Some(w) = self.watches.get_mut(us(id)) {
+            *w = NO_WATCH;
         }
         self.live += 1;
         self.index_insert(key, id);
@@ -294,7 +302,7 @@ impl Dirs {
         }
         Some(Removed {
             project: rec.project,
-            watch: rec.watch,
+            watch: self.watches.get(us(id)).copied().unwrap_or(NO_WATCH),
             entries,
         })
     }
@@ -310,12 +318,23 @@ impl Dirs {
     }
 
     pub(super) fn watch(&self, key: Key) -> Option<Watch> {
-        self.rec(self.find(key)?).map(|r| r.watch)
+        let id = self.find(key)?;
+        Some(self.watches.get(us(id)).copied().unwrap_or(NO_WATCH))
     }
 
     pub(super) fn set_watch(&mut self, key: Key, watch: Watch) {
-        if let Some(r) = self.find(key).and_then(|id| self.recs.get_mut(us(id))) {
-            r.watch = watch;
+        let Some(id) = self.find(key) else {
+            return;
+        };
+        if watch == NO_WATCH && self.watches.is_empty() {
+            return;
+        }
+        if self.watches.len() <= us(id) {
+            self.watches
+                .resize(self.recs.len().max(us(id) + 1), NO_WATCH);
+        }
+        if let Some(w) = self.watches.get_mut(us(id)) {
+            *w = watch;
         }
     }
 
@@ -422,6 +441,8 @@ impl Dirs {
         self.free.retain(|id| us(*id) < end);
         self.recs.shrink_to_fit();
         self.free.shrink_to_fit();
+        self.watches.truncate(self.recs.len());
+        self.watches.shrink_to_fit();
         self.rebuild_index(self.live * 4 / 3 + 1);
     }
 
@@ -429,6 +450,7 @@ impl Dirs {
     pub(super) fn heap_bytes(&self) -> usize {
         self.recs.capacity() * std::mem::size_of::<Rec>()
             + self.free.capacity() * 4
+            + self.watches.capacity() * 4
             + self.index.capacity() * 4
             + self.devs.capacity() * 8
             + self.names.capacity()
@@ -449,8 +471,8 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
-    fn a_directory_record_is_44_bytes() {
-        assert_eq!(std::mem::size_of::<Rec>(), 44);
+    fn a_directory_record_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<Rec>(), 40);
         assert_eq!(ino_of(halves(0x1234_5678_9abc_def0)), 0x1234_5678_9abc_def0);
     }
 
@@ -498,6 +520,9 @@ mod tests {
                     _ => dirs.compact(),
                 }
                 prop_assert_eq!(dirs.len(), want.len());
+                // One bucket per directory: a bucket left behind would break probe chains
+                // once its record is reused.
+                prop_assert_eq!(dirs.index.iter().filter(|b| **b != NONE).count(), dirs.len());
             }
             for (key, (project, parent, n)) in &want {
                 prop_assert_eq!(dirs.project(*key), Some(*project));
