@@ -8,8 +8,8 @@
 //! Layout (what a tracked file costs): a file is one 12-byte [`Entry`] in its directory's
 //! list, a segment of one shared pool (`entries.rs`: inode number, size in 32 bits, a 32-bit
 //! hash of its name keyed per process; 16 bytes once an inode number needs 64 bits), plus its
-//! bit share of the hard-link filter (`links.rs`, ~1.2 bytes): no name, no map entry and no
-//! allocation of its own. Directories are 44-byte records in one list (`dirs.rs`: name in a
+//! bit share of the hard-link filter (`links.rs`, ~0.9 bytes): no name, no map entry and no
+//! allocation of its own. Directories are 40-byte records in one list (`dirs.rs`: name in a
 //! byte arena, parent by record number, project, watch, entries' place in the pool) found by
 //! `(st_dev, st_ino)` through an open-addressing table (~60 bytes each with their names), and
 //! are entries of their parent's list too. A file with several tracked names or 4 GiB or more
