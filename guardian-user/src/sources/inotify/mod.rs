@@ -102,7 +102,7 @@ fn unavailable(reason: String) -> SourceError {
     }
 }
 
-/// The watches, as the tree's [`Hooks`]. A directory's descriptor is kept in its node of the
+/// The watches, as the tree's [`Hooks`]. A directory's descriptor is kept by the
 /// size table; the table here says which directory a descriptor stands for now, so a node's
 /// descriptor counts only while the table maps it back to that node's key.
 struct Watcher {
