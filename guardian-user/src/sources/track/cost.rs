@@ -40,7 +40,7 @@ impl Tree {
             + roots
             + map(&self.root_keys)
             + self.dirs.heap_bytes()
-            + map(&self.wide)
+            + self.wide.heap_bytes()
             + self.bloom.heap_bytes()
             + self.twins.capacity() * std::mem::size_of::<Twin>()
             + map(&self.collisions)

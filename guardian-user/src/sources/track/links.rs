@@ -13,13 +13,153 @@ use super::tree::{signed, Key, Tree};
 use std::collections::{HashMap, HashSet};
 
 /// A file in the wide table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Wide {
     pub(super) size: u64,
     /// The project its size is counted in (that of the name first known).
     pub(super) project: u32,
     /// Tracked names.
     pub(super) links: u32,
+}
+
+/// Key of an empty slot of the [`WideTable`] (no device is numbered `u64::MAX`).
+const NO_KEY: Key = (u64::MAX, u64::MAX);
+
+/// The wide table: `(st_dev, st_ino)` → [`Wide`], open addressing with linear probing in one
+/// list of 32-byte slots, at most 80% full (75% after a walk); a hash map cost 33 bytes per
+/// bucket of a power of two above 8/7 of its capacity.
+#[derive(Debug, Default)]
+pub(super) struct WideTable {
+    slots: Vec<(Key, Wide)>,
+    len: usize,
+}
+
+impl WideTable {
+    fn home(&self, key: Key) -> usize {
+        let h = mix(key.1 ^ mix(key.0));
+        let n = u64::try_from(self.slots.len()).unwrap_or(u64::MAX);
+        usize::try_from((u128::from(h) * u128::from(n)) >> 64).unwrap_or(0)
+    }
+
+    fn position(&self, key: Key) -> Option<usize> {
+        let n = self.slots.len();
+        if n == 0 {
+            return None;
+        }
+        let mut i = self.home(key);
+        for _ in 0..n {
+            let k = self.slots.get(i)?.0;
+            if k == key {
+                return Some(i);
+            }
+            if k == NO_KEY {
+                return None;
+            }
+            i = (i + 1) % n;
+        }
+        None
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn contains_key(&self, key: &Key) -> bool {
+        self.position(*key).is_some()
+    }
+
+    pub(super) fn get_mut(&mut self, key: &Key) -> Option<&mut Wide> {
+        let at = self.position(*key)?;
+        self.slots.get_mut(at).map(|s| &mut s.1)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Wide> + '_ {
+        self.slots.iter().filter(|s| s.0 != NO_KEY).map(|s| &s.1)
+    }
+
+    /// Sets the file `key`'s entry.
+    pub(super) fn insert(&mut self, key: Key, wide: Wide) {
+        if key == NO_KEY {
+            return;
+        }
+        if let Some(slot) = self.get_mut(&key) {
+            *slot = wide;
+            return;
+        }
+        if (self.len + 1) * 5 > self.slots.len() * 4 {
+            self.resize((self.len + 1) * 2);
+        }
+        self.place(key, wide);
+        self.len += 1;
+    }
+
+    fn place(&mut self, key: Key, wide: Wide) {
+        let n = self.slots.len();
+        let mut i = self.home(key);
+        for _ in 0..n {
+            match self.slots.get_mut(i) {
+                Some(s) if s.0 == NO_KEY => {
+                    *s = (key, wide);
+                    return;
+                }
+                _ => i = (i + 1) % n,
+            }
+        }
+    }
+
+    /// Forgets the file `key`, shifting back what would no longer be found.
+    pub(super) fn remove(&mut self, key: &Key) -> Option<Wide> {
+        let at = self.position(*key)?;
+        let old = self.slots.get(at)?.1;
+        let n = self.slots.len();
+        let (mut hole, mut j) = (at, at);
+        for _ in 0..n {
+            j = (j + 1) % n;
+            let Some(s) = self.slots.get(j).copied().filter(|s| s.0 != NO_KEY) else {
+                break;
+            };
+            let home = self.home(s.0);
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                if let Some(h) = self.slots.get_mut(hole) {
+                    *h = s;
+                }
+                hole = j;
+            }
+        }
+        if let Some(h) = self.slots.get_mut(hole) {
+            h.0 = NO_KEY;
+        }
+        self.len -= 1;
+        Some(old)
+    }
+
+    fn resize(&mut self, slots: usize) {
+        let old = std::mem::replace(
+            &mut self.slots,
+            vec![(NO_KEY, Wide::default()); slots.max(16)],
+        );
+        for (key, wide) in old.into_iter().filter(|s| s.0 != NO_KEY) {
+            self.place(key, wide);
+        }
+    }
+
+    /// After a walk: 75% full.
+    pub(super) fn compact(&mut self) {
+        if self.len == 0 {
+            self.slots = Vec::new();
+        } else {
+            self.resize(self.len * 4 / 3 + 1);
+        }
+    }
+
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<(Key, Wide)>()
+    }
 }
 
 /// A new name of a file with other names somewhere, that may be tracked already.
@@ -224,5 +364,31 @@ mod tests {
             Bloom::default().may_hold((1, 1)),
             "unbuilt: may hold anything"
         );
+    }
+
+    proptest::proptest! {
+        /// Inserts, updates and removals agree with a map, through growth and compaction.
+        #[test]
+        fn the_wide_table_agrees_with_a_map(ops in proptest::collection::vec((0u8..5, 0u64..3, 0u64..200), 1..1500)) {
+            let mut t = WideTable::default();
+            let mut m: HashMap<Key, Wide> = HashMap::new();
+            for (op, dev, ino) in ops {
+                let key = (dev, ino);
+                let w = Wide { size: ino * 3, project: 1, links: u32::from(op) };
+                match op {
+                    0..=2 => {
+                        t.insert(key, w);
+                        m.insert(key, w);
+                    }
+                    3 => proptest::prop_assert_eq!(t.remove(&key), m.remove(&key)),
+                    _ => t.compact(),
+                }
+                proptest::prop_assert_eq!(t.len(), m.len());
+            }
+            for (k, w) in &m {
+                proptest::prop_assert_eq!(t.get_mut(k).copied(), Some(*w));
+            }
+            proptest::prop_assert_eq!(t.values().count(), m.len());
+        }
     }
 }

@@ -48,6 +48,7 @@ impl Tree {
         if !added.is_empty() {
             // The walks are done: every list packed, no room to spare.
             self.dirs.compact();
+            self.wide.compact();
         }
         for id in added {
             let total = self.totals.get(&id).copied().unwrap_or(0);
@@ -58,6 +59,7 @@ impl Tree {
         tracing::debug!(
             projects = self.roots.len(),
             dirs = self.dirs.len(),
+            wide = self.wide.len(),
             files = self.tracked_files(),
             heap_bytes = self.heap_bytes(),
             dir_heap_bytes = self.dirs.dir_heap_bytes(),

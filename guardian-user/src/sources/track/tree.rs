@@ -29,7 +29,7 @@
 
 use super::dirs::Dirs;
 use super::entries::{Entry, Slot, DIR, INLINE_MAX, WIDE};
-use super::links::{Bloom, Twin, Wide};
+use super::links::{Bloom, Twin, Wide, WideTable};
 use super::rewalk::Rewalks;
 use crate::fsys::{EntryKind, EntryStat};
 use crate::scan::MAX_DEPTH;
@@ -98,7 +98,7 @@ pub(crate) struct Tree {
     /// dropped by [`Tree::finalize`] unless adopted before).
     pub(super) dirs: Dirs,
     /// Files with several tracked names or too large for an entry (`links.rs`).
-    pub(super) wide: HashMap<Key, Wide>,
+    pub(super) wide: WideTable,
     /// Inodes of the inline entries (`links.rs`).
     pub(super) bloom: Bloom,
     /// New names of multi-link files to match with their other names at the end of the batch.
@@ -136,7 +136,7 @@ impl Default for Tree {
             roots: HashMap::new(),
             root_keys: HashMap::new(),
             dirs: Dirs::default(),
-            wide: HashMap::new(),
+            wide: WideTable::default(),
             bloom: Bloom::default(),
             twins: Vec::new(),
             collisions: HashMap::new(),
