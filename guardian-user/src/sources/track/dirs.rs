@@ -1,9 +1,8 @@
 //! The tracked directories of the size table, packed: one 40-byte record per directory (inode
 //! number, an index into the few device numbers seen, its parent's and its name's place, its
-//! project, and where its entries lie in the shared pool of `entries.rs`; the source's watch,
-//! for inotify only, in a list beside it)
+//! project, the source's watch, and where its entries lie in the shared pool of `entries.rs`)
 //! in one list, found by `(st_dev, st_ino)` through an open-addressing table of 4-byte record
-//! numbers (linear probing, at most 80% full). Names live in one byte arena. Nothing is
+//! numbers (linear probing, at most 80% full). Names live in one byte arena, each after its length. Nothing is
 //! allocated per directory; what removals and moves leave behind (records, name bytes, pool
 //! room) is reused or compacted away ([`Dirs::compact`] after a walk, [`Dirs::tidy`] after every
 //! batch once it is half of a list). Before, a directory cost ~150 bytes: a hash map slot of its 80-byte node with the key,
@@ -28,11 +27,17 @@ struct Rec {
     /// Record number of the parent, or [`NONE`].
     parent: u32,
     project: u32,
-    /// Its name: `names[name_off..name_off + name_len]` (a name is at most 255 bytes).
+    /// Its name: `names[name_off]` is its length (a name is at most 255 bytes), its bytes follow.
     name_off: u32,
-    /// Index into [`Dirs::devs`], or [`FREE`].
-    dev: u16,
-    name_len: u8,
+    /// The source's watch.
+    watch: Watch,
+}
+
+impl Rec {
+    /// Index into [`Dirs::devs`], or [`FREE`] (kept in its segment's tag).
+    fn dev(&self) -> u16 {
+        self.seg.tag
+    }
 }
 
 /// What a removed directory held.
@@ -67,9 +72,6 @@ pub(super) struct Dirs {
     /// Bytes of `names` no record points at.
     name_holes: usize,
     pool: Pool,
-    /// The source's watch of each record, by record number; empty while no directory has one
-    /// (fanotify: a whole filesystem is marked, nothing per directory).
-    watches: Vec<Watch>,
 }
 
 fn us(n: u32) -> usize {
@@ -94,12 +96,12 @@ impl Dirs {
     }
 
     fn rec(&self, id: u32) -> Option<&Rec> {
-        self.recs.get(us(id)).filter(|r| r.dev != FREE)
+        self.recs.get(us(id)).filter(|r| r.dev() != FREE)
     }
 
     fn key_at(&self, id: u32) -> Option<Key> {
         let rec = self.rec(id)?;
-        Some((*self.devs.get(usize::from(rec.dev))?, ino_of(rec.ino)))
+        Some((*self.devs.get(usize::from(rec.dev()))?, ino_of(rec.ino)))
     }
 
     /// The bucket a key is first looked for in.
@@ -220,12 +222,21 @@ impl Dirs {
         Some(i)
     }
 
-    fn store_name(&mut self, name: &CStr) -> Result<(u32, u8), Full> {
+    /// Appends a name (its length, then its bytes) to the arena; where it starts.
+    fn store_name(&mut self, name: &CStr) -> Result<u32, Full> {
         let bytes = name.to_bytes();
         let len = u8::try_from(bytes.len()).map_err(|_| Full::Name)?;
         let off = u32::try_from(self.names.len()).map_err(|_| Full::Table)?;
+        self.names.push(len);
         self.names.extend_from_slice(bytes);
-        Ok((off, len))
+        Ok(off)
+    }
+
+    /// The name starting at `off` of the arena (its length byte first).
+    fn name_at(&self, off: u32) -> Option<&[u8]> {
+        let off = us(off);
+        let len = usize::from(*self.names.get(off)?);
+        self.names.get(off + 1..off + 1 + len)
     }
 
     /// Adds directory `key` (replacing what the table had under it) with no entries.
@@ -245,15 +256,14 @@ impl Dirs {
                 .filter(|id| *id != NONE)
                 .ok_or(Full::Table)?,
         };
-        let (name_off, name_len) = self.store_name(name)?;
+        let name_off = self.store_name(name)?;
         let rec = Rec {
             ino: halves(key.1),
-            seg: Seg::default(),
+            seg: Seg::tagged(dev),
             parent: parent.and_then(|p| self.find(p)).unwrap_or(NONE),
             project,
             name_off,
-            dev,
-            name_len,
+            watch: NO_WATCH,
         };
         match self.recs.get_mut(us(id)) {
             Some(slot) => {
@@ -261,9 +271,6 @@ impl Dirs {
                 *slot = rec;
             }
             None => self.recs.push(rec),
-        }
-        if let Some(w) = self.watches.get_mut(us(id)) {
-            *w = NO_WATCH;
         }
         self.live += 1;
         self.index_insert(key, id);
@@ -287,10 +294,9 @@ impl Dirs {
             }
         }
         self.pool.free(&mut rec.seg);
-        self.name_holes += usize::from(rec.name_len);
+        self.name_holes += 1 + self.name_at(rec.name_off).map_or(0, <[u8]>::len);
         if let Some(r) = self.recs.get_mut(us(id)) {
-            r.dev = FREE;
-            r.seg = Seg::default();
+            r.seg = Seg::tagged(FREE);
         }
         self.free.push(id);
         self.live -= 1;
@@ -302,7 +308,7 @@ impl Dirs {
         }
         Some(Removed {
             project: rec.project,
-            watch: self.watches.get(us(id)).copied().unwrap_or(NO_WATCH),
+            watch: rec.watch,
             entries,
         })
     }
@@ -318,23 +324,12 @@ impl Dirs {
     }
 
     pub(super) fn watch(&self, key: Key) -> Option<Watch> {
-        let id = self.find(key)?;
-        Some(self.watches.get(us(id)).copied().unwrap_or(NO_WATCH))
+        self.rec(self.find(key)?).map(|r| r.watch)
     }
 
     pub(super) fn set_watch(&mut self, key: Key, watch: Watch) {
-        let Some(id) = self.find(key) else {
-            return;
-        };
-        if watch == NO_WATCH && self.watches.is_empty() {
-            return;
-        }
-        if self.watches.len() <= us(id) {
-            self.watches
-                .resize(self.recs.len().max(us(id) + 1), NO_WATCH);
-        }
-        if let Some(w) = self.watches.get_mut(us(id)) {
-            *w = watch;
+        if let Some(r) = self.find(key).and_then(|id| self.recs.get_mut(us(id))) {
+            r.watch = watch;
         }
     }
 
@@ -355,17 +350,16 @@ impl Dirs {
     /// The name of a tracked directory in its parent (empty for a project root).
     pub(super) fn name(&self, key: Key) -> Option<&[u8]> {
         let rec = self.rec(self.find(key)?)?;
-        let off = us(rec.name_off);
-        self.names.get(off..off + usize::from(rec.name_len))
+        self.name_at(rec.name_off)
     }
 
     pub(super) fn set_name(&mut self, key: Key, name: &CStr) -> Result<(), Full> {
         let id = self.find(key).ok_or(Full::Table)?;
-        let (off, len) = self.store_name(name)?;
+        let old = self.rec(id).map(|r| r.name_off);
+        let off = self.store_name(name)?;
+        self.name_holes += 1 + old.and_then(|o| self.name_at(o)).map_or(0, <[u8]>::len);
         if let Some(r) = self.recs.get_mut(us(id)) {
-            self.name_holes += usize::from(r.name_len);
             r.name_off = off;
-            r.name_len = len;
         }
         Ok(())
     }
@@ -377,20 +371,23 @@ impl Dirs {
 
     pub(super) fn entries_mut(&mut self, key: Key) -> Option<EntriesMut<'_>> {
         let id = self.find(key)?;
-        let rec = self.recs.get_mut(us(id)).filter(|r| r.dev != FREE)?;
+        let rec = self.recs.get_mut(us(id)).filter(|r| r.dev() != FREE)?;
         Some(EntriesMut::of(&mut rec.seg, &mut self.pool))
     }
 
     /// Every directory with its project and entries.
     pub(super) fn iter(&self) -> impl Iterator<Item = (Key, u32, Entries<'_>)> + '_ {
-        self.recs.iter().filter(|r| r.dev != FREE).filter_map(|r| {
-            let dev = *self.devs.get(usize::from(r.dev))?;
-            Some((
-                (dev, ino_of(r.ino)),
-                r.project,
-                Entries::of(&r.seg, &self.pool),
-            ))
-        })
+        self.recs
+            .iter()
+            .filter(|r| r.dev() != FREE)
+            .filter_map(|r| {
+                let dev = *self.devs.get(usize::from(r.dev()))?;
+                Some((
+                    (dev, ino_of(r.ino)),
+                    r.project,
+                    Entries::of(&r.seg, &self.pool),
+                ))
+            })
     }
 
     /// Compacts what is mostly holes. Between batches only: compacting sweeps tombstones, so
@@ -408,21 +405,18 @@ impl Dirs {
         let segs = self
             .recs
             .iter_mut()
-            .filter(|r| r.dev != FREE)
+            .filter(|r| r.dev() != FREE)
             .map(|r| &mut r.seg);
         self.pool.compact(segs);
     }
 
     fn compact_names(&mut self) {
         let mut names = Vec::with_capacity(self.names.len().saturating_sub(self.name_holes));
-        for r in self.recs.iter_mut().filter(|r| r.dev != FREE) {
+        for r in self.recs.iter_mut().filter(|r| r.dev() != FREE) {
             let off = us(r.name_off);
-            let bytes = self
-                .names
-                .get(off..off + usize::from(r.name_len))
-                .unwrap_or(&[]);
+            let len = self.names.get(off).map_or(0, |l| usize::from(*l));
+            let bytes = self.names.get(off..off + 1 + len).unwrap_or(&[0]);
             r.name_off = u32::try_from(names.len()).unwrap_or(u32::MAX);
-            r.name_len = u8::try_from(bytes.len()).unwrap_or(0);
             names.extend_from_slice(bytes);
         }
         self.names = names;
@@ -434,15 +428,13 @@ impl Dirs {
     pub(super) fn compact(&mut self) {
         self.compact_pool();
         self.compact_names();
-        while self.recs.last().is_some_and(|r| r.dev == FREE) {
+        while self.recs.last().is_some_and(|r| r.dev() == FREE) {
             self.recs.pop();
         }
         let end = self.recs.len();
         self.free.retain(|id| us(*id) < end);
         self.recs.shrink_to_fit();
         self.free.shrink_to_fit();
-        self.watches.truncate(self.recs.len());
-        self.watches.shrink_to_fit();
         self.rebuild_index(self.live * 4 / 3 + 1);
     }
 
@@ -450,7 +442,6 @@ impl Dirs {
     pub(super) fn heap_bytes(&self) -> usize {
         self.recs.capacity() * std::mem::size_of::<Rec>()
             + self.free.capacity() * 4
-            + self.watches.capacity() * 4
             + self.index.capacity() * 4
             + self.devs.capacity() * 8
             + self.names.capacity()

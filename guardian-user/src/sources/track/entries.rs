@@ -108,20 +108,31 @@ pub(super) struct Seg {
     len: u32,
     cap: u32,
     /// `[..len - tail]` is sorted by (hash, inode); the tail is in insertion order (sorted in
-    /// before it passes `u16::MAX`).
-    tail: u16,
-    /// Tombstones in `[..len]` (swept before they pass `u16::MAX`).
-    dead: u16,
+    /// before it passes `u8::MAX`).
+    tail: u8,
+    /// Tombstones in `[..len]` (swept before they pass `u8::MAX`).
+    dead: u8,
+    /// 16 bits the segment's owner keeps in what would be padding (`dirs.rs`: the directory's
+    /// device index); kept through every move.
+    pub(super) tag: u16,
 }
 
 impl Seg {
+    /// An empty segment carrying `tag`.
+    pub(super) fn tagged(tag: u16) -> Seg {
+        Seg {
+            tag,
+            ..Seg::default()
+        }
+    }
+
     fn sorted(&self) -> usize {
         us(self.len).saturating_sub(usize::from(self.tail))
     }
 }
 
-fn u16_of(n: usize) -> u16 {
-    u16::try_from(n).unwrap_or(u16::MAX)
+fn u8_of(n: usize) -> u8 {
+    u8::try_from(n).unwrap_or(u8::MAX)
 }
 
 fn us(n: u32) -> usize {
@@ -185,8 +196,9 @@ fn packed<'a, T: Item>(old: &[T], holes: usize, segs: impl Iterator<Item = &'a m
             off: u(start),
             len: u(kept),
             cap: u(kept),
-            tail: u16_of(kept - (sorted - head_dead)),
+            tail: u8_of(kept - (sorted - head_dead)),
             dead: 0,
+            tag: s.tag,
         };
     }
     list.shrink_to_fit();
@@ -214,13 +226,17 @@ impl Pool {
             cap: u(cap),
             tail: 0,
             dead: 0,
+            tag: 0,
         })
     }
 
     /// Gives a segment's room back.
     pub(super) fn free(&mut self, seg: &mut Seg) {
         self.release_tail(seg, 0);
-        *seg = Seg::default();
+        *seg = Seg {
+            tag: seg.tag,
+            ..Seg::default()
+        };
     }
 
     /// Shrinks the room of `seg` to `keep` entries (`keep >= len`): at the end of the pool
@@ -466,7 +482,7 @@ impl<'a> EntriesMut<'a> {
         let old = self.read().get(slot)?;
         self.set_size(slot, DEAD);
         self.seg.dead = self.seg.dead.saturating_add(1);
-        if usize::from(self.seg.dead) * 4 > us(self.seg.len) || self.seg.dead == u16::MAX {
+        if usize::from(self.seg.dead) * 4 > us(self.seg.len) || self.seg.dead == u8::MAX {
             self.sweep();
         }
         Some(old)
@@ -502,7 +518,7 @@ impl<'a> EntriesMut<'a> {
         self.seg.tail = self.seg.tail.saturating_add(1);
         let len = us(self.seg.len);
         let tail = usize::from(self.seg.tail);
-        if tail > (len / 16).max(32) || self.seg.tail == u16::MAX {
+        if tail > (len / 16).max(32) || self.seg.tail == u8::MAX {
             self.sort();
         }
         true
@@ -536,6 +552,7 @@ impl<'a> EntriesMut<'a> {
         self.pool.holes += cap;
         moved.len = self.seg.len;
         moved.tail = self.seg.tail;
+        moved.tag = self.seg.tag;
         moved.dead = self.seg.dead;
         *self.seg = moved;
         true
@@ -549,7 +566,7 @@ impl<'a> EntriesMut<'a> {
             sweep_in(v.get_mut(range).unwrap_or(&mut []), sorted)
         });
         self.seg.len = u(kept);
-        self.seg.tail = u16_of(kept - (sorted - dead_in_head));
+        self.seg.tail = u8_of(kept - (sorted - dead_in_head));
         self.seg.dead = 0;
         if us(self.seg.cap) > kept + kept / 4 + 4 {
             self.pool.release_tail(self.seg, kept + kept / 8);
@@ -594,6 +611,7 @@ mod tests {
     fn lookups_see_the_sorted_head_and_the_tail_and_skip_removed_entries() {
         let mut pool = Pool::default();
         let mut seg = pool.alloc(0).unwrap();
+        seg.tag = 7;
         // Another segment after it: growing moves this one to the end of the pool.
         let mut other = pool.alloc(3).unwrap();
         let mut e = EntriesMut::of(&mut seg, &mut pool);
@@ -655,6 +673,10 @@ mod tests {
         assert!(pool.slots() > 107, "a hole left by the move");
         pool.compact([&mut seg, &mut other].into_iter());
         assert_eq!(pool.slots(), 104, "packed: {}", pool.slots());
+        assert_eq!(
+            seg.tag, 7,
+            "the owner's tag is kept through moves and compaction"
+        );
         assert_eq!(Entries::of(&seg, &pool).len(), 100);
         assert_eq!(Entries::of(&other, &pool).len(), 4);
         for i in 900..1000u64 {

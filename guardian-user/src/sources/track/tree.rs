@@ -54,7 +54,7 @@ pub(super) fn signed(size: u64) -> i64 {
     i64::try_from(size).unwrap_or(i64::MAX)
 }
 
-/// A source's handle on the watch of one directory, kept in a list beside the directory records (inotify's
+/// A source's handle on the watch of one directory, kept in the directory's record (inotify's
 /// watch descriptor; [`NO_WATCH`] for none, and for sources that see whole filesystems).
 pub(crate) type Watch = i32;
 
