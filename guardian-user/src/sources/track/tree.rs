@@ -11,7 +11,7 @@
 //! bit share of the hard-link filter (`links.rs`, ~0.9 bytes): no name, no map entry and no
 //! allocation of its own. Directories are 40-byte records in one list (`dirs.rs`: name in a
 //! byte arena, parent by record number, project, watch, entries' place in the pool) found by
-//! `(st_dev, st_ino)` through an open-addressing table (~60 bytes each with their names), and
+//! `(st_dev, st_ino)` through an open-addressing table (~52 bytes each with their names), and
 //! are entries of their parent's list too. A file with several tracked names or 4 GiB or more
 //! moves to the wide table (`links.rs`). [`Tree::heap_bytes`] adds it all up from the
 //! capacities.
