@@ -340,10 +340,11 @@ fn with_hash_in<T: Item>(list: &[T], sorted: usize, hash: u32) -> Vec<Slot> {
     out
 }
 
-/// Drops tombstones keeping the order: the live entries and the tombstones that were in the
-/// first `sorted`.
+/// Drops tombstones keeping the order: how many entries are left, and how many of them are in
+/// the sorted head (the first `sorted` before).
 fn sweep_in<T: Item>(items: &mut [T], sorted: usize) -> (usize, usize) {
-    let dead_in_head = items[..sorted].iter().filter(|e| e.is_dead()).count();
+    let sorted = sorted.min(items.len());
+    let head_dead = items[..sorted].iter().filter(|e| e.is_dead()).count();
     let mut kept = 0;
     for i in 0..items.len() {
         if !items[i].is_dead() {
@@ -351,7 +352,7 @@ fn sweep_in<T: Item>(items: &mut [T], sorted: usize) -> (usize, usize) {
             kept += 1;
         }
     }
-    (kept, dead_in_head)
+    (kept, sorted - head_dead)
 }
 
 impl<'a> Entries<'a> {
@@ -562,11 +563,11 @@ impl<'a> EntriesMut<'a> {
     fn sweep(&mut self) {
         let sorted = self.seg.sorted();
         let range = self.range();
-        let (kept, dead_in_head) = each!(&mut self.pool.store, v => {
+        let (kept, head) = each!(&mut self.pool.store, v => {
             sweep_in(v.get_mut(range).unwrap_or(&mut []), sorted)
         });
         self.seg.len = u(kept);
-        self.seg.tail = u8_of(kept - (sorted - dead_in_head));
+        self.seg.tail = u8_of(kept - head);
         self.seg.dead = 0;
         if us(self.seg.cap) > kept + kept / 4 + 4 {
             self.pool.release_tail(self.seg, kept + kept / 8);
