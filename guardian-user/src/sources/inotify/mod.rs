@@ -15,8 +15,8 @@
 //!   [`Sample::rescan`].
 //! - A directory is always (re)watched when it enters the tree: a new directory under a deleted
 //!   one's inode number gets its own watch, never the dead one's.
-//! - What a watch costs in userspace: its descriptor in the directory's node of the size table,
-//!   and a 16-byte row of the packed descriptor → directory table (`watches.rs`).
+//! - What a watch costs in userspace: its descriptor in the directory's record of the size table,
+//!   and an 8-byte row of the packed descriptor → directory table (`watches.rs`).
 
 mod watches;
 
@@ -102,7 +102,7 @@ fn unavailable(reason: String) -> SourceError {
     }
 }
 
-/// The watches, as the tree's [`Hooks`]. A directory's descriptor is kept in its node of the
+/// The watches, as the tree's [`Hooks`]. A directory's descriptor is kept by the
 /// size table; the table here says which directory a descriptor stands for now, so a node's
 /// descriptor counts only while the table maps it back to that node's key.
 struct Watcher {

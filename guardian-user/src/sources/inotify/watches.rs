@@ -1,16 +1,22 @@
-//! Which directory each inotify watch descriptor stands for, packed: 16 bytes per watched
-//! directory (the descriptor, an index into the few device numbers seen, the inode number) in
-//! one list sorted by descriptor, found by binary search. The kernel hands out descriptors in
-//! increasing order (`idr_alloc_cyclic`), so a new watch is appended; a removed one becomes a
-//! tombstone until they are half of the list, then the list is compacted. The way back (a
-//! directory's descriptor) is kept in the size table's directory node (`track::Watch`), not
-//! here. Two hash maps (descriptor → directory, directory → descriptor) cost ~66 bytes per
-//! directory before.
+//! Which directory each inotify watch descriptor stands for, packed: 8 bytes per watched
+//! directory (the descriptor and the low 32 bits of the inode number), in one list per device
+//! and upper half of the inode number (a handful: the filesystems the projects are on), each
+//! sorted by descriptor and found by binary search; the rare directory that fits none (more than
+//! [`MAX_PARTS`] such lists, or a low half equal to the tombstone's) is kept whole in a small map
+//! beside them. The kernel hands out descriptors in increasing order (`idr_alloc_cyclic`), so a
+//! new watch is appended; a removed one becomes a tombstone until they are half of its list, then
+//! the list is compacted. The way back (a directory's descriptor) is kept by the size table
+//! (`track::Watch`), not here. Two hash maps (descriptor → directory, directory → descriptor)
+//! cost ~66 bytes per directory before, 16-byte rows 16.
 
 use crate::sources::track::Key;
+use std::collections::HashMap;
 
-/// Device index of a tombstone.
+/// Low half of a tombstone's inode number.
 const DEAD: u32 = u32::MAX;
+
+/// Most lists; directories of further devices (or upper halves) are kept whole.
+const MAX_PARTS: usize = 64;
 
 /// Tombstones below this many are never compacted away (a small table is not worth it).
 const COMPACT_MIN: usize = 64;
@@ -18,118 +24,167 @@ const COMPACT_MIN: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Row {
     wd: i32,
-    /// Index into [`WatchTable::devs`], or [`DEAD`].
-    dev: u32,
-    ino: u64,
+    /// The low 32 bits of the inode number, or [`DEAD`].
+    lo: u32,
+}
+
+/// The watches of the directories on one device whose inode numbers share their upper half.
+#[derive(Debug)]
+struct Part {
+    dev: u64,
+    hi: u32,
+    /// Sorted by `wd`, each `wd` at most once.
+    rows: Vec<Row>,
+    dead: usize,
+}
+
+impl Part {
+    fn find(&self, wd: i32) -> Result<usize, usize> {
+        self.rows.binary_search_by_key(&wd, |r| r.wd)
+    }
+
+    fn key(&self, row: &Row) -> Option<Key> {
+        (row.lo != DEAD).then_some((self.dev, u64::from(self.hi) << 32 | u64::from(row.lo)))
+    }
+
+    fn live(&self) -> usize {
+        self.rows.len() - self.dead
+    }
 }
 
 /// Watch descriptor → directory `(st_dev, st_ino)` (see the module doc).
 #[derive(Debug, Default)]
 pub(super) struct WatchTable {
-    /// Sorted by `wd`, each `wd` at most once.
-    rows: Vec<Row>,
-    /// Device numbers seen (a handful: the filesystems the projects are on).
-    devs: Vec<u64>,
-    dead: usize,
+    parts: Vec<Part>,
+    /// Descriptors of directories no list holds.
+    whole: HashMap<i32, Key>,
+}
+
+fn halves(ino: u64) -> (u32, u32) {
+    let [a, b, c, d, e, f, g, h] = ino.to_le_bytes();
+    (
+        u32::from_le_bytes([e, f, g, h]),
+        u32::from_le_bytes([a, b, c, d]),
+    )
 }
 
 impl WatchTable {
     /// Live watches.
     pub(super) fn len(&self) -> usize {
-        self.rows.len() - self.dead
-    }
-
-    fn find(&self, wd: i32) -> Result<usize, usize> {
-        self.rows.binary_search_by_key(&wd, |r| r.wd)
+        self.parts.iter().map(Part::live).sum::<usize>() + self.whole.len()
     }
 
     /// The directory of `wd`.
     pub(super) fn get(&self, wd: i32) -> Option<Key> {
-        let row = self.rows.get(self.find(wd).ok()?)?;
-        let dev = self.devs.get(usize::try_from(row.dev).ok()?)?;
-        Some((*dev, row.ino))
+        self.parts
+            .iter()
+            .find_map(|p| {
+                p.find(wd)
+                    .ok()
+                    .and_then(|at| p.rows.get(at))
+                    .and_then(|r| p.key(r))
+            })
+            .or_else(|| self.whole.get(&wd).copied())
     }
 
     /// Whether some descriptor stands for `key` (a scan: for the tests' watch limit only).
     pub(super) fn holds(&self, key: Key) -> bool {
-        self.rows.iter().any(|r| {
-            r.ino == key.1
-                && usize::try_from(r.dev)
-                    .ok()
-                    .and_then(|d| self.devs.get(d))
-                    .is_some_and(|dev| *dev == key.0)
-        })
+        self.parts
+            .iter()
+            .any(|p| p.rows.iter().any(|r| p.key(r) == Some(key)))
+            || self.whole.values().any(|k| *k == key)
     }
 
     /// Sets the directory of `wd`; the directory it stood for before, if another.
     pub(super) fn insert(&mut self, wd: i32, key: Key) -> Option<Key> {
-        let old = self.get(wd).filter(|old| *old != key);
-        let dev = self.dev_index(key.0);
-        let row = Row {
-            wd,
-            dev,
-            ino: key.1,
+        let old = self.remove(wd).filter(|old| *old != key);
+        let (hi, lo) = halves(key.1);
+        let part = match self.parts.iter().position(|p| p.dev == key.0 && p.hi == hi) {
+            Some(i) => self.parts.get_mut(i),
+            None if self.parts.len() < MAX_PARTS => {
+                self.parts.push(Part {
+                    dev: key.0,
+                    hi,
+                    rows: Vec::new(),
+                    dead: 0,
+                });
+                self.parts.last_mut()
+            }
+            None => None,
         };
-        match self.find(wd) {
+        let Some(part) = part.filter(|_| lo != DEAD) else {
+            self.whole.insert(wd, key);
+            return old;
+        };
+        let row = Row { wd, lo };
+        match part.find(wd) {
             Ok(at) => {
-                if let Some(r) = self.rows.get_mut(at) {
-                    if r.dev == DEAD {
-                        self.dead -= 1;
+                if let Some(r) = part.rows.get_mut(at) {
+                    if r.lo == DEAD {
+                        part.dead -= 1;
                     }
                     *r = row;
                 }
             }
             // The usual case: a new descriptor, above every other.
-            Err(at) if at == self.rows.len() => self.rows.push(row),
+            Err(at) if at == part.rows.len() => part.rows.push(row),
             // After the kernel's counter wrapped: rare, so the shift is fine.
-            Err(at) => self.rows.insert(at, row),
+            Err(at) => part.rows.insert(at, row),
         }
         old
     }
 
     /// Forgets `wd`; the directory it stood for.
     pub(super) fn remove(&mut self, wd: i32) -> Option<Key> {
-        let key = self.get(wd)?;
-        let at = self.find(wd).ok()?;
-        if let Some(r) = self.rows.get_mut(at) {
-            r.dev = DEAD;
-            self.dead += 1;
+        if let Some(key) = self.whole.remove(&wd) {
+            return Some(key);
         }
-        if self.dead >= COMPACT_MIN && self.dead * 2 >= self.rows.len() {
-            self.rows.retain(|r| r.dev != DEAD);
-            self.dead = 0;
-            if self.rows.capacity() > self.rows.len() * 2 {
-                self.rows.shrink_to(self.rows.len() + self.rows.len() / 4);
+        for part in &mut self.parts {
+            let Ok(at) = part.find(wd) else {
+                continue;
+            };
+            let Some(key) = part.rows.get(at).and_then(|r| part.key(r)) else {
+                continue;
+            };
+            if let Some(r) = part.rows.get_mut(at) {
+                r.lo = DEAD;
+                part.dead += 1;
             }
+            if part.dead >= COMPACT_MIN && part.dead * 2 >= part.rows.len() {
+                part.rows.retain(|r| r.lo != DEAD);
+                part.dead = 0;
+                if part.rows.capacity() > part.rows.len() * 2 {
+                    part.rows.shrink_to(part.rows.len() + part.rows.len() / 4);
+                }
+            }
+            return Some(key);
         }
-        Some(key)
+        None
     }
 
-    /// Gives back the list's spare capacity (after a baseline walk added many watches).
+    /// Gives back the lists' spare capacity (after a baseline walk added many watches).
     pub(super) fn shrink(&mut self) {
-        if self.rows.capacity() > self.rows.len() + self.rows.len() / 4 + 16 {
-            self.rows.shrink_to(self.rows.len() + self.rows.len() / 8);
+        for part in &mut self.parts {
+            if part.rows.capacity() > part.rows.len() + part.rows.len() / 4 + 16 {
+                part.rows.shrink_to(part.rows.len() + part.rows.len() / 8);
+            }
         }
     }
 
     /// Heap bytes held.
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
-        self.rows.capacity() * std::mem::size_of::<Row>() + self.devs.capacity() * 8
+        self.parts
+            .iter()
+            .map(|p| p.rows.capacity() * std::mem::size_of::<Row>())
+            .sum::<usize>()
+            + self.parts.capacity() * std::mem::size_of::<Part>()
     }
 
-    fn dev_index(&mut self, dev: u64) -> u32 {
-        if let Some(i) = self.devs.iter().position(|d| *d == dev) {
-            return u32::try_from(i).unwrap_or(DEAD);
-        }
-        // Device numbers are only ever added: a node's filesystems are few. A table that
-        // somehow met 2^32 - 1 of them stores the rest as dead rows (their events are lost
-        // and the re-walks repair them), never a wrong device.
-        let i = u32::try_from(self.devs.len()).unwrap_or(DEAD);
-        if i != DEAD {
-            self.devs.push(dev);
-        }
-        i
+    /// Rows kept, tombstones included.
+    #[cfg(test)]
+    fn rows(&self) -> usize {
+        self.parts.iter().map(|p| p.rows.len()).sum()
     }
 }
 
@@ -140,8 +195,9 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
-    fn a_row_is_16_bytes() {
-        assert_eq!(std::mem::size_of::<Row>(), 16);
+    fn a_row_is_8_bytes() {
+        assert_eq!(std::mem::size_of::<Row>(), 8);
+        assert_eq!(halves(0x1234_5678_9abc_def0), (0x1234_5678, 0x9abc_def0));
     }
 
     #[test]
@@ -176,25 +232,43 @@ mod tests {
         }
         t.shrink();
         let full = t.heap_bytes();
-        assert!(full <= 10_000 * 16 * 9 / 8 + 64, "{full}");
+        assert!(full <= 10_000 * 8 * 9 / 8 + 256, "{full}");
         for wd in 1..=9_900 {
             assert!(t.remove(wd).is_some());
         }
         assert_eq!(t.len(), 100);
-        assert!(t.rows.len() < 200, "{} rows kept", t.rows.len());
+        assert!(t.rows() < 200, "{} rows kept", t.rows());
         assert!(t.heap_bytes() < full / 10, "{}", t.heap_bytes());
         for wd in 9_901..=10_000 {
             assert_eq!(t.get(wd), Some((1, u64::try_from(wd).unwrap())));
         }
     }
 
+    #[test]
+    fn directories_past_the_last_list_are_kept_whole() {
+        let mut t = WatchTable::default();
+        for wd in 0..200 {
+            assert_eq!(t.insert(wd, (u64::try_from(wd).unwrap(), 5)), None);
+        }
+        assert_eq!(t.parts.len(), MAX_PARTS);
+        assert_eq!(t.whole.len(), 200 - MAX_PARTS);
+        for wd in 0..200 {
+            assert_eq!(t.get(wd), Some((u64::try_from(wd).unwrap(), 5)));
+        }
+        assert_eq!(t.len(), 200);
+    }
+
     proptest! {
         /// Any sequence of inserts and removes agrees with a plain map.
         #[test]
-        fn agrees_with_a_map(ops in prop::collection::vec((any::<bool>(), 0i32..300, 0u64..3, 0u64..50), 0..600)) {
+        fn agrees_with_a_map(ops in prop::collection::vec((any::<bool>(), 0i32..300, 0u64..3, 0u64..50, 0usize..4), 0..600)) {
             let mut t = WatchTable::default();
             let mut m: HashMap<i32, Key> = HashMap::new();
-            for (add, wd, dev, ino) in ops {
+            // Inode numbers of 32 and 64 bits, and one whose low half is the tombstone's
+            // (kept whole).
+            let high = [0, 1 << 32, 0xffff << 40, u64::from(u32::MAX)];
+            for (add, wd, dev, ino, bits) in ops {
+                let ino = ino | high[bits];
                 if add {
                     let before = m.insert(wd, (dev, ino)).filter(|k| *k != (dev, ino));
                     prop_assert_eq!(t.insert(wd, (dev, ino)), before);

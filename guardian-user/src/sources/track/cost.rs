@@ -10,8 +10,8 @@ impl Tree {
     pub(crate) fn tracked_files(&self) -> usize {
         let names: usize = self
             .dirs
-            .values()
-            .map(|d| d.entries.iter().filter(|e| !e.is_dir()).count())
+            .iter()
+            .map(|(_, _, entries)| entries.iter().filter(|e| !e.is_dir()).count())
             .sum();
         let extra: usize = self
             .wide
@@ -30,11 +30,6 @@ impl Tree {
         fn set<K, S>(s: &HashSet<K, S>) -> usize {
             table_bytes(s.capacity(), std::mem::size_of::<K>())
         }
-        let dirs: usize = self
-            .dirs
-            .values()
-            .map(|d| d.entries.heap_bytes() + d.name.as_bytes_with_nul().len())
-            .sum();
         let collisions: usize = self.collisions.values().map(|v| v.capacity() * 4).sum();
         let roots: usize = self
             .roots
@@ -44,9 +39,8 @@ impl Tree {
         map(&self.roots)
             + roots
             + map(&self.root_keys)
-            + map(&self.dirs)
-            + dirs
-            + map(&self.wide)
+            + self.dirs.heap_bytes()
+            + self.wide.heap_bytes()
             + self.bloom.heap_bytes()
             + self.twins.capacity() * std::mem::size_of::<Twin>()
             + map(&self.collisions)

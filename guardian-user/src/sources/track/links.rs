@@ -2,7 +2,7 @@
 //! Entries hold no link count; a file known under several names (or too large for an entry's 32
 //! bits) moves to the wide table, keyed by `(st_dev, st_ino)`, with its size, the project it is
 //! counted in and its number of tracked names. To find the other names of a file that gains
-//! one, every inline entry's inode number is in a Bloom filter (~1.6 bytes per file): a new name
+//! one, every inline entry's inode number is in a Bloom filter (~0.9 bytes per file): a new name
 //! of a file with `st_nlink > 1` that the filter may already hold is a *twin candidate*, counted
 //! as a new file until the end of the batch, when one pass over the table finds its other names
 //! and moves them all to the wide table. Links to files outside every project (a package store)
@@ -13,13 +13,153 @@ use super::tree::{signed, Key, Tree};
 use std::collections::{HashMap, HashSet};
 
 /// A file in the wide table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Wide {
     pub(super) size: u64,
     /// The project its size is counted in (that of the name first known).
     pub(super) project: u32,
     /// Tracked names.
     pub(super) links: u32,
+}
+
+/// Key of an empty slot of the [`WideTable`] (no device is numbered `u64::MAX`).
+const NO_KEY: Key = (u64::MAX, u64::MAX);
+
+/// The wide table: `(st_dev, st_ino)` → [`Wide`], open addressing with linear probing in one
+/// list of 32-byte slots, at most 80% full (75% after a walk); a hash map cost 33 bytes per
+/// bucket of a power of two above 8/7 of its capacity.
+#[derive(Debug, Default)]
+pub(super) struct WideTable {
+    slots: Vec<(Key, Wide)>,
+    len: usize,
+}
+
+impl WideTable {
+    fn home(&self, key: Key) -> usize {
+        let h = mix(key.1 ^ mix(key.0));
+        let n = u64::try_from(self.slots.len()).unwrap_or(u64::MAX);
+        usize::try_from((u128::from(h) * u128::from(n)) >> 64).unwrap_or(0)
+    }
+
+    fn position(&self, key: Key) -> Option<usize> {
+        let n = self.slots.len();
+        if n == 0 {
+            return None;
+        }
+        let mut i = self.home(key);
+        for _ in 0..n {
+            let k = self.slots.get(i)?.0;
+            if k == key {
+                return Some(i);
+            }
+            if k == NO_KEY {
+                return None;
+            }
+            i = (i + 1) % n;
+        }
+        None
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn contains_key(&self, key: &Key) -> bool {
+        self.position(*key).is_some()
+    }
+
+    pub(super) fn get_mut(&mut self, key: &Key) -> Option<&mut Wide> {
+        let at = self.position(*key)?;
+        self.slots.get_mut(at).map(|s| &mut s.1)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Wide> + '_ {
+        self.slots.iter().filter(|s| s.0 != NO_KEY).map(|s| &s.1)
+    }
+
+    /// Sets the file `key`'s entry.
+    pub(super) fn insert(&mut self, key: Key, wide: Wide) {
+        if key == NO_KEY {
+            return;
+        }
+        if let Some(slot) = self.get_mut(&key) {
+            *slot = wide;
+            return;
+        }
+        if (self.len + 1) * 5 > self.slots.len() * 4 {
+            self.resize((self.len + 1) * 2);
+        }
+        self.place(key, wide);
+        self.len += 1;
+    }
+
+    fn place(&mut self, key: Key, wide: Wide) {
+        let n = self.slots.len();
+        let mut i = self.home(key);
+        for _ in 0..n {
+            match self.slots.get_mut(i) {
+                Some(s) if s.0 == NO_KEY => {
+                    *s = (key, wide);
+                    return;
+                }
+                _ => i = (i + 1) % n,
+            }
+        }
+    }
+
+    /// Forgets the file `key`, shifting back what would no longer be found.
+    pub(super) fn remove(&mut self, key: &Key) -> Option<Wide> {
+        let at = self.position(*key)?;
+        let old = self.slots.get(at)?.1;
+        let n = self.slots.len();
+        let (mut hole, mut j) = (at, at);
+        for _ in 0..n {
+            j = (j + 1) % n;
+            let Some(s) = self.slots.get(j).copied().filter(|s| s.0 != NO_KEY) else {
+                break;
+            };
+            let home = self.home(s.0);
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                if let Some(h) = self.slots.get_mut(hole) {
+                    *h = s;
+                }
+                hole = j;
+            }
+        }
+        if let Some(h) = self.slots.get_mut(hole) {
+            h.0 = NO_KEY;
+        }
+        self.len -= 1;
+        Some(old)
+    }
+
+    fn resize(&mut self, slots: usize) {
+        let old = std::mem::replace(
+            &mut self.slots,
+            vec![(NO_KEY, Wide::default()); slots.max(16)],
+        );
+        for (key, wide) in old.into_iter().filter(|s| s.0 != NO_KEY) {
+            self.place(key, wide);
+        }
+    }
+
+    /// After a walk: 75% full.
+    pub(super) fn compact(&mut self) {
+        if self.len == 0 {
+            self.slots = Vec::new();
+        } else {
+            self.resize(self.len * 4 / 3 + 1);
+        }
+    }
+
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<(Key, Wide)>()
+    }
 }
 
 /// A new name of a file with other names somewhere, that may be tracked already.
@@ -30,9 +170,11 @@ pub(super) struct Twin {
     pub(super) size: u64,
 }
 
-/// Bits per expected entry; with [`HASHES`] hash functions, about 1% false positives when full.
-const BITS_PER_ENTRY: usize = 10;
-const HASHES: u64 = 6;
+/// Bits per expected entry; with [`HASHES`] hash functions, about 6% false positives when full
+/// (3% at the fill a rebuild leaves): a false positive costs one pass over the table at the end
+/// of a batch, and only for a new name of a file with several links.
+const BITS_PER_ENTRY: usize = 6;
+const HASHES: u64 = 4;
 /// Smallest filter, in entries.
 const MIN_ROOM: usize = 1024;
 
@@ -46,7 +188,7 @@ pub(super) struct Bloom {
     added: usize,
 }
 
-fn mix(mut x: u64) -> u64 {
+pub(super) fn mix(mut x: u64) -> u64 {
     // splitmix64's finalizer.
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -116,15 +258,15 @@ impl Bloom {
 impl Tree {
     /// Rebuilds the filter from every inline entry.
     pub(super) fn rebuild_bloom(&mut self) {
-        let inline = |e: &&Entry| !e.is_dir() && e.size != WIDE;
+        let inline = |e: &Entry| !e.is_dir() && e.size != WIDE;
         let live: usize = self
             .dirs
-            .values()
-            .map(|d| d.entries.iter().filter(inline).count())
+            .iter()
+            .map(|(_, _, entries)| entries.iter().filter(inline).count())
             .sum();
         let mut bloom = Bloom::sized(live);
-        for (key, node) in &self.dirs {
-            for e in node.entries.iter().filter(inline) {
+        for (key, _, entries) in self.dirs.iter() {
+            for e in entries.iter().filter(inline) {
                 bloom.insert((key.0, e.ino));
             }
         }
@@ -141,10 +283,10 @@ impl Tree {
         let twins = std::mem::take(&mut self.twins);
         let wanted: HashSet<Key> = twins.iter().map(|t| t.key).collect();
         let mut found: HashMap<Key, Vec<(Key, Entry)>> = HashMap::new();
-        for (dir, node) in &self.dirs {
-            for e in node.entries.iter() {
+        for (dir, _, entries) in self.dirs.iter() {
+            for e in entries.iter() {
                 if !e.is_dir() && e.size != WIDE && wanted.contains(&(dir.0, e.ino)) {
-                    found.entry((dir.0, e.ino)).or_default().push((*dir, *e));
+                    found.entry((dir.0, e.ino)).or_default().push((dir, e));
                 }
             }
         }
@@ -162,7 +304,7 @@ impl Tree {
                 .find(|(d, _)| !new_dirs.contains(d))
                 .or(names.first())
                 .map(|(d, _)| *d);
-            let Some(owner) = owner_dir.and_then(|d| self.dirs.get(&d)).map(|n| n.project) else {
+            let Some(owner) = owner_dir.and_then(|d| self.dirs.project(d)) else {
                 continue;
             };
             let size = twins
@@ -172,17 +314,19 @@ impl Tree {
                 .map_or(0, |t| t.size);
             let mut links = 0u32;
             for (dir, e) in &names {
-                let Some(node) = self.dirs.get_mut(dir) else {
+                let Some(project) = self.dirs.project(*dir) else {
                     continue;
                 };
-                let slot = node.entries.with_hash(e.hash).into_iter().find(|s| {
-                    node.entries
-                        .get(*s)
+                let Some(mut entries) = self.dirs.entries_mut(*dir) else {
+                    continue;
+                };
+                let read = entries.read();
+                let slot = read.with_hash(e.hash).into_iter().find(|s| {
+                    read.get(*s)
                         .is_some_and(|x| x.ino == e.ino && !x.is_dir() && x.size != WIDE)
                 });
                 if let Some(slot) = slot {
-                    node.entries.set_size(slot, WIDE);
-                    let project = node.project;
+                    entries.set_size(slot, WIDE);
                     self.add(project, -i64::from(e.size));
                     links += 1;
                 }
@@ -214,11 +358,37 @@ mod tests {
         let false_positives = (10_000..110_000u64)
             .filter(|ino| b.may_hold((7, *ino)))
             .count();
-        assert!(false_positives < 2_000, "{false_positives} of 100,000");
+        assert!(false_positives < 4_000, "{false_positives} of 100,000");
         assert!(!b.due());
         assert!(
             Bloom::default().may_hold((1, 1)),
             "unbuilt: may hold anything"
         );
+    }
+
+    proptest::proptest! {
+        /// Inserts, updates and removals agree with a map, through growth and compaction.
+        #[test]
+        fn the_wide_table_agrees_with_a_map(ops in proptest::collection::vec((0u8..5, 0u64..3, 0u64..200), 1..1500)) {
+            let mut t = WideTable::default();
+            let mut m: HashMap<Key, Wide> = HashMap::new();
+            for (op, dev, ino) in ops {
+                let key = (dev, ino);
+                let w = Wide { size: ino * 3, project: 1, links: u32::from(op) };
+                match op {
+                    0..=2 => {
+                        t.insert(key, w);
+                        m.insert(key, w);
+                    }
+                    3 => proptest::prop_assert_eq!(t.remove(&key), m.remove(&key)),
+                    _ => t.compact(),
+                }
+                proptest::prop_assert_eq!(t.len(), m.len());
+            }
+            for (k, w) in &m {
+                proptest::prop_assert_eq!(t.get_mut(k).copied(), Some(*w));
+            }
+            proptest::prop_assert_eq!(t.values().count(), m.len());
+        }
     }
 }

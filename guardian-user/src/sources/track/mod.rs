@@ -1,6 +1,6 @@
 //! What the fanotify and inotify sources share: the size table that mirrors the project trees
-//! (`tree.rs`: per directory a packed list of 16-byte entries in `entries.rs`, no name or map
-//! entry per file; hard links counted once in `links.rs`; one changed name re-read in
+//! (`tree.rs`: per directory a list of 12-byte entries, a segment of one pool in `entries.rs`,
+//! no name or map entry per file; the directories packed in `dirs.rs`; hard links counted once in `links.rs`; one changed name re-read in
 //! `names.rs`; its project set in `projects.rs` and the event summary it decides by in
 //! `change.rs`), walking directories into it (`walk.rs`), the schedule of re-walks that repairs
 //! lost events and drift at a CPU budget (`rewalk.rs`), and the worker thread that owns the
@@ -8,6 +8,7 @@
 
 mod change;
 mod cost;
+mod dirs;
 mod entries;
 mod links;
 mod names;

@@ -112,8 +112,8 @@ impl Tree {
         // small one is listed to be sure.
         let large = self
             .dirs
-            .get(&dir)
-            .is_some_and(|d| d.entries.len() > LISTED_TO_BE_SURE);
+            .entries(dir)
+            .is_some_and(|e| e.len() > LISTED_TO_BE_SURE);
         let left = change.known && (change.deleted || change.moved_away || change.moved_in);
         match old.as_slice() {
             [] if !collided => {}
@@ -182,19 +182,18 @@ impl Tree {
     pub(crate) fn reconcile_all(&mut self, dir: Key, at: At<'_>, hooks: &mut dyn Hooks) {
         // What it lists below is newer than any listing kept.
         self.end_batch();
-        let Some(node) = self.dirs.get(&dir) else {
+        let Some(entries) = self.dirs.entries(dir) else {
             return;
         };
         let Some(project) = self.project_of(dir) else {
             return;
         };
-        let mut names: Vec<CString> = node
-            .entries
+        let mut names: Vec<CString> = entries
             .iter()
             .filter(|e| e.is_dir())
-            .filter_map(|e| self.dirs.get(&(dir.0, e.ino)))
-            .filter(|d| d.parent == Some(dir))
-            .map(|d| d.name.clone())
+            .map(|e| (dir.0, e.ino))
+            .filter(|k| self.dirs.parent(*k) == Some(dir))
+            .filter_map(|k| CString::new(self.dirs.name(k)?).ok())
             .collect();
         let Ok(listed) = listing(at) else {
             self.lost(dir);
@@ -225,16 +224,16 @@ impl Tree {
     /// After `dir` was listed whole: sorts its entries, and re-reads the names of any hash two
     /// file entries share (two names hashing alike, or one name listed twice).
     pub(super) fn settle_dir(&mut self, dir: Key, at: At<'_>) {
-        let Some(node) = self.dirs.get_mut(&dir) else {
+        let Some(mut entries) = self.dirs.entries_mut(dir) else {
             return;
         };
-        node.entries.sort();
-        let shared = node.entries.shared_file_hashes();
+        entries.sort();
+        let shared = entries.read().shared_file_hashes();
         for hash in shared {
             self.resync_hash(dir, at, hash);
         }
-        if let Some(node) = self.dirs.get_mut(&dir) {
-            node.entries.shrink();
+        if let Some(mut entries) = self.dirs.entries_mut(dir) {
+            entries.shrink();
         }
     }
 
@@ -254,8 +253,8 @@ impl Tree {
             self.drop_subtree(child, hooks);
             return;
         }
-        if let Some(node) = self.dirs.get_mut(&child) {
-            node.parent = None;
+        if self.dirs.contains(child) {
+            self.dirs.set_parent(child, None);
             self.orphan_dirs.push(child);
         }
     }
@@ -270,7 +269,7 @@ impl Tree {
         hooks: &mut dyn Hooks,
     ) {
         let key = key_of(st);
-        if self.dirs.contains_key(&key) {
+        if self.dirs.contains(key) {
             if change.may_adopt() {
                 self.adopt_dir(parent, name.to_owned(), key);
                 return;
@@ -300,8 +299,8 @@ impl Tree {
     /// The entry of a new subdirectory in its parent's list.
     pub(super) fn list_dir_entry(&mut self, parent: Key, name: &CStr, key: Key) {
         let hash = self.name_hash(name);
-        if let Some(p) = self.dirs.get_mut(&parent) {
-            p.entries.push(Entry {
+        if let Some(mut p) = self.dirs.entries_mut(parent) {
+            p.push(Entry {
                 ino: key.1,
                 size: DIR,
                 hash,

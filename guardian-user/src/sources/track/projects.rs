@@ -45,6 +45,11 @@ impl Tree {
         // Hard links among the new trees (and to the old ones) are counted once before the
         // baselines are taken.
         self.resolve_twins();
+        if !added.is_empty() {
+            // The walks are done: every list packed, no room to spare.
+            self.dirs.compact();
+            self.wide.compact();
+        }
         for id in added {
             let total = self.totals.get(&id).copied().unwrap_or(0);
             self.reported.insert(id, total);
@@ -53,8 +58,11 @@ impl Tree {
         }
         tracing::debug!(
             projects = self.roots.len(),
+            dirs = self.dirs.len(),
+            wide = self.wide.len(),
             files = self.tracked_files(),
             heap_bytes = self.heap_bytes(),
+            dir_heap_bytes = self.dirs.dir_heap_bytes(),
             "size table watched"
         );
     }
@@ -74,7 +82,7 @@ impl Tree {
                 "same directory as project {other}"
             )));
         }
-        if self.dirs.contains_key(&key) {
+        if self.dirs.contains(key) {
             // Nested inside another project's tree: it becomes its own project.
             self.forget_subtree(key, hooks);
         }
@@ -99,12 +107,14 @@ impl Tree {
 
     /// Removes a subtree that belongs elsewhere without reporting it as shrinkage.
     fn forget_subtree(&mut self, key: Key, hooks: &mut dyn Hooks) {
-        let Some(node) = self.dirs.get(&key) else {
+        let Some(project) = self.dirs.project(key) else {
             return;
         };
-        let project = node.project;
-        if let Some(parent) = node.parent {
-            let hash = self.name_hash(&node.name);
+        if let Some((parent, hash)) = self
+            .dirs
+            .parent(key)
+            .zip(self.dirs.name(key).map(|n| self.bytes_hash(n)))
+        {
             self.unlist_dir(parent, hash, key);
         }
         let before = self.totals.get(&project).copied().unwrap_or(0);

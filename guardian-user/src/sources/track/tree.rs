@@ -5,13 +5,16 @@
 //! re-walks, polling) is in `walk.rs`; when to re-walk is `rewalk.rs`; hard links are
 //! `links.rs`. The table only reads the disk.
 //!
-//! Layout (what a tracked file costs): a file is one 16-byte [`Entry`] in its directory's
-//! packed list (`entries.rs`: inode number, size in 32 bits, a 32-bit hash of its name keyed per
-//! process), plus its bit share of the hard-link filter (`links.rs`, ~1.6 bytes): about 18 bytes,
-//! no name and no map entry of its own. Directories keep their name, parent and project in a
-//! map keyed by `(st_dev, st_ino)` (~150 bytes each, their names included), and are entries of
-//! their parent's list too. A file with several tracked names or 4 GiB or more moves to the
-//! wide table (`links.rs`). [`Tree::heap_bytes`] adds it all up from the capacities.
+//! Layout (what a tracked file costs): a file is one 12-byte [`Entry`] in its directory's
+//! list, a segment of one shared pool (`entries.rs`: inode number, size in 32 bits, a 32-bit
+//! hash of its name keyed per process; 16 bytes once an inode number needs 64 bits), plus its
+//! bit share of the hard-link filter (`links.rs`, ~0.9 bytes): no name, no map entry and no
+//! allocation of its own. Directories are 40-byte records in one list (`dirs.rs`: name in a
+//! byte arena, parent by record number, project, watch, entries' place in the pool) found by
+//! `(st_dev, st_ino)` through an open-addressing table (~52 bytes each with their names), and
+//! are entries of their parent's list too. A file with several tracked names or 4 GiB or more
+//! moves to the wide table (`links.rs`). [`Tree::heap_bytes`] adds it all up from the
+//! capacities.
 //!
 //! Exactness rests on three rules. Every update re-reads the current state of one name, so
 //! repeated, reordered or stale events converge. A directory is only taken for one already
@@ -24,8 +27,9 @@
 //! the directory with that hash are listed and re-read ([`Tree::resync_hash`]). Subdirectories
 //! are found by hash and checked by name, exactly.
 
+use super::dirs::Dirs;
 use super::entries::{Entry, Slot, DIR, INLINE_MAX, WIDE};
-use super::links::{Bloom, Twin, Wide};
+use super::links::{Bloom, Twin, Wide, WideTable};
 use super::rewalk::Rewalks;
 use crate::fsys::{EntryKind, EntryStat};
 use crate::scan::MAX_DEPTH;
@@ -50,7 +54,7 @@ pub(super) fn signed(size: u64) -> i64 {
     i64::try_from(size).unwrap_or(i64::MAX)
 }
 
-/// A source's handle on the watch of one directory, kept in the directory's node (inotify's
+/// A source's handle on the watch of one directory, kept in the directory's record (inotify's
 /// watch descriptor; [`NO_WATCH`] for none, and for sources that see whole filesystems).
 pub(crate) type Watch = i32;
 
@@ -79,18 +83,6 @@ impl Hooks for NoHooks {
     fn dir_dropped(&mut self, _: Key, _: Watch) {}
 }
 
-pub(super) struct DirNode {
-    pub(super) project: u32,
-    /// The source's watch on it (in what would be padding after `project`).
-    pub(super) watch: Watch,
-    /// `None` for a project root, or for a directory moved away whose new place is not known
-    /// yet (an orphan, dropped by [`Tree::finalize`] unless adopted before).
-    pub(super) parent: Option<Key>,
-    pub(super) name: CString,
-    /// Its files and subdirectories (see `entries.rs`).
-    pub(super) entries: super::entries::Entries,
-}
-
 pub(super) struct Root {
     pub(super) project: ProjectDir,
     pub(super) key: Key,
@@ -101,9 +93,12 @@ pub(super) struct Root {
 pub(crate) struct Tree {
     pub(super) roots: HashMap<u32, Root>,
     pub(super) root_keys: HashMap<Key, u32>,
-    pub(super) dirs: HashMap<Key, DirNode>,
+    /// The tracked directories (`dirs.rs`). A directory's parent is `None` for a project
+    /// root, or for a directory moved away whose new place is not known yet (an orphan,
+    /// dropped by [`Tree::finalize`] unless adopted before).
+    pub(super) dirs: Dirs,
     /// Files with several tracked names or too large for an entry (`links.rs`).
-    pub(super) wide: HashMap<Key, Wide>,
+    pub(super) wide: WideTable,
     /// Inodes of the inline entries (`links.rs`).
     pub(super) bloom: Bloom,
     /// New names of multi-link files to match with their other names at the end of the batch.
@@ -140,8 +135,8 @@ impl Default for Tree {
         Tree {
             roots: HashMap::new(),
             root_keys: HashMap::new(),
-            dirs: HashMap::new(),
-            wide: HashMap::new(),
+            dirs: Dirs::default(),
+            wide: WideTable::default(),
             bloom: Bloom::default(),
             twins: Vec::new(),
             collisions: HashMap::new(),
@@ -191,17 +186,22 @@ impl Tree {
     }
 
     pub(super) fn name_hash(&self, name: &CStr) -> u32 {
-        let [a, b, c, d, ..] = self.hasher.hash_one(name.to_bytes()).to_le_bytes();
+        self.bytes_hash(name.to_bytes())
+    }
+
+    /// [`Tree::name_hash`] of a name's bytes.
+    pub(super) fn bytes_hash(&self, name: &[u8]) -> u32 {
+        let [a, b, c, d, ..] = self.hasher.hash_one(name).to_le_bytes();
         u32::from_le_bytes([a, b, c, d]) & self.hash_mask
     }
 
     /// The watch the source gave the tracked directory `key`.
     pub(crate) fn watch_of(&self, key: Key) -> Option<Watch> {
-        self.dirs.get(&key).map(|n| n.watch)
+        self.dirs.watch(key)
     }
 
     pub(crate) fn has_dir(&self, key: Key) -> bool {
-        self.dirs.contains_key(&key)
+        self.dirs.contains(key)
     }
 
     /// Something worth telling the operator; `cause` groups repeats (see [`Note`]).
@@ -224,7 +224,7 @@ impl Tree {
             .unwatched
             .iter()
             .filter(|k| {
-                let parent = self.dirs.get(k).and_then(|d| d.parent);
+                let parent = self.dirs.parent(**k);
                 !parent.is_some_and(|p| self.unwatched.contains(&p))
             })
             .filter_map(|k| self.path_of(*k))
@@ -244,19 +244,19 @@ impl Tree {
     pub(super) fn drop_subtree(&mut self, key: Key, hooks: &mut dyn Hooks) {
         let mut stack = vec![key];
         while let Some(k) = stack.pop() {
-            let Some(node) = self.dirs.remove(&k) else {
+            let Some(node) = self.dirs.remove(k) else {
                 continue;
             };
             hooks.dir_dropped(k, node.watch);
             self.unwatched.remove(&k);
             self.collisions.remove(&k);
-            for e in node.entries.iter() {
+            for e in node.entries {
                 if e.is_dir() {
                     if !self.root_keys.contains_key(&(k.0, e.ino)) {
                         stack.push((k.0, e.ino));
                     }
                 } else {
-                    self.unlink(node.project, k.0, *e);
+                    self.unlink(node.project, k.0, e);
                 }
             }
         }
@@ -285,33 +285,40 @@ impl Tree {
 
     /// Removes the file entry at `slot` of `dir` and uncounts it.
     pub(super) fn remove_file(&mut self, dir: Key, slot: Slot) {
-        let Some(node) = self.dirs.get_mut(&dir) else {
+        let Some(project) = self.dirs.project(dir) else {
             return;
         };
-        let project = node.project;
-        if let Some(e) = node.entries.get(slot).filter(|e| !e.is_dir()) {
-            node.entries.remove(slot);
+        let Some(mut entries) = self.dirs.entries_mut(dir) else {
+            return;
+        };
+        if let Some(e) = entries.read().get(slot).filter(|e| !e.is_dir()) {
+            entries.remove(slot);
             self.unlink(project, dir.0, e);
         }
     }
 
     /// Removes every file entry of `dir` whose name hashes to `hash` (`None`: all of them).
     pub(super) fn remove_files(&mut self, dir: Key, hash: Option<u32>) {
-        let Some(node) = self.dirs.get_mut(&dir) else {
+        let Some(project) = self.dirs.project(dir) else {
             return;
         };
-        let project = node.project;
+        let Some(mut entries) = self.dirs.entries_mut(dir) else {
+            return;
+        };
         let gone = match hash {
-            None => node.entries.take_files(),
+            None => entries.take_files(),
             Some(h) => {
                 let mut gone = Vec::new();
-                while let Some(slot) = node
-                    .entries
-                    .with_hash(h)
-                    .into_iter()
-                    .find(|s| node.entries.get(*s).is_some_and(|e| !e.is_dir()))
-                {
-                    gone.extend(node.entries.remove(slot));
+                loop {
+                    let read = entries.read();
+                    let Some(slot) = read
+                        .with_hash(h)
+                        .into_iter()
+                        .find(|s| read.get(*s).is_some_and(|e| !e.is_dir()))
+                    else {
+                        break;
+                    };
+                    gone.extend(entries.remove(slot));
                 }
                 gone
             }
@@ -325,13 +332,16 @@ impl Tree {
     /// subtrees), and counts new names of multi-link files once. Call after every batch.
     pub(crate) fn finalize(&mut self, hooks: &mut dyn Hooks) {
         for key in std::mem::take(&mut self.orphan_dirs) {
-            let orphan = self.dirs.get(&key).is_some_and(|d| d.parent.is_none())
+            let orphan = self.dirs.contains(key)
+                && self.dirs.parent(key).is_none()
                 && !self.root_keys.contains_key(&key);
             if orphan {
                 self.drop_subtree(key, hooks);
             }
         }
         self.resolve_twins();
+        // Holes left by lists that moved or went, once they are half of the pool.
+        self.dirs.tidy();
     }
 
     /// Whether `st` is something this project's tree tracks: a regular file or directory on
@@ -349,49 +359,49 @@ impl Tree {
 
     /// The file entries of `dir` whose name hashes to `hash`.
     pub(super) fn file_slots(&self, dir: Key, hash: u32) -> Vec<(Slot, Entry)> {
-        let Some(node) = self.dirs.get(&dir) else {
+        let Some(entries) = self.dirs.entries(dir) else {
             return Vec::new();
         };
-        node.entries
+        entries
             .with_hash(hash)
             .into_iter()
-            .filter_map(|s| Some((s, node.entries.get(s)?)))
+            .filter_map(|s| Some((s, entries.get(s)?)))
             .filter(|(_, e)| !e.is_dir())
             .collect()
     }
 
     /// The subdirectory `name` (hashing to `hash`) of `dir`, checked by name.
     pub(super) fn subdir_named(&self, dir: Key, hash: u32, name: &CStr) -> Option<Key> {
-        let node = self.dirs.get(&dir)?;
-        node.entries
+        let entries = self.dirs.entries(dir)?;
+        entries
             .with_hash(hash)
             .into_iter()
-            .filter_map(|s| node.entries.get(s))
+            .filter_map(|s| entries.get(s))
             .filter(|e| e.is_dir())
             .map(|e| (dir.0, e.ino))
             .find(|k| {
-                self.dirs
-                    .get(k)
-                    .is_some_and(|d| d.parent == Some(dir) && d.name.as_c_str() == name)
+                self.dirs.parent(*k) == Some(dir) && self.dirs.name(*k) == Some(name.to_bytes())
             })
     }
 
     /// Takes the entry of subdirectory `child` (named with `hash`) out of `parent`'s list.
     pub(super) fn unlist_dir(&mut self, parent: Key, hash: u32, child: Key) {
-        if let Some(p) = self.dirs.get_mut(&parent) {
-            if let Some(slot) = p.entries.find_dir(hash, child.1) {
-                p.entries.remove(slot);
+        if let Some(mut p) = self.dirs.entries_mut(parent) {
+            if let Some(slot) = p.read().find_dir(hash, child.1) {
+                p.remove(slot);
             }
         }
     }
 
     /// Sets the size of the file entry at `slot` of `dir`.
     pub(super) fn set_size(&mut self, dir: Key, slot: Slot, size: u64) {
-        let Some(node) = self.dirs.get_mut(&dir) else {
+        let Some(project) = self.dirs.project(dir) else {
             return;
         };
-        let project = node.project;
-        let Some(e) = node.entries.get(slot).filter(|e| !e.is_dir()) else {
+        let Some(mut entries) = self.dirs.entries_mut(dir) else {
+            return;
+        };
+        let Some(e) = entries.read().get(slot).filter(|e| !e.is_dir()) else {
             return;
         };
         let key = (dir.0, e.ino);
@@ -409,9 +419,9 @@ impl Tree {
             .ok()
             .filter(|s| u64::from(*s) <= INLINE_MAX)
         {
-            Some(small) => node.entries.set_size(slot, small),
+            Some(small) => entries.set_size(slot, small),
             None => {
-                node.entries.set_size(slot, WIDE);
+                entries.set_size(slot, WIDE);
                 self.wide.insert(
                     key,
                     Wide {
@@ -429,7 +439,7 @@ impl Tree {
     /// however many tracked names it has (`links.rs`).
     pub(super) fn link_file(&mut self, dir: Key, hash: u32, st: &EntryStat) {
         let key = key_of(st);
-        let Some(project) = self.dirs.get(&dir).map(|d| d.project) else {
+        let Some(project) = self.dirs.project(dir) else {
             return;
         };
         let size = if let Some(w) = self.wide.get_mut(&key) {
@@ -465,12 +475,24 @@ impl Tree {
             self.add(project, signed(st.size));
             WIDE
         };
-        if let Some(node) = self.dirs.get_mut(&dir) {
-            node.entries.push(Entry {
+        let pushed = self.dirs.entries_mut(dir).is_some_and(|mut e| {
+            e.push(Entry {
                 ino: st.ino,
                 size,
                 hash,
-            });
+            })
+        });
+        if !pushed {
+            // The pool is full (2^32 entries): the count stays right, the name is not tracked.
+            self.unlink(
+                project,
+                dir.0,
+                Entry {
+                    ino: st.ino,
+                    size,
+                    hash,
+                },
+            );
         }
         if self.bloom.due() {
             self.rebuild_bloom();
@@ -484,8 +506,8 @@ impl Tree {
         }
         if let Some((parent, hash)) = self
             .dirs
-            .get(&key)
-            .and_then(|n| Some((n.parent?, self.name_hash(&n.name))))
+            .parent(key)
+            .zip(self.dirs.name(key).map(|n| self.bytes_hash(n)))
         {
             self.unlist_dir(parent, hash, key);
         }
@@ -497,22 +519,24 @@ impl Tree {
         if key == parent || self.is_ancestor(key, parent) {
             return;
         }
-        let Some(project) = self.dirs.get(&parent).map(|d| d.project) else {
+        let Some(project) = self.dirs.project(parent) else {
             return;
         };
         let hash = self.name_hash(&name);
-        let Some(node) = self.dirs.get_mut(&key) else {
+        let Some(old_project) = self.dirs.project(key) else {
             return;
         };
-        let old_parent = node.parent.replace(parent);
-        let old_name = std::mem::replace(&mut node.name, name);
-        let old_project = node.project;
-        if let Some(op) = old_parent {
-            let old_hash = self.name_hash(&old_name);
+        let old_parent = self.dirs.parent(key);
+        let old_hash = self.dirs.name(key).map(|n| self.bytes_hash(n));
+        if self.dirs.set_name(key, &name).is_err() {
+            return;
+        }
+        self.dirs.set_parent(key, Some(parent));
+        if let Some((op, old_hash)) = old_parent.zip(old_hash) {
             self.unlist_dir(op, old_hash, key);
         }
-        if let Some(p) = self.dirs.get_mut(&parent) {
-            p.entries.push(Entry {
+        if let Some(mut p) = self.dirs.entries_mut(parent) {
+            p.push(Entry {
                 ino: key.1,
                 size: DIR,
                 hash,
@@ -525,7 +549,7 @@ impl Tree {
 
     fn is_ancestor(&self, candidate: Key, mut of: Key) -> bool {
         for _ in 0..MAX_DEPTH {
-            match self.dirs.get(&of).and_then(|d| d.parent) {
+            match self.dirs.parent(of) {
                 Some(p) if p == candidate => return true,
                 Some(p) => of = p,
                 None => return false,
@@ -537,16 +561,16 @@ impl Tree {
     fn set_subtree_project(&mut self, key: Key, project: u32) {
         let mut stack = vec![key];
         while let Some(k) = stack.pop() {
-            let Some(node) = self.dirs.get_mut(&k) else {
+            let Some(from) = self.dirs.project(k) else {
                 continue;
             };
-            if node.project == project {
+            if from == project {
                 continue;
             }
-            let from = std::mem::replace(&mut node.project, project);
+            self.dirs.set_project(k, project);
             let mut moved = 0i64;
             let mut wide = Vec::new();
-            for e in node.entries.iter() {
+            for e in self.dirs.entries(k).iter().flat_map(|e| e.iter()) {
                 if e.is_dir() {
                     stack.push((k.0, e.ino));
                 } else if e.size == WIDE {
@@ -570,7 +594,7 @@ impl Tree {
 
     /// The project a tracked directory belongs to.
     pub(crate) fn project_of(&self, key: Key) -> Option<u32> {
-        self.dirs.get(&key).map(|d| d.project)
+        self.dirs.project(key)
     }
 
     /// Growth since the last sample, with pending notes and rescan requests.

@@ -3,8 +3,9 @@
 //! count that drifted cannot stay wrong), and polling directories that have no watch. Reads
 //! only.
 
+use super::dirs::Full;
 use super::rewalk::{Reason, PERIODIC_BUDGET, REPAIR_BUDGET};
-use super::tree::{At, DirNode, Hooks, Key, Place, Tree, NO_WATCH};
+use super::tree::{At, Hooks, Key, Place, Tree};
 use crate::fsys::{self, EntryKind};
 use crate::scan::MAX_DEPTH;
 use crate::textpath;
@@ -65,7 +66,7 @@ impl Tree {
             if depth >= MAX_DEPTH {
                 continue;
             }
-            if self.dirs.contains_key(&key) {
+            if self.dirs.contains(key) {
                 if stack.iter().any(|f| f.key == key) {
                     continue; // stale state naming an ancestor: never loop
                 }
@@ -97,32 +98,34 @@ impl Tree {
             name,
             project,
         } = place;
+        if let Err(full) = self.dirs.insert(key, parent, &name, project) {
+            self.note(
+                "table-full",
+                format!(
+                    "a directory of project {project} is not tracked: {}",
+                    match full {
+                        Full::Name => "its name is longer than 255 bytes",
+                        Full::Table => "the size table is full",
+                    }
+                ),
+            );
+            return;
+        }
         if let Some(p) = parent {
             self.list_dir_entry(p, &name, key);
         }
-        self.dirs.insert(
-            key,
-            DirNode {
-                project,
-                watch: NO_WATCH,
-                parent,
-                name,
-                entries: Default::default(),
-            },
-        );
         // Watch first, then list: whatever appears in between is in the listing or in an
         // event (notify#124: files written into brand-new subdirectories).
         match hooks.dir_added(key, fd.as_fd()) {
-            Some(watch) => {
-                if let Some(node) = self.dirs.get_mut(&key) {
-                    node.watch = watch;
-                }
-            }
+            Some(watch) => self.dirs.set_watch(key, watch),
             None => {
                 self.unwatched.insert(key);
             }
         }
         let entries = fsys::list_dir(&fd).unwrap_or_default();
+        if let Some(mut list) = self.dirs.entries_mut(key) {
+            list.reserve(entries.len());
+        }
         stack.push(Frame { fd, key, entries });
     }
 
@@ -138,9 +141,8 @@ impl Tree {
                 }
                 return Some(path);
             }
-            let node = self.dirs.get(&k)?;
-            names.push(node.name.clone());
-            k = node.parent?;
+            names.push(CString::new(self.dirs.name(k)?).ok()?);
+            k = self.dirs.parent(k)?;
         }
         None
     }
@@ -156,7 +158,7 @@ impl Tree {
 
     /// Marks a tracked directory as unwatched (its watch went away).
     pub(crate) fn mark_unwatched(&mut self, key: Key) {
-        if self.dirs.contains_key(&key) {
+        if self.dirs.contains(key) {
             self.unwatched.insert(key);
         }
     }
@@ -165,7 +167,7 @@ impl Tree {
     pub(crate) fn poll_unwatched(&mut self, hooks: &mut dyn Hooks) {
         let keys: Vec<Key> = self.unwatched.iter().copied().collect();
         for key in keys {
-            if !self.dirs.contains_key(&key) {
+            if !self.dirs.contains(key) {
                 self.unwatched.remove(&key);
                 continue;
             }
@@ -174,9 +176,7 @@ impl Tree {
             };
             if let Some(watch) = hooks.dir_added(key, fd.as_fd()) {
                 self.unwatched.remove(&key);
-                if let Some(node) = self.dirs.get_mut(&key) {
-                    node.watch = watch;
-                }
+                self.dirs.set_watch(key, watch);
             }
             let at = At {
                 fd: fd.as_fd(),
@@ -262,15 +262,15 @@ impl Tree {
         let mut old_dirs = Vec::new();
         let mut stack = vec![root_key];
         while let Some(k) = stack.pop() {
-            let Some(node) = self.dirs.remove(&k) else {
+            let Some(node) = self.dirs.remove(k) else {
                 continue;
             };
             self.unwatched.remove(&k);
             self.collisions.remove(&k);
             old_dirs.push((k, node.watch));
-            for e in node.entries.iter() {
+            for e in node.entries {
                 if !e.is_dir() {
-                    self.unlink(node.project, k.0, *e);
+                    self.unlink(node.project, k.0, e);
                 } else if !self.root_keys.contains_key(&(k.0, e.ino)) {
                     stack.push((k.0, e.ino));
                 }
@@ -302,7 +302,7 @@ impl Tree {
             }
         };
         for (k, watch) in old_dirs {
-            if !self.dirs.contains_key(&k) {
+            if !self.dirs.contains(k) {
                 hooks.dir_dropped(k, watch);
             }
         }
