@@ -18,6 +18,7 @@ mod cadence;
 pub mod cycle;
 pub mod forecast;
 mod guard;
+mod lead;
 mod memory;
 pub mod notify;
 mod plan;

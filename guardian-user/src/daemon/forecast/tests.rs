@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{FreeAmount, FreeBytes, HumanDuration, Thresholds};
+use crate::config::{FreeAmount, FreeBytes, HumanDuration, LeadTime, Thresholds};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
