@@ -10,7 +10,8 @@
 //! - `IN_Q_OVERFLOW`: every project is re-walked, coalesced and at a CPU budget (the difference
 //!   shows up as growth), and its path goes into [`Sample::rescan`].
 //! - Out of watches (`ENOSPC`, `fs.inotify.max_user_watches`): the source keeps going; the
-//!   directories without a watch are polled once a second (and their watches retried), which
+//!   directories without a watch are polled in turn (and their watches retried), each second
+//!   as many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), which
 //!   [`Sample::notes`] says once and `problems()` says while it lasts, with the subtrees in
 //!   [`Sample::rescan`].
 //! - A directory is always (re)watched when it enters the tree: a new directory under a deleted
@@ -20,7 +21,7 @@
 
 mod watches;
 
-use super::track::{At, Backend, Change, Hooks, Key, Tree, Watch, Worker, TICK};
+use super::track::{At, Backend, Change, Hooks, Key, Tree, Watch, Worker, UNWATCHED_BUDGET};
 use super::{ProjectDir, Sample, SourceError};
 use ::inotify::{EventMask, Inotify};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -386,10 +387,11 @@ impl Backend for Ino {
             return Vec::new();
         }
         vec![format!(
-            "inotify: {unwatched} director{} without a watch ({}), polled every {} s",
+            "inotify: {unwatched} director{} without a watch ({}), polled in turn at up to \
+             {:.0}% of a core",
             if unwatched == 1 { "y" } else { "ies" },
             self.watcher.refused.as_deref().unwrap_or("watch removed"),
-            TICK.as_secs()
+            UNWATCHED_BUDGET * 100.0
         )]
     }
 
@@ -409,9 +411,10 @@ impl Backend for Ino {
                 .map(|p| crate::textpath::escape(p))
                 .collect();
             let note = format!(
-                "inotify: {why}; {unwatched} director{} degraded to polling every {} s: {}{}",
+                "inotify: {why}; {unwatched} director{} degraded to polling (in turn, at up to \
+                 {:.0}% of a core): {}{}",
                 if unwatched == 1 { "y" } else { "ies" },
-                TICK.as_secs(),
+                UNWATCHED_BUDGET * 100.0,
                 shown.join(", "),
                 if tops.len() > shown.len() {
                     ", …"

@@ -3,7 +3,8 @@
 //! no name or map entry per file; the directories packed in `dirs.rs`; hard links counted once in `links.rs`; one changed name re-read in
 //! `names.rs`; its project set in `projects.rs` and the event summary it decides by in
 //! `change.rs`), walking directories into it (`walk.rs`), the schedule of re-walks that repairs
-//! lost events and drift at a CPU budget (`rewalk.rs`), and the worker thread that owns the
+//! lost events and drift at a CPU budget (`rewalk.rs`), the polling of directories the source could
+//! not watch, at a budget too (`unwatched.rs`), and the worker thread that owns the
 //! kernel queue (`worker.rs`).
 
 mod change;
@@ -15,12 +16,14 @@ mod names;
 mod projects;
 mod rewalk;
 mod tree;
+mod unwatched;
 mod walk;
 mod worker;
 
 pub(crate) use change::Change;
 pub(crate) use tree::{key_of, At, Hooks, Key, NoHooks, Tree, Watch};
-pub(crate) use worker::{Backend, TICK};
+pub(crate) use unwatched::UNWATCHED_BUDGET;
+pub(crate) use worker::Backend;
 pub use worker::{Worker, FORCE_WORKER_FAILURE_ENV};
 
 #[cfg(test)]

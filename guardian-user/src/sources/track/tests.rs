@@ -473,3 +473,67 @@ fn a_tree_of_small_directories_costs_at_most_24_bytes_per_tracked_file() {
     assert!(per_dir <= 56.0, "{per_dir:.1} B per directory");
     assert!(per_file <= 24.0, "{per_file:.1} B per tracked file");
 }
+
+/// Hooks of a source whose every watch is refused (inotify past `max_user_watches`).
+struct RefuseWatches;
+
+impl super::tree::Hooks for RefuseWatches {
+    fn dir_added(&mut self, _: super::Key, _: rustix::fd::BorrowedFd<'_>) -> Option<super::Watch> {
+        None
+    }
+
+    fn dir_dropped(&mut self, _: super::Key, _: super::Watch) {}
+}
+
+/// Directories without a watch are polled in turn at a budget (`unwatched.rs`): a tick allowed
+/// next to nothing polls one directory and keeps its place, the next tick goes on from there,
+/// and a round reaches every directory and finds what was written in each (before, every tick
+/// polled all of them: a 5M-entry node past a 192k watch limit kept the worker at 92% of a core).
+#[test]
+fn unwatched_directories_are_polled_in_turn_and_a_round_finds_every_change() {
+    use super::unwatched::{Pace, UNWATCHED_BURST};
+    use std::time::{Duration, Instant};
+    let dir = tempdir();
+    let root = dir.path().join("p");
+    for d in 0..300 {
+        fs::create_dir_all(root.join(format!("d{d:03}"))).unwrap();
+    }
+    let mut tree = Tree::default();
+    tree.set_projects(&[project(1, &root)], &mut RefuseWatches);
+    assert_eq!(tree.unwatched(), 301);
+    assert_eq!(tree.total(1), 0);
+    for d in 0..300 {
+        fs::write(root.join(format!("d{d:03}/f")), vec![b'x'; 1000 + d]).unwrap();
+    }
+    let want: i64 = (0..300).map(|d| 1000 + d).sum();
+
+    // A tick with next to nothing left to spend polls exactly one directory, the first.
+    tree.unwatched_pace = Pace::new(Instant::now());
+    tree.unwatched_pace
+        .spent(UNWATCHED_BURST - Duration::from_nanos(1));
+    tree.poll_unwatched(&mut RefuseWatches);
+    let first = tree.unwatched_pace.cursor.expect("one directory polled");
+    assert_eq!(Some(&first), tree.unwatched.iter().next());
+    assert_eq!(tree.unwatched_pace.rounds, 0);
+    assert!(
+        tree.total(1) < want,
+        "the whole round ran in a tick allowed a nanosecond"
+    );
+    // Spent: the next tick polls nothing until the budget refills.
+    tree.poll_unwatched(&mut RefuseWatches);
+    assert_eq!(tree.unwatched_pace.cursor, Some(first));
+
+    // Ticks with time (a fresh burst each, not to wait for the refill) go on from the cursor
+    // until the round ends; every directory's file is then counted.
+    let mut ticks = 0;
+    while tree.unwatched_pace.rounds == 0 {
+        let cursor = tree.unwatched_pace.cursor;
+        tree.unwatched_pace = Pace::new(Instant::now());
+        tree.unwatched_pace.cursor = cursor;
+        tree.poll_unwatched(&mut RefuseWatches);
+        ticks += 1;
+        assert!(ticks < 10_000, "the round never ended");
+    }
+    assert_eq!(tree.total(1), want);
+    assert_eq!(tree.unwatched(), 301, "watches are still refused");
+}

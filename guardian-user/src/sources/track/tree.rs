@@ -31,12 +31,13 @@ use super::dirs::Dirs;
 use super::entries::{Entry, Slot, DIR, INLINE_MAX, WIDE};
 use super::links::{Bloom, Twin, Wide, WideTable};
 use super::rewalk::Rewalks;
+use super::unwatched::Pace;
 use crate::fsys::{EntryKind, EntryStat};
 use crate::scan::MAX_DEPTH;
 use crate::sources::{Note, ProjectDir, Sample};
 use rustix::fd::BorrowedFd;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::hash::BuildHasher;
 use std::path::PathBuf;
@@ -118,8 +119,9 @@ pub(crate) struct Tree {
     pub(super) reported: HashMap<u32, i64>,
     /// Projects whose total changed since the last sample.
     pub(super) dirty: HashSet<u32>,
-    /// Directories without a watch (inotify over its limit): polled.
-    pub(super) unwatched: HashSet<Key>,
+    /// Directories without a watch (inotify over its limit): polled in key order at a budget.
+    pub(super) unwatched: BTreeSet<Key>,
+    pub(super) unwatched_pace: Pace,
     pub(super) notes: Vec<Note>,
     pub(super) rescan: Vec<PathBuf>,
     /// When projects are walked again.
@@ -145,7 +147,8 @@ impl Default for Tree {
             totals: HashMap::new(),
             reported: HashMap::new(),
             dirty: HashSet::new(),
-            unwatched: HashSet::new(),
+            unwatched: BTreeSet::new(),
+            unwatched_pace: Pace::new(Instant::now()),
             notes: Vec::new(),
             rescan: Vec::new(),
             walks: Rewalks::new(Instant::now()),

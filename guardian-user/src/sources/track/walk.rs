@@ -11,6 +11,7 @@ use crate::scan::MAX_DEPTH;
 use crate::textpath;
 use rustix::fd::{AsFd, OwnedFd};
 use std::ffi::CString;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -163,27 +164,53 @@ impl Tree {
         }
     }
 
-    /// Polls every unwatched directory: retries its watch, then re-reads all its entries.
+    /// Polls unwatched directories in turn, as many as the budget allows this tick
+    /// (`unwatched.rs`): retries each one's watch, then re-reads all its entries.
     pub(crate) fn poll_unwatched(&mut self, hooks: &mut dyn Hooks) {
-        let keys: Vec<Key> = self.unwatched.iter().copied().collect();
-        for key in keys {
-            if !self.dirs.contains(key) {
-                self.unwatched.remove(&key);
-                continue;
-            }
-            let Some((fd, mnt)) = self.open_dir(key) else {
-                continue;
-            };
-            if let Some(watch) = hooks.dir_added(key, fd.as_fd()) {
-                self.unwatched.remove(&key);
-                self.dirs.set_watch(key, watch);
-            }
-            let at = At {
-                fd: fd.as_fd(),
-                mnt,
-            };
-            self.reconcile_all(key, at, hooks);
+        if self.unwatched.is_empty() {
+            self.unwatched_pace.cursor = None;
+            return;
         }
+        let allowance = self.unwatched_pace.allowance(Instant::now());
+        if allowance.is_zero() {
+            return;
+        }
+        let began = Instant::now();
+        loop {
+            let next = match self.unwatched_pace.cursor {
+                Some(after) => self.unwatched.range((Excluded(after), Unbounded)).next(),
+                None => self.unwatched.iter().next(),
+            };
+            let Some(&key) = next else {
+                self.unwatched_pace.round_done();
+                break;
+            };
+            self.unwatched_pace.cursor = Some(key);
+            self.poll_one_unwatched(key, hooks);
+            if began.elapsed() >= allowance {
+                break;
+            }
+        }
+        self.unwatched_pace.spent(began.elapsed());
+    }
+
+    fn poll_one_unwatched(&mut self, key: Key, hooks: &mut dyn Hooks) {
+        if !self.dirs.contains(key) {
+            self.unwatched.remove(&key);
+            return;
+        }
+        let Some((fd, mnt)) = self.open_dir(key) else {
+            return;
+        };
+        if let Some(watch) = hooks.dir_added(key, fd.as_fd()) {
+            self.unwatched.remove(&key);
+            self.dirs.set_watch(key, watch);
+        }
+        let at = At {
+            fd: fd.as_fd(),
+            mnt,
+        };
+        self.reconcile_all(key, at, hooks);
     }
 
     /// The kernel queue overflowed: every project is re-walked (coalesced, at a budget).
