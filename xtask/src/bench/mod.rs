@@ -495,16 +495,22 @@ pub(crate) fn revision(paths: &[&str]) -> String {
     let Some(commit) = command_line("git", &["-C", &root, "rev-parse", "--short", "HEAD"]) else {
         return "unknown revision".into();
     };
-    let mut args = vec!["-C", &*root, "status", "--porcelain", "--"];
-    args.extend(paths);
-    let dirty = command_line("git", &args).is_some_and(|s| !s.is_empty());
-    if dirty {
+    // Each path on its own, so the line names only those that differ.
+    let dirty: Vec<&str> = paths
+        .iter()
+        .copied()
+        .filter(|path| {
+            command_line("git", &["-C", &root, "status", "--porcelain", "--", path])
+                .is_some_and(|s| !s.is_empty())
+        })
+        .collect();
+    if dirty.is_empty() {
+        format!("commit {commit}")
+    } else {
         format!(
             "commit {commit} + uncommitted changes to {}",
-            paths.join(", ")
+            dirty.join(", ")
         )
-    } else {
-        format!("commit {commit}")
     }
 }
 
