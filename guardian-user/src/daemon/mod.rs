@@ -479,8 +479,15 @@ impl Guardian {
             self.publish_state();
         }
         let resting = self.cadence.resting();
-        self.cadence
-            .sampled(!wrote && unchanged && !self.cleaner.busy() && self.woken.is_none());
+        // A source that cannot count every write (inotify with directories past its watch
+        // limit, only polled) would leave a crossing in them to the resting interval.
+        self.cadence.sampled(
+            !wrote
+                && unchanged
+                && !self.cleaner.busy()
+                && self.woken.is_none()
+                && self.source.counts_down(),
+        );
         if self.cadence.resting() != resting {
             self.arm_countdown();
         }

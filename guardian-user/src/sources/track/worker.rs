@@ -41,6 +41,12 @@ pub(crate) trait Backend: Send + 'static {
     fn problems(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether every tracked directory reports its writes as they happen (false while some are
+    /// only polled: inotify past its watch limit). Only then does the countdown count every
+    /// write, and may the daemon's sampler rest on it.
+    fn sees_every_write(&self) -> bool {
+        true
+    }
 }
 
 /// Time between two reads of the kernel queue while events keep coming (well under the daemon's
@@ -100,6 +106,8 @@ struct Shared {
     batching: Option<(Instant, Duration)>,
     /// How the countdown paced the reads, for tests.
     pace: Pace,
+    /// Some tracked directories are only polled ([`Backend::sees_every_write`] is false).
+    blind: bool,
 }
 
 /// How the write countdown paced the worker's reads of the queue.
@@ -245,7 +253,7 @@ impl crate::sources::Source for Worker {
     }
 
     fn counts_down(&self) -> bool {
-        true
+        self.shared.lock().is_ok_and(|s| !s.blind)
     }
 
     fn set_waker(&mut self, waker: Waker) {
@@ -434,8 +442,10 @@ fn run<B: Backend>(
         }
         let sample = backend.take();
         let problems = backend.problems();
+        let blind = !backend.sees_every_write();
         match shared.lock() {
             Ok(mut s) => {
+                s.blind = blind;
                 if read_after.is_some_and(|after| after < BATCH) {
                     s.pace.early_reads += 1;
                 }
