@@ -9,7 +9,7 @@
 //! a name allocation, and an allocation (header and slack) for its entry list.
 
 use super::entries::{Entries, EntriesMut, Entry, Pool, Seg};
-use super::links::mix;
+use super::links::home_bucket;
 use super::tree::{Key, Watch, NO_WATCH};
 use std::ffi::CStr;
 
@@ -106,10 +106,7 @@ impl Dirs {
 
     /// The bucket a key is first looked for in.
     fn home(&self, key: Key) -> usize {
-        let h = mix(key.1 ^ mix(key.0));
-        let n = u64::try_from(self.index.len()).unwrap_or(u64::MAX);
-        // Lemire's reduction: the high half of h * n is below n.
-        usize::try_from((u128::from(h) * u128::from(n)) >> 64).unwrap_or(0)
+        home_bucket(key, self.index.len())
     }
 
     /// The bucket holding `key`.
@@ -148,6 +145,11 @@ impl Dirs {
             self.rebuild_index(self.live * 2);
             return;
         }
+        self.place(key, id);
+    }
+
+    /// Puts `id` in the first empty bucket from `key`'s home on (linear probing).
+    fn place(&mut self, key: Key, id: u32) {
         let n = self.index.len();
         let mut i = self.home(key);
         for _ in 0..n {
@@ -194,21 +196,10 @@ impl Dirs {
 
     fn rebuild_index(&mut self, buckets: usize) {
         self.index = vec![NONE; buckets.max(16)];
-        let n = self.index.len();
         for id in 0..self.recs.len() {
             let Ok(id) = u32::try_from(id) else { break };
-            let Some(key) = self.key_at(id) else {
-                continue;
-            };
-            let mut i = self.home(key);
-            for _ in 0..n {
-                match self.index.get_mut(i) {
-                    Some(b) if *b == NONE => {
-                        *b = id;
-                        break;
-                    }
-                    _ => i = (i + 1) % n,
-                }
+            if let Some(key) = self.key_at(id) {
+                self.place(key, id);
             }
         }
     }

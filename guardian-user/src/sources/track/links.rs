@@ -36,9 +36,7 @@ pub(super) struct WideTable {
 
 impl WideTable {
     fn home(&self, key: Key) -> usize {
-        let h = mix(key.1 ^ mix(key.0));
-        let n = u64::try_from(self.slots.len()).unwrap_or(u64::MAX);
-        usize::try_from((u128::from(h) * u128::from(n)) >> 64).unwrap_or(0)
+        home_bucket(key, self.slots.len())
     }
 
     fn position(&self, key: Key) -> Option<usize> {
@@ -188,7 +186,19 @@ pub(super) struct Bloom {
     added: usize,
 }
 
-pub(super) fn mix(mut x: u64) -> u64 {
+/// A key's hash for the open-addressing tables and the Bloom filter.
+pub(super) fn key_hash(key: Key) -> u64 {
+    mix(key.1 ^ mix(key.0))
+}
+
+/// The bucket of `buckets` a key is first looked for in (Lemire's reduction: the high half of
+/// hash × buckets is below buckets).
+pub(super) fn home_bucket(key: Key, buckets: usize) -> usize {
+    let n = u64::try_from(buckets).unwrap_or(u64::MAX);
+    usize::try_from((u128::from(key_hash(key)) * u128::from(n)) >> 64).unwrap_or(0)
+}
+
+fn mix(mut x: u64) -> u64 {
     // splitmix64's finalizer.
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -197,7 +207,7 @@ pub(super) fn mix(mut x: u64) -> u64 {
 
 impl Bloom {
     fn positions(&self, key: Key) -> impl Iterator<Item = usize> + '_ {
-        let h1 = mix(key.1 ^ mix(key.0));
+        let h1 = key_hash(key);
         let h2 = mix(h1) | 1;
         let nbits = u64::try_from(self.bits.len())
             .unwrap_or(u64::MAX)
