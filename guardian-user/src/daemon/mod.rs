@@ -470,7 +470,8 @@ impl Guardian {
             Err(e) => crate::warn_quiet!("source.drain", error = %e, "write source"),
         }
         if self.source.name() == "poll" {
-            // No countdown to wake it: the poll source's sampler never rests.
+            // Not a reactive source: its samples only feed the project sizes, free space is
+            // read at each poll, and with no countdown to wake it the sampler never rests.
             return;
         }
         let was_busy = self.cleaner.busy();
