@@ -282,6 +282,15 @@ pub struct KernelOffsets {
     pub inode_i_size: u64,
     pub pg_head: u64,
     pub page_shift: u64,
+    /// `task_struct.se.cfs_rq` and `cfs_rq.rq`: the way from a running task to its CPU's
+    /// runqueue (`CONFIG_FAIR_GROUP_SCHED`), where the probe finds each CPU's per-CPU area.
+    pub task_se_cfs_rq: u64,
+    pub cfs_rq_rq: u64,
+    /// The distance (wrapping) from the per-CPU `runqueues` to the per-CPU variable that holds
+    /// `current` (`current_task`, or `pcpu_hot.current_task` on Linux 6.2–6.14), the same in
+    /// every CPU's copy of the per-CPU section; 0 where the kernel's BTF lacks either (the probe
+    /// then calls `bpf_get_current_task_btf` for every write).
+    pub rq_to_current: u64,
     /// 1 once userspace filled the offsets; the probe counts nothing while 0.
     pub ready: u32,
     /// BTF id of a struct whose first member is a `struct file *` (`kiocb`), to view an fd-table
@@ -293,6 +302,10 @@ pub struct KernelOffsets {
     /// through `bpf_rdonly_cast` (instead of calling `bpf_task_pt_regs` per write); 0 with
     /// `file_ref_btf_id`.
     pub pt_regs_btf_id: u32,
+    /// BTF id of a struct whose first member is a `struct task_struct *` (`rcuwait`), to read
+    /// the per-CPU variable that holds `current` through `bpf_rdonly_cast`; 0 with
+    /// `file_ref_btf_id`.
+    pub task_ref_btf_id: u32,
     pub _pad: u32,
 }
 

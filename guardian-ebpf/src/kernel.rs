@@ -44,11 +44,74 @@ pub(super) fn kernel_read<const TYPED: bool, T: Copy + Default>(base: u64, offse
     }
 }
 
-/// The current task (a trusted BTF pointer).
+/// The current task (a trusted BTF pointer), from the helper.
 #[inline(always)]
 pub(super) fn current_task() -> u64 {
     // SAFETY: helper with no preconditions.
     unsafe { bpf_get_current_task_btf() as u64 }
+}
+
+/// This CPU's write cache.
+#[inline(always)]
+pub(super) fn write_cache() -> Option<&'static mut WriteCache> {
+    // SAFETY: this CPU's value; programs do not nest on one CPU.
+    SLOTS.get_ptr_mut(0).map(|cache| unsafe { &mut *cache })
+}
+
+/// The current task, read from the per-CPU variable that holds it (an untrusted BTF pointer,
+/// good for typed loads): on a kernel whose returns go through a mitigation thunk (x86 with
+/// SRSO "Safe RET"), calling `bpf_get_current_task_btf` cost this probe about as much as all its
+/// loads together. The variable's address on this CPU is learned on the CPU's first call and
+/// checked against the helper; where it cannot be learned or does not match, the helper is
+/// called every time.
+#[inline(always)]
+pub(super) fn current_task_cached() -> u64 {
+    // SAFETY: helper with no preconditions; the verifier inlines it into a per-CPU load.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(at) = CURRENT_AT.get_ptr_mut(cpu) else {
+        return current_task();
+    };
+    // SAFETY: this CPU's entry; programs do not nest on one CPU.
+    let at = unsafe { &mut *at };
+    if *at > 1 {
+        return load(rdonly_cast(*at, off!(task_ref_btf_id)), 0);
+    }
+    let task = current_task();
+    if *at == 0 {
+        *at = learn_current_at(task);
+    }
+    task
+}
+
+/// The address of the per-CPU variable holding `current` on this CPU, checked to hold `task`
+/// (the helper's), or 1 (unusable). The running task's runqueue is this CPU's copy of the
+/// per-CPU `runqueues`, and the variable lies at a fixed distance from it in every copy.
+#[inline(always)]
+fn learn_current_at(task: u64) -> u64 {
+    let distance = off!(rq_to_current);
+    if distance == 0 || off!(task_ref_btf_id) == 0 {
+        return 1;
+    }
+    let cfs_rq: u64 = load(task, off!(task_se_cfs_rq));
+    if cfs_rq == 0 {
+        return 1;
+    }
+    let rq: u64 = load(cfs_rq, off!(cfs_rq_rq));
+    if rq == 0 {
+        return 1;
+    }
+    // A pointer's value as a number: its distance from a pointer whose value is 0.
+    let zero = rdonly_cast(0, off!(task_ref_btf_id));
+    let at = rq.wrapping_sub(zero).wrapping_add(distance);
+    if at <= 1 {
+        return 1;
+    }
+    let seen: u64 = load(rdonly_cast(at, off!(task_ref_btf_id)), 0);
+    if seen == task {
+        at
+    } else {
+        1
+    }
 }
 
 /// The shared settings.
@@ -58,12 +121,12 @@ pub(super) fn settings() -> &'static mut ProbeSettings {
     unsafe { &mut *core::ptr::addr_of_mut!(SETTINGS) }
 }
 
-/// The registers `task`'s syscall entry saved: at the learned offset from its stack when typed,
-/// else (and once, to learn the offset) from `bpf_task_pt_regs`.
+/// The registers the current `task`'s syscall entry saved: at the learned offset from its stack
+/// when typed, else (and once, to learn the offset) from `bpf_task_pt_regs`.
 #[inline(always)]
 pub(super) fn saved_regs<const TYPED: bool>(task: u64, settings: &mut ProbeSettings) -> u64 {
     if !TYPED {
-        // SAFETY: helper on the trusted current task.
+        // SAFETY: helper on the trusted current task (the helper's, in this mode).
         return unsafe { bpf_task_pt_regs(task as *mut _) as u64 };
     }
     let stack: u64 = load(task, off!(task_stack));
@@ -71,8 +134,8 @@ pub(super) fn saved_regs<const TYPED: bool>(task: u64, settings: &mut ProbeSetti
     if delta != 0 && delta < MAX_REGS_DELTA {
         return rdonly_cast(stack + delta, off!(pt_regs_btf_id));
     }
-    // SAFETY: as above.
-    let regs = unsafe { bpf_task_pt_regs(task as *mut _) as u64 };
+    // SAFETY: helper on the trusted current task (`task` may be an untrusted view of it).
+    let regs = unsafe { bpf_task_pt_regs(current_task() as *mut _) as u64 };
     settings.regs_delta = regs.wrapping_sub(stack);
     regs
 }

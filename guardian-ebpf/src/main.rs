@@ -46,7 +46,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+        generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_task_pt_regs},
     },
     macros::{btf_tracepoint, fexit, map, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -95,9 +95,13 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     inode_i_size: 0,
     pg_head: 0,
     page_shift: 0,
+    task_se_cfs_rq: 0,
+    cfs_rq_rq: 0,
+    rq_to_current: 0,
     ready: 0,
     file_ref_btf_id: 0,
     pt_regs_btf_id: 0,
+    task_ref_btf_id: 0,
     _pad: 0,
 };
 
@@ -133,6 +137,14 @@ static mut SETTINGS: ProbeSettings = ProbeSettings {
 /// blocks on it in a thread of its own.
 #[map]
 static WAKE: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// Where each CPU keeps its `current` pointer, by CPU number (see
+/// `kernel::current_task_cached`): 0 until the probe learns it, 1 where it cannot.
+#[map]
+static CURRENT_AT: Array<u64> = Array::with_max_entries(MAX_CPUS, 0);
+
+/// CPUs that read `current` without the helper (the others call it).
+const MAX_CPUS: u32 = 4096;
 
 /// Per-CPU write cache (see `WriteSlot`).
 #[map]
@@ -202,10 +214,15 @@ struct Written {
     bytes: u64,
 }
 
-/// Counts one write into `file`: through the slot at `index` (or one picked by inode when the
-/// fd is unknown).
+/// Counts one write into `file` in this CPU's write cache: through the slot at `index` (or one
+/// picked by inode when the fd is unknown).
 #[inline(always)]
-fn account<const TYPED: bool>(w: Written, index: Option<usize>, settings: &ProbeSettings) {
+fn account<const TYPED: bool>(
+    w: Written,
+    cache: &mut WriteCache,
+    index: Option<usize>,
+    settings: &ProbeSettings,
+) {
     let inode: u64 = kernel_read::<TYPED, _>(w.file, off!(file_f_inode));
     if inode == 0 {
         return;
@@ -215,11 +232,6 @@ fn account<const TYPED: bool>(w: Written, index: Option<usize>, settings: &Probe
     let css_set: u64 = load(w.task, off!(task_cgroups));
     let index =
         index.unwrap_or((ino ^ (ino >> 8) ^ generation as u64) as usize) & (WRITE_SLOTS - 1);
-    let Some(cache) = SLOTS.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's value; programs do not nest on one CPU.
-    let cache = unsafe { &mut *cache };
     let (Some(slot), Some(cgroup)) = (cache.slots.get_mut(index), cache.cgroups.get_mut(index))
     else {
         return;
@@ -446,7 +458,14 @@ fn account_syscall<const FD_ARG: usize, const TYPED: bool>(
     if off!(ready) == 0 {
         return;
     }
-    let task = current_task();
+    let Some(cache) = write_cache() else {
+        return;
+    };
+    let task = if TYPED {
+        current_task_cached()
+    } else {
+        current_task()
+    };
     let settings = settings();
     let regs = saved_regs::<TYPED>(task, settings);
     let bytes = bytes(regs);
@@ -468,7 +487,7 @@ fn account_syscall<const FD_ARG: usize, const TYPED: bool>(
         kind,
         bytes,
     };
-    account::<TYPED>(w, Some(slot_index(task, files, fd)), settings);
+    account::<TYPED>(w, cache, Some(slot_index(task, files, fd)), settings);
 }
 
 /// Exit of a call that returns the bytes it wrote or copied into argument `FD`'s file.
@@ -506,6 +525,9 @@ fn fexit_account(file: u64, ret: i64) {
     if ret <= 0 || file == 0 || off!(ready) == 0 {
         return;
     }
+    let Some(cache) = write_cache() else {
+        return;
+    };
     let settings = settings();
     let w = Written {
         task: current_task(),
@@ -514,7 +536,7 @@ fn fexit_account(file: u64, ret: i64) {
         bytes: ret as u64,
     };
     // The kernel hands fexit programs the file as a BTF pointer: always typed loads.
-    account::<true>(w, None, settings);
+    account::<true>(w, cache, None, settings);
 }
 
 /// Two exit-tracepoint programs per syscall that returns a byte count into argument `fd`'s file:

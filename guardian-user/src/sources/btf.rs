@@ -62,6 +62,38 @@ impl KernelBtf {
         })
     }
 
+    /// The per-CPU variable `name` (one of the `.data..percpu` section's): its offset in the
+    /// section (the same in every CPU's copy) and the id of its type.
+    pub fn percpu_var(&self, name: &str) -> Option<(u32, u32)> {
+        let types = self.types.get();
+        let section = types.values().find_map(|t| match t {
+            TypeVariant::DataSec(section) if section.name().as_deref() == Some(".data..percpu") => {
+                Some(section)
+            }
+            _ => None,
+        })?;
+        section
+            .variable_list()
+            .iter()
+            .find_map(|v| match types.get(&v.var_decl_id) {
+                Some(TypeVariant::Var(var)) if var.name().as_deref() == Some(name) => {
+                    Some((v.offset, *var.tid()))
+                }
+                _ => None,
+            })
+    }
+
+    /// Whether type `id` is a pointer to `struct pointee`.
+    pub fn points_to_struct(&self, id: u32, pointee: &str) -> bool {
+        self.types
+            .pointee_tid(id)
+            .ok()
+            .and_then(|target| self.types.from_id(target))
+            .is_some_and(
+                |t| matches!(t, TypeVariant::Struct(s) if s.name().as_deref() == Some(pointee)),
+            )
+    }
+
     /// Element count of the array member `member` of struct `ty`.
     pub fn array_len(&self, ty: &str, member: &str) -> Result<u64, String> {
         let (member_type, _) = self
@@ -140,6 +172,21 @@ impl KernelBtf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_per_cpu_variables_and_their_types_on_this_kernel() {
+        let btf = KernelBtf::open().expect("this kernel has BTF");
+        let (at, ty) = btf
+            .percpu_var("current_task")
+            .expect("x86-64 Linux 6.18 keeps current in the per-CPU current_task");
+        assert!(btf.points_to_struct(ty, "task_struct"));
+        assert!(!btf.points_to_struct(ty, "file"));
+        let (rq, _) = btf.percpu_var("runqueues").expect("per-CPU runqueues");
+        assert_ne!(at, rq);
+        assert_eq!(btf.percpu_var("no_such_per_cpu_variable"), None);
+        // A global that is not per-CPU is not found as one.
+        assert_eq!(btf.percpu_var("jiffies"), None);
+    }
 
     #[test]
     fn reads_offsets_of_this_kernel() {

@@ -100,6 +100,8 @@ pub struct EbpfSource {
     fexit_refused: Option<String>,
     /// Why frees are not counted, when they are not.
     frees_refused: Option<String>,
+    /// Why the probe calls the helper for the current task, when it does.
+    current_refused: Option<String>,
     /// Which project counts into which probe index.
     index: IndexTable,
     /// What was read from the probe's maps and reported.
@@ -142,7 +144,11 @@ impl EbpfSource {
                 super::PROBE_STATUS
             )));
         }
-        let probe = FittedProbe::for_running_kernel(access)?;
+        Self::load_fitted(FittedProbe::for_running_kernel(access)?)
+    }
+
+    /// Loads and attaches `probe` as it was fitted.
+    fn load_fitted(probe: FittedProbe) -> Result<EbpfSource, SourceError> {
         ensure_tracefs()?;
         let mut ebpf = probe.open()?;
         let (mode, fexit_refused) = match attach_fexit(&mut ebpf) {
@@ -186,6 +192,7 @@ impl EbpfSource {
             file_access: probe.access,
             fexit_refused,
             frees_refused,
+            current_refused: probe.current,
             index: IndexTable::new(MAX_PROJECTS),
             counts: Counts::new(),
         })
@@ -210,6 +217,29 @@ impl EbpfSource {
     /// and a project's net growth is what it writes).
     pub fn frees_refused(&self) -> Option<&str> {
         self.frees_refused.as_deref()
+    }
+
+    /// Why the probe calls `bpf_get_current_task_btf` for every write instead of reading the
+    /// per-CPU variable that holds `current`, when it does.
+    pub fn current_refused(&self) -> Option<&str> {
+        self.current_refused.as_deref()
+    }
+
+    /// CPUs on which the probe has learned where `current` is kept, and CPUs on which it found
+    /// it unusable (it calls the helper there); a CPU that ran no counted write yet is in
+    /// neither.
+    pub fn cpus_reading_current(&self) -> Result<(usize, usize), SourceError> {
+        let at: aya::maps::Array<_, u64> = aya::maps::Array::try_from(self.map("CURRENT_AT")?)
+            .map_err(|e| failed(format!("map CURRENT_AT: {e}")))?;
+        let (mut learned, mut unusable) = (0, 0);
+        for value in at.iter() {
+            match value.map_err(|e| failed(format!("map CURRENT_AT: {e}")))? {
+                0 => {}
+                1 => unusable += 1,
+                _ => learned += 1,
+            }
+        }
+        Ok((learned, unusable))
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map, SourceError> {
@@ -417,6 +447,8 @@ struct FittedProbe {
     access: FileAccess,
     /// Whether the kernel's BTF has what the free path reads (else why not).
     frees: Result<(), String>,
+    /// Why the probe cannot read `current` from its per-CPU variable, when it cannot.
+    current: Option<String>,
 }
 
 impl FittedProbe {
@@ -439,11 +471,28 @@ impl FittedProbe {
             None => (CastCall::Move, FileAccess::ProbeRead),
         };
         let (object, _) = kfunc::rewrite_cast_calls(PROBE, cast).map_err(unavailable)?;
+        let current = match access {
+            FileAccess::Typed => match current_from_runqueue(&btf) {
+                Ok(way) => {
+                    offsets.task_se_cfs_rq = way.task_se_cfs_rq;
+                    offsets.cfs_rq_rq = way.cfs_rq_rq;
+                    offsets.rq_to_current = way.rq_to_current;
+                    offsets.task_ref_btf_id = way.task_ref;
+                    None
+                }
+                Err(why) => Some(why),
+            },
+            FileAccess::ProbeRead => Some("the probe reads files with probe reads".into()),
+        };
+        if let Some(why) = &current {
+            tracing::info!(%why, "ebpf: the current task is read through the helper");
+        }
         Ok(FittedProbe {
             object,
             offsets,
             access,
             frees,
+            current,
         })
     }
 
@@ -464,6 +513,47 @@ struct TypedIds {
     file_ref: u32,
     /// `struct pt_regs`.
     pt_regs: u32,
+}
+
+/// How the probe finds, once per CPU, the per-CPU variable that holds `current`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CurrentWay {
+    /// `struct rcuwait`, whose first member is a `struct task_struct *`.
+    task_ref: u32,
+    task_se_cfs_rq: u64,
+    cfs_rq_rq: u64,
+    rq_to_current: u64,
+}
+
+/// Where x86-64 keeps `current` — the per-CPU `current_task` (Linux < 6.2 and ≥ 6.15) or
+/// `pcpu_hot.current_task` (6.2–6.14) — as a distance from the per-CPU `runqueues`, which the
+/// probe reaches from the running task (`se.cfs_rq->rq`). Other architectures keep `current` in
+/// a register and have no such variable; a kernel without `CONFIG_FAIR_GROUP_SCHED` has no
+/// `se.cfs_rq`. The probe then calls the helper.
+fn current_from_runqueue(btf: &KernelBtf) -> Result<CurrentWay, String> {
+    let current = match btf.percpu_var("current_task") {
+        Some((at, ty)) => {
+            if !btf.points_to_struct(ty, "task_struct") {
+                return Err("the per-CPU current_task is not a struct task_struct *".into());
+            }
+            u64::from(at)
+        }
+        None => {
+            let (at, _) = btf
+                .percpu_var("pcpu_hot")
+                .ok_or("the kernel's BTF has no per-CPU current_task or pcpu_hot")?;
+            u64::from(at) + btf.offset_of("pcpu_hot", "current_task")?
+        }
+    };
+    let (runqueues, _) = btf
+        .percpu_var("runqueues")
+        .ok_or("the kernel's BTF has no per-CPU runqueues")?;
+    Ok(CurrentWay {
+        task_ref: btf.struct_starting_with_pointer("rcuwait", "task", "task_struct")?,
+        task_se_cfs_rq: btf.offset_of("task_struct", "se.cfs_rq")?,
+        cfs_rq_rq: btf.offset_of("cfs_rq", "rq")?,
+        rq_to_current: current.wrapping_sub(u64::from(runqueues)).max(1),
+    })
 }
 
 /// The BTF ids for typed loads, or why this kernel cannot give the probe typed loads.

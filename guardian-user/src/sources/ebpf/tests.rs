@@ -79,6 +79,21 @@ fn attributes_exactly_the_syscall_bytes(access: FileAccess) {
     let sample = source.drain().unwrap();
     assert_eq!(sample.growth.get(&1).copied(), Some(64 << 20));
     assert_eq!(sample.growth.get(&2).copied(), Some(8 << 20));
+    let (learned, unusable) = source.cpus_reading_current().unwrap();
+    match access {
+        FileAccess::Typed => {
+            assert_eq!(
+                source.current_refused(),
+                None,
+                "x86-64 Linux 6.18 has a per-CPU current_task and se.cfs_rq"
+            );
+            assert!(
+                learned >= 1 && unusable == 0,
+                "the CPUs that wrote read current from its variable: {learned} learned, {unusable} unusable"
+            );
+        }
+        FileAccess::ProbeRead => assert_eq!((learned, unusable), (0, 0)),
+    }
     assert_eq!(
         sample.growth.len(),
         2,
@@ -183,6 +198,31 @@ fn cgroup2_mount() -> Option<std::path::PathBuf> {
             .starts_with("cgroup2 ")
             .then(|| std::path::PathBuf::from(mount_point))
     })
+}
+
+/// A probe told a wrong place for `current` finds out on each CPU's first write and calls the
+/// helper there instead: nothing is counted to another task's files.
+#[test]
+fn a_wrong_place_for_current_is_refused_and_the_helper_used() {
+    if !crate::testkit::require_root("ebpf current-task check") {
+        return;
+    }
+    let mut probe = FittedProbe::for_running_kernel(FileAccess::Typed).unwrap();
+    assert_ne!(probe.offsets.rq_to_current, 0, "{:?}", probe.current);
+    // One pointer further along the per-CPU section: a valid address holding something else.
+    probe.offsets.rq_to_current = probe.offsets.rq_to_current.wrapping_add(8);
+    let mut source = EbpfSource::load_fitted(probe).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    std::fs::create_dir(&a).unwrap();
+    source.watch(&[project(1, &a)]).unwrap();
+    source.drain().unwrap();
+    write_mix(&a, 16 << 20);
+    let sample = source.drain().unwrap();
+    assert_eq!(sample.growth.get(&1).copied(), Some(16 << 20));
+    let (learned, unusable) = source.cpus_reading_current().unwrap();
+    assert_eq!(learned, 0, "no CPU may use the wrong place");
+    assert!(unusable >= 1, "the CPUs that wrote found it wrong");
 }
 
 #[test]

@@ -1,9 +1,11 @@
-//! Where the BPF time goes: one more dd with the empty floor and one with the probe while
-//! `kernel.bpf_stats_enabled` is on, the programs' run time read from `/proc/PID/fdinfo`.
+//! Where the BPF time goes: a few more dd runs with the empty floor and the probe attached at
+//! once while `kernel.bpf_stats_enabled` is on, so both are timed on the same writes, the
+//! programs' run time read from `/proc/PID/fdinfo`.
 
 use super::runner::Dd;
 use super::SETTLE;
 use crate::bench::daemon::{Daemon, DaemonConfig};
+use crate::bench::report::median;
 use crate::bench::thousands;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -17,12 +19,23 @@ pub(super) struct ProgStat {
     runs: u64,
 }
 
-/// BPF time of one dd run: the floor's program and the probe's programs.
-pub(super) struct Attribution {
-    pub(super) writes: u64,
+/// BPF time of one dd run with both attached: the floor's program and the probe's programs.
+pub(super) struct PairedRun {
+    /// Whether the floor was attached first (it then runs first on each write).
+    pub(super) floor_first: bool,
     pub(super) floor: Vec<ProgStat>,
     pub(super) probe: Vec<ProgStat>,
 }
+
+/// BPF time of the attribution runs.
+pub(super) struct Attribution {
+    pub(super) writes: u64,
+    pub(super) runs: Vec<PairedRun>,
+}
+
+/// Attribution runs: half with the floor attached first, half with the probe first (the first
+/// program on a hook meets colder caches; alternating takes that out of the ratio).
+pub(super) const RUNS: usize = 6;
 
 impl Attribution {
     /// ns per call of the busiest program (the one on dd's `write`): the kernel's own
@@ -32,11 +45,52 @@ impl Attribution {
         (busiest.runs > 0).then(|| busiest.run_ns as f64 / busiest.runs as f64)
     }
 
-    /// The probe's ns per run against the floor's: (probe, floor, ratio).
+    /// The probe's ns per run against the floor's, medians over the runs, and the median of
+    /// the runs' ratios: (probe, floor, ratio).
     pub(super) fn run_ratio(&self) -> Option<(f64, f64, f64)> {
-        let probe = Self::ns_per_run(&self.probe)?;
-        let floor = Self::ns_per_run(&self.floor)?;
-        Some((probe, floor, probe / floor.max(1e-9)))
+        let pairs: Vec<(f64, f64)> = self
+            .runs
+            .iter()
+            .filter_map(|r| Some((Self::ns_per_run(&r.probe)?, Self::ns_per_run(&r.floor)?)))
+            .collect();
+        if pairs.is_empty() {
+            return None;
+        }
+        let probe = median(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
+        let floor = median(&pairs.iter().map(|p| p.1).collect::<Vec<_>>());
+        let ratio = median(
+            &pairs
+                .iter()
+                .map(|(p, f)| p / f.max(1e-9))
+                .collect::<Vec<_>>(),
+        );
+        Some((probe, floor, ratio))
+    }
+
+    /// The runs' ratios, in run order, with the floor's place: "1.41 (floor first)".
+    pub(super) fn ratios(&self) -> Vec<String> {
+        self.runs
+            .iter()
+            .filter_map(|r| {
+                let ratio = Self::ns_per_run(&r.probe)? / Self::ns_per_run(&r.floor)?.max(1e-9);
+                let first = if r.floor_first { "floor" } else { "probe" };
+                Some(format!("{ratio:.2} ({first} first)"))
+            })
+            .collect()
+    }
+
+    /// Median over the runs of the floor's and of the probe's BPF time per write.
+    pub(super) fn ns_per_write_medians(&self) -> (f64, f64) {
+        let of = |pick: fn(&PairedRun) -> &Vec<ProgStat>| {
+            median(
+                &self
+                    .runs
+                    .iter()
+                    .map(|r| Self::ns_per_write(pick(r), self.writes))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        (of(|r| &r.floor), of(|r| &r.probe))
     }
 
     pub(super) fn ns_per_write(progs: &[ProgStat], writes: u64) -> f64 {
@@ -138,39 +192,44 @@ fn parse_prog_fdinfo(text: &str) -> Option<ProgStat> {
     })
 }
 
-/// One more dd with the floor and one with the probe, BPF statistics on: the time spent in the
-/// programs per call. Not part of the throughput figures (the statistics cost time themselves).
+/// `RUNS` more dd runs with the floor and the probe attached at once, BPF statistics on: the
+/// time each spends per call on the same writes, so a host that speeds up or slows down
+/// between runs moves both alike. Not part of the throughput figures (the statistics cost time
+/// themselves).
 pub(super) fn attribute(
     dd: &Dd<'_>,
     guardian_bin: &Path,
     config: &DaemonConfig<'_>,
 ) -> Result<Attribution> {
     let stats = BpfStats::enable()?;
-    let floor = {
-        let floor = guardian::sources::ebpf::load_empty_floor()?;
-        dd.settle()?;
-        let me = std::process::id();
-        let before = bpf_prog_stats(me)?;
-        dd.run()?;
-        let after = bpf_prog_stats(me)?;
-        drop(floor);
-        prog_delta(&before, &after)
-    };
-    let probe = {
-        let daemon = Daemon::start(guardian_bin, config)?;
+    let me = std::process::id();
+    let mut runs = Vec::new();
+    for run in 0..RUNS {
+        let floor_first = run % 2 == 0;
+        let (floor, daemon) = if floor_first {
+            let floor = guardian::sources::ebpf::load_empty_floor()?;
+            (floor, Daemon::start(guardian_bin, config)?)
+        } else {
+            let daemon = Daemon::start(guardian_bin, config)?;
+            (guardian::sources::ebpf::load_empty_floor()?, daemon)
+        };
         std::thread::sleep(SETTLE);
         dd.settle()?;
-        let before = bpf_prog_stats(daemon.pid)?;
+        let before = (bpf_prog_stats(me)?, bpf_prog_stats(daemon.pid)?);
         dd.run()?;
-        let after = bpf_prog_stats(daemon.pid)?;
+        let after = (bpf_prog_stats(me)?, bpf_prog_stats(daemon.pid)?);
         daemon.stop()?;
-        prog_delta(&before, &after)
-    };
+        drop(floor);
+        runs.push(PairedRun {
+            floor_first,
+            floor: prog_delta(&before.0, &after.0),
+            probe: prog_delta(&before.1, &after.1),
+        });
+    }
     drop(stats);
     Ok(Attribution {
         writes: dd.count,
-        floor,
-        probe,
+        runs,
     })
 }
 
@@ -210,6 +269,47 @@ mod tests {
                 run_ns: 1_000,
                 runs: 10
             }]
+        );
+    }
+
+    fn prog(run_ns: u64, runs: u64) -> ProgStat {
+        ProgStat {
+            insns: 10,
+            run_ns,
+            runs,
+        }
+    }
+
+    #[test]
+    fn the_ratio_is_the_median_of_the_runs_on_the_busiest_programs() {
+        let run = |floor_first, floor_ns: u64, probe_ns: u64| PairedRun {
+            floor_first,
+            // The busiest program is the one on write; a quiet one beside it does not count.
+            floor: vec![prog(floor_ns * 1000, 1000)],
+            probe: vec![prog(probe_ns * 1000, 1000), prog(900_000, 3)],
+        };
+        let a = Attribution {
+            writes: 1000,
+            runs: vec![run(true, 60, 90), run(false, 80, 100), run(true, 70, 140)],
+        };
+        let (probe, floor, ratio) = a.run_ratio().unwrap();
+        assert_eq!((probe, floor), (100.0, 70.0));
+        assert_eq!(ratio, 1.5, "median of 1.5, 1.25 and 2.0");
+        assert_eq!(
+            a.ratios(),
+            vec![
+                "1.50 (floor first)",
+                "1.25 (probe first)",
+                "2.00 (floor first)"
+            ]
+        );
+        assert_eq!(
+            Attribution {
+                writes: 1,
+                runs: vec![]
+            }
+            .run_ratio(),
+            None
         );
     }
 }

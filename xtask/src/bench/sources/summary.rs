@@ -28,25 +28,31 @@ impl Workload {
                 .collect::<Vec<_>>(),
         );
         let base = wall * 1e9 / a.writes as f64;
-        let floor = Attribution::ns_per_write(&a.floor, a.writes);
-        let probe = Attribution::ns_per_write(&a.probe, a.writes);
+        let (floor, probe) = a.ns_per_write_medians();
+        let first = a.runs.first()?;
         Some(format!(
-            "BPF run time per dd write, from one extra run of each with \
-             `kernel.bpf_stats_enabled = 1` (restored afterwards; not part of the figures \
-             above): empty floor {floor:.0} ns ({}), Guardian's probe {probe:.0} ns ({}). A \
-             write without Guardian takes {base:.0} ns here (median wall time / writes), so the \
-             probe's programs add {:.1}% and the floor's {:.1}% (the tracepoint dispatch around \
-             the programs is not in these figures).{}",
-            Attribution::describe(&a.floor, a.writes),
-            Attribution::describe(&a.probe, a.writes),
+            "BPF run time per dd write, from {} extra runs with `kernel.bpf_stats_enabled = 1` \
+             (restored afterwards; not part of the figures above) in which the empty floor and \
+             Guardian's probe were attached at once, so both are timed on the same writes — half \
+             the runs with the floor attached first, half with the probe first, since the first \
+             program on a hook meets colder caches. Medians: empty floor {floor:.0} ns ({}), \
+             Guardian's probe {probe:.0} ns ({}). A write without Guardian takes {base:.0} ns \
+             here (median wall time / writes), so the probe's programs add {:.1}% and the \
+             floor's {:.1}% (the tracepoint dispatch around the programs is not in these \
+             figures).{}",
+            a.runs.len(),
+            Attribution::describe(&first.floor, a.writes),
+            Attribution::describe(&first.probe, a.writes),
             probe / base * 100.0,
             floor / base * 100.0,
             a.run_ratio()
                 .map(|(probe, floor, ratio)| format!(
                     " Per call of the busiest program (`run_time_ns / run_cnt`): the probe's \
                      {probe:.1} ns (write countdown armed by the daemon) against the empty \
-                     floor's {floor:.1} ns, {ratio:.2}× — the stable figure the probe's goal is \
-                     judged by (the throughput rounds swing by tens of pp on shared VMs)."
+                     floor's {floor:.1} ns; the median of the runs' ratios {ratio:.2}× (runs: \
+                     {}) — the stable figure the probe's goal is judged by (the throughput \
+                     rounds swing by tens of pp on shared VMs).",
+                    a.ratios().join(", ")
                 ))
                 .unwrap_or_default(),
         ))
