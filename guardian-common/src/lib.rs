@@ -306,7 +306,6 @@ pub struct KernelOffsets {
     /// the per-CPU variable that holds `current` through `bpf_rdonly_cast`; 0 with
     /// `file_ref_btf_id`.
     pub task_ref_btf_id: u32,
-    pub _pad: u32,
 }
 
 #[cfg(all(feature = "user", target_os = "linux"))]
@@ -346,7 +345,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<WakeRecord>(), 16);
         assert!(MAX_PROJECTS <= u16::MAX as u32 && MAX_FS <= u16::MAX as usize);
         assert_eq!(core::mem::size_of::<Resolution>(), 16);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 34 * 8 + 16);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 37 * 8 + 16);
         assert!(WRITE_SLOTS.is_power_of_two());
         assert_eq!(
             core::mem::size_of::<WriteCache>(),

@@ -102,7 +102,6 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     file_ref_btf_id: 0,
     pt_regs_btf_id: 0,
     task_ref_btf_id: 0,
-    _pad: 0,
 };
 
 /// The tgid of the process that loaded the probe (Guardian), whose frees are not counted; set
