@@ -529,7 +529,7 @@ fn fexit_account(file: u64, ret: i64) {
     };
     let settings = settings();
     let w = Written {
-        task: current_task(),
+        task: current_task_cached(),
         file,
         kind: KIND_WRITE,
         bytes: ret as u64,

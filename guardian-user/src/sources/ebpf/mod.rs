@@ -548,11 +548,16 @@ fn current_from_runqueue(btf: &KernelBtf) -> Result<CurrentWay, String> {
     let (runqueues, _) = btf
         .percpu_var("runqueues")
         .ok_or("the kernel's BTF has no per-CPU runqueues")?;
+    // 0 tells the probe there is no way; two variables never share an offset.
+    let rq_to_current = current.wrapping_sub(u64::from(runqueues));
+    if rq_to_current == 0 {
+        return Err("the per-CPU runqueues and current share an offset".into());
+    }
     Ok(CurrentWay {
         task_ref: btf.struct_starting_with_pointer("rcuwait", "task", "task_struct")?,
         task_se_cfs_rq: btf.offset_of("task_struct", "se.cfs_rq")?,
         cfs_rq_rq: btf.offset_of("cfs_rq", "rq")?,
-        rq_to_current: current.wrapping_sub(u64::from(runqueues)).max(1),
+        rq_to_current,
     })
 }
 

@@ -45,36 +45,38 @@ impl Attribution {
         (busiest.runs > 0).then(|| busiest.run_ns as f64 / busiest.runs as f64)
     }
 
+    /// Each run's busiest-program ns per call: (floor attached first, probe, floor).
+    fn per_run(&self) -> Vec<(bool, f64, f64)> {
+        self.runs
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.floor_first,
+                    Self::ns_per_run(&r.probe)?,
+                    Self::ns_per_run(&r.floor)?,
+                ))
+            })
+            .collect()
+    }
+
     /// The probe's ns per run against the floor's, medians over the runs, and the median of
     /// the runs' ratios: (probe, floor, ratio).
     pub(super) fn run_ratio(&self) -> Option<(f64, f64, f64)> {
-        let pairs: Vec<(f64, f64)> = self
-            .runs
-            .iter()
-            .filter_map(|r| Some((Self::ns_per_run(&r.probe)?, Self::ns_per_run(&r.floor)?)))
-            .collect();
-        if pairs.is_empty() {
+        let runs = self.per_run();
+        if runs.is_empty() {
             return None;
         }
-        let probe = median(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
-        let floor = median(&pairs.iter().map(|p| p.1).collect::<Vec<_>>());
-        let ratio = median(
-            &pairs
-                .iter()
-                .map(|(p, f)| p / f.max(1e-9))
-                .collect::<Vec<_>>(),
-        );
-        Some((probe, floor, ratio))
+        let of = |f: fn(&(bool, f64, f64)) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        Some((of(|r| r.1), of(|r| r.2), of(|r| r.1 / r.2.max(1e-9))))
     }
 
     /// The runs' ratios, in run order, with the floor's place: "1.41 (floor first)".
     pub(super) fn ratios(&self) -> Vec<String> {
-        self.runs
+        self.per_run()
             .iter()
-            .filter_map(|r| {
-                let ratio = Self::ns_per_run(&r.probe)? / Self::ns_per_run(&r.floor)?.max(1e-9);
-                let first = if r.floor_first { "floor" } else { "probe" };
-                Some(format!("{ratio:.2} ({first} first)"))
+            .map(|&(floor_first, probe, floor)| {
+                let first = if floor_first { "floor" } else { "probe" };
+                format!("{:.2} ({first} first)", probe / floor.max(1e-9))
             })
             .collect()
     }
