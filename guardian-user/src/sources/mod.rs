@@ -21,6 +21,8 @@ pub mod btf;
 #[cfg(target_os = "linux")]
 pub mod ebpf;
 #[cfg(target_os = "linux")]
+mod fold;
+#[cfg(target_os = "linux")]
 mod kfunc;
 
 mod cgroups;

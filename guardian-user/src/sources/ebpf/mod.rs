@@ -26,6 +26,7 @@ mod wake;
 
 use super::btf::KernelBtf;
 use super::countdown::{Budget, Waker};
+use super::fold;
 use super::kfunc::{self, AlignedObject, CastCall};
 use super::{ProjectDir, Sample, Source, SourceError};
 use aya::maps::{Array, RingBuf};
@@ -470,7 +471,7 @@ impl FittedProbe {
             }
             None => (CastCall::Move, FileAccess::ProbeRead),
         };
-        let (object, _) = kfunc::rewrite_cast_calls(PROBE, cast).map_err(unavailable)?;
+        let (mut object, _) = kfunc::rewrite_cast_calls(PROBE, cast).map_err(unavailable)?;
         let current = match access {
             FileAccess::Typed => match current_from_runqueue(&btf) {
                 Ok(way) => {
@@ -487,6 +488,14 @@ impl FittedProbe {
         if let Some(why) = &current {
             tracing::info!(%why, "ebpf: the current task is read through the helper");
         }
+        // Last: the offsets are final here, and the map keeps them for the loads left.
+        let folded = fold::fold_global_loads(&mut object, "OFFSETS", fold::bytes_of(&offsets))
+            .map_err(unavailable)?;
+        tracing::debug!(
+            loads = folded.loads,
+            wide = folded.wide,
+            "ebpf: offsets folded"
+        );
         Ok(FittedProbe {
             object,
             offsets,

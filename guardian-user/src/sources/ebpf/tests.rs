@@ -505,6 +505,57 @@ fn rewrites_every_cast_placeholder_of_the_probe_and_nothing_else() {
     assert_eq!(moved.bytes().len(), PROBE.len());
 }
 
+#[test]
+fn folds_the_probes_offset_loads_into_their_values() {
+    if PROBE.is_empty() {
+        crate::testkit::skip(
+            "folds_the_probes_offset_loads_into_their_values",
+            "built without the probe",
+        );
+        return;
+    }
+    // Every 8-byte field a distinct value the probe's code cannot hold by itself.
+    let mut offsets = KernelOffsets::default();
+    let fields = size_of::<KernelOffsets>() / 8;
+    // SAFETY: KernelOffsets is plain u64s and u32s without padding.
+    let words = unsafe {
+        std::slice::from_raw_parts_mut((&mut offsets as *mut KernelOffsets).cast::<u64>(), fields)
+    };
+    for (i, word) in words.iter_mut().enumerate() {
+        *word = 0x7100 + 8 * i as u64;
+    }
+    offsets.rq_to_current = (-109_416i64) as u64;
+    let values: std::collections::HashSet<u32> = fold::bytes_of(&offsets)
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let (mut object, _) = kfunc::rewrite_cast_calls(PROBE, CastCall::Move).unwrap();
+    let before = object.bytes().to_vec();
+    let folded = fold::fold_global_loads(&mut object, "OFFSETS", fold::bytes_of(&offsets)).unwrap();
+    assert!(folded.loads >= 100, "{folded:?}");
+    assert!(
+        folded.wide >= 1,
+        "the runqueue distance is 64 bits: {folded:?}"
+    );
+    let mut changed = 0;
+    for (at, (old, new)) in before
+        .chunks_exact(8)
+        .zip(object.bytes().chunks_exact(8))
+        .enumerate()
+    {
+        if old == new {
+            continue;
+        }
+        changed += 1;
+        assert_eq!(old[0] & 0x07, 0x01, "instruction {at} was a load");
+        assert_eq!(new[0], 0xb4, "instruction {at} is w = imm");
+        assert_eq!(new[1] & 0x0f, old[1] & 0x0f, "same destination");
+        let imm = u32::from_le_bytes(new[4..8].try_into().unwrap());
+        assert!(values.contains(&imm), "{imm:#x} is one of the offsets");
+    }
+    assert_eq!(changed, folded.loads);
+}
+
 /// Pins the calling thread to one CPU, so every write spends that CPU's share of a budget.
 fn pin_to_one_cpu() {
     // SAFETY: a zeroed cpu_set_t is an empty set; the calls only read and write it.

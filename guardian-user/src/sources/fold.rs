@@ -1,0 +1,341 @@
+//! Folds the probe's loads of a read-only global (its kernel offsets) into immediates before aya
+//! loads it. The verifier knows a frozen `.rodata` value as a constant but the JIT still emits the
+//! load, so every step of the probe's pointer chase first loaded its offset from one of the five
+//! cache lines `KernelOffsets` spans. A forward data-flow pass over each code section tracks which
+//! registers hold `&global + c` (from the `ld_imm64` the global's relocation names, copies and
+//! constant adds); a load through such a register on every path into it becomes `w_dst = value`.
+//! Anything the pass does not understand leaves a register untracked, so the worst it can do is
+//! fold less: a load it leaves is still correct, the global keeps its values in the map.
+
+use super::kfunc::AlignedObject;
+use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionFlags, SymbolKind};
+use std::collections::HashMap;
+use std::ops::Range;
+
+/// Size of one BPF instruction slot.
+const INSN: usize = 8;
+/// Registers r0..r10.
+const REGS: usize = 11;
+
+/// What the pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// Loads from the global turned into immediates.
+    pub loads: usize,
+    /// Loads from the global left as they are: their value does not fit 32 bits.
+    pub wide: usize,
+}
+
+/// The bytes of a plain-data value, as the loader would write them into the global.
+pub fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
+    // SAFETY: `Pod` types are plain data; the probe's globals are checked to have no padding
+    // (guardian-common's `shared_types_have_no_implicit_padding`).
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// Folds every load of global `symbol` in `object`'s code into the immediate `value` holds at
+/// its offset. `value` must be the global's size.
+pub fn fold_global_loads(
+    object: &mut AlignedObject,
+    symbol: &str,
+    value: &[u8],
+) -> Result<Folded, String> {
+    let sections = code_sections(object.bytes(), symbol, value.len())?;
+    let bytes = object.bytes_mut();
+    let mut total = Folded::default();
+    for section in sections {
+        let code = &mut bytes[section.range.clone()];
+        let folded = fold_code(
+            code,
+            &section.pointers,
+            &section.entries,
+            &section.global,
+            value,
+        )
+        .map_err(|e| format!("probe section {}: {e}", section.name))?;
+        total.loads += folded.loads;
+        total.wide += folded.wide;
+    }
+    Ok(total)
+}
+
+/// One executable section, ready for `fold_code`.
+struct CodeSection {
+    name: String,
+    range: Range<usize>,
+    /// Instruction slot of each `ld_imm64` naming the global's section → the section offset
+    /// it points at (before the instruction's own immediate is added).
+    pointers: HashMap<usize, i64>,
+    /// Instruction slots where a function starts (its registers unknown).
+    entries: Vec<usize>,
+    /// Where the global lies in its section.
+    global: Range<i64>,
+}
+
+fn code_sections(object: &[u8], symbol: &str, size: usize) -> Result<Vec<CodeSection>, String> {
+    let file = object::File::parse(object).map_err(|e| format!("probe object: {e}"))?;
+    let global = file
+        .symbols()
+        .find(|s| s.name() == Ok(symbol))
+        .ok_or_else(|| format!("the probe object has no global {symbol}"))?;
+    if global.size() != size as u64 {
+        return Err(format!(
+            "the probe's {symbol} is {} bytes, its value {size}",
+            global.size()
+        ));
+    }
+    let home = global
+        .section_index()
+        .ok_or_else(|| format!("the probe's {symbol} is in no section"))?;
+    let start = i64::try_from(global.address()).map_err(|_| "global address overflows")?;
+    let mut sections = Vec::new();
+    for section in file.sections() {
+        let SectionFlags::Elf { sh_flags } = section.flags() else {
+            continue;
+        };
+        if sh_flags & u64::from(object::elf::SHF_EXECINSTR) == 0 {
+            continue;
+        }
+        let Some((offset, len)) = section.file_range() else {
+            continue;
+        };
+        let begin = usize::try_from(offset).map_err(|_| "section offset overflows")?;
+        let end = begin
+            .checked_add(usize::try_from(len).map_err(|_| "section size overflows")?)
+            .filter(|end| *end <= object.len())
+            .ok_or_else(|| format!("section {:?} runs past the object", section.name()))?;
+        let mut pointers = HashMap::new();
+        for (at, relocation) in section.relocations() {
+            let RelocationTarget::Symbol(index) = relocation.target() else {
+                continue;
+            };
+            let Ok(target) = file.symbol_by_index(index) else {
+                continue;
+            };
+            if target.section_index() == Some(home) {
+                let base = i64::try_from(target.address()).map_err(|_| "symbol overflows")?;
+                pointers.insert(at as usize / INSN, base);
+            }
+        }
+        let mut entries = vec![0];
+        for function in file.symbols() {
+            if function.kind() == SymbolKind::Text
+                && function.section_index() == Some(section.index())
+            {
+                entries.push(function.address() as usize / INSN);
+            }
+        }
+        sections.push(CodeSection {
+            name: section.name().unwrap_or("?").to_string(),
+            range: begin..end,
+            pointers,
+            entries,
+            global: start..start + size as i64,
+        });
+    }
+    Ok(sections)
+}
+
+/// What the pass knows of a register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reg {
+    Unknown,
+    /// The address of the global's section plus this offset.
+    Ptr(i64),
+}
+
+type Regs = [Reg; REGS];
+
+/// One decoded instruction.
+#[derive(Clone, Copy, Debug)]
+struct Insn {
+    op: u8,
+    dst: usize,
+    src: usize,
+    off: i16,
+    imm: i32,
+}
+
+fn decode(code: &[u8], slot: usize) -> Insn {
+    let b = &code[slot * INSN..slot * INSN + INSN];
+    Insn {
+        op: b[0],
+        dst: usize::from(b[1] & 0x0f),
+        src: usize::from(b[1] >> 4),
+        off: i16::from_le_bytes([b[2], b[3]]),
+        imm: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+    }
+}
+
+const CLASS_LD: u8 = 0x00;
+const CLASS_LDX: u8 = 0x01;
+const CLASS_STX: u8 = 0x03;
+const CLASS_ALU: u8 = 0x04;
+const CLASS_JMP: u8 = 0x05;
+const CLASS_JMP32: u8 = 0x06;
+const CLASS_ALU64: u8 = 0x07;
+/// `BPF_LD | BPF_IMM | BPF_DW`: the two-slot 64-bit immediate load.
+const LD_IMM64: u8 = 0x18;
+const MODE_MEM: u8 = 0x60;
+const MODE_ATOMIC: u8 = 0xc0;
+const ALU64_ADD_K: u8 = 0x07;
+const ALU64_SUB_K: u8 = 0x17;
+const ALU64_MOV_X: u8 = 0xbf;
+/// `BPF_ALU | BPF_MOV | BPF_K`: `w_dst = imm`, zeroing the upper half.
+const ALU_MOV_K: u8 = 0xb4;
+const JMP_JA: u8 = 0x00;
+const JMP_CALL: u8 = 0x80;
+const JMP_EXIT: u8 = 0x90;
+
+/// The data-flow pass and the rewrite over one code section (plain data: the pure core).
+fn fold_code(
+    code: &mut [u8],
+    pointers: &HashMap<usize, i64>,
+    entries: &[usize],
+    global: &Range<i64>,
+    value: &[u8],
+) -> Result<Folded, String> {
+    if code.len() % INSN != 0 {
+        return Err("code is not whole instructions".into());
+    }
+    let slots = code.len() / INSN;
+    let mut state: Vec<Option<Regs>> = vec![None; slots];
+    let mut work = Vec::new();
+    for &entry in entries {
+        if entry < slots && state[entry].is_none() {
+            state[entry] = Some([Reg::Unknown; REGS]);
+            work.push(entry);
+        }
+    }
+    while let Some(slot) = work.pop() {
+        let Some(mut regs) = state[slot] else {
+            continue;
+        };
+        let insn = decode(code, slot);
+        let next = step(&insn, slot, pointers, &mut regs, slots)?;
+        for to in next.into_iter().flatten() {
+            let merged = match state[to] {
+                None => regs,
+                Some(old) => meet(&old, &regs),
+            };
+            if state[to] != Some(merged) {
+                state[to] = Some(merged);
+                work.push(to);
+            }
+        }
+    }
+    let mut folded = Folded::default();
+    for (slot, regs) in state.iter().enumerate() {
+        let Some(regs) = regs else { continue };
+        let insn = decode(code, slot);
+        if insn.op & 0x07 != CLASS_LDX || insn.op & 0xe0 != MODE_MEM {
+            continue;
+        }
+        let Reg::Ptr(base) = regs[insn.src] else {
+            continue;
+        };
+        let size = match insn.op & 0x18 {
+            0x00 => 4,
+            0x08 => 2,
+            0x10 => 1,
+            _ => 8,
+        };
+        let at = base + i64::from(insn.off);
+        if at < global.start || at + size > global.end {
+            continue;
+        }
+        let from = (at - global.start) as usize;
+        let mut le = [0u8; 8];
+        le[..size as usize].copy_from_slice(&value[from..from + size as usize]);
+        let loaded = u64::from_le_bytes(le);
+        let Ok(imm) = u32::try_from(loaded) else {
+            folded.wide += 1;
+            continue;
+        };
+        let b = &mut code[slot * INSN..slot * INSN + INSN];
+        b[0] = ALU_MOV_K;
+        b[1] = insn.dst as u8;
+        b[2..4].fill(0);
+        b[4..8].copy_from_slice(&imm.to_le_bytes());
+        folded.loads += 1;
+    }
+    Ok(folded)
+}
+
+/// Applies one instruction to `regs`; returns the slots control may go to next.
+fn step(
+    insn: &Insn,
+    slot: usize,
+    pointers: &HashMap<usize, i64>,
+    regs: &mut Regs,
+    slots: usize,
+) -> Result<[Option<usize>; 2], String> {
+    let target = |delta: i64| -> Result<usize, String> {
+        let to = slot as i64 + 1 + delta;
+        if to < 0 || to as usize >= slots {
+            return Err(format!("instruction {slot} jumps out of its section"));
+        }
+        Ok(to as usize)
+    };
+    if insn.dst >= REGS || insn.src >= REGS {
+        return Err(format!("instruction {slot} names no register"));
+    }
+    let class = insn.op & 0x07;
+    match class {
+        CLASS_LD if insn.op == LD_IMM64 => {
+            regs[insn.dst] = match pointers.get(&slot) {
+                Some(base) if insn.src == 0 => Reg::Ptr(base + i64::from(insn.imm)),
+                _ => Reg::Unknown,
+            };
+            return Ok([Some(target(1)?), None]);
+        }
+        CLASS_LD => clobber_caller_saved(regs),
+        CLASS_LDX => regs[insn.dst] = Reg::Unknown,
+        CLASS_STX if insn.op & 0xe0 == MODE_ATOMIC => {
+            regs[0] = Reg::Unknown;
+            regs[insn.src] = Reg::Unknown;
+        }
+        CLASS_ALU64 => {
+            regs[insn.dst] = match (insn.op, regs[insn.dst]) {
+                (ALU64_MOV_X, _) if insn.off == 0 => regs[insn.src],
+                (ALU64_ADD_K, Reg::Ptr(c)) => Reg::Ptr(c + i64::from(insn.imm)),
+                (ALU64_SUB_K, Reg::Ptr(c)) => Reg::Ptr(c - i64::from(insn.imm)),
+                _ => Reg::Unknown,
+            }
+        }
+        CLASS_ALU => regs[insn.dst] = Reg::Unknown,
+        CLASS_JMP | CLASS_JMP32 => match insn.op & 0xf0 {
+            JMP_JA => {
+                let delta = if class == CLASS_JMP {
+                    i64::from(insn.off)
+                } else {
+                    i64::from(insn.imm)
+                };
+                return Ok([Some(target(delta)?), None]);
+            }
+            JMP_CALL => clobber_caller_saved(regs),
+            JMP_EXIT => return Ok([None, None]),
+            _ => return Ok([Some(target(0)?), Some(target(i64::from(insn.off))?)]),
+        },
+        _ => {}
+    }
+    Ok([Some(target(0)?), None])
+}
+
+/// A call (helper, kfunc or function) leaves r0..r5 unknown; r6..r9 are kept across it.
+fn clobber_caller_saved(regs: &mut Regs) {
+    regs[..6].fill(Reg::Unknown);
+}
+
+fn meet(a: &Regs, b: &Regs) -> Regs {
+    let mut out = *a;
+    for (o, r) in out.iter_mut().zip(b) {
+        if *o != *r {
+            *o = Reg::Unknown;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
