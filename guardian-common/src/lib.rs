@@ -165,6 +165,10 @@ pub struct WriteCache {
     /// cgroup v2 id of each slot's `css_set` when the slot was filled.
     pub cgroups: [u64; WRITE_SLOTS],
     pub slots: [WriteSlot; WRITE_SLOTS],
+    /// Address of the per-CPU variable holding `current` on this CPU, once the probe learned
+    /// it (0: not yet, 1: unusable, the helper is called). Beside the countdown's spending, so a
+    /// write reads both from one cache line.
+    pub current_at: u64,
     /// This CPU's spending of each filesystem's armed budget (the probe's own; userspace only
     /// reads it).
     pub spent: [FsSpent; MAX_FS],
@@ -349,7 +353,7 @@ mod tests {
         assert!(WRITE_SLOTS.is_power_of_two());
         assert_eq!(
             core::mem::size_of::<WriteCache>(),
-            WRITE_SLOTS * (8 + 64) + 16 * MAX_FS
+            WRITE_SLOTS * (8 + 64) + 8 + 16 * MAX_FS
         );
         assert_eq!(core::mem::size_of::<MovedLog>(), 16 + 4 * MOVED_RING);
         assert_eq!(core::mem::size_of::<ProbeCounters>(), 24);

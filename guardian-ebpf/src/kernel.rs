@@ -61,18 +61,12 @@ pub(super) fn write_cache() -> Option<&'static mut WriteCache> {
 /// The current task, read from the per-CPU variable that holds it (an untrusted BTF pointer,
 /// good for typed loads): on a kernel whose returns go through a mitigation thunk (x86 with
 /// SRSO "Safe RET"), calling `bpf_get_current_task_btf` cost this probe about as much as all its
-/// loads together. The variable's address on this CPU is learned on the CPU's first call and
-/// checked against the helper; where it cannot be learned or does not match, the helper is
-/// called every time.
+/// loads together. The variable's address on this CPU is learned on the CPU's first call, checked
+/// against the helper and kept in this CPU's write cache (`cache.current_at`); where it cannot be
+/// learned or does not match, the helper is called every time.
 #[inline(always)]
-pub(super) fn current_task_cached() -> u64 {
-    // SAFETY: helper with no preconditions; the verifier inlines it into a per-CPU load.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let Some(at) = CURRENT_AT.get_ptr_mut(cpu) else {
-        return current_task();
-    };
-    // SAFETY: this CPU's entry; programs do not nest on one CPU.
-    let at = unsafe { &mut *at };
+pub(super) fn current_task_cached(cache: &mut WriteCache) -> u64 {
+    let at = &mut cache.current_at;
     if *at > 1 {
         return load(rdonly_cast(*at, off!(task_ref_btf_id)), 0);
     }

@@ -46,7 +46,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_task_pt_regs},
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{btf_tracepoint, fexit, map, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -136,14 +136,6 @@ static mut SETTINGS: ProbeSettings = ProbeSettings {
 /// blocks on it in a thread of its own.
 #[map]
 static WAKE: RingBuf = RingBuf::with_byte_size(4096, 0);
-
-/// Where each CPU keeps its `current` pointer, by CPU number (see
-/// `kernel::current_task_cached`): 0 until the probe learns it, 1 where it cannot.
-#[map]
-static CURRENT_AT: Array<u64> = Array::with_max_entries(MAX_CPUS, 0);
-
-/// CPUs that read `current` without the helper (the others call it).
-const MAX_CPUS: u32 = 4096;
 
 /// Per-CPU write cache (see `WriteSlot`).
 #[map]
@@ -461,7 +453,7 @@ fn account_syscall<const FD_ARG: usize, const TYPED: bool>(
         return;
     };
     let task = if TYPED {
-        current_task_cached()
+        current_task_cached(cache)
     } else {
         current_task()
     };
@@ -529,7 +521,7 @@ fn fexit_account(file: u64, ret: i64) {
     };
     let settings = settings();
     let w = Written {
-        task: current_task_cached(),
+        task: current_task_cached(cache),
         file,
         kind: KIND_WRITE,
         bytes: ret as u64,

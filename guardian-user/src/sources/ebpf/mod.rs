@@ -230,11 +230,15 @@ impl EbpfSource {
     /// it unusable (it calls the helper there); a CPU that ran no counted write yet is in
     /// neither.
     pub fn cpus_reading_current(&self) -> Result<(usize, usize), SourceError> {
-        let at: aya::maps::Array<_, u64> = aya::maps::Array::try_from(self.map("CURRENT_AT")?)
-            .map_err(|e| failed(format!("map CURRENT_AT: {e}")))?;
+        let slots: aya::maps::PerCpuArray<_, guardian_common::WriteCache> =
+            aya::maps::PerCpuArray::try_from(self.map("SLOTS")?)
+                .map_err(|e| failed(format!("map SLOTS: {e}")))?;
+        let caches = slots
+            .get(&0, 0)
+            .map_err(|e| failed(format!("reading SLOTS: {e}")))?;
         let (mut learned, mut unusable) = (0, 0);
-        for value in at.iter() {
-            match value.map_err(|e| failed(format!("map CURRENT_AT: {e}")))? {
+        for cache in caches.iter() {
+            match cache.current_at {
                 0 => {}
                 1 => unusable += 1,
                 _ => learned += 1,
