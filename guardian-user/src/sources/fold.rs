@@ -7,8 +7,8 @@
 //! Anything the pass does not understand leaves a register untracked, so the worst it can do is
 //! fold less: a load it leaves is still correct, the global keeps its values in the map.
 
-use super::kfunc::AlignedObject;
-use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionFlags, SymbolKind};
+use super::kfunc::{self, AlignedObject};
+use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SymbolKind};
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -90,20 +90,9 @@ fn code_sections(object: &[u8], symbol: &str, size: usize) -> Result<Vec<CodeSec
     let start = i64::try_from(global.address()).map_err(|_| "global address overflows")?;
     let mut sections = Vec::new();
     for section in file.sections() {
-        let SectionFlags::Elf { sh_flags } = section.flags() else {
+        let Some(range) = kfunc::code_range(&section, object.len())? else {
             continue;
         };
-        if sh_flags & u64::from(object::elf::SHF_EXECINSTR) == 0 {
-            continue;
-        }
-        let Some((offset, len)) = section.file_range() else {
-            continue;
-        };
-        let begin = usize::try_from(offset).map_err(|_| "section offset overflows")?;
-        let end = begin
-            .checked_add(usize::try_from(len).map_err(|_| "section size overflows")?)
-            .filter(|end| *end <= object.len())
-            .ok_or_else(|| format!("section {:?} runs past the object", section.name()))?;
         let mut pointers = HashMap::new();
         for (at, relocation) in section.relocations() {
             let RelocationTarget::Symbol(index) = relocation.target() else {
@@ -127,7 +116,7 @@ fn code_sections(object: &[u8], symbol: &str, size: usize) -> Result<Vec<CodeSec
         }
         sections.push(CodeSection {
             name: section.name().unwrap_or("?").to_string(),
-            range: begin..end,
+            range,
             pointers,
             entries,
             global: start..start + size as i64,

@@ -86,22 +86,34 @@ fn code_ranges(object: &[u8]) -> Result<Vec<(usize, usize)>, String> {
     let file = object::File::parse(object).map_err(|e| format!("probe object: {e}"))?;
     let mut ranges = Vec::new();
     for section in file.sections() {
-        let SectionFlags::Elf { sh_flags } = section.flags() else {
-            continue;
-        };
-        if sh_flags & u64::from(object::elf::SHF_EXECINSTR) == 0 {
-            continue;
-        }
-        if let Some((offset, size)) = section.file_range() {
-            let start = usize::try_from(offset).map_err(|_| "section offset overflows")?;
-            let end = start
-                .checked_add(usize::try_from(size).map_err(|_| "section size overflows")?)
-                .filter(|end| *end <= object.len())
-                .ok_or_else(|| format!("section {:?} runs past the object", section.name()))?;
-            ranges.push((start, end));
+        if let Some(range) = code_range(&section, object.len())? {
+            ranges.push((range.start, range.end));
         }
     }
     Ok(ranges)
+}
+
+/// The file range of `section` when it is executable (a program or shared functions), checked
+/// to lie within the object of `object_len` bytes; `None` for any other section.
+pub(super) fn code_range(
+    section: &object::Section<'_, '_>,
+    object_len: usize,
+) -> Result<Option<std::ops::Range<usize>>, String> {
+    let SectionFlags::Elf { sh_flags } = section.flags() else {
+        return Ok(None);
+    };
+    if sh_flags & u64::from(object::elf::SHF_EXECINSTR) == 0 {
+        return Ok(None);
+    }
+    let Some((offset, size)) = section.file_range() else {
+        return Ok(None);
+    };
+    let start = usize::try_from(offset).map_err(|_| "section offset overflows")?;
+    let end = start
+        .checked_add(usize::try_from(size).map_err(|_| "section size overflows")?)
+        .filter(|end| *end <= object_len)
+        .ok_or_else(|| format!("section {:?} runs past the object", section.name()))?;
+    Ok(Some(start..end))
 }
 
 /// `call RDONLY_CAST_PLACEHOLDER` with no registers and no offset.
