@@ -88,6 +88,16 @@ fn code_sections(object: &[u8], symbol: &str, size: usize) -> Result<Vec<CodeSec
         .section_index()
         .ok_or_else(|| format!("the probe's {symbol} is in no section"))?;
     let start = i64::try_from(global.address()).map_err(|_| "global address overflows")?;
+    // Where functions start, by section: their registers are unknown there.
+    let mut functions: HashMap<object::SectionIndex, Vec<usize>> = HashMap::new();
+    for function in file.symbols().filter(|s| s.kind() == SymbolKind::Text) {
+        if let Some(section) = function.section_index() {
+            functions
+                .entry(section)
+                .or_default()
+                .push(function.address() as usize / INSN);
+        }
+    }
     let mut sections = Vec::new();
     for section in file.sections() {
         let Some(range) = kfunc::code_range(&section, object.len())? else {
@@ -107,13 +117,7 @@ fn code_sections(object: &[u8], symbol: &str, size: usize) -> Result<Vec<CodeSec
             }
         }
         let mut entries = vec![0];
-        for function in file.symbols() {
-            if function.kind() == SymbolKind::Text
-                && function.section_index() == Some(section.index())
-            {
-                entries.push(function.address() as usize / INSN);
-            }
-        }
+        entries.extend(functions.get(&section.index()).into_iter().flatten());
         sections.push(CodeSection {
             name: section.name().unwrap_or("?").to_string(),
             range,

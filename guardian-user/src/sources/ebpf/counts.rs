@@ -237,6 +237,18 @@ impl EbpfSource {
     }
 
     /// `STATS[index]` summed over CPUs, for each of `indices`.
+    /// Every CPU's write cache (the `SLOTS` value), in CPU order.
+    pub(super) fn write_caches(&self) -> Result<Vec<WriteCache>, SourceError> {
+        let slots: PerCpuArray<_, WriteCache> =
+            PerCpuArray::try_from(self.map("SLOTS")?).map_err(map_err("map SLOTS"))?;
+        Ok(slots
+            .get(&0, 0)
+            .map_err(map_err("reading SLOTS"))?
+            .iter()
+            .copied()
+            .collect())
+    }
+
     fn read_stats_of(&self, indices: &[u32]) -> Result<Vec<(u32, Totals)>, SourceError> {
         let stats: PerCpuArray<_, ProjectStats> =
             PerCpuArray::try_from(self.map("STATS")?).map_err(map_err("map STATS"))?;
@@ -332,16 +344,7 @@ impl EbpfSource {
             }
         }
         // 3. Bytes still in the write slots (of current index generations only).
-        let caches: Vec<WriteCache> = {
-            let slots: PerCpuArray<_, WriteCache> =
-                PerCpuArray::try_from(self.map("SLOTS")?).map_err(map_err("map SLOTS"))?;
-            slots
-                .get(&0, 0)
-                .map_err(map_err("reading SLOTS"))?
-                .iter()
-                .copied()
-                .collect()
-        };
+        let caches = self.write_caches()?;
         let mut in_slots: HashMap<u32, u64> = HashMap::new();
         let mut cgroup_slots: HashMap<(u64, u32), u64> = HashMap::new();
         for cache in &caches {

@@ -230,14 +230,8 @@ impl EbpfSource {
     /// it unusable (it calls the helper there); a CPU that ran no counted write yet is in
     /// neither.
     pub fn cpus_reading_current(&self) -> Result<(usize, usize), SourceError> {
-        let slots: aya::maps::PerCpuArray<_, guardian_common::WriteCache> =
-            aya::maps::PerCpuArray::try_from(self.map("SLOTS")?)
-                .map_err(|e| failed(format!("map SLOTS: {e}")))?;
-        let caches = slots
-            .get(&0, 0)
-            .map_err(|e| failed(format!("reading SLOTS: {e}")))?;
         let (mut learned, mut unusable) = (0, 0);
-        for cache in caches.iter() {
+        for cache in self.write_caches()? {
             match cache.current_at {
                 0 => {}
                 1 => unusable += 1,
