@@ -169,6 +169,11 @@ pub struct WriteCache {
     /// it (0: not yet, 1: unusable, the helper is called). Beside the countdown's spending, so a
     /// write reads both from one cache line.
     pub current_at: u64,
+    /// How far below the top of the running task's stack its syscall entry saved the registers,
+    /// learned and checked against `bpf_task_pt_regs` on this CPU when `current_at` was (0: not
+    /// usable; the probe then goes through `task->stack`). With it, the saved registers come
+    /// from the per-CPU variable that holds the top of the current stack, beside `current`.
+    pub regs_below_top: u64,
     /// This CPU's spending of each filesystem's armed budget (the probe's own; userspace only
     /// reads it).
     pub spent: [FsSpent; MAX_FS],
@@ -295,6 +300,10 @@ pub struct KernelOffsets {
     /// every CPU's copy of the per-CPU section; 0 where the kernel's BTF lacks either (the probe
     /// then calls `bpf_get_current_task_btf` for every write).
     pub rq_to_current: u64,
+    /// The distance (wrapping) from the per-CPU variable that holds `current` to the one that
+    /// holds the top of the current task's stack (`cpu_current_top_of_stack`, or
+    /// `pcpu_hot.top_of_stack` on Linux 6.2–6.14); 0 where the kernel's BTF lacks it.
+    pub current_to_top_of_stack: u64,
     /// 1 once userspace filled the offsets; the probe counts nothing while 0.
     pub ready: u32,
     /// BTF id of a struct whose first member is a `struct file *` (`kiocb`), to view an fd-table
@@ -349,11 +358,11 @@ mod tests {
         assert_eq!(core::mem::size_of::<WakeRecord>(), 16);
         assert!(MAX_PROJECTS <= u16::MAX as u32 && MAX_FS <= u16::MAX as usize);
         assert_eq!(core::mem::size_of::<Resolution>(), 16);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 37 * 8 + 16);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 38 * 8 + 16);
         assert!(WRITE_SLOTS.is_power_of_two());
         assert_eq!(
             core::mem::size_of::<WriteCache>(),
-            WRITE_SLOTS * (8 + 64) + 8 + 16 * MAX_FS
+            WRITE_SLOTS * (8 + 64) + 16 + 16 * MAX_FS
         );
         assert_eq!(core::mem::size_of::<MovedLog>(), 16 + 4 * MOVED_RING);
         assert_eq!(core::mem::size_of::<ProbeCounters>(), 24);

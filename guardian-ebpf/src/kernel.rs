@@ -66,15 +66,51 @@ pub(super) fn write_cache() -> Option<&'static mut WriteCache> {
 /// learned or does not match, the helper is called every time.
 #[inline(always)]
 pub(super) fn current_task_cached(cache: &mut WriteCache) -> u64 {
-    let at = &mut cache.current_at;
-    if *at > 1 {
-        return load(rdonly_cast(*at, off!(task_ref_btf_id)), 0);
+    let at = cache.current_at;
+    if at > 1 {
+        return load(rdonly_cast(at, off!(task_ref_btf_id)), 0);
     }
     let task = current_task();
-    if *at == 0 {
-        *at = learn_current_at(task);
+    if at == 0 {
+        let at = learn_current_at(task);
+        cache.current_at = at;
+        cache.regs_below_top = if at > 1 {
+            learn_regs_below_top(at, task)
+        } else {
+            0
+        };
     }
     task
+}
+
+/// The per-CPU variable beside `current` (at `current_at`) that holds the top of the running
+/// task's stack, as a number (loaded through the `pt_regs` view: its first member is an
+/// `unsigned long`).
+#[inline(always)]
+fn top_of_stack(current_at: u64) -> u64 {
+    let at = current_at.wrapping_add(off!(current_to_top_of_stack));
+    load(rdonly_cast(at, off!(pt_regs_btf_id)), 0)
+}
+
+/// How far below the top of `task`'s stack (the running task's, read from its per-CPU variable
+/// beside `current` at `current_at`) `bpf_task_pt_regs` finds its saved registers, or 0 where
+/// the kernel has no such variable or the distance is not plausible.
+#[inline(always)]
+fn learn_regs_below_top(current_at: u64, task: u64) -> u64 {
+    if off!(current_to_top_of_stack) == 0 || off!(pt_regs_btf_id) == 0 {
+        return 0;
+    }
+    let top = top_of_stack(current_at);
+    // SAFETY: helper on the trusted current task (`task` is the helper's).
+    let regs = unsafe { bpf_task_pt_regs(task as *mut _) as u64 };
+    // Pointers' values as numbers: their distances from a pointer whose value is 0.
+    let zero = rdonly_cast(0, off!(pt_regs_btf_id));
+    let below = top.wrapping_sub(regs.wrapping_sub(zero));
+    if below != 0 && below < MAX_REGS_BELOW_TOP {
+        below
+    } else {
+        0
+    }
 }
 
 /// The address of the per-CPU variable holding `current` on this CPU, checked to hold `task`
@@ -115,13 +151,25 @@ pub(super) fn settings() -> &'static mut ProbeSettings {
     unsafe { &mut *core::ptr::addr_of_mut!(SETTINGS) }
 }
 
-/// The registers the current `task`'s syscall entry saved: at the learned offset from its stack
-/// when typed, else (and once, to learn the offset) from `bpf_task_pt_regs`.
+/// The registers the current `task`'s syscall entry saved, when typed: below the top of the
+/// stack this CPU's per-CPU variable holds, where this CPU learned the distance (one load beside
+/// `current`'s, not a dependent load of `task->stack`), else at the learned offset from its
+/// stack; else (and once, to learn the offset) from `bpf_task_pt_regs`.
 #[inline(always)]
-pub(super) fn saved_regs<const TYPED: bool>(task: u64, settings: &mut ProbeSettings) -> u64 {
+pub(super) fn saved_regs<const TYPED: bool>(
+    task: u64,
+    cache: &WriteCache,
+    settings: &mut ProbeSettings,
+) -> u64 {
     if !TYPED {
         // SAFETY: helper on the trusted current task (the helper's, in this mode).
         return unsafe { bpf_task_pt_regs(task as *mut _) as u64 };
+    }
+    // Checked when learned: 0 or a plausible distance.
+    let below = cache.regs_below_top;
+    if below != 0 {
+        let top = top_of_stack(cache.current_at);
+        return rdonly_cast(top.wrapping_sub(below), off!(pt_regs_btf_id));
     }
     let stack: u64 = load(task, off!(task_stack));
     let delta = settings.regs_delta;

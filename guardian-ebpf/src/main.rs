@@ -98,6 +98,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_se_cfs_rq: 0,
     cfs_rq_rq: 0,
     rq_to_current: 0,
+    current_to_top_of_stack: 0,
     ready: 0,
     file_ref_btf_id: 0,
     pt_regs_btf_id: 0,
@@ -172,6 +173,9 @@ const MAX_FD: u64 = 1 << 20;
 
 /// Bound of a learned `regs_delta` (a kernel stack is 16 KiB, 32 KiB with KASAN).
 const MAX_REGS_DELTA: u64 = 1 << 20;
+/// Bound on the learned distance from the top of a task's stack down to its saved registers
+/// (`pt_regs` and the padding above it: under 200 bytes on x86-64).
+const MAX_REGS_BELOW_TOP: u64 = 4096;
 
 /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE`: fallocate modes that free space.
 const FALLOC_FREES: u64 = 0x02 | 0x08;
@@ -458,7 +462,7 @@ fn account_syscall<const FD_ARG: usize, const TYPED: bool>(
         current_task()
     };
     let settings = settings();
-    let regs = saved_regs::<TYPED>(task, settings);
+    let regs = saved_regs::<TYPED>(task, cache, settings);
     let bytes = bytes(regs);
     if bytes == 0 {
         return;

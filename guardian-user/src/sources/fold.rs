@@ -3,7 +3,8 @@
 //! load, so every step of the probe's pointer chase first loaded its offset from one of the five
 //! cache lines `KernelOffsets` spans. A forward data-flow pass over each code section tracks which
 //! registers hold `&global + c` (from the `ld_imm64` the global's relocation names, copies and
-//! constant adds); a load through such a register on every path into it becomes `w_dst = value`.
+//! constant adds); a load through such a register on every path into it becomes `w_dst = value`
+//! (or `r_dst = value` sign-extended, for a negative 64-bit distance).
 //! Anything the pass does not understand leaves a register untracked, so the worst it can do is
 //! fold less: a load it leaves is still correct, the global keeps its values in the map.
 
@@ -17,6 +18,8 @@ const INSN: usize = 8;
 /// Registers r0..r10.
 const REGS: usize = 11;
 
+mod dead;
+
 /// What the pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Folded {
@@ -24,6 +27,15 @@ pub struct Folded {
     pub loads: usize,
     /// Loads from the global left as they are: their value does not fit 32 bits.
     pub wide: usize,
+}
+
+/// What the clean-up after the folding did (`dead`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tidied {
+    /// `ld_imm64`s of the global's section left dead, removed with their relocations.
+    pub removed: usize,
+    /// Address computations folded into the offset of their load.
+    pub fused: usize,
 }
 
 /// The bytes of a plain-data value, as the loader would write them into the global.
@@ -34,17 +46,18 @@ pub fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
 }
 
 /// Folds every load of global `symbol` in `object`'s code into the immediate `value` holds at
-/// its offset. `value` must be the global's size.
+/// its offset, then removes what that left dead. `value` must be the global's size.
 pub fn fold_global_loads(
     object: &mut AlignedObject,
     symbol: &str,
     value: &[u8],
-) -> Result<Folded, String> {
+) -> Result<(Folded, Tidied), String> {
     let sections = code_sections(object.bytes(), symbol, value.len())?;
     let bytes = object.bytes_mut();
-    let mut total = Folded::default();
+    let mut total = (Folded::default(), Tidied::default());
     for section in sections {
         let code = &mut bytes[section.range.clone()];
+        let in_section = |e: String| format!("probe section {}: {e}", section.name);
         let folded = fold_code(
             code,
             &section.pointers,
@@ -52,16 +65,86 @@ pub fn fold_global_loads(
             &section.global,
             value,
         )
-        .map_err(|e| format!("probe section {}: {e}", section.name))?;
-        total.loads += folded.loads;
-        total.wide += folded.wide;
+        .map_err(in_section)?;
+        let tidied = dead::tidy(code, &section.pointers, &section.entries).map_err(in_section)?;
+        let offsets: Vec<u64> = tidied.removed.iter().map(|&s| (s * INSN) as u64).collect();
+        let dropped = drop_relocations(bytes, section.index, &offsets).map_err(in_section)?;
+        if dropped != offsets.len() {
+            return Err(in_section(format!(
+                "{} dead ld_imm64s but {dropped} relocations dropped",
+                offsets.len()
+            )));
+        }
+        total.0.loads += folded.loads;
+        total.0.wide += folded.wide;
+        total.1.removed += dropped;
+        total.1.fused += tidied.fused;
     }
     Ok(total)
+}
+
+/// `SHT_REL`: a relocation section without addends (what BPF objects use).
+const SHT_REL: u32 = 9;
+/// Size of an `Elf64_Rel` (offset, info).
+const REL_SIZE: usize = 16;
+
+/// Removes from the relocation section(s) of section `target` the entries at the byte offsets
+/// `at`, by moving the kept ones to the front and shortening the section; returns how many it
+/// removed. A little-endian ELF64 (a BPF object) is assumed and checked.
+fn drop_relocations(elf: &mut [u8], target: usize, at: &[u64]) -> Result<usize, String> {
+    if at.is_empty() {
+        return Ok(0);
+    }
+    let field = |elf: &[u8], at: usize, len: usize| -> Result<u64, String> {
+        let bytes = elf
+            .get(at..at + len)
+            .ok_or("the probe's ELF headers run past its end")?;
+        let mut le = [0u8; 8];
+        le[..len].copy_from_slice(bytes);
+        Ok(u64::from_le_bytes(le))
+    };
+    if elf.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return Err("the probe is not a little-endian ELF64 object".into());
+    }
+    let shoff = field(elf, 0x28, 8)? as usize;
+    let shentsize = field(elf, 0x3a, 2)? as usize;
+    let shnum = field(elf, 0x3c, 2)? as usize;
+    let mut dropped = 0;
+    for index in 0..shnum {
+        let header = shoff + index * shentsize;
+        if field(elf, header + 4, 4)? != u64::from(SHT_REL)
+            || field(elf, header + 0x2c, 4)? != target as u64
+        {
+            continue;
+        }
+        let offset = field(elf, header + 0x18, 8)? as usize;
+        let size = field(elf, header + 0x20, 8)? as usize;
+        let table = elf
+            .get_mut(offset..offset + size)
+            .ok_or("a relocation section runs past the probe's end")?;
+        let mut kept = 0;
+        for entry in 0..size / REL_SIZE {
+            let from = entry * REL_SIZE;
+            let r_offset = u64::from_le_bytes(table[from..from + 8].try_into().unwrap());
+            if at.contains(&r_offset) {
+                dropped += 1;
+                continue;
+            }
+            table.copy_within(from..from + REL_SIZE, kept * REL_SIZE);
+            kept += 1;
+        }
+        table[kept * REL_SIZE..].fill(0);
+        elf[header + 0x20..header + 0x28]
+            .copy_from_slice(&((kept * REL_SIZE) as u64).to_le_bytes());
+    }
+    Ok(dropped)
 }
 
 /// One executable section, ready for `fold_code`.
 struct CodeSection {
     name: String,
+    /// Its index in the ELF section header table.
+    index: usize,
     range: Range<usize>,
     /// Instruction slot of each `ld_imm64` naming the global's section → the section offset
     /// it points at (before the instruction's own immediate is added).
@@ -120,6 +203,7 @@ fn code_sections(object: &[u8], symbol: &str, size: usize) -> Result<Vec<CodeSec
         entries.extend(functions.get(&section.index()).into_iter().flatten());
         sections.push(CodeSection {
             name: section.name().unwrap_or("?").to_string(),
+            index: section.index().0,
             range,
             pointers,
             entries,
@@ -176,6 +260,8 @@ const ALU64_SUB_K: u8 = 0x17;
 const ALU64_MOV_X: u8 = 0xbf;
 /// `BPF_ALU | BPF_MOV | BPF_K`: `w_dst = imm`, zeroing the upper half.
 const ALU_MOV_K: u8 = 0xb4;
+/// `BPF_ALU64 | BPF_MOV | BPF_K`: `r_dst = imm`, sign-extended.
+const ALU64_MOV_K: u8 = 0xb7;
 const JMP_JA: u8 = 0x00;
 const JMP_CALL: u8 = 0x80;
 const JMP_EXIT: u8 = 0x90;
@@ -241,12 +327,17 @@ fn fold_code(
         let mut le = [0u8; 8];
         le[..size as usize].copy_from_slice(&value[from..from + size as usize]);
         let loaded = u64::from_le_bytes(le);
-        let Ok(imm) = u32::try_from(loaded) else {
-            folded.wide += 1;
-            continue;
+        // `w = imm` zero-extends; `r = imm` sign-extends (a negative distance).
+        let (op, imm) = match (u32::try_from(loaded), i32::try_from(loaded as i64)) {
+            (Ok(imm), _) => (ALU_MOV_K, imm),
+            (Err(_), Ok(imm)) => (ALU64_MOV_K, imm as u32),
+            _ => {
+                folded.wide += 1;
+                continue;
+            }
         };
         let b = &mut code[slot * INSN..slot * INSN + INSN];
-        b[0] = ALU_MOV_K;
+        b[0] = op;
         b[1] = insn.dst as u8;
         b[2..4].fill(0);
         b[4..8].copy_from_slice(&imm.to_le_bytes());
@@ -255,14 +346,8 @@ fn fold_code(
     Ok(folded)
 }
 
-/// Applies one instruction to `regs`; returns the slots control may go to next.
-fn step(
-    insn: &Insn,
-    slot: usize,
-    pointers: &HashMap<usize, i64>,
-    regs: &mut Regs,
-    slots: usize,
-) -> Result<[Option<usize>; 2], String> {
+/// The slots control may go to after the instruction at `slot` (of `slots` in its section).
+fn successors(insn: &Insn, slot: usize, slots: usize) -> Result<[Option<usize>; 2], String> {
     let target = |delta: i64| -> Result<usize, String> {
         let to = slot as i64 + 1 + delta;
         if to < 0 || to as usize >= slots {
@@ -274,13 +359,40 @@ fn step(
         return Err(format!("instruction {slot} names no register"));
     }
     let class = insn.op & 0x07;
-    match class {
+    Ok(match class {
+        CLASS_LD if insn.op == LD_IMM64 => [Some(target(1)?), None],
+        CLASS_JMP | CLASS_JMP32 => match insn.op & 0xf0 {
+            JMP_JA => {
+                let delta = if class == CLASS_JMP {
+                    i64::from(insn.off)
+                } else {
+                    i64::from(insn.imm)
+                };
+                [Some(target(delta)?), None]
+            }
+            JMP_CALL => [Some(target(0)?), None],
+            JMP_EXIT => [None, None],
+            _ => [Some(target(0)?), Some(target(i64::from(insn.off))?)],
+        },
+        _ => [Some(target(0)?), None],
+    })
+}
+
+/// Applies one instruction to `regs`; returns the slots control may go to next.
+fn step(
+    insn: &Insn,
+    slot: usize,
+    pointers: &HashMap<usize, i64>,
+    regs: &mut Regs,
+    slots: usize,
+) -> Result<[Option<usize>; 2], String> {
+    let next = successors(insn, slot, slots)?;
+    match insn.op & 0x07 {
         CLASS_LD if insn.op == LD_IMM64 => {
             regs[insn.dst] = match pointers.get(&slot) {
                 Some(base) if insn.src == 0 => Reg::Ptr(base + i64::from(insn.imm)),
                 _ => Reg::Unknown,
             };
-            return Ok([Some(target(1)?), None]);
         }
         CLASS_LD => clobber_caller_saved(regs),
         CLASS_LDX => regs[insn.dst] = Reg::Unknown,
@@ -297,22 +409,10 @@ fn step(
             }
         }
         CLASS_ALU => regs[insn.dst] = Reg::Unknown,
-        CLASS_JMP | CLASS_JMP32 => match insn.op & 0xf0 {
-            JMP_JA => {
-                let delta = if class == CLASS_JMP {
-                    i64::from(insn.off)
-                } else {
-                    i64::from(insn.imm)
-                };
-                return Ok([Some(target(delta)?), None]);
-            }
-            JMP_CALL => clobber_caller_saved(regs),
-            JMP_EXIT => return Ok([None, None]),
-            _ => return Ok([Some(target(0)?), Some(target(i64::from(insn.off))?)]),
-        },
+        CLASS_JMP | CLASS_JMP32 if insn.op & 0xf0 == JMP_CALL => clobber_caller_saved(regs),
         _ => {}
     }
-    Ok([Some(target(0)?), None])
+    Ok(next)
 }
 
 /// A call (helper, kfunc or function) leaves r0..r5 unknown; r6..r9 are kept across it.

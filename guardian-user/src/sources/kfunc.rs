@@ -82,7 +82,7 @@ pub fn rewrite_cast_calls(object: &[u8], with: CastCall) -> Result<(AlignedObjec
 }
 
 /// File ranges of the object's executable sections (its programs and shared functions).
-fn code_ranges(object: &[u8]) -> Result<Vec<(usize, usize)>, String> {
+pub(super) fn code_ranges(object: &[u8]) -> Result<Vec<(usize, usize)>, String> {
     let file = object::File::parse(object).map_err(|e| format!("probe object: {e}"))?;
     let mut ranges = Vec::new();
     for section in file.sections() {

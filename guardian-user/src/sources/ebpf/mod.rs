@@ -226,19 +226,20 @@ impl EbpfSource {
         self.current_refused.as_deref()
     }
 
-    /// CPUs on which the probe has learned where `current` is kept, and CPUs on which it found
-    /// it unusable (it calls the helper there); a CPU that ran no counted write yet is in
-    /// neither.
-    pub fn cpus_reading_current(&self) -> Result<(usize, usize), SourceError> {
-        let (mut learned, mut unusable) = (0, 0);
+    /// How the CPUs that ran a counted write read `current` and the saved registers.
+    pub fn cpus_reading_current(&self) -> Result<CurrentReads, SourceError> {
+        let mut reads = CurrentReads::default();
         for cache in self.write_caches()? {
             match cache.current_at {
                 0 => {}
-                1 => unusable += 1,
-                _ => learned += 1,
+                1 => reads.unusable += 1,
+                _ => reads.learned += 1,
+            }
+            if cache.regs_below_top != 0 {
+                reads.regs_below_top += 1;
             }
         }
-        Ok((learned, unusable))
+        Ok(reads)
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map, SourceError> {
@@ -438,6 +439,18 @@ fn ensure_tracefs() -> Result<(), SourceError> {
     })
 }
 
+/// CPUs by how the probe reads `current` there; a CPU that ran no counted write yet is in none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CurrentReads {
+    /// CPUs that learned where `current` is kept and read it from there.
+    pub learned: usize,
+    /// CPUs that found that place wrong and call the helper.
+    pub unusable: usize,
+    /// CPUs that read the saved registers below the top of the stack the per-CPU variable
+    /// beside `current` holds (else through `task->stack`).
+    pub regs_below_top: usize,
+}
+
 /// The probe object and its globals fitted to the running kernel: struct offsets from its BTF,
 /// and the `bpf_rdonly_cast` placeholder calls rewritten for it.
 struct FittedProbe {
@@ -452,6 +465,15 @@ struct FittedProbe {
 
 impl FittedProbe {
     fn for_running_kernel(wanted: FileAccess) -> Result<FittedProbe, SourceError> {
+        Self::fitted(wanted, |_| {})
+    }
+
+    /// As `for_running_kernel`, with `adjust` applied to the offsets before they are folded into
+    /// the code (tests give the probe wrong places this way).
+    fn fitted(
+        wanted: FileAccess,
+        adjust: impl FnOnce(&mut KernelOffsets),
+    ) -> Result<FittedProbe, SourceError> {
         let btf = KernelBtf::open().map_err(|e| unavailable(format!("kernel BTF: {e}")))?;
         let mut offsets = kernel_offsets(&btf)?;
         let frees = free_offsets(&btf, &mut offsets);
@@ -476,6 +498,7 @@ impl FittedProbe {
                     offsets.task_se_cfs_rq = way.task_se_cfs_rq;
                     offsets.cfs_rq_rq = way.cfs_rq_rq;
                     offsets.rq_to_current = way.rq_to_current;
+                    offsets.current_to_top_of_stack = way.current_to_top_of_stack;
                     offsets.task_ref_btf_id = way.task_ref;
                     None
                 }
@@ -486,12 +509,16 @@ impl FittedProbe {
         if let Some(why) = &current {
             tracing::info!(%why, "ebpf: the current task is read through the helper");
         }
+        adjust(&mut offsets);
         // Last: the offsets are final here, and the map keeps them for the loads left.
-        let folded = fold::fold_global_loads(&mut object, "OFFSETS", fold::bytes_of(&offsets))
-            .map_err(unavailable)?;
+        let (folded, tidied) =
+            fold::fold_global_loads(&mut object, "OFFSETS", fold::bytes_of(&offsets))
+                .map_err(unavailable)?;
         tracing::debug!(
             loads = folded.loads,
             wide = folded.wide,
+            removed = tidied.removed,
+            fused = tidied.fused,
             "ebpf: offsets folded"
         );
         Ok(FittedProbe {
@@ -530,6 +557,8 @@ struct CurrentWay {
     task_se_cfs_rq: u64,
     cfs_rq_rq: u64,
     rq_to_current: u64,
+    /// From `current`'s variable to the one holding the top of the current stack (0: none).
+    current_to_top_of_stack: u64,
 }
 
 /// Where x86-64 keeps `current` — the per-CPU `current_task` (Linux < 6.2 and ≥ 6.15) or
@@ -538,6 +567,12 @@ struct CurrentWay {
 /// a register and have no such variable; a kernel without `CONFIG_FAIR_GROUP_SCHED` has no
 /// `se.cfs_rq`. The probe then calls the helper.
 fn current_from_runqueue(btf: &KernelBtf) -> Result<CurrentWay, String> {
+    let hot = |member: &str| -> Result<u64, String> {
+        let (at, _) = btf
+            .percpu_var("pcpu_hot")
+            .ok_or_else(|| format!("the kernel's BTF has no per-CPU {member} or pcpu_hot"))?;
+        Ok(u64::from(at) + btf.offset_of("pcpu_hot", member)?)
+    };
     let current = match btf.percpu_var("current_task") {
         Some((at, ty)) => {
             if !btf.points_to_struct(ty, "task_struct") {
@@ -545,12 +580,12 @@ fn current_from_runqueue(btf: &KernelBtf) -> Result<CurrentWay, String> {
             }
             u64::from(at)
         }
-        None => {
-            let (at, _) = btf
-                .percpu_var("pcpu_hot")
-                .ok_or("the kernel's BTF has no per-CPU current_task or pcpu_hot")?;
-            u64::from(at) + btf.offset_of("pcpu_hot", "current_task")?
-        }
+        None => hot("current_task")?,
+    };
+    // Optional: without it the probe finds the saved registers through `task->stack`.
+    let top_of_stack = match btf.percpu_var("cpu_current_top_of_stack") {
+        Some((at, _)) => Some(u64::from(at)),
+        None => hot("top_of_stack").ok(),
     };
     let (runqueues, _) = btf
         .percpu_var("runqueues")
@@ -565,6 +600,7 @@ fn current_from_runqueue(btf: &KernelBtf) -> Result<CurrentWay, String> {
         task_se_cfs_rq: btf.offset_of("task_struct", "se.cfs_rq")?,
         cfs_rq_rq: btf.offset_of("cfs_rq", "rq")?,
         rq_to_current,
+        current_to_top_of_stack: top_of_stack.map_or(0, |top| top.wrapping_sub(current)),
     })
 }
 

@@ -2,6 +2,8 @@ use super::*;
 use std::io::{IoSlice, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 
+mod current;
+
 fn project(id: u32, path: &Path) -> ProjectDir {
     let meta = std::fs::metadata(path).unwrap();
     ProjectDir {
@@ -79,7 +81,7 @@ fn attributes_exactly_the_syscall_bytes(access: FileAccess) {
     let sample = source.drain().unwrap();
     assert_eq!(sample.growth.get(&1).copied(), Some(64 << 20));
     assert_eq!(sample.growth.get(&2).copied(), Some(8 << 20));
-    let (learned, unusable) = source.cpus_reading_current().unwrap();
+    let reads = source.cpus_reading_current().unwrap();
     match access {
         FileAccess::Typed => {
             assert_eq!(
@@ -88,11 +90,15 @@ fn attributes_exactly_the_syscall_bytes(access: FileAccess) {
                 "x86-64 Linux 6.18 has a per-CPU current_task and se.cfs_rq"
             );
             assert!(
-                learned >= 1 && unusable == 0,
-                "the CPUs that wrote read current from its variable: {learned} learned, {unusable} unusable"
+                reads.learned >= 1 && reads.unusable == 0,
+                "the CPUs that wrote read current from its variable: {reads:?}"
+            );
+            assert_eq!(
+                reads.regs_below_top, reads.learned,
+                "x86-64 Linux 6.18 has a per-CPU cpu_current_top_of_stack: {reads:?}"
             );
         }
-        FileAccess::ProbeRead => assert_eq!((learned, unusable), (0, 0)),
+        FileAccess::ProbeRead => assert_eq!(reads, CurrentReads::default()),
     }
     assert_eq!(
         sample.growth.len(),
@@ -198,31 +204,6 @@ fn cgroup2_mount() -> Option<std::path::PathBuf> {
             .starts_with("cgroup2 ")
             .then(|| std::path::PathBuf::from(mount_point))
     })
-}
-
-/// A probe told a wrong place for `current` finds out on each CPU's first write and calls the
-/// helper there instead: nothing is counted to another task's files.
-#[test]
-fn a_wrong_place_for_current_is_refused_and_the_helper_used() {
-    if !crate::testkit::require_root("ebpf current-task check") {
-        return;
-    }
-    let mut probe = FittedProbe::for_running_kernel(FileAccess::Typed).unwrap();
-    assert_ne!(probe.offsets.rq_to_current, 0, "{:?}", probe.current);
-    // One pointer further along the per-CPU section: a valid address holding something else.
-    probe.offsets.rq_to_current = probe.offsets.rq_to_current.wrapping_add(8);
-    let mut source = EbpfSource::load_fitted(probe).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let a = tmp.path().join("a");
-    std::fs::create_dir(&a).unwrap();
-    source.watch(&[project(1, &a)]).unwrap();
-    source.drain().unwrap();
-    write_mix(&a, 16 << 20);
-    let sample = source.drain().unwrap();
-    assert_eq!(sample.growth.get(&1).copied(), Some(16 << 20));
-    let (learned, unusable) = source.cpus_reading_current().unwrap();
-    assert_eq!(learned, 0, "no CPU may use the wrong place");
-    assert!(unusable >= 1, "the CPUs that wrote found it wrong");
 }
 
 #[test]
@@ -524,36 +505,100 @@ fn folds_the_probes_offset_loads_into_their_values() {
     for (i, word) in words.iter_mut().enumerate() {
         *word = 0x7100 + 8 * i as u64;
     }
-    offsets.rq_to_current = (-109_416i64) as u64;
+    // A value only a 64-bit load holds, and a negative distance (a sign-extended immediate).
+    offsets.rq_to_current = 0x1_0000_5498;
+    offsets.current_to_top_of_stack = (-8i64) as u64;
     let values: std::collections::HashSet<u32> = fold::bytes_of(&offsets)
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
         .collect();
     let (mut object, _) = kfunc::rewrite_cast_calls(PROBE, CastCall::Move).unwrap();
     let before = object.bytes().to_vec();
-    let folded = fold::fold_global_loads(&mut object, "OFFSETS", fold::bytes_of(&offsets)).unwrap();
+    let (folded, tidied) =
+        fold::fold_global_loads(&mut object, "OFFSETS", fold::bytes_of(&offsets)).unwrap();
     assert!(folded.loads >= 100, "{folded:?}");
     assert!(
         folded.wide >= 1,
         "the runqueue distance is 64 bits: {folded:?}"
     );
-    let mut changed = 0;
-    for (at, (old, new)) in before
-        .chunks_exact(8)
-        .zip(object.bytes().chunks_exact(8))
-        .enumerate()
-    {
-        if old == new {
-            continue;
+    assert!(tidied.removed >= 100 && tidied.fused >= 50, "{tidied:?}");
+    let after = object.bytes();
+    let (mut immediates, mut negative, mut nops, mut loads_gone, mut fused) = (0, 0, 0, 0, 0);
+    for (start, end) in kfunc::code_ranges(&before).unwrap() {
+        for (at, (old, new)) in before[start..end]
+            .chunks_exact(8)
+            .zip(after[start..end].chunks_exact(8))
+            .enumerate()
+        {
+            if old == new {
+                continue;
+            }
+            let was_load = old[0] & 0x07 == 0x01;
+            if new == [0x05, 0, 0, 0, 0, 0, 0, 0] {
+                // A dead ld_imm64 (either slot), or the move and add of a fused address.
+                nops += 1;
+                loads_gone += usize::from(was_load);
+                continue;
+            }
+            if new[0] & 0x07 == 0x01 {
+                assert_eq!(
+                    new[0], old[0],
+                    "instruction {at}: a fused load keeps its size"
+                );
+                assert_eq!(new[1] & 0x0f, old[1] & 0x0f, "same destination");
+                fused += 1;
+                continue;
+            }
+            assert!(was_load, "instruction {at} was a load");
+            assert_eq!(new[1] & 0x0f, old[1] & 0x0f, "same destination");
+            let imm = i32::from_le_bytes(new[4..8].try_into().unwrap());
+            match new[0] {
+                0xb4 => assert!(
+                    values.contains(&(imm as u32)),
+                    "{imm:#x} is one of the offsets"
+                ),
+                0xb7 => {
+                    assert_eq!(imm, -8, "instruction {at}: the only negative value");
+                    negative += 1;
+                }
+                op => panic!("instruction {at} is {op:#x}, not w = imm or r = imm"),
+            }
+            immediates += 1;
         }
-        changed += 1;
-        assert_eq!(old[0] & 0x07, 0x01, "instruction {at} was a load");
-        assert_eq!(new[0], 0xb4, "instruction {at} is w = imm");
-        assert_eq!(new[1] & 0x0f, old[1] & 0x0f, "same destination");
-        let imm = u32::from_le_bytes(new[4..8].try_into().unwrap());
-        assert!(values.contains(&imm), "{imm:#x} is one of the offsets");
     }
-    assert_eq!(changed, folded.loads);
+    assert_eq!(
+        immediates + loads_gone,
+        folded.loads,
+        "every folded load is an immediate or was fused away"
+    );
+    assert_eq!(fused, tidied.fused);
+    assert_eq!(nops, 2 * tidied.removed + 2 * tidied.fused);
+    assert!(
+        negative >= 1,
+        "the stack-top distance is folded sign-extended"
+    );
+    // What aya reads back: every relocation left in code names an ld_imm64 or a call.
+    use object::{Object, ObjectSection};
+    let relocations = |elf: &[u8]| {
+        let file = object::File::parse(elf).unwrap();
+        let mut count = 0;
+        for section in file.sections() {
+            let Some(range) = kfunc::code_range(&section, elf.len()).unwrap() else {
+                continue;
+            };
+            for (at, _) in section.relocations() {
+                count += 1;
+                let op = elf[range.start + at as usize];
+                assert!(
+                    op == 0x18 || op == 0x85,
+                    "a relocation at {at} names op {op:#x}"
+                );
+            }
+        }
+        count
+    };
+    let kept = relocations(after);
+    assert_eq!(relocations(&before) - kept, tidied.removed);
 }
 
 /// Pins the calling thread to one CPU, so every write spends that CPU's share of a budget.

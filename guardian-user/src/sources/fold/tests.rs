@@ -30,15 +30,17 @@ fn exit() -> [u8; 8] {
 }
 
 /// A section whose `ld_imm64`s at `pointers` name the global's section at offset 0; the global
-/// is its first 24 bytes: u32 0x20 at 4, u32 0x30 at 8, u64 0xffff_ffff_fffe_5498 at 16.
+/// is its first 32 bytes: u32 0x20 at 4, u32 0x30 at 8, u64 0x1_0000_5498 at 16 and
+/// u64 0xffff_ffff_fffe_5498 (−109,416, a wrapping distance) at 24.
 fn run(program: &[[u8; 8]], pointers: &[usize]) -> (Vec<[u8; 8]>, Result<Folded, String>) {
     let mut code: Vec<u8> = program.iter().flatten().copied().collect();
     let pointers: HashMap<usize, i64> = pointers.iter().map(|&s| (s, 0)).collect();
-    let mut value = vec![0u8; 24];
+    let mut value = vec![0u8; 32];
     value[4..8].copy_from_slice(&0x20u32.to_le_bytes());
     value[8..12].copy_from_slice(&0x30u32.to_le_bytes());
-    value[16..24].copy_from_slice(&0xffff_ffff_fffe_5498u64.to_le_bytes());
-    let folded = fold_code(&mut code, &pointers, &[0], &(0..24), &value);
+    value[16..24].copy_from_slice(&0x1_0000_5498u64.to_le_bytes());
+    value[24..32].copy_from_slice(&0xffff_ffff_fffe_5498u64.to_le_bytes());
+    let folded = fold_code(&mut code, &pointers, &[0], &(0..32), &value);
     let out = code
         .chunks_exact(8)
         .map(|c| c.try_into().unwrap())
@@ -147,14 +149,22 @@ fn a_value_wider_than_32_bits_is_left_and_counted() {
 }
 
 #[test]
+fn a_negative_64_bit_value_becomes_a_sign_extended_immediate() {
+    let [a, b] = ld_imm64(1, 0);
+    let (out, folded) = run(&[a, b, ldx_dw(2, 1, 24), exit()], &[0]);
+    assert_eq!(folded, Ok(Folded { loads: 1, wide: 0 }));
+    assert_eq!(out[2], insn(ALU64_MOV_K, 2, 0, 0, -109_416));
+}
+
+#[test]
 fn loads_outside_the_global_and_through_other_pointers_are_left() {
     let [a, b] = ld_imm64(1, 0);
     let [c, d] = ld_imm64(3, 0);
-    // r1: past the global (offset 24); r3: an ld_imm64 with no relocation to the section.
-    let program = [a, b, c, d, ldx_w(2, 1, 24), ldx_w(4, 3, 4), exit()];
+    // r1: past the global (offset 32); r3: an ld_imm64 with no relocation to the section.
+    let program = [a, b, c, d, ldx_w(2, 1, 32), ldx_w(4, 3, 4), exit()];
     let (out, folded) = run(&program, &[0]);
     assert_eq!(folded, Ok(Folded::default()));
-    assert_eq!(out[4], ldx_w(2, 1, 24));
+    assert_eq!(out[4], ldx_w(2, 1, 32));
     assert_eq!(out[5], ldx_w(4, 3, 4));
 }
 
