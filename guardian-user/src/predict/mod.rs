@@ -121,6 +121,10 @@ pub struct Forecast {
     /// The learned pattern of writes that undo themselves, when locked on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<Pattern>,
+    /// The pattern of the outer teeth when teeth nest (rises that carry teeth of their own
+    /// and are taken back whole later), when locked on and other than `pattern`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outer_pattern: Option<Pattern>,
 }
 
 impl Forecast {
@@ -191,6 +195,8 @@ pub struct Forecaster {
     events: Events,
     cycles: Cycles,
     teeth: Teeth,
+    /// The same level's outer teeth (`Teeth::outer`).
+    outer_teeth: Teeth,
 }
 
 impl Default for Forecaster {
@@ -227,6 +233,7 @@ impl Forecaster {
             events: Events::default(),
             cycles: Cycles::default(),
             teeth: Teeth::default(),
+            outer_teeth: Teeth::outer(),
         }
     }
 
@@ -264,6 +271,7 @@ impl Forecaster {
         if self.params.transients {
             let min_step = self.params.jump_min_bytes + 2.0 * self.spread;
             self.teeth.push(t, y, min_step, self.reset_pending);
+            self.outer_teeth.push(t, y, min_step, self.reset_pending);
         }
         let Some((t0, y0)) = self.last else {
             self.first = (t, y);
@@ -424,10 +432,15 @@ impl Forecaster {
             None
         };
         let used_now = self.last.map(|(_, y)| y).unwrap_or(0.0);
-        let pattern = if self.params.transients {
-            self.teeth.pattern(now)
+        let (pattern, outer_pattern) = if self.params.transients {
+            let pattern = self.teeth.pattern(now);
+            let outer = self
+                .outer_teeth
+                .pattern(now)
+                .filter(|o| Some(o) != pattern.as_ref());
+            (pattern, outer)
         } else {
-            None
+            (None, None)
         };
         // A rise one of the learned teeth would make is the pattern's business, not a new
         // writer's.
@@ -464,6 +477,7 @@ impl Forecaster {
             samples: self.samples,
             cycle_s: cycle.map(|c| c.period),
             pattern,
+            outer_pattern,
         }
     }
 }

@@ -426,6 +426,7 @@ fn the_trigger_needs_the_floor_and_the_lead_time() {
         samples: 100,
         cycle_s: None,
         pattern: None,
+        outer_pattern: None,
     };
     let rule = TriggerRule {
         lead_time_s: 60.0,

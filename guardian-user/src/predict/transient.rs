@@ -10,6 +10,9 @@
 //! plus the P90 amplitude (drift added over the lead time) stays above the threshold, the
 //! crossing the trend projects is the tooth's, which its drop will undo. A rise larger or longer
 //! than any tooth seen is danger again.
+//!
+//! Teeth may nest (an install rising in steps with test runs on top, all removed at the end):
+//! [`Teeth::outer`] is the detector of the outer teeth, whose own pattern the trigger also asks.
 
 use super::stats;
 use serde::{Deserialize, Serialize};
@@ -84,6 +87,8 @@ pub(super) struct Teeth {
     last: Option<(f64, f64)>,
     falling_from: Option<f64>,
     dt_typical: f64,
+    /// Teeth close only from their origin (see [`Teeth::outer`]).
+    outer: bool,
 }
 
 /// Where a tooth started: its low (and when), when the level left it, its peak (and when).
@@ -132,6 +137,18 @@ pub struct Pattern {
 }
 
 impl Teeth {
+    /// A detector of the outer teeth of nested ones (an install that writes packages and runs
+    /// test teeth on its way up, all removed at the end): a tooth closes only when a drop takes
+    /// back half of the rise from its origin, the level the last outer tooth left, so the
+    /// inner teeth (their drops take back less) are steps of the outer rise. On plain teeth it
+    /// finds the same teeth as the default detector.
+    pub fn outer() -> Teeth {
+        Teeth {
+            outer: true,
+            ..Teeth::default()
+        }
+    }
+
     /// A sample: level `y` at `t`; `min_step` is the smallest change told apart from noise;
     /// `own`: a drop since the last sample is Guardian's own cleanup (never a tooth's end: a
     /// pattern learnt from our cleanups would forecast them away).
@@ -178,7 +195,7 @@ impl Teeth {
                 let rise = s.peak - s.low;
                 rise > min_step && from - y0 > min_step && s.peak - y0 >= TAKEN_BACK * rise
             };
-            let paused = y0 < current.low - min_step;
+            let paused = self.outer || y0 < current.low - min_step;
             let start = if paused { self.origin } else { current };
             if let Some(s) = Some(start).filter(closes) {
                 let rise = s.peak - s.low;
@@ -197,7 +214,13 @@ impl Teeth {
                     self.done.pop_front();
                 }
                 self.restart(t0, y0);
-            } else if y0 < self.low {
+            } else if y0
+                < if self.outer {
+                    self.origin.low
+                } else {
+                    self.low
+                }
+            {
                 self.restart(t0, y0);
             }
         }

@@ -361,3 +361,95 @@ fn a_fill_under_the_teeth_is_a_drift_also_with_a_kept_file_among_its_steps() {
     let fill = 2.0 * MB / period;
     assert!((p.drift_bps - fill).abs() < 0.2 * fill, "{p:?} vs {fill}");
 }
+
+/// Samples (1 s apart, from `t`) of one loop of nested teeth: 20 s quiet at 0, an install
+/// rising to 60 MB in three steps with pauses, three test runs of 60 MB on top of it (10 s up,
+/// taken back to 62 MB, 15 s rest), then everything removed.
+fn nested_loop(t: f64) -> Vec<(f64, f64)> {
+    let mut level = vec![0.0; 20];
+    for step in 1..=3 {
+        level.extend([f64::from(step) * 20.0 * MB; 3]);
+    }
+    for _ in 0..3 {
+        level.extend((1..=10).map(|s| 62.0 * MB + 58.0 * MB * f64::from(s) / 10.0));
+        level.extend([62.0 * MB; 15]);
+    }
+    level
+        .into_iter()
+        .enumerate()
+        .map(|(i, y)| (t + i as f64, y))
+        .collect()
+}
+
+#[test]
+fn the_outer_teeth_of_nested_ones_make_a_pattern_of_their_own() {
+    let (mut inner, mut outer) = (Teeth::default(), Teeth::outer());
+    let mut t = 0.0;
+    for _ in 0..4 {
+        for (at, y) in nested_loop(t) {
+            inner.push(at, y, MB, false);
+            outer.push(at, y, MB, false);
+            t = at + 1.0;
+        }
+    }
+    // The next loop, up to 110 MB in its first test run (the install, then 48 MB of the run).
+    for (at, y) in nested_loop(t).into_iter().take(20 + 9 + 8) {
+        inner.push(at, y, MB, false);
+        outer.push(at, y, MB, false);
+        t = at;
+    }
+    let p = inner
+        .pattern(t)
+        .expect("the test runs lock the first detector");
+    assert!(p.height_max < 70.0 * MB, "{p:?}");
+    assert!(
+        !p.within(),
+        "the install and the run on it exceed any test run: {p:?}"
+    );
+    let o = outer
+        .pattern(t)
+        .expect("four whole loops lock the outer detector");
+    assert!((o.height_max - 120.0 * MB).abs() < 2.0 * MB, "{o:?}");
+    assert!((o.excursion - 108.4 * MB).abs() < 1.0 * MB, "{o:?}");
+    assert!(o.within(), "{o:?}");
+    // 1 GB disk, 700 MB used before the loop: the loop's peak leaves 180 MB free.
+    let free = 1000.0 * MB - 700.0 * MB - o.excursion;
+    assert!(
+        o.holds(free, 100.0 * MB, 10.0),
+        "a threshold far under the peaks: {o:?}"
+    );
+    assert!(
+        !o.holds(free, 178.0 * MB, 10.0),
+        "a threshold just under them: {o:?}"
+    );
+    // A rise larger than any loop is danger again.
+    for s in 1..=20 {
+        outer.push(t + f64::from(s), 120.0 * MB + f64::from(s) * MB, MB, false);
+    }
+    let o = outer.pattern(t + 20.0).expect("still locked");
+    assert!(!o.within(), "{o:?}");
+}
+
+#[test]
+fn on_plain_teeth_the_outer_detector_finds_the_same_teeth() {
+    let (mut inner, mut outer) = (Teeth::default(), Teeth::outer());
+    let end = sawtooth(&mut inner, 0.0, 0.25, 500.0 * MB, &TOOTH, 6);
+    sawtooth(&mut outer, 0.0, 0.25, 500.0 * MB, &TOOTH, 6);
+    let (p, o) = (inner.pattern(end).unwrap(), outer.pattern(end).unwrap());
+    assert_eq!(
+        (
+            p.teeth,
+            p.period_s,
+            p.amplitude_p90,
+            p.height_max,
+            p.rise_max_s
+        ),
+        (
+            o.teeth,
+            o.period_s,
+            o.amplitude_p90,
+            o.height_max,
+            o.rise_max_s
+        )
+    );
+}

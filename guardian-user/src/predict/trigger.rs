@@ -46,13 +46,16 @@ impl TriggerRule {
             // A crossing the learned transient pattern undoes (its teeth's peaks stay above
             // the threshold) is no reason to clean.
             .filter(|e| {
-                !forecast.pattern.as_ref().is_some_and(|p| {
-                    p.holds(
-                        forecast.free_bytes as f64,
-                        e.threshold as f64,
-                        self.lead_time_s,
-                    )
-                })
+                ![&forecast.pattern, &forecast.outer_pattern]
+                    .into_iter()
+                    .flatten()
+                    .any(|p| {
+                        p.holds(
+                            forecast.free_bytes as f64,
+                            e.threshold as f64,
+                            self.lead_time_s,
+                        )
+                    })
             })
             .filter_map(|e| e.p90_s.map(|p90| (e, p90)))
             .filter(|(_, p90)| *p90 < self.lead_time_s)
@@ -66,7 +69,10 @@ impl TriggerRule {
                 floor_free: self.floor_free,
                 lead_time_s: self.lead_time_s,
                 at: forecast.at,
-                pattern: forecast.pattern.clone(),
+                pattern: forecast
+                    .pattern
+                    .clone()
+                    .or_else(|| forecast.outer_pattern.clone()),
             })
     }
 }
