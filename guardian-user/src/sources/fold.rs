@@ -25,7 +25,8 @@ mod dead;
 pub struct Folded {
     /// Loads from the global turned into immediates.
     pub loads: usize,
-    /// Loads from the global left as they are: their value does not fit 32 bits.
+    /// Loads from the global left as they are: their value fits no 32-bit immediate (zero- or
+    /// sign-extended).
     pub wide: usize,
 }
 

@@ -4,19 +4,10 @@
 
 use super::*;
 
-/// A probe told a wrong place for `current` finds out on each CPU's first write and calls the
-/// helper there instead: nothing is counted to another task's files.
-#[test]
-fn a_wrong_place_for_current_is_refused_and_the_helper_used() {
-    if !crate::testkit::require_root("ebpf current-task check") {
-        return;
-    }
-    // One pointer further along the per-CPU section: a valid address holding something else.
-    let probe = FittedProbe::fitted(FileAccess::Typed, |offsets| {
-        assert_ne!(offsets.rq_to_current, 0);
-        offsets.rq_to_current = offsets.rq_to_current.wrapping_add(8);
-    })
-    .unwrap();
+/// Loads the probe with `adjust` applied to its offsets, writes 16 MiB into a project and checks
+/// every byte was counted; then how the CPUs that wrote read `current`.
+fn exact_counts_with(adjust: impl FnOnce(&mut KernelOffsets)) -> CurrentReads {
+    let probe = FittedProbe::fitted(FileAccess::Typed, adjust).unwrap();
     let mut source = EbpfSource::load_fitted(probe).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
@@ -26,7 +17,21 @@ fn a_wrong_place_for_current_is_refused_and_the_helper_used() {
     write_mix(&a, 16 << 20);
     let sample = source.drain().unwrap();
     assert_eq!(sample.growth.get(&1).copied(), Some(16 << 20));
-    let reads = source.cpus_reading_current().unwrap();
+    source.cpus_reading_current().unwrap()
+}
+
+/// A probe told a wrong place for `current` finds out on each CPU's first write and calls the
+/// helper there instead: nothing is counted to another task's files.
+#[test]
+fn a_wrong_place_for_current_is_refused_and_the_helper_used() {
+    if !crate::testkit::require_root("ebpf current-task check") {
+        return;
+    }
+    // One pointer further along the per-CPU section: a valid address holding something else.
+    let reads = exact_counts_with(|offsets| {
+        assert_ne!(offsets.rq_to_current, 0);
+        offsets.rq_to_current = offsets.rq_to_current.wrapping_add(8);
+    });
     assert_eq!(
         reads.learned, 0,
         "no CPU may use the wrong place: {reads:?}"
@@ -43,21 +48,10 @@ fn a_wrong_place_for_the_stack_top_is_refused_and_task_stack_used() {
     if !crate::testkit::require_root("ebpf stack-top check") {
         return;
     }
-    let probe = FittedProbe::fitted(FileAccess::Typed, |offsets| {
+    let reads = exact_counts_with(|offsets| {
         assert_ne!(offsets.current_to_top_of_stack, 0);
         offsets.current_to_top_of_stack = offsets.current_to_top_of_stack.wrapping_add(8);
-    })
-    .unwrap();
-    let mut source = EbpfSource::load_fitted(probe).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let a = tmp.path().join("a");
-    std::fs::create_dir(&a).unwrap();
-    source.watch(&[project(1, &a)]).unwrap();
-    source.drain().unwrap();
-    write_mix(&a, 16 << 20);
-    let sample = source.drain().unwrap();
-    assert_eq!(sample.growth.get(&1).copied(), Some(16 << 20));
-    let reads = source.cpus_reading_current().unwrap();
+    });
     assert!(
         reads.learned >= 1,
         "current itself is read as before: {reads:?}"
