@@ -33,6 +33,14 @@ pub(super) fn rdonly_cast(addr: u64, btf_id: u32) -> u64 {
     }
 }
 
+/// A BTF pointer's value as a number the verifier lets the probe compute with: its distance
+/// from a pointer of BTF type `btf_id` whose value is 0 (the difference of two pointers is a
+/// number; a pointer cannot be shifted or subtracted from a number).
+#[inline(always)]
+pub(super) fn as_number(pointer: u64, btf_id: u32) -> u64 {
+    pointer.wrapping_sub(rdonly_cast(0, btf_id))
+}
+
 /// A `T` at `base + offset` of kernel memory: a typed load when `TYPED` (where `base` is a BTF
 /// pointer), else a probe read; 0 when the memory cannot be read.
 #[inline(always)]
@@ -103,9 +111,7 @@ fn learn_regs_below_top(current_at: u64, task: u64) -> u64 {
     let top = top_of_stack(current_at);
     // SAFETY: helper on the trusted current task (`task` is the helper's).
     let regs = unsafe { bpf_task_pt_regs(task as *mut _) as u64 };
-    // Pointers' values as numbers: their distances from a pointer whose value is 0.
-    let zero = rdonly_cast(0, off!(pt_regs_btf_id));
-    let below = top.wrapping_sub(regs.wrapping_sub(zero));
+    let below = top.wrapping_sub(as_number(regs, off!(pt_regs_btf_id)));
     if below != 0 && below < MAX_REGS_BELOW_TOP {
         below
     } else {
@@ -130,9 +136,7 @@ fn learn_current_at(task: u64) -> u64 {
     if rq == 0 {
         return 1;
     }
-    // A pointer's value as a number: its distance from a pointer whose value is 0.
-    let zero = rdonly_cast(0, off!(task_ref_btf_id));
-    let at = rq.wrapping_sub(zero).wrapping_add(distance);
+    let at = as_number(rq, off!(task_ref_btf_id)).wrapping_add(distance);
     if at <= 1 {
         return 1;
     }
