@@ -43,6 +43,11 @@ pub struct Tmpfs {
 
 impl Tmpfs {
     pub fn mount() -> std::io::Result<Tmpfs> {
+        Tmpfs::mount_with(c"size=512m")
+    }
+
+    /// A tmpfs with these mount options (`size=0,nr_inodes=0`: unbounded, no counts).
+    pub fn mount_with(options: &std::ffi::CStr) -> std::io::Result<Tmpfs> {
         let dir = tempdir();
         let path = dir.path().join("mnt");
         fs::create_dir(&path)?;
@@ -51,7 +56,7 @@ impl Tmpfs {
             &path,
             "tmpfs",
             rustix::mount::MountFlags::empty(),
-            c"size=512m",
+            options,
         )?;
         Ok(Tmpfs { path, _dir: dir })
     }

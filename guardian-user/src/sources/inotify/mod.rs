@@ -11,7 +11,8 @@
 //!   shows up as growth), and its path goes into [`Sample::rescan`].
 //! - Out of watches (`ENOSPC`, `fs.inotify.max_user_watches`): the source keeps going; the
 //!   directories without a watch are polled in turn (and their watches retried), each second
-//!   as many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), which
+//!   as many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), and only while
+//!   their filesystem's free blocks or inodes move (an idle node polls nothing), which
 //!   [`Sample::notes`] says once and `problems()` says while it lasts, with the subtrees in
 //!   [`Sample::rescan`].
 //! - A directory is always (re)watched when it enters the tree: a new directory under a deleted
@@ -391,8 +392,8 @@ impl Backend for Ino {
             return Vec::new();
         }
         vec![format!(
-            "inotify: {unwatched} director{} without a watch ({}), polled in turn at up to \
-             {:.0}% of a core",
+            "inotify: {unwatched} director{} without a watch ({}), polled in turn while their \
+             filesystem changes, at up to {:.0}% of a core",
             if unwatched == 1 { "y" } else { "ies" },
             self.watcher.refused.as_deref().unwrap_or("watch removed"),
             UNWATCHED_BUDGET * 100.0
@@ -415,8 +416,8 @@ impl Backend for Ino {
                 .map(|p| crate::textpath::escape(p))
                 .collect();
             let note = format!(
-                "inotify: {why}; {unwatched} director{} degraded to polling (in turn, at up to \
-                 {:.0}% of a core): {}{}",
+                "inotify: {why}; {unwatched} director{} degraded to polling (in turn while \
+                 their filesystem changes, at up to {:.0}% of a core): {}{}",
                 if unwatched == 1 { "y" } else { "ies" },
                 UNWATCHED_BUDGET * 100.0,
                 shown.join(", "),

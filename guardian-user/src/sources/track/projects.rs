@@ -3,6 +3,8 @@
 //! tree (taken out of it).
 
 use super::tree::{key_of, Hooks, Key, Place, Root, Tree};
+use super::unwatched::FsStamp;
+use super::walk::{fs_stamp, stamp_of};
 use crate::fsys;
 use crate::sources::ProjectDir;
 use std::collections::HashMap;
@@ -26,6 +28,16 @@ impl Tree {
                 self.drop_project(id, hooks);
             }
         }
+        // What each filesystem looked like before the walks below read it: every directory they
+        // leave unwatched, and every project they add, is as fresh as that (`unwatched.rs`,
+        // `rewalk.rs`), so an idle node needs no polling round or periodic walk after start-up.
+        let mut before: HashMap<u64, Option<FsStamp>> = HashMap::new();
+        for project in projects {
+            if !self.roots.contains_key(&project.id) && !before.contains_key(&project.dev) {
+                before.insert(project.dev, fs_stamp(&project.path, project.dev));
+            }
+        }
+        let unwatched_before = !self.unwatched.is_empty();
         let mut added = Vec::new();
         for project in projects {
             if self.roots.contains_key(&project.id) {
@@ -55,6 +67,13 @@ impl Tree {
             self.reported.insert(id, total);
             self.dirty.remove(&id);
             self.walks.added(id, Instant::now());
+            let dev = self.roots.get(&id).map(|r| r.key.0);
+            let stamp = dev.and_then(|dev| before.get(&dev).copied().flatten());
+            self.walks.stamped(id, stamp);
+        }
+        if !unwatched_before && !self.unwatched.is_empty() {
+            let stamp = stamp_of(&self.unwatched, |dev| before.get(&dev).copied().flatten());
+            self.unwatched_pace.read_by_walk(stamp);
         }
         tracing::debug!(
             projects = self.roots.len(),

@@ -2,9 +2,12 @@
 //! could not be opened), and periodically, so a count that drifted cannot stay wrong. Every
 //! re-walk is paid from a CPU budget (a token bucket of worker-thread time), overflows are
 //! coalesced into at most one pass over every project per [`FULL_PASS_EVERY`], and the periodic
-//! rotation walks each project about once per [`PERIOD`] when the budget allows. Pure: the
-//! caller passes the time and reports how long each walk took.
+//! rotation walks each project about once per [`PERIOD`] when the budget allows — unless its
+//! filesystem's free blocks and inodes are what they were when its last walk began (nothing
+//! there was written, made or removed since: an idle node walks nothing). Pure: the caller
+//! passes the time and the filesystem's stamp, and reports how long each walk took.
 
+use super::unwatched::FsStamp;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -46,8 +49,14 @@ pub(crate) struct Rewalks {
     overflows: u64,
     /// When the last pass over every project started.
     pass_started: Option<Instant>,
+    /// How often each project's periodic turn comes ([`PERIOD`]; tests shorten it).
+    period: Duration,
+    /// Each project's filesystem stamp (`walk.rs`, `fs_stamp`) when its last walk began.
+    stamps: HashMap<u32, FsStamp>,
     /// Walks done (for status and tests).
     pub(crate) done: u64,
+    /// Periodic turns passed without a walk, the filesystem unchanged (status and tests).
+    pub(crate) passed: u64,
 }
 
 impl Rewalks {
@@ -61,7 +70,10 @@ impl Rewalks {
             refilled: now,
             overflows: 0,
             pass_started: None,
+            period: PERIOD,
+            stamps: HashMap::new(),
             done: 0,
+            passed: 0,
         }
     }
 
@@ -75,6 +87,7 @@ impl Rewalks {
     /// A project left: nothing of it is walked any more.
     pub(crate) fn removed(&mut self, id: u32) {
         self.walked.remove(&id);
+        self.stamps.remove(&id);
         if self.queued.remove(&id) {
             self.queue.retain(|q| *q != id);
         }
@@ -140,7 +153,7 @@ impl Rewalks {
             let Some(last) = self.walked.get(&id) else {
                 continue; // removed
             };
-            let due = now.saturating_duration_since(*last) >= PERIOD;
+            let due = now.saturating_duration_since(*last) >= self.period;
             self.rotation.push_back(id);
             if due {
                 return Some((id, Reason::Periodic, started));
@@ -156,6 +169,42 @@ impl Rewalks {
         self.refill(now);
         self.tokens -= took.as_secs_f64();
         self.done += 1;
+        self.turned(id, now);
+    }
+
+    /// The walk of `id` that just finished began with its filesystem as `stamp` says (`None`:
+    /// unknown; its next periodic turn walks).
+    pub(crate) fn stamped(&mut self, id: u32, stamp: Option<FsStamp>) {
+        match stamp {
+            Some(s) if self.walked.contains_key(&id) => {
+                self.stamps.insert(id, s);
+            }
+            _ => {
+                self.stamps.remove(&id);
+            }
+        }
+    }
+
+    /// Whether `id`'s filesystem is as it was when its last walk began.
+    pub(crate) fn unchanged(&self, id: u32, stamp: Option<FsStamp>) -> bool {
+        stamp.is_some() && self.stamps.get(&id) == stamp.as_ref()
+    }
+
+    /// `id`'s periodic turn passed without a walk (its filesystem unchanged): its next turn is
+    /// a period from now; no walk time spent.
+    pub(crate) fn passed(&mut self, id: u32, now: Instant) {
+        self.passed += 1;
+        self.turned(id, now);
+    }
+
+    /// Every turn comes `period` after the last (tests: turns without waiting half an hour).
+    #[cfg(test)]
+    pub(crate) fn set_period_for_tests(&mut self, period: Duration) {
+        self.period = period;
+    }
+
+    /// `id` had its turn at `now`: to the back of the rotation.
+    fn turned(&mut self, id: u32, now: Instant) {
         if let Some(last) = self.walked.get_mut(&id) {
             *last = now;
             // Keep the rotation in walk order: a repaired project moves to the back.
@@ -290,5 +339,47 @@ mod tests {
         w.walked(1, Duration::ZERO, later);
         // 3 is gone; 2 was just walked.
         assert_eq!(w.next(later), None);
+    }
+
+    #[test]
+    fn a_periodic_turn_passes_unwalked_while_the_filesystem_is_as_the_last_walk_found_it() {
+        let t0 = Instant::now();
+        let mut w = Rewalks::new(t0);
+        w.added(1, t0);
+        w.added(2, t0);
+        let fs = Some((7, 1_000, 50));
+        // No walk has stamped them yet (the baseline does not): the first turn walks.
+        assert!(!w.unchanged(1, fs));
+        let t1 = t0 + PERIOD + secs(1.0);
+        assert_eq!(w.next(t1), Some((1, Reason::Periodic, 0)));
+        w.walked(1, Duration::ZERO, t1);
+        w.stamped(1, fs);
+        assert!(w.unchanged(1, fs));
+        // A block or an inode taken or given back, another device, or no stamp: a change.
+        for other in [
+            Some((7, 999, 50)),
+            Some((7, 1_000, 51)),
+            Some((8, 1_000, 50)),
+            None,
+        ] {
+            assert!(!w.unchanged(1, other), "{other:?}");
+        }
+        // A passed turn costs no walk time and puts the project at the back of the rotation.
+        let t2 = t1 + PERIOD + secs(1.0);
+        assert_eq!(w.next(t2), Some((2, Reason::Periodic, 0)));
+        w.walked(2, Duration::ZERO, t2);
+        assert_eq!(w.next(t2), Some((1, Reason::Periodic, 0)));
+        let (tokens, done) = (w.tokens, w.done);
+        w.passed(1, t2);
+        assert_eq!((w.tokens, w.done, w.passed), (tokens, done, 1));
+        assert_eq!(w.next(t2), None, "both had their turn");
+        // A walk that could not read the stamp forgets the old one; so does removal.
+        w.stamped(1, None);
+        assert!(!w.unchanged(1, fs));
+        w.stamped(1, fs);
+        w.removed(1);
+        assert!(!w.unchanged(1, fs));
+        w.stamped(1, fs);
+        assert!(!w.unchanged(1, fs), "a removed project is not stamped");
     }
 }

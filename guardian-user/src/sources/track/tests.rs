@@ -537,3 +537,127 @@ fn unwatched_directories_are_polled_in_turn_and_a_round_finds_every_change() {
     assert_eq!(tree.total(1), want);
     assert_eq!(tree.unwatched(), 301, "watches are still refused");
 }
+
+/// Runs polling ticks of `tree`'s unwatched directories until a round has run in full, or
+/// until a tick polls nothing; the number of rounds run.
+fn unwatched_round(tree: &mut Tree) -> u64 {
+    let rounds = tree.unwatched_pace.rounds;
+    for _ in 0..10_000 {
+        // A fresh burst each tick, not to wait for the budget's refill.
+        tree.unwatched_pace.refill_for_tests();
+        tree.poll_unwatched(&mut RefuseWatches);
+        if tree.unwatched_pace.rounds > rounds || tree.unwatched_pace.cursor.is_none() {
+            break;
+        }
+    }
+    tree.unwatched_pace.rounds
+}
+
+/// Between rounds, polling the unwatched directories waits while their filesystem stays as the
+/// last whole round found it (`unwatched::Stamp`) — the baseline walk that met the watch limit
+/// counts as one: an idle node polls nothing from the start, a write starts the round that
+/// finds it, a file made or removed does too, and a filesystem that keeps no block or inode
+/// count (an unbounded tmpfs; btrfs keeps no inode count) is polled round after round as before.
+#[test]
+fn unwatched_polling_rests_while_their_filesystem_is_unchanged() {
+    if !crate::testkit::require_root("unwatched_polling_rests_while_their_filesystem_is_unchanged")
+    {
+        return;
+    }
+    let tmpfs = Tmpfs::mount().expect("mount tmpfs");
+    let root = tmpfs.path.join("p");
+    for d in 0..50 {
+        fs::create_dir_all(root.join(format!("d{d:02}"))).unwrap();
+    }
+    let mut tree = Tree::default();
+    tree.set_projects(&[project(1, &root)], &mut RefuseWatches);
+    assert_eq!(tree.unwatched(), 51);
+    assert_eq!(
+        tree.unwatched_pace.rounds, 1,
+        "the baseline walk read them all"
+    );
+    // Nothing changed: however many ticks, no directory is polled.
+    for _ in 0..20 {
+        assert_eq!(
+            unwatched_round(&mut tree),
+            1,
+            "a round ran on an idle filesystem"
+        );
+        assert_eq!(tree.unwatched_pace.cursor, None);
+    }
+    // A write that allocates: the next round runs and counts it.
+    fs::write(root.join("d07/f"), vec![b'x'; 10_000]).unwrap();
+    assert_eq!(unwatched_round(&mut tree), 2);
+    assert_eq!(tree.take_sample().growth.get(&1), Some(&10_000));
+    assert_eq!(unwatched_round(&mut tree), 2, "settled again");
+    // A file removed (its blocks and its inode freed).
+    fs::remove_file(root.join("d07/f")).unwrap();
+    assert_eq!(unwatched_round(&mut tree), 3);
+    assert_eq!(tree.take_sample().growth.get(&1), Some(&-10_000));
+    // An empty file made: no block, but an inode.
+    fs::write(root.join("d08/empty"), b"").unwrap();
+    assert_eq!(unwatched_round(&mut tree), 4);
+    assert_eq!(unwatched_round(&mut tree), 4);
+    // A directory whose watch went away: one more round though nothing moved.
+    let key = *tree.unwatched.iter().next().unwrap();
+    tree.mark_unwatched(key);
+    assert_eq!(unwatched_round(&mut tree), 5);
+    assert_eq!(unwatched_round(&mut tree), 5);
+
+    // No counts to compare: every tick goes on polling, round after round.
+    let unbounded = Tmpfs::mount_with(c"size=0,nr_inodes=0").expect("mount tmpfs");
+    let root = unbounded.path.join("p");
+    fs::create_dir_all(root.join("d")).unwrap();
+    let mut tree = Tree::default();
+    tree.set_projects(&[project(1, &root)], &mut RefuseWatches);
+    assert_eq!(tree.unwatched_pace.rounds, 1, "the baseline walk");
+    for want in 2..=6 {
+        assert_eq!(unwatched_round(&mut tree), want);
+    }
+}
+
+/// A project's periodic re-walk (`rewalk.rs`) runs only when its filesystem changed since its
+/// last walk began: turns on an idle filesystem pass without reading a directory, and a write
+/// anywhere on it makes the next turn walk (and correct a count that drifted).
+#[test]
+fn periodic_rewalks_pass_while_the_filesystem_is_unchanged() {
+    if !crate::testkit::require_root("periodic_rewalks_pass_while_the_filesystem_is_unchanged") {
+        return;
+    }
+    let tmpfs = Tmpfs::mount().expect("mount tmpfs");
+    let root = tmpfs.path.join("p");
+    fs::create_dir_all(root.join("src")).unwrap();
+    fs::write(root.join("src/a"), vec![b'a'; 3_000]).unwrap();
+    let mut tree = Tree::default();
+    tree.set_projects(&[project(1, &root)], &mut NoHooks);
+    assert_eq!(tree.total(1), 3_000);
+    // Every turn due at once (a tick walks or passes for at most its slice).
+    tree.walks.set_period_for_tests(std::time::Duration::ZERO);
+    for _ in 0..3 {
+        tree.rewalk_due("test", &mut NoHooks);
+    }
+    assert_eq!(
+        tree.walks.done, 0,
+        "walked again though idle since its baseline"
+    );
+    assert!(tree.walks.passed > 0, "no turn came");
+    // A file no event told the tree about (a count that drifted): the write moves the
+    // filesystem's free blocks, so the next turn walks and finds it.
+    fs::write(root.join("src/b"), vec![b'b'; 5_000]).unwrap();
+    tree.rewalk_due("test", &mut NoHooks);
+    assert_eq!(tree.walks.done, 1);
+    assert_eq!(tree.total(1), 8_000);
+    tree.rewalk_due("test", &mut NoHooks);
+    assert_eq!(tree.walks.done, 1, "settled again");
+
+    // No counts to compare: every turn walks.
+    let unbounded = Tmpfs::mount_with(c"size=0,nr_inodes=0").expect("mount tmpfs");
+    let root = unbounded.path.join("p");
+    fs::create_dir_all(&root).unwrap();
+    let mut tree = Tree::default();
+    tree.set_projects(&[project(1, &root)], &mut NoHooks);
+    tree.walks.set_period_for_tests(std::time::Duration::ZERO);
+    tree.rewalk_due("test", &mut NoHooks);
+    assert!(tree.walks.done > 1, "{} walks", tree.walks.done);
+    assert_eq!(tree.walks.passed, 0);
+}

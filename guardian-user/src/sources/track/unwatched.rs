@@ -2,8 +2,11 @@
 //! are polled: in key order from a cursor, each tick as many as a CPU budget allows — a token
 //! bucket of worker-thread time, like the re-walks' (`rewalk.rs`). A few such directories are
 //! polled every tick; hundreds of thousands (a 5M-entry node over a 192k watch limit) take
-//! longer per round instead of the worker's whole core. Pure: the caller passes the time and
-//! reports what a tick's polling took.
+//! longer per round instead of the worker's whole core. A round runs only while the
+//! filesystems holding them change: once a whole round has run that began when their free
+//! blocks and free inodes were what they are now (a [`Stamp`]), nothing in them can have grown,
+//! shrunk, appeared or gone since it read them, and an idle node polls nothing. Pure: the caller
+//! passes the time, the stamp, and reports what a tick's polling took.
 
 use super::tree::Key;
 use std::time::{Duration, Instant};
@@ -12,6 +15,15 @@ use std::time::{Duration, Instant};
 pub(crate) const UNWATCHED_BUDGET: f64 = 0.05;
 /// Most polling time saved up (a tick polls at most this long).
 pub(crate) const UNWATCHED_BURST: Duration = Duration::from_millis(100);
+
+/// What `statvfs` says of one filesystem: `(st_dev, free blocks, free inodes)`. A write that
+/// allocates or frees a block, and a file made or removed, moves it; a rename, a new hard link,
+/// and a write inside a file's last allocated block do not (those wait for the next change, or
+/// for the project's periodic re-walk, see `rewalk.rs`).
+pub(crate) type FsStamp = (u64, u64, u64);
+
+/// The [`FsStamp`] of each filesystem holding unwatched directories, in device order.
+pub(crate) type Stamp = Vec<FsStamp>;
 
 /// The polling round of the unwatched directories.
 #[derive(Debug)]
@@ -23,6 +35,10 @@ pub(crate) struct Pace {
     pub(crate) cursor: Option<Key>,
     /// Rounds finished (status and tests).
     pub(crate) rounds: u64,
+    /// The filesystems' stamp when the current (or the last) round began; `None` when it could
+    /// not be read or a directory lost its watch since (the next round runs whatever the
+    /// stamp).
+    began: Option<Stamp>,
 }
 
 impl Pace {
@@ -32,7 +48,38 @@ impl Pace {
             refilled: now,
             cursor: None,
             rounds: 0,
+            began: None,
         }
+    }
+
+    /// Whether a round is under way (the caller reads the stamp only between rounds).
+    pub(crate) fn between_rounds(&self) -> bool {
+        self.cursor.is_none()
+    }
+
+    /// Whether the next round can wait: between rounds, a whole round has run, and it began
+    /// when the filesystems were as `now` says they are (`None`: unknown, never settled).
+    pub(crate) fn settled(&self, now: Option<&Stamp>) -> bool {
+        self.between_rounds() && self.rounds > 0 && now.is_some() && self.began.as_ref() == now
+    }
+
+    /// A round begins with the filesystems as `stamp` says.
+    pub(crate) fn begin(&mut self, stamp: Option<Stamp>) {
+        self.began = stamp;
+    }
+
+    /// Every unwatched directory was just read by a walk that began with the filesystems as
+    /// `stamp` says (a baseline walk that met the watch limit): that counts as a whole round.
+    pub(crate) fn read_by_walk(&mut self, stamp: Option<Stamp>) {
+        self.cursor = None;
+        self.began = stamp;
+        self.rounds += 1;
+    }
+
+    /// A directory lost its watch: what happened in it before it was polled is unknown, so the
+    /// next round runs whatever the stamp.
+    pub(crate) fn unsettle(&mut self) {
+        self.began = None;
     }
 
     /// How long this tick may poll: nothing while time is owed.
@@ -50,6 +97,13 @@ impl Pace {
     /// A tick polled for `took` (it may overrun its allowance by one directory: owed).
     pub(crate) fn spent(&mut self, took: Duration) {
         self.tokens -= took.as_secs_f64();
+    }
+
+    /// A fresh burst to spend (tests: ticks without waiting for the refill).
+    #[cfg(test)]
+    pub(crate) fn refill_for_tests(&mut self) {
+        self.tokens = UNWATCHED_BURST.as_secs_f64();
+        self.refilled = Instant::now();
     }
 
     /// The round reached the last directory: the next tick starts from the first.
@@ -110,6 +164,52 @@ mod tests {
         let most = 3600.0 * UNWATCHED_BUDGET + UNWATCHED_BURST.as_secs_f64();
         assert!(spent.as_secs_f64() <= most + 1e-6, "{spent:?}");
         assert!(spent.as_secs_f64() >= most - 0.1, "{spent:?}");
+    }
+
+    fn stamp(blocks: u64, inodes: u64) -> Option<Stamp> {
+        Some(vec![(7, blocks, inodes)])
+    }
+
+    #[test]
+    fn rounds_stop_while_the_filesystems_stay_as_the_last_round_found_them() {
+        let mut pace = Pace::new(Instant::now());
+        // Nothing has run yet: the first round always runs.
+        assert!(!pace.settled(stamp(10, 5).as_ref()));
+        pace.begin(stamp(10, 5));
+        pace.cursor = Some((7, 1));
+        // Under way: never settled, whatever the stamp.
+        assert!(!pace.settled(stamp(10, 5).as_ref()));
+        pace.round_done();
+        assert!(pace.settled(stamp(10, 5).as_ref()));
+        // A block allocated or freed, a file made or removed: the next round runs.
+        assert!(!pace.settled(stamp(9, 5).as_ref()));
+        assert!(!pace.settled(stamp(10, 4).as_ref()));
+        // Another filesystem, or one more of them, is a change too.
+        assert!(!pace.settled(Some(vec![(8, 10, 5)]).as_ref()));
+        assert!(!pace.settled(Some(vec![(7, 10, 5), (8, 1, 1)]).as_ref()));
+        // A stamp that cannot be read never settles.
+        assert!(!pace.settled(None));
+    }
+
+    #[test]
+    fn a_change_during_a_round_runs_one_more_and_a_lost_watch_unsettles() {
+        let mut pace = Pace::new(Instant::now());
+        pace.begin(stamp(10, 5));
+        pace.cursor = Some((7, 1));
+        // Written while the round ran (perhaps behind its cursor): the round that began at
+        // (10, 5) does not settle (9, 5); the next begins there and then settles it.
+        pace.round_done();
+        assert!(!pace.settled(stamp(9, 5).as_ref()));
+        pace.begin(stamp(9, 5));
+        pace.round_done();
+        assert!(pace.settled(stamp(9, 5).as_ref()));
+        // A directory lost its watch: one more round, though nothing else moved.
+        pace.unsettle();
+        assert!(!pace.settled(stamp(9, 5).as_ref()));
+        // A round that began with no stamp settles nothing either.
+        pace.begin(None);
+        pace.round_done();
+        assert!(!pace.settled(stamp(9, 5).as_ref()));
     }
 
     #[test]

@@ -6,17 +6,49 @@
 use super::dirs::Full;
 use super::rewalk::{Reason, PERIODIC_BUDGET, REPAIR_BUDGET};
 use super::tree::{At, Hooks, Key, Place, Tree};
+use super::unwatched::{FsStamp, Stamp};
 use crate::fsys::{self, EntryKind};
 use crate::scan::MAX_DEPTH;
 use crate::textpath;
 use rustix::fd::{AsFd, OwnedFd};
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::ops::Bound::{Excluded, Unbounded};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Most time one call of [`Tree::rewalk_due`] spends walking before it yields to events.
 const SLICE: Duration = Duration::from_millis(200);
+
+/// What `statvfs` says of device `dev`, read through the directory `path` on it: `(st_dev,
+/// free blocks, free inodes)`, which a write that allocates or frees a block, and a file made
+/// or removed, moves (`unwatched::Stamp`). `None` when it cannot be read, when `path` is not on
+/// `dev` (any more), or when the filesystem keeps no block or inode count for a write to move
+/// (btrfs has no inode count, an unbounded tmpfs neither).
+pub(super) fn fs_stamp(path: &Path, dev: u64) -> Option<FsStamp> {
+    let fd = fsys::open_dir_path(path).ok()?;
+    let st = rustix::fs::fstatvfs(&fd).ok()?;
+    (fsys::stat_fd(&fd).ok()?.dev == dev && st.f_blocks != 0 && st.f_files != 0)
+        .then_some((dev, st.f_bfree, st.f_ffree))
+}
+
+/// The stamp of the filesystems holding `keys` (the unwatched set), `of_dev` giving each
+/// device's; `None` when one is `None`.
+pub(super) fn stamp_of(
+    keys: &BTreeSet<Key>,
+    mut of_dev: impl FnMut(u64) -> Option<FsStamp>,
+) -> Option<Stamp> {
+    let mut stamp = Stamp::new();
+    let mut next = keys.first().map(|k| k.0);
+    while let Some(dev) = next {
+        stamp.push(of_dev(dev)?);
+        next = dev
+            .checked_add(1)
+            .and_then(|d| keys.range((d, 0)..).next())
+            .map(|k| k.0);
+    }
+    Some(stamp)
+}
 
 struct Frame {
     fd: OwnedFd,
@@ -157,23 +189,38 @@ impl Tree {
         (super::tree::key_of(&st) == key).then_some((fd, st.mnt_id))
     }
 
-    /// Marks a tracked directory as unwatched (its watch went away).
+    /// Marks a tracked directory as unwatched (its watch went away: what happened in it since
+    /// is unknown, so the next polling round runs even on a filesystem that looks unchanged).
     pub(crate) fn mark_unwatched(&mut self, key: Key) {
         if self.dirs.contains(key) {
             self.unwatched.insert(key);
+            self.unwatched_pace.unsettle();
         }
     }
 
     /// Polls unwatched directories in turn, as many as the budget allows this tick
-    /// (`unwatched.rs`): retries each one's watch, then re-reads all its entries.
+    /// (`unwatched.rs`): retries each one's watch, then re-reads all its entries. Between
+    /// rounds, none starts while their filesystems are as the last whole round found them.
     pub(crate) fn poll_unwatched(&mut self, hooks: &mut dyn Hooks) {
         if self.unwatched.is_empty() {
             self.unwatched_pace.cursor = None;
             return;
         }
+        let stamp = if self.unwatched_pace.between_rounds() {
+            let stamp = self.unwatched_stamp();
+            if self.unwatched_pace.settled(stamp.as_ref()) {
+                return;
+            }
+            Some(stamp)
+        } else {
+            None
+        };
         let allowance = self.unwatched_pace.allowance(Instant::now());
         if allowance.is_zero() {
             return;
+        }
+        if let Some(stamp) = stamp {
+            self.unwatched_pace.begin(stamp);
         }
         let began = Instant::now();
         loop {
@@ -192,6 +239,16 @@ impl Tree {
             }
         }
         self.unwatched_pace.spent(began.elapsed());
+    }
+
+    /// The stamps of the filesystems holding unwatched directories (`unwatched::Stamp`), read
+    /// through a project root on each; `None` when one cannot be read, so that rounds never
+    /// stop there.
+    fn unwatched_stamp(&self) -> Option<Stamp> {
+        stamp_of(&self.unwatched, |dev| {
+            let root = self.roots.values().find(|r| r.key.0 == dev)?;
+            fs_stamp(&root.project.path, dev)
+        })
     }
 
     fn poll_one_unwatched(&mut self, key: Key, hooks: &mut dyn Hooks) {
@@ -256,11 +313,19 @@ impl Tree {
                     ),
                 );
             }
+            // A periodic walk finds drift only where something changed: while the project's
+            // filesystem is as it was when its last walk began, its turn passes unwalked.
+            let stamp = (self.roots.get(&id)).and_then(|r| fs_stamp(&r.project.path, r.key.0));
+            if reason == Reason::Periodic && self.walks.unchanged(id, stamp) {
+                self.walks.passed(id, Instant::now());
+                continue;
+            }
             let before = self.totals.get(&id).copied().unwrap_or(0);
             let start = Instant::now();
             let path = self.rebuild(id, hooks);
             let took = start.elapsed();
             self.walks.walked(id, took, Instant::now());
+            self.walks.stamped(id, stamp);
             let corrected = self.totals.get(&id).copied().unwrap_or(0) - before;
             match (reason, path) {
                 (Reason::Repair, Some(path)) => self.request_rescan(vec![path]),
