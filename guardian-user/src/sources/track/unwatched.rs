@@ -18,8 +18,8 @@ pub(crate) const UNWATCHED_BURST: Duration = Duration::from_millis(100);
 
 /// What `statvfs` says of one filesystem: `(st_dev, free blocks, free inodes)`. A write that
 /// allocates or frees a block, and a file made or removed, moves it; a rename, a new hard link,
-/// and a write inside a file's last allocated block do not (those wait for the next change, or
-/// for the project's periodic re-walk, see `rewalk.rs`).
+/// and a write inside a file's last allocated block do not (in an unwatched directory those
+/// are seen by the first round after anything else on the filesystem moves it).
 pub(crate) type FsStamp = (u64, u64, u64);
 
 /// The [`FsStamp`] of each filesystem holding unwatched directories, in device order.
