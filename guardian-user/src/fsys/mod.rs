@@ -322,15 +322,24 @@ fn percent(part: u64, whole: u64) -> f64 {
 
 /// Reads the free space of the filesystem holding `path`.
 pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
-    let st = rustix::fs::statvfs(path)?;
+    Ok(space_of(rustix::fs::statvfs(path)?))
+}
+
+/// Reads the free space of the filesystem holding the open file or directory `fd` (no path
+/// lookup between finding the filesystem and reading it).
+pub fn fs_space_fd<Fd: AsFd>(fd: Fd) -> io::Result<FsSpace> {
+    Ok(space_of(rustix::fs::fstatvfs(fd)?))
+}
+
+fn space_of(st: rustix::fs::StatVfs) -> FsSpace {
     let frsize = st.f_frsize;
-    Ok(FsSpace {
+    FsSpace {
         total_bytes: st.f_blocks * frsize,
         avail_bytes: st.f_bavail * frsize,
         free_bytes: st.f_bfree * frsize,
         total_inodes: st.f_files,
         avail_inodes: st.f_favail,
-    })
+    }
 }
 
 /// The nearest existing ancestor of `path` (itself if it exists), for filesystems whose

@@ -16,7 +16,8 @@ pub(crate) const UNWATCHED_BUDGET: f64 = 0.05;
 /// Most polling time saved up (a tick polls at most this long).
 pub(crate) const UNWATCHED_BURST: Duration = Duration::from_millis(100);
 
-/// What `statvfs` says of one filesystem: `(st_dev, free blocks, free inodes)`. A write that
+/// What `statvfs` says of one filesystem: `(st_dev, free bytes, free inodes)` (`FsSpace`'s
+/// `free_bytes` and `avail_inodes`). A write that
 /// allocates or frees a block, and a file made or removed, moves it; a rename, a new hard link,
 /// and a write inside a file's last allocated block do not (in an unwatched directory those
 /// are seen by the first round after anything else on the filesystem moves it).

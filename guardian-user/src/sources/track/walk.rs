@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 const SLICE: Duration = Duration::from_millis(200);
 
 /// What `statvfs` says of device `dev`, read through the directory `path` on it: `(st_dev,
-/// free blocks, free inodes)`, which a write that allocates or frees a block, and a file made
+/// free bytes, free inodes)`, which a write that allocates or frees a block, and a file made
 /// or removed, moves (`unwatched::Stamp`). `None` when it cannot be read, when `path` is not on
 /// `dev` (any more), or when the filesystem keeps no block or inode count for a write to move
 /// (btrfs has no inode count, an unbounded tmpfs neither).
 pub(super) fn fs_stamp(path: &Path, dev: u64) -> Option<FsStamp> {
     let fd = fsys::open_dir_path(path).ok()?;
-    let st = rustix::fs::fstatvfs(&fd).ok()?;
-    (fsys::stat_fd(&fd).ok()?.dev == dev && st.f_blocks != 0 && st.f_files != 0)
-        .then_some((dev, st.f_bfree, st.f_ffree))
+    let space = fsys::fs_space_fd(&fd).ok()?;
+    (fsys::stat_fd(&fd).ok()?.dev == dev && space.total_bytes != 0 && space.total_inodes != 0)
+        .then_some((dev, space.free_bytes, space.avail_inodes))
 }
 
 /// The stamp of the filesystems holding `keys` (the unwatched set), `of_dev` giving each
