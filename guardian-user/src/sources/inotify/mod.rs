@@ -9,8 +9,10 @@
 //!   `O_NOFOLLOW`), so a directory renamed or swapped for a symlink meanwhile cannot redirect it.
 //! - `IN_Q_OVERFLOW`: every project is re-walked, coalesced and at a CPU budget (the difference
 //!   shows up as growth), and its path goes into [`Sample::rescan`].
-//! - Out of watches (`ENOSPC`, `fs.inotify.max_user_watches`): the source keeps going; the
-//!   directories without a watch are polled in turn (and their watches retried), each second
+//! - Out of watches (`ENOSPC`, `fs.inotify.max_user_watches`): the source keeps going; a
+//!   directory within [`SHALLOW`] levels of its project root takes the watch of a deeper one
+//!   (`Hooks::out_of_watches` says the refusal was for want of watches); the directories
+//!   without a watch are polled in turn (and their watches retried), each second
 //!   as many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), and only while
 //!   their filesystem's free blocks or inodes move (an idle node polls nothing), which
 //!   [`Sample::notes`] says once and `problems()` says while it lasts, with the subtrees in
@@ -22,7 +24,9 @@
 
 mod watches;
 
-use super::track::{At, Backend, Change, Hooks, Key, Tree, Watch, Worker, UNWATCHED_BUDGET};
+use super::track::{
+    At, Backend, Change, Hooks, Key, Tree, Watch, Worker, SHALLOW, UNWATCHED_BUDGET,
+};
 use super::{ProjectDir, Sample, SourceError};
 use ::inotify::{EventMask, Inotify};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -84,6 +88,7 @@ fn build(limit: Option<usize>) -> Result<Worker, SourceError> {
         table: WatchTable::default(),
         limit,
         refused: None,
+        out: false,
     };
     let backend = Ino {
         inotify,
@@ -115,6 +120,8 @@ struct Watcher {
     limit: Option<usize>,
     /// Why the last refused watch was refused.
     refused: Option<String>,
+    /// The last refused watch was refused for want of watches (`ENOSPC`).
+    out: bool,
 }
 
 impl Watcher {
@@ -136,6 +143,7 @@ impl Hooks for Watcher {
                 "watch limit reached ({}, test limit)",
                 io::Error::from_raw_os_error(libc::ENOSPC)
             ));
+            self.out = true;
             return None;
         }
         // The exact directory the tree opened; following this magic link is the point, so no
@@ -151,7 +159,8 @@ impl Hooks for Watcher {
             }
             Err(e) => {
                 let e = io::Error::from(e);
-                let why = if e.raw_os_error() == Some(libc::ENOSPC) {
+                self.out = e.raw_os_error() == Some(libc::ENOSPC);
+                let why = if self.out {
                     let max = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
                         .map(|s| s.trim().to_string())
                         .unwrap_or_else(|_| "?".into());
@@ -163,6 +172,10 @@ impl Hooks for Watcher {
                 None
             }
         }
+    }
+
+    fn out_of_watches(&self) -> bool {
+        self.out
     }
 
     fn dir_dropped(&mut self, key: Key, watch: Watch) {
@@ -392,8 +405,9 @@ impl Backend for Ino {
             return Vec::new();
         }
         vec![format!(
-            "inotify: {unwatched} director{} without a watch ({}), polled in turn while their \
-             filesystem changes, at up to {:.0}% of a core",
+            "inotify: {unwatched} director{} without a watch ({}; those within {SHALLOW} levels \
+             of a project root keep theirs first), polled in turn while their filesystem \
+             changes, at up to {:.0}% of a core",
             if unwatched == 1 { "y" } else { "ies" },
             self.watcher.refused.as_deref().unwrap_or("watch removed"),
             UNWATCHED_BUDGET * 100.0

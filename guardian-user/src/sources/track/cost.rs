@@ -49,13 +49,8 @@ impl Tree {
             + map(&self.totals)
             + map(&self.reported)
             + set(&self.dirty)
-            + self.unwatched.len() * UNWATCHED_NODE_SHARE
     }
 }
-
-/// Bytes per key of a `BTreeSet<Key>` (an estimate: a leaf holds up to 11 16-byte keys and is
-/// about two thirds full; the set has no capacity to read).
-const UNWATCHED_NODE_SHARE: usize = 26;
 
 /// Bytes of a hashbrown table holding `capacity` items of `item` bytes: buckets are the next
 /// power of two above capacity × 8/7, each with one control byte.

@@ -6,7 +6,7 @@
 //! per directory), sorted by (name hash, inode) with a short unsorted tail for recent additions;
 //! removals leave tombstones that are swept once they are a quarter of it. A segment that
 //! outgrows its room moves to the end of the pool; the room it left is a hole until the pool is
-//! compacted (`dirs.rs`). What the entries mean (sizes per project, hard links, collisions) is
+//! compacted (`dirs/`). What the entries mean (sizes per project, hard links, collisions) is
 //! `tree.rs`'s.
 
 /// `size` of an entry that is a subdirectory (`ino` is the directory's).
@@ -112,7 +112,7 @@ pub(super) struct Seg {
     tail: u8,
     /// Tombstones in `[..len]` (swept before they pass `u8::MAX`).
     dead: u8,
-    /// 16 bits the segment's owner keeps in what would be padding (`dirs.rs`: the directory's
+    /// 16 bits the segment's owner keeps in what would be padding (`dirs/`: the directory's
     /// device index); kept through every move.
     pub(super) tag: u16,
 }

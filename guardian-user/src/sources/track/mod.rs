@@ -1,6 +1,6 @@
 //! What the fanotify and inotify sources share: the size table that mirrors the project trees
 //! (`tree.rs`: per directory a list of 12-byte entries, a segment of one pool in `entries.rs`,
-//! no name or map entry per file; the directories packed in `dirs.rs`; hard links counted once in `links.rs`; one changed name re-read in
+//! no name or map entry per file; the directories packed in `dirs/` (their watches in `dirs/watches.rs`); hard links counted once in `links.rs`; one changed name re-read in
 //! `names.rs`; its project set in `projects.rs` and the event summary it decides by in
 //! `change.rs`), walking directories into it (`walk.rs`), the schedule of re-walks that repairs
 //! lost events and drift at a CPU budget (`rewalk.rs`), the polling of directories the source could
@@ -22,7 +22,7 @@ mod worker;
 
 pub(crate) use change::Change;
 pub(crate) use tree::{key_of, At, Hooks, Key, NoHooks, Tree, Watch};
-pub(crate) use unwatched::UNWATCHED_BUDGET;
+pub(crate) use unwatched::{SHALLOW, UNWATCHED_BUDGET};
 pub(crate) use worker::Backend;
 pub use worker::{Worker, FORCE_WORKER_FAILURE_ENV};
 
@@ -30,3 +30,5 @@ pub use worker::{Worker, FORCE_WORKER_FAILURE_ENV};
 mod countdown_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unwatched_tests;

@@ -37,7 +37,7 @@ impl Tree {
                 before.insert(project.dev, fs_stamp(&project.path, project.dev));
             }
         }
-        let unwatched_before = !self.unwatched.is_empty();
+        let unwatched_before = self.dirs.unwatched() > 0;
         let mut added = Vec::new();
         for project in projects {
             if self.roots.contains_key(&project.id) {
@@ -71,8 +71,10 @@ impl Tree {
             let stamp = dev.and_then(|dev| before.get(&dev).copied().flatten());
             self.walks.stamped(id, stamp);
         }
-        if !unwatched_before && !self.unwatched.is_empty() {
-            let stamp = stamp_of(&self.unwatched, |dev| before.get(&dev).copied().flatten());
+        if !unwatched_before && self.dirs.unwatched() > 0 {
+            let stamp = stamp_of(&self.dirs.unwatched_devs(), |dev| {
+                before.get(&dev).copied().flatten()
+            });
             self.unwatched_pace.read_by_walk(stamp);
         }
         tracing::debug!(

@@ -9,7 +9,7 @@
 //! list, a segment of one shared pool (`entries.rs`: inode number, size in 32 bits, a 32-bit
 //! hash of its name keyed per process; 16 bytes once an inode number needs 64 bits), plus its
 //! bit share of the hard-link filter (`links.rs`, ~0.9 bytes): no name, no map entry and no
-//! allocation of its own. Directories are 40-byte records in one list (`dirs.rs`: name in a
+//! allocation of its own. Directories are 40-byte records in one list (`dirs/`: name in a
 //! byte arena, parent by record number, project, watch, entries' place in the pool) found by
 //! `(st_dev, st_ino)` through an open-addressing table (~52 bytes each with their names), and
 //! are entries of their parent's list too. A file with several tracked names or 4 GiB or more
@@ -31,13 +31,13 @@ use super::dirs::Dirs;
 use super::entries::{Entry, Slot, DIR, INLINE_MAX, WIDE};
 use super::links::{Bloom, Twin, Wide, WideTable};
 use super::rewalk::Rewalks;
-use super::unwatched::Pace;
+use super::unwatched::{Pace, Share};
 use crate::fsys::{EntryKind, EntryStat};
 use crate::scan::MAX_DEPTH;
 use crate::sources::{Note, ProjectDir, Sample};
 use rustix::fd::BorrowedFd;
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::hash::BuildHasher;
 use std::path::PathBuf;
@@ -62,6 +62,10 @@ pub(crate) type Watch = i32;
 /// No watch of its own.
 pub(crate) const NO_WATCH: Watch = -1;
 
+/// The source wanted a watch and could not have one (inotify over its limit): the tree polls
+/// the directory (`unwatched.rs`).
+pub(crate) const UNWATCHED: Watch = -2;
+
 /// How a source learns which directories joined or left the tracked trees.
 pub(crate) trait Hooks {
     /// `dir` (open) joined a project tree: start watching it. Called before the directory
@@ -71,6 +75,12 @@ pub(crate) trait Hooks {
     /// The directory left every project tree; `watch` is what [`Hooks::dir_added`] gave it
     /// last.
     fn dir_dropped(&mut self, key: Key, watch: Watch);
+    /// Whether the last [`Hooks::dir_added`] that gave no watch failed for want of watches
+    /// (inotify's `ENOSPC`: `fs.inotify.max_user_watches`), so that dropping one would let it
+    /// succeed.
+    fn out_of_watches(&self) -> bool {
+        false
+    }
 }
 
 /// For sources that see whole filesystems (fanotify): nothing to add or remove.
@@ -94,7 +104,7 @@ pub(super) struct Root {
 pub(crate) struct Tree {
     pub(super) roots: HashMap<u32, Root>,
     pub(super) root_keys: HashMap<Key, u32>,
-    /// The tracked directories (`dirs.rs`). A directory's parent is `None` for a project
+    /// The tracked directories (`dirs/`). A directory's parent is `None` for a project
     /// root, or for a directory moved away whose new place is not known yet (an orphan,
     /// dropped by [`Tree::finalize`] unless adopted before).
     pub(super) dirs: Dirs,
@@ -119,9 +129,11 @@ pub(crate) struct Tree {
     pub(super) reported: HashMap<u32, i64>,
     /// Projects whose total changed since the last sample.
     pub(super) dirty: HashSet<u32>,
-    /// Directories without a watch (inotify over its limit): polled in key order at a budget.
-    pub(super) unwatched: BTreeSet<Key>,
+    /// How the directories without a watch (inotify over its limit; their record's watch is
+    /// [`UNWATCHED`]) are polled.
     pub(super) unwatched_pace: Pace,
+    /// Watches taken from deep directories for shallow ones (`unwatched::SHALLOW`).
+    pub(super) watch_share: Share,
     pub(super) notes: Vec<Note>,
     pub(super) rescan: Vec<PathBuf>,
     /// When projects are walked again.
@@ -147,8 +159,8 @@ impl Default for Tree {
             totals: HashMap::new(),
             reported: HashMap::new(),
             dirty: HashSet::new(),
-            unwatched: BTreeSet::new(),
             unwatched_pace: Pace::new(Instant::now()),
+            watch_share: Share::default(),
             notes: Vec::new(),
             rescan: Vec::new(),
             walks: Rewalks::new(Instant::now()),
@@ -218,19 +230,19 @@ impl Tree {
     }
 
     pub(crate) fn unwatched(&self) -> usize {
-        self.unwatched.len()
+        self.dirs.unwatched()
     }
 
     /// Paths of the topmost unwatched directories (their parent is watched).
     pub(crate) fn unwatched_tops(&self) -> Vec<PathBuf> {
         let mut tops: Vec<PathBuf> = self
-            .unwatched
-            .iter()
+            .dirs
+            .unwatched_keys()
             .filter(|k| {
-                let parent = self.dirs.parent(**k);
-                !parent.is_some_and(|p| self.unwatched.contains(&p))
+                let parent = self.dirs.parent(*k);
+                parent.is_none_or(|p| self.dirs.watch(p) != Some(UNWATCHED))
             })
-            .filter_map(|k| self.path_of(*k))
+            .filter_map(|k| self.path_of(k))
             .collect();
         tops.sort();
         tops
@@ -251,7 +263,6 @@ impl Tree {
                 continue;
             };
             hooks.dir_dropped(k, node.watch);
-            self.unwatched.remove(&k);
             self.collisions.remove(&k);
             for e in node.entries {
                 if e.is_dir() {

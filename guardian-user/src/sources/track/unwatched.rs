@@ -8,7 +8,6 @@
 //! shrunk, appeared or gone since it read them, and an idle node polls nothing. Pure: the caller
 //! passes the time, the stamp, and reports what a tick's polling took.
 
-use super::tree::Key;
 use std::time::{Duration, Instant};
 
 /// Share of one core that polling unwatched directories may use on average.
@@ -32,8 +31,9 @@ pub(crate) struct Pace {
     /// Polling time available, seconds (negative: owed).
     tokens: f64,
     refilled: Instant,
-    /// The last directory polled in the current round; `None`: the next round starts.
-    pub(crate) cursor: Option<Key>,
+    /// The record number (`Dirs::next_unwatched`) of the last directory polled in the current
+    /// round; `None`: the next round starts.
+    pub(crate) cursor: Option<u32>,
     /// Rounds finished (status and tests).
     pub(crate) rounds: u64,
     /// The filesystems' stamp when the current (or the last) round began; `None` when it could
@@ -114,6 +114,38 @@ impl Pace {
     }
 }
 
+/// Directories this close to their project root (a root is 0; `proj/target/debug` is 2) take
+/// the watch of a deeper one (never of one this shallow) when the source has none left to give: where tasks write (their
+/// logs, outputs and build directories, and every new project's root) stays watched, and what
+/// goes unwatched past the limit is the deep trees that are written once (`node_modules`'
+/// packages, `.git/objects`). Before, the watches went in walk order, and every project added
+/// after the limit was reached had none.
+pub(crate) const SHALLOW: usize = 2;
+
+/// Where the last watch taken for a shallow directory came from.
+#[derive(Debug, Default)]
+pub(crate) struct Share {
+    /// The record (`Dirs::watched_deeper_than`) the next search starts below.
+    pub(crate) cursor: Option<u32>,
+    /// A search found no watched directory deeper than [`SHALLOW`] since the source last gave
+    /// a watch: none is searched for again until it gives one.
+    pub(crate) exhausted: bool,
+    /// Watches taken from deeper directories (status and tests).
+    pub(crate) taken: u64,
+}
+
+impl Share {
+    /// Whether a directory at `depth` may look for a deeper one's watch.
+    pub(crate) fn may_take(&self, depth: usize) -> bool {
+        depth <= SHALLOW && !self.exhausted
+    }
+
+    /// The source gave a watch: a deep directory may hold one again.
+    pub(crate) fn given(&mut self) {
+        self.exhausted = false;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +209,7 @@ mod tests {
         // Nothing has run yet: the first round always runs.
         assert!(!pace.settled(stamp(10, 5).as_ref()));
         pace.begin(stamp(10, 5));
-        pace.cursor = Some((7, 1));
+        pace.cursor = Some(7);
         // Under way: never settled, whatever the stamp.
         assert!(!pace.settled(stamp(10, 5).as_ref()));
         pace.round_done();
@@ -196,7 +228,7 @@ mod tests {
     fn a_change_during_a_round_runs_one_more_and_a_lost_watch_unsettles() {
         let mut pace = Pace::new(Instant::now());
         pace.begin(stamp(10, 5));
-        pace.cursor = Some((7, 1));
+        pace.cursor = Some(7);
         // Written while the round ran (perhaps behind its cursor): the round that began at
         // (10, 5) does not settle (9, 5); the next begins there and then settles it.
         pace.round_done();
@@ -216,7 +248,7 @@ mod tests {
     #[test]
     fn a_finished_round_starts_again_from_the_first_directory() {
         let mut pace = Pace::new(Instant::now());
-        pace.cursor = Some((1, 2));
+        pace.cursor = Some(1);
         pace.round_done();
         assert_eq!((pace.cursor, pace.rounds), (None, 1));
     }

@@ -5,15 +5,13 @@
 
 use super::dirs::Full;
 use super::rewalk::{Reason, PERIODIC_BUDGET, REPAIR_BUDGET};
-use super::tree::{At, Hooks, Key, Place, Tree};
-use super::unwatched::{FsStamp, Stamp};
+use super::tree::{At, Hooks, Key, Place, Tree, Watch, UNWATCHED};
+use super::unwatched::{FsStamp, Stamp, SHALLOW};
 use crate::fsys::{self, EntryKind};
 use crate::scan::MAX_DEPTH;
 use crate::textpath;
-use rustix::fd::{AsFd, OwnedFd};
-use std::collections::BTreeSet;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ffi::CString;
-use std::ops::Bound::{Excluded, Unbounded};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,22 +30,10 @@ pub(super) fn fs_stamp(path: &Path, dev: u64) -> Option<FsStamp> {
         .then_some((dev, space.free_bytes, space.avail_inodes))
 }
 
-/// The stamp of the filesystems holding `keys` (the unwatched set), `of_dev` giving each
-/// device's; `None` when one is `None`.
-pub(super) fn stamp_of(
-    keys: &BTreeSet<Key>,
-    mut of_dev: impl FnMut(u64) -> Option<FsStamp>,
-) -> Option<Stamp> {
-    let mut stamp = Stamp::new();
-    let mut next = keys.first().map(|k| k.0);
-    while let Some(dev) = next {
-        stamp.push(of_dev(dev)?);
-        next = dev
-            .checked_add(1)
-            .and_then(|d| keys.range((d, 0)..).next())
-            .map(|k| k.0);
-    }
-    Some(stamp)
+/// The stamp of the filesystems `devs` (in order: those holding unwatched directories),
+/// `of_dev` giving each device's; `None` when one is `None`.
+pub(super) fn stamp_of(devs: &[u64], of_dev: impl FnMut(u64) -> Option<FsStamp>) -> Option<Stamp> {
+    devs.iter().copied().map(of_dev).collect()
 }
 
 struct Frame {
@@ -149,12 +135,8 @@ impl Tree {
         }
         // Watch first, then list: whatever appears in between is in the listing or in an
         // event (notify#124: files written into brand-new subdirectories).
-        match hooks.dir_added(key, fd.as_fd()) {
-            Some(watch) => self.dirs.set_watch(key, watch),
-            None => {
-                self.unwatched.insert(key);
-            }
-        }
+        let watch = self.watch_dir(key, fd.as_fd(), hooks);
+        self.dirs.set_watch(key, watch);
         let entries = fsys::list_dir(&fd).unwrap_or_default();
         if let Some(mut list) = self.dirs.entries_mut(key) {
             list.reserve(entries.len());
@@ -189,11 +171,41 @@ impl Tree {
         (super::tree::key_of(&st) == key).then_some((fd, st.mnt_id))
     }
 
+    /// Asks the source to watch tracked directory `key` (open as `dir`); [`UNWATCHED`] when it
+    /// cannot. When it has no watch left, a directory near its project root
+    /// ([`SHALLOW`]) takes the watch of one deeper than that, which is polled from then on.
+    fn watch_dir(&mut self, key: Key, dir: BorrowedFd<'_>, hooks: &mut dyn Hooks) -> Watch {
+        if let Some(watch) = hooks.dir_added(key, dir) {
+            if watch >= 0 {
+                self.watch_share.given();
+            }
+            return watch;
+        }
+        let Some(depth) = self.dirs.depth(key) else {
+            return UNWATCHED;
+        };
+        if !hooks.out_of_watches() || !self.watch_share.may_take(depth) {
+            return UNWATCHED;
+        }
+        let Some((deeper, watch)) = self
+            .dirs
+            .watched_deeper_than(SHALLOW, &mut self.watch_share.cursor)
+        else {
+            self.watch_share.exhausted = true;
+            return UNWATCHED;
+        };
+        hooks.dir_dropped(deeper, watch);
+        self.dirs.set_watch(deeper, UNWATCHED);
+        self.unwatched_pace.unsettle();
+        self.watch_share.taken += 1;
+        hooks.dir_added(key, dir).unwrap_or(UNWATCHED)
+    }
+
     /// Marks a tracked directory as unwatched (its watch went away: what happened in it since
     /// is unknown, so the next polling round runs even on a filesystem that looks unchanged).
     pub(crate) fn mark_unwatched(&mut self, key: Key) {
         if self.dirs.contains(key) {
-            self.unwatched.insert(key);
+            self.dirs.set_watch(key, UNWATCHED);
             self.unwatched_pace.unsettle();
         }
     }
@@ -202,7 +214,7 @@ impl Tree {
     /// (`unwatched.rs`): retries each one's watch, then re-reads all its entries. Between
     /// rounds, none starts while their filesystems are as the last whole round found them.
     pub(crate) fn poll_unwatched(&mut self, hooks: &mut dyn Hooks) {
-        if self.unwatched.is_empty() {
+        if self.dirs.unwatched() == 0 {
             self.unwatched_pace.cursor = None;
             return;
         }
@@ -224,15 +236,11 @@ impl Tree {
         }
         let began = Instant::now();
         loop {
-            let next = match self.unwatched_pace.cursor {
-                Some(after) => self.unwatched.range((Excluded(after), Unbounded)).next(),
-                None => self.unwatched.iter().next(),
-            };
-            let Some(&key) = next else {
+            let Some((at, key)) = self.dirs.next_unwatched(self.unwatched_pace.cursor) else {
                 self.unwatched_pace.round_done();
                 break;
             };
-            self.unwatched_pace.cursor = Some(key);
+            self.unwatched_pace.cursor = Some(at);
             self.poll_one_unwatched(key, hooks);
             if began.elapsed() >= allowance {
                 break;
@@ -245,22 +253,18 @@ impl Tree {
     /// through a project root on each; `None` when one cannot be read, so that rounds never
     /// stop there.
     fn unwatched_stamp(&self) -> Option<Stamp> {
-        stamp_of(&self.unwatched, |dev| {
+        stamp_of(&self.dirs.unwatched_devs(), |dev| {
             let root = self.roots.values().find(|r| r.key.0 == dev)?;
             fs_stamp(&root.project.path, dev)
         })
     }
 
     fn poll_one_unwatched(&mut self, key: Key, hooks: &mut dyn Hooks) {
-        if !self.dirs.contains(key) {
-            self.unwatched.remove(&key);
-            return;
-        }
         let Some((fd, mnt)) = self.open_dir(key) else {
             return;
         };
-        if let Some(watch) = hooks.dir_added(key, fd.as_fd()) {
-            self.unwatched.remove(&key);
+        let watch = self.watch_dir(key, fd.as_fd(), hooks);
+        if watch != UNWATCHED {
             self.dirs.set_watch(key, watch);
         }
         let at = At {
@@ -357,7 +361,6 @@ impl Tree {
             let Some(node) = self.dirs.remove(k) else {
                 continue;
             };
-            self.unwatched.remove(&k);
             self.collisions.remove(&k);
             old_dirs.push((k, node.watch));
             for e in node.entries {

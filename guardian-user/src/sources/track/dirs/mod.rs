@@ -10,8 +10,10 @@
 
 use super::entries::{Entries, EntriesMut, Entry, Pool, Seg};
 use super::links::home_bucket;
-use super::tree::{Key, Watch, NO_WATCH};
+use super::tree::{Key, Watch, NO_WATCH, UNWATCHED};
 use std::ffi::CStr;
+
+mod watches;
 
 /// No record (a root or an orphan's parent; an empty bucket of the index).
 const NONE: u32 = u32::MAX;
@@ -72,6 +74,8 @@ pub(super) struct Dirs {
     /// Bytes of `names` no record points at.
     name_holes: usize,
     pool: Pool,
+    /// Directories whose watch is [`UNWATCHED`], per index into `devs`.
+    unwatched: Vec<usize>,
 }
 
 fn us(n: u32) -> usize {
@@ -284,6 +288,9 @@ impl Dirs {
                 }
             }
         }
+        if rec.watch == UNWATCHED {
+            self.count_unwatched(rec.dev(), false);
+        }
         self.pool.free(&mut rec.seg);
         self.name_holes += 1 + self.name_at(rec.name_off).map_or(0, <[u8]>::len);
         if let Some(r) = self.recs.get_mut(us(id)) {
@@ -311,16 +318,6 @@ impl Dirs {
     pub(super) fn set_project(&mut self, key: Key, project: u32) {
         if let Some(r) = self.find(key).and_then(|id| self.recs.get_mut(us(id))) {
             r.project = project;
-        }
-    }
-
-    pub(super) fn watch(&self, key: Key) -> Option<Watch> {
-        self.rec(self.find(key)?).map(|r| r.watch)
-    }
-
-    pub(super) fn set_watch(&mut self, key: Key, watch: Watch) {
-        if let Some(r) = self.find(key).and_then(|id| self.recs.get_mut(us(id))) {
-            r.watch = watch;
         }
     }
 
@@ -435,6 +432,7 @@ impl Dirs {
             + self.free.capacity() * 4
             + self.index.capacity() * 4
             + self.devs.capacity() * 8
+            + self.unwatched.capacity() * 8
             + self.names.capacity()
             + self.pool.heap_bytes()
     }
