@@ -11,7 +11,8 @@
 //!   shows up as growth), and its path goes into [`Sample::rescan`].
 //! - Out of watches (`ENOSPC`, `fs.inotify.max_user_watches`): the source keeps going; a
 //!   directory within [`SHALLOW`] levels of its project root takes the watch of a deeper one
-//!   (`Hooks::out_of_watches` says the refusal was for want of watches); the directories
+//!   at the next tick (`Hooks::out_of_watches` says the refusal was for want of watches; a
+//!   tick's share is bounded so the dropped watches' `IN_IGNORED` never overflow the queue); the directories
 //!   without a watch are polled in turn (and their watches retried), each second
 //!   as many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), and only while
 //!   their filesystem's free blocks or inodes move (an idle node polls nothing), which
@@ -392,6 +393,7 @@ impl Backend for Ino {
     fn tick(&mut self) {
         self.settle_stale(true);
         self.tree.rewalk_due(NAME, &mut self.watcher);
+        self.tree.share_watches(&mut self.watcher);
         self.tree.poll_unwatched(&mut self.watcher);
     }
 

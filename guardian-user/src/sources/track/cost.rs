@@ -49,6 +49,7 @@ impl Tree {
             + map(&self.totals)
             + map(&self.reported)
             + set(&self.dirty)
+            + self.watch_share.wanting.capacity() * std::mem::size_of::<Key>()
     }
 }
 

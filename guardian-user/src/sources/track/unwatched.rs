@@ -8,6 +8,7 @@
 //! shrunk, appeared or gone since it read them, and an idle node polls nothing. Pure: the caller
 //! passes the time, the stamp, and reports what a tick's polling took.
 
+use super::tree::Key;
 use std::time::{Duration, Instant};
 
 /// Share of one core that polling unwatched directories may use on average.
@@ -115,16 +116,31 @@ impl Pace {
 }
 
 /// Directories this close to their project root (a root is 0; `proj/target/debug` is 2) take
-/// the watch of a deeper one (never of one this shallow) when the source has none left to give: where tasks write (their
+/// the watch of a deeper one (never of one this shallow), at the next tick, when the source had
+/// none left to give them: where tasks write (their
 /// logs, outputs and build directories, and every new project's root) stays watched, and what
 /// goes unwatched past the limit is the deep trees that are written once (`node_modules`'
 /// packages, `.git/objects`). Before, the watches went in walk order, and every project added
 /// after the limit was reached had none.
 pub(crate) const SHALLOW: usize = 2;
 
-/// Where the last watch taken for a shallow directory came from.
+/// Most shallow directories waiting for a deeper one's watch (16 bytes each); past it, the rest
+/// are polled like the deep ones.
+const WANTING_MAX: usize = 65_536;
+
+/// Most watches taken per tick ([`Tree::share_watches`](super::tree::Tree)): each dropped watch
+/// queues an `IN_IGNORED` event, and the kernel queue (`fs.inotify.max_queued_events`, 16,384
+/// by default) is read between ticks, so they never overflow it. Taking them while a walk
+/// met the limit did: the 5M-entry tree's baseline queued tens of thousands at once, and the
+/// overflow's re-walk of every project kept the worker at 10% of a core for minutes.
+pub(crate) const SHARE_PER_TICK: usize = 1024;
+
+/// The shallow directories the source refused a watch for want of one, and where the last
+/// watch taken for one came from.
 #[derive(Debug, Default)]
 pub(crate) struct Share {
+    /// Refused shallow directories, the most recent last (taken first).
+    pub(crate) wanting: Vec<Key>,
     /// The record (`Dirs::watched_deeper_than`) the next search starts below.
     pub(crate) cursor: Option<u32>,
     /// A search found no watched directory deeper than [`SHALLOW`] since the source last gave
@@ -135,14 +151,22 @@ pub(crate) struct Share {
 }
 
 impl Share {
-    /// Whether a directory at `depth` may look for a deeper one's watch.
-    pub(crate) fn may_take(&self, depth: usize) -> bool {
-        depth <= SHALLOW && !self.exhausted
+    /// Shallow directory `key` was refused a watch for want of one.
+    pub(crate) fn want(&mut self, key: Key) {
+        if !self.exhausted && self.wanting.len() < WANTING_MAX {
+            self.wanting.push(key);
+        }
     }
 
     /// The source gave a watch: a deep directory may hold one again.
     pub(crate) fn given(&mut self) {
         self.exhausted = false;
+    }
+
+    /// No deeper directory holds a watch: the shallow ones waiting are polled.
+    pub(crate) fn none_left(&mut self) {
+        self.exhausted = true;
+        self.wanting = Vec::new();
     }
 }
 

@@ -209,9 +209,10 @@ fn key_of_path(path: &std::path::Path) -> Key {
 }
 
 /// Out of watches, a project added later (a new task) still has its root and the two levels
-/// below it watched — where tasks write their logs and build outputs — taken from the deepest
-/// directories of the projects walked first, which are polled from then on; the totals stay
-/// exact through it, and nothing shallow gives its watch away. Before, the watches went in walk
+/// below it watched — where tasks write their logs and build outputs — taken at the next tick
+/// (not during the walk) from the deepest directories of the projects walked first, which are
+/// polled from then on; the totals stay exact through it, and nothing shallow gives its watch
+/// away. Before, the watches went in walk
 /// order and the new project had none.
 #[test]
 fn out_of_watches_a_new_project_takes_the_watches_of_deep_directories() {
@@ -232,6 +233,16 @@ fn out_of_watches_a_new_project_takes_the_watches_of_deep_directories() {
     assert_eq!(hooks.watched.len(), 81);
 
     tree.set_projects(&[project(1, &old), project(2, &new)], &mut hooks);
+    // Nothing is taken during the walk (each dropped watch queues an event, and the walk does
+    // not read the queue): the four shallow directories wait for the next tick.
+    assert_eq!(tree.watch_share.taken, 0);
+    assert_eq!(tree.watch_share.wanting.len(), 4);
+    assert_eq!(tree.unwatched(), 6);
+    // Written while only polled: found when its watch comes.
+    fs::write(new.join("logs/run.log"), vec![b'l'; 700]).unwrap();
+    tree.share_watches(&mut hooks);
+    assert!(tree.watch_share.wanting.is_empty());
+    assert_eq!(tree.total(2), 700);
     assert_eq!(hooks.watched.len(), 81, "no more watches than the limit");
     for d in ["", "logs", "target", "target/debug"] {
         let key = key_of_path(&new.join(d));
@@ -260,7 +271,7 @@ fn out_of_watches_a_new_project_takes_the_watches_of_deep_directories() {
 
     // The directories that gave theirs away are polled: a round finds what was written in
     // every one of them.
-    let mut want = 0;
+    let mut want = 700;
     for (i, key) in tree
         .dirs
         .unwatched_keys()
@@ -284,14 +295,22 @@ fn out_of_watches_a_new_project_takes_the_watches_of_deep_directories() {
     let mut hooks = Limited::new(1);
     let mut tree = Tree::default();
     tree.set_projects(&[project(3, &tiny)], &mut hooks);
+    assert_eq!(tree.watch_share.wanting.len(), 1);
+    tree.share_watches(&mut hooks);
     assert_eq!(tree.watch_share.taken, 0);
     assert!(tree.watch_share.exhausted);
+    assert!(tree.watch_share.wanting.is_empty());
+    // Refused again (a polling round retries it): not even queued.
+    tree.watch_share.want(key_of_path(&tiny.join("a")));
+    assert!(tree.watch_share.wanting.is_empty());
     assert_eq!(tree.watch_of(key_of_path(&tiny.join("a"))), Some(UNWATCHED));
     assert!(hooks.watched.contains_key(&key_of_path(&tiny)));
 
     // A source that refuses for another reason than a full table gives nothing away.
     let mut tree = Tree::default();
     tree.set_projects(&[project(1, &old)], &mut RefuseWatches);
+    assert!(tree.watch_share.wanting.is_empty());
+    tree.share_watches(&mut RefuseWatches);
     assert_eq!(tree.watch_share.taken, 0);
     assert_eq!(tree.unwatched(), 81);
 }

@@ -6,7 +6,7 @@
 use super::dirs::Full;
 use super::rewalk::{Reason, PERIODIC_BUDGET, REPAIR_BUDGET};
 use super::tree::{At, Hooks, Key, Place, Tree, Watch, UNWATCHED};
-use super::unwatched::{FsStamp, Stamp, SHALLOW};
+use super::unwatched::{FsStamp, Stamp, SHALLOW, SHARE_PER_TICK};
 use crate::fsys::{self, EntryKind};
 use crate::scan::MAX_DEPTH;
 use crate::textpath;
@@ -172,8 +172,8 @@ impl Tree {
     }
 
     /// Asks the source to watch tracked directory `key` (open as `dir`); [`UNWATCHED`] when it
-    /// cannot. When it has no watch left, a directory near its project root
-    /// ([`SHALLOW`]) takes the watch of one deeper than that, which is polled from then on.
+    /// cannot. A directory near its project root ([`SHALLOW`]) refused for want of watches
+    /// waits for [`Tree::share_watches`] to take it one of a deeper directory's.
     fn watch_dir(&mut self, key: Key, dir: BorrowedFd<'_>, hooks: &mut dyn Hooks) -> Watch {
         if let Some(watch) = hooks.dir_added(key, dir) {
             if watch >= 0 {
@@ -181,24 +181,55 @@ impl Tree {
             }
             return watch;
         }
-        let Some(depth) = self.dirs.depth(key) else {
-            return UNWATCHED;
-        };
-        if !hooks.out_of_watches() || !self.watch_share.may_take(depth) {
-            return UNWATCHED;
+        if hooks.out_of_watches() && self.dirs.depth(key).is_some_and(|d| d <= SHALLOW) {
+            self.watch_share.want(key);
         }
-        let Some((deeper, watch)) = self
-            .dirs
-            .watched_deeper_than(SHALLOW, &mut self.watch_share.cursor)
-        else {
-            self.watch_share.exhausted = true;
-            return UNWATCHED;
-        };
-        hooks.dir_dropped(deeper, watch);
-        self.dirs.set_watch(deeper, UNWATCHED);
-        self.unwatched_pace.unsettle();
-        self.watch_share.taken += 1;
-        hooks.dir_added(key, dir).unwrap_or(UNWATCHED)
+        UNWATCHED
+    }
+
+    /// Gives the shallow directories refused a watch for want of one (the most recent first, at
+    /// most [`SHARE_PER_TICK`]) the watch of a directory deeper than [`SHALLOW`], which is
+    /// polled from then on; each one is read again once watched (what happened in it while it
+    /// was only polled). Between batches of events only: every watch dropped queues an event.
+    pub(crate) fn share_watches(&mut self, hooks: &mut dyn Hooks) {
+        for _ in 0..SHARE_PER_TICK {
+            if self.watch_share.exhausted {
+                self.watch_share.none_left();
+                return;
+            }
+            let Some(key) = self.watch_share.wanting.pop() else {
+                return;
+            };
+            if self.dirs.watch(key) != Some(UNWATCHED) {
+                continue;
+            }
+            let Some((fd, mnt)) = self.open_dir(key) else {
+                continue;
+            };
+            let Some((deeper, watch)) = self
+                .dirs
+                .watched_deeper_than(SHALLOW, &mut self.watch_share.cursor)
+            else {
+                self.watch_share.none_left();
+                return;
+            };
+            hooks.dir_dropped(deeper, watch);
+            self.dirs.set_watch(deeper, UNWATCHED);
+            self.unwatched_pace.unsettle();
+            self.watch_share.taken += 1;
+            let Some(watch) = hooks.dir_added(key, fd.as_fd()) else {
+                continue;
+            };
+            self.dirs.set_watch(key, watch);
+            let at = At {
+                fd: fd.as_fd(),
+                mnt,
+            };
+            self.reconcile_all(key, at, hooks);
+        }
+        if self.watch_share.wanting.is_empty() {
+            self.watch_share.wanting = Vec::new();
+        }
     }
 
     /// Marks a tracked directory as unwatched (its watch went away: what happened in it since
