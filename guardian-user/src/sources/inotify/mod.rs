@@ -387,7 +387,7 @@ impl Backend for Ino {
     }
 
     fn busy(&self) -> bool {
-        self.tree.walks_pending() || !self.stale.is_empty()
+        self.tree.walks_pending() || !self.stale.is_empty() || self.tree.unwatched_busy()
     }
 
     fn tick(&mut self) {

@@ -238,11 +238,29 @@ fn out_of_watches_a_new_project_takes_the_watches_of_deep_directories() {
     assert_eq!(tree.watch_share.taken, 0);
     assert_eq!(tree.watch_share.wanting.len(), 4);
     assert_eq!(tree.unwatched(), 6);
-    // Written while only polled: found when its watch comes.
+    assert!(!tree.unwatched_pace.unsettled(), "the walk read them all");
+    // Written while only polled: found when its watch comes. And written in the deepest
+    // directories of the old project with no event read yet: found in those that give their
+    // watch away, read again then.
     fs::write(new.join("logs/run.log"), vec![b'l'; 700]).unwrap();
+    for n in 0..20 {
+        let deep = old.join(format!("pkg{n:02}/lib/src/deep"));
+        fs::write(deep.join("f"), vec![b'd'; 100 + n]).unwrap();
+    }
     tree.share_watches(&mut hooks);
     assert!(tree.watch_share.wanting.is_empty());
     assert_eq!(tree.total(2), 700);
+    let evicted: Vec<Key> = tree.dirs.unwatched_keys().collect();
+    let in_evicted: i64 = evicted
+        .iter()
+        .filter(|k| tree.dirs.project(**k) == Some(1))
+        .filter_map(|k| fs::metadata(tree.path_of(*k)?.join("f")).ok())
+        .map(|m| i64::try_from(m.len()).unwrap())
+        .sum();
+    assert!(in_evicted > 0);
+    assert_eq!(tree.total(1), in_evicted);
+    // Both were read again: the polling rounds need not start over.
+    assert!(!tree.unwatched_pace.unsettled());
     assert_eq!(hooks.watched.len(), 81, "no more watches than the limit");
     for d in ["", "logs", "target", "target/debug"] {
         let key = key_of_path(&new.join(d));
@@ -271,7 +289,7 @@ fn out_of_watches_a_new_project_takes_the_watches_of_deep_directories() {
 
     // The directories that gave theirs away are polled: a round finds what was written in
     // every one of them.
-    let mut want = 700;
+    let mut want = 700 + in_evicted;
     for (i, key) in tree
         .dirs
         .unwatched_keys()
@@ -280,7 +298,7 @@ fn out_of_watches_a_new_project_takes_the_watches_of_deep_directories() {
         .enumerate()
     {
         let path = tree.path_of(*key).unwrap();
-        fs::write(path.join("f"), vec![b'x'; 1_000 + i]).unwrap();
+        fs::write(path.join("g"), vec![b'x'; 1_000 + i]).unwrap();
         want += 1_000 + i64::try_from(i).unwrap();
     }
     // (The writes moved the filesystem's free blocks and inodes: a round runs.)

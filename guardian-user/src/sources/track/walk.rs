@@ -6,7 +6,7 @@
 use super::dirs::Full;
 use super::rewalk::{Reason, PERIODIC_BUDGET, REPAIR_BUDGET};
 use super::tree::{At, Hooks, Key, Place, Tree, Watch, UNWATCHED};
-use super::unwatched::{FsStamp, Stamp, SHALLOW, SHARE_PER_TICK};
+use super::unwatched::{FsStamp, Stamp, SHALLOW, SHARE_PER_TICK, UNWATCHED_BURST};
 use crate::fsys::{self, EntryKind};
 use crate::scan::MAX_DEPTH;
 use crate::textpath;
@@ -188,11 +188,16 @@ impl Tree {
     }
 
     /// Gives the shallow directories refused a watch for want of one (the most recent first, at
-    /// most [`SHARE_PER_TICK`]) the watch of a directory deeper than [`SHALLOW`], which is
-    /// polled from then on; each one is read again once watched (what happened in it while it
-    /// was only polled). Between batches of events only: every watch dropped queues an event.
+    /// most [`SHARE_PER_TICK`] and for at most [`UNWATCHED_BURST`]) the watch of a directory deeper than [`SHALLOW`], which is
+    /// polled from then on; both are read again (what happened in the one while it was only
+    /// polled, and in the other since its last batch of events). Between batches of events
+    /// only: every watch dropped queues an event.
     pub(crate) fn share_watches(&mut self, hooks: &mut dyn Hooks) {
+        let began = Instant::now();
         for _ in 0..SHARE_PER_TICK {
+            if began.elapsed() >= UNWATCHED_BURST {
+                return;
+            }
             if self.watch_share.exhausted {
                 self.watch_share.none_left();
                 return;
@@ -215,7 +220,15 @@ impl Tree {
             };
             hooks.dir_dropped(deeper, watch);
             self.dirs.set_watch(deeper, UNWATCHED);
-            self.unwatched_pace.unsettle();
+            // Its events not read yet went with its watch: read it again now, so that the
+            // polling rounds need not start over (on the 5M tree a round takes ~16 min).
+            if let Some((fd, mnt)) = self.open_dir(deeper) {
+                let at = At {
+                    fd: fd.as_fd(),
+                    mnt,
+                };
+                self.reconcile_all(deeper, at, hooks);
+            }
             self.watch_share.taken += 1;
             let Some(watch) = hooks.dir_added(key, fd.as_fd()) else {
                 continue;
@@ -230,6 +243,12 @@ impl Tree {
         if self.watch_share.wanting.is_empty() {
             self.watch_share.wanting = Vec::new();
         }
+    }
+
+    /// Whether a polling round is under way or shallow directories wait for a watch: then the
+    /// worker ticks every batch, not every second, so that the work is done in short slices.
+    pub(crate) fn unwatched_busy(&self) -> bool {
+        self.unwatched_pace.cursor.is_some() || !self.watch_share.wanting.is_empty()
     }
 
     /// Marks a tracked directory as unwatched (its watch went away: what happened in it since
