@@ -215,16 +215,27 @@ fn project_names(ws: &Path) -> Result<Vec<String>> {
 
 /// A fresh victim project and an empty writer project (whatever a previous run left).
 fn reset_bench_projects(ws: &Path, cancel: &AtomicBool) -> Result<()> {
-    for name in ["victim", "writer"] {
-        match std::fs::remove_dir_all(ws.join(name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context(format!("cannot remove {name}")),
-        }
-    }
+    remove_project(ws, "writer")?;
     std::fs::create_dir(ws.join("writer"))?;
+    reset_victim(ws, cancel)
+}
+
+/// A fresh victim project between crossings. The writer project stays the directory it was
+/// (its fill file is removed after each crossing): made afresh, it would be a new project,
+/// which the daemon learns of at its next poll (`poll_interval`, 30 s here), and a crossing
+/// before that would measure a writer no source watches yet, not the reaction.
+fn reset_victim(ws: &Path, cancel: &AtomicBool) -> Result<()> {
+    remove_project(ws, "victim")?;
     tree::generate(&ws.join("victim"), VICTIM_ENTRIES, VICTIM_SEED, cancel)?;
     syncfs(ws)
+}
+
+fn remove_project(ws: &Path, name: &str) -> Result<()> {
+    match std::fs::remove_dir_all(ws.join(name)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).context(format!("cannot remove {name}")),
+    }
 }
 
 fn one_source(
@@ -288,7 +299,7 @@ fn one_source(
     for t in 0..params.trials {
         check_cancel(cancel)?;
         if t > 0 {
-            reset_bench_projects(ws, cancel)?;
+            reset_victim(ws, cancel)?;
             std::thread::sleep(RESETTLE);
         }
         let trial =
