@@ -188,10 +188,12 @@ impl Tree {
     }
 
     /// Gives the shallow directories refused a watch for want of one (the most recent first, at
-    /// most [`SHARE_PER_TICK`] and for at most [`UNWATCHED_BURST`]) the watch of a directory deeper than [`SHALLOW`], which is
-    /// polled from then on; both are read again (what happened in the one while it was only
-    /// polled, and in the other since its last batch of events). Between batches of events
-    /// only: every watch dropped queues an event.
+    /// most [`SHARE_PER_TICK`] and for at most [`UNWATCHED_BURST`] a tick: while they wait the
+    /// worker ticks every 100 ms, so this costs up to 10% of a core for as long — on the 5M
+    /// tree ~3 s of CPU in the first two minutes) the watch of a directory deeper than
+    /// [`SHALLOW`], which is polled from then on; both are read again (what happened in the
+    /// one while it was only polled, and in the other since its last batch of events). Between
+    /// batches of events only: every watch dropped queues an event.
     pub(crate) fn share_watches(&mut self, hooks: &mut dyn Hooks) {
         let began = Instant::now();
         for _ in 0..SHARE_PER_TICK {
@@ -205,7 +207,10 @@ impl Tree {
             let Some(key) = self.watch_share.wanting.pop() else {
                 return;
             };
-            if self.dirs.watch(key) != Some(UNWATCHED) {
+            // Since watched, gone, or (its inode number reused) another directory deeper down.
+            if self.dirs.watch(key) != Some(UNWATCHED)
+                || self.dirs.depth(key).is_none_or(|d| d > SHALLOW)
+            {
                 continue;
             }
             let Some((fd, mnt)) = self.open_dir(key) else {
@@ -220,6 +225,18 @@ impl Tree {
             };
             hooks.dir_dropped(deeper, watch);
             self.dirs.set_watch(deeper, UNWATCHED);
+            self.watch_share.taken += 1;
+            // The shallow one first: reading the deep one again may meet a new directory,
+            // which would take the freed watch.
+            let given = hooks.dir_added(key, fd.as_fd());
+            if let Some(watch) = given {
+                self.dirs.set_watch(key, watch);
+                let at = At {
+                    fd: fd.as_fd(),
+                    mnt,
+                };
+                self.reconcile_all(key, at, hooks);
+            }
             // Its events not read yet went with its watch: read it again now, so that the
             // polling rounds need not start over (on the 5M tree a round takes ~16 min).
             if let Some((fd, mnt)) = self.open_dir(deeper) {
@@ -229,16 +246,11 @@ impl Tree {
                 };
                 self.reconcile_all(deeper, at, hooks);
             }
-            self.watch_share.taken += 1;
-            let Some(watch) = hooks.dir_added(key, fd.as_fd()) else {
-                continue;
-            };
-            self.dirs.set_watch(key, watch);
-            let at = At {
-                fd: fd.as_fd(),
-                mnt,
-            };
-            self.reconcile_all(key, at, hooks);
+            if given.is_none() {
+                // Refused again (another inotify user took the watch first): it stays polled,
+                // and no more deep directories give theirs away this tick.
+                return;
+            }
         }
         if self.watch_share.wanting.is_empty() {
             self.watch_share.wanting = Vec::new();
