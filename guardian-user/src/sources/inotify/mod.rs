@@ -12,9 +12,9 @@
 //! - Out of watches (`ENOSPC`, `fs.inotify.max_user_watches`): the source keeps going; a
 //!   directory within [`SHALLOW`] levels of its project root takes the watch of a deeper one
 //!   at the next tick (`Hooks::out_of_watches` says the refusal was for want of watches; a
-//!   tick's share is bounded so the dropped watches' `IN_IGNORED` never overflow the queue); the directories
-//!   without a watch are polled in turn (and their watches retried), each second
-//!   as many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), and only while
+//!   tick's share is bounded, so the dropped watches' `IN_IGNORED` never overflow the queue);
+//!   the directories without a watch are polled in turn (and their watches retried), in 10 ms
+//!   slices, as many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), and only while
 //!   their filesystem's free blocks or inodes move (an idle node polls nothing), which
 //!   [`Sample::notes`] says once and `problems()` says while it lasts, with the subtrees in
 //!   [`Sample::rescan`].
