@@ -11,7 +11,7 @@
 //!   shows up as growth), and its path goes into [`Sample::rescan`].
 //! - Out of watches (`ENOSPC`, `fs.inotify.max_user_watches`): the source keeps going; a
 //!   directory within [`SHALLOW`] levels of its project root takes the watch of a deeper one
-//!   at the next tick (`Hooks::out_of_watches` says the refusal was for want of watches; a
+//!   at the next tick (`Hooks::dir_added` says a refusal was for want of watches, `Refused::OutOfWatches`; a
 //!   tick's share is bounded, so the dropped watches' `IN_IGNORED` never overflow the queue);
 //!   the directories without a watch are polled in turn (and their watches retried), in 10 ms
 //!   slices, as many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), and only while
@@ -26,7 +26,7 @@
 mod watches;
 
 use super::track::{
-    At, Backend, Change, Hooks, Key, Tree, Watch, Worker, SHALLOW, UNWATCHED_BUDGET,
+    At, Backend, Change, Hooks, Key, Refused, Tree, Watch, Worker, SHALLOW, UNWATCHED_BUDGET,
 };
 use super::{ProjectDir, Sample, SourceError};
 use ::inotify::{EventMask, Inotify};
@@ -89,7 +89,6 @@ fn build(limit: Option<usize>) -> Result<Worker, SourceError> {
         table: WatchTable::default(),
         limit,
         refused: None,
-        out: false,
     };
     let backend = Ino {
         inotify,
@@ -121,8 +120,6 @@ struct Watcher {
     limit: Option<usize>,
     /// Why the last refused watch was refused.
     refused: Option<String>,
-    /// The last refused watch was refused for want of watches (`ENOSPC`).
-    out: bool,
 }
 
 impl Watcher {
@@ -133,7 +130,7 @@ impl Watcher {
 }
 
 impl Hooks for Watcher {
-    fn dir_added(&mut self, key: Key, dir: BorrowedFd<'_>) -> Option<Watch> {
+    fn dir_added(&mut self, key: Key, dir: BorrowedFd<'_>) -> Result<Watch, Refused> {
         // Always asked: for a directory already watched the kernel returns its watch, for a new
         // one under a reused inode number a new watch.
         if self
@@ -144,8 +141,7 @@ impl Hooks for Watcher {
                 "watch limit reached ({}, test limit)",
                 io::Error::from_raw_os_error(libc::ENOSPC)
             ));
-            self.out = true;
-            return None;
+            return Err(Refused::OutOfWatches);
         }
         // The exact directory the tree opened; following this magic link is the point, so no
         // IN_DONT_FOLLOW here (ONLYDIR still refuses anything but a directory).
@@ -156,12 +152,16 @@ impl Hooks for Watcher {
                 // directory whose IN_IGNORED is still queued): the new key takes the row, and
                 // the old node's descriptor no longer maps back to it.
                 self.table.insert(wd, key);
-                Some(wd)
+                Ok(wd)
             }
             Err(e) => {
                 let e = io::Error::from(e);
-                self.out = e.raw_os_error() == Some(libc::ENOSPC);
-                let why = if self.out {
+                let refused = if e.raw_os_error() == Some(libc::ENOSPC) {
+                    Refused::OutOfWatches
+                } else {
+                    Refused::Other
+                };
+                let why = if refused == Refused::OutOfWatches {
                     let max = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
                         .map(|s| s.trim().to_string())
                         .unwrap_or_else(|_| "?".into());
@@ -170,13 +170,9 @@ impl Hooks for Watcher {
                     format!("inotify_add_watch: {e}")
                 };
                 self.refused = Some(why);
-                None
+                Err(refused)
             }
         }
-    }
-
-    fn out_of_watches(&self) -> bool {
-        self.out
     }
 
     fn dir_dropped(&mut self, key: Key, watch: Watch) {

@@ -21,7 +21,7 @@ mod walk;
 mod worker;
 
 pub(crate) use change::Change;
-pub(crate) use tree::{key_of, At, Hooks, Key, NoHooks, Tree, Watch};
+pub(crate) use tree::{key_of, At, Hooks, Key, NoHooks, Refused, Tree, Watch};
 pub(crate) use unwatched::{SHALLOW, UNWATCHED_BUDGET};
 pub(crate) use worker::Backend;
 pub use worker::{Worker, FORCE_WORKER_FAILURE_ENV};

@@ -66,29 +66,33 @@ pub(crate) const NO_WATCH: Watch = -1;
 /// the directory (`unwatched.rs`).
 pub(crate) const UNWATCHED: Watch = -2;
 
+/// Why a source gave a directory no watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// It has none left (inotify's `ENOSPC`: `fs.inotify.max_user_watches`): dropping one
+    /// would let it succeed.
+    OutOfWatches,
+    /// Anything else.
+    Other,
+}
+
 /// How a source learns which directories joined or left the tracked trees.
 pub(crate) trait Hooks {
     /// `dir` (open) joined a project tree: start watching it. Called before the directory
-    /// is listed, so nothing created in it afterwards goes unseen. `None` when it cannot be
+    /// is listed, so nothing created in it afterwards goes unseen. An error when it cannot be
     /// watched; the tree then polls it.
-    fn dir_added(&mut self, key: Key, dir: BorrowedFd<'_>) -> Option<Watch>;
+    fn dir_added(&mut self, key: Key, dir: BorrowedFd<'_>) -> Result<Watch, Refused>;
     /// The directory left every project tree; `watch` is what [`Hooks::dir_added`] gave it
     /// last.
     fn dir_dropped(&mut self, key: Key, watch: Watch);
-    /// Whether the last [`Hooks::dir_added`] that gave no watch failed for want of watches
-    /// (inotify's `ENOSPC`: `fs.inotify.max_user_watches`), so that dropping one would let it
-    /// succeed.
-    fn out_of_watches(&self) -> bool {
-        false
-    }
 }
 
 /// For sources that see whole filesystems (fanotify): nothing to add or remove.
 pub(crate) struct NoHooks;
 
 impl Hooks for NoHooks {
-    fn dir_added(&mut self, _: Key, _: BorrowedFd<'_>) -> Option<Watch> {
-        Some(NO_WATCH)
+    fn dir_added(&mut self, _: Key, _: BorrowedFd<'_>) -> Result<Watch, Refused> {
+        Ok(NO_WATCH)
     }
 
     fn dir_dropped(&mut self, _: Key, _: Watch) {}

@@ -157,7 +157,7 @@ pub(crate) struct Share {
     /// A search found no watched directory deeper than [`SHALLOW`] since the source last gave
     /// a watch: none is searched for again until it gives one.
     pub(crate) exhausted: bool,
-    /// Watches taken from deeper directories (status and tests).
+    /// Watches taken from deeper directories (tests).
     pub(crate) taken: u64,
 }
 

@@ -2,17 +2,17 @@
 //! filesystems: rounds at a budget, resting while the filesystem is unchanged, and the watches
 //! a shallow directory takes from deeper ones when the source has none left.
 
-use super::tree::{Hooks, Key, Tree, Watch, UNWATCHED};
+use super::tree::{Hooks, Key, Refused, Tree, Watch, UNWATCHED};
 use crate::sources::testutil::{project, tempdir, Tmpfs};
 use std::collections::HashMap;
 use std::fs;
 
-/// Hooks of a source whose every watch is refused (inotify past `max_user_watches`).
+/// Hooks of a source whose every watch is refused, for a reason no freed watch would cure.
 struct RefuseWatches;
 
 impl Hooks for RefuseWatches {
-    fn dir_added(&mut self, _: Key, _: rustix::fd::BorrowedFd<'_>) -> Option<Watch> {
-        None
+    fn dir_added(&mut self, _: Key, _: rustix::fd::BorrowedFd<'_>) -> Result<Watch, Refused> {
+        Err(Refused::Other)
     }
 
     fn dir_dropped(&mut self, _: Key, _: Watch) {}
@@ -162,7 +162,6 @@ struct Limited {
     limit: usize,
     watched: HashMap<Key, Watch>,
     next: Watch,
-    out: bool,
 }
 
 impl Limited {
@@ -171,34 +170,27 @@ impl Limited {
             limit,
             watched: HashMap::new(),
             next: 0,
-            out: false,
         }
     }
 }
 
 impl Hooks for Limited {
-    fn dir_added(&mut self, key: Key, _: rustix::fd::BorrowedFd<'_>) -> Option<Watch> {
-        self.out = false;
+    fn dir_added(&mut self, key: Key, _: rustix::fd::BorrowedFd<'_>) -> Result<Watch, Refused> {
         if let Some(watch) = self.watched.get(&key) {
-            return Some(*watch);
+            return Ok(*watch);
         }
         if self.watched.len() >= self.limit {
-            self.out = true;
-            return None;
+            return Err(Refused::OutOfWatches);
         }
         self.next += 1;
         self.watched.insert(key, self.next);
-        Some(self.next)
+        Ok(self.next)
     }
 
     fn dir_dropped(&mut self, key: Key, watch: Watch) {
         if self.watched.get(&key) == Some(&watch) {
             self.watched.remove(&key);
         }
-    }
-
-    fn out_of_watches(&self) -> bool {
-        self.out
     }
 }
 

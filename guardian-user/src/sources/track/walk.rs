@@ -5,7 +5,7 @@
 
 use super::dirs::Full;
 use super::rewalk::{Reason, PERIODIC_BUDGET, REPAIR_BUDGET};
-use super::tree::{At, Hooks, Key, Place, Tree, Watch, UNWATCHED};
+use super::tree::{At, Hooks, Key, Place, Refused, Tree, Watch, UNWATCHED};
 use super::unwatched::{FsStamp, Stamp, SHALLOW, SHARE_PER_TICK, UNWATCHED_BURST};
 use crate::fsys::{self, EntryKind};
 use crate::scan::MAX_DEPTH;
@@ -175,16 +175,21 @@ impl Tree {
     /// cannot. A directory near its project root ([`SHALLOW`]) refused for want of watches
     /// waits for [`Tree::share_watches`] to take it one of a deeper directory's.
     fn watch_dir(&mut self, key: Key, dir: BorrowedFd<'_>, hooks: &mut dyn Hooks) -> Watch {
-        if let Some(watch) = hooks.dir_added(key, dir) {
-            if watch >= 0 {
-                self.watch_share.given();
+        match hooks.dir_added(key, dir) {
+            Ok(watch) => {
+                if watch >= 0 {
+                    self.watch_share.given();
+                }
+                watch
             }
-            return watch;
+            Err(Refused::OutOfWatches) => {
+                if self.dirs.depth(key).is_some_and(|d| d <= SHALLOW) {
+                    self.watch_share.want(key);
+                }
+                UNWATCHED
+            }
+            Err(Refused::Other) => UNWATCHED,
         }
-        if hooks.out_of_watches() && self.dirs.depth(key).is_some_and(|d| d <= SHALLOW) {
-            self.watch_share.want(key);
-        }
-        UNWATCHED
     }
 
     /// Gives the shallow directories refused a watch for want of one (the most recent first, at
@@ -198,10 +203,6 @@ impl Tree {
         let began = Instant::now();
         for _ in 0..SHARE_PER_TICK {
             if began.elapsed() >= UNWATCHED_BURST {
-                return;
-            }
-            if self.watch_share.exhausted {
-                self.watch_share.none_left();
                 return;
             }
             let Some(key) = self.watch_share.wanting.pop() else {
@@ -229,7 +230,7 @@ impl Tree {
             // The shallow one first: reading the deep one again may meet a new directory,
             // which would take the freed watch.
             let given = hooks.dir_added(key, fd.as_fd());
-            if let Some(watch) = given {
+            if let Ok(watch) = given {
                 self.dirs.set_watch(key, watch);
                 let at = At {
                     fd: fd.as_fd(),
@@ -246,7 +247,7 @@ impl Tree {
                 };
                 self.reconcile_all(deeper, at, hooks);
             }
-            if given.is_none() {
+            if given.is_err() {
                 // Refused again (another inotify user took the watch first): it stays polled,
                 // and no more deep directories give theirs away this tick.
                 return;
