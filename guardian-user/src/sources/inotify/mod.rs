@@ -21,7 +21,7 @@
 //! - A directory is always (re)watched when it enters the tree: a new directory under a deleted
 //!   one's inode number gets its own watch, never the dead one's.
 //! - What a watch costs in userspace: its descriptor in the directory's record of the size table,
-//!   and an 8-byte row of the packed descriptor → directory table (`watches.rs`).
+//!   and a 4-byte row of the packed descriptor → directory table (`watches.rs`).
 
 mod watches;
 
