@@ -179,6 +179,7 @@ impl Guardian {
         cancel: Arc<AtomicBool>,
         extra_protection: ExtraProtection,
     ) -> Result<Guardian, DaemonError> {
+        memory::fix_thresholds();
         let audit = AuditLog::new(&config.daemon.audit_log);
         let tasks = crate::tasks::TaskService::new(&config);
         // Right before each delete: the caller's check, then a fresh answer from the task DB.
