@@ -32,6 +32,7 @@ use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 const NAME: &str = "fanotify";
 
@@ -393,8 +394,8 @@ impl Backend for Fan {
         self.tree.walks_pending()
     }
 
-    fn tick(&mut self) {
-        self.tree.rewalk_due(NAME, &mut NoHooks);
+    fn tick(&mut self, slice: Duration) {
+        self.tree.rewalk_due(NAME, &mut NoHooks, slice);
     }
 
     fn take(&mut self) -> Sample {

@@ -14,7 +14,8 @@
 //!   at the next tick (`Hooks::dir_added` says a refusal was for want of watches, `Refused::OutOfWatches`; a
 //!   tick's share is bounded, so the dropped watches' `IN_IGNORED` never overflow the queue);
 //!   the directories without a watch are polled in turn (and their watches retried), in 10 ms
-//!   slices, as many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), and only while
+//!   slices (shorter while a countdown budget is close to running out: `Backend::tick`), as
+//!   many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), and only while
 //!   their filesystem's free blocks or inodes move (an idle node polls nothing), which
 //!   [`Sample::notes`] says once and `problems()` says while it lasts, with the subtrees in
 //!   [`Sample::rescan`].
@@ -36,6 +37,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
 use watches::WatchTable;
 
 const NAME: &str = "inotify";
@@ -386,11 +388,11 @@ impl Backend for Ino {
         self.tree.walks_pending() || !self.stale.is_empty() || self.tree.unwatched_busy()
     }
 
-    fn tick(&mut self) {
+    fn tick(&mut self, slice: Duration) {
         self.settle_stale(true);
-        self.tree.rewalk_due(NAME, &mut self.watcher);
-        self.tree.share_watches(&mut self.watcher);
-        self.tree.poll_unwatched(&mut self.watcher);
+        self.tree.rewalk_due(NAME, &mut self.watcher, slice);
+        self.tree.share_watches(&mut self.watcher, slice);
+        self.tree.poll_unwatched(&mut self.watcher, slice);
     }
 
     fn sees_every_write(&self) -> bool {

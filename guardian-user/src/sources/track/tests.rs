@@ -11,6 +11,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn open(dir: &Path) -> (OwnedFd, (u64, u64), Option<u64>) {
     let fd = fsys::open_dir_path(dir).unwrap();
@@ -490,9 +491,9 @@ fn periodic_rewalks_pass_while_the_filesystem_is_unchanged() {
     tree.set_projects(&[project(1, &root)], &mut NoHooks);
     assert_eq!(tree.total(1), 3_000);
     // Every turn due at once (a tick walks or passes for at most its slice).
-    tree.walks.set_period_for_tests(std::time::Duration::ZERO);
+    tree.walks.set_period_for_tests(Duration::ZERO);
     for _ in 0..3 {
-        tree.rewalk_due("test", &mut NoHooks);
+        tree.rewalk_due("test", &mut NoHooks, Duration::MAX);
     }
     assert_eq!(
         tree.walks.done, 0,
@@ -502,10 +503,10 @@ fn periodic_rewalks_pass_while_the_filesystem_is_unchanged() {
     // A file no event told the tree about (a count that drifted): the write moves the
     // filesystem's free blocks, so the next turn walks and finds it.
     fs::write(root.join("src/b"), vec![b'b'; 5_000]).unwrap();
-    tree.rewalk_due("test", &mut NoHooks);
+    tree.rewalk_due("test", &mut NoHooks, Duration::MAX);
     assert_eq!(tree.walks.done, 1);
     assert_eq!(tree.total(1), 8_000);
-    tree.rewalk_due("test", &mut NoHooks);
+    tree.rewalk_due("test", &mut NoHooks, Duration::MAX);
     assert_eq!(tree.walks.done, 1, "settled again");
 
     // No counts to compare: every turn walks.
@@ -514,8 +515,8 @@ fn periodic_rewalks_pass_while_the_filesystem_is_unchanged() {
     fs::create_dir_all(&root).unwrap();
     let mut tree = Tree::default();
     tree.set_projects(&[project(1, &root)], &mut NoHooks);
-    tree.walks.set_period_for_tests(std::time::Duration::ZERO);
-    tree.rewalk_due("test", &mut NoHooks);
+    tree.walks.set_period_for_tests(Duration::ZERO);
+    tree.rewalk_due("test", &mut NoHooks, Duration::MAX);
     assert!(tree.walks.done > 1, "{} walks", tree.walks.done);
     assert_eq!(tree.walks.passed, 0);
 }

@@ -6,6 +6,7 @@ use super::tree::{Hooks, Key, Refused, Tree, Watch, UNWATCHED};
 use crate::sources::testutil::{project, tempdir, Tmpfs};
 use std::collections::HashMap;
 use std::fs;
+use std::time::Duration;
 
 /// Hooks of a source whose every watch is refused, for a reason no freed watch would cure.
 struct RefuseWatches;
@@ -40,11 +41,18 @@ fn unwatched_directories_are_polled_in_turn_and_a_round_finds_every_change() {
     }
     let want: i64 = (0..300).map(|d| 1000 + d).sum();
 
+    // A tick with its whole budget but no time before the next read of the queue is due (a
+    // countdown budget about to run out: the crossing's event comes first) polls nothing.
+    tree.unwatched_pace = Pace::new(Instant::now());
+    tree.poll_unwatched(&mut RefuseWatches, Duration::ZERO);
+    assert_eq!(tree.unwatched_pace.cursor, None);
+    assert_eq!(tree.total(1), 0);
+
     // A tick with next to nothing left to spend polls exactly one directory, the first.
     tree.unwatched_pace = Pace::new(Instant::now());
     tree.unwatched_pace
         .spent(UNWATCHED_BURST - Duration::from_nanos(1));
-    tree.poll_unwatched(&mut RefuseWatches);
+    tree.poll_unwatched(&mut RefuseWatches, Duration::MAX);
     let first = tree.unwatched_pace.cursor.expect("one directory polled");
     assert_eq!(
         tree.dirs.next_unwatched(None).map(|(at, _)| at),
@@ -56,7 +64,7 @@ fn unwatched_directories_are_polled_in_turn_and_a_round_finds_every_change() {
         "the whole round ran in a tick allowed a nanosecond"
     );
     // Spent: the next tick polls nothing until the budget refills.
-    tree.poll_unwatched(&mut RefuseWatches);
+    tree.poll_unwatched(&mut RefuseWatches, Duration::MAX);
     assert_eq!(tree.unwatched_pace.cursor, Some(first));
 
     // Ticks with time (a fresh burst each, not to wait for the refill) go on from the cursor
@@ -66,7 +74,7 @@ fn unwatched_directories_are_polled_in_turn_and_a_round_finds_every_change() {
         let cursor = tree.unwatched_pace.cursor;
         tree.unwatched_pace = Pace::new(Instant::now());
         tree.unwatched_pace.cursor = cursor;
-        tree.poll_unwatched(&mut RefuseWatches);
+        tree.poll_unwatched(&mut RefuseWatches, Duration::MAX);
         ticks += 1;
         assert!(ticks < 10_000, "the round never ended");
     }
@@ -85,7 +93,7 @@ fn unwatched_round_with(tree: &mut Tree, hooks: &mut dyn Hooks) -> u64 {
     for _ in 0..10_000 {
         // A fresh burst each tick, not to wait for the budget's refill.
         tree.unwatched_pace.refill_for_tests();
-        tree.poll_unwatched(hooks);
+        tree.poll_unwatched(hooks, Duration::MAX);
         if tree.unwatched_pace.rounds > rounds || tree.unwatched_pace.cursor.is_none() {
             break;
         }
@@ -239,7 +247,12 @@ fn out_of_watches_a_new_project_takes_the_watches_of_deep_directories() {
         let deep = old.join(format!("pkg{n:02}/lib/src/deep"));
         fs::write(deep.join("f"), vec![b'd'; 100 + n]).unwrap();
     }
-    tree.share_watches(&mut hooks);
+    // A tick with no time before the next read of the queue is due (a countdown budget about
+    // to run out) leaves them waiting.
+    tree.share_watches(&mut hooks, Duration::ZERO);
+    assert_eq!(tree.watch_share.wanting.len(), 4);
+    assert_eq!(tree.watch_share.taken, 0);
+    tree.share_watches(&mut hooks, Duration::MAX);
     assert!(tree.watch_share.wanting.is_empty());
     assert_eq!(tree.total(2), 700);
     let evicted: Vec<Key> = tree.dirs.unwatched_keys().collect();
@@ -306,7 +319,7 @@ fn out_of_watches_a_new_project_takes_the_watches_of_deep_directories() {
     let mut tree = Tree::default();
     tree.set_projects(&[project(3, &tiny)], &mut hooks);
     assert_eq!(tree.watch_share.wanting.len(), 1);
-    tree.share_watches(&mut hooks);
+    tree.share_watches(&mut hooks, Duration::MAX);
     assert_eq!(tree.watch_share.taken, 0);
     assert!(tree.watch_share.exhausted);
     assert!(tree.watch_share.wanting.is_empty());
@@ -320,7 +333,7 @@ fn out_of_watches_a_new_project_takes_the_watches_of_deep_directories() {
     let mut tree = Tree::default();
     tree.set_projects(&[project(1, &old)], &mut RefuseWatches);
     assert!(tree.watch_share.wanting.is_empty());
-    tree.share_watches(&mut RefuseWatches);
+    tree.share_watches(&mut RefuseWatches, Duration::MAX);
     assert_eq!(tree.watch_share.taken, 0);
     assert_eq!(tree.unwatched(), 81);
 }

@@ -199,10 +199,11 @@ impl Tree {
     /// [`SHALLOW`], which is polled from then on; both are read again (what happened in the
     /// one while it was only polled, and in the other since its last batch of events). Between
     /// batches of events only: every watch dropped queues an event.
-    pub(crate) fn share_watches(&mut self, hooks: &mut dyn Hooks) {
+    pub(crate) fn share_watches(&mut self, hooks: &mut dyn Hooks, slice: Duration) {
         let began = Instant::now();
+        let slice = slice.min(UNWATCHED_BURST);
         for _ in 0..SHARE_PER_TICK {
-            if began.elapsed() >= UNWATCHED_BURST {
+            if began.elapsed() >= slice {
                 return;
             }
             let Some(key) = self.watch_share.wanting.pop() else {
@@ -276,7 +277,7 @@ impl Tree {
     /// Polls unwatched directories in turn, as many as the budget allows this tick
     /// (`unwatched.rs`): retries each one's watch, then re-reads all its entries. Between
     /// rounds, none starts while their filesystems are as the last whole round found them.
-    pub(crate) fn poll_unwatched(&mut self, hooks: &mut dyn Hooks) {
+    pub(crate) fn poll_unwatched(&mut self, hooks: &mut dyn Hooks, slice: Duration) {
         if self.dirs.unwatched() == 0 {
             self.unwatched_pace.cursor = None;
             return;
@@ -290,7 +291,7 @@ impl Tree {
         } else {
             None
         };
-        let allowance = self.unwatched_pace.allowance(Instant::now());
+        let allowance = self.unwatched_pace.allowance(Instant::now()).min(slice);
         if allowance.is_zero() {
             return;
         }
@@ -363,9 +364,15 @@ impl Tree {
     /// Re-walks what the schedule says is due, within its CPU budget and at most [`SLICE`] per
     /// call. What a re-walk corrects shows up as growth; a correction found by a periodic walk
     /// (a count that had drifted) is noted.
-    pub(crate) fn rewalk_due(&mut self, source: &'static str, hooks: &mut dyn Hooks) {
+    pub(crate) fn rewalk_due(
+        &mut self,
+        source: &'static str,
+        hooks: &mut dyn Hooks,
+        slice: Duration,
+    ) {
         let began = Instant::now();
-        while began.elapsed() < SLICE {
+        let slice = slice.min(SLICE);
+        while began.elapsed() < slice {
             let Some((id, reason, pass)) = self.walks.next(Instant::now()) else {
                 break;
             };

@@ -28,8 +28,11 @@ pub(crate) trait Backend: Send + 'static {
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError>;
     /// Reads and applies every queued event without blocking.
     fn pump(&mut self) -> io::Result<()>;
-    /// Periodic work (re-walks, polled dirs, retries), about once per [`TICK`].
-    fn tick(&mut self);
+    /// Periodic work (re-walks, polled dirs, retries), about once per [`TICK`], each kind
+    /// in slices of at most `slice` (the time until the next read of the queue is due: a few
+    /// ms while a countdown budget is close to running out, so a crossing's event never waits
+    /// long behind it).
+    fn tick(&mut self, slice: Duration);
     /// Whether [`Backend::tick`] has urgent work (then it runs as soon as the budget allows,
     /// not only once per [`TICK`]).
     fn busy(&self) -> bool {
@@ -337,12 +340,12 @@ fn run<B: Backend>(
         // a writer making many small writes costs one event per batch instead of one per write.
         // Close to a countdown budget running out the batch is shorter: the read that spends it
         // wakes the daemon within a few ms of the write (`countdown::batch_for`).
-        let batch_left = match shared.lock() {
+        let (batch, batch_left) = match shared.lock() {
             Ok(mut s) => {
                 let batch = s.tally.batch(BATCH);
                 let left = batch.saturating_sub(last_pump.elapsed());
                 s.batching = (!left.is_zero()).then_some((last_pump, batch));
-                left
+                (batch, left)
             }
             Err(_) => return,
         };
@@ -437,7 +440,7 @@ fn run<B: Backend>(
             }
         }
         if last_tick.elapsed() >= tick_every {
-            backend.tick();
+            backend.tick(batch);
             last_tick = Instant::now();
         }
         let sample = backend.take();
