@@ -69,6 +69,7 @@ impl Default for Schedule {
 
 /// glibc's mmap and trim thresholds, fixed (see [`fix_thresholds`]): 128 KiB, glibc's own
 /// starting values.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 pub const ALLOCATOR_THRESHOLD: usize = 128 << 10;
 
 /// Fixes glibc's mmap and trim thresholds at [`ALLOCATOR_THRESHOLD`], which turns off their
