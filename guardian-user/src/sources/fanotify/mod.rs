@@ -394,8 +394,9 @@ impl Backend for Fan {
         self.tree.walks_pending()
     }
 
-    fn tick(&mut self, slice: Duration) {
-        self.tree.rewalk_due(NAME, &mut NoHooks, slice);
+    /// Re-walks only, which keep their own slice (`Tree::rewalk_due`).
+    fn tick(&mut self, _slice: Duration) {
+        self.tree.rewalk_due(NAME, &mut NoHooks);
     }
 
     fn take(&mut self) -> Sample {

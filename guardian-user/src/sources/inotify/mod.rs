@@ -390,7 +390,7 @@ impl Backend for Ino {
 
     fn tick(&mut self, slice: Duration) {
         self.settle_stale(true);
-        self.tree.rewalk_due(NAME, &mut self.watcher, slice);
+        self.tree.rewalk_due(NAME, &mut self.watcher);
         self.tree.share_watches(&mut self.watcher, slice);
         self.tree.poll_unwatched(&mut self.watcher, slice);
     }

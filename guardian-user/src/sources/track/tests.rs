@@ -493,7 +493,7 @@ fn periodic_rewalks_pass_while_the_filesystem_is_unchanged() {
     // Every turn due at once (a tick walks or passes for at most its slice).
     tree.walks.set_period_for_tests(Duration::ZERO);
     for _ in 0..3 {
-        tree.rewalk_due("test", &mut NoHooks, Duration::MAX);
+        tree.rewalk_due("test", &mut NoHooks);
     }
     assert_eq!(
         tree.walks.done, 0,
@@ -503,10 +503,10 @@ fn periodic_rewalks_pass_while_the_filesystem_is_unchanged() {
     // A file no event told the tree about (a count that drifted): the write moves the
     // filesystem's free blocks, so the next turn walks and finds it.
     fs::write(root.join("src/b"), vec![b'b'; 5_000]).unwrap();
-    tree.rewalk_due("test", &mut NoHooks, Duration::MAX);
+    tree.rewalk_due("test", &mut NoHooks);
     assert_eq!(tree.walks.done, 1);
     assert_eq!(tree.total(1), 8_000);
-    tree.rewalk_due("test", &mut NoHooks, Duration::MAX);
+    tree.rewalk_due("test", &mut NoHooks);
     assert_eq!(tree.walks.done, 1, "settled again");
 
     // No counts to compare: every turn walks.
@@ -516,7 +516,7 @@ fn periodic_rewalks_pass_while_the_filesystem_is_unchanged() {
     let mut tree = Tree::default();
     tree.set_projects(&[project(1, &root)], &mut NoHooks);
     tree.walks.set_period_for_tests(Duration::ZERO);
-    tree.rewalk_due("test", &mut NoHooks, Duration::MAX);
+    tree.rewalk_due("test", &mut NoHooks);
     assert!(tree.walks.done > 1, "{} walks", tree.walks.done);
     assert_eq!(tree.walks.passed, 0);
 }

@@ -364,15 +364,9 @@ impl Tree {
     /// Re-walks what the schedule says is due, within its CPU budget and at most [`SLICE`] per
     /// call. What a re-walk corrects shows up as growth; a correction found by a periodic walk
     /// (a count that had drifted) is noted.
-    pub(crate) fn rewalk_due(
-        &mut self,
-        source: &'static str,
-        hooks: &mut dyn Hooks,
-        slice: Duration,
-    ) {
+    pub(crate) fn rewalk_due(&mut self, source: &'static str, hooks: &mut dyn Hooks) {
         let began = Instant::now();
-        let slice = slice.min(SLICE);
-        while began.elapsed() < slice {
+        while began.elapsed() < SLICE {
             let Some((id, reason, pass)) = self.walks.next(Instant::now()) else {
                 break;
             };

@@ -28,10 +28,13 @@ pub(crate) trait Backend: Send + 'static {
     fn watch(&mut self, projects: &[ProjectDir]) -> Result<(), SourceError>;
     /// Reads and applies every queued event without blocking.
     fn pump(&mut self) -> io::Result<()>;
-    /// Periodic work (re-walks, polled dirs, retries), about once per [`TICK`], each kind
-    /// in slices of at most `slice` (the time until the next read of the queue is due: a few
-    /// ms while a countdown budget is close to running out, so a crossing's event never waits
-    /// long behind it).
+    /// Periodic work (re-walks, polled dirs, retries), about once per [`TICK`]; what can be
+    /// cut anywhere (polling directories without a watch, sharing watches) in slices of at
+    /// most `slice` — the time until the next read of the queue is due, a few ms while a
+    /// countdown budget is close to running out, so a crossing's event does not wait behind
+    /// it. Re-walks keep their own slice: a walk cannot stop mid-project, and while the
+    /// sampler rests (budgets of 1 MiB, batches of 2 ms) a 2 ms slice would stretch an
+    /// overflow's repair of many small projects several times over.
     fn tick(&mut self, slice: Duration);
     /// Whether [`Backend::tick`] has urgent work (then it runs as soon as the budget allows,
     /// not only once per [`TICK`]).
