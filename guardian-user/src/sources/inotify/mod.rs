@@ -11,8 +11,9 @@
 //!   shows up as growth), and its path goes into [`Sample::rescan`].
 //! - Out of watches (`ENOSPC`, `fs.inotify.max_user_watches`): the source keeps going; a
 //!   directory within [`SHALLOW`] levels of its project root takes the watch of a deeper one
-//!   at the next tick (`Hooks::dir_added` says a refusal was for want of watches, `Refused::OutOfWatches`; a
-//!   tick's share is bounded, so the dropped watches' `IN_IGNORED` never overflow the queue);
+//!   at the next tick (`Hooks::dir_added` says a refusal was for want of watches,
+//!   `Refused::OutOfWatches`; a tick's share is bounded, so the dropped watches' `IN_IGNORED`
+//!   never overflow the queue);
 //!   the directories without a watch are polled in turn (and their watches retried), in 10 ms
 //!   slices (shorter while a countdown budget is close to running out: `Backend::tick`), as
 //!   many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), and only while

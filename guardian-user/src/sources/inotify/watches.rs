@@ -11,7 +11,7 @@
 //! size table (`track::Watch`), not here. Two hash maps (descriptor → directory, directory →
 //! descriptor) cost ~66 bytes per directory before, rows of descriptor and low half 8.
 
-use crate::sources::track::Key;
+use crate::sources::track::{u32_of, us, Key};
 use std::collections::HashMap;
 
 /// Low half of a tombstone's inode number.
@@ -26,14 +26,6 @@ const COMPACT_MIN: usize = 64;
 /// Longest gap of tombstones a compaction keeps inside a run (a tombstone costs 4 bytes, a new
 /// run 8).
 const MAX_GAP: i64 = 1;
-
-fn us(n: u32) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
-}
-
-fn u32_of(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
 
 /// Consecutive descriptors: row `at` of its list stands for `wd`, the next row for `wd + 1`,
 /// and so on up to the next run's first row.

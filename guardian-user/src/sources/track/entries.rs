@@ -9,6 +9,8 @@
 //! compacted (`dirs/`). What the entries mean (sizes per project, hard links, collisions) is
 //! `tree.rs`'s.
 
+use super::{u32_of, us};
+
 /// `size` of an entry that is a subdirectory (`ino` is the directory's).
 pub(super) const DIR: u32 = u32::MAX;
 /// `size` of a file whose size lives in the tree's wide table (several tracked names, or too
@@ -135,14 +137,6 @@ fn u8_of(n: usize) -> u8 {
     u8::try_from(n).unwrap_or(u8::MAX)
 }
 
-fn us(n: u32) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
-}
-
-fn u(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
 /// The pool's entries, narrow until an inode number needs 64 bits.
 #[derive(Debug)]
 enum Store {
@@ -193,9 +187,9 @@ fn packed<'a, T: Item>(old: &[T], holes: usize, segs: impl Iterator<Item = &'a m
         list.extend(items.iter().filter(|e| !e.is_dead()).copied());
         let kept = list.len() - start;
         *seg = Seg {
-            off: u(start),
-            len: u(kept),
-            cap: u(kept),
+            off: u32_of(start),
+            len: u32_of(kept),
+            cap: u32_of(kept),
             tail: u8_of(kept - (sorted - head_dead)),
             dead: 0,
             tag: s.tag,
@@ -223,7 +217,7 @@ impl Pool {
         Some(Seg {
             off,
             len: 0,
-            cap: u(cap),
+            cap: u32_of(cap),
             tail: 0,
             dead: 0,
             tag: 0,
@@ -251,7 +245,7 @@ impl Pool {
         } else {
             self.holes += cap - keep;
         }
-        seg.cap = u(keep);
+        seg.cap = u32_of(keep);
     }
 
     /// Whether compacting is worth it (holes are half of the pool).
@@ -542,7 +536,7 @@ impl<'a> EntriesMut<'a> {
                 return false;
             };
             self.pool.resize(end);
-            self.seg.cap = u(cap + more);
+            self.seg.cap = u32_of(cap + more);
             return true;
         }
         let Some(mut moved) = self.pool.alloc(cap + more) else {
@@ -566,7 +560,7 @@ impl<'a> EntriesMut<'a> {
         let (kept, head) = each!(&mut self.pool.store, v => {
             sweep_in(v.get_mut(range).unwrap_or(&mut []), sorted)
         });
-        self.seg.len = u(kept);
+        self.seg.len = u32_of(kept);
         self.seg.tail = u8_of(kept - head);
         self.seg.dead = 0;
         if us(self.seg.cap) > kept + kept / 4 + 4 {

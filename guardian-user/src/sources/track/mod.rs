@@ -26,6 +26,16 @@ pub(crate) use unwatched::{SHALLOW, UNWATCHED_BUDGET};
 pub(crate) use worker::Backend;
 pub use worker::{Worker, FORCE_WORKER_FAILURE_ENV};
 
+/// A 32-bit record, row or pool number as an index (saturating where `usize` is narrower).
+pub(crate) fn us(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// An index or count as the 32 bits the packed tables keep, saturating.
+pub(crate) fn u32_of(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod countdown_tests;
 #[cfg(test)]

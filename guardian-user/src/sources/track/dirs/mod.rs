@@ -11,6 +11,7 @@
 use super::entries::{Entries, EntriesMut, Entry, Pool, Seg};
 use super::links::home_bucket;
 use super::tree::{Key, Watch, NO_WATCH, UNWATCHED};
+use super::us;
 use std::ffi::CStr;
 
 mod watches;
@@ -76,10 +77,6 @@ pub(super) struct Dirs {
     pool: Pool,
     /// Directories whose watch is [`UNWATCHED`], per index into `devs`.
     unwatched: Vec<usize>,
-}
-
-fn us(n: u32) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 fn halves(ino: u64) -> [u32; 2] {
