@@ -1,9 +1,8 @@
 //! When the sampler looks next: every `sample_interval` while anything happens, and, once a
 //! few samples in a row found nothing (no byte written or freed, free space as it was, no cycle
-//! running, and a source that counts every write it could see: not inotify with directories
-//! past its watch limit), at a *resting* interval — with the write countdown armed small, so the first
-//! bytes of a new writer wake the daemon at once and sampling is back at its pace from that
-//! sample on. An idle node then costs a sample a second instead of four, and a writer is seen
+//! running, and a source with a write countdown), at a *resting* interval — with the write
+//! countdown armed small, so the first bytes of a new writer wake the daemon at once and
+//! sampling is back at its pace from that sample on. An idle node then costs a sample a second instead of four, and a writer is seen
 //! as early as before. Pure: the loop reports each sample and asks for the next interval.
 
 use std::time::Duration;
@@ -12,7 +11,10 @@ use std::time::Duration;
 pub const QUIET_SAMPLES: u32 = 4;
 /// The resting interval (never longer than the poll interval, never shorter than the sample
 /// interval): what the countdown cannot see — stores through `mmap`, writers outside what the
-/// source watches — waits at most this long for a sample.
+/// source watches, inotify's directories past its watch limit (only polled) — waits at most
+/// this long for a sample. (The inotify worker reading those filesystems' free space itself
+/// every 250 ms instead was tried: each turn of its thread costs ~130 µs on the 2-vCPU VM of
+/// docs/benchmarks.md, as much as the samples it saved.)
 pub const RESTING: Duration = Duration::from_secs(1);
 /// The countdown budget while resting, per filesystem: a writer wakes the daemon once it has
 /// written this much (the budget a threshold's headroom asks for, if smaller, still holds).

@@ -481,8 +481,9 @@ impl Guardian {
             self.publish_state();
         }
         let resting = self.cadence.resting();
-        // A source that cannot count every write (inotify with directories past its watch
-        // limit, only polled) would leave a crossing in them to the resting interval.
+        // A source without a countdown would leave every crossing to the resting interval.
+        // What a counting source misses (stores through `mmap`, inotify's directories past its
+        // watch limit, only polled) moves free space, which the next resting sample reads.
         self.cadence.sampled(
             !wrote
                 && unchanged

@@ -65,9 +65,22 @@ pub struct Budget {
     pub dev: u64,
     /// Bytes that may be written before the source wakes the daemon.
     pub bytes: u64,
+    /// The budget the thresholds ask for (`bytes` may be smaller: cut to 1 MiB while the
+    /// sampler rests, `daemon/cadence.rs`): how close the next threshold is, which is what
+    /// cuts a worker's periodic work into short slices ([`Tally::slice`]).
+    pub asked: u64,
 }
 
 impl Budget {
+    /// A budget of `bytes`, as the thresholds ask for it.
+    pub fn new(dev: u64, bytes: u64) -> Budget {
+        Budget {
+            dev,
+            bytes,
+            asked: bytes,
+        }
+    }
+
     /// The budget after a `statvfs`: the headroom of available bytes above the next byte
     /// threshold below them (`cleanup_free`, `min_free`, `critical_free`, and any `floors` such
     /// as a forecast's), less the margin, at least [`MIN_BUDGET`].
@@ -78,10 +91,7 @@ impl Budget {
             limits.critical_bytes,
         ];
         let headroom = headroom(space.avail_bytes, levels.iter().chain(floors).copied());
-        Budget {
-            dev,
-            bytes: budget_for(headroom),
-        }
+        Budget::new(dev, budget_for(headroom))
     }
 }
 
@@ -152,8 +162,19 @@ pub fn wake(waker: Option<&Waker>, wake: Wake) -> bool {
 /// wake-up, once per arming.
 #[derive(Debug, Default)]
 pub struct Tally {
-    /// By `st_dev`: (budget, spent, fired).
-    armed: HashMap<u64, (u64, u64, bool)>,
+    /// By `st_dev`.
+    armed: HashMap<u64, Armed>,
+}
+
+#[derive(Debug)]
+struct Armed {
+    budget: u64,
+    /// [`Budget::asked`].
+    asked: u64,
+    /// Bytes counted since the arming.
+    spent: u64,
+    /// The budget woke the daemon; nothing more until armed again.
+    fired: bool,
 }
 
 impl Tally {
@@ -161,7 +182,15 @@ impl Tally {
     pub fn arm(&mut self, budgets: &[Budget]) {
         self.armed = budgets
             .iter()
-            .map(|b| (b.dev, (b.bytes, 0, false)))
+            .map(|b| {
+                let armed = Armed {
+                    budget: b.bytes,
+                    asked: b.asked.max(b.bytes),
+                    spent: 0,
+                    fired: false,
+                };
+                (b.dev, armed)
+            })
             .collect();
     }
 
@@ -170,8 +199,8 @@ impl Tally {
     pub fn left(&self) -> Option<u64> {
         self.armed
             .values()
-            .filter(|(_, _, fired)| !fired)
-            .map(|(budget, spent, _)| budget.saturating_sub(*spent))
+            .filter(|a| !a.fired)
+            .map(|a| a.budget.saturating_sub(a.spent))
             .min()
     }
 
@@ -180,18 +209,30 @@ impl Tally {
         batch_for(self.left(), longest)
     }
 
+    /// The longest slice of periodic work (polling, sharing watches) a worker may run now:
+    /// [`batch_for`] of what is left of the closest budget as the thresholds ask for it, so
+    /// the slices are short only near a threshold, not while a resting sampler's small budget
+    /// waits for a new writer (then a slice delays that wake-up by at most `longest`).
+    pub fn slice(&self, longest: Duration) -> Duration {
+        let left = (self.armed.values())
+            .filter(|a| !a.fired)
+            .map(|a| a.asked.saturating_sub(a.spent))
+            .min();
+        batch_for(left, longest)
+    }
+
     /// Spends `bytes` written on `dev`; the wake-up when this spend exhausts its budget.
     pub fn spend(&mut self, source: &'static str, dev: u64, bytes: u64) -> Option<Wake> {
-        let (budget, spent, fired) = self.armed.get_mut(&dev)?;
-        *spent = spent.saturating_add(bytes);
-        if *fired || *spent < *budget {
+        let a = self.armed.get_mut(&dev)?;
+        a.spent = a.spent.saturating_add(bytes);
+        if a.fired || a.spent < a.budget {
             return None;
         }
-        *fired = true;
+        a.fired = true;
         Some(Wake {
             source,
             dev,
-            bytes: *spent,
+            bytes: a.spent,
         })
     }
 }
@@ -245,13 +286,7 @@ mod tests {
             target_inodes: 0,
         };
         let b = Budget::after_statvfs(7, &space, &limits, &[]);
-        assert_eq!(
-            b,
-            Budget {
-                dev: 7,
-                bytes: 100 * MIB - 100 * MIB / 8
-            }
-        );
+        assert_eq!(b, Budget::new(7, 100 * MIB - 100 * MIB / 8));
         // A forecast floor above cleanup_free comes first.
         let b = Budget::after_statvfs(7, &space, &limits, &[260 * MIB]);
         assert_eq!(b.bytes, 35 * MIB);
@@ -261,13 +296,13 @@ mod tests {
     fn a_tally_wakes_once_per_arming() {
         let mut t = Tally::default();
         assert_eq!(t.spend("inotify", 1, 10), None, "nothing armed");
-        t.arm(&[Budget { dev: 1, bytes: 100 }]);
+        t.arm(&[Budget::new(1, 100)]);
         assert_eq!(t.spend("inotify", 1, 60), None);
         assert_eq!(t.spend("inotify", 2, 1000), None, "another filesystem");
         let w = t.spend("inotify", 1, 60).expect("budget reached");
         assert_eq!(w.bytes, 120);
         assert_eq!(t.spend("inotify", 1, 1000), None, "once per arming");
-        t.arm(&[Budget { dev: 1, bytes: 100 }]);
+        t.arm(&[Budget::new(1, 100)]);
         assert!(t.spend("inotify", 1, 100).is_some(), "re-armed");
     }
 
@@ -297,7 +332,7 @@ mod tests {
     fn a_tally_says_what_is_left_of_the_closest_unspent_budget() {
         let mut t = Tally::default();
         assert_eq!(t.left(), None);
-        t.arm(&[Budget { dev: 1, bytes: 100 }, Budget { dev: 2, bytes: 500 }]);
+        t.arm(&[Budget::new(1, 100), Budget::new(2, 500)]);
         assert_eq!(t.left(), Some(100));
         t.spend("fanotify", 2, 450);
         assert_eq!(t.left(), Some(50));
@@ -310,6 +345,28 @@ mod tests {
             t.batch(Duration::from_millis(100)),
             Duration::from_millis(100)
         );
+    }
+
+    #[test]
+    fn slices_are_cut_near_a_threshold_not_by_a_resting_budget() {
+        let ms = Duration::from_millis;
+        let mut t = Tally::default();
+        // Resting: 1 MiB to wake on, 10 GiB to the threshold. Batches are short (the first
+        // MiB wakes the daemon at once), slices are not.
+        let resting = Budget {
+            dev: 1,
+            bytes: MIB,
+            asked: 10 << 30,
+        };
+        t.arm(&[resting]);
+        assert_eq!(t.batch(ms(100)), SHORTEST_BATCH);
+        assert_eq!(t.slice(ms(10)), ms(10));
+        // Near a threshold: both short.
+        t.arm(&[Budget::new(1, MIB)]);
+        assert_eq!(t.slice(ms(10)), SHORTEST_BATCH);
+        // Spent (the daemon was woken): whole slices until armed again.
+        t.spend("inotify", 1, MIB);
+        assert_eq!(t.slice(ms(10)), ms(10));
     }
 
     #[test]

@@ -649,9 +649,9 @@ fn the_countdown_wakes_once_per_budget_not_per_write_and_again_once_re_armed() {
     // The written file lies in no project: every write on the filesystem counts down.
     let mut f = std::fs::File::create(armed_fs.path.join("storm.bin")).unwrap();
     let mut elsewhere = std::fs::File::create(other_fs.path.join("other.bin")).unwrap();
-    source.arm(&[Budget { dev, bytes: budget }]);
+    source.arm(&[Budget::new(dev, budget)]);
     assert!(
-        source.countdown.unchanged(&[Budget { dev, bytes: budget }]),
+        source.countdown.unchanged(&[Budget::new(dev, budget)]),
         "arming the same budgets again with nothing spent must not touch the probe"
     );
 
@@ -683,8 +683,8 @@ fn the_countdown_wakes_once_per_budget_not_per_write_and_again_once_re_armed() {
     );
 
     // Re-armed after the daemon's statvfs (same budget: a share was spent, so it starts over).
-    assert!(!source.countdown.unchanged(&[Budget { dev, bytes: budget }]));
-    source.arm(&[Budget { dev, bytes: budget }]);
+    assert!(!source.countdown.unchanged(&[Budget::new(dev, budget)]));
+    source.arm(&[Budget::new(dev, budget)]);
     write_4k(&mut f, share - 4096);
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(source.wake_records(), 1, "the new budget starts from zero");

@@ -2,7 +2,7 @@
 //! the budget of the project's filesystem, and a budget about to run out cuts the worker's
 //! batch short, so the read that spends it does not wait for the batch timer.
 
-use super::worker::BATCH;
+use super::worker::{BATCH, TICK};
 use super::Worker;
 use crate::sources::countdown::{Budget, Wake};
 use crate::sources::testutil::{is_root, project, tempdir, write_with_write, Tmpfs};
@@ -25,10 +25,7 @@ fn wakes_when_the_budget_is_spent(mut source: Box<dyn Source>, name: &str) {
     source.set_waker(waker);
     assert!(source.counts_down());
     let dev = std::fs::metadata(&a).unwrap().dev();
-    source.arm(&[Budget {
-        dev,
-        bytes: 4 << 20,
-    }]);
+    source.arm(&[Budget::new(dev, 4 << 20)]);
     write_with_write(&a.join("small"), 1 << 20, 64 << 10);
     assert!(
         wakeups.recv_timeout(Duration::from_millis(500)).is_err(),
@@ -45,10 +42,7 @@ fn wakes_when_the_budget_is_spent(mut source: Box<dyn Source>, name: &str) {
         wakeups.recv_timeout(Duration::from_millis(500)).is_err(),
         "{name}: one wake-up per arming"
     );
-    source.arm(&[Budget {
-        dev,
-        bytes: 1 << 20,
-    }]);
+    source.arm(&[Budget::new(dev, 1 << 20)]);
     write_with_write(&a.join("again"), 2 << 20, 64 << 10);
     assert!(
         wakeups.recv_timeout(Duration::from_secs(5)).is_ok(),
@@ -111,13 +105,7 @@ fn a_spent_budget_wakes_before_the_batch_ends(mut source: Worker, root: &Path, n
     Source::set_waker(&mut source, waker);
     let dev = std::fs::metadata(&a).unwrap().dev();
     // Ordinary bookkeeping: a budget far away leaves the batches whole.
-    Source::arm(
-        &mut source,
-        &[Budget {
-            dev,
-            bytes: 1 << 40,
-        }],
-    );
+    Source::arm(&mut source, &[Budget::new(dev, 1 << 40)]);
     assert!(write_until_woken(&a.join("far"), 1 << 40, 24 * MIB, &wakeups).is_none());
     std::thread::sleep(BATCH * 2);
     assert_eq!(
@@ -127,7 +115,7 @@ fn a_spent_budget_wakes_before_the_batch_ends(mut source: Worker, root: &Path, n
     );
     // A budget of 32 MiB: spent by the writer within ~40 ms.
     let budget = 32 * MIB;
-    Source::arm(&mut source, &[Budget { dev, bytes: budget }]);
+    Source::arm(&mut source, &[Budget::new(dev, budget)]);
     let (wake, delay) = write_until_woken(&a.join("near"), budget, 3 * budget, &wakeups)
         .unwrap_or_else(|| panic!("{name}: no wake-up after {} MiB", 3 * budget / MIB));
     let pace = source.pace();
@@ -169,4 +157,36 @@ fn fanotify_a_spent_budget_wakes_before_the_batch_ends() {
     let source = crate::sources::fanotify::open().expect("fanotify");
     let tmpfs = Tmpfs::mount().expect("mount tmpfs");
     a_spent_budget_wakes_before_the_batch_ends(source, &tmpfs.path, "fanotify");
+}
+
+/// A worker's periodic work (polling, sharing watches) runs in short slices only near a
+/// threshold: a resting sampler's 1 MiB budget (far from every threshold) leaves them whole.
+/// (Cut by the resting budget, they made a polling round past the watch limit five times slower
+/// and kept it running while the node was idle.)
+#[test]
+fn inotify_slices_are_cut_near_a_threshold_not_by_a_resting_budget() {
+    let mut source = crate::sources::inotify::open().expect("inotify");
+    let dir = tempdir();
+    let a = dir.path().join("a");
+    std::fs::create_dir(&a).unwrap();
+    source.watch_and_wait(&[project(1, &a)]).unwrap();
+    let dev = std::fs::metadata(&a).unwrap().dev();
+    // Idle, the worker ticks once per `TICK`: one has run with the budget armed after a
+    // `TICK` and a little more.
+    let slice_of_the_next_tick = |source: &mut Worker, budget: Budget| {
+        Source::arm(source, &[budget]);
+        std::thread::sleep(TICK + Duration::from_millis(200));
+        source.pace().slice.expect("no tick")
+    };
+    let resting = Budget {
+        dev,
+        bytes: MIB,
+        asked: 10 << 30,
+    };
+    assert_eq!(slice_of_the_next_tick(&mut source, resting), BATCH);
+    let near = slice_of_the_next_tick(&mut source, Budget::new(dev, MIB));
+    assert!(
+        near < Duration::from_millis(5),
+        "near a threshold: {near:?}"
+    );
 }

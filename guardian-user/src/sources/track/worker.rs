@@ -30,11 +30,11 @@ pub(crate) trait Backend: Send + 'static {
     fn pump(&mut self) -> io::Result<()>;
     /// Periodic work (re-walks, polled dirs, retries), about once per [`TICK`]; what can be
     /// cut anywhere (polling directories without a watch, sharing watches) in slices of at
-    /// most `slice` — the time until the next read of the queue is due, a few ms while a
-    /// countdown budget is close to running out, so a crossing's event does not wait behind
-    /// it. Re-walks keep their own slice: a walk cannot stop mid-project, and while the
-    /// sampler rests (budgets of 1 MiB, batches of 2 ms) a 2 ms slice would stretch an
-    /// overflow's repair of many small projects several times over.
+    /// most `slice` — a few ms while the next threshold is close ([`Tally::slice`]; not
+    /// while a resting sampler's 1 MiB budget waits for a new writer: 2 ms slices then made a
+    /// polling round five times slower and kept it running at idle), so a crossing's event
+    /// does not wait behind it. Re-walks keep their own slice: a walk cannot stop
+    /// mid-project.
     fn tick(&mut self, slice: Duration);
     /// Whether [`Backend::tick`] has urgent work (then it runs as soon as the budget allows,
     /// not only once per [`TICK`]).
@@ -46,12 +46,6 @@ pub(crate) trait Backend: Send + 'static {
     /// Conditions the operator should see now (degraded directories, …).
     fn problems(&self) -> Vec<String> {
         Vec::new()
-    }
-    /// Whether every tracked directory reports its writes as they happen (false while some are
-    /// only polled: inotify past its watch limit). Only then does the countdown count every
-    /// write, and may the daemon's sampler rest on it.
-    fn sees_every_write(&self) -> bool {
-        true
     }
 }
 
@@ -112,8 +106,6 @@ struct Shared {
     batching: Option<(Instant, Duration)>,
     /// How the countdown paced the reads, for tests.
     pace: Pace,
-    /// Some tracked directories are only polled ([`Backend::sees_every_write`] is false).
-    blind: bool,
 }
 
 /// How the write countdown paced the worker's reads of the queue.
@@ -124,6 +116,8 @@ pub(crate) struct Pace {
     pub(crate) early_reads: u64,
     /// The batch the worker waited for before the read that woke the daemon last.
     pub(crate) woken_after: Option<Duration>,
+    /// The slice the last [`Backend::tick`] was given.
+    pub(crate) slice: Option<Duration>,
 }
 
 /// A worker thread running a [`Backend`], stopped and joined on drop.
@@ -259,7 +253,7 @@ impl crate::sources::Source for Worker {
     }
 
     fn counts_down(&self) -> bool {
-        self.shared.lock().is_ok_and(|s| !s.blind)
+        true
     }
 
     fn set_waker(&mut self, waker: Waker) {
@@ -343,12 +337,12 @@ fn run<B: Backend>(
         // a writer making many small writes costs one event per batch instead of one per write.
         // Close to a countdown budget running out the batch is shorter: the read that spends it
         // wakes the daemon within a few ms of the write (`countdown::batch_for`).
-        let (batch, batch_left) = match shared.lock() {
+        let batch_left = match shared.lock() {
             Ok(mut s) => {
                 let batch = s.tally.batch(BATCH);
                 let left = batch.saturating_sub(last_pump.elapsed());
                 s.batching = (!left.is_zero()).then_some((last_pump, batch));
-                (batch, left)
+                left
             }
             Err(_) => return,
         };
@@ -442,16 +436,20 @@ fn run<B: Backend>(
                 return;
             }
         }
-        if last_tick.elapsed() >= tick_every {
-            backend.tick(batch);
+        // The slice as the budgets are now (armed perhaps while the worker waited).
+        let slice = (last_tick.elapsed() >= tick_every)
+            .then(|| shared.lock().map_or(BATCH, |s| s.tally.slice(BATCH)));
+        if let Some(slice) = slice {
+            backend.tick(slice);
             last_tick = Instant::now();
         }
         let sample = backend.take();
         let problems = backend.problems();
-        let blind = !backend.sees_every_write();
         match shared.lock() {
             Ok(mut s) => {
-                s.blind = blind;
+                if slice.is_some() {
+                    s.pace.slice = slice;
+                }
                 if read_after.is_some_and(|after| after < BATCH) {
                     s.pace.early_reads += 1;
                 }

@@ -150,10 +150,10 @@ fn with_probe(dd: &Dd<'_>, project: &Path) -> Result<Measured> {
         ino: meta.ino(),
     }])?;
     // Armed as the daemon arms it: every write spends from the budget.
-    source.arm(&[guardian::sources::countdown::Budget {
-        dev: meta.dev(),
-        bytes: u64::MAX / 2,
-    }]);
+    source.arm(&[guardian::sources::countdown::Budget::new(
+        meta.dev(),
+        u64::MAX / 2,
+    )]);
     source.drain()?;
     let done = AtomicBool::new(false);
     let (measured, counted) = std::thread::scope(|scope| {
