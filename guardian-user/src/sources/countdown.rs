@@ -197,10 +197,14 @@ impl Tally {
     /// Bytes left of the closest budget not yet spent (`None`: none armed, or each has woken
     /// the daemon already and waits to be armed again).
     pub fn left(&self) -> Option<u64> {
-        self.armed
-            .values()
+        self.closest(|a| a.budget)
+    }
+
+    /// The least of `of(budget) − spent` over the budgets that have not fired.
+    fn closest(&self, of: impl Fn(&Armed) -> u64) -> Option<u64> {
+        (self.armed.values())
             .filter(|a| !a.fired)
-            .map(|a| a.budget.saturating_sub(a.spent))
+            .map(|a| of(a).saturating_sub(a.spent))
             .min()
     }
 
@@ -214,11 +218,7 @@ impl Tally {
     /// the slices are short only near a threshold, not while a resting sampler's small budget
     /// waits for a new writer (then a slice delays that wake-up by at most `longest`).
     pub fn slice(&self, longest: Duration) -> Duration {
-        let left = (self.armed.values())
-            .filter(|a| !a.fired)
-            .map(|a| a.asked.saturating_sub(a.spent))
-            .min();
-        batch_for(left, longest)
+        batch_for(self.closest(|a| a.asked), longest)
     }
 
     /// Spends `bytes` written on `dev`; the wake-up when this spend exhausts its budget.
