@@ -481,16 +481,11 @@ impl Guardian {
             self.publish_state();
         }
         let resting = self.cadence.resting();
-        // A source without a countdown would leave every crossing to the resting interval.
-        // What a counting source misses (stores through `mmap`, inotify's directories past its
-        // watch limit, only polled) moves free space, which the next resting sample reads.
-        self.cadence.sampled(
-            !wrote
-                && unchanged
-                && !self.cleaner.busy()
-                && self.woken.is_none()
-                && self.source.counts_down(),
-        );
+        // Every source past this point counts down; what it misses (stores through `mmap`,
+        // inotify's directories past its watch limit, only polled) moves free space, which the
+        // next resting sample reads.
+        self.cadence
+            .sampled(!wrote && unchanged && !self.cleaner.busy() && self.woken.is_none());
         if self.cadence.resting() != resting {
             self.arm_countdown();
         }

@@ -198,12 +198,6 @@ pub trait Source: Send {
     fn sampling(&self) -> Option<poll::Sampling> {
         None
     }
-    /// Whether this source wakes the daemon through its [`countdown::Waker`] when an armed
-    /// budget runs out (then a crossing does not wait for the next sample, and
-    /// `sample_interval` may be long).
-    fn counts_down(&self) -> bool {
-        false
-    }
     /// Where to send wake-ups of the write countdown. Sources that cannot count ignore it.
     fn set_waker(&mut self, _waker: countdown::Waker) {}
     /// Arms the write countdown anew (after a `statvfs`): one budget per guarded filesystem;

@@ -321,10 +321,6 @@ impl Source for EbpfSource {
         problems
     }
 
-    fn counts_down(&self) -> bool {
-        true
-    }
-
     fn set_waker(&mut self, waker: Waker) {
         self.countdown.set_waker(waker);
     }

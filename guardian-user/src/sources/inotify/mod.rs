@@ -15,7 +15,7 @@
 //!   `Refused::OutOfWatches`; a tick's share is bounded, so the dropped watches' `IN_IGNORED`
 //!   never overflow the queue);
 //!   the directories without a watch are polled in turn (and their watches retried), in 10 ms
-//!   slices (shorter while a countdown budget is close to running out: `Backend::tick`), as
+//!   slices (shorter while the next threshold is close: `Backend::tick`), as
 //!   many as [`UNWATCHED_BUDGET`] of a core allows (`track/unwatched.rs`), and only while
 //!   their filesystem's free blocks or inodes move (an idle node polls nothing), which
 //!   [`Sample::notes`] says once and `problems()` says while it lasts, with the subtrees in

@@ -558,10 +558,6 @@ impl Source for Supervisor {
         self.active.problems()
     }
 
-    fn counts_down(&self) -> bool {
-        self.active.counts_down()
-    }
-
     fn set_waker(&mut self, waker: Waker) {
         self.waker = Some(waker);
         self.hand_countdown();

@@ -252,10 +252,6 @@ impl crate::sources::Source for Worker {
             .unwrap_or_default()
     }
 
-    fn counts_down(&self) -> bool {
-        true
-    }
-
     fn set_waker(&mut self, waker: Waker) {
         if let Ok(mut s) = self.shared.lock() {
             s.waker = Some(waker);
