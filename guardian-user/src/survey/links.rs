@@ -52,6 +52,18 @@ pub struct Links {
     table: HashMap<(u64, u64), Partners>,
     /// Held records over all kept projects.
     held: usize,
+    /// Bumped by every change to the table: a [`Verdict`] taken at one count holds until the
+    /// next (the index keeps one per entry instead of looking up every held inode per lookup).
+    changes: u64,
+}
+
+/// What the partner table says of one project's shared inodes (see [`Links::verdict`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The kept projects hold exactly the links its walk counted, none stale or written since.
+    pub servable: bool,
+    /// A partner was reported written since its walk began.
+    pub written_since: bool,
 }
 
 impl Links {
@@ -102,6 +114,7 @@ impl Links {
             p.written = p.written.max(written.unwrap_or(0));
         }
         self.held += held.len();
+        self.changed(held);
     }
 
     /// A kept project goes (replaced by a new walk, vanished): `stale` as it was last counted.
@@ -117,6 +130,7 @@ impl Links {
             }
         }
         self.held = self.held.saturating_sub(held.len());
+        self.changed(held);
     }
 
     /// A kept project was reported written at sync `at`; `newly_stale` when it was fresh until
@@ -128,33 +142,48 @@ impl Links {
                 p.stale += u32::from(newly_stale);
             }
         }
+        self.changed(held);
     }
 
-    /// Whether a project whose walk began at sync `walked_at` and counted `held` may be served:
-    /// for each inode, the kept projects hold exactly the links its walk counted, none of them
-    /// is stale, and none was reported written since that walk began.
-    pub fn servable(&self, dev: u64, held: &[Held], walked_at: u64) -> bool {
-        held.iter().all(|h| {
-            self.table.get(&(dev, h.ino)).is_some_and(|p| {
-                p.seen == u64::from(h.nlink) && p.stale == 0 && p.written <= walked_at
-            })
-        })
+    /// Counts a change of the records of `held` (none when it is empty).
+    fn changed(&mut self, held: &[Held]) {
+        if !held.is_empty() {
+            self.changes += 1;
+        }
     }
 
-    /// Whether a partner was reported written since the walk (at sync `walked_at`) that counted
-    /// `held`: only a new walk of the project can make it servable again.
-    pub fn written_since(&self, dev: u64, held: &[Held], walked_at: u64) -> bool {
-        held.iter().any(|h| {
-            self.table
-                .get(&(dev, h.ino))
-                .is_some_and(|p| p.written > walked_at)
-        })
+    /// How many times the table changed: a [`Verdict`] holds while this stays the same.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// For a project whose walk began at sync `walked_at` and counted `held`, in one pass: may
+    /// it be served (for each inode, the kept projects hold exactly the links its walk counted,
+    /// none of them is stale, and none was reported written since that walk began), and was a
+    /// partner reported written since (then only a new walk of it can make it servable again).
+    pub fn verdict(&self, dev: u64, held: &[Held], walked_at: u64) -> Verdict {
+        let mut v = Verdict {
+            servable: true,
+            written_since: false,
+        };
+        for h in held {
+            match self.table.get(&(dev, h.ino)) {
+                Some(p) => {
+                    let written = p.written > walked_at;
+                    v.written_since |= written;
+                    v.servable &= !written && p.seen == u64::from(h.nlink) && p.stale == 0;
+                }
+                None => v.servable = false,
+            }
+        }
+        v
     }
 
     /// Forgets everything (the index was cleared), giving the table's memory back.
     pub fn clear(&mut self) {
         self.table = HashMap::new();
         self.held = 0;
+        self.changes += 1;
     }
 
     /// Shared inodes in the table (each once, however many projects hold it).
@@ -181,29 +210,66 @@ mod tests {
         let b = [held(1, 3, 1)];
         links.add(DEV, &a, false, None);
         assert!(
-            !links.servable(DEV, &a, 5),
+            !links.verdict(DEV, &a, 5).servable,
             "b not kept yet: a link unknown"
         );
         links.add(DEV, &b, false, None);
-        assert!(links.servable(DEV, &a, 5));
-        assert!(links.servable(DEV, &b, 6));
+        assert!(links.verdict(DEV, &a, 5).servable);
+        assert!(links.verdict(DEV, &b, 6).servable);
         // Another device's inode 1 is another inode.
-        assert!(!links.servable(DEV + 1, &a, 5));
+        assert!(!links.verdict(DEV + 1, &a, 5).servable);
         // b is written at sync 8: both are stale now, neither is served, and only a new walk
         // of a (b's is due anyway) can bring a back.
         links.written(DEV, &b, 8, true);
-        assert!(!links.servable(DEV, &a, 5));
-        assert!(links.written_since(DEV, &a, 5));
+        assert!(!links.verdict(DEV, &a, 5).servable);
+        assert!(links.verdict(DEV, &a, 5).written_since);
         // b walked again at 9 (still one link), a still from 5: a stays unservable...
         links.remove(DEV, &b, true);
         links.add(DEV, &b, false, Some(8));
-        assert!(!links.servable(DEV, &a, 5));
-        assert!(links.servable(DEV, &b, 9));
+        assert!(!links.verdict(DEV, &a, 5).servable);
+        assert!(links.verdict(DEV, &b, 9).servable);
         // ...until a is walked again too.
         links.remove(DEV, &a, false);
         links.add(DEV, &a, false, None);
-        assert!(links.servable(DEV, &a, 10));
-        assert!(!links.written_since(DEV, &a, 10));
+        assert!(links.verdict(DEV, &a, 10).servable);
+        assert!(!links.verdict(DEV, &a, 10).written_since);
+    }
+
+    /// A verdict is kept per index entry until the table changes: every change to a record
+    /// counts, and a verdict taken before one may differ from one taken after.
+    #[test]
+    fn every_change_of_the_table_is_counted() {
+        let mut links = Links::default();
+        let a = [held(1, 2, 1)];
+        let b = [held(1, 2, 1)];
+        let mut last = links.changes();
+        let mut changed = |links: &Links| {
+            let now = links.changes();
+            let moved = now != last;
+            last = now;
+            moved
+        };
+        links.add(DEV, &a, false, None);
+        assert!(changed(&links));
+        let before = links.verdict(DEV, &a, 5);
+        links.add(DEV, &b, false, None);
+        assert!(changed(&links));
+        assert_ne!(
+            before,
+            links.verdict(DEV, &a, 5),
+            "b's link completes a's count"
+        );
+        links.written(DEV, &b, 8, true);
+        assert!(changed(&links));
+        links.remove(DEV, &b, true);
+        assert!(changed(&links));
+        // A project sharing nothing changes nothing.
+        links.add(DEV, &[], false, None);
+        links.written(DEV, &[], 9, true);
+        links.remove(DEV, &[], false);
+        assert!(!changed(&links));
+        links.clear();
+        assert!(changed(&links));
     }
 
     #[test]
@@ -214,8 +280,8 @@ mod tests {
         let b = [held(1, 2, 1)];
         links.add(DEV, &a, false, None);
         links.add(DEV, &b, false, Some(7));
-        assert!(!links.servable(DEV, &a, 5));
-        assert!(links.servable(DEV, &b, 9));
+        assert!(!links.verdict(DEV, &a, 5).servable);
+        assert!(links.verdict(DEV, &b, 9).servable);
     }
 
     #[test]
@@ -226,7 +292,7 @@ mod tests {
         let b = [held(1, 3, 1)];
         links.add(DEV, &a, false, None);
         links.add(DEV, &b, false, None);
-        assert!(!links.servable(DEV, &a, 5));
+        assert!(!links.verdict(DEV, &a, 5).servable);
         // A stale record of a holder counting one link too many.
         let c = [held(2, 2, 1)];
         let d = [held(2, 2, 1)];
@@ -234,15 +300,15 @@ mod tests {
         for h in [&c, &d, &e] {
             links.add(DEV, h, false, None);
         }
-        assert!(!links.servable(DEV, &c, 5));
+        assert!(!links.verdict(DEV, &c, 5).servable);
         // A stale holder whose walk happened before any write was reported.
         links.remove(DEV, &e, false);
         links.remove(DEV, &d, false);
         links.add(DEV, &d, true, None);
-        assert!(!links.servable(DEV, &c, 5));
+        assert!(!links.verdict(DEV, &c, 5).servable);
         links.remove(DEV, &d, true);
         links.add(DEV, &d, false, None);
-        assert!(links.servable(DEV, &c, 5));
+        assert!(links.verdict(DEV, &c, 5).servable);
     }
 
     #[test]
