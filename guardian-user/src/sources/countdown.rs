@@ -34,10 +34,10 @@ pub const MIN_BUDGET: u64 = 1 << 20;
 
 /// The fastest a writer is taken to fill a filesystem, in bytes per second, by the sources that
 /// read their events in batches (fanotify, inotify; [`batch_for`]). One process writing 1 MiB
-/// chunks to the page cache ran at 2.5 GB/s on the bench's 2-vCPU VM (loop ext4), and with 2 GiB/s
-/// here the read after arming a 52 MiB budget came 25 ms later, ~10 ms after the crossing
-/// (`cargo xtask bench --only scale`, cycle start); several writers or a faster host go further.
-/// A faster one is seen late by at most the ratio, and never later than a whole batch.
+/// chunks to the page cache ran at 2.5 GB/s on the bench's 2-vCPU VM (loop ext4); with 2 GiB/s
+/// in this constant, the read after arming a 52 MiB budget came 25 ms later, ~10 ms after the
+/// crossing (`cargo xtask bench --only scale`, cycle start). Several writers or a faster host go
+/// further. A faster one is seen late by at most the ratio, and never later than a whole batch.
 pub const FAST_WRITE: u64 = 8 << 30;
 
 /// The shortest batch [`batch_for`] cuts to: a budget about to run out is read for about every
