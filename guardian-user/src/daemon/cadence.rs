@@ -3,7 +3,8 @@
 //! running; every source but `poll`, which never rests, has a write countdown), at a *resting*
 //! interval — with the write countdown armed small, so the first bytes of a new writer wake
 //! the daemon at once and sampling is back at its pace from that sample on. An idle node then
-//! costs a sample a second instead of four, and a writer is seen as early as before. Pure: the loop reports each sample and asks for the next interval.
+//! costs a sample a second instead of four, and a writer is seen as early as before. Pure: the
+//! loop reports each sample and asks for the next interval.
 
 use std::time::Duration;
 

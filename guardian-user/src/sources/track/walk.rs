@@ -196,9 +196,10 @@ impl Tree {
     /// most [`SHARE_PER_TICK`] and for at most [`UNWATCHED_BURST`] a tick, or `slice` if
     /// shorter (`Backend::tick`): while they wait the worker ticks every 100 ms, so this costs
     /// up to 10% of a core for as long — on the 5M tree ~3 s of CPU in the first two minutes)
-    /// the watch of a directory deeper than [`SHALLOW`], which is polled from then on; both are read again (what happened in the
-    /// one while it was only polled, and in the other since its last batch of events). Between
-    /// batches of events only: every watch dropped queues an event.
+    /// the watch of a directory deeper than [`SHALLOW`], which is polled from then on; both are
+    /// read again (what happened in the one while it was only polled, and in the other since its
+    /// last batch of events). Between batches of events only: every watch dropped queues an
+    /// event.
     pub(crate) fn share_watches(&mut self, hooks: &mut dyn Hooks, slice: Duration) {
         let began = Instant::now();
         let slice = slice.min(UNWATCHED_BURST);
