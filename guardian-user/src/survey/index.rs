@@ -139,8 +139,9 @@ impl Kept {
         }
     }
 
-    /// The survey of the project at `path`, whose entry is `root` now and which shares `held`.
-    fn survey(&self, path: &Path, root: &EntryStat, held: &[Held]) -> ProjectSurvey {
+    /// The survey of the project at `path`, whose entry is `root` now. The inodes it shares
+    /// stay with the index (see [`ProjectSurvey::shared`]).
+    fn survey(&self, path: &Path, root: &EntryStat) -> ProjectSurvey {
         ProjectSurvey {
             path: path.to_path_buf(),
             identity: self.identity,
@@ -150,7 +151,7 @@ impl Kept {
             protected_name: self.protected_name,
             contains_keep: self.contains_keep,
             matches: self.matches.to_vec(),
-            shared: Links::expand(root.dev, held),
+            shared: Vec::new(),
             root: Some(*root),
             complete: true,
             cached: false,
@@ -325,7 +326,7 @@ impl Index {
         }
         let entry = self.entries.get(path)?;
         let kept = entry.kept.as_ref()?;
-        let held = entry.links.as_deref()?;
+        // No verdict without kept links: a project whose shared inodes were not kept is walked.
         if !self.fresh(path, entry)
             || entry.root != RootStamp::of(st)
             || !entry.verdict(&self.links).is_some_and(|v| v.servable)
@@ -336,7 +337,15 @@ impl Index {
             m.rel_path.as_os_str().is_empty()
                 || fsys::identity_of(&path.join(&m.rel_path)).is_ok_and(|id| id == m.identity)
         });
-        unchanged.then(|| kept.survey(path, st, held))
+        unchanged.then(|| kept.survey(path, st))
+    }
+
+    /// The inodes the kept entry of `path` shares with other projects, in the scanner's form
+    /// (what a walk of it puts in [`ProjectSurvey::shared`]).
+    #[cfg(test)]
+    pub fn shared_of(&self, path: &Path) -> Option<Vec<crate::scan::SharedInode>> {
+        let entry = self.entries.get(path)?;
+        Some(Links::expand(entry.root.dev, entry.links.as_deref()?))
     }
 
     /// Keeps a project walked under `ticket` (from [`sync`](Index::sync) before the walk began),

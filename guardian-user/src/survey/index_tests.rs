@@ -440,14 +440,15 @@ type Agreeing = (
     Vec<crate::scan::SharedInode>,
 );
 
-fn agreeing(p: &ProjectSurvey) -> Agreeing {
+/// `shared`: a walked survey's own, or what the index keeps for a served one.
+fn agreeing(p: &ProjectSurvey, shared: Vec<crate::scan::SharedInode>) -> Agreeing {
     let mut m: Vec<_> = p
         .matches
         .iter()
         .map(|m| (m.rel_path.clone(), m.identity, m.rule, m.freeable.allocated))
         .collect();
     m.sort();
-    (p.usage.allocated, p.usage.inodes, m, p.shared.clone())
+    (p.usage.allocated, p.usage.inodes, m, shared)
 }
 
 /// Random churn across projects (create, grow, truncate, rename across projects, delete, hard
@@ -539,15 +540,16 @@ pub fn churn_agrees(seconds: u64, seed: u64) -> (usize, usize, usize) {
         let via = survey_workspace_with(ws, &rules, &|p, st| index.lookup(p, st));
         for p in via.projects.iter().filter(|p| p.cached) {
             served += 1;
-            sharing += usize::from(!p.shared.is_empty());
+            let shared = index.shared_of(&p.path).expect("a served project is kept");
+            sharing += usize::from(!shared.is_empty());
             let walked = fresh
                 .projects
                 .iter()
                 .find(|w| w.path == p.path)
                 .expect("a served project exists");
             assert_eq!(
-                agreeing(p),
-                agreeing(walked),
+                agreeing(p, shared),
+                agreeing(walked, walked.shared.clone()),
                 "seed {seed}: index and walk disagree on {}",
                 p.path.display()
             );
@@ -562,7 +564,12 @@ pub fn churn_agrees(seconds: u64, seed: u64) -> (usize, usize, usize) {
     // link lies in a project of the workspace).
     for (p, w) in via.projects.iter().zip(&fresh.projects) {
         assert!(p.cached, "seed {seed}: settled on {}", w.path.display());
-        assert_eq!(agreeing(p), agreeing(w), "seed {seed}: after settling");
+        let shared = index.shared_of(&p.path).expect("a served project is kept");
+        assert_eq!(
+            agreeing(p, shared),
+            agreeing(w, w.shared.clone()),
+            "seed {seed}: after settling"
+        );
     }
     assert!(
         served > 0,

@@ -87,7 +87,9 @@ impl Links {
             .collect()
     }
 
-    /// The shared inodes of `held` (on `dev`) back in the scanner's form.
+    /// The shared inodes of `held` (on `dev`) back in the scanner's form (tests compare them
+    /// with a walk's; a served survey does not carry them).
+    #[cfg(test)]
     pub fn expand(dev: u64, held: &[Held]) -> Vec<SharedInode> {
         held.iter()
             .map(|h| SharedInode {

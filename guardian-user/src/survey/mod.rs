@@ -62,7 +62,9 @@ pub struct ProjectSurvey {
     pub contains_keep: bool,
     #[serde(skip)]
     pub matches: Vec<RuleMatch>,
-    /// The hard-linked inodes it holds only some links of (the others lie elsewhere).
+    /// The hard-linked inodes it holds only some links of (the others lie elsewhere); empty in
+    /// a survey served from the index, which keeps them itself (a survey is stored only when
+    /// walked).
     #[serde(skip)]
     pub shared: Vec<SharedInode>,
     /// The project entry as stat'ed right before it was walked (`None` when it was not).
