@@ -440,7 +440,18 @@ type Agreeing = (
     Vec<crate::scan::SharedInode>,
 );
 
-/// `shared`: a walked survey's own, or what the index keeps for a served one.
+/// What a walked survey says, with its own shared inodes.
+fn walked_agreeing(p: &ProjectSurvey) -> Agreeing {
+    agreeing(p, p.shared.clone())
+}
+
+/// What a survey served from `index` says, with the shared inodes the index keeps for it (a
+/// served survey carries none).
+fn served_agreeing(index: &Index, p: &ProjectSurvey) -> Agreeing {
+    let shared = index.shared_of(&p.path).expect("a served project is kept");
+    agreeing(p, shared)
+}
+
 fn agreeing(p: &ProjectSurvey, shared: Vec<crate::scan::SharedInode>) -> Agreeing {
     let mut m: Vec<_> = p
         .matches
@@ -540,16 +551,16 @@ pub fn churn_agrees(seconds: u64, seed: u64) -> (usize, usize, usize) {
         let via = survey_workspace_with(ws, &rules, &|p, st| index.lookup(p, st));
         for p in via.projects.iter().filter(|p| p.cached) {
             served += 1;
-            let shared = index.shared_of(&p.path).expect("a served project is kept");
-            sharing += usize::from(!shared.is_empty());
+            let from_index = served_agreeing(&index, p);
+            sharing += usize::from(!from_index.3.is_empty());
             let walked = fresh
                 .projects
                 .iter()
                 .find(|w| w.path == p.path)
                 .expect("a served project exists");
             assert_eq!(
-                agreeing(p, shared),
-                agreeing(walked, walked.shared.clone()),
+                from_index,
+                walked_agreeing(walked),
                 "seed {seed}: index and walk disagree on {}",
                 p.path.display()
             );
@@ -564,10 +575,9 @@ pub fn churn_agrees(seconds: u64, seed: u64) -> (usize, usize, usize) {
     // link lies in a project of the workspace).
     for (p, w) in via.projects.iter().zip(&fresh.projects) {
         assert!(p.cached, "seed {seed}: settled on {}", w.path.display());
-        let shared = index.shared_of(&p.path).expect("a served project is kept");
         assert_eq!(
-            agreeing(p, shared),
-            agreeing(w, w.shared.clone()),
+            served_agreeing(&index, p),
+            walked_agreeing(w),
             "seed {seed}: after settling"
         );
     }
